@@ -1,0 +1,82 @@
+/**
+ * The typed audit events: what the request and credential paths publish, and what the observation path
+ * (log, metrics, anomaly detectors) consumes. Field names are the wire names of SPEC.md "Audit events".
+ * No event field ever holds a credential: only its `credential_id`.
+ */
+
+export type PlaceholderState = 'stripped' | 'absent' | 'unexpected'
+
+export interface CredentialIssued {
+  event: 'credential.issued'
+  tool: string
+  issuer: string
+  credential_id: string
+  issued_at: string
+  expires_at: string | null
+  scopes: readonly string[]
+  /** Other tools sharing this credential. */
+  shared_with?: readonly string[]
+  /** Why it was fetched: initial, scheduled, rotate, rejected (upstream 401), changed (source file changed). */
+  reason?: string
+}
+
+export interface CredentialRefreshFailed {
+  event: 'credential.refresh_failed'
+  tool: string
+  issuer: string
+  /** Error code and a message without secrets. */
+  error: string
+  attempt: number
+  retry_in_ms: number
+}
+
+export interface CredentialRevoked { event: 'credential.revoked', tool: string, credential_id: string }
+export interface CredentialExpired { event: 'credential.expired', tool: string, credential_id: string }
+
+export interface CredentialUsed {
+  event: 'credential.used'
+  tool: string
+  credential_id: string | null
+  method: string
+  host: string
+  /** Without the query string. */
+  path: string
+  status: number
+  duration_ms: number
+  /** The agent's address as `IP:PORT`. */
+  client: string
+  placeholder: PlaceholderState
+  request_id: string
+  /** Set when the request was refused before reaching upstream (method_denied, misdirected, credential_unavailable, ...). */
+  outcome?: string
+  /** True when the request was replayed after a 401 and a forced refresh. */
+  replayed?: boolean
+  bytes_in?: number
+  bytes_out?: number
+}
+
+export interface EgressDenied {
+  event: 'egress.denied'
+  host: string
+  port: number
+  reason: string
+  client?: string
+  method?: string
+  request_id?: string
+}
+
+export interface Anomaly {
+  event: 'anomaly'
+  kind: AnomalyKind
+  tool: string | null
+  detail: string
+}
+
+export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' | 'rate_spike' | 'auth_failures'
+
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | Anomaly
+
+/** Where the request and credential paths publish. Implementations must not throw and must not block. */
+export interface AuditSink {
+  emit (event: AuditEvent): void
+}

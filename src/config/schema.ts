@@ -1,0 +1,183 @@
+import { z } from 'zod'
+import { parseDuration } from '../util/duration.js'
+
+/**
+ * The one config schema: unknown keys are rejected (strictObject), defaults are filled here and nowhere else.
+ * Durations are written `10s` / `5m` / `24h` and become milliseconds.
+ * Cross-field checks (issuer references, duplicate hosts, ...) live in load.ts, which knows YAML positions.
+ */
+
+const duration = (def: string) => z.union([z.string(), z.number()])
+  .default(def)
+  .transform((v, ctx) => {
+    const ms = parseDuration(v)
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 10s, 5m, 24h)` })
+      return z.NEVER
+    }
+    return ms
+  })
+
+/** `HOST:PORT`, `[v6]:PORT`; port 0 picks a free one. */
+export const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port out of range')
+
+const port = z.number().int().min(1).max(65535)
+const nonEmpty = z.string().min(1)
+
+const limits = z.strictObject({
+  max_header_bytes: z.number().int().min(1024).default(16384),
+  max_headers: z.number().int().min(8).default(100),
+  headers_timeout: duration('10s'),
+  request_timeout: duration('300s'),
+  idle_timeout: duration('300s'),
+  keep_alive_timeout: duration('60s'),
+  connect_timeout: duration('5s'),
+  tls_handshake_timeout: duration('10s'),
+  max_connections: z.number().int().min(1).default(256),
+  max_connection_lifetime: duration('1h'),
+  max_requests_per_socket: z.number().int().min(0).default(1000),
+  upstream_connections: z.number().int().min(1).default(64),
+  upstream_pending: z.number().int().min(0).default(128),
+  replay_body_bytes: z.number().int().min(0).default(1_048_576),
+  max_response_header_bytes: z.number().int().min(1024).default(32768),
+}).prefault({})
+
+const egress = z.strictObject({
+  unmatched: z.enum(['deny', 'tunnel']).default('deny'),
+  block_private: z.boolean().default(true),
+  /** CONNECT ports allowed for `tunnel` egress, besides the ports tools name. */
+  connect_ports: z.array(port).default([443]),
+}).prefault({})
+
+const clientAuth = {
+  client_id: nonEmpty.optional(),
+  client_secret: nonEmpty.optional(),
+  client_secret_file: nonEmpty.optional(),
+  private_key_file: nonEmpty.optional(),
+  auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).default('client_secret_basic'),
+  timeout: duration('10s'),
+  /** Extra form parameters sent with every token request. */
+  params: z.record(z.string(), z.string()).default({}),
+}
+
+export const localJwtIssuer = z.strictObject({
+  type: z.literal('local_jwt'),
+  alg: z.enum(['ES256', 'ES384', 'RS256', 'PS256', 'EdDSA']).default('ES256'),
+  ttl: duration('10m'),
+  rotate_every: duration('24h'),
+  overlap: duration('1h'),
+  issuer: nonEmpty.default('https://sidekey.local'),
+})
+
+export const clientCredentialsIssuer = z.strictObject({
+  type: z.literal('oauth2_client_credentials'),
+  token_url: z.url({ protocol: /^https?$/ }),
+  ...clientAuth,
+  client_id: nonEmpty,
+  /** How the tool's audience is sent: RFC 8707 `resource`, Auth0-style `audience`, both, or none. */
+  audience_param: z.enum(['resource', 'audience', 'both', 'none']).default('resource'),
+})
+
+export const tokenExchangeIssuer = z.strictObject({
+  type: z.literal('oauth2_token_exchange'),
+  token_url: z.url({ protocol: /^https?$/ }),
+  ...clientAuth,
+  auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).default('none'),
+  subject_token_file: nonEmpty,
+  subject_token_type: nonEmpty.default('urn:ietf:params:oauth:token-type:jwt'),
+  actor_token_file: nonEmpty.optional(),
+  actor_token_type: nonEmpty.default('urn:ietf:params:oauth:token-type:jwt'),
+  requested_token_type: nonEmpty.default('urn:ietf:params:oauth:token-type:access_token'),
+  audience_param: z.enum(['resource', 'audience', 'both', 'none']).default('audience'),
+})
+
+export const fileIssuer = z.strictObject({
+  type: z.literal('file'),
+  path: nonEmpty,
+  /** When the file is JSON, the field holding the token. */
+  json_field: nonEmpty.optional(),
+})
+
+export const execIssuer = z.strictObject({
+  type: z.literal('exec'),
+  command: z.array(nonEmpty).min(1),
+  timeout: duration('10s'),
+  env: z.record(z.string(), z.string()).default({}),
+})
+
+export const issuer = z.discriminatedUnion('type', [localJwtIssuer, clientCredentialsIssuer, tokenExchangeIssuer, fileIssuer, execIssuer])
+
+const inject = z.strictObject({
+  header: nonEmpty.optional(),
+  format: nonEmpty.optional(),
+  query: nonEmpty.optional(),
+  basic: z.strictObject({ username: z.string() }).optional(),
+}).refine((i) => [i.header, i.query, i.basic].filter((v) => v !== undefined).length === 1,
+  'inject needs exactly one of header, query or basic')
+  .refine((i) => i.format === undefined || i.header !== undefined, 'format applies to inject.header only')
+  .refine((i) => i.format === undefined || i.format.includes('{token}'), 'format must contain {token}')
+
+const match = z.strictObject({
+  host: nonEmpty,
+  port: port.optional(),
+  path_prefix: z.string().startsWith('/').optional(),
+  methods: z.array(z.string().regex(/^[A-Z]+$/, 'methods are upper-case tokens like GET')).min(1).optional(),
+})
+
+export const tool = z.strictObject({
+  match,
+  issuer: nonEmpty,
+  scopes: z.array(nonEmpty).default([]),
+  audience: nonEmpty.optional(),
+  inject: inject.default({ header: 'Authorization', format: 'Bearer {token}' }),
+  strip: z.array(nonEmpty).optional(),
+  placeholder: z.string().optional(),
+  refresh: z.strictObject({
+    at: z.number().gt(0).lt(1).default(0.5),
+    jitter: z.number().min(0).lt(1).default(0.1),
+  }).prefault({}),
+  plaintext: z.boolean().default(false),
+  /** Negotiate HTTP/2 with this tool's upstream when it offers h2 in ALPN. */
+  http2: z.boolean().default(true),
+})
+
+export const anomaly = z.record(z.string(), z.unknown()).default({})
+
+export const config = z.strictObject({
+  instance_id: nonEmpty,
+  listen: hostPort.default('127.0.0.1:4750'),
+  admin: z.strictObject({
+    listen: hostPort.default('127.0.0.1:4751'),
+    token_file: nonEmpty.optional(),
+  }).prefault({}),
+  ca: z.strictObject({
+    dir: nonEmpty.default('./data/ca'),
+    validity: duration('30d'),
+    leaf_validity: duration('7d'),
+    /** Constrain the CA (RFC 5280 nameConstraints) to the tool hosts. */
+    name_constraints: z.boolean().default(false),
+    leaf_cache_size: z.number().int().min(1).default(1000),
+  }).prefault({}),
+  upstream_ca_file: nonEmpty.optional(),
+  resolve: z.record(z.string(), z.string()).default({}),
+  limits,
+  egress,
+  log: z.strictObject({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  }).prefault({}),
+  shutdown_grace: duration('10s'),
+  anomaly,
+  issuers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'issuer names use letters, digits, _ . -'), issuer),
+  tools: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'tool names use letters, digits, _ . -'), tool),
+})
+
+export type Config = z.output<typeof config>
+export type ToolConfig = z.output<typeof tool>
+export type IssuerConfig = z.output<typeof issuer>
+export type LimitsConfig = Config['limits']
+export type LocalJwtIssuerConfig = z.output<typeof localJwtIssuer>
+export type ClientCredentialsIssuerConfig = z.output<typeof clientCredentialsIssuer>
+export type TokenExchangeIssuerConfig = z.output<typeof tokenExchangeIssuer>
+export type FileIssuerConfig = z.output<typeof fileIssuer>
+export type ExecIssuerConfig = z.output<typeof execIssuer>

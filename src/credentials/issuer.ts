@@ -1,0 +1,50 @@
+import type { Secret } from '../util/secret.js'
+
+/** What a tool asks an issuer for. Tools asking for the same (issuer, scopes, audience) share one credential. */
+export interface CredentialRequest {
+  /** The first tool that asked for this credential; for audit and for issuers that put it in a claim. */
+  readonly tool: string
+  readonly scopes: readonly string[]
+  readonly audience: string | undefined
+  /** This agent instance (config `instance_id`). */
+  readonly instanceId: string
+  /** Aborted when the fetch times out or sidekey stops. */
+  readonly signal: AbortSignal
+}
+
+/** A credential as an issuer hands it out. */
+export interface IssuedCredential {
+  readonly token: Secret
+  /** Milliseconds since the epoch; undefined when the credential does not expire (e.g. a static file secret). */
+  readonly expiresAt: number | undefined
+  /** Milliseconds since the epoch. */
+  readonly issuedAt: number
+  /** The JWT `jti` when present, else the first 16 hex digits of the token's SHA-256 (`Secret.fingerprint()`). */
+  readonly id: string
+}
+
+/**
+ * One implementation per `issuers.<name>.type`, one file each in issuers/.
+ *
+ * @example
+ *   const cred = await issuer.fetch({ tool: 'github', scopes: ['repo:read'], audience: undefined, instanceId, signal })
+ */
+export interface Issuer {
+  readonly type: string
+  /** Fetches a fresh credential. Throws IssuerError (never with a secret in its message) on failure. */
+  fetch (request: CredentialRequest): Promise<IssuedCredential>
+  /** Public signing keys, for issuers that sign (local_jwt); served at /.well-known/jwks.json. */
+  jwks? (): readonly JsonWebKeyPublic[]
+  /** Registers a callback fired when the issuer's source changed (a watched file), so holders refresh now. */
+  onChange? (listener: () => void): void
+  /** Releases timers and watchers. */
+  close? (): void | Promise<void>
+}
+
+export interface JsonWebKeyPublic {
+  readonly kty: string
+  readonly kid: string
+  readonly alg: string
+  readonly use: 'sig'
+  readonly [k: string]: unknown
+}

@@ -1,0 +1,50 @@
+/**
+ * Every error sidekey raises on purpose is a SidekeyError with a stable `code`.
+ * `status` is the HTTP status the agent sees when the error ends a proxied request;
+ * `expose` says whether `message` may be shown to the agent (it never carries a secret either way).
+ * Errors become HTTP responses in exactly one place: proxy/respond.ts.
+ */
+export type ErrorCode =
+  | 'SIDEKEY_CONFIG_INVALID'
+  | 'SIDEKEY_BAD_REQUEST'
+  | 'SIDEKEY_HOST_MISMATCH'
+  | 'SIDEKEY_MISDIRECTED'
+  | 'SIDEKEY_EGRESS_DENIED'
+  | 'SIDEKEY_METHOD_DENIED'
+  | 'SIDEKEY_CREDENTIAL_UNAVAILABLE'
+  | 'SIDEKEY_UPSTREAM_FAILED'
+  | 'SIDEKEY_UPSTREAM_TIMEOUT'
+  | 'SIDEKEY_UPSTREAM_TLS'
+  | 'SIDEKEY_ISSUER_FAILED'
+  | 'SIDEKEY_ISSUER_RESPONSE'
+  | 'SIDEKEY_ISSUER_TIMEOUT'
+  | 'SIDEKEY_CA_FAILED'
+  | 'SIDEKEY_OVERLOADED'
+  | 'SIDEKEY_INTERNAL'
+
+export class SidekeyError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly expose: boolean
+  /** Extra fields safe to put in the JSON error body (e.g. `tool`). */
+  readonly details: Readonly<Record<string, string | number>>
+
+  constructor (code: ErrorCode, message: string, opts: { status?: number, expose?: boolean, details?: Record<string, string | number>, cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.name = 'SidekeyError'
+    this.code = code
+    this.status = opts.status ?? 500
+    this.expose = opts.expose ?? this.status < 500
+    this.details = Object.freeze({ ...(opts.details ?? {}) })
+  }
+}
+
+/** Issuer failures carry an optional retry hint (from Retry-After) for the refresher's backoff. */
+export class IssuerError extends SidekeyError {
+  readonly retryAfterMs: number | undefined
+  constructor (code: 'SIDEKEY_ISSUER_FAILED' | 'SIDEKEY_ISSUER_RESPONSE' | 'SIDEKEY_ISSUER_TIMEOUT', message: string, opts: { retryAfterMs?: number, cause?: unknown } = {}) {
+    super(code, message, { status: 503, expose: false, cause: opts.cause })
+    this.name = 'IssuerError'
+    this.retryAfterMs = opts.retryAfterMs
+  }
+}
