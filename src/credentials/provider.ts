@@ -1,0 +1,48 @@
+import type { Secret } from '../util/secret.js'
+import type { JsonWebKeyPublic } from './issuer.js'
+
+/** A credential held for a tool. */
+export interface Credential {
+  readonly token: Secret
+  readonly id: string
+  readonly issuedAt: number
+  readonly expiresAt: number | undefined
+}
+
+export interface ToolCredentialStatus {
+  issuer: string
+  credential_id: string | null
+  issued_at: string | null
+  expires_at: string | null
+  age_seconds: number | null
+  expires_in_seconds: number | null
+  /** Tools sharing the same (issuer, scopes, audience) credential. */
+  shared_with: string[]
+  last_refresh: { result: 'success' | 'failure', at: string, error?: string } | null
+  next_refresh_at: string | null
+}
+
+/**
+ * What the request path and the admin routes see of the credential path (credentials/manager.ts implements it).
+ * The request path only calls `current` (synchronous, on every request) and `refreshRejected` (after a 401).
+ */
+export interface CredentialProvider {
+  /** The credential to inject for `tool` now, or undefined: fail closed (503). Never waits on an issuer. */
+  current (tool: string): Credential | undefined
+  /** Seconds the agent should wait before retrying when `current` is undefined (for Retry-After). */
+  retryAfterSeconds (tool: string): number
+  /**
+   * The upstream answered 401 to a request carrying `rejectedId`. Forces one refresh (single-flight: concurrent
+   * callers share it; a credential newer than `rejectedId` is returned at once) and resolves to the new credential,
+   * or undefined when none could be had.
+   */
+  refreshRejected (tool: string, rejectedId: string): Promise<Credential | undefined>
+  /** Fetches a new credential now; with revokePrevious the old one is dropped at once. Throws for an unknown tool. */
+  rotate (tool: string, opts?: { revokePrevious?: boolean }): Promise<Credential>
+  /** Per-tool status, never the credential. */
+  status (): Record<string, ToolCredentialStatus>
+  /** Tools without a valid credential now. */
+  unready (): string[]
+  /** Public keys of every signing issuer (local_jwt): current and previous. */
+  jwks (): JsonWebKeyPublic[]
+}
