@@ -48,3 +48,16 @@ export interface JsonWebKeyPublic {
   readonly use: 'sig'
   readonly [k: string]: unknown
 }
+
+/** What every issuer factory gets from the composition root (app.ts). */
+export interface IssuerDeps {
+  readonly clock: import('../util/clock.js').Clock
+  /**
+   * undici dispatcher for the issuer's HTTP calls: trusts `upstream_ca_file` besides the system roots and honours
+   * `resolve:` pins. Pass it as `dispatcher` to undici's `request`/`fetch`.
+   */
+  readonly dispatcher: import('undici').Dispatcher
+}
+
+/** The shape of every `issuers/<type>.ts` factory. */
+export type IssuerFactory<C> = (name: string, config: C, deps: IssuerDeps) => Issuer
