@@ -28,6 +28,8 @@ export interface CredentialRefreshFailed {
   error: string
   attempt: number
   retry_in_ms: number
+  /** Other tools sharing the credential that failed to refresh (counted in their refresh metrics too). */
+  shared_with?: readonly string[]
 }
 
 export interface CredentialRevoked { event: 'credential.revoked', tool: string, credential_id: string }
@@ -53,6 +55,8 @@ export interface CredentialUsed {
   replayed?: boolean
   bytes_in?: number
   bytes_out?: number
+  /** Milliseconds of duration_ms spent in sidekey itself (matching, stripping, injecting, pool wait), for sidekey_proxy_overhead_seconds. */
+  overhead_ms?: number
 }
 
 export interface EgressDenied {

@@ -1,0 +1,206 @@
+import { pino } from 'pino'
+
+/**
+ * The one logger factory: pino JSON lines, `time` as ISO-8601, `msg` as the message key, no pid/hostname noise.
+ *
+ * What keeps secrets and injected bytes out of the log:
+ * - redaction of the field names that can carry a credential (RELIABILITY D1);
+ * - URL-ish fields have secret query values replaced (D4);
+ * - control characters are escaped (D3). pino's JSON encoding already escapes U+0000..U+001F (CR, LF, ESC, ...)
+ *   through JSON.stringify; what JSON leaves raw and a terminal may still act on is DEL, the C1 controls
+ *   (U+0080..U+009F, e.g. the 8-bit CSI U+009B), the line/paragraph separators and the bidi overrides
+ *   ("Trojan Source"). Those are rewritten to a visible `\uXXXX`.
+ *
+ * @example
+ *   const logger = createLogger({ level: 'info' })
+ *   logger.info({ proxy: '127.0.0.1:4750' }, 'listening')
+ *   await flushLogger(logger)
+ */
+
+export const REDACTED = '[REDACTED]'
+
+/** Field paths whose values are replaced by [REDACTED] wherever they are logged. */
+export const REDACT_PATHS: readonly string[] = Object.freeze([
+  'authorization', 'proxy_authorization', 'token', 'access_token', 'refresh_token', 'id_token', 'subject_token',
+  'actor_token', 'client_secret', 'client_assertion', 'password', 'secret', 'cookie', 'api_key', 'private_key',
+  'headers.*', 'req.headers.*', 'res.headers.*', 'request.headers.*', 'response.headers.*', 'err.headers.*',
+  'params.client_secret', 'body.access_token', 'body.refresh_token', 'body.id_token', 'body.client_secret',
+])
+
+export interface LoggerOptions {
+  /** pino level name: trace, debug, info, warn, error, fatal, silent. */
+  level: string
+  /** Where lines go; default stdout through an async (`sync: false`) pino.destination. */
+  destination?: pino.DestinationStream | NodeJS.WritableStream
+  /** For tests: write stdout synchronously. Ignored when `destination` is given. */
+  sync?: boolean
+}
+
+export function createLogger (opts: LoggerOptions): pino.Logger {
+  const destination = opts.destination ?? pino.destination({ dest: 1, sync: opts.sync ?? false })
+  return pino({
+    level: opts.level,
+    base: undefined,
+    messageKey: 'msg',
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: { paths: [...REDACT_PATHS], censor: REDACTED },
+    formatters: { log: sanitizeFields },
+    hooks: {
+      logMethod (args, method) {
+        // The message string bypasses formatters.log; give it the same escaping.
+        for (let i = 0; i < args.length; i++) {
+          const a = args[i]
+          if (typeof a === 'string' && UNSAFE.test(a)) args[i] = escapeControl(a)
+        }
+        method.apply(this, args as Parameters<typeof method>)
+      },
+    },
+  }, destination as pino.DestinationStream)
+}
+
+/**
+ * Flushes what an async destination still buffers. Call before `process.exit()`; pino also flushes on a normal
+ * exit by itself.
+ */
+export function flushLogger (logger: pino.Logger): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      logger.flush((err) => { resolve(); void err })
+    } catch {
+      // A sync or already-closed destination has nothing to flush.
+      resolve()
+    }
+  })
+}
+
+// Characters JSON leaves raw that terminals or log viewers may act on (see the module comment).
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
+// eslint-disable-next-line no-control-regex
+const UNSAFE_G = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+// eslint-disable-next-line no-control-regex
+const ALL_CONTROL_G = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+
+const hex4 = (c: string): string => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0')
+
+/** Rewrites the characters JSON leaves raw (DEL, C1, U+2028/9, bidi overrides) to a visible `\uXXXX`. */
+export function escapeControl (value: string): string {
+  return value.replace(UNSAFE_G, hex4)
+}
+
+/**
+ * Rewrites every control character (C0 included) to a visible `\uXXXX`: for text that is not JSON-encoded
+ * afterwards, such as the human `sidekey audit` table.
+ */
+export function escapeAllControl (value: string): string {
+  return value.replace(ALL_CONTROL_G, hex4)
+}
+
+/** Keys whose string values are URLs or request targets: their secret query values are redacted. */
+const URL_KEYS = new Set(['url', 'uri', 'href', 'location', 'target', 'path', 'token_url', 'redirect', 'referer', 'referrer'])
+
+const MAX_DEPTH = 4
+
+/**
+ * pino `formatters.log`: returns the object itself when nothing needs changing (the common case, no allocation),
+ * else a shallow copy with the offending strings rewritten.
+ */
+function sanitizeFields (obj: Record<string, unknown>): Record<string, unknown> {
+  return sanitizeObject(obj, 0)
+}
+
+function sanitizeObject (obj: Record<string, unknown>, depth: number): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined
+  for (const key in obj) {
+    if (!Object.prototype.hasOwnProperty.call(obj, key)) continue
+    const value = obj[key]
+    const clean = sanitizeValue(key, value, depth)
+    if (clean !== value) {
+      out ??= { ...obj }
+      out[key] = clean
+    }
+  }
+  return out ?? obj
+}
+
+function sanitizeValue (key: string, value: unknown, depth: number): unknown {
+  if (typeof value === 'string') {
+    let s = value
+    if (URL_KEYS.has(key) && s.includes('?')) s = redactQuery(s)
+    if (UNSAFE.test(s)) s = escapeControl(s)
+    return s
+  }
+  if (value === null || typeof value !== 'object' || depth >= MAX_DEPTH) return value
+  if (value instanceof Error) return value
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined
+    for (let i = 0; i < value.length; i++) {
+      const clean = sanitizeValue(key, value[i], depth + 1)
+      if (clean !== value[i]) {
+        out ??= value.slice()
+        out[i] = clean
+      }
+    }
+    return out ?? value
+  }
+  const proto = Object.getPrototypeOf(value)
+  // Only plain objects: a class instance (Secret, Date, Buffer) serialises itself.
+  if (proto !== Object.prototype && proto !== null) return value
+  return sanitizeObject(value as Record<string, unknown>, depth + 1)
+}
+
+/** Query parameter names whose values are credentials (compared case-insensitively). */
+export const SECRET_QUERY_PARAMS: ReadonlySet<string> = new Set([
+  'access_token', 'token', 'key', 'api_key', 'apikey', 'api-key', 'code', 'client_secret', 'password', 'sig',
+  'signature', 'id_token', 'refresh_token', 'secret', 'auth', 'x-amz-signature', 'x-amz-credential',
+  'x-amz-security-token', 'x-goog-signature', 'x-goog-credential',
+])
+
+/**
+ * Redacts the values of credential-carrying query parameters in a URL or request target, keeping everything else
+ * byte for byte (so the line still tells what was called).
+ *
+ * @example
+ *   redactQuery('/v1/x?key=abc&q=1#f') === '/v1/x?key=[REDACTED]&q=1#f'
+ */
+export function redactQuery (pathWithQuery: string): string {
+  const q = pathWithQuery.indexOf('?')
+  if (q === -1) return pathWithQuery
+  const hash = pathWithQuery.indexOf('#', q)
+  const end = hash === -1 ? pathWithQuery.length : hash
+  const query = pathWithQuery.slice(q + 1, end)
+  if (query === '') return pathWithQuery
+  const parts = query.split('&')
+  let changed = false
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]!
+    const eq = part.indexOf('=')
+    const rawName = eq === -1 ? part : part.slice(0, eq)
+    if (eq === -1 || eq === part.length - 1) continue
+    if (SECRET_QUERY_PARAMS.has(decodeName(rawName))) {
+      parts[i] = rawName + '=' + REDACTED
+      changed = true
+    }
+  }
+  if (!changed) return pathWithQuery
+  return pathWithQuery.slice(0, q + 1) + parts.join('&') + pathWithQuery.slice(end)
+}
+
+function decodeName (raw: string): string {
+  let name = raw.replace(/\+/g, ' ')
+  try { name = decodeURIComponent(name) } catch { /* keep the raw form */ }
+  return name.trim().toLowerCase()
+}
+
+/**
+ * The request target without query and fragment: what the audit `path` field holds (SPEC "Audit events").
+ *
+ * @example
+ *   pathWithoutQuery('/v1/chat?key=abc') === '/v1/chat'
+ */
+export function pathWithoutQuery (pathWithQuery: string): string {
+  const q = pathWithQuery.indexOf('?')
+  const h = pathWithQuery.indexOf('#')
+  const end = q === -1 ? h : h === -1 ? q : Math.min(q, h)
+  return end === -1 ? pathWithQuery : pathWithQuery.slice(0, end)
+}
