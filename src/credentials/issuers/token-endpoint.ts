@@ -1,0 +1,208 @@
+import { request } from 'undici'
+import { IssuerError } from '../../errors.js'
+import type { IssuedCredential, IssuerDeps } from '../issuer.js'
+import type { ClientAuth } from './client-auth.js'
+import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, usableToken } from './token-value.js'
+import { errorCode } from './watched-file.js'
+
+/** Lifetime assumed when a response has neither `expires_in` nor a JWT `exp` (RFC 6749 §5.1 leaves it open). */
+export const DEFAULT_LIFETIME_MS = 3_600_000
+/** A Retry-After longer than this is read as this. */
+export const MAX_RETRY_AFTER_MS = 3_600_000
+
+export type AudienceParam = 'resource' | 'audience' | 'both' | 'none'
+
+/** One attempt at an OAuth 2.0 token endpoint (RFC 6749 §3.2), shared by every OAuth issuer. */
+export interface TokenEndpoint {
+  /** `host[:port]` of the token URL: what error messages name. */
+  readonly host: string
+  /**
+   * POSTs `form` (after client authentication is added) and returns the credential in the response.
+   * Throws IssuerError: SIDEKEY_ISSUER_TIMEOUT when aborted or timed out, SIDEKEY_ISSUER_FAILED for transport
+   * errors and 4xx/5xx (with `retryAfterMs` on 429/503), SIDEKEY_ISSUER_RESPONSE for anything else unusable.
+   */
+  exchange (form: URLSearchParams, signal: AbortSignal): Promise<IssuedCredential>
+}
+
+export interface TokenEndpointOptions {
+  readonly tokenUrl: string
+  readonly auth: ClientAuth
+  /** Upper bound on the whole exchange, on top of the caller's signal (RELIABILITY E6: ≤ 10 s by default). */
+  readonly timeoutMs: number
+  readonly deps: IssuerDeps
+}
+
+/**
+ * @example
+ *   const endpoint = createTokenEndpoint({ tokenUrl, auth, timeoutMs: 10_000, deps })
+ *   const cred = await endpoint.exchange(new URLSearchParams({ grant_type: 'client_credentials' }), signal)
+ */
+export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint {
+  const { tokenUrl, auth, timeoutMs, deps } = opts
+  const host = new URL(tokenUrl).host
+  const where = `token endpoint ${host}`
+
+  return {
+    host,
+    async exchange (form, signal) {
+      const headers: Record<string, string> = {
+        accept: 'application/json',
+        'content-type': 'application/x-www-form-urlencoded',
+      }
+      await auth.apply(form, headers)
+      const timeout = AbortSignal.timeout(timeoutMs)
+      const both = AbortSignal.any([signal, timeout])
+      const failed = (err: unknown): IssuerError => {
+        if (signal.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} was aborted`)
+        if (timeout.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} timed out after ${timeoutMs} ms`)
+        return new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
+      }
+      const issuedAt = deps.clock.now()
+      let res: Awaited<ReturnType<typeof request>>
+      try {
+        res = await request(tokenUrl, {
+          method: 'POST',
+          headers,
+          body: form.toString(),
+          dispatcher: deps.dispatcher,
+          signal: both,
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+          // Redirects are never followed, even if the dispatcher was composed with undici's redirect interceptor.
+          ...({ maxRedirections: 0 } as object),
+        })
+      } catch (err) {
+        throw failed(err)
+      }
+
+      const { statusCode, headers: resHeaders, body } = res
+      if (statusCode >= 300 && statusCode < 400) {
+        body.destroy()
+        throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered a redirect (HTTP ${statusCode}), which is not followed`)
+      }
+      let raw: Buffer | undefined
+      try {
+        raw = await readCapped(body, resHeaders['content-length'], MAX_TOKEN_BYTES)
+      } catch (err) {
+        throw failed(err)
+      }
+      if (statusCode !== 200) {
+        const code = oauthErrorCode(raw)
+        const retryAfterMs = statusCode === 429 || statusCode === 503 ? parseRetryAfter(resHeaders['retry-after']) : undefined
+        throw new IssuerError('SIDEKEY_ISSUER_FAILED',
+          `${where} answered HTTP ${statusCode}${code === undefined ? '' : ` (error ${code})`}`,
+          retryAfterMs === undefined ? {} : { retryAfterMs })
+      }
+      if (raw === undefined) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered with a body larger than ${MAX_TOKEN_BYTES} bytes`)
+      return parseTokenResponse(raw, issuedAt, where)
+    },
+  }
+}
+
+/**
+ * Validates a 200 token response body (RFC 6749 §5.1) and turns it into a credential. Nothing of the body is
+ * quoted in an error except an RFC 6749 `error` code, whose syntax cannot carry a token.
+ */
+export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string): IssuedCredential {
+  const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered HTTP 200 with ${why}`)
+  let json: unknown
+  try {
+    json = JSON.parse(raw.toString('utf8'))
+  } catch {
+    throw bad('a body that is not JSON')
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad('JSON that is not an object')
+  const body = json as Record<string, unknown>
+  if (body.access_token === undefined) {
+    const code = oauthErrorCode(raw)
+    throw bad(code === undefined ? 'no access_token' : `no access_token (error ${code})`)
+  }
+  const value = usableToken(body.access_token, `the access_token from ${where}`)
+  const tokenType = body.token_type
+  if (tokenType !== undefined && (typeof tokenType !== 'string' || !/^(bearer|n_a)$/i.test(tokenType))) {
+    throw bad(typeof tokenType === 'string' && /^[A-Za-z0-9_-]{1,32}$/.test(tokenType)
+      ? `token_type ${tokenType}, not Bearer`
+      : 'an unusable token_type')
+  }
+  const facts = jwtFacts(value)
+  let expiresAt: number
+  const expiresIn = body.expires_in
+  if (expiresIn === undefined) {
+    if (facts?.expiresAt !== undefined) {
+      if (!(facts.expiresAt > issuedAt)) throw bad('no expires_in and a JWT that is already expired')
+      expiresAt = facts.expiresAt
+    } else {
+      expiresAt = issuedAt + DEFAULT_LIFETIME_MS
+    }
+  } else {
+    if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn <= 0) {
+      throw bad('an expires_in that is not a positive number')
+    }
+    // issuedAt is taken before the request was sent, so the lifetime errs on the short side.
+    expiresAt = issuedAt + expiresIn * 1000
+  }
+  return issuedCredential(value, issuedAt, expiresAt, facts)
+}
+
+/**
+ * Retry-After as milliseconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), clamped to
+ * [0, MAX_RETRY_AFTER_MS]; undefined when absent or malformed. An HTTP-date is wall-clock time, so it is read
+ * against `now` (default Date.now()), not the injectable Clock.
+ */
+export function parseRetryAfter (value: string | string[] | undefined, now = Date.now()): number | undefined {
+  const v = (Array.isArray(value) ? value[0] : value)?.trim()
+  if (v === undefined || v === '') return undefined
+  let ms: number
+  if (/^\d+$/.test(v)) {
+    ms = Number(v) * 1000
+  } else {
+    if (!/GMT$|\d{4}$/.test(v)) return undefined
+    const at = Date.parse(v)
+    if (Number.isNaN(at)) return undefined
+    ms = at - now
+  }
+  return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS)
+}
+
+/** Adds the tool's audience as RFC 8707 `resource` and/or `audience` (Auth0, RFC 8693). */
+export function setAudience (form: URLSearchParams, audience: string | undefined, param: AudienceParam): void {
+  if (audience === undefined) return
+  if (param === 'resource' || param === 'both') form.set('resource', audience)
+  if (param === 'audience' || param === 'both') form.set('audience', audience)
+}
+
+/** `scope` is the space-joined scopes (RFC 6749 §3.3), omitted when there are none. */
+export function setScope (form: URLSearchParams, scopes: readonly string[]): void {
+  if (scopes.length > 0) form.set('scope', scopes.join(' '))
+}
+
+// RFC 6749 §5.2: error is %x20-21 / %x23-5B / %x5D-7E; we accept a narrower set, which every defined code fits.
+function oauthErrorCode (raw: Buffer | undefined): string | undefined {
+  if (raw === undefined || raw.length === 0) return undefined
+  try {
+    const json = JSON.parse(raw.toString('utf8')) as { error?: unknown } | null
+    const code = json?.error
+    return typeof code === 'string' && /^[a-z0-9_.:-]{1,64}$/i.test(code) ? code : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The body, or undefined when it is larger than `max` (then the stream is destroyed unread). */
+async function readCapped (body: AsyncIterable<Buffer> & { destroy (): unknown }, contentLength: string | string[] | undefined, max: number): Promise<Buffer | undefined> {
+  if (typeof contentLength === 'string' && Number(contentLength) > max) {
+    body.destroy()
+    return undefined
+  }
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += chunk.length
+    if (size > max) {
+      body.destroy()
+      return undefined
+    }
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks)
+}
