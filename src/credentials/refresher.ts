@@ -1,0 +1,380 @@
+import type { AuditSink } from '../audit/events.js'
+import { IssuerError, SidekeyError } from '../errors.js'
+import type { Clock, Timer } from '../util/clock.js'
+import { nextDelay } from './backoff.js'
+import type { IssuedCredential, Issuer } from './issuer.js'
+import type { Credential, ToolCredentialStatus } from './provider.js'
+import { CredentialStore, isUsable, usableUntil } from './store.js'
+
+/** An issuer call is abandoned after this long unless the issuer's config says otherwise (RELIABILITY E6). */
+export const DEFAULT_ISSUER_TIMEOUT_MS = 10_000
+/** A refresh starts at the latest this long before expiry, or half the lifetime for shorter ones (RELIABILITY E2). */
+export const MAX_REFRESH_LEAD_MS = 5 * 60_000
+/** How many rejected credential ids a slot remembers having force-refreshed for (bounded: ids only ever grow). */
+const FORCED_MEMORY = 16
+
+/** Why a credential was fetched; the `reason` of `credential.issued`. */
+export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed'
+
+export type RefreshOutcome =
+  | { readonly ok: true, readonly credential: Credential }
+  | { readonly ok: false, readonly error: SidekeyError }
+
+export interface LastRefresh { readonly result: 'success' | 'failure', readonly at: number, readonly error?: string }
+
+/** What a slot hands to its successor on a config reload. */
+export interface RefresherState {
+  readonly current: Credential | undefined
+  readonly previous: Credential | undefined
+  readonly lastRefresh: LastRefresh | undefined
+}
+
+export interface RefresherOptions {
+  readonly issuerName: string
+  readonly issuer: Issuer
+  /** The tools sharing this credential; the first is named in CredentialRequest.tool and in scheduled events. */
+  readonly tools: readonly string[]
+  readonly scopes: readonly string[]
+  readonly audience: string | undefined
+  readonly instanceId: string
+  /** Refresh once this fraction of the lifetime has passed... */
+  readonly refreshAt: number
+  /** ...give or take this fraction of that. */
+  readonly refreshJitter: number
+  readonly timeoutMs: number
+  readonly clock: Clock
+  readonly audit: AuditSink
+  readonly random: () => number
+  readonly carried?: RefresherState
+}
+
+/**
+ * When to refresh `cred` (ms since the epoch): `at` of its lifetime ± `jitter` of that, but no later than
+ * min(5 min, half the lifetime) before it expires. Undefined for a credential that does not expire.
+ */
+export function refreshTime (cred: Credential, at: number, jitter: number, random: () => number): number | undefined {
+  if (cred.expiresAt === undefined) return undefined
+  const lifetime = Math.max(0, cred.expiresAt - cred.issuedAt)
+  const offset = lifetime * at * (1 + jitter * (2 * random() - 1))
+  const latest = cred.expiresAt - Math.min(MAX_REFRESH_LEAD_MS, lifetime / 2)
+  return Math.min(cred.issuedAt + offset, latest)
+}
+
+/**
+ * Keeps one credential slot (issuer, scopes, audience) fresh: scheduled refreshes, retries with backoff, and the
+ * forced refreshes of rotate and 401s, all through one issuer call at a time.
+ */
+export class CredentialRefresher {
+  readonly #o: RefresherOptions
+  readonly #store: CredentialStore
+  #inflight: Promise<RefreshOutcome> | undefined
+  #controller: AbortController | undefined
+  #timer: Timer | undefined
+  #nextAttemptAt: number | undefined
+  #expiryTimer: Timer | undefined
+  #expiredId: string | undefined
+  #failures = 0
+  #lastRefresh: LastRefresh | undefined
+  readonly #forced = new Set<string>()
+  #closed = false
+
+  constructor (options: RefresherOptions) {
+    this.#o = options
+    this.#store = new CredentialStore(options.carried)
+    this.#lastRefresh = options.carried?.lastRefresh
+  }
+
+  get tools (): readonly string[] { return this.#o.tools }
+  get issuerName (): string { return this.#o.issuerName }
+
+  /**
+   * Fetches the first credential, or adopts a carried-over one that is still usable. Resolves once the slot has
+   * a credential or its first failure; never rejects.
+   */
+  async start (): Promise<void> {
+    const carried = this.#store.usable(this.#o.clock.now())
+    if (carried !== undefined) {
+      this.#scheduleFor(carried)
+      return
+    }
+    await this.refresh('initial')
+  }
+
+  /** The credential to inject now, or undefined. */
+  current (): Credential | undefined {
+    return this.#store.usable(this.#o.clock.now())
+  }
+
+  /** Single-flight: while a call is in flight every caller shares its outcome. Never rejects. */
+  refresh (reason: RefreshReason, tool?: string): Promise<RefreshOutcome> {
+    if (this.#inflight !== undefined) return this.#inflight
+    if (this.#closed) return Promise.resolve({ ok: false, error: closedError() })
+    this.#clearTimer()
+    this.#inflight = this.#run(reason, tool ?? this.#primary).finally(() => { this.#inflight = undefined })
+    return this.#inflight
+  }
+
+  /**
+   * The upstream rejected `rejectedId`. A newer usable credential is returned at once; otherwise one forced
+   * refresh (shared with any in flight), and never a second one for the same id.
+   */
+  async refreshRejected (rejectedId: string, tool: string): Promise<Credential | undefined> {
+    const held = this.current()
+    if (held !== undefined && held.id !== rejectedId) return held
+    if (this.#inflight === undefined) {
+      if (this.#forced.has(rejectedId)) return undefined
+      this.#forced.add(rejectedId)
+      if (this.#forced.size > FORCED_MEMORY) this.#forced.delete(this.#forced.values().next().value as string)
+    }
+    await this.refresh('rejected', tool)
+    const fresh = this.current()
+    return fresh !== undefined && fresh.id !== rejectedId ? fresh : undefined
+  }
+
+  /** Fetches now (sharing a call in flight); with `revokePrevious` the replaced credential is dropped at once. */
+  async rotate (tool: string, revokePrevious: boolean): Promise<Credential> {
+    const outcome = await this.refresh('rotate', tool)
+    if (!outcome.ok) throw outcome.error
+    if (revokePrevious) {
+      const dropped = this.#store.revokePrevious()
+      if (dropped !== undefined) this.#o.audit.emit({ event: 'credential.revoked', tool, credential_id: dropped.id })
+    }
+    return outcome.credential
+  }
+
+  /** Seconds until the next issuer call (at least 1), for Retry-After. */
+  retryAfterSeconds (): number {
+    if (this.#inflight !== undefined || this.#nextAttemptAt === undefined) return 1
+    return Math.max(1, Math.ceil((this.#nextAttemptAt - this.#o.clock.now()) / 1000))
+  }
+
+  status (tool: string): ToolCredentialStatus {
+    const now = this.#o.clock.now()
+    const cred = this.#store.latest()
+    const last = this.#lastRefresh
+    return {
+      issuer: this.#o.issuerName,
+      credential_id: cred?.id ?? null,
+      issued_at: cred === undefined ? null : iso(cred.issuedAt),
+      expires_at: cred?.expiresAt === undefined ? null : iso(cred.expiresAt),
+      age_seconds: cred === undefined ? null : Math.max(0, Math.floor((now - cred.issuedAt) / 1000)),
+      expires_in_seconds: cred?.expiresAt === undefined ? null : Math.max(0, Math.floor((cred.expiresAt - now) / 1000)),
+      shared_with: this.#others(tool),
+      last_refresh: last === undefined
+        ? null
+        : { result: last.result, at: iso(last.at), ...(last.error === undefined ? {} : { error: last.error }) },
+      next_refresh_at: this.#inflight !== undefined || this.#nextAttemptAt === undefined ? null : iso(this.#nextAttemptAt),
+    }
+  }
+
+  state (): RefresherState {
+    return { ...this.#store.snapshot(), lastRefresh: this.#lastRefresh }
+  }
+
+  /** Clears every timer and aborts the call in flight; no event is emitted afterwards. */
+  async close (): Promise<void> {
+    this.#closed = true
+    this.#clearTimer()
+    if (this.#expiryTimer !== undefined) this.#o.clock.clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = undefined
+    this.#controller?.abort(closedError())
+    await this.#inflight
+  }
+
+  get #primary (): string { return this.#o.tools[0] as string }
+
+  #others (tool: string): string[] {
+    return this.#o.tools.filter((t) => t !== tool).sort()
+  }
+
+  async #run (reason: RefreshReason, tool: string): Promise<RefreshOutcome> {
+    const { clock, issuer, timeoutMs } = this.#o
+    const controller = new AbortController()
+    this.#controller = controller
+    const timer = clock.setTimeout(() => controller.abort(new IssuerError('SIDEKEY_ISSUER_TIMEOUT',
+      `issuer "${this.#o.issuerName}" did not answer within ${timeoutMs} ms`)), timeoutMs)
+    timer.unref?.()
+    let issued: IssuedCredential
+    try {
+      // Raced against the signal, so an issuer that ignores it still cannot hold the slot past the timeout.
+      issued = await raceAbort(Promise.resolve().then(() => issuer.fetch({
+        tool: this.#primary,
+        scopes: this.#o.scopes,
+        audience: this.#o.audience,
+        instanceId: this.#o.instanceId,
+        signal: controller.signal,
+      })), controller.signal)
+      if (!isUsable(issued, clock.now())) {
+        throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `issuer "${this.#o.issuerName}" returned a credential that has already expired`)
+      }
+    } catch (err) {
+      return this.#failed(tool, err)
+    } finally {
+      clock.clearTimeout(timer)
+      this.#controller = undefined
+    }
+    if (this.#closed) return { ok: false, error: closedError() }
+    return this.#succeeded(reason, tool, issued)
+  }
+
+  #succeeded (reason: RefreshReason, tool: string, issued: IssuedCredential): RefreshOutcome {
+    const cred: Credential = { token: issued.token, id: issued.id, issuedAt: issued.issuedAt, expiresAt: issued.expiresAt }
+    const isNew = this.#store.put(cred)
+    this.#failures = 0
+    this.#lastRefresh = { result: 'success', at: this.#o.clock.now() }
+    if (isNew) {
+      this.#o.audit.emit({
+        event: 'credential.issued',
+        tool,
+        issuer: this.#o.issuerName,
+        credential_id: cred.id,
+        issued_at: iso(cred.issuedAt),
+        expires_at: cred.expiresAt === undefined ? null : iso(cred.expiresAt),
+        scopes: this.#o.scopes,
+        shared_with: this.#others(tool),
+        reason,
+      })
+    }
+    this.#scheduleFor(cred)
+    return { ok: true, credential: cred }
+  }
+
+  #failed (tool: string, err: unknown): RefreshOutcome {
+    const error = asSidekeyError(err, this.#secrets())
+    if (this.#closed) return { ok: false, error }
+    this.#failures += 1
+    const retryIn = nextDelay(this.#failures, this.#o.random, err instanceof IssuerError ? err.retryAfterMs : undefined)
+    const text = describeError(err, this.#secrets())
+    this.#lastRefresh = { result: 'failure', at: this.#o.clock.now(), error: text }
+    this.#o.audit.emit({
+      event: 'credential.refresh_failed',
+      tool,
+      issuer: this.#o.issuerName,
+      error: text,
+      attempt: this.#failures,
+      retry_in_ms: retryIn,
+      shared_with: this.#others(tool),
+    })
+    // The current credential (if any) stays: it is served until it expires, and retries continue past that.
+    this.#arm(retryIn, () => { void this.refresh(this.#store.latest() === undefined ? 'initial' : 'scheduled') })
+    return { ok: false, error }
+  }
+
+  /** Tokens this slot holds, scrubbed from any foreign error text as a last line of defence. */
+  #secrets (): string[] {
+    const now = this.#o.clock.now()
+    return [this.#store.latest(), this.#store.previous(now)].flatMap((c) => c === undefined ? [] : [c.token.reveal()])
+  }
+
+  #scheduleFor (cred: Credential): void {
+    const now = this.#o.clock.now()
+    const at = refreshTime(cred, this.#o.refreshAt, this.#o.refreshJitter, this.#o.random)
+    if (at === undefined) {
+      // Without an expiry only rotate, a 401 or the issuer's onChange fetch again.
+      this.#clearTimer()
+    } else {
+      // An odd issuedAt (issuer clock ahead or behind) must not turn into a refresh loop.
+      const floor = Math.min(1000, (usableUntil(cred) - now) / 2)
+      this.#arm(Math.max(at - now, floor), () => { void this.refresh('scheduled') })
+    }
+    this.#armExpiry(cred)
+  }
+
+  #armExpiry (cred: Credential): void {
+    const { clock } = this.#o
+    if (this.#expiryTimer !== undefined) clock.clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = undefined
+    if (cred.expiresAt === undefined || this.#closed) return
+    this.#expiryTimer = clock.setTimeout(() => {
+      this.#expiryTimer = undefined
+      if (this.#store.latest()?.id !== cred.id || this.#expiredId === cred.id) return
+      this.#expiredId = cred.id
+      this.#o.audit.emit({ event: 'credential.expired', tool: this.#primary, credential_id: cred.id })
+    }, Math.max(0, usableUntil(cred) - clock.now()))
+    this.#expiryTimer.unref?.()
+  }
+
+  #arm (ms: number, fn: () => void): void {
+    this.#clearTimer()
+    if (this.#closed) return
+    const { clock } = this.#o
+    this.#nextAttemptAt = clock.now() + ms
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = undefined
+      this.#nextAttemptAt = undefined
+      fn()
+    }, ms)
+    this.#timer.unref?.()
+  }
+
+  #clearTimer (): void {
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#nextAttemptAt = undefined
+  }
+}
+
+function raceAbort<T> (work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason)
+    if (signal.aborted) { onAbort(); return }
+    signal.addEventListener('abort', onAbort, { once: true })
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}
+
+function closedError (): IssuerError {
+  return new IssuerError('SIDEKEY_ISSUER_FAILED', 'credential manager closed')
+}
+
+function iso (ms: number): string { return new Date(ms).toISOString() }
+
+const ERROR_TEXT_MAX = 300
+const REDACTED = '[REDACTED]'
+
+/**
+ * Drops what looks like a credential from a foreign error message: known tokens, `Bearer x`, `token=x`-style pairs
+ * and long base64/JWT-like runs; strips control characters and bounds the length.
+ */
+export function sanitizeErrorText (text: string, secrets: readonly string[] = []): string {
+  const out = scrubKnown(text, secrets)
+    .replace(/\b(bearer|basic)\s+\S+/gi, `$1 ${REDACTED}`)
+    .replace(/((?:token|secret|password|passwd|assertion|key|code|authorization|cookie)["']?\s*[:=]\s*["']?)[^\s"'&,;]+/gi, `$1${REDACTED}`)
+    .replace(/[A-Za-z0-9+/_=.~-]{20,}/g, REDACTED)
+  return bound(out)
+}
+
+/** Known tokens and control characters only: for our own error messages, which carry no secret by contract. */
+function scrubKnown (text: string, secrets: readonly string[]): string {
+  let out = text
+  for (const s of secrets) if (s.length >= 4) out = out.split(s).join(REDACTED)
+  return out.replace(/[\u0000-\u001f\u007f-\u009f]+/g, ' ')
+}
+
+function bound (text: string): string {
+  return text.length > ERROR_TEXT_MAX ? `${text.slice(0, ERROR_TEXT_MAX)}…` : text
+}
+
+/** `CODE: message` for a SidekeyError, a sanitised text under SIDEKEY_ISSUER_FAILED for any other error. */
+export function describeError (err: unknown, secrets: readonly string[] = []): string {
+  if (err instanceof SidekeyError) return bound(scrubKnown(`${err.code}: ${err.message}`, secrets))
+  return `SIDEKEY_ISSUER_FAILED: ${foreignText(err, secrets)}`
+}
+
+function foreignText (err: unknown, secrets: readonly string[]): string {
+  if (!(err instanceof Error)) return 'issuer call failed'
+  const code = errnoCode(err) ?? errnoCode(err.cause)
+  const message = sanitizeErrorText(err.message, secrets).trim()
+  const text = message === '' ? `issuer call failed (${err.name})` : message
+  return code === undefined ? text : `${text} (${code})`
+}
+
+function errnoCode (err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null | undefined)?.code
+  return typeof code === 'string' && /^[A-Z][A-Z0-9_]{1,40}$/.test(code) ? code : undefined
+}
+
+function asSidekeyError (err: unknown, secrets: readonly string[]): SidekeyError {
+  if (err instanceof SidekeyError) return err
+  return new IssuerError('SIDEKEY_ISSUER_FAILED', foreignText(err, secrets))
+}
