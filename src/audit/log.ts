@@ -1,4 +1,5 @@
 import { pino } from 'pino'
+import { hasKnownSecretSegment, isKnownSecretFormat } from './anomaly/secret-shape.js'
 
 /**
  * The one logger factory: pino JSON lines, `time` as ISO-8601, `msg` as the message key, no pid/hostname noise.
@@ -203,4 +204,17 @@ export function pathWithoutQuery (pathWithQuery: string): string {
   const h = pathWithQuery.indexOf('#')
   const end = q === -1 ? h : h === -1 ? q : Math.min(q, h)
   return end === -1 ? pathWithQuery : pathWithQuery.slice(0, end)
+}
+
+/**
+ * A path as the audit log keeps it: no query or fragment, and any segment in a known credential format (a key
+ * with a known prefix, a JWT, a bot token placed in the path) replaced by [REDACTED]. Ordinary ids stay.
+ *
+ * @example
+ *   auditPath('/bot123456:AAE.../sendMessage?x=1') === '/[REDACTED]/sendMessage'
+ */
+export function auditPath (pathWithQuery: string): string {
+  const p = pathWithoutQuery(pathWithQuery)
+  if (!hasKnownSecretSegment(p)) return p
+  return p.split('/').map((s) => isKnownSecretFormat(s) ? REDACTED : s).join('/')
 }

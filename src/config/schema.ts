@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { parseDuration } from '../util/duration.js'
+import { anomalyConfig } from '../audit/anomaly/config.js'
 
 /**
  * The one config schema: unknown keys are rejected (strictObject), defaults are filled here and nowhere else.
@@ -142,7 +143,7 @@ export const tool = z.strictObject({
   http2: z.boolean().default(true),
 })
 
-export const anomaly = z.record(z.string(), z.unknown()).default({})
+export const anomaly = anomalyConfig
 
 export const config = z.strictObject({
   instance_id: nonEmpty,

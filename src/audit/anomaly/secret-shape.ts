@@ -1,0 +1,89 @@
+/**
+ * Does a value look like a real credential rather than a placeholder? The request path asks this of a stripped
+ * header when the tool sets no `placeholder`, to raise `unexpected_credential`.
+ * Tuned to stay quiet on placeholders people write (`sidekey`, `dummy-token-for-testing`, `changeme`): a value
+ * is a secret when it has a known key prefix, the shape of a JWT, or is a long, mixed, high-entropy token.
+ *
+ * @example
+ *   looksLikeSecret('Bearer sk-proj-3f9a...')  // true
+ *   looksLikeSecret('sidekey')                  // false
+ */
+
+/** Known key prefixes and the least number of characters that follow them in a real key. */
+const PREFIXES: ReadonlyArray<readonly [string, number]> = [
+  ['sk-ant-', 20], ['sk-', 16], ['rk_live_', 16], ['sk_live_', 16], ['sk_test_', 16], ['pk_live_', 16],
+  ['ghp_', 20], ['gho_', 20], ['ghs_', 20], ['ghu_', 20], ['ghr_', 20], ['github_pat_', 20],
+  ['xoxb-', 10], ['xoxp-', 10], ['xoxa-', 10], ['xoxs-', 10], ['xapp-', 10],
+  ['glpat-', 16], ['AIza', 30], ['hf_', 20], ['npm_', 20], ['pypi-', 20],
+]
+const AWS_KEY_ID = /^(?:AKIA|ASIA)[0-9A-Z]{16}$/
+const JWT = /^eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*$/
+const TOKEN_CHARS = /^[A-Za-z0-9+/=_\-.~]+$/
+const AUTH_SCHEME = /^(?:bearer|token|bot|apikey|api-key|sso-key)\s+/i
+const BASIC = /^basic\s+/i
+const HEX = /^[0-9a-fA-F]+$/
+const MIN_ENTROPY_LENGTH = 20
+const MAX_LENGTH = 16384
+
+export function looksLikeSecret (value: string): boolean {
+  let v = value.trim()
+  // Longer than any header sidekey accepts: not worth scanning.
+  if (v.length === 0 || v.length > MAX_LENGTH) return false
+  if (BASIC.test(v)) return basicLooksReal(v.replace(BASIC, ''))
+  v = v.replace(AUTH_SCHEME, '')
+  for (const [prefix, rest] of PREFIXES) {
+    if (v.startsWith(prefix) && v.length - prefix.length >= rest && TOKEN_CHARS.test(v)) return true
+  }
+  if (AWS_KEY_ID.test(v) || JWT.test(v) || TELEGRAM_BOT.test(v)) return true
+  return highEntropy(v)
+}
+
+const TELEGRAM_BOT = /^bot\d{5,}:[A-Za-z0-9_-]{30,}$/
+/** Cheap pre-check: no known secret can be in a string without one of these. */
+const KNOWN_HINT = /sk-|[srp]k_|gh[pousr]_|github_pat_|xox[bpas]-|xapp-|glpat-|AIza|hf_|npm_|pypi-|AKIA|ASIA|eyJ|bot\d/
+
+/**
+ * A value in a known credential format (key prefixes, AWS key ids, JWTs, Telegram bot tokens), without the
+ * entropy guess: precise enough to redact from a logged path without folding ordinary ids.
+ */
+export function isKnownSecretFormat (value: string): boolean {
+  if (!KNOWN_HINT.test(value)) return false
+  for (const [prefix, rest] of PREFIXES) {
+    if (value.startsWith(prefix) && value.length - prefix.length >= rest && TOKEN_CHARS.test(value)) return true
+  }
+  return AWS_KEY_ID.test(value) || JWT.test(value) || TELEGRAM_BOT.test(value)
+}
+
+/** True when some `/`-separated segment of `path` is in a known credential format. */
+export function hasKnownSecretSegment (path: string): boolean {
+  return KNOWN_HINT.test(path) && path.split('/').some(isKnownSecretFormat)
+}
+
+/** Basic credentials: the password half decides. */
+function basicLooksReal (b64: string): boolean {
+  let decoded: string
+  try { decoded = Buffer.from(b64.trim(), 'base64').toString('utf8') } catch { return false }
+  const colon = decoded.indexOf(':')
+  return colon !== -1 && looksLikeSecret(decoded.slice(colon + 1))
+}
+
+/** Long, one token, letters and digits mixed, and a character distribution far from a word. */
+function highEntropy (v: string): boolean {
+  if (v.length < MIN_ENTROPY_LENGTH || !TOKEN_CHARS.test(v)) return false
+  if (!/[0-9]/.test(v) || !/[A-Za-z]/.test(v)) return false
+  // Hex draws from 16 symbols only, so its entropy ceiling is 4 bits: a lower bar.
+  return shannonEntropy(v) >= (HEX.test(v) ? 3.0 : 3.5)
+}
+
+/** Bits per character. */
+export function shannonEntropy (s: string): number {
+  if (s.length === 0) return 0
+  const counts = new Map<string, number>()
+  for (const ch of s) counts.set(ch, (counts.get(ch) ?? 0) + 1)
+  let h = 0
+  for (const n of counts.values()) {
+    const p = n / s.length
+    h -= p * Math.log2(p)
+  }
+  return h
+}

@@ -1,0 +1,16 @@
+import type { AuditEvent } from '../events.js'
+import type { AnomalyFinding, Detector } from './detector.js'
+
+const MAX_HOST = 253
+
+/** `egress.denied`: the agent tried to reach a destination no tool covers (or egress rules forbid). */
+export class UnmatchedDestinationDetector implements Detector {
+  readonly kind = 'unmatched_destination' as const
+
+  observe (event: AuditEvent): AnomalyFinding | undefined {
+    if (event.event !== 'egress.denied') return undefined
+    const host = event.host.length > MAX_HOST ? event.host.slice(0, MAX_HOST) + '…' : event.host
+    const method = event.method === undefined ? '' : `${event.method} `
+    return { kind: this.kind, tool: null, detail: `${method}${host}:${event.port} denied (${event.reason})` }
+  }
+}

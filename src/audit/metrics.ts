@@ -1,0 +1,326 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { AnomalyKind, AuditEvent, CredentialUsed } from './events.js'
+import type { CredentialProvider } from '../credentials/provider.js'
+
+/**
+ * Every sidekey_* metric, declared here and nowhere else, on a registry owned by this instance (two sidekeys in
+ * one process must not collide, so never prom-client's global registry).
+ *
+ * Label values are bounded by construction: tool names come from config (anything else is `_unmatched`), methods
+ * fold to a fixed set, codes are status numbers, reasons and kinds are enums. Never a host, path or id.
+ *
+ * Counters are plain numbers in pre-created slots that the hot path increments after one or two map lookups; the
+ * prom-client Counter reads them at scrape time (`collect`). Histograms use pre-created prom-client children.
+ *
+ * @example
+ *   const metrics = createMetrics({ tools: Object.keys(config.tools) })
+ *   metrics.bindCredentials(provider)
+ *   metrics.observe(event)                     // what AuditHub does for every event
+ *   res.setHeader('content-type', metrics.contentType); res.end(await metrics.text())
+ */
+
+export const UNMATCHED_TOOL = '_unmatched'
+export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'OTHER'] as const
+export type MethodLabel = typeof METHODS[number]
+export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
+  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures',
+] as const)
+/**
+ * The `reason` label of sidekey_egress_denied_total. An `egress.denied` event whose reason is not one of these
+ * is counted as `other`.
+ */
+export const EGRESS_DENY_REASONS = ['no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'other'] as const
+export type EgressDenyReason = typeof EGRESS_DENY_REASONS[number]
+
+/** Seconds; the whole exchange, from a fast loopback answer to a long LLM stream. */
+export const DURATION_BUCKETS: readonly number[] = Object.freeze([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
+/** Seconds; sidekey's own share, expected well under a millisecond. */
+export const OVERHEAD_BUCKETS: readonly number[] = Object.freeze([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
+
+/** Every series name this module declares (the dashboard test checks its queries against it). */
+export const METRIC_NAMES: readonly string[] = Object.freeze([
+  'sidekey_requests_total',
+  'sidekey_request_duration_seconds',
+  'sidekey_proxy_overhead_seconds',
+  'sidekey_credential_age_seconds',
+  'sidekey_credential_expires_in_seconds',
+  'sidekey_credential_refresh_total',
+  'sidekey_anomalies_total',
+  'sidekey_egress_denied_total',
+  'sidekey_tool_ready',
+  'sidekey_tools',
+  'sidekey_audit_dropped_total',
+  'sidekey_audit_errors_total',
+])
+
+export interface MetricsOptions {
+  /** Tool names from config: the only values the `tool` label takes besides `_unmatched`. */
+  tools: readonly string[]
+  /** Register prom-client's default process metrics (default true). */
+  defaultMetrics?: boolean
+}
+
+/** What the credential gauges read at scrape time. */
+export type CredentialStatusSource = Pick<CredentialProvider, 'status' | 'unready'>
+
+interface Slot { readonly labels: Record<string, string | number>, value: number }
+
+interface ToolSlots {
+  /** Indexed by METHODS position; each maps a status code to its slot (created on first sight, ≤ 501 codes). */
+  readonly requests: Array<Map<number, Slot>>
+  readonly duration: Histogram.Internal<'tool'>
+  readonly overhead: Histogram.Internal<'tool'>
+  readonly refreshSuccess: Slot
+  readonly refreshFailure: Slot
+}
+
+const METHOD_INDEX: ReadonlyMap<string, number> = new Map(METHODS.map((m, i) => [m, i]))
+const OTHER_METHOD = METHODS.length - 1
+const REASON_SET: ReadonlySet<string> = new Set(EGRESS_DENY_REASONS)
+
+/** A method as the `method` label: one of METHODS. */
+export function methodLabel (method: string): MethodLabel {
+  return METHODS[METHOD_INDEX.get(method) ?? OTHER_METHOD]!
+}
+
+/** A status as the `code` label: the number when it is a valid HTTP status, else 0 (no response). */
+export function codeLabel (status: number): number {
+  return Number.isInteger(status) && status >= 100 && status <= 599 ? status : 0
+}
+
+export class SidekeyMetrics {
+  readonly registry: Registry
+  readonly #tools = new Map<string, ToolSlots>()
+  readonly #anomalies = new Map<AnomalyKind, Slot>()
+  readonly #egress = new Map<string, Slot>()
+  readonly #dropped: Slot = { labels: {}, value: 0 }
+  readonly #errors: Slot = { labels: {}, value: 0 }
+  readonly #duration: Histogram<'tool'>
+  readonly #overhead: Histogram<'tool'>
+  #configured: readonly string[] = []
+  #credentials: CredentialStatusSource | undefined
+
+  constructor (opts: MetricsOptions) {
+    const registry = this.registry = new Registry()
+    const registers = [registry]
+    const self = this // prom-client calls collect() with the metric as `this`
+
+    new Counter({
+      name: 'sidekey_requests_total',
+      help: 'Requests proxied (or refused) for a tool, by method and response status (0: no response).',
+      labelNames: ['tool', 'method', 'code'],
+      registers,
+      collect () { self.#emitSlots(this, self.#requestSlots()) },
+    })
+    this.#duration = new Histogram({
+      name: 'sidekey_request_duration_seconds',
+      help: 'The whole proxied exchange as the agent sees it, until the response head (or refusal) was sent.',
+      labelNames: ['tool'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    })
+    this.#overhead = new Histogram({
+      name: 'sidekey_proxy_overhead_seconds',
+      help: "sidekey's own share of the exchange (matching, stripping, injecting), without upstream time.",
+      labelNames: ['tool'],
+      buckets: [...OVERHEAD_BUCKETS],
+      registers,
+    })
+    new Gauge({
+      name: 'sidekey_credential_age_seconds',
+      help: 'Age of the credential the tool currently injects.',
+      labelNames: ['tool'],
+      registers,
+      collect () { self.#credentialGauge(this, 'age_seconds') },
+    })
+    new Gauge({
+      name: 'sidekey_credential_expires_in_seconds',
+      help: 'Seconds until the current credential expires (absent for a credential without expiry).',
+      labelNames: ['tool'],
+      registers,
+      collect () { self.#credentialGauge(this, 'expires_in_seconds') },
+    })
+    new Counter({
+      name: 'sidekey_credential_refresh_total',
+      help: 'Credential fetches by result (success or failure); a shared credential counts for every tool sharing it.',
+      labelNames: ['tool', 'result'],
+      registers,
+      collect () { self.#emitSlots(this, self.#refreshSlots()) },
+    })
+    new Counter({
+      name: 'sidekey_anomalies_total',
+      help: 'Anomalies detected, by kind (including those rate-limited out of the log).',
+      labelNames: ['kind'],
+      registers,
+      collect () { self.#emitSlots(this, self.#anomalies.values()) },
+    })
+    new Counter({
+      name: 'sidekey_egress_denied_total',
+      help: 'Destinations refused because no tool matched or egress rules forbid them, by reason.',
+      labelNames: ['reason'],
+      registers,
+      collect () { self.#emitSlots(this, self.#egress.values()) },
+    })
+    new Gauge({
+      name: 'sidekey_tool_ready',
+      help: '1 when the tool holds a valid credential, else 0.',
+      labelNames: ['tool'],
+      registers,
+      collect () { self.#readyGauge(this) },
+    })
+    new Gauge({
+      name: 'sidekey_tools',
+      help: 'Number of configured tools.',
+      registers,
+      collect () { this.set(self.#configured.length) },
+    })
+    new Counter({
+      name: 'sidekey_audit_dropped_total',
+      help: 'Audit events not fed to the anomaly detectors because their queue was full (the log line was still written).',
+      registers,
+      collect () { self.#emitSlots(this, [self.#dropped]) },
+    })
+    new Counter({
+      name: 'sidekey_audit_errors_total',
+      help: 'Audit events that could not be logged or counted.',
+      registers,
+      collect () { self.#emitSlots(this, [self.#errors]) },
+    })
+
+    for (const kind of ANOMALY_KINDS) this.#anomalies.set(kind, { labels: { kind }, value: 0 })
+    for (const reason of EGRESS_DENY_REASONS) this.#egress.set(reason, { labels: { reason }, value: 0 })
+    this.#addTool(UNMATCHED_TOOL)
+    this.setTools(opts.tools)
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry })
+  }
+
+  get contentType (): string { return this.registry.contentType }
+
+  /** The Prometheus text exposition of every metric. */
+  text (): Promise<string> { return this.registry.metrics() }
+
+  /**
+   * Sets the tools the `tool` label may name (on start and reload). Series of tools dropped from config stay,
+   * so their counters do not reset; their gauges disappear with their status.
+   */
+  setTools (tools: readonly string[]): void {
+    this.#configured = Object.freeze([...tools])
+    for (const tool of tools) this.#addTool(tool)
+  }
+
+  /** The credential gauges (age, expires_in, ready) read this at scrape time. */
+  bindCredentials (provider: CredentialStatusSource): void {
+    this.#credentials = provider
+  }
+
+  /** Updates the metrics an audit event feeds. Never throws for a well-typed event. */
+  observe (event: AuditEvent): void {
+    switch (event.event) {
+      case 'credential.used': this.#used(event); break
+      case 'credential.issued':
+        this.#slots(event.tool).refreshSuccess.value++
+        if (event.shared_with !== undefined) for (const t of event.shared_with) if (t !== event.tool) this.#slots(t).refreshSuccess.value++
+        break
+      case 'credential.refresh_failed':
+        this.#slots(event.tool).refreshFailure.value++
+        if (event.shared_with !== undefined) for (const t of event.shared_with) if (t !== event.tool) this.#slots(t).refreshFailure.value++
+        break
+      case 'egress.denied':
+        this.#egress.get(REASON_SET.has(event.reason) ? event.reason : 'other')!.value++
+        break
+      case 'anomaly': {
+        const slot = this.#anomalies.get(event.kind)
+        if (slot !== undefined) slot.value++
+        break
+      }
+      default: break
+    }
+  }
+
+  /** Counts events the hub dropped from its detector queue. */
+  dropped (count = 1): void { this.#dropped.value += count }
+
+  /** Counts an event the hub failed to log or count. */
+  error (): void { this.#errors.value++ }
+
+  #used (e: CredentialUsed): void {
+    const slots = this.#slots(e.tool)
+    const byCode = slots.requests[METHOD_INDEX.get(e.method) ?? OTHER_METHOD]!
+    const code = codeLabel(e.status)
+    let slot = byCode.get(code)
+    if (slot === undefined) {
+      const tool = slots === this.#tools.get(e.tool) ? e.tool : UNMATCHED_TOOL
+      slot = { labels: { tool, method: methodLabel(e.method), code }, value: 0 }
+      byCode.set(code, slot)
+    }
+    slot.value++
+    if (e.duration_ms >= 0) slots.duration.observe(e.duration_ms / 1000)
+    if (e.overhead_ms !== undefined && e.overhead_ms >= 0) slots.overhead.observe(e.overhead_ms / 1000)
+  }
+
+  #slots (tool: string): ToolSlots {
+    return this.#tools.get(tool) ?? this.#tools.get(UNMATCHED_TOOL)!
+  }
+
+  #addTool (tool: string): void {
+    if (this.#tools.has(tool)) return
+    this.#tools.set(tool, {
+      requests: METHODS.map(() => new Map<number, Slot>()),
+      duration: this.#duration.labels({ tool }),
+      overhead: this.#overhead.labels({ tool }),
+      refreshSuccess: { labels: { tool, result: 'success' }, value: 0 },
+      refreshFailure: { labels: { tool, result: 'failure' }, value: 0 },
+    })
+  }
+
+  * #requestSlots (): Iterable<Slot> {
+    for (const t of this.#tools.values()) for (const byCode of t.requests) yield * byCode.values()
+  }
+
+  * #refreshSlots (): Iterable<Slot> {
+    const configured = new Set(this.#configured)
+    for (const [name, t] of this.#tools) {
+      // Configured tools always show both results (at 0), so rate() and alerts see the first failure.
+      if (configured.has(name) || t.refreshSuccess.value > 0 || t.refreshFailure.value > 0) {
+        yield t.refreshSuccess
+        yield t.refreshFailure
+      }
+    }
+  }
+
+  #emitSlots (counter: Counter<string>, slots: Iterable<Slot>): void {
+    counter.reset()
+    for (const s of slots) counter.inc(s.labels, s.value)
+  }
+
+  #credentialGauge (gauge: Gauge<'tool'>, field: 'age_seconds' | 'expires_in_seconds'): void {
+    gauge.reset()
+    const status = this.#safeStatus()
+    if (status === undefined) return
+    for (const [tool, s] of Object.entries(status)) {
+      const v = s[field]
+      if (typeof v === 'number' && Number.isFinite(v)) gauge.set({ tool: this.#toolLabel(tool) }, v)
+    }
+  }
+
+  #readyGauge (gauge: Gauge<'tool'>): void {
+    gauge.reset()
+    const provider = this.#credentials
+    if (provider === undefined) return
+    let unready: Set<string>
+    try { unready = new Set(provider.unready()) } catch { return }
+    for (const tool of this.#configured) gauge.set({ tool }, unready.has(tool) ? 0 : 1)
+  }
+
+  #safeStatus (): ReturnType<CredentialStatusSource['status']> | undefined {
+    try { return this.#credentials?.status() } catch { return undefined }
+  }
+
+  #toolLabel (tool: string): string {
+    return this.#tools.has(tool) ? tool : UNMATCHED_TOOL
+  }
+}
+
+export function createMetrics (opts: MetricsOptions): SidekeyMetrics {
+  return new SidekeyMetrics(opts)
+}
