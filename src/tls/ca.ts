@@ -1,0 +1,354 @@
+import { X509Certificate as NodeX509Certificate, createPrivateKey, createPublicKey, randomBytes } from 'node:crypto'
+import type { Stats } from 'node:fs'
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { SidekeyError } from '../errors.js'
+import { type Clock, systemClock } from '../util/clock.js'
+import { writeFileAtomic } from './atomic-write.js'
+import { certificateSubject, toPem } from './der.js'
+import { leafCertificate, leafTbs } from './leaf.js'
+import { assertLeafHost, encodeNameConstraints, normaliseConstraints, permits } from './names.js'
+import { type CryptoKey, subtle, x509 } from './x509.js'
+
+/** The trust anchor agents install (public). */
+export const CA_CERT_FILE = 'ca.pem'
+/** The issuing (intermediate) CA certificate, sent after each leaf (public). */
+export const CA_ISSUER_FILE = 'ca-issuer.pem'
+/** The issuing CA's private key, PKCS#8 PEM, mode 0600. */
+export const CA_KEY_FILE = 'ca-key.pem'
+
+const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const
+const MINUTE = 60_000
+const DAY = 86_400_000
+const OID_NAME_CONSTRAINTS = '2.5.29.30'
+const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const
+
+export interface LeafCertificate {
+  /** The leaf alone; serve it followed by `CertificateAuthority.chainPem`. */
+  certPem: string
+  /** PKCS#8 PEM of the leaf's own fresh key. */
+  keyPem: string
+  notAfter: Date
+}
+
+/** How this CA came to be on this start, so the caller can tell the operator when agents must re-trust it. */
+export type CaOrigin = 'loaded' | 'created' | 'replaced-expiring' | 'replaced-constraints'
+
+/**
+ * sidekey's interception CA. Holds the signing key privately: nothing enumerable, printable or serialisable
+ * on this object reveals it.
+ *
+ * @example
+ *   const ca = await loadOrCreateCa({ dir: './data/ca', validityMs: 30 * DAY, nameConstraints: ['api.github.com'] })
+ *   const { certPem, keyPem } = await ca.mintLeaf('api.github.com', 7 * DAY)
+ */
+export interface CertificateAuthority {
+  /** The trust anchor (contents of ca.pem): what agents add to their trust store. */
+  readonly certPem: string
+  readonly certPath: string
+  /** Intermediate certificate(s) to send after each leaf; '' when the anchor signs leaves itself. */
+  readonly chainPem: string
+  /** SHA-256 fingerprint of the trust anchor, `AB:CD:...` as node prints it. */
+  readonly fingerprint256: string
+  /** The earliest notAfter of the anchor and the issuing CA; no leaf outlives it. */
+  readonly notAfter: Date
+  /** Canonical permitted names, or undefined when the CA is unconstrained. */
+  readonly nameConstraints: readonly string[] | undefined
+  readonly origin: CaOrigin
+  /** Whether a leaf for `host` would pass the CA's name constraints (always true when unconstrained). */
+  permits (host: string): boolean
+  /** One fresh ECDSA P-256 key and one signature: a leaf for exactly `host`. */
+  mintLeaf (host: string, validityMs: number): Promise<LeafCertificate>
+}
+
+export interface LoadOrCreateCaOptions {
+  dir: string
+  validityMs: number
+  /** Tool hosts: `api.github.com`, `.example.com` (or `*.example.com`) for subdomains, IP literals. */
+  nameConstraints?: readonly string[]
+  clock?: Clock
+}
+
+/**
+ * Loads the CA from `dir`, or creates it there on first start (dir 0700, key 0600, written atomically).
+ * A CA that expires within a day (or half its validity, if shorter) or whose name constraints differ from the
+ * requested ones is replaced. Refuses (SIDEKEY_CA_FAILED) a key readable by group/others or not matching.
+ *
+ * Layout: a self-signed anchor (ca.pem) whose key is discarded right after it signs one issuing CA
+ * (ca-issuer.pem, key in ca-key.pem). Both carry the name constraints: some verifiers ignore constraints on a
+ * trust anchor (RELIABILITY D6), and with the anchor key gone nobody can mint an unconstrained intermediate.
+ * An existing single-tier CA (ca.pem + matching ca-key.pem, no ca-issuer.pem) is loaded as is.
+ */
+export async function loadOrCreateCa (opts: LoadOrCreateCaOptions): Promise<CertificateAuthority> {
+  const clock = opts.clock ?? systemClock
+  if (!Number.isFinite(opts.validityMs) || opts.validityMs <= MINUTE) {
+    throw new SidekeyError('SIDEKEY_CA_FAILED', 'CA validity must be longer than one minute')
+  }
+  const constraints = opts.nameConstraints === undefined ? undefined : normaliseConstraints(opts.nameConstraints)
+  const wantedNc = constraints === undefined ? undefined : Buffer.from(encodeNameConstraints(constraints))
+  const paths = { dir: opts.dir, cert: join(opts.dir, CA_CERT_FILE), issuer: join(opts.dir, CA_ISSUER_FILE), key: join(opts.dir, CA_KEY_FILE) }
+
+  await ensureDir(paths.dir)
+  const now = clock.now()
+  let material = await loadMaterial(paths)
+  let origin: CaOrigin = 'loaded'
+  if (material === undefined) {
+    origin = 'created'
+  } else if (notAfterMs(material) - now < Math.min(DAY, opts.validityMs / 2)) {
+    origin = 'replaced-expiring'
+  } else if (!sameConstraints(material, wantedNc)) {
+    origin = 'replaced-constraints'
+  }
+  if (origin !== 'loaded') material = await createMaterial(paths, opts.validityMs, wantedNc, now)
+  if (material === undefined) throw new SidekeyError('SIDEKEY_CA_FAILED', 'CA could not be created') // unreachable
+  return new LocalCa(material, paths.cert, constraints, origin, clock)
+}
+
+/** What a CA is made of once loaded; the key stays inside LocalCa after construction. */
+interface Material {
+  anchor: x509.X509Certificate
+  /** The certificate whose key signs leaves: the intermediate, or the anchor itself for a single-tier CA. */
+  issuer: x509.X509Certificate
+  signingKey: CryptoKey
+}
+
+interface Paths { dir: string, cert: string, issuer: string, key: string }
+
+class LocalCa implements CertificateAuthority {
+  readonly certPem: string
+  readonly certPath: string
+  readonly chainPem: string
+  readonly fingerprint256: string
+  readonly notAfter: Date
+  readonly nameConstraints: readonly string[] | undefined
+  readonly origin: CaOrigin
+  readonly #signingKey: CryptoKey
+  /** DER of the issuing CA's subject, and the DER extensions every leaf shares: built once, not per mint. */
+  readonly #issuerName: Uint8Array
+  readonly #leafExtensions: readonly Uint8Array[]
+  readonly #clock: Clock
+
+  constructor (m: Material, certPath: string, constraints: readonly string[] | undefined, origin: CaOrigin, clock: Clock) {
+    this.certPem = pem(m.anchor)
+    this.certPath = certPath
+    this.chainPem = m.issuer === m.anchor ? '' : pem(m.issuer)
+    this.fingerprint256 = new NodeX509Certificate(this.certPem).fingerprint256
+    this.notAfter = new Date(notAfterMs(m))
+    this.nameConstraints = constraints === undefined ? undefined : Object.freeze([...constraints])
+    this.origin = origin
+    this.#signingKey = m.signingKey
+    this.#issuerName = certificateSubject(new Uint8Array(m.issuer.rawData))
+    this.#clock = clock
+    const issuerSki = m.issuer.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId
+    this.#leafExtensions = [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+      ...(issuerSki === undefined ? [] : [new x509.AuthorityKeyIdentifierExtension(issuerSki, false)]),
+    ].map((ext) => new Uint8Array(ext.rawData))
+  }
+
+  permits (host: string): boolean {
+    return permits(this.nameConstraints, host)
+  }
+
+  async mintLeaf (host: string, validityMs: number): Promise<LeafCertificate> {
+    assertLeafHost(host)
+    const now = this.#clock.now()
+    if (this.notAfter.getTime() <= now) throw new SidekeyError('SIDEKEY_CA_FAILED', 'the interception CA has expired; restart sidekey to renew it')
+    if (!Number.isFinite(validityMs) || validityMs <= 0) throw new SidekeyError('SIDEKEY_CA_FAILED', 'leaf validity must be positive')
+    const keys = await subtle.generateKey(EC, true, ['sign', 'verify'])
+    const notAfter = new Date(Math.min(now + validityMs, this.notAfter.getTime()))
+    const tbs = leafTbs({
+      host,
+      serial: randomSerial(),
+      issuerName: this.#issuerName,
+      notBefore: new Date(now - MINUTE),
+      notAfter,
+      spki: new Uint8Array(await subtle.exportKey('spki', keys.publicKey)),
+      sharedExtensions: this.#leafExtensions,
+    })
+    const signature = new Uint8Array(await subtle.sign(SIGN, this.#signingKey, tbs))
+    const pkcs8 = new Uint8Array(await subtle.exportKey('pkcs8', keys.privateKey))
+    return { certPem: toPem('CERTIFICATE', leafCertificate(tbs, signature)), keyPem: toPem('PRIVATE KEY', pkcs8), notAfter }
+  }
+}
+
+function pem (cert: x509.X509Certificate): string {
+  return cert.toString('pem') + '\n'
+}
+
+/** 16 random bytes, positive, with no leading zero byte to trim (so always 16 bytes in DER). */
+function randomSerial (): Buffer {
+  const bytes = randomBytes(16)
+  bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x40
+  return bytes
+}
+
+function notAfterMs (m: Material): number {
+  return Math.min(m.anchor.notAfter.getTime(), m.issuer.notAfter.getTime())
+}
+
+function ncValue (cert: x509.X509Certificate): Buffer | undefined {
+  const ext = cert.getExtension(OID_NAME_CONSTRAINTS)
+  return ext === null ? undefined : Buffer.from(ext.value)
+}
+
+function sameConstraints (m: Material, wanted: Buffer | undefined): boolean {
+  const same = (have: Buffer | undefined): boolean => have === undefined || wanted === undefined ? have === wanted : have.equals(wanted)
+  return same(ncValue(m.anchor)) && same(ncValue(m.issuer))
+}
+
+function fail (message: string, cause?: unknown): SidekeyError {
+  return new SidekeyError('SIDEKEY_CA_FAILED', message, cause === undefined ? {} : { cause })
+}
+
+/** Wrap a filesystem error: the path and errno code are safe to show, the file's contents never are. */
+function fsFail (what: string, path: string, err: unknown): SidekeyError {
+  const code = (err as NodeJS.ErrnoException).code ?? 'error'
+  return fail(`cannot ${what} ${path} (${code})`, err)
+}
+
+async function ensureDir (dir: string): Promise<void> {
+  try {
+    const created = await mkdir(dir, { recursive: true, mode: 0o700 })
+    if (created !== undefined) await chmod(dir, 0o700)
+  } catch (err) {
+    throw fsFail('create CA directory', dir, err)
+  }
+}
+
+async function readIfPresent (path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw fsFail('read', path, err)
+  }
+}
+
+function parseCert (data: Buffer, path: string): x509.X509Certificate {
+  try {
+    return new x509.X509Certificate(data.toString('latin1'))
+  } catch {
+    throw fail(`${path} is not a PEM certificate`)
+  }
+}
+
+/** undefined when there is no CA yet (no ca.pem); throws when what is there cannot be used safely. */
+async function loadMaterial (paths: Paths): Promise<Material | undefined> {
+  const anchorData = await readIfPresent(paths.cert)
+  if (anchorData === undefined) return undefined
+  const anchor = parseCert(anchorData, paths.cert)
+  const issuerData = await readIfPresent(paths.issuer)
+  const issuer = issuerData === undefined ? anchor : parseCert(issuerData, paths.issuer)
+  const issuerPath = issuerData === undefined ? paths.cert : paths.issuer
+
+  if (issuer.getExtension(x509.BasicConstraintsExtension)?.ca !== true) throw fail(`${issuerPath} is not a CA certificate`)
+  if (issuer !== anchor && !(await issuer.verify({ publicKey: anchor.publicKey, signatureOnly: true }))) {
+    throw fail(`${paths.issuer} is not signed by ${paths.cert}`)
+  }
+
+  let st: Stats
+  try {
+    st = await stat(paths.key)
+  } catch (err) {
+    // ca.pem is written last, so a missing key is not a half-finished creation: someone removed it.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw fail(`${paths.key} is missing; remove ${paths.dir} to create a new CA (agents must then trust the new ${CA_CERT_FILE})`)
+    throw fsFail('stat', paths.key, err)
+  }
+  if (!st.isFile()) throw fail(`${paths.key} is not a regular file`)
+  if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
+    throw fail(`${paths.key} is accessible by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run chmod 600 on it`)
+  }
+  const keyData = await readIfPresent(paths.key)
+  if (keyData === undefined) throw fail(`${paths.key} is missing`)
+  try {
+    return { anchor, issuer, signingKey: await importSigningKey(keyData, issuer, paths.key, issuerPath) }
+  } finally {
+    keyData.fill(0)
+  }
+}
+
+async function importSigningKey (keyData: Buffer, issuer: x509.X509Certificate, keyPath: string, certPath: string): Promise<CryptoKey> {
+  let pkcs8: Buffer
+  try {
+    const key = createPrivateKey({ key: keyData, format: 'pem' })
+    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error('not P-256')
+    const pub = createPublicKey(key).export({ type: 'spki', format: 'der' })
+    if (!pub.equals(Buffer.from(issuer.publicKey.rawData))) {
+      throw fail(`${keyPath} does not match the certificate in ${certPath}`)
+    }
+    pkcs8 = key.export({ type: 'pkcs8', format: 'der' })
+  } catch (err) {
+    if (err instanceof SidekeyError) throw err
+    // No cause: a parser's message could quote bytes of the key.
+    throw fail(`${keyPath} is not an ECDSA P-256 private key in PEM`)
+  }
+  try {
+    return await subtle.importKey('pkcs8', pkcs8, EC, false, ['sign'])
+  } finally {
+    pkcs8.fill(0)
+  }
+}
+
+async function createMaterial (paths: Paths, validityMs: number, nameConstraints: Buffer | undefined, now: number): Promise<Material> {
+  const id = randomBytes(8).toString('hex')
+  const notBefore = new Date(now - MINUTE)
+  const notAfter = new Date(now - MINUTE + validityMs)
+  const nc = nameConstraints === undefined ? [] : [new x509.Extension(OID_NAME_CONSTRAINTS, true, nameConstraints)]
+  const caUsage = new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)
+
+  // The anchor's key is never extractable and never leaves this function.
+  const anchorKeys = await subtle.generateKey(EC, false, ['sign', 'verify'])
+  const issuerKeys = await subtle.generateKey(EC, true, ['sign', 'verify'])
+  const anchorSki = await x509.SubjectKeyIdentifierExtension.create(anchorKeys.publicKey)
+  const anchorName = new x509.Name(`CN=sidekey root CA ${id}, O=sidekey`)
+  const anchor = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial().toString('hex'),
+    subject: anchorName,
+    issuer: anchorName,
+    notBefore,
+    notAfter,
+    publicKey: anchorKeys.publicKey,
+    signingKey: anchorKeys.privateKey,
+    extensions: [new x509.BasicConstraintsExtension(true, 1, true), caUsage, anchorSki, ...nc],
+  })
+  const issuer = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial().toString('hex'),
+    subject: `CN=sidekey issuing CA ${id}, O=sidekey`,
+    issuer: anchorName,
+    notBefore,
+    notAfter,
+    publicKey: issuerKeys.publicKey,
+    signingKey: anchorKeys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      caUsage,
+      await x509.SubjectKeyIdentifierExtension.create(issuerKeys.publicKey),
+      new x509.AuthorityKeyIdentifierExtension(anchorSki.keyId, false),
+      ...nc,
+    ],
+  })
+
+  const pkcs8 = Buffer.from(await subtle.exportKey('pkcs8', issuerKeys.privateKey))
+  const keyPem = Buffer.from(toPem('PRIVATE KEY', pkcs8))
+  try {
+    // ca.pem goes last: its presence means the set is complete.
+    await write(paths.key, keyPem, 0o600)
+    await write(paths.issuer, pem(issuer), 0o644)
+    await write(paths.cert, pem(anchor), 0o644)
+    return { anchor, issuer, signingKey: await subtle.importKey('pkcs8', pkcs8, EC, false, ['sign']) }
+  } finally {
+    pkcs8.fill(0)
+    keyPem.fill(0)
+  }
+}
+
+async function write (path: string, data: string | Buffer, mode: number): Promise<void> {
+  try {
+    await writeFileAtomic(path, data, mode)
+  } catch (err) {
+    throw fsFail('write', path, err)
+  }
+}

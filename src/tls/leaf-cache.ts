@@ -1,0 +1,81 @@
+import { createSecureContext, type SecureContext } from 'node:tls'
+import { LRUCache } from 'lru-cache'
+import { SidekeyError } from '../errors.js'
+import { type Clock, systemClock } from '../util/clock.js'
+import type { CertificateAuthority } from './ca.js'
+import { assertLeafHost } from './names.js'
+
+export interface LeafCacheOptions {
+  ca: CertificateAuthority
+  /** Lifetime of each leaf (capped by the CA's own notAfter). */
+  validityMs: number
+  /** LRU bound on cached hosts (default 1000). */
+  max?: number
+  clock?: Clock
+}
+
+interface Entry {
+  context: SecureContext
+  /** Re-mint from here on: 80 % into the leaf's life, so no handshake gets a leaf about to expire. */
+  renewAt: number
+}
+
+const RENEW_AT_FRACTION = 0.8
+
+/**
+ * TLS contexts for intercepted hosts, one fresh leaf per host: bounded LRU, one mint in flight per host,
+ * failures not cached. Hosts arrive already normalised (lower case, no port, no brackets).
+ *
+ * @example
+ *   const leaves = new LeafCache({ ca, validityMs: 7 * DAY })
+ *   tls.createServer({ SNICallback: (name, cb) => { leaves.secureContext(name).then((ctx) => cb(null, ctx), cb) } })
+ */
+export class LeafCache {
+  readonly #ca: CertificateAuthority
+  readonly #validityMs: number
+  readonly #clock: Clock
+  readonly #cache: LRUCache<string, Entry>
+  readonly #inflight = new Map<string, Promise<SecureContext>>()
+
+  constructor (opts: LeafCacheOptions) {
+    const max = opts.max ?? 1000
+    if (!Number.isInteger(max) || max < 1) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', 'leaf cache size must be a positive integer')
+    if (!Number.isFinite(opts.validityMs) || opts.validityMs <= 0) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', 'leaf validity must be positive')
+    this.#ca = opts.ca
+    this.#validityMs = opts.validityMs
+    this.#clock = opts.clock ?? systemClock
+    this.#cache = new LRUCache({ max })
+  }
+
+  /**
+   * The context for `host`. Rejects with SIDEKEY_BAD_REQUEST for a host that cannot go in a certificate and
+   * SIDEKEY_EGRESS_DENIED for one outside the CA's name constraints (no leaf is minted for either).
+   */
+  async secureContext (host: string): Promise<SecureContext> {
+    assertLeafHost(host)
+    if (!this.#ca.permits(host)) {
+      throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'host is outside the interception CA name constraints', { status: 403 })
+    }
+    const hit = this.#cache.get(host)
+    if (hit !== undefined && this.#clock.now() < hit.renewAt) return hit.context
+    let pending = this.#inflight.get(host)
+    if (pending === undefined) {
+      pending = this.#mint(host).finally(() => this.#inflight.delete(host))
+      this.#inflight.set(host, pending)
+    }
+    return await pending
+  }
+
+  /** Number of cached contexts (at most `max`). */
+  get size (): number {
+    return this.#cache.size
+  }
+
+  async #mint (host: string): Promise<SecureContext> {
+    const mintedAt = this.#clock.now()
+    const leaf = await this.#ca.mintLeaf(host, this.#validityMs)
+    const context = createSecureContext({ key: leaf.keyPem, cert: leaf.certPem + this.#ca.chainPem, minVersion: 'TLSv1.2' })
+    this.#cache.set(host, { context, renewAt: mintedAt + RENEW_AT_FRACTION * (leaf.notAfter.getTime() - mintedAt) })
+    return context
+  }
+}
