@@ -169,7 +169,7 @@ export class AuditHub implements AuditSink {
   #flushSummaries (force: boolean): void {
     try {
       for (const s of this.#limiter.takeSummaries(this.#clock.now(), force)) {
-        this.#log.warn({ event: 'anomaly', kind: s.kind, tool: s.tool, detail: s.detail, suppressed: true })
+        this.#log.warn({ event: 'anomaly', kind: s.kind, tool: s.tool, detail: s.detail, suppressed: s.suppressed })
       }
     } catch {
       this.#countError()

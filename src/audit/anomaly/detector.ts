@@ -5,6 +5,8 @@ export interface AnomalyFinding {
   readonly kind: AnomalyKind
   readonly tool: string | null
   readonly detail: string
+  /** For a rate-limit summary: how many anomalies of this kind and tool it stands for. */
+  readonly suppressed?: number
 }
 
 /**

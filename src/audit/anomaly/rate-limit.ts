@@ -67,7 +67,7 @@ export class AnomalyRateLimiter {
       const ended = now - w.start >= this.#opts.windowMs
       if (w.suppressed > 0 && (ended || force)) {
         const secs = Math.max(1, Math.round(Math.min(now - w.start, this.#opts.windowMs) / 1000))
-        out.push({ kind: w.kind, tool: w.tool, detail: `${w.suppressed} more ${w.kind} anomalies suppressed in ${secs}s (rate limit ${this.#opts.max} per ${Math.round(this.#opts.windowMs / 1000)}s)` })
+        out.push({ kind: w.kind, tool: w.tool, suppressed: w.suppressed, detail: `${w.suppressed} more ${w.kind} anomalies suppressed in ${secs}s (rate limit ${this.#opts.max} per ${Math.round(this.#opts.windowMs / 1000)}s)` })
         this.#windows.delete(key)
       } else if (ended) {
         this.#windows.delete(key)
