@@ -77,7 +77,7 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
 
       const { statusCode, headers: resHeaders, body } = res
       if (statusCode >= 300 && statusCode < 400) {
-        body.destroy()
+        discard(body)
         throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered a redirect (HTTP ${statusCode}), which is not followed`)
       }
       let raw: Buffer | undefined
@@ -189,9 +189,9 @@ function oauthErrorCode (raw: Buffer | undefined): string | undefined {
 }
 
 /** The body, or undefined when it is larger than `max` (then the stream is destroyed unread). */
-async function readCapped (body: AsyncIterable<Buffer> & { destroy (): unknown }, contentLength: string | string[] | undefined, max: number): Promise<Buffer | undefined> {
+async function readCapped (body: Body, contentLength: string | string[] | undefined, max: number): Promise<Buffer | undefined> {
   if (typeof contentLength === 'string' && Number(contentLength) > max) {
-    body.destroy()
+    discard(body)
     return undefined
   }
   const chunks: Buffer[] = []
@@ -199,10 +199,18 @@ async function readCapped (body: AsyncIterable<Buffer> & { destroy (): unknown }
   for await (const chunk of body) {
     size += chunk.length
     if (size > max) {
-      body.destroy()
+      discard(body)
       return undefined
     }
     chunks.push(chunk)
   }
   return Buffer.concat(chunks)
+}
+
+type Body = AsyncIterable<Buffer> & { destroy (): unknown, on (event: 'error', fn: () => void): unknown }
+
+/** Drops a body unread; destroying it makes undici emit an abort error that nobody else would be listening for. */
+function discard (body: Body): void {
+  body.on('error', () => {})
+  body.destroy()
 }
