@@ -1,0 +1,127 @@
+import { isIP } from 'node:net'
+import { checkHostName, createAddressClassifier, parseToolHost } from './host.js'
+import type { KeyPath } from './yaml-source.js'
+
+/** How cross-checks report: a message at the key or the value of a path, and a value shown only when allowed. */
+export interface CheckContext {
+  problem (path: KeyPath, message: string, where?: 'key' | 'value'): void
+  /** `"value"`, or a placeholder when the value came from the environment or is a secret. */
+  show (path: KeyPath, value: string): string
+}
+
+type Rec = Record<string, unknown>
+const isRec = (v: unknown): v is Rec => typeof v === 'object' && v !== null && !Array.isArray(v)
+const entries = (v: unknown): Array<[string, unknown]> => isRec(v) ? Object.entries(v) : []
+
+/** Lower case, one trailing dot removed: the form hosts are compared and frozen in. */
+export function normalizeHostName (host: string): string {
+  const lower = host.toLowerCase()
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower
+}
+
+/**
+ * Checks that span several keys, on the raw (not yet validated) data, so that they are reported together with
+ * the schema's problems. Every value is type-checked before use: a wrong type is the schema's problem to report.
+ */
+export function crossCheck (raw: unknown, ctx: CheckContext): void {
+  if (!isRec(raw)) return
+  const classify = createAddressClassifier()
+  const pins = checkResolve(raw.resolve, ctx)
+  checkIssuers(raw.issuers, ctx)
+
+  const issuerNames = isRec(raw.issuers) ? Object.keys(raw.issuers) : []
+  const seen = new Map<string, string>()
+  for (const [name, tool] of entries(raw.tools)) {
+    if (!isRec(tool)) continue
+    const base = ['tools', name]
+
+    if (typeof tool.issuer === 'string' && isRec(raw.issuers) && !Object.hasOwn(raw.issuers, tool.issuer)) {
+      const known = issuerNames.length > 0 ? `issuers defined: ${issuerNames.join(', ')}` : 'no issuers are defined'
+      ctx.problem([...base, 'issuer'], `unknown issuer ${ctx.show([...base, 'issuer'], tool.issuer)} (${known})`)
+    }
+
+    const match = isRec(tool.match) ? tool.match : undefined
+    if (match === undefined || typeof match.host !== 'string') continue
+    const hostPath = [...base, 'match', 'host']
+    const host = parseToolHost(match.host)
+    if (!host.ok) {
+      ctx.problem(hostPath, host.reason)
+      continue
+    }
+    if (host.kind === 'ip') {
+      const kind = classify(host.host)
+      if (kind !== undefined) {
+        ctx.problem(hostPath, `${ctx.show(hostPath, match.host)} is ${kind === 'unspecified' ? 'an' : 'a'} ${kind} address; credentials are not sent to ` +
+          'non-public IP literals: give the tool a host name and pin it in resolve: (e.g. resolve: { api.internal.test: 10.0.0.5 })')
+      }
+    }
+
+    if (tool.plaintext === true) {
+      const pin = host.kind === 'name' ? pins.get(host.host) : undefined
+      if (pin === undefined || classify(pin) !== 'loopback') {
+        const how = host.kind === 'name' ? `(e.g. resolve: { ${host.host}: 127.0.0.1 })` : `(an exact host name: ${host.kind === 'wildcard' ? 'a wildcard' : 'an IP literal'} cannot be pinned)`
+        ctx.problem([...base, 'plaintext'], 'plaintext: true would send the credential over the network in clear; it is only ' +
+          `allowed when match.host is pinned to a loopback address in resolve: ${how}`)
+      }
+    }
+
+    const port = typeof match.port === 'number' ? String(match.port) : '*'
+    const prefix = typeof match.path_prefix === 'string' ? match.path_prefix : '/'
+    const route = `${host.host} ${port} ${prefix}`
+    const other = seen.get(route)
+    if (other === undefined) seen.set(route, name)
+    else {
+      ctx.problem(hostPath, `tool "${other}" already matches the same host, port and path_prefix; a request would match both ` +
+        '(give one a more specific path_prefix or port, or merge them)')
+    }
+  }
+}
+
+/** Checks `resolve:` and returns its pins by normalised host name. */
+function checkResolve (resolve: unknown, ctx: CheckContext): Map<string, string> {
+  const pins = new Map<string, string>()
+  const names = new Set<string>()
+  for (const [written, ip] of entries(resolve)) {
+    const path = ['resolve', written]
+    const name = normalizeHostName(written)
+    const reason = isIP(name) !== 0 ? 'pin a host name here, not an address' : checkHostName(name)
+    const twice = names.has(name)
+    names.add(name)
+    if (reason !== undefined) ctx.problem(path, reason, 'key')
+    else if (twice) ctx.problem(path, `${name} is pinned twice`, 'key')
+    if (typeof ip !== 'string') continue
+    if (isIP(ip) === 0) ctx.problem(path, `${ctx.show(path, ip)} is not an IP address (resolve: pins host names to addresses, like curl --resolve)`)
+    else if (reason === undefined && !twice) pins.set(name, ip)
+  }
+  return pins
+}
+
+const SECRET_METHODS = new Set(['client_secret_basic', 'client_secret_post'])
+
+function checkIssuers (issuers: unknown, ctx: CheckContext): void {
+  for (const [name, issuer] of entries(issuers)) {
+    if (!isRec(issuer)) continue
+    const base = ['issuers', name]
+    const type = issuer.type
+    if (type !== 'oauth2_client_credentials' && type !== 'oauth2_token_exchange') continue
+    // Defaults as in schema.ts: client credentials authenticate with a secret, token exchange with none.
+    const method = issuer.auth_method ?? (type === 'oauth2_client_credentials' ? 'client_secret_basic' : 'none')
+    if (typeof method !== 'string') continue
+    const methodPath = issuer.auth_method === undefined ? base : [...base, 'auth_method']
+    const where = issuer.auth_method === undefined ? 'key' : 'value'
+    if (method !== 'none' && issuer.client_id === undefined && type === 'oauth2_token_exchange') {
+      ctx.problem(methodPath, `auth_method ${method} needs client_id`, where)
+    }
+    if (SECRET_METHODS.has(method)) {
+      const inline = issuer.client_secret !== undefined
+      const file = issuer.client_secret_file !== undefined
+      if (!inline && !file) {
+        ctx.problem(methodPath, `auth_method ${method} needs client_secret_file (or client_secret)`, where)
+      } else if (inline && file) {
+        ctx.problem([...base, 'client_secret_file'], 'set only one of client_secret and client_secret_file', 'key')
+      }
+    } else if (method === 'private_key_jwt' && issuer.private_key_file === undefined) {
+      ctx.problem(methodPath, 'auth_method private_key_jwt needs private_key_file', where)
+    }
+  }
+}

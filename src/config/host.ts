@@ -1,0 +1,88 @@
+import { BlockList, isIP, isIPv4 } from 'node:net'
+
+/** Why an address is not a public one; undefined for a public address. */
+export type AddressKind = 'unspecified' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'reserved'
+
+// Most specific first: metadata addresses sit inside link-local and private ranges.
+const RANGES: ReadonlyArray<readonly [AddressKind, string, number, 'ipv4' | 'ipv6']> = [
+  ['metadata', '169.254.169.254', 32, 'ipv4'], // AWS, GCP, Azure, OpenStack
+  ['metadata', '100.100.100.200', 32, 'ipv4'], // Alibaba Cloud
+  ['metadata', 'fd00:ec2::254', 128, 'ipv6'], // AWS IMDS over IPv6
+  ['unspecified', '0.0.0.0', 8, 'ipv4'],
+  ['unspecified', '::', 128, 'ipv6'],
+  ['loopback', '127.0.0.0', 8, 'ipv4'],
+  ['loopback', '::1', 128, 'ipv6'],
+  ['private', '10.0.0.0', 8, 'ipv4'],
+  ['private', '172.16.0.0', 12, 'ipv4'],
+  ['private', '192.168.0.0', 16, 'ipv4'],
+  ['private', '100.64.0.0', 10, 'ipv4'], // carrier-grade NAT, often a cluster network
+  ['private', 'fc00::', 7, 'ipv6'],
+  ['link-local', '169.254.0.0', 16, 'ipv4'],
+  ['link-local', 'fe80::', 10, 'ipv6'],
+  ['reserved', '224.0.0.0', 3, 'ipv4'], // multicast, class E, broadcast
+  ['reserved', 'ff00::', 8, 'ipv6'],
+]
+
+/**
+ * Classifies an IP literal (v4, v6, v4-mapped v6). Built per call so that no mutable BlockList is shared
+ * between instances; callers on a hot path should keep the returned classifier.
+ *
+ * @example createAddressClassifier()('169.254.169.254') // → 'metadata'
+ */
+export function createAddressClassifier (): (ip: string) => AddressKind | undefined {
+  const lists = RANGES.map(([kind, net, prefix, family]) => {
+    const list = new BlockList()
+    list.addSubnet(net, prefix, family)
+    return [kind, list] as const
+  })
+  return (ip) => {
+    const family = isIP(ip)
+    if (family === 0) return undefined
+    for (const [kind, list] of lists) if (list.check(ip, family === 4 ? 'ipv4' : 'ipv6')) return kind
+    return undefined
+  }
+}
+
+/** A tool host as written in `match.host`, checked and normalised. */
+export type ToolHost =
+  | { readonly ok: true, readonly kind: 'name' | 'wildcard' | 'ip', readonly host: string }
+  | { readonly ok: false, readonly reason: string }
+
+const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+
+/**
+ * `api.example.com`, `*.example.com` (any subdomain, at least two labels after the `*.`), or an IP literal
+ * (`[::1]` or `::1`). Normalised to lower case, one trailing dot removed, IPv6 without brackets.
+ */
+export function parseToolHost (written: string): ToolHost {
+  const fail = (reason: string): ToolHost => ({ ok: false, reason })
+  if (written.includes('://')) return fail('write the bare host name, without a scheme (e.g. api.example.com)')
+  if (written.includes('@')) return fail('a host has no user info')
+  if (written.includes('/')) return fail('a host has no path; put it in match.path_prefix')
+  const unbracketed = written.startsWith('[') && written.endsWith(']') ? written.slice(1, -1) : written
+  if (isIP(unbracketed) !== 0) return { ok: true, kind: 'ip', host: unbracketed.toLowerCase() }
+  if (written.includes(':')) return fail('a host has no port; put it in match.port')
+  let host = written.toLowerCase()
+  if (host.endsWith('.')) host = host.slice(0, -1)
+  if (host === '*') return fail('"*" would send this credential to every destination; name the host')
+  const wildcard = host.startsWith('*.')
+  const name = wildcard ? host.slice(2) : host
+  if (name.includes('*')) return fail('only a leading "*." wildcard is supported (e.g. *.example.com)')
+  const reason = checkHostName(name)
+  if (reason !== undefined) return fail(reason)
+  if (wildcard && !name.includes('.')) {
+    return fail(`"*.${name}" would match every host under a top-level domain; use at least two labels (e.g. *.example.${name})`)
+  }
+  return { ok: true, kind: wildcard ? 'wildcard' : 'name', host }
+}
+
+/** Undefined when `name` (lower case, no trailing dot) is a usable DNS host name, else why not. */
+export function checkHostName (name: string): string | undefined {
+  if (name === '' || name.length > 253) return 'not a valid host name'
+  const labels = name.split('.')
+  if (!labels.every((l) => LABEL.test(l))) return 'not a valid host name (letters, digits, "-" and "." only)'
+  // URL parsers read `127.1` or `0x7f.1` as IPv4 addresses, so such a "name" could smuggle in an address.
+  const last = labels[labels.length - 1] as string
+  if (/^(?:\d+|0x[0-9a-f]*)$/.test(last) && !isIPv4(name)) return 'looks like a partial IP address; write a host name or a full IP address'
+  return undefined
+}
