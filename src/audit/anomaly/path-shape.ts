@@ -1,9 +1,9 @@
-import { looksLikeSecret } from './secret-shape.js'
+import { isKnownSecretFormat } from './secret-shape.js'
 
 /**
  * The shape of a request path: what `new_endpoint` learns and what anomaly details show instead of the raw path.
- * Id-like segments (numbers, UUIDs, long hex, prefixed ids like `cus_N1x...`, base64-ish tokens and anything that
- * looks like a secret, such as a bot token in the path) fold to `:id`; the query never takes part.
+ * Id-like segments (numbers, UUIDs, long hex, prefixed ids like `cus_N1x...`, base64-ish tokens and credentials in a
+ * known format, such as a bot token in the path) fold to `:id`; the query never takes part.
  * Bounded: at most MAX_SEGMENTS segments of at most MAX_SEGMENT chars.
  *
  * @example
@@ -17,6 +17,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const LONG_HEX = /^(?=.*\d)[0-9a-f]{8,}$/i
 const PREFIXED_ID = /^[A-Za-z]{1,10}[_-](?=.*\d)[A-Za-z0-9]{8,}$/
 const BASE64ISH = /^(?=.*\d)(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9_\-+=]{16,}$/
+const ALNUM_ID = /^(?=(?:[^\d]*\d){2})[A-Za-z0-9]{16,}$/
 
 export function pathShape (path: string): string {
   const q = path.search(/[?#]/)
@@ -33,6 +34,6 @@ export function pathShape (path: string): string {
 function foldSegment (s: string): string {
   if (s === '') return s
   if (s.length > MAX_SEGMENT || NUMERIC.test(s) || UUID.test(s) || LONG_HEX.test(s) || PREFIXED_ID.test(s) ||
-    BASE64ISH.test(s) || looksLikeSecret(s)) return ':id'
+    BASE64ISH.test(s) || ALNUM_ID.test(s) || isKnownSecretFormat(s)) return ':id'
   return s
 }
