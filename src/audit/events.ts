@@ -51,12 +51,14 @@ export interface CredentialUsed {
   request_id: string
   /** Set when the request was refused before reaching upstream (method_denied, misdirected, credential_unavailable, ...). */
   outcome?: string
+  /** For failures: a stable error code (e.g. `SIDEKEY_UPSTREAM_TLS/CERT_HAS_EXPIRED`), never a message. */
+  error?: string
+  /** Milliseconds of the exchange spent in sidekey itself (before the upstream request was sent). */
+  overhead_ms?: number
   /** True when the request was replayed after a 401 and a forced refresh. */
   replayed?: boolean
   bytes_in?: number
   bytes_out?: number
-  /** Milliseconds of duration_ms spent in sidekey itself (matching, stripping, injecting, pool wait), for sidekey_proxy_overhead_seconds. */
-  overhead_ms?: number
 }
 
 export interface EgressDenied {
@@ -67,6 +69,8 @@ export interface EgressDenied {
   client?: string
   method?: string
   request_id?: string
+  /** The path without its query, for absolute-form requests. */
+  path?: string
 }
 
 export interface Anomaly {

@@ -1,0 +1,151 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { SidekeyError } from '../errors.js'
+import type { CredentialProvider } from '../credentials/provider.js'
+
+export interface AdminDeps {
+  /** The credentials of the config in force (changes on reload). */
+  readonly credentials: () => CredentialProvider
+  readonly metrics: () => Promise<{ contentType: string, body: string }>
+  readonly caPem: () => string
+  /** Reloads the config; rejects with a ConfigError (problems without secrets) when the new one is bad. */
+  readonly reload: () => Promise<void>
+  /** SHA-256 of the admin token when `admin.token_file` is set: POST routes then need it as a Bearer token. */
+  readonly tokenDigest: () => Buffer | undefined
+}
+
+/**
+ * The admin port: health, readiness, metrics, status, rotation, reload, JWKS and the CA certificate.
+ * It binds loopback by default and is a different server from the proxy, so no proxied request can reach it.
+ */
+export class AdminServer {
+  readonly #server: Server
+  readonly #deps: AdminDeps
+
+  constructor (deps: AdminDeps) {
+    this.#deps = deps
+    this.#server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, maxHeaderSize: 16384 }, (req, res) => {
+      this.#route(req, res).catch((err: unknown) => send(res, statusOf(err), { error: codeOf(err) }))
+    })
+    this.#server.keepAliveTimeout = 5000
+  }
+
+  listen (host: string, port: number): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject)
+      this.#server.listen({ host, port, exclusive: true }, () => {
+        this.#server.off('error', reject)
+        resolve(this.#server.address() as AddressInfo)
+      })
+    })
+  }
+
+  close (): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve())
+      this.#server.closeAllConnections()
+    })
+  }
+
+  async #route (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin.invalid')
+    const path = url.pathname
+    const method = req.method ?? 'GET'
+    if (method === 'POST') {
+      if (!this.#authorized(req)) {
+        send(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="sidekey-admin"' })
+        return
+      }
+      if (path === '/reload') {
+        try {
+          await this.#deps.reload()
+          send(res, 200, { reloaded: true })
+        } catch (err) {
+          const problems = (err as { problems?: ReadonlyArray<{ file: string, line: number, col: number, message: string }> }).problems
+          send(res, 400, { error: 'config_invalid', problems: (problems ?? []).map((p) => `${p.file}:${p.line}:${p.col}: ${p.message}`) })
+        }
+        return
+      }
+      const rotate = /^\/rotate\/([^/]+)$/.exec(path)
+      if (rotate !== null) {
+        const tool = decodeURIComponent(rotate[1]!)
+        const credentials = this.#deps.credentials()
+        if (!(tool in credentials.status())) {
+          send(res, 404, { error: 'unknown_tool', tool })
+          return
+        }
+        try {
+          const c = await credentials.rotate(tool, { revokePrevious: url.searchParams.get('revoke') === 'previous' })
+          send(res, 200, { tool, credential_id: c.id, issued_at: iso(c.issuedAt), expires_at: c.expiresAt === undefined ? null : iso(c.expiresAt) })
+        } catch (err) {
+          send(res, statusOf(err) === 404 ? 404 : 502, { error: statusOf(err) === 404 ? 'unknown_tool' : 'rotation_failed', tool })
+        }
+        return
+      }
+      send(res, 404, { error: 'not_found' })
+      return
+    }
+    if (method !== 'GET' && method !== 'HEAD') {
+      send(res, 405, { error: 'method_not_allowed' }, { allow: 'GET, HEAD, POST' })
+      return
+    }
+    switch (path) {
+      case '/healthz':
+        send(res, 200, { status: 'ok' })
+        return
+      case '/readyz': {
+        const unready = this.#deps.credentials().unready()
+        if (unready.length === 0) send(res, 200, { ready: true })
+        else send(res, 503, { ready: false, tools: unready })
+        return
+      }
+      case '/metrics': {
+        const m = await this.#deps.metrics()
+        res.writeHead(200, { 'content-type': m.contentType, 'cache-control': 'no-store' })
+        res.end(m.body)
+        return
+      }
+      case '/status':
+        send(res, 200, { tools: this.#deps.credentials().status() })
+        return
+      case '/.well-known/jwks.json':
+        send(res, 200, { keys: this.#deps.credentials().jwks() }, { 'cache-control': 'max-age=60' })
+        return
+      case '/ca.pem':
+        res.writeHead(200, { 'content-type': 'application/x-pem-file' })
+        res.end(this.#deps.caPem())
+        return
+      default:
+        send(res, 404, { error: 'not_found' })
+    }
+  }
+
+  #authorized (req: IncomingMessage): boolean {
+    const expected = this.#deps.tokenDigest()
+    if (expected === undefined) return true
+    const header = req.headers.authorization ?? ''
+    const m = /^Bearer\s+(.+)$/i.exec(header)
+    if (m === null) return false
+    // Compare digests: constant time whatever the lengths.
+    return timingSafeEqual(createHash('sha256').update(m[1]!.trim()).digest(), expected)
+  }
+}
+
+function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers })
+  res.end(text)
+}
+
+function iso (ms: number): string {
+  return new Date(ms).toISOString()
+}
+
+function statusOf (err: unknown): number {
+  return err instanceof SidekeyError ? err.status : 500
+}
+
+function codeOf (err: unknown): string {
+  return err instanceof SidekeyError ? err.code : 'SIDEKEY_INTERNAL'
+}

@@ -1,0 +1,215 @@
+import 'reflect-metadata'
+import { readFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import type { lookup as dnsLookup } from 'node:dns'
+import type { Logger } from 'pino'
+import type { Dispatcher } from 'undici'
+import type { Config } from './config/schema.js'
+import { loadConfigFile } from './config/load.js'
+import { AuditHub } from './audit/hub.js'
+import { createLogger, flushLogger } from './audit/log.js'
+import { createMetrics, type SidekeyMetrics } from './audit/metrics.js'
+import { anomalyRateLimit, createDetectors } from './audit/anomaly/index.js'
+import { CredentialManager } from './credentials/manager.js'
+import { loadOrCreateCa, type CertificateAuthority } from './tls/ca.js'
+import { LeafCache } from './tls/leaf-cache.js'
+import { createLookup, type ResolverOptions } from './net/resolver.js'
+import { Router } from './proxy/router.js'
+import { createUpstream } from './proxy/upstream.js'
+import { ProxyListener } from './proxy/listener.js'
+import type { Runtime } from './proxy/runtime.js'
+import { AdminServer } from './admin/server.js'
+import { SidekeyError } from './errors.js'
+import { systemClock, type Clock } from './util/clock.js'
+
+export interface StartOptions {
+  /** The config file; reloads re-read it. */
+  readonly configFile?: string
+  /** A config already parsed (tests); reload then re-reads `configFile` when given, else keeps this one. */
+  readonly config?: Readonly<Config>
+  /** `--listen` / `--admin` overrides, `HOST:PORT` (port 0 picks a free port). */
+  readonly listen?: string
+  readonly admin?: string
+  readonly logger?: Logger
+  readonly clock?: Clock
+  /** Resolver for names that are not pinned (tests map test names to loopback). */
+  readonly dns?: typeof dnsLookup
+  readonly env?: NodeJS.ProcessEnv
+}
+
+/**
+ * The composition root: builds every part from one config, owns start, reload and stop. No request logic here.
+ */
+export class Sidekey {
+  readonly logger: Logger
+  readonly metrics: SidekeyMetrics
+  readonly audit: AuditHub
+  readonly ca: CertificateAuthority
+  readonly #opts: StartOptions
+  readonly #leaves: LeafCache
+  readonly #proxy: ProxyListener
+  readonly #admin: AdminServer
+  #runtime: Runtime
+  #tokenDigest: Buffer | undefined
+  #proxyAddress = ''
+  #adminAddress = ''
+  #reloading: Promise<void> | undefined
+
+  private constructor (opts: StartOptions, logger: Logger, metrics: SidekeyMetrics, audit: AuditHub, ca: CertificateAuthority, leaves: LeafCache, runtime: Runtime) {
+    this.#opts = opts
+    this.logger = logger
+    this.metrics = metrics
+    this.audit = audit
+    this.ca = ca
+    this.#leaves = leaves
+    this.#runtime = runtime
+    this.#proxy = new ProxyListener(() => this.#runtime)
+    this.#admin = new AdminServer({
+      credentials: () => this.#runtime.credentials,
+      metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.text() }),
+      caPem: () => this.ca.certPem,
+      reload: () => this.reload(),
+      tokenDigest: () => this.#tokenDigest,
+    })
+  }
+
+  /** Loads the config, the CA and first credentials, then listens. Never fails because an issuer is down. */
+  static async start (opts: StartOptions): Promise<Sidekey> {
+    const config = withOverrides(opts.config ?? await loadConfigFile(requireFile(opts), opts.env), opts)
+    const logger = opts.logger ?? createLogger({ level: config.log.level })
+    const clock = opts.clock ?? systemClock
+    const metrics = createMetrics({ tools: Object.keys(config.tools) })
+    const audit = new AuditHub({
+      logger, metrics, instanceId: config.instance_id, clock,
+      detectors: createDetectors(config.anomaly), rateLimit: anomalyRateLimit(config.anomaly),
+    })
+    const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, clock, ...caConstraints(config) })
+    const leaves = new LeafCache({ ca, validityMs: config.ca.leaf_validity, max: config.ca.leaf_cache_size, clock })
+    const runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set() })
+    metrics.bindCredentials(runtime.credentials)
+    const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime)
+    app.#tokenDigest = await readTokenDigest(config)
+    try {
+      const [proxyHost, proxyPort] = splitHostPort(config.listen)
+      const [adminHost, adminPort] = splitHostPort(config.admin.listen)
+      const p = await app.#proxy.listen(proxyHost, proxyPort)
+      const a = await app.#admin.listen(adminHost, adminPort)
+      app.#proxyAddress = hostPort(p.address, p.port)
+      app.#adminAddress = hostPort(a.address, a.port)
+      app.#runtime = { ...runtime, ownPorts: new Set([p.port, a.port]) }
+    } catch (err) {
+      await app.#proxy.close(0)
+      await app.#admin.close()
+      await (runtime.credentials as CredentialManager).close()
+      throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err })
+    }
+    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, tools: Object.keys(config.tools) }, 'listening')
+    return app
+  }
+
+  get proxyAddress (): string { return this.#proxyAddress }
+  get adminAddress (): string { return this.#adminAddress }
+  get config (): Readonly<Config> { return this.#runtime.config }
+  get credentials (): CredentialManager { return this.#runtime.credentials as CredentialManager }
+
+  /**
+   * Re-reads the config file and swaps in a new runtime; credentials whose issuer, scopes and audience are
+   * unchanged carry over. A bad config throws (ConfigError) and the running one stays in force.
+   * Listen addresses and limits of the listeners keep their start-up values.
+   */
+  reload (): Promise<void> {
+    this.#reloading ??= this.#reload().finally(() => { this.#reloading = undefined })
+    return this.#reloading
+  }
+
+  async #reload (): Promise<void> {
+    const old = this.#runtime
+    let config: Readonly<Config>
+    try {
+      config = this.#opts.configFile === undefined ? old.config : withOverrides(await loadConfigFile(this.#opts.configFile, this.#opts.env), this.#opts)
+    } catch (err) {
+      this.logger.error({ err: { code: (err as SidekeyError).code, problems: (err as { problems?: unknown }).problems } }, 'reload refused: config invalid; the running config stays in force')
+      throw err
+    }
+    const next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
+      clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, previous: old.credentials as CredentialManager,
+    })
+    this.#tokenDigest = await readTokenDigest(config)
+    this.#runtime = next
+    this.metrics.setTools(Object.keys(config.tools))
+    this.metrics.bindCredentials(next.credentials)
+    this.logger.info({ tools: Object.keys(config.tools) }, 'config reloaded')
+    void retire(old)
+  }
+
+  /** Stops accepting, drains in-flight requests for up to `shutdown_grace`, then releases everything. */
+  async close (): Promise<void> {
+    const rt = this.#runtime
+    await Promise.all([this.#proxy.close(rt.config.shutdown_grace), this.#admin.close()])
+    await retire(rt)
+    this.audit.close()
+    this.logger.info('stopped')
+    await flushLogger(this.logger)
+  }
+}
+
+interface RuntimeDeps {
+  clock: Clock
+  audit: AuditHub
+  leaves: LeafCache
+  dns: typeof dnsLookup | undefined
+  ownPorts: ReadonlySet<number>
+  previous?: CredentialManager
+}
+
+async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promise<Runtime> {
+  const resolver: ResolverOptions = { pins: config.resolve, blockPrivate: config.egress.block_private, ...(deps.dns === undefined ? {} : { dns: deps.dns }) }
+  const lookup = createLookup(resolver)
+  const upstream = createUpstream(config, lookup)
+  const credentials = CredentialManager.create(config, { clock: deps.clock, audit: deps.audit, dispatcher: upstream, ...(deps.previous === undefined ? {} : { previous: deps.previous }) })
+  await credentials.start()
+  return { config, router: new Router(config.tools), credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts }
+}
+
+/** Lets a replaced runtime's requests finish, then frees its pools and timers. */
+async function retire (rt: Runtime): Promise<void> {
+  await (rt.credentials as CredentialManager).close()
+  await (rt.upstream as Dispatcher).close().catch(() => {})
+}
+
+function withOverrides (config: Readonly<Config>, opts: StartOptions): Readonly<Config> {
+  if (opts.listen === undefined && opts.admin === undefined) return config
+  return Object.freeze({ ...config, listen: opts.listen ?? config.listen, admin: Object.freeze({ ...config.admin, listen: opts.admin ?? config.admin.listen }) })
+}
+
+function caConstraints (config: Readonly<Config>): { nameConstraints?: string[] } {
+  if (!config.ca.name_constraints) return {}
+  return { nameConstraints: Object.values(config.tools).map((t) => t.match.host.startsWith('*.') ? t.match.host.slice(1) : t.match.host) }
+}
+
+async function readTokenDigest (config: Readonly<Config>): Promise<Buffer | undefined> {
+  if (config.admin.token_file === undefined) return undefined
+  let token: string
+  try {
+    token = (await readFile(config.admin.token_file, 'utf8')).trim()
+  } catch (err) {
+    throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `admin.token_file ${config.admin.token_file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  if (token === '') throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `admin.token_file ${config.admin.token_file} is empty`)
+  return createHash('sha256').update(token).digest()
+}
+
+function requireFile (opts: StartOptions): string {
+  if (opts.configFile === undefined) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', 'no config file given')
+  return opts.configFile
+}
+
+export function splitHostPort (value: string): [string, number] {
+  const i = value.lastIndexOf(':')
+  const host = value.slice(0, i).replace(/^\[|\]$/g, '')
+  return [host, Number(value.slice(i + 1))]
+}
+
+function hostPort (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+import 'reflect-metadata'
+import { parseArgs } from 'node:util'
+import { Sidekey } from './app.js'
+import { ConfigError, formatProblems, loadConfigFile } from './config/load.js'
+import { hostPort as hostPortSchema } from './config/schema.js'
+import { loadOrCreateCa } from './tls/ca.js'
+import { writeCaBundle } from './tls/bundle.js'
+import { SidekeyError } from './errors.js'
+
+const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
+       sidekey check --config FILE
+       sidekey ca --config FILE [--bundle OUT]
+       sidekey audit [--json] [FILE...]      (reads stdin without FILE)
+
+--config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.`
+
+const VERBS = new Set(['run', 'check', 'ca', 'audit'])
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. */
+async function main (argv: string[]): Promise<number> {
+  const verb = argv[0] !== undefined && VERBS.has(argv[0]) ? argv[0] : 'run'
+  const rest = verb === argv[0] ? argv.slice(1) : argv
+  if (verb === 'audit') {
+    const { auditCommand } = await import('./audit/summary.js')
+    return auditCommand(rest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
+  }
+  let values: { config?: string, listen?: string, admin?: string, bundle?: string, help?: boolean }
+  try {
+    ({ values } = parseArgs({
+      args: rest,
+      options: {
+        config: { type: 'string', short: 'c' },
+        listen: { type: 'string' },
+        admin: { type: 'string' },
+        bundle: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }))
+  } catch (err) {
+    process.stderr.write(`sidekey: ${(err as Error).message}\n${USAGE}\n`)
+    return 2
+  }
+  if (values.help === true) {
+    process.stdout.write(USAGE + '\n')
+    return 0
+  }
+  for (const flag of ['listen', 'admin'] as const) {
+    const v = values[flag]
+    if (v !== undefined && !hostPortSchema.safeParse(v).success) {
+      process.stderr.write(`sidekey: --${flag} expects HOST:PORT, got ${JSON.stringify(v)}\n`)
+      return 2
+    }
+  }
+  const file = values.config ?? process.env.SIDEKEY_CONFIG ?? 'config/sidekey.yaml'
+  try {
+    switch (verb) {
+      case 'check': {
+        await loadConfigFile(file)
+        process.stdout.write(`${file}: ok\n`)
+        return 0
+      }
+      case 'ca': {
+        const config = await loadConfigFile(file)
+        const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity })
+        if (values.bundle !== undefined) await writeCaBundle(values.bundle, ca.certPem)
+        process.stdout.write(ca.certPath + '\n')
+        return 0
+      }
+      default:
+        return await run(file, values)
+    }
+  } catch (err) {
+    return report(err, verb === 'check' ? process.stdout : process.stderr)
+  }
+}
+
+async function run (file: string, values: { listen?: string, admin?: string }): Promise<number> {
+  const app = await Sidekey.start({ configFile: file, ...(values.listen === undefined ? {} : { listen: values.listen }), ...(values.admin === undefined ? {} : { admin: values.admin }) })
+  return new Promise<number>((resolve) => {
+    let stopping = false
+    const stop = (signal: string): void => {
+      if (stopping) return
+      stopping = true
+      app.logger.info({ signal }, 'shutting down')
+      app.close().then(() => resolve(0), () => resolve(1))
+    }
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
+    process.on('SIGHUP', () => { app.reload().catch(() => { /* logged by reload; the old config keeps serving */ }) })
+  })
+}
+
+/** Config problems as `FILE:LINE:COL: message`; other failures as one line with a code. Never a stack trace. */
+function report (err: unknown, out: NodeJS.WritableStream): number {
+  if (err instanceof ConfigError) {
+    for (const line of formatProblems(err.problems)) out.write(line + '\n')
+    return 2
+  }
+  if (err instanceof SidekeyError) {
+    process.stderr.write(`sidekey: ${err.message} (${err.code})\n`)
+    return err.code === 'SIDEKEY_CONFIG_INVALID' ? 2 : 1
+  }
+  process.stderr.write(`sidekey: unexpected failure (${(err as { code?: string })?.code ?? (err as Error)?.name ?? 'error'})\n`)
+  return 1
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code
+  // Anything still holding the loop open after a clean stop (an upstream socket, a watcher) must not keep us up.
+  setTimeout(() => process.exit(code), 2000).unref()
+}, (err: unknown) => { process.exitCode = report(err, process.stderr) })

@@ -1,0 +1,60 @@
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
+import { isIP, type LookupFunction } from 'node:net'
+import { SidekeyError } from '../errors.js'
+import { isBlockedIp } from './ip.js'
+
+export interface ResolverOptions {
+  /** `resolve:` pins, host → IP literal. Pinned hosts are trusted: the operator wrote the address. */
+  readonly pins: Readonly<Record<string, string>>
+  /** Refuse loopback, private, link-local (metadata) and other special addresses for hosts that are not pinned. */
+  readonly blockPrivate: boolean
+  /** The system resolver by default; tests inject one that maps test names to loopback. */
+  readonly dns?: typeof dnsLookup
+}
+
+/**
+ * A `lookup` for net/tls/undici connects that resolves once, checks every address, and hands the socket only
+ * the addresses it checked, so a name cannot rebind between check and connect (RELIABILITY B5/B6).
+ * IP literals never reach a lookup function in Node, so callers check them with `checkAddress` first.
+ */
+export function createLookup (opts: ResolverOptions): LookupFunction {
+  const dns = opts.dns ?? dnsLookup
+  return (hostname, options, callback) => {
+    const host = hostname.toLowerCase()
+    const pinned = opts.pins[host]
+    const all = (options as { all?: boolean }).all === true
+    if (pinned !== undefined) {
+      const family = isIP(pinned)
+      if (all) (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, [{ address: pinned, family }])
+      else callback(null, pinned, family)
+      return
+    }
+    dns(hostname, { all: true, family: (options as { family?: number }).family ?? 0 }, (err, addresses) => {
+      if (err !== null) { callback(err, '', 0); return }
+      if (opts.blockPrivate) {
+        const bad = addresses.find((a) => isBlockedIp(a.address))
+        if (bad !== undefined || addresses.length === 0) { callback(egressDenied('resolves to a private or special address'), '', 0); return }
+      }
+      if (all) (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses)
+      else callback(null, addresses[0]!.address, addresses[0]!.family)
+    })
+  }
+}
+
+/** Checks a destination before any connection: IP literals are not passed to `lookup` by Node. */
+export function checkAddress (host: string, opts: ResolverOptions): void {
+  if (opts.pins[host] !== undefined) return
+  if (opts.blockPrivate && isIP(host) !== 0 && isBlockedIp(host)) throw egressDenied('private or special address')
+}
+
+export function egressDenied (reason: string): SidekeyError & { errno?: number } {
+  return new SidekeyError('SIDEKEY_EGRESS_DENIED', reason, { status: 403 })
+}
+
+/** Resolves a host the way a connect would, for callers that must know the address (the self-loop check). */
+export function resolveChecked (host: string, lookup: LookupFunction): Promise<string> {
+  if (isIP(host) !== 0) return Promise.resolve(host)
+  return new Promise((resolve, reject) => {
+    lookup(host, { all: false }, (err, address) => { if (err !== null) reject(err); else resolve(address as string) })
+  })
+}

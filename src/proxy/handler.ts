@@ -1,0 +1,213 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream/promises'
+import { isIP } from 'node:net'
+import type { Dispatcher } from 'undici'
+import type { CredentialUsed, PlaceholderState } from '../audit/events.js'
+import type { Credential } from '../credentials/provider.js'
+import { SidekeyError } from '../errors.js'
+import { isBlockedIp } from '../net/ip.js'
+import { checkAddress } from '../net/resolver.js'
+import { formatAuthority } from '../net/host.js'
+import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
+import { inject, queryParam, withQueryParam } from './inject.js'
+import { asSidekeyError, sendError } from './respond.js'
+import type { Tool } from './router.js'
+import type { Runtime } from './runtime.js'
+import { errorCode, upstreamError } from './upstream.js'
+
+/** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
+export interface RequestTarget {
+  readonly scheme: 'http' | 'https'
+  readonly host: string
+  readonly port: number
+  /** Origin-form path and query as the agent sent it. */
+  readonly pathAndQuery: string
+  /** Inside an intercepted CONNECT tunnel. */
+  readonly tunnel: boolean
+}
+
+type Outcome = Pick<CredentialUsed, 'outcome' | 'error'>
+
+/**
+ * The request path: match tool → strip → inject → forward → audit. Every request ends in exactly one
+ * `credential.used` or `egress.denied` event, and errors reach the agent only through respond.ts.
+ */
+export class RequestHandler {
+  readonly #runtime: () => Runtime
+  readonly #ids: () => string
+
+  constructor (runtime: () => Runtime, ids: () => string) {
+    this.#runtime = runtime
+    this.#ids = ids
+  }
+
+  async handle (req: IncomingMessage, res: ServerResponse, target: RequestTarget, client: string): Promise<void> {
+    const rt = this.#runtime()
+    const started = performance.now()
+    const requestId = this.#ids()
+    const method = req.method ?? 'GET'
+    let path = target.pathAndQuery
+    try {
+      checkRequestHeaders(req.rawHeaders)
+      path = normalizePath(target.pathAndQuery)
+    } catch (err) {
+      sendError(res, asSidekeyError(err), requestId)
+      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'bad_request', client, method, request_id: requestId })
+      return
+    }
+    const route = rt.router.match(target.scheme, target.host, target.port, pathOnly(path), method)
+    if (route.kind === 'none') {
+      if (!target.tunnel && rt.config.egress.unmatched === 'tunnel') {
+        await this.#passThrough(rt, req, res, target, path, client, requestId)
+        return
+      }
+      sendError(res, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'no tool matches this destination', { status: 403 }), requestId)
+      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'no_tool', client, method, request_id: requestId, path: pathOnly(path) })
+      return
+    }
+    const tool = route.tool
+    const used = (status: number, credentialId: string | null, placeholder: PlaceholderState, extra: Partial<CredentialUsed> = {}): void => {
+      rt.audit.emit({
+        event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathOnly(path),
+        status, duration_ms: Math.round((performance.now() - started) * 1000) / 1000, client, placeholder, request_id: requestId, ...extra,
+      })
+    }
+    if (route.kind === 'method_denied') {
+      sendError(res, new SidekeyError('SIDEKEY_METHOD_DENIED', `method ${method} is not allowed for this tool`, { status: 403, details: { tool: tool.name } }), requestId)
+      used(403, null, placeholderOf(req, tool, path), { outcome: 'method_denied' })
+      return
+    }
+    const credential = rt.credentials.current(tool.name)
+    if (credential === undefined) {
+      const err = new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', 'no valid credential for this tool', { status: 503, details: { tool: tool.name } })
+      sendError(res, err, requestId, { 'retry-after': String(rt.credentials.retryAfterSeconds(tool.name)) })
+      used(503, null, placeholderOf(req, tool, path), { outcome: 'credential_unavailable' })
+      return
+    }
+
+    const authority = formatAuthority(target.host, route.upstreamPort, route.upstreamScheme === 'https' ? 443 : 80)
+    const base = upstreamHeaders(req.rawHeaders, tool, authority)
+    const query = tool.config.inject.query
+    const placeholder = query === undefined ? base.placeholder : classifyPlaceholder(queryParam(path, query), tool.config.placeholder)
+    const cleanPath = query === undefined ? path : withQueryParam(path, query, undefined)
+    let current: Credential = credential
+    let replayed = false
+    try {
+      if (isSelf(rt, target.host, route.upstreamPort)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
+      const body = await requestBody(req, rt.config.limits.replay_body_bytes)
+      if (body.contentLength !== undefined && body.kept === undefined) base.headers.push('content-length', body.contentLength)
+      const origin = `${route.upstreamScheme}://${authority}`
+      const send = (cred: Credential): Promise<Dispatcher.ResponseData> => {
+        const headers = base.headers.slice()
+        const sentPath = inject(tool, cred, headers, cleanPath)
+        return rt.upstream.request({ origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null })
+      }
+      const overhead = performance.now() - started
+      let response = await send(current)
+      if (response.statusCode === 401 && body.stream === undefined) {
+        const fresh = await rt.credentials.refreshRejected(tool.name, current.id)
+        if (fresh !== undefined && fresh.id !== current.id) {
+          await response.body.dump()
+          current = fresh
+          replayed = true
+          response = await send(current)
+        }
+      }
+      res.writeHead(response.statusCode, downstreamHeaders(response.headers))
+      await pipeline(response.body, res)
+      used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), ...(replayed ? { replayed } : {}) })
+    } catch (err) {
+      const status = this.#fail(res, err, requestId)
+      used(status, current.id, placeholder, failure(err, replayed))
+    }
+  }
+
+  /** `egress.unmatched: tunnel` for absolute-form http: forwarded untouched, no credential, SSRF checks apply. */
+  async #passThrough (rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, path: string, client: string, requestId: string): Promise<void> {
+    const method = req.method ?? 'GET'
+    try {
+      checkAddress(target.host, rt.resolver)
+      if (isSelf(rt, target.host, target.port)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
+      const authority = formatAuthority(target.host, target.port, 80)
+      const { headers } = upstreamHeaders(req.rawHeaders, undefined, authority)
+      const body = await requestBody(req, 0)
+      if (body.contentLength !== undefined) headers.push('content-length', body.contentLength)
+      const response = await rt.upstream.request({ origin: `http://${authority}`, path, method, headers, body: body.kept ?? body.stream ?? null })
+      res.writeHead(response.statusCode, downstreamHeaders(response.headers))
+      await pipeline(response.body, res)
+    } catch (err) {
+      const status = this.#fail(res, err, requestId)
+      if (status === 403) rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'private_address', client, method, request_id: requestId })
+    }
+  }
+
+  /** Answers a failed exchange; once the response has started, the only honest answer is to cut it. */
+  #fail (res: ServerResponse, err: unknown, requestId: string): number {
+    if (res.headersSent) {
+      res.destroy()
+      return res.statusCode
+    }
+    const e = upstreamError(err)
+    sendError(res, e, requestId)
+    return e.status
+  }
+}
+
+function failure (err: unknown, replayed: boolean): Outcome & { replayed?: boolean } {
+  const e = upstreamError(err)
+  return { outcome: e.code === 'SIDEKEY_EGRESS_DENIED' ? 'egress_denied' : 'upstream_error', error: `${e.code}:${errorCode(err)}`, ...(replayed ? { replayed } : {}) }
+}
+
+function round (ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}
+
+interface RequestBody {
+  /** The whole body, kept so that a 401 can be replayed (small bodies only). */
+  kept?: Buffer
+  /** The body streamed as it arrives (large or unknown-length bodies). */
+  stream?: IncomingMessage
+  contentLength?: string
+}
+
+/**
+ * Bodies up to `keepLimit` with a declared length are read whole so a 401 can be replayed; anything else streams
+ * with backpressure. A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 §6.3).
+ */
+async function requestBody (req: IncomingMessage, keepLimit: number): Promise<RequestBody> {
+  const cl = req.headers['content-length']
+  const chunked = req.headers['transfer-encoding'] !== undefined
+  if (cl === undefined && !chunked) return {}
+  if (cl !== undefined && !chunked && Number(cl) <= keepLimit) {
+    if (cl === '0') return { kept: Buffer.alloc(0) }
+    const chunks: Buffer[] = []
+    for await (const chunk of req) chunks.push(chunk as Buffer)
+    return { kept: Buffer.concat(chunks) }
+  }
+  return chunked ? { stream: req } : { stream: req, contentLength: cl }
+}
+
+function placeholderOf (req: IncomingMessage, tool: Tool, path: string): PlaceholderState {
+  const query = tool.config.inject.query
+  return query === undefined ? upstreamHeaders(req.rawHeaders, tool, '').placeholder : classifyPlaceholder(queryParam(path, query), tool.config.placeholder)
+}
+
+/** A path the router can trust: dot segments resolved the way the upstream will (WHATWG URL), so `..` cannot escape a prefix. */
+export function normalizePath (pathAndQuery: string): string {
+  if (!pathAndQuery.startsWith('/')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'bad request target', { status: 400 })
+  if (!/\/\.|%2e|\\|#/i.test(pathAndQuery)) return pathAndQuery
+  const url = new URL(pathAndQuery, 'http://sidekey.invalid')
+  return url.pathname + url.search
+}
+
+export function pathOnly (pathAndQuery: string): string {
+  const q = pathAndQuery.indexOf('?')
+  return q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)
+}
+
+/** RELIABILITY B7: the proxy's own ports on a loopback (or pinned loopback) address are never a destination. */
+function isSelf (rt: Runtime, host: string, port: number): boolean {
+  if (!rt.ownPorts.has(port)) return false
+  const address = rt.resolver.pins[host] ?? host
+  return isIP(address) !== 0 ? isBlockedIp(address) : host === 'localhost'
+}

@@ -1,0 +1,60 @@
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { STATUS_CODES } from 'node:http'
+import { SidekeyError } from '../errors.js'
+
+/**
+ * The one place errors become answers to the agent. Bodies carry a stable error name and the request id,
+ * never an internal message, upstream detail or secret (RELIABILITY D2).
+ */
+const ERROR_NAMES: Record<string, string> = {
+  SIDEKEY_BAD_REQUEST: 'bad_request',
+  SIDEKEY_HOST_MISMATCH: 'host_mismatch',
+  SIDEKEY_MISDIRECTED: 'misdirected_request',
+  SIDEKEY_EGRESS_DENIED: 'egress_denied',
+  SIDEKEY_METHOD_DENIED: 'method_denied',
+  SIDEKEY_CREDENTIAL_UNAVAILABLE: 'credential_unavailable',
+  SIDEKEY_UPSTREAM_FAILED: 'upstream_failed',
+  SIDEKEY_UPSTREAM_TIMEOUT: 'upstream_timeout',
+  SIDEKEY_UPSTREAM_TLS: 'upstream_tls_failed',
+  SIDEKEY_OVERLOADED: 'overloaded',
+}
+
+export function asSidekeyError (err: unknown): SidekeyError {
+  return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { status: 500, cause: err })
+}
+
+export function errorBody (err: SidekeyError, requestId: string): string {
+  const body: Record<string, string | number> = { error: ERROR_NAMES[err.code] ?? 'internal_error', ...err.details, request_id: requestId }
+  if (err.expose) body.message = err.message
+  return JSON.stringify(body)
+}
+
+/** Answers a request with the error; closes the connection for 400s (the stream may be out of sync). */
+export function sendError (res: ServerResponse, err: SidekeyError, requestId: string, extraHeaders: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const body = errorBody(err, requestId)
+  const close = err.status === 400 || err.status === 431
+  res.writeHead(err.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'x-sidekey-request-id': requestId,
+    ...(close ? { connection: 'close' } : {}),
+    ...extraHeaders,
+  })
+  res.end(body)
+  if (close) res.once('finish', () => res.socket?.destroySoon())
+}
+
+/** Answers on a raw socket (CONNECT refusals, parse errors) and closes it without reading what follows (B2). */
+export function sendRawError (socket: Socket, err: SidekeyError, requestId: string): void {
+  const body = errorBody(err, requestId)
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`)
+  }
+  socket.destroySoon()
+}

@@ -1,0 +1,126 @@
+import type { ToolConfig } from '../config/schema.js'
+
+/**
+ * Tool matching, kept apart from transport (as mockttp keeps matchers apart from its server).
+ * The rule key is (host, port, path prefix, methods): a tool without `match.port` owns port 443 only, so a
+ * redirect to the same host on another port or scheme gets no credential (RELIABILITY A2). A plain `http://`
+ * call on port 80 to a tool on 443 still matches: it is carried upstream over TLS (A10).
+ */
+
+export interface Tool {
+  readonly name: string
+  readonly config: Readonly<ToolConfig>
+  /** Normalised host, or the suffix with its leading dot for `*.suffix`. */
+  readonly host: string
+  readonly wildcard: boolean
+  readonly port: number
+  readonly pathPrefix: string
+  readonly methods: ReadonlySet<string> | undefined
+  /** The injected header, lower-cased; undefined for query and basic injection. */
+  readonly stripSet: ReadonlySet<string>
+}
+
+export type Route =
+  | { readonly kind: 'tool', readonly tool: Tool, readonly upstreamScheme: 'http' | 'https', readonly upstreamPort: number }
+  | { readonly kind: 'method_denied', readonly tool: Tool }
+  | { readonly kind: 'none' }
+
+const NONE: Route = Object.freeze({ kind: 'none' })
+
+export class Router {
+  readonly tools: ReadonlyMap<string, Tool>
+  readonly #exact = new Map<string, Tool[]>()
+  readonly #wildcards: Tool[] = []
+  /** Every port some tool names: CONNECT is allowed to these. */
+  readonly ports: ReadonlySet<number>
+
+  constructor (tools: Readonly<Record<string, Readonly<ToolConfig>>>) {
+    const all = new Map<string, Tool>()
+    const ports = new Set<number>()
+    for (const [name, config] of Object.entries(tools)) {
+      const rawHost = config.match.host.toLowerCase().replace(/\.$/, '')
+      const wildcard = rawHost.startsWith('*.')
+      const tool: Tool = {
+        name,
+        config,
+        host: wildcard ? rawHost.slice(1) : rawHost,
+        wildcard,
+        port: config.match.port ?? 443,
+        pathPrefix: config.match.path_prefix ?? '/',
+        methods: config.match.methods === undefined ? undefined : new Set(config.match.methods),
+        stripSet: new Set((config.strip ?? defaultStrip(config)).map((h) => h.toLowerCase())),
+      }
+      all.set(name, tool)
+      ports.add(tool.port)
+      if (wildcard) this.#wildcards.push(tool)
+      else {
+        const list = this.#exact.get(tool.host) ?? []
+        list.push(tool)
+        this.#exact.set(tool.host, list)
+      }
+    }
+    // Most specific first: longer path prefix; for wildcards, longer suffix first.
+    for (const list of this.#exact.values()) list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length)
+    this.#wildcards.sort((a, b) => b.host.length - a.host.length || b.pathPrefix.length - a.pathPrefix.length)
+    this.tools = all
+    this.ports = ports
+  }
+
+  /** True when some tool owns (host, port) on any path: a CONNECT there is intercepted. */
+  ownsHost (host: string, port: number): boolean {
+    return this.#candidates(host).some((t) => portMatches(t, 'https', port) || portMatches(t, 'http', port))
+  }
+
+  /**
+   * The tool for a request. `scheme` is what the agent used; `path` must already be normalised
+   * (dot segments resolved) so that a prefix cannot be escaped with `..`.
+   */
+  match (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): Route {
+    for (const tool of this.#candidates(host)) {
+      if (!portMatches(tool, scheme, port)) continue
+      if (!pathMatches(tool.pathPrefix, path)) continue
+      if (tool.methods !== undefined && !tool.methods.has(method)) return { kind: 'method_denied', tool }
+      const tls = scheme === 'https' || !tool.config.plaintext
+      return { kind: 'tool', tool, upstreamScheme: tls ? 'https' : 'http', upstreamPort: tool.port }
+    }
+    return NONE
+  }
+
+  /** Why a request matched or not, for `sidekey check --explain` style diagnostics and tests. */
+  explain (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): string {
+    const r = this.match(scheme, host, port, path, method)
+    if (r.kind === 'tool') return `tool ${r.tool.name}: ${r.upstreamScheme}://${host}:${r.upstreamPort}${r.tool.pathPrefix}`
+    if (r.kind === 'method_denied') return `tool ${r.tool.name} does not allow ${method}`
+    const hosts = this.#candidates(host)
+    if (hosts.length === 0) return `no tool for host ${host}`
+    return `no tool for ${scheme}://${host}:${port}${path} (tools on this host: ${hosts.map((t) => `${t.name} port ${t.port} prefix ${t.pathPrefix}`).join(', ')})`
+  }
+
+  #candidates (host: string): Tool[] {
+    const exact = this.#exact.get(host)
+    const wild = this.#wildcards.filter((t) => host.length > t.host.length && host.endsWith(t.host))
+    if (exact === undefined) return wild
+    return wild.length === 0 ? exact : [...exact, ...wild]
+  }
+}
+
+function portMatches (tool: Tool, scheme: 'http' | 'https', port: number): boolean {
+  if (port === tool.port) return true
+  // A plain http:// call on the default port to a TLS tool: carried upstream over https to the tool's port.
+  return scheme === 'http' && port === 80 && tool.port === 443 && !tool.config.plaintext
+}
+
+function pathMatches (prefix: string, path: string): boolean {
+  if (prefix === '/') return true
+  if (!path.startsWith(prefix)) {
+    // `/repos/acme` (no trailing slash) matches prefix `/repos/acme/`.
+    return prefix.endsWith('/') && path === prefix.slice(0, -1)
+  }
+  return prefix.endsWith('/') || path.length === prefix.length || '/?'.includes(path[prefix.length]!)
+}
+
+export function defaultStrip (config: Readonly<ToolConfig>): string[] {
+  if (config.inject.header !== undefined) return [config.inject.header]
+  if (config.inject.basic !== undefined) return ['Authorization']
+  return []
+}

@@ -1,0 +1,112 @@
+import { connect as netConnect, type Socket } from 'node:net'
+import { TLSSocket } from 'node:tls'
+import type { Server } from 'node:http'
+import { SidekeyError } from '../errors.js'
+import { normalizeHost } from '../net/host.js'
+import { checkAddress } from '../net/resolver.js'
+import { sendRawError } from './respond.js'
+import type { Runtime } from './runtime.js'
+
+/** What a socket inside an intercepted tunnel was opened for. */
+export interface TunnelContext {
+  readonly host: string
+  readonly port: number
+  readonly tls: boolean
+  readonly client: string
+}
+
+const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n'
+
+/**
+ * Intercepts a CONNECT tunnel to a tool host: answers 200, peeks the first byte, and either terminates TLS with a
+ * leaf for exactly the CONNECT target (a different SNI aborts the handshake, RELIABILITY A8) or reads plain HTTP
+ * as it is (undici's ProxyAgent tunnels http:// this way). The decrypted stream is handed to `inner`, an http.Server
+ * that never listens, with the tunnel's context attached.
+ */
+export async function intercept (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string,
+  inner: Server, contexts: WeakMap<object, TunnelContext>): Promise<void> {
+  const limits = rt.config.limits
+  socket.setTimeout(limits.idle_timeout, () => socket.destroy())
+  socket.write(ESTABLISHED)
+  const first = head.length > 0 ? head : await firstChunk(socket)
+  if (first === undefined) return
+  socket.unshift(first)
+  if (first[0] !== 0x16) {
+    contexts.set(socket, { ...target, tls: false, client })
+    inner.emit('connection', socket)
+    socket.resume()
+    return
+  }
+  socket.pause()
+  const context = await rt.leaves.secureContext(target.host)
+  if (socket.destroyed) return
+  const tlsSocket = new TLSSocket(socket, {
+    isServer: true,
+    secureContext: context,
+    ALPNProtocols: ['http/1.1'],
+    SNICallback: (servername, cb) => {
+      let sni: string | undefined
+      try { sni = normalizeHost(servername) } catch { sni = undefined }
+      if (sni === target.host) cb(null, context)
+      else cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target', { status: 421 }), undefined)
+    },
+  })
+  const handshake = setTimeout(() => tlsSocket.destroy(), limits.tls_handshake_timeout)
+  handshake.unref()
+  tlsSocket.once('secure', () => clearTimeout(handshake))
+  tlsSocket.on('error', () => { clearTimeout(handshake); tlsSocket.destroy(); socket.destroy() })
+  tlsSocket.setTimeout(limits.idle_timeout, () => tlsSocket.destroy())
+  contexts.set(tlsSocket, { ...target, tls: true, client })
+  inner.emit('connection', tlsSocket)
+}
+
+function firstChunk (socket: Socket): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const onData = (chunk: Buffer): void => { cleanup(); socket.pause(); resolve(chunk) }
+    const onEnd = (): void => { cleanup(); resolve(undefined) }
+    const cleanup = (): void => { socket.off('data', onData); socket.off('end', onEnd); socket.off('close', onEnd); socket.off('error', onEnd) }
+    socket.on('data', onData)
+    socket.once('end', onEnd)
+    socket.once('close', onEnd)
+    socket.once('error', onEnd)
+  })
+}
+
+/**
+ * `egress.unmatched: tunnel`: a blind pipe, no interception and no credential. The destination is checked
+ * (IP literals here, names in the lookup) and the socket connects only to the checked address.
+ */
+export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, requestId: string,
+  onDenied: (reason: string) => void): void {
+  try {
+    checkAddress(target.host, rt.resolver)
+  } catch (err) {
+    onDenied('private_address')
+    sendRawError(socket, err as SidekeyError, requestId)
+    return
+  }
+  const upstream = netConnect({ host: target.host, port: target.port, lookup: rt.lookup, timeout: rt.config.limits.connect_timeout })
+  const fail = (err: unknown): void => {
+    if ((err as { code?: string }).code === 'SIDEKEY_EGRESS_DENIED') onDenied('private_address')
+    const e = (err as { code?: string }).code === 'SIDEKEY_EGRESS_DENIED'
+      ? err as SidekeyError
+      : new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream failed', { status: 502 })
+    sendRawError(socket, e, requestId)
+    upstream.destroy()
+  }
+  upstream.once('timeout', () => fail(new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { status: 504 })))
+  upstream.once('error', fail)
+  upstream.once('connect', () => {
+    upstream.off('error', fail)
+    upstream.setTimeout(rt.config.limits.idle_timeout, () => { upstream.destroy(); socket.destroy() })
+    socket.setTimeout(rt.config.limits.idle_timeout, () => { upstream.destroy(); socket.destroy() })
+    socket.write(ESTABLISHED)
+    if (head.length > 0) upstream.write(head)
+    socket.pipe(upstream).pipe(socket)
+    const close = (): void => { socket.destroy(); upstream.destroy() }
+    socket.once('error', close)
+    upstream.once('error', close)
+    socket.once('close', close)
+    upstream.once('close', close)
+  })
+}

@@ -1,0 +1,63 @@
+import { readFileSync } from 'node:fs'
+import { rootCertificates } from 'node:tls'
+import type { LookupFunction } from 'node:net'
+import { Agent, type Dispatcher } from 'undici'
+import type { Config } from '../config/schema.js'
+import { SidekeyError } from '../errors.js'
+
+/**
+ * The upstream client: one undici Agent, which keeps a keep-alive pool per origin (scheme, host, port; the SNI
+ * is the host). It connects through the checked `lookup`, so pins and SSRF checks apply to every dial, and
+ * verifies upstream TLS against the system roots plus `upstream_ca_file` (RELIABILITY A11).
+ */
+export function createUpstream (config: Readonly<Config>, lookup: LookupFunction): Dispatcher {
+  const limits = config.limits
+  return new Agent({
+    connections: limits.upstream_connections,
+    pipelining: 1,
+    keepAliveTimeout: Math.min(limits.keep_alive_timeout, 30_000),
+    headersTimeout: limits.request_timeout,
+    bodyTimeout: limits.idle_timeout,
+    maxHeaderSize: limits.max_response_header_bytes,
+    connect: {
+      timeout: limits.connect_timeout,
+      lookup,
+      ...(config.upstream_ca_file === undefined ? {} : { ca: [...rootCertificates, readUpstreamCa(config.upstream_ca_file)] }),
+    },
+  })
+}
+
+function readUpstreamCa (file: string): string {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `upstream_ca_file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err })
+  }
+}
+
+const TLS_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_NOT_YET_VALID', 'ERR_SSL_WRONG_VERSION_NUMBER',
+  'CERT_SIGNATURE_FAILURE', 'UNABLE_TO_GET_ISSUER_CERT', 'ERR_TLS_HANDSHAKE_TIMEOUT', 'EPROTO',
+])
+
+/** Maps a failure talking to the upstream to what the agent sees; internal detail stays in the log. */
+export function upstreamError (err: unknown): SidekeyError {
+  if (err instanceof SidekeyError) return err
+  const code = (err as { code?: string }).code ?? ''
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ETIMEDOUT') {
+    return new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { status: 504, expose: false, cause: err })
+  }
+  if (TLS_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL')) {
+    return new SidekeyError('SIDEKEY_UPSTREAM_TLS', 'upstream TLS failed', { status: 502, expose: false, cause: err })
+  }
+  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream failed', { status: 502, expose: false, cause: err })
+}
+
+/** The error's code for logs: never its message, which for foreign errors may quote what we sent. */
+export function errorCode (err: unknown): string {
+  const e = err as { code?: unknown, cause?: { code?: unknown } }
+  const own = typeof e?.code === 'string' ? e.code : undefined
+  const cause = typeof e?.cause?.code === 'string' ? e.cause.code : undefined
+  return [own, cause].filter((c) => c !== undefined).join('/') || 'unknown'
+}
