@@ -7,7 +7,7 @@ export interface ConfigProblem {
   readonly col: number
   /** Dotted key path, e.g. `tools.github.match.host`; `[0]` for list items, `["a.b"]` for keys with dots. */
   readonly path: string
-  /** Never carries a secret or an environment variable's value. */
+  /** Starts with the key path (`tools.github.issuer: unknown issuer "corp"`); never carries a secret or an environment value. */
   readonly message: string
 }
 
@@ -30,7 +30,7 @@ export class ConfigError extends SidekeyError {
   }
 }
 
-/** `FILE:LINE:COL: path: message`, one line per problem, the form `sidekey check` prints and editors jump to. */
+/** `FILE:LINE:COL: message`, one line per problem, the form `sidekey check` prints and editors jump to. */
 export function formatProblems (problems: readonly ConfigProblem[]): string[] {
-  return problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.path === '' ? '' : `${p.path}: `}${p.message}`)
+  return problems.map((p) => `${p.file}:${p.line}:${p.col}: ${p.message}`)
 }

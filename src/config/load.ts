@@ -53,7 +53,7 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
 export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   if (text.length > MAX_BYTES) throw new ConfigError(file, [atStart(file, `the file is larger than ${MAX_BYTES} bytes`)])
   const tree = readYaml(text, env)
-  const found: Array<RawProblem & { where?: 'key' | 'value' }> = []
+  const found: RawProblem[] = []
   // A value the YAML stage already faulted (e.g. a missing variable) would only draw a second, confusing complaint.
   const faulted = new Set(tree.problems.map((p) => pathKey(p.path)))
   const add = (path: KeyPath, message: string, where: 'key' | 'value' = 'value'): void => {
@@ -158,14 +158,19 @@ function expectedKeys (data: unknown, path: KeyPath): string[] {
     }
     return undefined
   }
-  let schema: unknown = config
-  for (let i = 0; i < path.length; i++) {
-    const d = defOf(unwrap(schema))
-    if (d.type === 'record') schema = d.valueType
-    else schema = shapeOf(schema, valueAt(data, path.slice(0, i)))?.[path[i] as string]
-    if (schema === undefined) return []
+  // Reads zod's internal definitions: a hint must never break loading, so any surprise just means no hint.
+  try {
+    let schema: unknown = config
+    for (let i = 0; i < path.length; i++) {
+      const d = defOf(unwrap(schema))
+      if (d.type === 'record') schema = d.valueType
+      else schema = shapeOf(schema, valueAt(data, path.slice(0, i)))?.[path[i] as string]
+      if (schema === undefined) return []
+    }
+    return Object.keys(shapeOf(schema, valueAt(data, path)) ?? {})
+  } catch {
+    return []
   }
-  return Object.keys(shapeOf(schema, valueAt(data, path)) ?? {})
 }
 
 function suggest (key: string, known: readonly string[]): string {
@@ -195,7 +200,10 @@ function finish (file: string, problems: readonly RawProblem[], secrets: Readonl
     return m
   }
   return problems
-    .map((p) => ({ file, line: p.pos.line, col: p.pos.col, path: renderPath(p.path), message: scrub(p.message) }))
+    .map((p) => {
+      const path = renderPath(p.path)
+      return { file, line: p.pos.line, col: p.pos.col, path, message: `${path === '' ? '' : `${path}: `}${scrub(p.message)}` }
+    })
     .sort((a, b) => a.line - b.line || a.col - b.col)
 }
 

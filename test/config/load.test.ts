@@ -106,7 +106,7 @@ t.test('all problems are reported at once, in file order, as a typed ConfigError
   t.match(lines[3], /^x\.yaml:9:31: tools\.api\.match\.port: too small/)
   t.ok(Object.isFrozen(error.problems))
   t.match(error.message, /5 config problems/)
-  t.same(error.problems[4], { file: 'x.yaml', line: 10, col: 13, path: 'tools.api.issuer', message: 'unknown issuer "nope" (issuers defined: local)' })
+  t.same(error.problems[4], { file: 'x.yaml', line: 10, col: 13, path: 'tools.api.issuer', message: 'tools.api.issuer: unknown issuer "nope" (issuers defined: local)' })
   t.same(formatProblems(error.problems), lines)
 })
 
