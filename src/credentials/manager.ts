@@ -70,10 +70,12 @@ export class CredentialManager implements CredentialProvider {
     const prevSlots = prev === undefined ? new Map<string, CredentialRefresher>() : prev.#slots
     const prevInstanceId = prev === undefined ? undefined : prev.#instanceId
 
+    const adopted = new Set<string>()
     for (const [name, issuerConfig] of Object.entries(config.issuers)) {
       const old = prevHandles.get(name)
       if (old !== undefined && isDeepStrictEqual(old.config, issuerConfig)) {
         old.handedOver = true
+        adopted.add(name)
         manager.#handles.set(name, { ...old, handedOver: false })
       } else {
         manager.#handles.set(name, subscribe(name, issuerConfig, build(name, issuerConfig, { clock: deps.clock, dispatcher: deps.dispatcher })))
@@ -87,8 +89,7 @@ export class CredentialManager implements CredentialProvider {
       }
       // A slot's credentials survive a reload only when they would be fetched the same way for the same instance.
       const oldSlot = prevSlots.get(spec.key)
-      const carried = oldSlot !== undefined && prevHandles.get(spec.issuer)?.issuer === handle.issuer &&
-        prevInstanceId === config.instance_id
+      const carried = oldSlot !== undefined && adopted.has(spec.issuer) && prevInstanceId === config.instance_id
         ? oldSlot.state()
         : undefined
       // Tools sharing a slot may ask for different refresh points: the earliest wins.

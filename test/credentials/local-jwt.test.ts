@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import { Agent } from 'undici'
 import { config as configSchema, type LocalJwtIssuerConfig } from '../../src/config/schema.js'
@@ -14,7 +14,7 @@ function localJwtConfig (extra: Record<string, unknown> = {}): LocalJwtIssuerCon
   return parsed.issuers.local as LocalJwtIssuerConfig
 }
 
-function setup (t: Tap.Test, extra: Record<string, unknown> = {}): { clock: FakeClock, issuer: Issuer } {
+function setup (t: Test, extra: Record<string, unknown> = {}): { clock: FakeClock, issuer: Issuer } {
   const clock = new FakeClock()
   const dispatcher = new Agent()
   const issuer = createLocalJwtIssuer('local', localJwtConfig(extra), { clock, dispatcher })

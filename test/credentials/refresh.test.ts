@@ -1,4 +1,5 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { sanitizeErrorText } from '../../src/credentials/refresher.js'
 import { IssuerError } from '../../src/errors.js'
 import { settle } from './fake-clock.js'
 import { harness, makeConfig } from './fakes.js'
@@ -6,7 +7,7 @@ import { harness, makeConfig } from './fakes.js'
 const MIN = 60_000
 
 /** No token handed out by any fake appears in anything the sink received, in status, or in jwks. */
-function assertNoTokens (t: Tap.Test, h: ReturnType<typeof harness>, extra: unknown = null): void {
+function assertNoTokens (t: Test, h: ReturnType<typeof harness>, extra: unknown = null): void {
   const seen = JSON.stringify([h.sink.events, extra])
   const leaked = h.tokens().filter((tok) => seen.includes(tok) || seen.includes(tok.split('.')[1] as string))
   t.same(leaked, [], 'no token in any emitted event or status')
@@ -226,4 +227,32 @@ t.test('foreign error messages are sanitised before they reach an event', async 
   await t.rejects(m.rotate('github'))
   t.equal(h.sink.of('credential.refresh_failed')[1]?.error, 'SIDEKEY_ISSUER_FAILED: fetch failed (ECONNREFUSED)')
   assertNoTokens(t, h, m.status())
+})
+
+t.test('an already expired credential, a thrown string or a synchronous throw are refresh failures', async (t) => {
+  const h = harness(t.teardown.bind(t), { ttlMs: 1000 })
+  const m = h.manager(makeConfig({ github: {} }))
+  const issuer = h.issuers.get('fake')!
+  issuer.ttlMs = 0
+  await m.start()
+  t.equal(m.current('github'), undefined, 'a credential that is dead on arrival is not served')
+  t.equal(h.sink.of('credential.refresh_failed')[0]?.error, 'SIDEKEY_ISSUER_RESPONSE: issuer "fake" returned a credential that has already expired')
+  t.equal(h.sink.of('credential.refresh_failed')[0]?.retry_in_ms, 1000, 'and backs off like any failure')
+
+  issuer.failure = () => { throw 'plain string' }
+  issuer.mode = 'fail'
+  await t.rejects(m.rotate('github'), { code: 'SIDEKEY_ISSUER_FAILED', message: 'issuer call failed' })
+  issuer.fetch = () => { throw new RangeError('') }
+  await t.rejects(m.rotate('github'), { code: 'SIDEKEY_ISSUER_FAILED' })
+  t.equal(h.sink.of('credential.refresh_failed').at(-1)?.error, 'SIDEKEY_ISSUER_FAILED: issuer call failed (RangeError)')
+})
+
+t.test('sanitizeErrorText drops what looks like a credential', async (t) => {
+  t.equal(sanitizeErrorText('got Bearer abc and basic Zm9v'), 'got Bearer [REDACTED] and basic [REDACTED]')
+  t.equal(sanitizeErrorText('{"access_token":"abc","client_secret": "x"}'), '{"access_token":"[REDACTED]","client_secret": "[REDACTED]"}')
+  t.equal(sanitizeErrorText('jwt eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig here'), 'jwt [REDACTED] here')
+  t.equal(sanitizeErrorText('line\r\nbreak\u001b[31m'), 'line break [31m')
+  t.equal(sanitizeErrorText('my known pw1 here', ['pw1']), 'my known pw1 here', 'too short to be a known secret')
+  t.equal(sanitizeErrorText('my known pw12 here', ['pw12']), 'my known [REDACTED] here')
+  t.equal(sanitizeErrorText('x '.repeat(400)).length, 301)
 })
