@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { request, ProxyAgent } from 'undici'
@@ -12,7 +12,7 @@ import { startSidekey } from '../helpers/sidekey.js'
  */
 
 /** A token endpoint speaking RFC 6749 §5.1 whose behaviour the test switches: ok, or failing with 500. */
-async function tokenEndpoint (t: Tap.Test, expiresIn: number) {
+async function tokenEndpoint (t: Test, expiresIn: number) {
   const state = { failing: false, calls: 0, issued: [] as string[] }
   const server = createServer((req, res) => {
     req.resume()

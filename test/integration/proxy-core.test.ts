@@ -109,9 +109,8 @@ t.test('unmatched destinations get 403 and reach nothing', async (t) => {
   t.ok(sk.log.events('egress.denied').some((e) => e.host === 'elsewhere.test' && e.instance_id === 'agent-7'))
 })
 
-t.test('Python requests through the proxy, when python3 with requests is present', async (t) => {
-  const probe = await run('python3', ['-c', 'import requests']).then(() => true, () => false)
-  if (!probe) { t.skip('python3 requests not installed'); return }
+const hasRequests = await run('python3', ['-c', 'import requests']).then(() => true, () => false)
+t.test('Python requests through the proxy', { skip: hasRequests ? false : 'python3 with requests is not installed' }, async (t) => {
   const before = tlsUpstream.seen.length
   const script = `import requests,sys
 r = requests.get(sys.argv[1], headers={'Authorization': 'Bearer sidekey'}, proxies={'https': sys.argv[2], 'http': sys.argv[2]}, verify=sys.argv[3])
