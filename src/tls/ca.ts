@@ -77,7 +77,8 @@ export interface LoadOrCreateCaOptions {
  * Layout: a self-signed anchor (ca.pem) whose key is discarded right after it signs one issuing CA
  * (ca-issuer.pem, key in ca-key.pem). Both carry the name constraints: some verifiers ignore constraints on a
  * trust anchor (RELIABILITY D6), and with the anchor key gone nobody can mint an unconstrained intermediate.
- * An existing single-tier CA (ca.pem + matching ca-key.pem, no ca-issuer.pem) is loaded as is.
+ * An existing single-tier CA (ca.pem + matching ca-key.pem, no ca-issuer.pem) is loaded as is, and refused rather
+ * than overwritten when it is expiring or differently constrained.
  */
 export async function loadOrCreateCa (opts: LoadOrCreateCaOptions): Promise<CertificateAuthority> {
   const clock = opts.clock ?? systemClock
@@ -90,17 +91,18 @@ export async function loadOrCreateCa (opts: LoadOrCreateCaOptions): Promise<Cert
 
   await ensureDir(paths.dir)
   const now = clock.now()
-  let material = await loadMaterial(paths)
-  let origin: CaOrigin = 'loaded'
-  if (material === undefined) {
-    origin = 'created'
-  } else if (notAfterMs(material) - now < Math.min(DAY, opts.validityMs / 2)) {
-    origin = 'replaced-expiring'
-  } else if (!sameConstraints(material, wantedNc)) {
-    origin = 'replaced-constraints'
+  const loaded = await loadMaterial(paths)
+  const origin: CaOrigin = loaded === undefined
+    ? 'created'
+    : notAfterMs(loaded) - now < Math.min(DAY, opts.validityMs / 2)
+      ? 'replaced-expiring'
+      : sameConstraints(loaded, wantedNc) ? 'loaded' : 'replaced-constraints'
+  if (loaded !== undefined && origin !== 'loaded' && loaded.issuer === loaded.anchor) {
+    // Only a CA sidekey made (anchor + ca-issuer.pem) is replaced; an operator's own key is never overwritten.
+    const why = origin === 'replaced-expiring' ? 'expires within a day' : 'has different name constraints'
+    throw fail(`${paths.cert} ${why} and was not created by sidekey (no ${CA_ISSUER_FILE}); replace it, or remove ${paths.dir} to let sidekey create one`)
   }
-  if (origin !== 'loaded') material = await createMaterial(paths, opts.validityMs, wantedNc, now)
-  if (material === undefined) throw new SidekeyError('SIDEKEY_CA_FAILED', 'CA could not be created') // unreachable
+  const material = loaded !== undefined && origin === 'loaded' ? loaded : await createMaterial(paths, opts.validityMs, wantedNc, now)
   return new LocalCa(material, paths.cert, constraints, origin, clock)
 }
 

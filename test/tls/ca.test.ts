@@ -176,6 +176,12 @@ t.test('an existing single-tier CA (e.g. made with openssl) is loaded as is and 
   const leaf = await ca.mintLeaf('api.tool.test', DAY)
   const verified = await opensslVerify(dir, await readFile(join(dir, CA_CERT_FILE), 'utf8'), '', leaf.certPem)
   t.equal(verified.code, 0, verified.stderr)
+
+  // It is the operator's key: refused, never overwritten, when constraints differ or it is about to expire.
+  const key = await readFile(join(dir, CA_KEY_FILE), 'utf8')
+  await t.rejects(loadOrCreateCa({ dir, validityMs: 365 * DAY, nameConstraints: ['api.tool.test'] }), { code: 'SIDEKEY_CA_FAILED', message: /not created by sidekey/ })
+  await t.rejects(loadOrCreateCa({ dir, validityMs: 365 * DAY, clock: new ManualClock(Date.now() + 29.5 * DAY) }), { code: 'SIDEKEY_CA_FAILED', message: /expires within a day/ })
+  t.equal(await readFile(join(dir, CA_KEY_FILE), 'utf8'), key)
 })
 
 t.test('nonsense options are refused with typed errors', async (t) => {
