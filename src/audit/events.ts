@@ -59,6 +59,8 @@ export interface CredentialUsed {
   replayed?: boolean
   bytes_in?: number
   bytes_out?: number
+  /** Absolute-form request whose Host header named another authority than its URL; the URL's was used (RELIABILITY A5). */
+  host_mismatch?: boolean
 }
 
 export interface EgressDenied {

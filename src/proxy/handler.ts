@@ -25,6 +25,8 @@ export interface RequestTarget {
   /** Inside an intercepted CONNECT tunnel. */
   readonly tunnel: boolean
 }
+  /** The Host header named another authority than the absolute-form URL (which wins, RFC 9112 §3.2.2); audited. */
+  readonly hostMismatch?: boolean
 
 type Outcome = Pick<CredentialUsed, 'outcome' | 'error'>
 
@@ -69,7 +71,8 @@ export class RequestHandler {
     const used = (status: number, credentialId: string | null, placeholder: PlaceholderState, extra: Partial<CredentialUsed> = {}): void => {
       rt.audit.emit({
         event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathOnly(path),
-        status, duration_ms: Math.round((performance.now() - started) * 1000) / 1000, client, placeholder, request_id: requestId, ...extra,
+        status, duration_ms: Math.round((performance.now() - started) * 1000) / 1000, client, placeholder, request_id: requestId,
+        ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...extra,
       })
     }
     if (route.kind === 'method_denied') {

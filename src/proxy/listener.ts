@@ -82,7 +82,7 @@ export class ProxyListener {
       rt.audit.emit({ event: 'egress.denied', host: '', port: 0, reason: e.status === 431 ? 'headers_too_large' : 'bad_request_target', client, method: req.method ?? '' })
       return
     }
-    await this.#handler.handle(req, res, target, client)
+    await this.#handler.handle(req, res, hostMismatch(req.headers.host, target) ? { ...target, hostMismatch: true } : target, client)
   }
 
   async #onTunnelRequest (req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -197,6 +197,17 @@ function misdirected (): SidekeyError {
  * routes by Host (RELIABILITY B8).
  */
 export function absoluteTarget (url: string): RequestTarget {
+/** RELIABILITY A5: the URL authority wins over Host; a Host naming something else is worth an audit field. */
+function hostMismatch (hostHeader: string | undefined, target: RequestTarget): boolean {
+  if (hostHeader === undefined) return false
+  try {
+    const a = parseAuthority(hostHeader, target.scheme === 'https' ? 443 : 80)
+    return a.host !== target.host || a.port !== target.port
+  } catch {
+    return true
+  }
+}
+
   const scheme = url.startsWith('http://') ? 'http' : url.startsWith('https://') ? 'https' : undefined
   if (scheme === undefined) {
     throw new SidekeyError('SIDEKEY_BAD_REQUEST', url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target', { status: 400 })
