@@ -101,7 +101,7 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
 
 /**
  * Validates a 200 token response body (RFC 6749 §5.1) and turns it into a credential. Nothing of the body is
- * quoted in an error except an RFC 6749 `error` code, whose syntax cannot carry a token.
+ * quoted in an error except an RFC 6749 `error` code of lowercase letters and underscores.
  */
 export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string): IssuedCredential {
   const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered HTTP 200 with ${why}`)
@@ -176,13 +176,14 @@ export function setScope (form: URLSearchParams, scopes: readonly string[]): voi
   if (scopes.length > 0) form.set('scope', scopes.join(' '))
 }
 
-// RFC 6749 §5.2: error is %x20-21 / %x23-5B / %x5D-7E; we accept a narrower set, which every defined code fits.
+// RFC 6749 §5.2 allows most printable ASCII in `error`; only lowercase letters and underscores are quoted (every
+// registered code fits), so a server echoing a token there cannot get it into a log.
 function oauthErrorCode (raw: Buffer | undefined): string | undefined {
   if (raw === undefined || raw.length === 0) return undefined
   try {
     const json = JSON.parse(raw.toString('utf8')) as { error?: unknown } | null
     const code = json?.error
-    return typeof code === 'string' && /^[a-z0-9_.:-]{1,64}$/i.test(code) ? code : undefined
+    return typeof code === 'string' && /^[a-z_]{1,48}$/.test(code) ? code : undefined
   } catch {
     return undefined
   }

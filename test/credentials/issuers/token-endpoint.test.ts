@@ -155,6 +155,7 @@ t.test('malformed 200 responses are failures that leak nothing', async (t) => {
     ['a JSON array', `["${CANARY}"]`, /not an object/],
     ['no access_token', JSON.stringify({ token: CANARY, expires_in: 60 }), /no access_token$/],
     ['an error object', JSON.stringify({ error: 'temporarily_unavailable', error_description: CANARY }), /no access_token \(error temporarily_unavailable\)/],
+    ['a token echoed as the error code', JSON.stringify({ error: CANARY }), /no access_token$/],
     ['an empty access_token', JSON.stringify({ access_token: '', expires_in: 60 }), /holds no token/],
     ['a numeric access_token', JSON.stringify({ access_token: 12345678, expires_in: 60 }), /holds no token/],
     ['a header-splitting access_token', JSON.stringify({ access_token: `${CANARY}\r\nX-Evil: 1`, expires_in: 60 }), /not allowed in a header/],
