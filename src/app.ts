@@ -103,7 +103,7 @@ export class Sidekey {
       await (runtime.credentials as CredentialManager).close()
       throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err })
     }
-    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, tools: Object.keys(config.tools) }, 'listening')
+    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, tools: Object.keys(config.tools) }, 'listening')
     return app
   }
 
