@@ -1,45 +1,28 @@
-import { BlockList, isIP, isIPv4 } from 'node:net'
+import { isIP, isIPv4 } from 'node:net'
+import { classifyIp } from '../net/ip.js'
 
 /** Why an address is not a public one; undefined for a public address. */
 export type AddressKind = 'unspecified' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'reserved'
 
-// Most specific first: metadata addresses sit inside link-local and private ranges.
-const RANGES: ReadonlyArray<readonly [AddressKind, string, number, 'ipv4' | 'ipv6']> = [
-  ['metadata', '169.254.169.254', 32, 'ipv4'], // AWS, GCP, Azure, OpenStack
-  ['metadata', '100.100.100.200', 32, 'ipv4'], // Alibaba Cloud
-  ['metadata', 'fd00:ec2::254', 128, 'ipv6'], // AWS IMDS over IPv6
-  ['unspecified', '0.0.0.0', 8, 'ipv4'],
-  ['unspecified', '::', 128, 'ipv6'],
-  ['loopback', '127.0.0.0', 8, 'ipv4'],
-  ['loopback', '::1', 128, 'ipv6'],
-  ['private', '10.0.0.0', 8, 'ipv4'],
-  ['private', '172.16.0.0', 12, 'ipv4'],
-  ['private', '192.168.0.0', 16, 'ipv4'],
-  ['private', '100.64.0.0', 10, 'ipv4'], // carrier-grade NAT, often a cluster network
-  ['private', 'fc00::', 7, 'ipv6'],
-  ['link-local', '169.254.0.0', 16, 'ipv4'],
-  ['link-local', 'fe80::', 10, 'ipv6'],
-  ['reserved', '224.0.0.0', 3, 'ipv4'], // multicast, class E, broadcast
-  ['reserved', 'ff00::', 8, 'ipv6'],
-]
+const METADATA = new Set(['169.254.169.254', '100.100.100.200', 'fd00:ec2::254']) // AWS/GCP/Azure, Alibaba, AWS IPv6
 
 /**
- * Classifies an IP literal (v4, v6, v4-mapped v6). Built per call so that no mutable BlockList is shared
- * between instances; callers on a hot path should keep the returned classifier.
+ * Classifies an IP literal (v4, v6, v4-mapped v6) for config messages, on top of the proxy's own classifier
+ * (net/ip.ts) so that config checks and egress checks never disagree about what is private.
  *
  * @example createAddressClassifier()('169.254.169.254') // → 'metadata'
  */
 export function createAddressClassifier (): (ip: string) => AddressKind | undefined {
-  const lists = RANGES.map(([kind, net, prefix, family]) => {
-    const list = new BlockList()
-    list.addSubnet(net, prefix, family)
-    return [kind, list] as const
-  })
   return (ip) => {
-    const family = isIP(ip)
-    if (family === 0) return undefined
-    for (const [kind, list] of lists) if (list.check(ip, family === 4 ? 'ipv4' : 'ipv6')) return kind
-    return undefined
+    if (isIP(ip) === 0) return undefined
+    if (METADATA.has(ip.toLowerCase())) return 'metadata'
+    const cls = classifyIp(ip)
+    switch (cls) {
+      case 'public': return undefined
+      case 'cgnat': return 'private'
+      case 'multicast': return 'reserved'
+      default: return cls
+    }
   }
 }
 
