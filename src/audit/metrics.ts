@@ -29,7 +29,10 @@ export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
  * The `reason` label of sidekey_egress_denied_total. An `egress.denied` event whose reason is not one of these
  * is counted as `other`.
  */
-export const EGRESS_DENY_REASONS = ['no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'other'] as const
+export const EGRESS_DENY_REASONS = [
+  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected',
+  'bad_request', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
+] as const
 export type EgressDenyReason = typeof EGRESS_DENY_REASONS[number]
 
 /** Seconds; the whole exchange, from a fast loopback answer to a long LLM stream. */

@@ -33,6 +33,8 @@ function normal (minutes: number, start = T0): Array<[AuditEvent, number]> {
 t.test('unmatched_destination fires on egress.denied and only on it', async (t) => {
   const d = new UnmatchedDestinationDetector()
   t.same(run(d, normal(2)), [])
+  t.same(run(d, [[denied({ host: '', port: 0, reason: 'bad_request_target' }), T0], [denied({ reason: 'headers_too_large' }), T0]]), [],
+    'a malformed request is not a destination')
   const [f] = run(d, [[denied({ host: 'exfil.test', port: 8443, method: 'CONNECT' }), T0]])
   t.same(f, { kind: 'unmatched_destination', tool: null, detail: 'CONNECT exfil.test:8443 denied (no_tool)' })
   const long = run(d, [[denied({ host: 'a'.repeat(1000) }), T0]])[0]!

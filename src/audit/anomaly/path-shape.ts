@@ -31,8 +31,11 @@ export function pathShape (path: string): string {
   return out.join('/')
 }
 
+const DIGIT = /\d/
+
 function foldSegment (s: string): string {
-  if (s === '') return s
+  // Fast path for the common word-like segment (`repos`, `issues`): every id rule needs a digit or 16+ chars.
+  if (s === '' || (s.length < 16 && !DIGIT.test(s))) return s
   if (s.length > MAX_SEGMENT || NUMERIC.test(s) || UUID.test(s) || LONG_HEX.test(s) || PREFIXED_ID.test(s) ||
     BASE64ISH.test(s) || ALNUM_ID.test(s) || isKnownSecretFormat(s)) return ':id'
   return s

@@ -2,13 +2,15 @@ import type { AuditEvent } from '../events.js'
 import type { AnomalyFinding, Detector } from './detector.js'
 
 const MAX_HOST = 253
+/** Refusals of a malformed request rather than of a destination: not this anomaly. */
+const NOT_A_DESTINATION: ReadonlySet<string> = new Set(['bad_request', 'bad_request_target', 'bad_connect_target', 'headers_too_large'])
 
 /** `egress.denied`: the agent tried to reach a destination no tool covers (or egress rules forbid). */
 export class UnmatchedDestinationDetector implements Detector {
   readonly kind = 'unmatched_destination' as const
 
   observe (event: AuditEvent): AnomalyFinding | undefined {
-    if (event.event !== 'egress.denied') return undefined
+    if (event.event !== 'egress.denied' || event.host === '' || NOT_A_DESTINATION.has(event.reason)) return undefined
     const host = event.host.length > MAX_HOST ? event.host.slice(0, MAX_HOST) + '…' : event.host
     const method = event.method === undefined ? '' : `${event.method} `
     return { kind: this.kind, tool: null, detail: `${method}${host}:${event.port} denied (${event.reason})` }
