@@ -138,6 +138,7 @@ export class Sidekey {
     this.#runtime = next
     this.metrics.setTools(Object.keys(config.tools))
     this.metrics.bindCredentials(next.credentials)
+    this.audit.setDetectors(createDetectors(config.anomaly), anomalyRateLimit(config.anomaly))
     this.logger.info({ tools: Object.keys(config.tools) }, 'config reloaded')
     void retire(old)
   }
