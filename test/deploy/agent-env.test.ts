@@ -13,7 +13,7 @@ import { parseDocument } from 'yaml'
 import { caBundle } from '../../src/tls/bundle.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
-import { repoPath, yamlDocs } from './helpers.js'
+import { flagValue, repoPath, yamlDocs } from './helpers.js'
 import type { Obj } from './helpers.js'
 
 const run = promisify(execFile)
@@ -23,8 +23,7 @@ const manifests = ['configmap.yaml', 'deployment.yaml'].flatMap((f) => yamlDocs(
 const configMap = manifests.find((d) => d.kind === 'ConfigMap') as Obj
 const podSpec = (manifests.find((d) => d.kind === 'Deployment') as Obj).spec.template.spec as Obj
 const agentEnv = ((podSpec.containers as Obj[]).find((c) => c.name === 'agent') as Obj).env as Array<{ name: string, value?: string }>
-const bundleInPod = (((podSpec.initContainers as Obj[]).find((c) => c.name === 'sidekey-ca') as Obj).args as string[])
-  .find((_, i, args) => args[i - 1] === '--bundle') as string
+const bundleInPod = flagValue(((podSpec.initContainers as Obj[]).find((c) => c.name === 'sidekey-ca') as Obj).args as string[], '--bundle') as string
 
 const pki = await upstreamPki()
 const tool = await startUpstream({ tls: await pki.cert('httpbin.org') })

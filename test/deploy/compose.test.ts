@@ -3,7 +3,7 @@
 import { posix } from 'node:path'
 import t from 'tap'
 import { loadConfigFile } from '../../src/config/load.js'
-import { repoPath, yamlDocs } from './helpers.js'
+import { flagValue, repoPath, yamlDocs } from './helpers.js'
 import type { Obj } from './helpers.js'
 
 const FILE = 'deploy/compose/docker-compose.yaml'
@@ -21,11 +21,7 @@ const volumes = (svc: Obj): Array<{ source: string, target: string, readOnly: bo
   })
 const holding = (svc: Obj, file: string): { source: string, target: string, readOnly: boolean } | undefined =>
   volumes(svc).find((v) => file === v.target || file.startsWith(`${v.target}/`))
-const argAfter = (svc: Obj, flag: string): string | undefined => {
-  const cmd = svc.command as string[]
-  const i = cmd.indexOf(flag)
-  return i < 0 ? undefined : cmd[i + 1]
-}
+const argAfter = (svc: Obj, flag: string): string | undefined => flagValue(svc.command as string[], flag)
 const configFile = (svc: Obj): string => {
   const target = argAfter(svc, '--config') as string
   const source = volumes(svc).find((v) => v.target === target)?.source as string

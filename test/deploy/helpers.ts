@@ -81,6 +81,12 @@ export function parseDockerfile (text: string): Stage[] {
   return stages
 }
 
+/** The value after `flag` in an argv list (`--config FILE`), as a container's args or command give it. */
+export function flagValue (argv: readonly string[], flag: string): string | undefined {
+  const i = argv.indexOf(flag)
+  return i < 0 ? undefined : argv[i + 1]
+}
+
 /** The JSON (exec) form of ENTRYPOINT / CMD; undefined for the shell form. */
 export function execForm (args: string): string[] | undefined {
   if (!args.startsWith('[')) return undefined

@@ -9,7 +9,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { loadConfigFile } from '../../src/config/load.js'
 import type { Config } from '../../src/config/schema.js'
-import { repoPath, yamlDocs } from './helpers.js'
+import { flagValue, repoPath, yamlDocs } from './helpers.js'
 import type { Obj } from './helpers.js'
 
 const DIR = 'deploy/kubernetes'
@@ -41,14 +41,10 @@ function mountOf (c: Obj, file: string): { mount: Obj, volume: Obj } | undefined
   const mount = mounts(c).filter((m) => file === m.mountPath || file.startsWith(`${m.mountPath as string}/`))
     .sort((a, b) => (b.mountPath as string).length - (a.mountPath as string).length)[0]
   if (mount === undefined) return undefined
-  const v = volume(mount.volumeName ?? mount.name)
+  const v = volume(mount.name)
   return v === undefined ? undefined : { mount, volume: v }
 }
-const argAfter = (c: Obj, flag: string): string | undefined => {
-  const args = c.args as string[]
-  const i = args.indexOf(flag)
-  return i < 0 ? undefined : args[i + 1]
-}
+const argAfter = (c: Obj, flag: string): string | undefined => flagValue(c.args as string[], flag)
 
 // The config the pod runs, written out and loaded the way sidekey loads it.
 async function podConfig (t: Test): Promise<Readonly<Config>> {
