@@ -145,6 +145,19 @@ export const tool = z.strictObject({
 
 export const anomaly = anomalyConfig
 
+/**
+ * HTTP/2 from agents inside intercepted TLS tunnels (ALPN h2), with Envoy's edge limits (RELIABILITY F7).
+ * The upstream leg has its own per-tool switch, `tools.NAME.http2`.
+ */
+const http2 = z.strictObject({
+  enabled: z.boolean().default(true),
+  max_concurrent_streams: z.number().int().min(1).max(1000).default(100),
+  initial_stream_window: z.number().int().min(65_535).max(16_777_216).default(65_536),
+  connection_window: z.number().int().min(65_535).max(2_147_483_647).default(1_048_576),
+  /** A session is closed once this many streams were reset by the agent early and they are half its streams or more. */
+  max_premature_resets: z.number().int().min(1).default(100),
+}).prefault({})
+
 export const config = z.strictObject({
   instance_id: nonEmpty,
   listen: hostPort.default('127.0.0.1:4750'),
@@ -163,6 +176,7 @@ export const config = z.strictObject({
   upstream_ca_file: nonEmpty.optional(),
   resolve: z.record(z.string(), z.string()).default({}),
   limits,
+  http2,
   egress,
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -177,6 +191,7 @@ export type Config = z.output<typeof config>
 export type ToolConfig = z.output<typeof tool>
 export type IssuerConfig = z.output<typeof issuer>
 export type LimitsConfig = Config['limits']
+export type Http2Config = Config['http2']
 export type LocalJwtIssuerConfig = z.output<typeof localJwtIssuer>
 export type ClientCredentialsIssuerConfig = z.output<typeof clientCredentialsIssuer>
 export type TokenExchangeIssuerConfig = z.output<typeof tokenExchangeIssuer>

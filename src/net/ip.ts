@@ -13,6 +13,11 @@ const V4_SPECIAL: ReadonlyArray<readonly [string, number, IpClass]> = [
   ['169.254.0.0', 16, 'link-local'], // cloud metadata 169.254.169.254, ECS 169.254.170.2
   ['172.16.0.0', 12, 'private'],
   ['192.0.0.0', 24, 'reserved'],
+  // Documentation ranges (RFC 5737) are never a real destination; 192.88.99.0/24 is the retired 6to4 relay anycast.
+  ['192.0.2.0', 24, 'reserved'],
+  ['198.51.100.0', 24, 'reserved'],
+  ['203.0.113.0', 24, 'reserved'],
+  ['192.88.99.0', 24, 'reserved'],
   ['192.168.0.0', 16, 'private'],
   ['198.18.0.0', 15, 'reserved'],
   ['224.0.0.0', 4, 'multicast'],

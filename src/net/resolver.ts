@@ -2,6 +2,7 @@ import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { isIP, type LookupFunction } from 'node:net'
 import { SidekeyError } from '../errors.js'
 import { isBlockedIp } from './ip.js'
+import { isLocalhostName } from './self.js'
 
 export interface ResolverOptions {
   /** `resolve:` pins, host → IP literal. Pinned hosts are trusted: the operator wrote the address. */
@@ -43,8 +44,8 @@ export function createLookup (opts: ResolverOptions): LookupFunction {
 
 /** Checks a destination before any connection: IP literals are not passed to `lookup` by Node. */
 export function checkAddress (host: string, opts: ResolverOptions): void {
-  if (opts.pins[host] !== undefined) return
-  if (opts.blockPrivate && isIP(host) !== 0 && isBlockedIp(host)) throw egressDenied('private or special address')
+  if (opts.pins[host] !== undefined || !opts.blockPrivate) return
+  if (isIP(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)) throw egressDenied('private or special address')
 }
 
 export function egressDenied (reason: string): SidekeyError & { errno?: number } {

@@ -5,8 +5,8 @@ import type { Dispatcher } from 'undici'
 import type { CredentialUsed, PlaceholderState } from '../audit/events.js'
 import type { Credential } from '../credentials/provider.js'
 import { SidekeyError } from '../errors.js'
-import { isBlockedIp } from '../net/ip.js'
-import { checkAddress } from '../net/resolver.js'
+import { checkAddress, resolveChecked } from '../net/resolver.js'
+import { isOwnAddress, targetsSelf } from '../net/self.js'
 import { formatAuthority } from '../net/host.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
 import { inject, queryParam, withQueryParam } from './inject.js'
@@ -24,9 +24,9 @@ export interface RequestTarget {
   readonly pathAndQuery: string
   /** Inside an intercepted CONNECT tunnel. */
   readonly tunnel: boolean
-}
   /** The Host header named another authority than the absolute-form URL (which wins, RFC 9112 §3.2.2); audited. */
   readonly hostMismatch?: boolean
+}
 
 type Outcome = Pick<CredentialUsed, 'outcome' | 'error'>
 
@@ -135,7 +135,8 @@ export class RequestHandler {
       const { headers } = upstreamHeaders(req.rawHeaders, undefined, authority)
       const body = await requestBody(req, 0)
       if (body.contentLength !== undefined) headers.push('content-length', body.contentLength)
-      const response = await rt.upstream.request({ origin: `http://${authority}`, path, method, headers, body: body.kept ?? body.stream ?? null })
+      const origin = await passThroughOrigin(rt, target.host, target.port)
+      const response = await rt.upstream.request({ origin, path, method, headers, body: body.kept ?? body.stream ?? null })
       res.writeHead(response.statusCode, downstreamHeaders(response.headers))
       await pipeline(response.body, res)
     } catch (err) {
@@ -208,9 +209,18 @@ export function pathOnly (pathAndQuery: string): string {
   return q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)
 }
 
-/** RELIABILITY B7: the proxy's own ports on a loopback (or pinned loopback) address are never a destination. */
+/** RELIABILITY B7: the proxy's own ports on this machine are never a destination. */
 function isSelf (rt: Runtime, host: string, port: number): boolean {
-  if (!rt.ownPorts.has(port)) return false
-  const address = rt.resolver.pins[host] ?? host
-  return isIP(address) !== 0 ? isBlockedIp(address) : host === 'localhost'
+  return targetsSelf(host, port, rt.ownPorts, rt.resolver.pins)
+}
+
+/**
+ * Where a pass-through request dials. A name on one of sidekey's own ports is resolved here, once, and the checked
+ * address is dialled, so a name pointing at this machine cannot loop back into the proxy or reach the admin port.
+ */
+async function passThroughOrigin (rt: Runtime, host: string, port: number): Promise<string> {
+  if (!rt.ownPorts.has(port) || isIP(host) !== 0 || rt.resolver.pins[host] !== undefined) return `http://${formatAuthority(host, port, 80)}`
+  const address = await resolveChecked(host, rt.lookup)
+  if (isOwnAddress(address)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
+  return `http://${formatAuthority(address, port, 80)}`
 }

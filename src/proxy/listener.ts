@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import type { LimitsConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { parseAuthority, normalizeHost } from '../net/host.js'
+import { targetsSelf } from '../net/self.js'
 import { RequestHandler, type RequestTarget } from './handler.js'
 import { asSidekeyError, sendError, sendRawError } from './respond.js'
 import type { Runtime } from './runtime.js'
@@ -146,7 +147,7 @@ export class ProxyListener {
     }
     const portAllowed = rt.config.egress.connect_ports.includes(target.port) || rt.router.ports.has(target.port)
     if (rt.config.egress.unmatched === 'tunnel' && portAllowed) {
-      if (rt.ownPorts.has(target.port) && ['localhost', '127.0.0.1', '::1'].includes(target.host)) {
+      if (targetsSelf(target.host, target.port, rt.ownPorts, rt.resolver.pins)) {
         deny('self')
         sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 }), requestId)
         return
@@ -187,16 +188,6 @@ function tooManyHeaders (req: IncomingMessage, limits: LimitsConfig): void {
   }
 }
 
-function misdirected (): SidekeyError {
-  return new SidekeyError('SIDEKEY_MISDIRECTED', 'request authority does not match the CONNECT target', { status: 421 })
-}
-
-/**
- * An absolute-form request target (RFC 9112 §3.2.2): only http and https, no userinfo (RFC 9110 §4.2.4), and
- * the authority — not the Host header — decides where the request goes. Origin-form is refused: sidekey never
- * routes by Host (RELIABILITY B8).
- */
-export function absoluteTarget (url: string): RequestTarget {
 /** RELIABILITY A5: the URL authority wins over Host; a Host naming something else is worth an audit field. */
 function hostMismatch (hostHeader: string | undefined, target: RequestTarget): boolean {
   if (hostHeader === undefined) return false
@@ -208,6 +199,16 @@ function hostMismatch (hostHeader: string | undefined, target: RequestTarget): b
   }
 }
 
+function misdirected (): SidekeyError {
+  return new SidekeyError('SIDEKEY_MISDIRECTED', 'request authority does not match the CONNECT target', { status: 421 })
+}
+
+/**
+ * An absolute-form request target (RFC 9112 §3.2.2): only http and https, no userinfo (RFC 9110 §4.2.4), and
+ * the authority — not the Host header — decides where the request goes. Origin-form is refused: sidekey never
+ * routes by Host (RELIABILITY B8).
+ */
+export function absoluteTarget (url: string): RequestTarget {
   const scheme = url.startsWith('http://') ? 'http' : url.startsWith('https://') ? 'https' : undefined
   if (scheme === undefined) {
     throw new SidekeyError('SIDEKEY_BAD_REQUEST', url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target', { status: 400 })

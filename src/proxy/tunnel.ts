@@ -4,6 +4,7 @@ import type { Server } from 'node:http'
 import { SidekeyError } from '../errors.js'
 import { normalizeHost } from '../net/host.js'
 import { checkAddress } from '../net/resolver.js'
+import { isOwnAddress } from '../net/self.js'
 import { sendRawError } from './respond.js'
 import type { Runtime } from './runtime.js'
 
@@ -98,6 +99,13 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
   upstream.once('error', fail)
   upstream.once('connect', () => {
     upstream.off('error', fail)
+    // A name may resolve to this machine: judge the address actually dialled, before a byte is written (B7).
+    if (rt.ownPorts.has(upstream.remotePort ?? 0) && isOwnAddress(upstream.remoteAddress ?? '')) {
+      onDenied('self')
+      sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 }), requestId)
+      upstream.destroy()
+      return
+    }
     upstream.setTimeout(rt.config.limits.idle_timeout, () => { upstream.destroy(); socket.destroy() })
     socket.setTimeout(rt.config.limits.idle_timeout, () => { upstream.destroy(); socket.destroy() })
     socket.write(ESTABLISHED)

@@ -4,6 +4,7 @@ import type { LookupFunction } from 'node:net'
 import { Agent, type Dispatcher } from 'undici'
 import type { Config } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
+import { h2Origins, OriginDispatcher } from './origin-dispatcher.js'
 
 /**
  * The upstream client: one undici Agent, which keeps a keep-alive pool per origin (scheme, host, port; the SNI
@@ -12,7 +13,10 @@ import { SidekeyError } from '../errors.js'
  */
 export function createUpstream (config: Readonly<Config>, lookup: LookupFunction): Dispatcher {
   const limits = config.limits
-  return new Agent({
+  const ca = config.upstream_ca_file === undefined ? {} : { ca: [...rootCertificates, readUpstreamCa(config.upstream_ca_file)] }
+  // HTTP/2 per tool (`http2`, default true): a second Agent offering h2 in ALPN, chosen per origin (origin-dispatcher.ts).
+  const agent = (allowH2: boolean): Agent => new Agent({
+    allowH2,
     connections: limits.upstream_connections,
     pipelining: 1,
     keepAliveTimeout: Math.min(limits.keep_alive_timeout, 30_000),
@@ -22,9 +26,11 @@ export function createUpstream (config: Readonly<Config>, lookup: LookupFunction
     connect: {
       timeout: limits.connect_timeout,
       lookup,
-      ...(config.upstream_ca_file === undefined ? {} : { ca: [...rootCertificates, readUpstreamCa(config.upstream_ca_file)] }),
+      ...ca,
     },
   })
+  const wantsH2 = h2Origins(config.tools)
+  return wantsH2 === undefined ? agent(false) : new OriginDispatcher(agent(false), agent(true), wantsH2)
 }
 
 function readUpstreamCa (file: string): string {

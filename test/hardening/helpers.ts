@@ -192,7 +192,9 @@ export function guardEgress (t: Test): EgressGuard {
     return Object.assign(new Error(`test egress guard refused ${address}`), { code: 'ECONNREFUSED' })
   }
   proto.connect = function (this: net.Socket, ...args: unknown[]): net.Socket {
-    const [options, cb] = (net as unknown as { _normalizeArgs: (a: unknown[]) => [Record<string, unknown>, unknown] })._normalizeArgs(args)
+    // net.connect() hands over arguments it already normalised (an array); anything else is normalised here.
+    const normalize = (net as unknown as { _normalizeArgs: (a: unknown[]) => [Record<string, unknown>, unknown] })._normalizeArgs
+    const [options, cb] = Array.isArray(args[0]) ? args[0] as [Record<string, unknown>, unknown] : normalize(args)
     if (options.path !== undefined) return original.apply(this, args)
     const host = String(options.host ?? 'localhost')
     if (net.isIP(host) !== 0) {

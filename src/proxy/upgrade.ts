@@ -1,0 +1,123 @@
+import { ServerResponse, type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Dispatcher } from 'undici'
+import { SidekeyError } from '../errors.js'
+import { downstreamHeaders } from './headers.js'
+import { sendRawError } from './respond.js'
+
+/** What handler.ts has built for the upstream: the same origin, injected headers and path as any request. */
+export interface UpgradeRequest {
+  readonly origin: string
+  readonly path: string
+  readonly method: string
+  /** Flat [name, value, ...] from `upstreamHeaders` + `inject`: hop-by-hop gone, `Sec-WebSocket-*` kept. */
+  readonly headers: string[]
+}
+
+/**
+ * Turns an http.Server 'upgrade' event into a request the normal pipeline can serve: a ServerResponse bound to the
+ * raw socket, so that every refusal (403, 421, 503, ...) and a refused upgrade are ordinary HTTP answers written by
+ * respond.ts and handler.ts. A WebSocket handshake gets an {@link UpgradeResponse}, which handler.ts forwards with
+ * `forward()`; any other upgrade (h2c, ...) gets a plain response: it is served as an HTTP/1.1 request without
+ * the upgrade, and the connection closes after it. Returns undefined when the request was refused here.
+ */
+export function upgradeResponse (req: IncomingMessage, socket: Socket, head: Buffer, idleMs: number): ServerResponse | undefined {
+  // Node stops watching an upgraded socket: errors are ours now.
+  socket.on('error', () => socket.destroy())
+  // The parser stops at the end of the headers, so a body would sit unparsed in `head`: refuse it (B2-style desync).
+  const cl = req.headers['content-length']
+  if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) {
+    sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'a request body with an upgrade is refused', { status: 400 }), '-')
+    return undefined
+  }
+  // Frames the client sent before our 101 are delivered upstream after the upstream's 101.
+  if (head.length > 0) socket.unshift(head)
+  const res = isWebSocket(req) ? new UpgradeResponse(req, socket, idleMs) : new ServerResponse(req)
+  res.shouldKeepAlive = false
+  res.assignSocket(socket)
+  res.once('finish', () => socket.destroySoon())
+  return res
+}
+
+function isWebSocket (req: IncomingMessage): boolean {
+  const upgrade = req.headers.upgrade
+  return req.method === 'GET' && upgrade !== undefined && upgrade.split(',').some((p) => p.trim().toLowerCase() === 'websocket')
+}
+
+/**
+ * The agent's side of a WebSocket handshake. `forward()` sends the handshake upstream through the shared upstream
+ * dispatcher (same lookup, pins, CA trust and timeouts as every request; origin-dispatcher.ts keeps upgrades on
+ * HTTP/1.1). On the upstream's `101` it answers the agent with the upstream's headers and pipes the two sockets
+ * both ways (backpressure by `pipe`, `limits.idle_timeout` on both sockets); on any other status it relays that
+ * answer with its body.
+ */
+export class UpgradeResponse extends ServerResponse {
+  readonly #client: Socket
+  readonly #idleMs: number
+  readonly #protocol: string
+
+  constructor (req: IncomingMessage, client: Socket, idleMs: number) {
+    super(req)
+    this.#client = client
+    this.#idleMs = idleMs
+    this.#protocol = req.headers.upgrade ?? 'websocket'
+  }
+
+  /**
+   * Resolves with the status the agent got once it is answered: 101 as soon as the sockets are joined (the tunnel
+   * then lives on by itself), any other status when its body has been relayed. Rejects when the upstream fails
+   * before answering, like `Dispatcher.request`, so handler.ts answers and audits it the same way.
+   */
+  forward (upstream: Dispatcher, req: UpgradeRequest): Promise<number> {
+    return new Promise((resolve, reject) => {
+      let status = 0
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart: (controller) => {
+          if (this.#client.destroyed) controller.abort(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 }))
+          else this.#client.once('close', () => { if (status === 0) controller.abort(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 })) })
+        },
+        onRequestUpgrade: (_controller, statusCode, headers, socket) => {
+          status = statusCode
+          this.#join(headers, socket)
+          resolve(statusCode)
+        },
+        onResponseStart: (_controller, statusCode, headers) => {
+          if (statusCode < 200) return
+          status = statusCode
+          this.writeHead(statusCode, downstreamHeaders(headers))
+        },
+        onResponseData: (controller, chunk) => {
+          if (!this.write(chunk)) {
+            controller.pause()
+            this.once('drain', () => controller.resume())
+          }
+        },
+        onResponseEnd: () => {
+          this.end(() => resolve(status))
+        },
+        onResponseError: (_controller, err) => reject(err),
+      }
+      upstream.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, upgrade: this.#protocol }, handler)
+    })
+  }
+
+  /** Writes the upstream's 101 to the agent and joins the sockets; either side closing or erring closes both. */
+  #join (headers: IncomingHttpHeaders, upstream: Duplex): void {
+    const client = this.#client
+    const flat = downstreamHeaders(headers)
+    let head = 'HTTP/1.1 101 Switching Protocols\r\n'
+    for (let i = 0; i < flat.length; i += 2) head += `${flat[i]}: ${flat[i + 1]}\r\n`
+    head += `connection: Upgrade\r\nupgrade: ${String(headers.upgrade ?? this.#protocol)}\r\n\r\n`
+    const close = (): void => { client.destroy(); upstream.destroy() }
+    upstream.on('error', close)
+    upstream.once('close', close)
+    client.once('close', close)
+    if (client.destroyed) { close(); return }
+    client.write(head)
+    client.setTimeout(this.#idleMs, close)
+    ;(upstream as Partial<Socket>).setTimeout?.(this.#idleMs, close)
+    client.pipe(upstream)
+    upstream.pipe(client)
+  }
+}
