@@ -14,6 +14,7 @@ import { asSidekeyError, sendError } from './respond.js'
 import type { Tool } from './router.js'
 import type { Runtime } from './runtime.js'
 import { errorCode, upstreamError } from './upstream.js'
+import { UpgradeResponse } from './upgrade.js'
 
 /** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
 export interface RequestTarget {
@@ -106,6 +107,13 @@ export class RequestHandler {
         return rt.upstream.request({ origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null })
       }
       const overhead = performance.now() - started
+      if (res instanceof UpgradeResponse) {
+        // WebSocket: audited when answered (the 101, or the upstream's refusal), not when the socket closes.
+        const headers = base.headers.slice()
+        const status = await res.forward(rt.upstream, { origin, path: inject(tool, current, headers, cleanPath), method, headers })
+        used(status, current.id, placeholder, { overhead_ms: round(overhead) })
+        return
+      }
       let response = await send(current)
       if (response.statusCode === 401 && body.stream === undefined) {
         const fresh = await rt.credentials.refreshRejected(tool.name, current.id)
@@ -117,8 +125,10 @@ export class RequestHandler {
         }
       }
       res.writeHead(response.statusCode, downstreamHeaders(response.headers))
+      let bytesOut = 0
+      response.body.on('data', (chunk: Buffer) => { bytesOut += chunk.length })
       await pipeline(response.body, res)
-      used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), ...(replayed ? { replayed } : {}) })
+      used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}) })
     } catch (err) {
       const status = this.#fail(res, err, requestId)
       used(status, current.id, placeholder, failure(err, replayed))

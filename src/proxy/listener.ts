@@ -9,6 +9,7 @@ import { RequestHandler, type RequestTarget } from './handler.js'
 import { asSidekeyError, sendError, sendRawError } from './respond.js'
 import type { Runtime } from './runtime.js'
 import { blindTunnel, intercept, type TunnelContext } from './tunnel.js'
+import { upgradeResponse } from './upgrade.js'
 
 /**
  * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with RELIABILITY.md's limits.
@@ -32,6 +33,15 @@ export class ProxyListener {
     this.#outer.maxConnections = limits.max_connections
     this.#outer.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => { void this.#onConnect(req, socket, head) })
     this.#inner = makeServer(limits, (req, res) => { this.#onTunnelRequest(req, res).catch((err) => this.#crashed(res, err)) })
+    // Upgrades (WebSocket) take the same path as any request, answered on the raw socket (upgrade.ts).
+    const upgrade = (onRequest: (req: IncomingMessage, res: ServerResponse) => Promise<void>) => (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+      this.#tunnels.add(socket)
+      socket.once('close', () => this.#tunnels.delete(socket))
+      const res = upgradeResponse(req, socket, head, this.#runtime().config.limits.idle_timeout)
+      if (res !== undefined) onRequest(req, res).catch((err) => this.#crashed(res, err))
+    }
+    this.#outer.on('upgrade', upgrade((req, res) => this.#onRequest(req, res)))
+    this.#inner.on('upgrade', upgrade((req, res) => this.#onTunnelRequest(req, res)))
   }
 
   listen (host: string, port: number): Promise<AddressInfo> {
