@@ -1,0 +1,97 @@
+import 'reflect-metadata'
+import { join } from 'node:path'
+import type { LookupFunction } from 'node:net'
+import { pino } from 'pino'
+import { Sidekey } from '../../src/app.js'
+import { parseConfig } from '../../src/config/load.js'
+import { createLogger, flushLogger } from '../../src/audit/log.js'
+import { loadOrCreateCa } from '../../src/tls/ca.js'
+import { LeafCache } from '../../src/tls/leaf-cache.js'
+import { startBare } from './bare.js'
+
+/**
+ * Bench child: one proxy under test in its own process (so its RSS and CPU are its own).
+ * `sidekey`: the real app from a YAML config, logger to a file through pino's async destination, metrics on.
+ * `bare`: the minimal forwarder of bare.ts, reusing sidekey's CA and LeafCache for interception.
+ * IPC: receives a ProxyStart, answers `{ port, caPem }`; then `'rss'` → `{ rss }`, `'stop'` → exits.
+ */
+
+export interface ProxyStart {
+  kind: 'sidekey' | 'bare'
+  dir: string
+  httpPort: number
+  httpsPort: number
+  upstreamCaFile: string
+  upstreamCaPem: string
+}
+
+export const HTTP_HOST = 'plain.bench.test'
+export const HTTPS_HOST = 'api.bench.test'
+
+export function sidekeyYaml (s: ProxyStart): string {
+  return `
+instance_id: bench
+ca: { dir: ${join(s.dir, 'ca')} }
+upstream_ca_file: ${s.upstreamCaFile}
+resolve:
+  ${HTTPS_HOST}: 127.0.0.1
+  ${HTTP_HOST}: 127.0.0.1
+limits:
+  max_connections: 4096
+issuers:
+  local: { type: local_jwt, ttl: 10m, issuer: https://sidekey.bench }
+tools:
+  api:
+    match: { host: ${HTTPS_HOST}, port: ${s.httpsPort} }
+    issuer: local
+    scopes: [read]
+    audience: https://${HTTPS_HOST}
+    placeholder: sidekey
+  plain:
+    match: { host: ${HTTP_HOST}, port: ${s.httpPort} }
+    issuer: local
+    scopes: [read]
+    plaintext: true
+    placeholder: sidekey
+`
+}
+
+/** Every bench name is on loopback. */
+export const loopbackLookup = ((_host: string, opts: unknown, cb?: unknown) => {
+  const callback = (typeof opts === 'function' ? opts : cb) as (err: null, address: string | Array<{ address: string, family: number }>, family?: number) => void
+  if (typeof opts === 'object' && opts !== null && (opts as { all?: boolean }).all === true) callback(null, [{ address: '127.0.0.1', family: 4 }])
+  else callback(null, '127.0.0.1', 4)
+}) as LookupFunction
+
+async function start (s: ProxyStart): Promise<{ port: number, caPem: string, stop: () => Promise<void> }> {
+  if (s.kind === 'sidekey') {
+    const config = parseConfig(sidekeyYaml(s), 'bench.yaml', {})
+    const logger = createLogger({ level: 'info', destination: pino.destination({ dest: join(s.dir, 'audit.log'), sync: false }) })
+    const app = await Sidekey.start({ config, listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger })
+    return {
+      port: Number(app.proxyAddress.split(':').pop()),
+      caPem: app.ca.certPem,
+      stop: async () => { await app.close(); await flushLogger(logger) },
+    }
+  }
+  const ca = await loadOrCreateCa({ dir: join(s.dir, 'bare-ca'), validityMs: 30 * 86_400_000 })
+  const leaves = new LeafCache({ ca, validityMs: 86_400_000 })
+  const bare = await startBare(leaves, s.upstreamCaPem, loopbackLookup)
+  return { port: bare.port, caPem: ca.certPem, stop: () => bare.close() }
+}
+
+if (process.send !== undefined) {
+  process.once('message', (s: ProxyStart) => {
+    start(s).then((p) => {
+      process.on('message', (m: string) => {
+        if (m === 'rss') process.send!({ rss: process.memoryUsage.rss() })
+        if (m === 'stop') void p.stop().finally(() => process.exit(0))
+      })
+      process.on('disconnect', () => process.exit(0))
+      process.send!({ port: p.port, caPem: p.caPem })
+    }, (err: unknown) => {
+      process.send!({ error: String(err) })
+      process.exit(1)
+    })
+  })
+}

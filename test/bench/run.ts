@@ -1,0 +1,399 @@
+import { fork, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, createReadStream, readFileSync } from 'node:fs'
+import { cpus, freemem, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import { Agent, Pool, ProxyAgent, type Dispatcher } from 'undici'
+import { upstreamPki } from '../helpers/upstream.js'
+import { loadOrCreateCa } from '../../src/tls/ca.js'
+import { LeafCache } from '../../src/tls/leaf-cache.js'
+import { hasWrk, undiciLoad, wrkLoad, type LoadResult } from './load.js'
+import { HTTP_HOST, HTTPS_HOST, loopbackLookup, type ProxyStart } from './proxy-server.js'
+import { compileForChildren } from './compile.js'
+
+/**
+ * `npm run bench`: sidekey against a bare undici forwarder (the in-run floor) and no proxy at all, on loopback,
+ * in one run. Prints Markdown to stdout, progress to stderr. Options:
+ *   --quick            1 × 2 s per cell instead of 3 × 5 s
+ *   --smoke            a tiny bounded load (the smoke test): proves the bench starts, runs and stops
+ *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
+ *   --only=http|https  the main table for one protocol only (profiling)
+ *   --sections=main,scale,rate,idle,mint   which parts to run (default all)
+ *   --profile=DIR      run the sidekey child with --cpu-prof, profiles written to DIR
+ */
+
+interface Options {
+  reps: number
+  durationMs: number
+  warmupMs: number
+  connections: number
+  scaling: number[]
+  rate: number
+  rateDurationMs: number
+  idleTunnels: number
+  mintCold: number
+  mintCached: number
+  wrk: boolean
+  only: 'http' | 'https' | undefined
+  sections: Set<string>
+  profile: string | undefined
+}
+
+function options (argv: string[]): Options {
+  const flag = (name: string): boolean => argv.includes(`--${name}`)
+  const value = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+  const smoke = flag('smoke')
+  const quick = flag('quick')
+  const only = value('only')
+  return {
+    reps: smoke || quick ? 1 : 3,
+    durationMs: smoke ? 300 : quick ? 2000 : 5000,
+    warmupMs: smoke ? 100 : quick ? 500 : 1000,
+    connections: smoke ? 4 : 32,
+    scaling: smoke ? [2, 4] : [8, 64, 256],
+    rate: smoke ? 50 : 500,
+    rateDurationMs: smoke ? 300 : quick ? 2000 : 5000,
+    idleTunnels: smoke ? 10 : 1000,
+    mintCold: smoke ? 3 : 20,
+    mintCached: smoke ? 100 : 10_000,
+    wrk: !smoke && !flag('no-wrk') && hasWrk(),
+    only: only === 'http' || only === 'https' ? only : undefined,
+    sections: new Set((value('sections') ?? 'main,scale,rate,idle,mint').split(',')),
+    profile: value('profile'),
+  }
+}
+
+type Proto = 'http' | 'https'
+type Target = 'direct' | 'bare' | 'sidekey'
+
+interface ProxyChild {
+  kind: 'sidekey' | 'bare'
+  child: ChildProcess
+  port: number
+  caPem: string
+  rss (): Promise<number>
+  stop (): Promise<void>
+}
+
+/** Where the children's compiled JavaScript lives (compile.ts); set once in main(). */
+let childDir = ''
+/** Every cell's requests: enough that no cell ever stops on the count before its time is up. */
+const MAX_REQUESTS = 10_000_000
+
+
+function reply<T> (child: ChildProcess): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null): void => reject(new Error(`bench child exited (${code})`))
+    child.once('exit', onExit)
+    child.once('message', (m) => {
+      child.off('exit', onExit)
+      const err = (m as { error?: string }).error
+      if (err !== undefined) reject(new Error(err))
+      else resolve(m as T)
+    })
+  })
+}
+
+async function startUpstreams (): Promise<{ child: ChildProcess, http: number, https: number, caFile: string, caPem: string }> {
+  const pki = await upstreamPki()
+  const cert = await pki.cert(HTTPS_HOST)
+  const child = fork(join(childDir, 'upstream-server.js'), [], { execArgv: [] })
+  child.send(cert)
+  const ports = await reply<{ http: number, https: number }>(child)
+  return { child, ...ports, caFile: pki.caFile, caPem: readFileSync(pki.caFile, 'utf8') }
+}
+
+async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined): Promise<ProxyChild> {
+  const execArgv = profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
+  const child = fork(join(childDir, 'proxy-server.js'), [], { execArgv })
+  child.send({ kind, ...start })
+  const { port, caPem } = await reply<{ port: number, caPem: string }>(child)
+  return {
+    kind, child, port, caPem,
+    rss: async () => { child.send('rss'); return (await reply<{ rss: number }>(child)).rss },
+    stop: async () => {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+      child.send('stop')
+      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      await exited
+      clearTimeout(kill)
+    },
+  }
+}
+
+interface Env {
+  o: Options
+  dir: string
+  up: { http: number, https: number, caPem: string }
+  proxies: Record<'sidekey' | 'bare', ProxyChild>
+  served: number
+}
+
+const HEADERS = { authorization: 'Bearer sidekey' }
+
+/** One bounded load against one target; the dispatcher is warmed (connections, tunnels, handshakes) first. */
+async function cell (env: Env, proto: Proto, target: Target, connections: number, durationMs: number, rate?: number): Promise<LoadResult & { rss: number }> {
+  const { up } = env
+  const host = proto === 'http' ? `${HTTP_HOST}:${up.http}` : `${HTTPS_HOST}:${up.https}`
+  const proxy = target === 'direct' ? undefined : env.proxies[target]
+  let result: LoadResult
+  if (proto === 'http' && env.o.wrk && rate === undefined) {
+    const connectTo = `http://127.0.0.1:${proxy === undefined ? up.http : proxy.port}`
+    const path = proxy === undefined ? '/x' : `http://${host}/x`
+    result = await wrkLoad({ connectTo, path, headers: { Host: host, ...HEADERS }, connections, durationMs, dir: env.dir })
+  } else {
+    let dispatcher: Dispatcher
+    let origin: string
+    let path = '/x'
+    if (proto === 'http') {
+      origin = `http://127.0.0.1:${proxy === undefined ? up.http : proxy.port}`
+      dispatcher = new Pool(origin, { connections, pipelining: 1 })
+      if (proxy !== undefined) path = `http://${host}/x`
+    } else {
+      origin = `https://${host}`
+      dispatcher = proxy === undefined
+        ? new Agent({ connections, pipelining: 1, connect: { ca: up.caPem, lookup: loopbackLookup } })
+        : new ProxyAgent({ uri: `http://127.0.0.1:${proxy.port}`, connections, pipelining: 1, requestTls: { ca: proxy.caPem, servername: HTTPS_HOST } })
+    }
+    const base = { dispatcher, origin, path, headers: { host, ...HEADERS }, connections, maxRequests: MAX_REQUESTS }
+    try {
+      const warm = await undiciLoad({ ...base, durationMs: env.o.warmupMs })
+      if (target === 'sidekey') env.served += warm.requests
+      result = await undiciLoad({ ...base, durationMs, ...(rate === undefined ? {} : { rate }) })
+    } finally {
+      await dispatcher.close()
+    }
+  }
+  if (target === 'sidekey') env.served += result.requests
+  if (result.errors > 0) process.stderr.write(`  ! ${result.errors} errors\n`)
+  return { ...result, rss: proxy === undefined ? 0 : await proxy.rss() }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+const f0 = (n: number): string => Math.round(n).toLocaleString('en-US')
+const f2 = (n: number): string => n.toFixed(2)
+const mb = (bytes: number): string => (bytes / 1048576).toFixed(0)
+const ratio = (a: number, b: number): string => b === 0 ? '–' : `${(a / b).toFixed(2)}×`
+const progress = (s: string): void => { process.stderr.write(s + '\n') }
+
+interface Summary { rps: number, p50: number, p99: number, rss: number, errors: number, generator: string }
+
+async function mainTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const protos: Proto[] = o.only === undefined ? ['http', 'https'] : [o.only]
+  const targets: Target[] = ['direct', 'bare', 'sidekey']
+  const runs = new Map<string, Array<LoadResult & { rss: number }>>()
+  for (const proto of protos) for (const t of targets) runs.set(`${proto}/${t}`, [])
+  // Warm every path once (JIT, pools, leaves) before anything is recorded.
+  for (const proto of protos) for (const t of targets) await cell(env, proto, t, o.connections, o.warmupMs)
+  for (let r = 0; r < o.reps; r++) {
+    for (const proto of protos) {
+      // Alternate the order every round so neither proxy always runs first (A/B, B/A, ...).
+      const order: Target[] = r % 2 === 0 ? ['bare', 'sidekey', 'direct'] : ['sidekey', 'bare', 'direct']
+      for (const t of order) {
+        const res = await cell(env, proto, t, o.connections, o.durationMs)
+        progress(`  ${proto} ${t} round ${r + 1}: ${f0(res.rps)} req/s p99 ${f2(res.p99ms)} ms`)
+        runs.get(`${proto}/${t}`)!.push(res)
+      }
+    }
+  }
+  const sum = (key: string): Summary => {
+    const xs = runs.get(key)!
+    return { rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50ms)), p99: median(xs.map((x) => x.p99ms)), rss: Math.max(...xs.map((x) => x.rss)), errors: xs.reduce((a, x) => a + x.errors, 0), generator: xs[0]!.generator }
+  }
+  out.push(`### Throughput: ${o.connections} keep-alive connections, median of ${o.reps} × ${o.durationMs / 1000} s per cell`, '')
+  out.push('| load | proxy | req/s | p50 ms | p99 ms | proxy RSS MB | req/s ×bare | req/s ×direct | p99 ×bare | errors |')
+  out.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|')
+  const ratios: string[] = []
+  for (const proto of protos) {
+    const d = sum(`${proto}/direct`)
+    const b = sum(`${proto}/bare`)
+    const s = sum(`${proto}/sidekey`)
+    const label = `${proto.toUpperCase()} (${d.generator}${proto === 'https' ? ', CONNECT + interception' : ', absolute-form'})`
+    out.push(`| ${label} | direct | ${f0(d.rps)} | ${f2(d.p50)} | ${f2(d.p99)} | – | – | 1.00× | – | ${d.errors} |`)
+    out.push(`| ${label} | bare undici | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× | ${b.errors} |`)
+    out.push(`| ${label} | **sidekey** | **${f0(s.rps)}** | ${f2(s.p50)} | ${f2(s.p99)} | ${mb(s.rss)} | **${ratio(s.rps, b.rps)}** | ${ratio(s.rps, d.rps)} | ${ratio(s.p99, b.p99)} | ${s.errors} |`)
+    ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ 0.90×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)} (target ≤ 1.20×)`)
+  }
+  out.push('', '**Ratios** — ' + ratios.join('; '), '')
+}
+
+async function scaleTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const rows: string[] = []
+  for (const proto of ['http', 'https'] as Proto[]) {
+    for (const t of ['bare', 'sidekey'] as Target[]) {
+      const rps: number[] = []
+      for (const c of o.scaling) {
+        const res = await cell(env, proto, t, c, o.durationMs)
+        progress(`  scale ${proto} ${t} c=${c}: ${f0(res.rps)} req/s`)
+        rps.push(res.rps)
+      }
+      rows.push(`| ${proto.toUpperCase()} | ${t} | ${rps.map(f0).join(' | ')} | ${(Math.min(...rps) / Math.max(...rps)).toFixed(2)} |`)
+    }
+  }
+  out.push(`### Throughput by connection count (req/s, 1 × ${o.durationMs / 1000} s per cell)`, '')
+  out.push(`| load | proxy | ${o.scaling.map((c) => `${c} conns`).join(' | ')} | min/max |`)
+  out.push(`|---|---|${o.scaling.map(() => '--:|').join('')}--:|`)
+  out.push(...rows, '')
+}
+
+async function rateTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  out.push(`### Added latency at a fixed ${o.rate} req/s (open loop, ${o.rateDurationMs / 1000} s, undici generator; latency from the scheduled start)`, '')
+  out.push('| load | proxy | p50 ms | p99 ms | added p50 ms | added p99 ms |')
+  out.push('|---|---|--:|--:|--:|--:|')
+  for (const proto of ['http', 'https'] as Proto[]) {
+    const res = new Map<Target, LoadResult>()
+    for (const t of ['direct', 'bare', 'sidekey'] as Target[]) {
+      res.set(t, await cell(env, proto, t, 64, o.rateDurationMs, o.rate))
+      progress(`  rate ${proto} ${t}: p99 ${f2(res.get(t)!.p99ms)} ms`)
+    }
+    const d = res.get('direct')!
+    for (const t of ['direct', 'bare', 'sidekey'] as Target[]) {
+      const r = res.get(t)!
+      out.push(`| ${proto.toUpperCase()} | ${t} | ${f2(r.p50ms)} | ${f2(r.p99ms)} | ${t === 'direct' ? '–' : f2(r.p50ms - d.p50ms)} | ${t === 'direct' ? '–' : f2(r.p99ms - d.p99ms)} |`)
+    }
+  }
+  out.push('')
+}
+
+/** Opens CONNECT + TLS + one request on one tunnel and leaves it open (idle, keep-alive). */
+async function idleTunnel (port: number, authority: string, caPem: string): Promise<tls.TLSSocket> {
+  const raw = net.connect({ host: '127.0.0.1', port })
+  raw.on('error', () => {})
+  await new Promise<void>((resolve, reject) => {
+    let head = ''
+    const onData = (c: Buffer): void => {
+      head += c.toString('latin1')
+      if (!head.includes('\r\n\r\n')) return
+      raw.off('data', onData)
+      if (head.startsWith('HTTP/1.1 200')) resolve()
+      else reject(new Error(`CONNECT refused: ${head.split('\r\n')[0]}`))
+    }
+    raw.on('data', onData)
+    raw.once('error', reject)
+    raw.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`)
+  })
+  const s = tls.connect({ socket: raw, ca: caPem, servername: HTTPS_HOST, ALPNProtocols: ['http/1.1'] })
+  s.on('error', () => {})
+  await new Promise<void>((resolve, reject) => { s.once('secureConnect', resolve); s.once('error', reject) })
+  await new Promise<void>((resolve, reject) => {
+    let text = ''
+    const onData = (c: Buffer): void => {
+      text += c.toString('latin1')
+      const end = text.indexOf('\r\n\r\n')
+      if (end >= 0 && text.length >= end + 4 + 1024) { s.off('data', onData); resolve() }
+    }
+    s.on('data', onData)
+    s.once('close', () => reject(new Error('tunnel closed')))
+    s.write(`GET /x HTTP/1.1\r\nHost: ${authority}\r\nAuthorization: Bearer sidekey\r\n\r\n`)
+  })
+  return s
+}
+
+async function idleTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const authority = `${HTTPS_HOST}:${env.up.https}`
+  out.push(`### RSS with ${o.idleTunnels} idle intercepted tunnels (CONNECT + TLS + one request each, then idle)`, '')
+  out.push('| proxy | RSS before MB | RSS with tunnels MB | per tunnel KB |')
+  out.push('|---|--:|--:|--:|')
+  for (const p of [env.proxies.bare, env.proxies.sidekey]) {
+    const before = await p.rss()
+    const sockets: tls.TLSSocket[] = []
+    let next = 0
+    const opener = async (): Promise<void> => {
+      while (next < o.idleTunnels) {
+        next++
+        sockets.push(await idleTunnel(p.port, authority, p.caPem))
+      }
+    }
+    try {
+      await Promise.all(Array.from({ length: Math.min(32, o.idleTunnels) }, opener))
+      if (p.kind === 'sidekey') env.served += sockets.length
+      const after = await p.rss()
+      progress(`  idle ${p.kind}: ${mb(after)} MB with ${sockets.length} tunnels`)
+      out.push(`| ${p.kind} | ${mb(before)} | **${mb(after)}** | ${((after - before) / 1024 / sockets.length).toFixed(1)} |`)
+    } finally {
+      for (const s of sockets) s.destroy()
+    }
+  }
+  out.push('')
+}
+
+async function mintTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const ca = await loadOrCreateCa({ dir: join(env.dir, 'mint-ca'), validityMs: 30 * 86_400_000 })
+  const leaves = new LeafCache({ ca, validityMs: 86_400_000, max: o.mintCold + 10 })
+  await leaves.secureContext('warm.mint.bench.test')
+  const cold: number[] = []
+  for (let i = 0; i < o.mintCold; i++) {
+    const t0 = performance.now()
+    await leaves.secureContext(`h${i}.mint.bench.test`)
+    cold.push(performance.now() - t0)
+  }
+  const t0 = performance.now()
+  for (let i = 0; i < o.mintCached; i++) await leaves.secureContext(`h${i % o.mintCold}.mint.bench.test`)
+  const cached = (performance.now() - t0) / o.mintCached
+  out.push('### Leaf certificates (LeafCache.secureContext, in the bench process)', '')
+  out.push('| | time |', '|---|--:|')
+  out.push(`| cold: key + certificate + secure context, median of ${o.mintCold} | ${f2(median(cold))} ms |`)
+  out.push(`| cold: slowest of ${o.mintCold} | ${f2(Math.max(...cold))} ms |`)
+  out.push(`| cached, mean of ${f0(o.mintCached)} | ${(cached * 1000).toFixed(1)} µs |`, '')
+}
+
+async function countLines (file: string): Promise<number> {
+  let n = 0
+  for await (const chunk of createReadStream(file)) for (const b of chunk as Buffer) if (b === 10) n++
+  return n
+}
+
+function machine (): string {
+  const c = cpus()
+  const os = spawnSync('uname', ['-sr'], { encoding: 'utf8' }).stdout?.trim() ?? process.platform
+  return `${c[0]?.model ?? 'cpu'} × ${c.length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM (${(freemem() / 2 ** 30).toFixed(0)} free), ${os}, Node ${process.version}`
+}
+
+async function main (): Promise<void> {
+  const o = options(process.argv.slice(2))
+  const dir = mkdtempSync(join(tmpdir(), 'sidekey-bench-'))
+  const children: ChildProcess[] = []
+  const out: string[] = []
+  try {
+    progress(`bench in ${dir}; HTTP generator: ${o.wrk ? 'wrk' : 'undici'}`)
+    childDir = join(compileForChildren(join(import.meta.dirname, '..', '..')), 'test', 'bench')
+    const up = await startUpstreams()
+    children.push(up.child)
+    const start = { dir, httpPort: up.http, httpsPort: up.https, upstreamCaFile: up.caFile, upstreamCaPem: up.caPem }
+    const sidekey = await startProxy('sidekey', start, o.profile)
+    children.push(sidekey.child)
+    const bare = await startProxy('bare', start, undefined)
+    children.push(bare.child)
+    const env: Env = { o, dir, up, proxies: { sidekey, bare }, served: 0 }
+    out.push(`## sidekey bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '')
+    out.push(`Machine: ${machine()}. Everything on 127.0.0.1: upstream (HTTP + HTTPS, 1 KiB body), each proxy and the load generator are separate processes sharing the cores. ` +
+      `sidekey runs as shipped (audit line on every request through pino's async destination to a file, metrics on); ` +
+      `"bare undici" is test/bench/bare.ts. HTTP load: ${o.wrk ? 'wrk -t1 with a Lua script (absolute-form)' : 'built-in undici generator'}; HTTPS load: undici ProxyAgent (CONNECT, TLS to the proxy's leaf).`, '')
+    if (o.sections.has('main')) await mainTable(env, out)
+    if (o.sections.has('scale')) await scaleTable(env, out)
+    if (o.sections.has('rate')) await rateTable(env, out)
+    if (o.sections.has('idle')) await idleTable(env, out)
+    if (o.sections.has('mint')) await mintTable(env, out)
+    await bare.stop()
+    await sidekey.stop()
+    const lines = await countLines(join(dir, 'audit.log')).catch(() => 0)
+    out.push(`sidekey answered ${f0(env.served)} requests with 200 to the load generators and wrote ${f0(lines)} log lines (one audit line per request, plus start/stop).`)
+    if (spawnSync('squid', ['-v'], { stdio: 'ignore' }).error === undefined) out.push('', 'squid is installed, but this bench has no squid column yet.')
+    process.stdout.write(out.join('\n') + '\n')
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+await main()

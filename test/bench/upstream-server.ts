@@ -1,0 +1,30 @@
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
+
+/**
+ * Bench child: the loopback upstream, one process serving HTTP and HTTPS with a 1 KiB body, so its CPU is its own.
+ * Started by run.ts with an IPC channel: receives `{ certPem, keyPem }`, answers `{ http, https }` (ports).
+ */
+
+export const BODY_BYTES = 1024
+const body = Buffer.alloc(BODY_BYTES, 'x')
+
+function onRequest (req: IncomingMessage, res: ServerResponse): void {
+  req.resume()
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BODY_BYTES })
+  res.end(body)
+}
+
+process.once('message', (msg: { certPem: string, keyPem: string }) => {
+  const http = createHttpServer({ keepAliveTimeout: 60_000 }, onRequest)
+  const https = createHttpsServer({ cert: msg.certPem, key: msg.keyPem, keepAliveTimeout: 60_000 }, onRequest)
+  let listening = 0
+  const ready = (): void => {
+    if (++listening < 2) return
+    process.send!({ http: (http.address() as AddressInfo).port, https: (https.address() as AddressInfo).port })
+  }
+  http.listen(0, '127.0.0.1', ready)
+  https.listen(0, '127.0.0.1', ready)
+  process.on('disconnect', () => process.exit(0))
+})
