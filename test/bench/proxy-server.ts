@@ -13,7 +13,7 @@ import { startBare } from './bare.js'
  * Bench child: one proxy under test in its own process (so its RSS and CPU are its own).
  * `sidekey`: the real app from a YAML config, logger to a file through pino's async destination, metrics on.
  * `bare`: the minimal forwarder of bare.ts, reusing sidekey's CA and LeafCache for interception.
- * IPC: receives a ProxyStart, answers `{ port, caPem }`; then `'rss'` → `{ rss }`, `'stop'` → exits.
+ * IPC: receives a ProxyStart, answers `{ port, caPem }`; then `'rss'` → `{ rss, cpuUs }`, `'stop'` → exits.
  */
 
 export interface ProxyStart {
@@ -66,7 +66,7 @@ export const loopbackLookup = ((_host: string, opts: unknown, cb?: unknown) => {
 async function start (s: ProxyStart): Promise<{ port: number, caPem: string, stop: () => Promise<void> }> {
   if (s.kind === 'sidekey') {
     const config = parseConfig(sidekeyYaml(s), 'bench.yaml', {})
-    const logger = createLogger({ level: 'info', destination: pino.destination({ dest: join(s.dir, 'audit.log'), sync: false }) })
+    const logger = createLogger({ level: 'info', destination: pino.destination({ dest: join(s.dir, 'audit.log'), sync: false, mkdir: true }) })
     const app = await Sidekey.start({ config, listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger })
     return {
       port: Number(app.proxyAddress.split(':').pop()),
@@ -84,7 +84,10 @@ if (process.send !== undefined) {
   process.once('message', (s: ProxyStart) => {
     start(s).then((p) => {
       process.on('message', (m: string) => {
-        if (m === 'rss') process.send!({ rss: process.memoryUsage.rss() })
+        if (m === 'rss') {
+          const cpu = process.cpuUsage()
+          process.send!({ rss: process.memoryUsage.rss(), cpuUs: cpu.user + cpu.system })
+        }
         if (m === 'stop') void p.stop().finally(() => process.exit(0))
       })
       process.on('disconnect', () => process.exit(0))

@@ -73,6 +73,8 @@ interface ProxyChild {
   port: number
   caPem: string
   rss (): Promise<number>
+  /** CPU time (user + system) the child has used so far, µs. */
+  cpuUs (): Promise<number>
   stop (): Promise<void>
 }
 
@@ -112,6 +114,7 @@ async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'ki
   return {
     kind, child, port, caPem,
     rss: async () => { child.send('rss'); return (await reply<{ rss: number }>(child)).rss },
+    cpuUs: async () => { child.send('rss'); return (await reply<{ cpuUs: number }>(child)).cpuUs },
     stop: async () => {
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
       child.send('stop')
@@ -127,18 +130,21 @@ interface Env {
   dir: string
   up: { http: number, https: number, caPem: string }
   proxies: Record<'sidekey' | 'bare', ProxyChild>
+  start: Omit<ProxyStart, 'kind'>
   served: number
 }
 
 const HEADERS = { authorization: 'Bearer sidekey' }
 
 /** One bounded load against one target; the dispatcher is warmed (connections, tunnels, handshakes) first. */
-async function cell (env: Env, proto: Proto, target: Target, connections: number, durationMs: number, rate?: number): Promise<LoadResult & { rss: number }> {
+async function cell (env: Env, proto: Proto, target: Target, connections: number, durationMs: number, rate?: number): Promise<Cell> {
   const { up } = env
   const host = proto === 'http' ? `${HTTP_HOST}:${up.http}` : `${HTTPS_HOST}:${up.https}`
   const proxy = target === 'direct' ? undefined : env.proxies[target]
   let result: LoadResult
+  let cpu0 = 0
   if (proto === 'http' && env.o.wrk && rate === undefined) {
+    cpu0 = await proxy?.cpuUs() ?? 0
     const connectTo = `http://127.0.0.1:${proxy === undefined ? up.http : proxy.port}`
     const path = proxy === undefined ? '/x' : `http://${host}/x`
     result = await wrkLoad({ connectTo, path, headers: { Host: host, ...HEADERS }, connections, durationMs, dir: env.dir })
@@ -160,6 +166,7 @@ async function cell (env: Env, proto: Proto, target: Target, connections: number
     try {
       const warm = await undiciLoad({ ...base, durationMs: env.o.warmupMs })
       if (target === 'sidekey') env.served += warm.requests
+      cpu0 = await proxy?.cpuUs() ?? 0
       result = await undiciLoad({ ...base, durationMs, ...(rate === undefined ? {} : { rate }) })
     } finally {
       await dispatcher.close()
@@ -167,8 +174,13 @@ async function cell (env: Env, proto: Proto, target: Target, connections: number
   }
   if (target === 'sidekey') env.served += result.requests
   if (result.errors > 0) process.stderr.write(`  ! ${result.errors} errors\n`)
-  return { ...result, rss: proxy === undefined ? 0 : await proxy.rss() }
+  if (proxy === undefined) return { ...result, rss: 0, cpuPerReq: 0 }
+  const rss = await proxy.rss()
+  const cpuPerReq = (await proxy.cpuUs() - cpu0) / Math.max(1, result.requests)
+  return { ...result, rss, cpuPerReq }
 }
+
+type Cell = LoadResult & { rss: number, cpuPerReq: number }
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -181,13 +193,13 @@ const mb = (bytes: number): string => (bytes / 1048576).toFixed(0)
 const ratio = (a: number, b: number): string => b === 0 ? '–' : `${(a / b).toFixed(2)}×`
 const progress = (s: string): void => { process.stderr.write(s + '\n') }
 
-interface Summary { rps: number, p50: number, p99: number, rss: number, errors: number, generator: string }
+interface Summary { rps: number, p50: number, p99: number, rss: number, cpu: number, errors: number, generator: string }
 
 async function mainTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
   const protos: Proto[] = o.only === undefined ? ['http', 'https'] : [o.only]
   const targets: Target[] = ['direct', 'bare', 'sidekey']
-  const runs = new Map<string, Array<LoadResult & { rss: number }>>()
+  const runs = new Map<string, Cell[]>()
   for (const proto of protos) for (const t of targets) runs.set(`${proto}/${t}`, [])
   // Warm every path once (JIT, pools, leaves) before anything is recorded.
   for (const proto of protos) for (const t of targets) await cell(env, proto, t, o.connections, o.warmupMs)
@@ -197,28 +209,28 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
       const order: Target[] = r % 2 === 0 ? ['bare', 'sidekey', 'direct'] : ['sidekey', 'bare', 'direct']
       for (const t of order) {
         const res = await cell(env, proto, t, o.connections, o.durationMs)
-        progress(`  ${proto} ${t} round ${r + 1}: ${f0(res.rps)} req/s p99 ${f2(res.p99ms)} ms`)
+        progress(`  ${proto} ${t} round ${r + 1}: ${f0(res.rps)} req/s p99 ${f2(res.p99ms)} ms, ${f0(res.cpuPerReq)} µs CPU/req`)
         runs.get(`${proto}/${t}`)!.push(res)
       }
     }
   }
   const sum = (key: string): Summary => {
     const xs = runs.get(key)!
-    return { rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50ms)), p99: median(xs.map((x) => x.p99ms)), rss: Math.max(...xs.map((x) => x.rss)), errors: xs.reduce((a, x) => a + x.errors, 0), generator: xs[0]!.generator }
+    return { rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50ms)), p99: median(xs.map((x) => x.p99ms)), rss: Math.max(...xs.map((x) => x.rss)), cpu: median(xs.map((x) => x.cpuPerReq)), errors: xs.reduce((a, x) => a + x.errors, 0), generator: xs[0]!.generator }
   }
   out.push(`### Throughput: ${o.connections} keep-alive connections, median of ${o.reps} × ${o.durationMs / 1000} s per cell`, '')
-  out.push('| load | proxy | req/s | p50 ms | p99 ms | proxy RSS MB | req/s ×bare | req/s ×direct | p99 ×bare | errors |')
-  out.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|')
+  out.push('| load | proxy | req/s | p50 ms | p99 ms | proxy RSS MB | proxy CPU µs/req | req/s ×bare | req/s ×direct | p99 ×bare | errors |')
+  out.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
   const ratios: string[] = []
   for (const proto of protos) {
     const d = sum(`${proto}/direct`)
     const b = sum(`${proto}/bare`)
     const s = sum(`${proto}/sidekey`)
     const label = `${proto.toUpperCase()} (${d.generator}${proto === 'https' ? ', CONNECT + interception' : ', absolute-form'})`
-    out.push(`| ${label} | direct | ${f0(d.rps)} | ${f2(d.p50)} | ${f2(d.p99)} | – | – | 1.00× | – | ${d.errors} |`)
-    out.push(`| ${label} | bare undici | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× | ${b.errors} |`)
-    out.push(`| ${label} | **sidekey** | **${f0(s.rps)}** | ${f2(s.p50)} | ${f2(s.p99)} | ${mb(s.rss)} | **${ratio(s.rps, b.rps)}** | ${ratio(s.rps, d.rps)} | ${ratio(s.p99, b.p99)} | ${s.errors} |`)
-    ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ 0.90×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)} (target ≤ 1.20×)`)
+    out.push(`| ${label} | direct | ${f0(d.rps)} | ${f2(d.p50)} | ${f2(d.p99)} | – | – | – | 1.00× | – | ${d.errors} |`)
+    out.push(`| ${label} | bare undici | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | ${f0(b.cpu)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× | ${b.errors} |`)
+    out.push(`| ${label} | **sidekey** | **${f0(s.rps)}** | ${f2(s.p50)} | ${f2(s.p99)} | ${mb(s.rss)} | ${f0(s.cpu)} | **${ratio(s.rps, b.rps)}** | ${ratio(s.rps, d.rps)} | ${ratio(s.p99, b.p99)} | ${s.errors} |`)
+    ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ 0.90×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)} (target ≤ 1.20×), CPU per request sidekey/bare ${ratio(s.cpu, b.cpu)}`)
   }
   out.push('', '**Ratios** — ' + ratios.join('; '), '')
 }
@@ -300,10 +312,11 @@ async function idleTunnel (port: number, authority: string, caPem: string): Prom
 async function idleTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
   const authority = `${HTTPS_HOST}:${env.up.https}`
-  out.push(`### RSS with ${o.idleTunnels} idle intercepted tunnels (CONNECT + TLS + one request each, then idle)`, '')
+  out.push(`### RSS with ${o.idleTunnels} idle intercepted tunnels (fresh proxy process; CONNECT + TLS + one request each, then idle)`, '')
   out.push('| proxy | RSS before MB | RSS with tunnels MB | per tunnel KB |')
   out.push('|---|--:|--:|--:|')
-  for (const p of [env.proxies.bare, env.proxies.sidekey]) {
+  for (const kind of ['bare', 'sidekey'] as const) {
+    const p = await startProxy(kind, { ...env.start, dir: join(env.dir, `idle-${kind}`) }, undefined)
     const before = await p.rss()
     const sockets: tls.TLSSocket[] = []
     let next = 0
@@ -315,12 +328,12 @@ async function idleTable (env: Env, out: string[]): Promise<void> {
     }
     try {
       await Promise.all(Array.from({ length: Math.min(32, o.idleTunnels) }, opener))
-      if (p.kind === 'sidekey') env.served += sockets.length
       const after = await p.rss()
       progress(`  idle ${p.kind}: ${mb(after)} MB with ${sockets.length} tunnels`)
       out.push(`| ${p.kind} | ${mb(before)} | **${mb(after)}** | ${((after - before) / 1024 / sockets.length).toFixed(1)} |`)
     } finally {
       for (const s of sockets) s.destroy()
+      await p.stop()
     }
   }
   out.push('')
@@ -374,7 +387,7 @@ async function main (): Promise<void> {
     children.push(sidekey.child)
     const bare = await startProxy('bare', start, undefined)
     children.push(bare.child)
-    const env: Env = { o, dir, up, proxies: { sidekey, bare }, served: 0 }
+    const env: Env = { o, dir, up, proxies: { sidekey, bare }, start, served: 0 }
     out.push(`## sidekey bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '')
     out.push(`Machine: ${machine()}. Everything on 127.0.0.1: upstream (HTTP + HTTPS, 1 KiB body), each proxy and the load generator are separate processes sharing the cores. ` +
       `sidekey runs as shipped (audit line on every request through pino's async destination to a file, metrics on); ` +
