@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { isIP } from 'node:net'
 import type { Dispatcher } from 'undici'
@@ -179,8 +180,8 @@ function round (ms: number): number {
 interface RequestBody {
   /** The whole body, kept so that a 401 can be replayed (small bodies only). */
   kept?: Buffer
-  /** The body streamed as it arrives (large or unknown-length bodies). */
-  stream?: IncomingMessage
+  /** The body streamed as it arrives (large or unknown-length bodies), with backpressure. */
+  stream?: Readable
   contentLength?: string
 }
 
@@ -198,7 +199,22 @@ async function requestBody (req: IncomingMessage, keepLimit: number): Promise<Re
     for await (const chunk of req) chunks.push(chunk as Buffer)
     return { kept: Buffer.concat(chunks) }
   }
-  return chunked ? { stream: req } : { stream: req, contentLength: cl }
+  const stream = await afterFirstChunk(req)
+  return chunked ? { stream } : { stream, contentLength: cl }
+}
+
+/**
+ * Nothing is dialled before the first body bytes have parsed: a body whose framing is broken from the start (bad
+ * chunk size, oversized chunk extension) is refused by the parser before any byte goes upstream (RELIABILITY C1).
+ */
+async function afterFirstChunk (req: IncomingMessage): Promise<Readable> {
+  const it = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+  const first = await it.next()
+  return Readable.from((async function * () {
+    if (first.done === true) return
+    yield first.value
+    for (let next = await it.next(); next.done !== true; next = await it.next()) yield next.value
+  })(), { objectMode: false })
 }
 
 function placeholderOf (req: IncomingMessage, tool: Tool, path: string): PlaceholderState {

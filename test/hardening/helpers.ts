@@ -74,6 +74,8 @@ export interface WireRequest {
   body: Buffer
   /** How the body was framed on the wire. */
   framing: 'none' | 'content-length' | 'chunked'
+  /** Which accepted connection (1-based) carried it. */
+  connection: number
 }
 
 export type RawResponder = (req: WireRequest, socket: net.Socket) => void
@@ -83,6 +85,8 @@ export interface RawUpstream {
   /** Connections accepted so far. */
   connections: number
   requests: WireRequest[]
+  /** Bytes received but not (yet) part of a complete request, over all connections: 0 when framing was exact. */
+  pending (): number
   close (): Promise<void>
 }
 
@@ -94,22 +98,27 @@ export const okResponder: RawResponder = (_req, socket) => { socket.write('HTTP/
  */
 export async function startRawUpstream (responder: RawResponder = okResponder): Promise<RawUpstream> {
   const sockets = new Set<net.Socket>()
-  const up: RawUpstream = { port: 0, connections: 0, requests: [], close: async () => {} }
+  const buffers = new Map<net.Socket, Buffer>()
+  const up: RawUpstream = {
+    port: 0, connections: 0, requests: [], close: async () => {},
+    pending: () => [...buffers.values()].reduce((n, b) => n + b.length, 0),
+  }
   const server = net.createServer((socket) => {
-    up.connections++
+    const connection = ++up.connections
     sockets.add(socket)
+    buffers.set(socket, Buffer.alloc(0))
     socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => {})
-    let buf = Buffer.alloc(0)
     socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk])
+      let buf = Buffer.concat([buffers.get(socket)!, chunk])
       for (;;) {
-        const parsed = parseRequest(buf)
-        if (parsed === undefined) return
+        const parsed = parseRequest(buf, connection)
+        if (parsed === undefined) break
         buf = buf.subarray(parsed.bytes.length)
         up.requests.push(parsed)
         responder(parsed, socket)
       }
+      buffers.set(socket, buf)
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -122,7 +131,7 @@ export async function startRawUpstream (responder: RawResponder = okResponder): 
 }
 
 /** Parses one complete request at the start of `buf`, or undefined when more bytes are needed. */
-export function parseRequest (buf: Buffer): WireRequest | undefined {
+export function parseRequest (buf: Buffer, connection = 1): WireRequest | undefined {
   const end = buf.indexOf('\r\n\r\n')
   if (end < 0) return undefined
   const lines = buf.subarray(0, end).toString('latin1').split('\r\n')
@@ -151,14 +160,14 @@ export function parseRequest (buf: Buffer): WireRequest | undefined {
       parts.push(buf.subarray(pos, pos + size))
       pos += size + 2
     }
-    return { bytes: buf.subarray(0, pos), line: lines[0]!, headers, body: Buffer.concat(parts), framing: 'chunked' }
+    return { bytes: buf.subarray(0, pos), line: lines[0]!, headers, body: Buffer.concat(parts), framing: 'chunked', connection }
   }
   if (cl !== undefined) {
     const n = Number(cl)
     if (buf.length < pos + n) return undefined
-    return { bytes: buf.subarray(0, pos + n), line: lines[0]!, headers, body: buf.subarray(pos, pos + n), framing: 'content-length' }
+    return { bytes: buf.subarray(0, pos + n), line: lines[0]!, headers, body: buf.subarray(pos, pos + n), framing: 'content-length', connection }
   }
-  return { bytes: buf.subarray(0, pos), line: lines[0]!, headers, body: Buffer.alloc(0), framing: 'none' }
+  return { bytes: buf.subarray(0, pos), line: lines[0]!, headers, body: Buffer.alloc(0), framing: 'none', connection }
 }
 
 /** Header values of `name` (any case) in a raw request. */
