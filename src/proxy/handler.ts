@@ -14,7 +14,7 @@ import { inject, queryParam, withQueryParam } from './inject.js'
 import { asSidekeyError, sendError } from './respond.js'
 import type { Tool } from './router.js'
 import type { Runtime } from './runtime.js'
-import { errorCode, upstreamError } from './upstream.js'
+import { errorCode, relay, upstreamError } from './upstream.js'
 import { UpgradeResponse } from './upgrade.js'
 
 /** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
@@ -126,9 +126,7 @@ export class RequestHandler {
         }
       }
       res.writeHead(response.statusCode, downstreamHeaders(response.headers))
-      let bytesOut = 0
-      response.body.on('data', (chunk: Buffer) => { bytesOut += chunk.length })
-      await pipeline(response.body, res)
+      const bytesOut = await relay(response.body, res)
       used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}) })
     } catch (err) {
       const status = this.#fail(res, err, requestId)
