@@ -20,7 +20,8 @@ import { compileForChildren } from './compile.js'
  *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
  *   --only=http|https  the main table for one protocol only (profiling)
  *   --sections=main,scale,rate,idle,mint   which parts to run (default all)
- *   --profile=DIR      run the sidekey child with --cpu-prof, profiles written to DIR
+ *   --reps=N --duration=SECONDS             override the repeats and the length of each cell
+ *   --profile=DIR      run the sidekey child (or --profile-target=bare) with --cpu-prof, profiles written to DIR
  */
 
 interface Options {
@@ -38,6 +39,7 @@ interface Options {
   only: 'http' | 'https' | undefined
   sections: Set<string>
   profile: string | undefined
+  profileTarget: 'sidekey' | 'bare'
 }
 
 function options (argv: string[]): Options {
@@ -47,8 +49,8 @@ function options (argv: string[]): Options {
   const quick = flag('quick')
   const only = value('only')
   return {
-    reps: smoke || quick ? 1 : 3,
-    durationMs: smoke ? 300 : quick ? 2000 : 5000,
+    reps: Number(value('reps') ?? (smoke || quick ? 1 : 3)),
+    durationMs: Number(value('duration') ?? (smoke ? 0.3 : quick ? 2 : 5)) * 1000,
     warmupMs: smoke ? 100 : quick ? 500 : 1000,
     connections: smoke ? 4 : 32,
     scaling: smoke ? [2, 4] : [8, 64, 256],
@@ -61,6 +63,7 @@ function options (argv: string[]): Options {
     only: only === 'http' || only === 'https' ? only : undefined,
     sections: new Set((value('sections') ?? 'main,scale,rate,idle,mint').split(',')),
     profile: value('profile'),
+    profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
   }
 }
 
@@ -128,7 +131,7 @@ async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'ki
 interface Env {
   o: Options
   dir: string
-  up: { http: number, https: number, caPem: string }
+  up: { http: number, https: number, caPem: string, child: ChildProcess }
   proxies: Record<'sidekey' | 'bare', ProxyChild>
   start: Omit<ProxyStart, 'kind'>
   served: number
@@ -141,6 +144,7 @@ async function cell (env: Env, proto: Proto, target: Target, connections: number
   const { up } = env
   const host = proto === 'http' ? `${HTTP_HOST}:${up.http}` : `${HTTPS_HOST}:${up.https}`
   const proxy = target === 'direct' ? undefined : env.proxies[target]
+  const conns0 = await upstreamConnections(env)
   let result: LoadResult
   let cpu0 = 0
   if (proto === 'http' && env.o.wrk && rate === undefined) {
@@ -174,10 +178,17 @@ async function cell (env: Env, proto: Proto, target: Target, connections: number
   }
   if (target === 'sidekey') env.served += result.requests
   if (result.errors > 0) process.stderr.write(`  ! ${result.errors} errors\n`)
+  const conns = (await upstreamConnections(env))[proto] - conns0[proto]
+  if (conns > connections + 1) progress(`  ${proto} ${target}: upstream accepted ${conns} connections`)
   if (proxy === undefined) return { ...result, rss: 0, cpuPerReq: 0 }
   const rss = await proxy.rss()
   const cpuPerReq = (await proxy.cpuUs() - cpu0) / Math.max(1, result.requests)
   return { ...result, rss, cpuPerReq }
+}
+
+async function upstreamConnections (env: Env): Promise<{ http: number, https: number }> {
+  env.up.child.send('counts')
+  return await reply<{ http: number, https: number }>(env.up.child)
 }
 
 type Cell = LoadResult & { rss: number, cpuPerReq: number }
@@ -383,9 +394,9 @@ async function main (): Promise<void> {
     const up = await startUpstreams()
     children.push(up.child)
     const start = { dir, httpPort: up.http, httpsPort: up.https, upstreamCaFile: up.caFile, upstreamCaPem: up.caPem }
-    const sidekey = await startProxy('sidekey', start, o.profile)
+    const sidekey = await startProxy('sidekey', start, o.profileTarget === 'sidekey' ? o.profile : undefined)
     children.push(sidekey.child)
-    const bare = await startProxy('bare', start, undefined)
+    const bare = await startProxy('bare', start, o.profileTarget === 'bare' ? o.profile : undefined)
     children.push(bare.child)
     const env: Env = { o, dir, up, proxies: { sidekey, bare }, start, served: 0 }
     out.push(`## sidekey bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '')

@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net'
 
 /**
  * Bench child: the loopback upstream, one process serving HTTP and HTTPS with a 1 KiB body, so its CPU is its own.
- * Started by run.ts with an IPC channel: receives `{ certPem, keyPem }`, answers `{ http, https }` (ports).
+ * Started by run.ts with an IPC channel: receives `{ certPem, keyPem }`, answers `{ http, https }` (ports); then
+ * `'counts'` → connections accepted so far, `{ http, https }`.
  */
 
 export const BODY_BYTES = 1024
@@ -26,5 +27,10 @@ process.once('message', (msg: { certPem: string, keyPem: string }) => {
   }
   http.listen(0, '127.0.0.1', ready)
   https.listen(0, '127.0.0.1', ready)
+  // Connections accepted: shows whether the proxies keep their upstream pools alive.
+  const counts = { http: 0, https: 0 }
+  http.on('connection', () => { counts.http++ })
+  https.on('secureConnection', () => { counts.https++ })
+  process.on('message', (m) => { if (m === 'counts') process.send!(counts) })
   process.on('disconnect', () => process.exit(0))
 })
