@@ -5,10 +5,11 @@ import ts from 'typescript'
 /**
  * Transpiles src/ and test/bench/ to plain JavaScript (no type check) for the bench's child processes, so the proxy
  * under test carries no TypeScript loader: a loader holds the compiler in memory (~200 MB of RSS) and would swamp
- * the RSS figures. Output goes under node_modules/.cache, where package resolution still finds node_modules.
+ * the RSS figures. Output goes under node_modules/.cache, where package resolution still finds node_modules, in a
+ * directory of this run's own (two runs at once must not read each other's half-written files); the caller removes it.
  */
 export function compileForChildren (root: string): string {
-  const out = join(root, 'node_modules', '.cache', 'sidekey-bench')
+  const out = join(root, 'node_modules', '.cache', `sidekey-bench-${process.pid}`)
   const options: ts.CompilerOptions = { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext, verbatimModuleSyntax: true, sourceMap: false }
   for (const dir of ['src', join('test', 'bench')]) {
     for (const file of walk(join(root, dir))) {

@@ -388,9 +388,11 @@ async function main (): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-bench-'))
   const children: ChildProcess[] = []
   const out: string[] = []
+  let compiled: string | undefined
   try {
     progress(`bench in ${dir}; HTTP generator: ${o.wrk ? 'wrk' : 'undici'}`)
-    childDir = join(compileForChildren(join(import.meta.dirname, '..', '..')), 'test', 'bench')
+    compiled = compileForChildren(join(import.meta.dirname, '..', '..'))
+    childDir = join(compiled, 'test', 'bench')
     const up = await startUpstreams()
     children.push(up.child)
     const start = { dir, httpPort: up.http, httpsPort: up.https, upstreamCaFile: up.caFile, upstreamCaPem: up.caPem }
@@ -417,6 +419,7 @@ async function main (): Promise<void> {
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill()
     rmSync(dir, { recursive: true, force: true })
+    if (compiled !== undefined) rmSync(compiled, { recursive: true, force: true })
   }
 }
 
