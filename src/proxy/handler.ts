@@ -102,10 +102,14 @@ export class RequestHandler {
       const body = await requestBody(req, rt.config.limits.replay_body_bytes)
       if (body.contentLength !== undefined && body.kept === undefined) base.headers.push('content-length', body.contentLength)
       const origin = `${route.upstreamScheme}://${authority}`
+      const gone = new AbortController()
+      // After a complete answer this is a no-op; before it (h1 disconnect, h2 RST_STREAM) it cancels the upstream request.
+      res.once('close', () => gone.abort())
+      if (res.destroyed) gone.abort()
       const send = (cred: Credential): Promise<Dispatcher.ResponseData> => {
         const headers = base.headers.slice()
         const sentPath = inject(tool, cred, headers, cleanPath)
-        return rt.upstream.request({ origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null })
+        return rt.upstream.request({ origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null, signal: gone.signal })
       }
       const overhead = performance.now() - started
       if (res instanceof UpgradeResponse) {

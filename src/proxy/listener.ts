@@ -10,6 +10,7 @@ import { asSidekeyError, sendError, sendRawError } from './respond.js'
 import type { Runtime } from './runtime.js'
 import { blindTunnel, intercept, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
+import { AgentH2 } from './h2.js'
 
 /**
  * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with RELIABILITY.md's limits.
@@ -20,6 +21,7 @@ export class ProxyListener {
   readonly #outer: Server
   readonly #inner: Server
   readonly #handler: RequestHandler
+  readonly #h2: AgentH2
   readonly #contexts = new WeakMap<object, TunnelContext>()
   readonly #tunnels = new Set<Socket>()
   readonly #idPrefix = randomBytes(4).toString('hex')
@@ -42,6 +44,7 @@ export class ProxyListener {
     }
     this.#outer.on('upgrade', upgrade((req, res) => this.#onRequest(req, res)))
     this.#inner.on('upgrade', upgrade((req, res) => this.#onTunnelRequest(req, res)))
+    this.#h2 = new AgentH2(runtime().config, (req, res, ctx) => { this.#onTunnelRequest(req, res, ctx).catch((err) => this.#crashed(res, err)) })
   }
 
   listen (host: string, port: number): Promise<AddressInfo> {
@@ -59,6 +62,7 @@ export class ProxyListener {
     const closed = new Promise<void>((resolve) => this.#outer.close(() => resolve()))
     this.#outer.closeIdleConnections()
     this.#inner.closeIdleConnections()
+    this.#h2.close()
     const timer = setTimeout(() => {
       this.#outer.closeAllConnections()
       this.#inner.closeAllConnections()
@@ -96,9 +100,9 @@ export class ProxyListener {
     await this.#handler.handle(req, res, hostMismatch(req.headers.host, target) ? { ...target, hostMismatch: true } : target, client)
   }
 
-  async #onTunnelRequest (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async #onTunnelRequest (req: IncomingMessage, res: ServerResponse, context?: TunnelContext): Promise<void> {
     const rt = this.#runtime()
-    const ctx = this.#contexts.get(req.socket)
+    const ctx = context ?? this.#contexts.get(req.socket)
     if (ctx === undefined) { res.destroy(); return }
     const scheme = ctx.tls ? 'https' : 'http'
     let pathAndQuery = req.url ?? ''
@@ -149,7 +153,7 @@ export class ProxyListener {
     socket.once('close', () => this.#tunnels.delete(socket))
     if (rt.router.ownsHost(target.host, target.port)) {
       try {
-        await intercept(rt, socket, head, target, client, this.#inner, this.#contexts)
+        await intercept(rt, socket, head, target, client, this.#inner, this.#contexts, rt.config.http2.enabled ? this.#h2 : undefined)
       } catch {
         socket.destroy()
       }

@@ -37,7 +37,8 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
     return
   }
   const body = errorBody(err, requestId)
-  const close = err.status === 400 || err.status === 431
+  // HTTP/2 (h2.ts) refuses a stream, never the connection, and has no Connection header.
+  const close = (err.status === 400 || err.status === 431) && res.req?.httpVersionMajor !== 2
   res.writeHead(err.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),

@@ -1,6 +1,7 @@
 import { connect as netConnect, type Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { Server } from 'node:http'
+import type { AgentH2 } from './h2.js'
 import { SidekeyError } from '../errors.js'
 import { normalizeHost } from '../net/host.js'
 import { checkAddress } from '../net/resolver.js'
@@ -25,7 +26,7 @@ const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n'
  * that never listens, with the tunnel's context attached.
  */
 export async function intercept (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string,
-  inner: Server, contexts: WeakMap<object, TunnelContext>): Promise<void> {
+  inner: Server, contexts: WeakMap<object, TunnelContext>, h2?: AgentH2): Promise<void> {
   const limits = rt.config.limits
   socket.setTimeout(limits.idle_timeout, () => socket.destroy())
   socket.write(ESTABLISHED)
@@ -44,7 +45,7 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   const tlsSocket = new TLSSocket(socket, {
     isServer: true,
     secureContext: context,
-    ALPNProtocols: ['http/1.1'],
+    ALPNProtocols: h2 === undefined ? ['http/1.1'] : ['h2', 'http/1.1'],
     SNICallback: (servername, cb) => {
       let sni: string | undefined
       try { sni = normalizeHost(servername) } catch { sni = undefined }
@@ -58,7 +59,12 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   tlsSocket.on('error', () => { clearTimeout(handshake); tlsSocket.destroy(); socket.destroy() })
   tlsSocket.setTimeout(limits.idle_timeout, () => tlsSocket.destroy())
   contexts.set(tlsSocket, { ...target, tls: true, client })
-  inner.emit('connection', tlsSocket)
+  if (h2 === undefined) { inner.emit('connection', tlsSocket); return }
+  // The protocol is known once the handshake is done: h2 goes to node:http2 (h2.ts), anything else to `inner`.
+  tlsSocket.once('secure', () => {
+    if (tlsSocket.alpnProtocol === 'h2') h2.accept(tlsSocket, { ...target, tls: true, client })
+    else inner.emit('connection', tlsSocket)
+  })
 }
 
 function firstChunk (socket: Socket): Promise<Buffer | undefined> {

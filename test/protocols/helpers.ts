@@ -173,6 +173,7 @@ export async function tunnel (proxyPort: number, authority: string): Promise<Soc
 /** TLS inside a CONNECT tunnel, verifying the proxy's leaf with its CA, offering the given ALPN protocols. */
 export async function tlsTunnel (proxyPort: number, host: string, port: number, ca: string, alpn: string[]): Promise<TLSSocket> {
   const raw = await tunnel(proxyPort, `${host}:${port}`)
+  raw.on('error', () => {})
   return new Promise((resolve, reject) => {
     const s = tlsConnect({ socket: raw, servername: host, ca, ALPNProtocols: alpn }, () => { s.off('error', reject); resolve(s) })
     s.once('error', reject)
@@ -184,4 +185,17 @@ export function handshake (target: string, host: string, extra: Record<string, s
   const lines = [`GET ${target} HTTP/1.1`, `Host: ${host}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13',
     'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', ...Object.entries(extra).map(([k, v]) => `${k}: ${v}`)]
   return lines.join('\r\n') + '\r\n\r\n'
+}
+
+/**
+ * The first audit line matching `pred`, waiting for it: the audit line of an exchange is written when the proxy
+ * has finished it, which can be just after the client has its answer. Bounded in event-loop turns, no timers.
+ */
+export async function auditLine (log: { lines: Array<Record<string, unknown>> }, pred: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown> | undefined> {
+  for (let turn = 0; turn < 10_000; turn++) {
+    const found = log.lines.find(pred)
+    if (found !== undefined) return found
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return undefined
 }

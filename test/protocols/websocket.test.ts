@@ -6,7 +6,7 @@ import { ProxyAgent, WebSocket } from 'undici'
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 import { upstreamPki } from '../helpers/upstream.js'
 import { startSidekey, tick } from '../helpers/sidekey.js'
-import { connectTo, encodeFrame, FrameReader, handshake, readAll, readHead, startWsUpstream, tunnel } from './helpers.js'
+import { auditLine, connectTo, encodeFrame, FrameReader, handshake, readAll, readHead, startWsUpstream, tunnel } from './helpers.js'
 
 const pki = await upstreamPki()
 const tlsWs = await startWsUpstream({ tls: await pki.cert('ws.tool.test') })
@@ -136,7 +136,7 @@ t.test('a refused upgrade returns the upstream answer, and the refusal is audite
   t.equal(head.headers['x-upstream'], 'yes')
   t.equal((await readAll(s, head.rest)).toString(), '{"error":"nope"}')
   await toolSawJwt(t, tlsWs.seen.at(-1)!.headers.authorization, 'ws')
-  t.ok(sk.log.events('credential.used').some((e) => e.tool === 'ws' && e.status === 403 && e.path === '/refuse'))
+  t.ok(await auditLine(sk.log, (e) => e.event === 'credential.used' && e.tool === 'ws' && e.status === 403 && e.path === '/refuse'))
 })
 
 t.test('upgrades follow the credential rules: 403 unmatched and method, 503 without credential, 421 off-target in a tunnel', async (t) => {
