@@ -14,7 +14,7 @@ import { inject, queryParam, withQueryParam } from './inject.js'
 import { asSidekeyError, sendError } from './respond.js'
 import type { Tool } from './router.js'
 import type { Runtime } from './runtime.js'
-import { errorCode, relay, upstreamError } from './upstream.js'
+import { errorCode, OriginLimiter, relay, upstreamError } from './upstream.js'
 import { UpgradeResponse } from './upgrade.js'
 
 /** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
@@ -39,6 +39,7 @@ type Outcome = Pick<CredentialUsed, 'outcome' | 'error'>
 export class RequestHandler {
   readonly #runtime: () => Runtime
   readonly #ids: () => string
+  readonly #inFlight = new OriginLimiter()
 
   constructor (runtime: () => Runtime, ids: () => string) {
     this.#runtime = runtime
@@ -97,8 +98,10 @@ export class RequestHandler {
     const cleanPath = query === undefined ? path : withQueryParam(path, query, undefined)
     let current: Credential = credential
     let replayed = false
+    let release: (() => void) | undefined
     try {
       if (isSelf(rt, target.host, route.upstreamPort)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
+      release = this.#inFlight.acquire(`${route.upstreamScheme}://${authority}`, inFlightCap(rt))
       const body = await requestBody(req, rt.config.limits.replay_body_bytes)
       if (body.contentLength !== undefined && body.kept === undefined) base.headers.push('content-length', body.contentLength)
       const origin = `${route.upstreamScheme}://${authority}`
@@ -135,14 +138,18 @@ export class RequestHandler {
     } catch (err) {
       const status = this.#fail(res, err, requestId)
       used(status, current.id, placeholder, failure(err, replayed))
+    } finally {
+      release?.()
     }
   }
 
   /** `egress.unmatched: tunnel` for absolute-form http: forwarded untouched, no credential, SSRF checks apply. */
   async #passThrough (rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, path: string, client: string, requestId: string): Promise<void> {
     const method = req.method ?? 'GET'
+    let release: (() => void) | undefined
     try {
       checkAddress(target.host, rt.resolver)
+      release = this.#inFlight.acquire(`http://${formatAuthority(target.host, target.port, 80)}`, inFlightCap(rt))
       if (isSelf(rt, target.host, target.port)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
       const authority = formatAuthority(target.host, target.port, 80)
       const { headers } = upstreamHeaders(req.rawHeaders, undefined, authority)
@@ -155,6 +162,8 @@ export class RequestHandler {
     } catch (err) {
       const status = this.#fail(res, err, requestId)
       if (status === 403) rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'private_address', client, method, request_id: requestId })
+    } finally {
+      release?.()
     }
   }
 
@@ -173,6 +182,11 @@ export class RequestHandler {
 function failure (err: unknown, replayed: boolean): Outcome & { replayed?: boolean } {
   const e = upstreamError(err)
   return { outcome: e.code === 'SIDEKEY_EGRESS_DENIED' ? 'egress_denied' : 'upstream_error', error: `${e.code}:${errorCode(err)}`, ...(replayed ? { replayed } : {}) }
+}
+
+/** Exchanges allowed in flight per upstream origin: its connections plus the queue behind them. */
+function inFlightCap (rt: Runtime): number {
+  return rt.config.limits.upstream_connections + rt.config.limits.upstream_pending
 }
 
 function round (ms: number): number {

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
+import { getHeapStatistics } from 'node:v8'
 import type { LimitsConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { parseAuthority, normalizeHost } from '../net/host.js'
@@ -11,6 +12,19 @@ import type { Runtime } from './runtime.js'
 import { blindTunnel, intercept, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
 import { AgentH2 } from './h2.js'
+
+export interface ListenerOptions {
+  /** Used heap over the heap limit, 0..1; past OVERLOAD_HEAP_RATIO new requests are refused (tests inject it). */
+  readonly heapUsedRatio?: () => number
+}
+
+/** Stop taking requests at 90 % of the heap limit (RELIABILITY "Memory overload"; Envoy stops at 98 %). */
+export const OVERLOAD_HEAP_RATIO = 0.9
+
+function heapUsedRatio (): number {
+  const h = getHeapStatistics()
+  return h.used_heap_size / h.heap_size_limit
+}
 
 /**
  * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with RELIABILITY.md's limits.
@@ -25,16 +39,23 @@ export class ProxyListener {
   readonly #contexts = new WeakMap<object, TunnelContext>()
   readonly #tunnels = new Set<Socket>()
   readonly #idPrefix = randomBytes(4).toString('hex')
+  /** When each client connection (or intercepted TLS session) began, for `max_connection_lifetime`. */
+  readonly #born = new WeakMap<object, number>()
+  readonly #heapUsedRatio: () => number
   #nextId = 0
 
-  constructor (runtime: () => Runtime) {
+  constructor (runtime: () => Runtime, opts: ListenerOptions = {}) {
     this.#runtime = runtime
+    this.#heapUsedRatio = opts.heapUsedRatio ?? heapUsedRatio
     const limits = runtime().config.limits
     this.#handler = new RequestHandler(runtime, () => `${this.#idPrefix}-${(++this.#nextId).toString(36)}`)
     this.#outer = makeServer(limits, (req, res) => { this.#onRequest(req, res).catch((err) => this.#crashed(res, err)) })
     this.#outer.maxConnections = limits.max_connections
     this.#outer.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => { void this.#onConnect(req, socket, head) })
     this.#inner = makeServer(limits, (req, res) => { this.#onTunnelRequest(req, res).catch((err) => this.#crashed(res, err)) })
+    const born = (socket: Socket): void => { if (!this.#born.has(socket)) this.#born.set(socket, Date.now()) }
+    this.#outer.on('connection', born)
+    this.#inner.on('connection', born)
     // Upgrades (WebSocket) take the same path as any request, answered on the raw socket (upgrade.ts).
     const upgrade = (onRequest: (req: IncomingMessage, res: ServerResponse) => Promise<void>) => (req: IncomingMessage, socket: Socket, head: Buffer): void => {
       this.#tunnels.add(socket)
@@ -84,8 +105,25 @@ export class ProxyListener {
     return `${this.#idPrefix}-${(++this.#nextId).toString(36)}`
   }
 
+  /**
+   * Before any request is looked at: refused when the heap is nearly full (503, connection closed), and marked
+   * to close after its response once the connection has lived `max_connection_lifetime`, so rules and tokens
+   * are re-evaluated on a fresh connection.
+   */
+  #admit (req: IncomingMessage, res: ServerResponse, limits: LimitsConfig): boolean {
+    const h2 = req.httpVersionMajor === 2
+    if (this.#heapUsedRatio() >= OVERLOAD_HEAP_RATIO) {
+      sendError(res, overloaded(), this.nextRequestId(), h2 ? {} : { connection: 'close' })
+      return false
+    }
+    const born = this.#born.get(req.socket)
+    if (!h2 && born !== undefined && Date.now() - born >= limits.max_connection_lifetime) res.shouldKeepAlive = false
+    return true
+  }
+
   async #onRequest (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const rt = this.#runtime()
+    if (!this.#admit(req, res, rt.config.limits)) return
     const client = `${req.socket.remoteAddress}:${req.socket.remotePort}`
     let target: RequestTarget
     try {
@@ -104,6 +142,7 @@ export class ProxyListener {
     const rt = this.#runtime()
     const ctx = context ?? this.#contexts.get(req.socket)
     if (ctx === undefined) { res.destroy(); return }
+    if (!this.#admit(req, res, rt.config.limits)) return
     const scheme = ctx.tls ? 'https' : 'http'
     let pathAndQuery = req.url ?? ''
     try {
@@ -138,6 +177,10 @@ export class ProxyListener {
     const client = `${socket.remoteAddress}:${socket.remotePort}`
     const requestId = this.nextRequestId()
     socket.on('error', () => socket.destroy())
+    if (this.#heapUsedRatio() >= OVERLOAD_HEAP_RATIO) {
+      sendRawError(socket, overloaded(), requestId)
+      return
+    }
     let target: { host: string, port: number }
     try {
       target = parseAuthority(req.url ?? '', undefined)
@@ -167,6 +210,10 @@ export class ProxyListener {
         return
       }
       blindTunnel(rt, socket, head, target, requestId, deny)
+      // A blind tunnel carries no requests to mark: it is cut when the connection's lifetime is up.
+      const cut = setTimeout(() => socket.destroy(), Math.max(0, rt.config.limits.max_connection_lifetime - (Date.now() - (this.#born.get(socket) ?? Date.now()))))
+      cut.unref()
+      socket.once('close', () => clearTimeout(cut))
       return
     }
     deny(portAllowed ? 'no_tool' : 'port')
@@ -177,7 +224,8 @@ export class ProxyListener {
 function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res: ServerResponse) => void): Server {
   const server = createServer({
     maxHeaderSize: limits.max_header_bytes,
-    headersTimeout: limits.headers_timeout,
+    // Node refuses a headers timeout longer than the request timeout; the shorter one is what applies anyway.
+    headersTimeout: limits.request_timeout > 0 ? Math.min(limits.headers_timeout, limits.request_timeout) : limits.headers_timeout,
     requestTimeout: limits.request_timeout,
     connectionsCheckingInterval: 1000,
     keepAliveTimeout: limits.keep_alive_timeout,
@@ -188,6 +236,9 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   // One more than the limit, so that "too many" is seen and answered with 431 instead of silently truncated.
   server.maxHeadersCount = limits.max_headers + 1
   server.maxRequestsPerSocket = limits.max_requests_per_socket
+  // Stream idle: a connection on which nothing moves either way (a client that stopped reading its response, an
+  // upstream that stopped sending) is closed, and the exchange behind it is cancelled (RELIABILITY F2).
+  server.timeout = limits.idle_timeout
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
@@ -211,6 +262,10 @@ function hostMismatch (hostHeader: string | undefined, target: RequestTarget): b
   } catch {
     return true
   }
+}
+
+function overloaded (): SidekeyError {
+  return new SidekeyError('SIDEKEY_OVERLOADED', 'sidekey is short of memory', { status: 503 })
 }
 
 function misdirected (): SidekeyError {

@@ -122,3 +122,27 @@ export function relay (body: Readable, res: Writable): Promise<number> {
     res.once('close', onClose)
   })
 }
+
+/**
+ * Exchanges in flight per upstream origin (RELIABILITY F5, Envoy's circuit breakers): undici holds at most
+ * `upstream_connections` per origin and queues the rest; past `upstream_pending` queued, a request is refused at
+ * once (503) instead of waiting behind an upstream that does not answer.
+ */
+export class OriginLimiter {
+  readonly #inFlight = new Map<string, number>()
+
+  /** Counts one exchange to `origin`, or throws SIDEKEY_OVERLOADED; call the returned function exactly when it ends. */
+  acquire (origin: string, max: number): () => void {
+    const n = this.#inFlight.get(origin) ?? 0
+    if (n >= max) throw new SidekeyError('SIDEKEY_OVERLOADED', 'too many requests waiting for this upstream', { status: 503 })
+    this.#inFlight.set(origin, n + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const left = (this.#inFlight.get(origin) ?? 1) - 1
+      if (left === 0) this.#inFlight.delete(origin)
+      else this.#inFlight.set(origin, left)
+    }
+  }
+}
