@@ -227,7 +227,8 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
     // Node refuses a headers timeout longer than the request timeout; the shorter one is what applies anyway.
     headersTimeout: limits.request_timeout > 0 ? Math.min(limits.headers_timeout, limits.request_timeout) : limits.headers_timeout,
     requestTimeout: limits.request_timeout,
-    connectionsCheckingInterval: 1000,
+    // Twice a second, so a stalled header or body is cut within its timeout + 1 s (RELIABILITY F1), not + 2 s.
+    connectionsCheckingInterval: 500,
     keepAliveTimeout: limits.keep_alive_timeout,
     requireHostHeader: true,
     joinDuplicateHeaders: false,
