@@ -14,6 +14,9 @@ export const MAX_REFRESH_LEAD_MS = 5 * 60_000
 const FORCED_MEMORY = 16
 
 /** Why a credential was fetched; the `reason` of `credential.issued`. */
+/** After a refresh forced by a 401, further 401s pass through for this long instead of forcing another. */
+export const REJECTED_COOLDOWN_MS = 10_000
+
 export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed'
 
 export type RefreshOutcome =
@@ -76,6 +79,7 @@ export class CredentialRefresher {
   #failures = 0
   #lastRefresh: LastRefresh | undefined
   readonly #forced = new Set<string>()
+  #lastForcedAt: number | undefined
   #closed = false
 
   constructor (options: RefresherOptions) {
@@ -116,13 +120,18 @@ export class CredentialRefresher {
 
   /**
    * The upstream rejected `rejectedId`. A newer usable credential is returned at once; otherwise one forced
-   * refresh (shared with any in flight), and never a second one for the same id.
+   * refresh (shared with any in flight), never a second one for the same id, and at most one per
+   * REJECTED_COOLDOWN_MS.
    */
   async refreshRejected (rejectedId: string, tool: string): Promise<Credential | undefined> {
     const held = this.current()
     if (held !== undefined && held.id !== rejectedId) return held
     if (this.#inflight === undefined) {
       if (this.#forced.has(rejectedId)) return undefined
+      // An upstream that rejects every credential must not turn each agent request into an issuer call.
+      const now = this.#o.clock.now()
+      if (this.#lastForcedAt !== undefined && now - this.#lastForcedAt < REJECTED_COOLDOWN_MS) return undefined
+      this.#lastForcedAt = now
       this.#forced.add(rejectedId)
       if (this.#forced.size > FORCED_MEMORY) this.#forced.delete(this.#forced.values().next().value as string)
     }

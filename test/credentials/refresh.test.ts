@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { sanitizeErrorText } from '../../src/credentials/refresher.js'
+import { REJECTED_COOLDOWN_MS, sanitizeErrorText } from '../../src/credentials/refresher.js'
 import { IssuerError } from '../../src/errors.js'
 import { settle } from './fake-clock.js'
 import { harness, makeConfig } from './fakes.js'
@@ -172,6 +172,9 @@ t.test('refreshRejected twice with the same id makes one forced refresh, and nev
   t.equal(h.sink.of('credential.issued').at(-1)?.reason, 'rejected')
 
   issuer.mode = 'fail'
+  t.equal(await m.refreshRejected('github', b!.id), undefined, 'within the cooldown a 401 passes through')
+  t.equal(issuer.calls.length, 2, 'and costs no issuer call')
+  await h.clock.advance(REJECTED_COOLDOWN_MS)
   t.equal(await m.refreshRejected('github', b!.id), undefined, 'the forced refresh failed: nothing to replay with')
   t.equal(await m.refreshRejected('github', b!.id), undefined)
   t.equal(issuer.calls.length, 3, 'still only one forced refresh for that id')
