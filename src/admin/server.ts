@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { SidekeyError } from '../errors.js'
 import type { CredentialProvider } from '../credentials/provider.js'
+import { listen } from '../util/listen.js'
 
 export interface AdminDeps {
   /** The credentials of the config in force (changes on reload). */
@@ -32,13 +33,7 @@ export class AdminServer {
   }
 
   listen (host: string, port: number): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject)
-      this.#server.listen({ host, port, exclusive: true }, () => {
-        this.#server.off('error', reject)
-        resolve(this.#server.address() as AddressInfo)
-      })
-    })
+    return listen(this.#server, host, port)
   }
 
   close (): Promise<void> {

@@ -12,6 +12,7 @@ import type { Runtime } from './runtime.js'
 import { blindTunnel, intercept, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
 import { AgentH2 } from './h2.js'
+import { listen } from '../util/listen.js'
 
 export interface ListenerOptions {
   /** Used heap over the heap limit, 0..1; past OVERLOAD_HEAP_RATIO new requests are refused (tests inject it). */
@@ -69,13 +70,7 @@ export class ProxyListener {
   }
 
   listen (host: string, port: number): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.#outer.once('error', reject)
-      this.#outer.listen({ host, port, exclusive: true }, () => {
-        this.#outer.off('error', reject)
-        resolve(this.#outer.address() as AddressInfo)
-      })
-    })
+    return listen(this.#outer, host, port)
   }
 
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts what is left. */
