@@ -8,6 +8,8 @@ import { SidekeyError } from '../errors.js'
  * IPv6 compressed, without brackets. Anything else that does not survive that is refused.
  */
 export function normalizeHost (raw: string): string {
+  // Already canonical (the usual case): what the slow path below would return unchanged, without two URL parses.
+  if (isCanonicalHost(raw)) return raw
   let host = raw
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
   if (isIP(host) === 6) {
@@ -21,6 +23,17 @@ export function normalizeHost (raw: string): string {
   const ascii = isIP(parsed) === 4 ? parsed : domainToASCII(parsed)
   if (ascii === '' || !/^[a-z0-9.-]+$/.test(ascii) || ascii.startsWith('.') || ascii.includes('..')) throw badHost()
   return ascii
+}
+
+/**
+ * Lowercase LDH labels whose last label starts with a letter (so WHATWG URL cannot read the name as an IPv4
+ * number) and no `xn--` label (punycode must be validated), or a dotted quad without leading zeros.
+ */
+const CANONICAL_NAME = /^(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*$/
+const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/
+
+export function isCanonicalHost (host: string): boolean {
+  return host.length <= 253 && (CANONICAL_NAME.test(host) ? !host.includes('xn--') : CANONICAL_IPV4.test(host))
 }
 
 function parseUrlHost (host: string): string {

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { getHeapStatistics } from 'node:v8'
 import type { LimitsConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
-import { parseAuthority, normalizeHost } from '../net/host.js'
+import { isCanonicalHost, parseAuthority, normalizeHost } from '../net/host.js'
 import { targetsSelf } from '../net/self.js'
 import { RequestHandler, type RequestTarget } from './handler.js'
 import { asSidekeyError, sendError, sendRawError } from './respond.js'
@@ -278,6 +278,8 @@ export function absoluteTarget (url: string): RequestTarget {
   if (scheme === undefined) {
     throw new SidekeyError('SIDEKEY_BAD_REQUEST', url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target', { status: 400 })
   }
+  const fast = canonicalTarget(url, scheme)
+  if (fast !== undefined) return fast
   const authorityEnd = url.indexOf('/', scheme.length + 3)
   const authority = url.slice(scheme.length + 3, authorityEnd < 0 ? undefined : authorityEnd)
   if (authority.includes('@')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'userinfo in request target', { status: 400 })
@@ -286,4 +288,22 @@ export function absoluteTarget (url: string): RequestTarget {
   const host = normalizeHost(parsed.hostname)
   const port = parsed.port === '' ? (scheme === 'https' ? 443 : 80) : Number(parsed.port)
   return { scheme, host, port, pathAndQuery: (parsed.pathname || '/') + parsed.search, tunnel: false }
+}
+
+/**
+ * `scheme://host[:port]/path[?query]` already in the form `new URL()` would give back: canonical host, port 1-65535
+ * without leading zeros, a path of RFC 3986 pchars without `%` or dot segments, a non-empty query without the
+ * characters URL would percent-encode, no fragment. Anything else takes the URL parser (undefined).
+ */
+const CANONICAL_TARGET = /^https?:\/\/([a-z0-9.-]+)(?::([1-9]\d{0,4}))?(\/[A-Za-z0-9\-._~!$&()*+,;=:@/]*)(\?[A-Za-z0-9\-._~!$&()*+,;=:@/?%]+)?$/
+
+function canonicalTarget (url: string, scheme: 'http' | 'https'): RequestTarget | undefined {
+  const m = CANONICAL_TARGET.exec(url)
+  if (m === null) return undefined
+  const host = m[1]!
+  const path = m[3]!
+  if (!isCanonicalHost(host) || path.includes('/.')) return undefined
+  const port = m[2] === undefined ? (scheme === 'https' ? 443 : 80) : Number(m[2])
+  if (port > 65535) return undefined
+  return { scheme, host, port, pathAndQuery: m[4] === undefined ? path : path + m[4], tunnel: false }
 }
