@@ -80,10 +80,14 @@ t.test('F4: 64 MiB up and down through the proxy in constant memory', async (t) 
   const mib = (n: number): string => (n / MiB).toFixed(1)
   t.comment(`sidecar RSS ${mib(base)} MiB at rest (ts-node); upload: peak +${mib(upPeak)} MiB for 64 MiB, +${mib(upPeak3)} MiB for 192 MiB`)
   t.comment(`64 MiB download: peak +${mib(downPeak)} MiB; bytes between the two ends, kernel socket buffers included: ${mib(maxUpInFlight)} MiB up, ${mib(maxDownInFlight)} MiB down`)
-  // V8 lets about 64 MB of dead Buffers pile up between collections (its external-memory soft limit), so a body
-  // near that size cannot show less; what constant memory means is that three times the body costs no more.
-  t.ok(upPeak3 < upPeak + 16 * MiB, 'RSS growth does not scale with the body')
-  t.ok(upPeak < 96 * MiB && upPeak3 < 96 * MiB && downPeak < SIZE / 4, 'and stays bounded')
+  // Backpressure, measured between the two ends: what is in flight (proxy buffers plus kernel socket buffers)
+  // stays a small constant, whatever the body size.
+  t.ok(maxUpInFlight < 32 * MiB && maxDownInFlight < 32 * MiB, 'bytes in flight stay bounded in both directions')
+  // V8 lets about 64 MB of dead Buffers pile up between collections (its external-memory soft limit), and when it
+  // collects varies between runs and Node versions; so RSS is held to bounds a buffered body would break: the
+  // 192 MiB body never sits in memory, and the download never holds half its body.
+  t.ok(upPeak3 < 128 * MiB, 'RSS growth stays far below the 192 MiB body')
+  t.ok(upPeak < 96 * MiB && downPeak < SIZE / 2, 'and stays bounded for the 64 MiB transfers')
 })
 
 t.test('F6: declared sizes cost nothing until the bytes arrive (no amplification from Content-Length)', async (t) => {
