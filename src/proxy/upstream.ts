@@ -53,7 +53,9 @@ const TLS_CODES = new Set([
 /** Maps a failure talking to the upstream to what the agent sees; internal detail stays in the log. */
 export function upstreamError (err: unknown): SidekeyError {
   if (err instanceof SidekeyError) return err
-  const code = (err as { code?: string }).code ?? ''
+  // Not every error's code is a string: a DOMException's is a number (an AbortError from a cancelled request is 20).
+  const raw = (err as { code?: unknown } | undefined)?.code
+  const code = typeof raw === 'string' ? raw : ''
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ETIMEDOUT') {
     return new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { status: 504, expose: false, cause: err })
   }
