@@ -38,6 +38,8 @@ resolve:
   ${HTTP_HOST}: 127.0.0.1
 limits:
   max_connections: 4096
+  # The 256-connection cell would otherwise meet the per-upstream cap (64 connections + 128 pending) by design.
+  upstream_pending: 1024
 issuers:
   local: { type: local_jwt, ttl: 10m, issuer: https://sidekey.bench }
 tools:
