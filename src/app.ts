@@ -125,16 +125,22 @@ export class Sidekey {
   async #reload (): Promise<void> {
     const old = this.#runtime
     let config: Readonly<Config>
+    let next: Runtime
+    let tokenDigest: Buffer | undefined
     try {
       config = this.#opts.configFile === undefined ? old.config : withOverrides(await loadConfigFile(this.#opts.configFile, this.#opts.env), this.#opts)
+      // Everything that can refuse the new config comes before buildRuntime, which starts fetching credentials.
+      tokenDigest = await readTokenDigest(config)
+      next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
+        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, previous: old.credentials as CredentialManager,
+      })
     } catch (err) {
-      this.logger.error({ err: { code: (err as SidekeyError).code, problems: (err as { problems?: unknown }).problems } }, 'reload refused: config invalid; the running config stays in force')
+      const e = err as SidekeyError & { problems?: unknown }
+      this.logger.error({ err: { code: e.code ?? 'SIDEKEY_INTERNAL', ...(e.problems === undefined ? { message: e instanceof SidekeyError ? e.message : 'reload failed' } : { problems: e.problems }) } },
+        'reload refused: the running config stays in force')
       throw err
     }
-    const next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
-      clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, previous: old.credentials as CredentialManager,
-    })
-    this.#tokenDigest = await readTokenDigest(config)
+    this.#tokenDigest = tokenDigest
     this.#runtime = next
     this.metrics.setTools(Object.keys(config.tools))
     this.metrics.bindCredentials(next.credentials)
@@ -183,7 +189,8 @@ function withOverrides (config: Readonly<Config>, opts: StartOptions): Readonly<
   return Object.freeze({ ...config, listen: opts.listen ?? config.listen, admin: Object.freeze({ ...config.admin, listen: opts.admin ?? config.admin.listen }) })
 }
 
-function caConstraints (config: Readonly<Config>): { nameConstraints?: string[] } {
+/** The CA's name constraints when `ca.name_constraints` is on: the tool hosts (`*.x` as `.x`). */
+export function caConstraints (config: Readonly<Config>): { nameConstraints?: string[] } {
   if (!config.ca.name_constraints) return {}
   return { nameConstraints: Object.values(config.tools).map((t) => t.match.host.startsWith('*.') ? t.match.host.slice(1) : t.match.host) }
 }

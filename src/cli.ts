@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import 'reflect-metadata'
 import { parseArgs } from 'node:util'
-import { Sidekey } from './app.js'
+import { Sidekey, caConstraints } from './app.js'
 import { ConfigError, formatProblems, loadConfigFile } from './config/load.js'
 import { hostPort as hostPortSchema } from './config/schema.js'
 import { loadOrCreateCa } from './tls/ca.js'
@@ -64,7 +64,8 @@ async function main (argv: string[]): Promise<number> {
       }
       case 'ca': {
         const config = await loadConfigFile(file)
-        const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity })
+        // The same constraints as `run`, or the CA would be replaced here and again at the next start.
+        const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, ...caConstraints(config) })
         if (values.bundle !== undefined) await writeCaBundle(values.bundle, ca.certPem)
         process.stdout.write(ca.certPath + '\n')
         return 0

@@ -64,9 +64,10 @@ export class AdminServer {
       }
       const rotate = /^\/rotate\/([^/]+)$/.exec(path)
       if (rotate !== null) {
-        const tool = decodeURIComponent(rotate[1]!)
+        let tool: string
+        try { tool = decodeURIComponent(rotate[1]!) } catch { tool = rotate[1]! }
         const credentials = this.#deps.credentials()
-        if (!(tool in credentials.status())) {
+        if (!Object.hasOwn(credentials.status(), tool)) {
           send(res, 404, { error: 'unknown_tool', tool })
           return
         }

@@ -65,7 +65,8 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
       }
     }
 
-    const port = typeof match.port === 'number' ? String(match.port) : '*'
+    // No port means 443 to the router (proxy/router.ts), so `{host: a}` and `{host: a, port: 443}` are one route.
+    const port = String(typeof match.port === 'number' ? match.port : 443)
     const prefix = typeof match.path_prefix === 'string' ? match.path_prefix : '/'
     const route = `${host.host} ${port} ${prefix}`
     const other = seen.get(route)

@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises'
 import type { z } from 'zod'
-import { config } from './schema.js'
+import { config, defaultStrip } from './schema.js'
 import type { Config, ToolConfig } from './schema.js'
 import { ConfigError } from './config-error.js'
 import type { ConfigProblem } from './config-error.js'
@@ -236,13 +236,6 @@ function complete (cfg: Config): Config {
 function normalizeToolHost (host: string): string {
   // IPv6 literals are kept without brackets, as node:net and BlockList expect them.
   return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1).toLowerCase() : normalizeHostName(host)
-}
-
-/** The placeholder the agent sends sits where the real credential will go; a query parameter is replaced in place. */
-function defaultStrip (inject: ToolConfig['inject']): string[] {
-  if (inject.header !== undefined) return [inject.header]
-  if (inject.basic !== undefined) return ['Authorization']
-  return []
 }
 
 function deepFreeze<T> (value: T): Readonly<T> {

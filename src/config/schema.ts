@@ -197,3 +197,13 @@ export type ClientCredentialsIssuerConfig = z.output<typeof clientCredentialsIss
 export type TokenExchangeIssuerConfig = z.output<typeof tokenExchangeIssuer>
 export type FileIssuerConfig = z.output<typeof fileIssuer>
 export type ExecIssuerConfig = z.output<typeof execIssuer>
+
+/**
+ * The `strip` default: the placeholder the agent sends sits where the real credential will go (a query parameter
+ * is replaced in place, so nothing to strip). The loader fills it in, so the proxy never computes it.
+ */
+export function defaultStrip (inject: ToolConfig['inject']): string[] {
+  if (inject.header !== undefined) return [inject.header]
+  if (inject.basic !== undefined) return ['Authorization']
+  return []
+}

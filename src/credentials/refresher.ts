@@ -13,10 +13,10 @@ export const MAX_REFRESH_LEAD_MS = 5 * 60_000
 /** How many rejected credential ids a slot remembers having force-refreshed for (bounded: ids only ever grow). */
 const FORCED_MEMORY = 16
 
-/** Why a credential was fetched; the `reason` of `credential.issued`. */
 /** After a refresh forced by a 401, further 401s pass through for this long instead of forcing another. */
 export const REJECTED_COOLDOWN_MS = 10_000
 
+/** Why a credential was fetched; the `reason` of `credential.issued`. */
 export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed'
 
 export type RefreshOutcome =

@@ -19,12 +19,6 @@ const RESPONSE_HOP_BY_HOP = new Set([
   'te', 'trailer', 'transfer-encoding', 'upgrade',
 ])
 
-export interface RequestHeaderFacts {
-  /** Every `Host` header value; RELIABILITY A6 refuses more than one. */
-  hostCount: number
-  host: string | undefined
-}
-
 /**
  * Validates the agent's raw header list in one pass: refuses a second Host (A6) and header names with
  * underscores (C6, Envoy's REJECT_REQUEST), which some upstreams would read as dashes.

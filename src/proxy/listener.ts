@@ -44,16 +44,20 @@ export class ProxyListener {
   readonly #born = new WeakMap<object, number>()
   readonly #heapUsedRatio: () => number
   #nextId = 0
+  #draining = false
 
   constructor (runtime: () => Runtime, opts: ListenerOptions = {}) {
     this.#runtime = runtime
     this.#heapUsedRatio = opts.heapUsedRatio ?? heapUsedRatio
     const limits = runtime().config.limits
-    this.#handler = new RequestHandler(runtime, () => `${this.#idPrefix}-${(++this.#nextId).toString(36)}`)
+    this.#handler = new RequestHandler(runtime, () => this.nextRequestId())
     this.#outer = makeServer(limits, (req, res) => { this.#onRequest(req, res).catch((err) => this.#crashed(res, err)) })
     this.#outer.maxConnections = limits.max_connections
     this.#outer.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => { void this.#onConnect(req, socket, head) })
     this.#inner = makeServer(limits, (req, res) => { this.#onTunnelRequest(req, res).catch((err) => this.#crashed(res, err)) })
+    // Node starts tracking connections (headers/request timeouts, closeIdleConnections) on 'listening'; the inner
+    // server never listens, so without this a slowloris inside an intercepted tunnel would only meet the idle timeout.
+    this.#inner.emit('listening')
     const born = (socket: Socket): void => { if (!this.#born.has(socket)) this.#born.set(socket, Date.now()) }
     this.#outer.on('connection', born)
     this.#inner.on('connection', born)
@@ -73,21 +77,30 @@ export class ProxyListener {
     return listen(this.#outer, host, port)
   }
 
-  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts what is left. */
+  /**
+   * Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts what is left. While draining,
+   * every response is a connection's last, and connections (intercepted tunnels included) are closed as soon as
+   * they are idle.
+   */
   async close (graceMs: number): Promise<void> {
+    this.#draining = true
     const closed = new Promise<void>((resolve) => this.#outer.close(() => resolve()))
-    this.#outer.closeIdleConnections()
-    this.#inner.closeIdleConnections()
+    this.#inner.close(() => {})
     this.#h2.close()
+    const closeIdle = (): void => {
+      this.#outer.closeIdleConnections()
+      this.#inner.closeIdleConnections()
+    }
+    closeIdle()
+    const sweep = setInterval(closeIdle, 100)
     const timer = setTimeout(() => {
       this.#outer.closeAllConnections()
       this.#inner.closeAllConnections()
       for (const s of this.#tunnels) s.destroy()
     }, graceMs)
     timer.unref()
-    // Idle tunnels hold no request: close them now; busy ones end when their last response does.
-    for (const s of this.#tunnels) if (!s.readableFlowing) s.destroy()
     await closed
+    clearInterval(sweep)
     clearTimeout(timer)
   }
 
@@ -112,7 +125,7 @@ export class ProxyListener {
       return false
     }
     const born = this.#born.get(req.socket)
-    if (!h2 && born !== undefined && Date.now() - born >= limits.max_connection_lifetime) res.shouldKeepAlive = false
+    if (!h2 && (this.#draining || (born !== undefined && Date.now() - born >= limits.max_connection_lifetime))) res.shouldKeepAlive = false
     return true
   }
 

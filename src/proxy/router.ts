@@ -1,4 +1,4 @@
-import type { ToolConfig } from '../config/schema.js'
+import { defaultStrip, type ToolConfig } from '../config/schema.js'
 
 /**
  * Tool matching, kept apart from transport (as mockttp keeps matchers apart from its server).
@@ -16,7 +16,7 @@ export interface Tool {
   readonly port: number
   readonly pathPrefix: string
   readonly methods: ReadonlySet<string> | undefined
-  /** The injected header, lower-cased; undefined for query and basic injection. */
+  /** The headers stripped from the agent's request (config `strip`, filled by the loader), lower-cased. */
   readonly stripSet: ReadonlySet<string>
 }
 
@@ -48,7 +48,7 @@ export class Router {
         port: config.match.port ?? 443,
         pathPrefix: config.match.path_prefix ?? '/',
         methods: config.match.methods === undefined ? undefined : new Set(config.match.methods),
-        stripSet: new Set((config.strip ?? defaultStrip(config)).map((h) => h.toLowerCase())),
+        stripSet: new Set((config.strip ?? defaultStrip(config.inject)).map((h) => h.toLowerCase())),
       }
       all.set(name, tool)
       ports.add(tool.port)
@@ -86,7 +86,7 @@ export class Router {
     return NONE
   }
 
-  /** Why a request matched or not, for `sidekey check --explain` style diagnostics and tests. */
+  /** Why a request matched or not, in words: for diagnostics (mockttp-style matchers that explain themselves). */
   explain (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): string {
     const r = this.match(scheme, host, port, path, method)
     if (r.kind === 'tool') return `tool ${r.tool.name}: ${r.upstreamScheme}://${host}:${r.upstreamPort}${r.tool.pathPrefix}`
@@ -117,10 +117,4 @@ function pathMatches (prefix: string, path: string): boolean {
     return prefix.endsWith('/') && path === prefix.slice(0, -1)
   }
   return prefix.endsWith('/') || path.length === prefix.length || '/?'.includes(path[prefix.length]!)
-}
-
-export function defaultStrip (config: Readonly<ToolConfig>): string[] {
-  if (config.inject.header !== undefined) return [config.inject.header]
-  if (config.inject.basic !== undefined) return ['Authorization']
-  return []
 }

@@ -101,10 +101,13 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
     sendRawError(socket, e, requestId)
     upstream.destroy()
   }
-  upstream.once('timeout', () => fail(new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { status: 504 })))
+  const connectTimeout = (): void => fail(new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { status: 504 }))
+  upstream.once('timeout', connectTimeout)
   upstream.once('error', fail)
   upstream.once('connect', () => {
+    // From here on the tunnel is the agent's byte stream: no HTTP answer may be written into it.
     upstream.off('error', fail)
+    upstream.off('timeout', connectTimeout)
     // A name may resolve to this machine: judge the address actually dialled, before a byte is written (B7).
     if (rt.ownPorts.has(upstream.remotePort ?? 0) && isOwnAddress(upstream.remoteAddress ?? '')) {
       onDenied('self')

@@ -1,0 +1,67 @@
+import t from 'tap'
+import { connect as netConnect } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { once } from 'node:events'
+import { request, ProxyAgent } from 'undici'
+import { echo, startUpstream, upstreamPki } from '../helpers/upstream.js'
+import { startSidekey } from '../helpers/sidekey.js'
+
+/** SIGTERM's drain and the header timeout hold inside intercepted TLS tunnels, not only on the listener itself. */
+const pki = await upstreamPki()
+let release: (() => void) | undefined
+const up = await startUpstream({
+  tls: await pki.cert('api.tool.test'),
+  handler: (req, res, seen) => {
+    if (req.url === '/slow') { release = () => echo(req, res, seen); return }
+    echo(req, res, seen)
+  },
+})
+t.teardown(() => up.close())
+const yaml = `
+instance_id: drain-1
+ca: { dir: {{CA_DIR}} }
+upstream_ca_file: ${pki.caFile}
+resolve: { api.tool.test: 127.0.0.1 }
+limits: { headers_timeout: 1s }
+issuers: { local: { type: local_jwt } }
+tools:
+  api: { match: { host: api.tool.test, port: ${up.port} }, issuer: local }
+`
+
+t.test('a slowloris inside an intercepted tunnel is cut by headers_timeout, not left to the idle timeout', async (t) => {
+  const sk = await startSidekey(t, yaml)
+  const raw = netConnect(sk.proxyPort, '127.0.0.1')
+  raw.write(`CONNECT api.tool.test:${up.port} HTTP/1.1\r\nHost: api.tool.test:${up.port}\r\n\r\n`)
+  await once(raw, 'data')
+  const tls = tlsConnect({ socket: raw, servername: 'api.tool.test', ca: readFileSync(join(sk.caDir, 'ca.pem')) })
+  await once(tls, 'secureConnect')
+  tls.write('GET / HTTP/1.1\r\nHost: api.tool.test\r\nX-Slow: ')
+  let answer = ''
+  tls.on('data', (c: Buffer) => { answer += c.toString() })
+  const closed = once(tls, 'close')
+  const bound = setTimeout(() => tls.destroy(new Error('not reaped')), 8000)
+  await closed
+  clearTimeout(bound)
+  t.match(answer, /^HTTP\/1\.1 408/, 'answered 408 and closed')
+  t.equal(up.seen.length, 0, 'nothing reached the tool')
+})
+
+t.test('close() drains a request in flight inside an intercepted TLS tunnel, then stops', async (t) => {
+  const sk = await startSidekey(t, yaml)
+  const agent = new ProxyAgent({ uri: sk.proxyUrl, requestTls: { ca: readFileSync(join(sk.caDir, 'ca.pem'), 'utf8') } })
+  t.teardown(() => agent.close())
+  const warm = await request(`https://api.tool.test:${up.port}/warm`, { dispatcher: agent })
+  await warm.body.dump()
+  const inFlight = request(`https://api.tool.test:${up.port}/slow`, { dispatcher: agent }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }))
+  while (release === undefined) await new Promise((resolve) => setTimeout(resolve, 10))
+  const closing = sk.app.close()
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  release()
+  const res = await inFlight
+  t.equal(res.status, 200, 'the request in flight completed')
+  t.match(JSON.parse(res.body), { url: '/slow' })
+  await closing
+  t.pass('close() resolved once the tunnel was done')
+})
