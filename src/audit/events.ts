@@ -57,7 +57,7 @@ export interface CredentialUsed {
   overhead_ms?: number
   /** True when the request was replayed after a 401 and a forced refresh. */
   replayed?: boolean
-  bytes_in?: number
+  /** Response body bytes relayed to the agent. */
   bytes_out?: number
   /** Absolute-form request whose Host header named another authority than its URL; the URL's was used (RELIABILITY A5). */
   host_mismatch?: boolean

@@ -9,7 +9,6 @@ import { SidekeyError } from '../errors.js'
  */
 const ERROR_NAMES: Record<string, string> = {
   SIDEKEY_BAD_REQUEST: 'bad_request',
-  SIDEKEY_HOST_MISMATCH: 'host_mismatch',
   SIDEKEY_MISDIRECTED: 'misdirected_request',
   SIDEKEY_EGRESS_DENIED: 'egress_denied',
   SIDEKEY_METHOD_DENIED: 'method_denied',

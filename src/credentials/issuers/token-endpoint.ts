@@ -4,11 +4,11 @@ import type { IssuedCredential, IssuerDeps } from '../issuer.js'
 import type { ClientAuth } from './client-auth.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, usableToken } from './token-value.js'
 import { errorCode } from './watched-file.js'
+import { RETRY_AFTER_MAX_MS } from '../backoff.js'
 
 /** Lifetime assumed when a response has neither `expires_in` nor a JWT `exp` (RFC 6749 §5.1 leaves it open). */
 export const DEFAULT_LIFETIME_MS = 3_600_000
 /** A Retry-After longer than this is read as this. */
-export const MAX_RETRY_AFTER_MS = 3_600_000
 
 export type AudienceParam = 'resource' | 'audience' | 'both' | 'none'
 
@@ -146,7 +146,7 @@ export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string
 
 /**
  * Retry-After as milliseconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), clamped to
- * [0, MAX_RETRY_AFTER_MS]; undefined when absent or malformed. An HTTP-date is wall-clock time, so it is read
+ * [0, RETRY_AFTER_MAX_MS]; undefined when absent or malformed. An HTTP-date is wall-clock time, so it is read
  * against `now` (default Date.now()), not the injectable Clock.
  */
 export function parseRetryAfter (value: string | string[] | undefined, now = Date.now()): number | undefined {
@@ -161,7 +161,7 @@ export function parseRetryAfter (value: string | string[] | undefined, now = Dat
     if (Number.isNaN(at)) return undefined
     ms = at - now
   }
-  return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS)
+  return Math.min(Math.max(ms, 0), RETRY_AFTER_MAX_MS)
 }
 
 /** Adds the tool's audience as RFC 8707 `resource` and/or `audience` (Auth0, RFC 8693). */
