@@ -149,20 +149,25 @@ export class RequestHandler {
     const method = req.method ?? 'GET'
     let release: (() => void) | undefined
     try {
+      // The ports a pass-through may reach: the plain-HTTP default, and what CONNECT may reach (RELIABILITY B1).
+      if (target.port !== 80 && !rt.config.egress.connect_ports.includes(target.port) && !rt.router.ports.has(target.port)) {
+        throw egressDenied('port not allowed', 'port')
+      }
       checkAddress(target.host, rt.resolver)
-      release = this.#inFlight.acquire(`http://${formatAuthority(target.host, target.port, 80)}`, inFlightCap(rt))
-      if (isSelf(rt, target.host, target.port)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
-      const authority = formatAuthority(target.host, target.port, 80)
+      release = this.#inFlight.acquire(`${target.scheme}://${formatAuthority(target.host, target.port, defaultPort(target.scheme))}`, inFlightCap(rt))
+      if (isSelf(rt, target.host, target.port)) throw egressDenied('destination is sidekey itself', 'self')
+      const authority = formatAuthority(target.host, target.port, defaultPort(target.scheme))
       const { headers } = upstreamHeaders(req.rawHeaders, undefined, authority)
       const body = await requestBody(req, 0)
       if (body.contentLength !== undefined) headers.push('content-length', body.contentLength)
-      const origin = await passThroughOrigin(rt, target.host, target.port)
+      const origin = await passThroughOrigin(rt, target.scheme, target.host, target.port)
       const response = await rt.upstream.request({ origin, path, method, headers, body: body.kept ?? body.stream ?? null })
       res.writeHead(response.statusCode, downstreamHeaders(response.headers))
       await pipeline(response.body, res)
     } catch (err) {
       const status = this.#fail(res, err, requestId)
-      if (status === 403) rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'private_address', client, method, request_id: requestId })
+      const reason = err instanceof SidekeyError ? err.details.reason : undefined
+      if (status === 403) rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: typeof reason === 'string' ? reason : 'private_address', client, method, request_id: requestId })
     } finally {
       release?.()
     }
@@ -283,9 +288,18 @@ function isSelf (rt: Runtime, host: string, port: number): boolean {
  * Where a pass-through request dials. A name on one of sidekey's own ports is resolved here, once, and the checked
  * address is dialled, so a name pointing at this machine cannot loop back into the proxy or reach the admin port.
  */
-async function passThroughOrigin (rt: Runtime, host: string, port: number): Promise<string> {
-  if (!rt.ownPorts.has(port) || isIP(host) !== 0 || rt.resolver.pins[host] !== undefined) return `http://${formatAuthority(host, port, 80)}`
+async function passThroughOrigin (rt: Runtime, scheme: 'http' | 'https', host: string, port: number): Promise<string> {
+  if (!rt.ownPorts.has(port) || isIP(host) !== 0 || rt.resolver.pins[host] !== undefined) return `${scheme}://${formatAuthority(host, port, defaultPort(scheme))}`
   const address = await resolveChecked(host, rt.lookup)
-  if (isOwnAddress(address)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
-  return `http://${formatAuthority(address, port, 80)}`
+  if (isOwnAddress(address)) throw egressDenied('destination is sidekey itself', 'self')
+  return `${scheme}://${formatAuthority(address, port, defaultPort(scheme))}`
+}
+
+function defaultPort (scheme: 'http' | 'https'): number {
+  return scheme === 'https' ? 443 : 80
+}
+
+/** A refused pass-through; `reason` is the audit's (and the agent may see it: it names no secret). */
+function egressDenied (message: string, reason: 'port' | 'self'): SidekeyError {
+  return new SidekeyError('SIDEKEY_EGRESS_DENIED', message, { status: 403, details: { reason } })
 }
