@@ -172,10 +172,11 @@ interface RuntimeDeps {
 async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promise<Runtime> {
   const resolver: ResolverOptions = { pins: config.resolve, blockPrivate: config.egress.block_private, ...(deps.dns === undefined ? {} : { dns: deps.dns }) }
   const lookup = createLookup(resolver)
-  const upstream = createUpstream(config, lookup)
+  const router = new Router(config.tools)
+  const upstream = createUpstream(config, lookup, router)
   const credentials = CredentialManager.create(config, { clock: deps.clock, audit: deps.audit, dispatcher: upstream, ...(deps.previous === undefined ? {} : { previous: deps.previous }) })
   await credentials.start()
-  return { config, router: new Router(config.tools), credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts }
+  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts }
 }
 
 /** Lets a replaced runtime's requests finish, then frees its pools and timers. */

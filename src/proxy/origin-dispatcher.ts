@@ -1,5 +1,5 @@
 import { Dispatcher } from 'undici'
-import type { ToolConfig } from '../config/schema.js'
+import type { Router, Tool } from './router.js'
 
 /**
  * Sends each request to one of two undici Agents: `h2` (ALPN offers h2 and http/1.1) for the origins of tools
@@ -50,12 +50,9 @@ export class OriginDispatcher extends Dispatcher {
  * one `http2: false` wins: the opt-out exists for upstreams whose h2 is broken. Returns undefined when no tool
  * allows h2, so the caller can skip the second Agent.
  */
-export function h2Origins (tools: Readonly<Record<string, Readonly<ToolConfig>>>): ((origin: string) => boolean) | undefined {
-  const rules = Object.values(tools).filter((t) => !t.plaintext).map((t) => {
-    const host = t.match.host.toLowerCase().replace(/\.$/, '')
-    return { wildcard: host.startsWith('*.'), host: host.startsWith('*.') ? host.slice(1) : host, port: t.match.port ?? 443, h2: t.http2 }
-  })
-  if (!rules.some((r) => r.h2)) return undefined
+export function h2Origins (router: Router): ((origin: string) => boolean) | undefined {
+  const tls = (t: Tool): boolean => !t.config.plaintext
+  if (![...router.tools.values()].some((t) => tls(t) && t.config.http2)) return undefined
   const cache = new Map<string, boolean>()
   return (origin) => {
     const known = cache.get(origin)
@@ -65,10 +62,9 @@ export function h2Origins (tools: Readonly<Record<string, Readonly<ToolConfig>>>
       let url: URL | undefined
       try { url = new URL(origin) } catch { url = undefined }
       if (url !== undefined) {
-        const host = url.hostname.replace(/\.$/, '')
         const port = url.port === '' ? 443 : Number(url.port)
-        const matching = rules.filter((r) => r.port === port && (r.wildcard ? host.length > r.host.length && host.endsWith(r.host) : host === r.host))
-        answer = matching.length > 0 && matching.every((r) => r.h2)
+        const matching = router.candidates(url.hostname.replace(/\.$/, '')).filter((t) => tls(t) && t.port === port)
+        answer = matching.length > 0 && matching.every((t) => t.config.http2)
       }
     }
     // Bounded: origins come from tool matches, but wildcard tools could name many hosts.

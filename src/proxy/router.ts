@@ -68,7 +68,7 @@ export class Router {
 
   /** True when some tool owns (host, port) on any path: a CONNECT there is intercepted. */
   ownsHost (host: string, port: number): boolean {
-    return this.#candidates(host).some((t) => portMatches(t, 'https', port) || portMatches(t, 'http', port))
+    return this.candidates(host).some((t) => portMatches(t, 'https', port) || portMatches(t, 'http', port))
   }
 
   /**
@@ -76,7 +76,7 @@ export class Router {
    * (dot segments resolved) so that a prefix cannot be escaped with `..`.
    */
   match (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): Route {
-    for (const tool of this.#candidates(host)) {
+    for (const tool of this.candidates(host)) {
       if (!portMatches(tool, scheme, port)) continue
       if (!pathMatches(tool.pathPrefix, path)) continue
       if (tool.methods !== undefined && !tool.methods.has(method)) return { kind: 'method_denied', tool }
@@ -91,12 +91,13 @@ export class Router {
     const r = this.match(scheme, host, port, path, method)
     if (r.kind === 'tool') return `tool ${r.tool.name}: ${r.upstreamScheme}://${host}:${r.upstreamPort}${r.tool.pathPrefix}`
     if (r.kind === 'method_denied') return `tool ${r.tool.name} does not allow ${method}`
-    const hosts = this.#candidates(host)
+    const hosts = this.candidates(host)
     if (hosts.length === 0) return `no tool for host ${host}`
     return `no tool for ${scheme}://${host}:${port}${path} (tools on this host: ${hosts.map((t) => `${t.name} port ${t.port} prefix ${t.pathPrefix}`).join(', ')})`
   }
 
-  #candidates (host: string): Tool[] {
+  /** Every tool whose host (exact, or a `*.suffix` wildcard) covers `host`, on any port or path. */
+  candidates (host: string): Tool[] {
     const exact = this.#exact.get(host)
     const wild = this.#wildcards.filter((t) => host.length > t.host.length && host.endsWith(t.host))
     if (exact === undefined) return wild

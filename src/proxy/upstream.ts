@@ -6,13 +6,14 @@ import { Agent, type Dispatcher } from 'undici'
 import type { Config } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { h2Origins, OriginDispatcher } from './origin-dispatcher.js'
+import type { Router } from './router.js'
 
 /**
  * The upstream client: one undici Agent, which keeps a keep-alive pool per origin (scheme, host, port; the SNI
  * is the host). It connects through the checked `lookup`, so pins and SSRF checks apply to every dial, and
  * verifies upstream TLS against the system roots plus `upstream_ca_file` (RELIABILITY A11).
  */
-export function createUpstream (config: Readonly<Config>, lookup: LookupFunction): Dispatcher {
+export function createUpstream (config: Readonly<Config>, lookup: LookupFunction, router: Router): Dispatcher {
   const limits = config.limits
   // One secure context for every dial: given `ca`, each new TLS connection would parse the ~140 system roots again
   // (about 4 ms of CPU per upstream connection in the bench).
@@ -32,7 +33,7 @@ export function createUpstream (config: Readonly<Config>, lookup: LookupFunction
       ...ca,
     },
   })
-  const wantsH2 = h2Origins(config.tools)
+  const wantsH2 = h2Origins(router)
   return wantsH2 === undefined ? agent(false) : new OriginDispatcher(agent(false), agent(true), wantsH2)
 }
 
