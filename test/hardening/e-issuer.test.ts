@@ -36,7 +36,9 @@ async function idp (t: Test, expiresIn: number): Promise<{ url: string, calls: (
 }
 
 t.test('E1: an issuer outage while the token is valid changes nothing; past expiry the tool fails closed with 503', async (t) => {
-  const issuer = await idp(t, 600)
+  // A one-hour token leaves far more fake time than the three outage steps can use (each ends by the 120 s backoff cap).
+  const lifetimeMs = 3_600_000
+  const issuer = await idp(t, lifetimeMs / 1000)
   const up = await startRawUpstream()
   t.teardown(() => up.close())
   const clock = new FakeClock(Date.now())
@@ -52,34 +54,45 @@ tools: { api: { match: { host: api.tool.test, port: ${up.port} }, issuer: idp, p
     const r = await raw(sk.proxyPort, `GET http://api.tool.test:${up.port}/ HTTP/1.1\r\nHost: api.tool.test\r\n\r\n`, { until: completeResponse })
     return { status: r.status, auth: up.requests.length > before ? headerValues(up.requests.at(-1)!, 'authorization')[0] : undefined, text: r.text }
   }
+  const failures = (): number => sk.log.events('credential.refresh_failed').length
+  const issuedAt = clock.now()
   const first = await get()
   t.equal(first.status, 200)
-  // The scheduled refresh (half the 600 s lifetime, with jitter) and its retries meet a 500, a 429, then a dead socket.
-  const steps: Array<[Mode, number]> = [['error500', 340_000], ['error429', 5_000], ['down', 10_000]]
+  // The scheduled refresh (half the lifetime, ±10 %) and its retries meet a 500, a 429, then a dead socket.
+  const steps: Array<[Mode, number]> = [['error500', lifetimeMs * 0.56], ['error429', 5_000], ['down', 10_000]]
   for (const [mode, ms] of steps) {
     issuer.set(mode)
-    const failedBefore = sk.log.events('credential.refresh_failed').length
+    const failedBefore = failures()
     await clock.advance(ms)
-    for (let i = 0; i < 50 && sk.log.events('credential.refresh_failed').length === failedBefore; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20)) // the issuer call is real I/O: let it land
-      await clock.advance(1_000)
+    // The issuer call is real I/O: give it real time to land, and move fake time on (past the next backoff retry)
+    // only while nothing has failed yet. Bounded by a real-time deadline, not by a count that a slow machine beats.
+    const deadline = Date.now() + 30_000
+    while (failures() === failedBefore && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 25))
+      if (failures() === failedBefore) await clock.advance(1_000)
     }
-    t.ok(sk.log.events('credential.refresh_failed').length > failedBefore, `${mode}: the failure is audited`)
+    t.ok(failures() > failedBefore, `${mode}: the failure is audited`)
+    t.ok(clock.now() < issuedAt + lifetimeMs - 30_000, `${mode}: the token is still valid (test budget)`)
     const r = await get()
     t.equal(r.status, 200, `${mode}: still served`)
     t.equal(r.auth, first.auth, `${mode}: with the cached token`)
   }
-  // Past expiry (less the skew margin): no token, so no request goes out.
-  await clock.advance(300_000)
+  // Past expiry (less the 30 s skew margin): no token, so no request goes out.
+  await clock.advance(issuedAt + lifetimeMs - 30_000 - clock.now() + 1)
   const before = up.requests.length
   const closed = await get()
   t.equal(closed.status, 503)
   t.match(closed.text, /\r\nretry-after: \d+\r\n/i)
   t.match(closed.text, /"error":"credential_unavailable"/)
   t.equal(up.requests.length, before, 'nothing was sent without a credential')
-  // The issuer comes back: the next retry fetches, and the tool is served again.
+  // The issuer comes back: the next retry (at most the 120 s cap away) fetches, and the tool is served again.
   issuer.set('ok')
+  const issuedBefore = sk.log.events('credential.issued').length
   await clock.advance(130_000)
+  const deadline = Date.now() + 30_000
+  while (sk.log.events('credential.issued').length === issuedBefore && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 25)) // the fetch is real I/O: let it land
+  }
   t.equal((await get()).status, 200)
 })
 
