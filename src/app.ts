@@ -1,4 +1,3 @@
-import 'reflect-metadata'
 import { readFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import type { lookup as dnsLookup } from 'node:dns'

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import 'reflect-metadata'
 import { parseArgs } from 'node:util'
 import { Sidekey, caConstraints } from './app.js'
 import { ConfigError, formatProblems, loadConfigFile } from './config/load.js'

@@ -1,14 +1,18 @@
-import { X509Certificate as NodeX509Certificate, createPrivateKey, createPublicKey, randomBytes } from 'node:crypto'
+import { X509Certificate, createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto'
 import type { Stats } from 'node:fs'
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SidekeyError } from '../errors.js'
 import { type Clock, systemClock } from '../util/clock.js'
 import { writeFileAtomic } from './atomic-write.js'
-import { certificateSubject, toPem } from './der.js'
-import { leafCertificate, leafTbs } from './leaf.js'
+import { basicConstraintsCa, type CertificateFields, certificateFields, findExtension, OCTET_STRING, tlvContents, toPem } from './der.js'
+import { leafCertificate, leafSharedExtensions, leafTbs } from './leaf.js'
 import { assertLeafHost, encodeNameConstraints, normaliseConstraints, permits } from './names.js'
-import { type CryptoKey, subtle, x509 } from './x509.js'
+
+// Loading a CA and minting leaves use only node:crypto. @peculiar/x509 (with reflect-metadata, tsyringe and the
+// asn1 schema packages: ≈ 23 MB of RSS) is imported in createMaterial alone, when a CA has to be made.
+const subtle = webcrypto.subtle
+type CryptoKey = webcrypto.CryptoKey
 
 /** The trust anchor agents install (public). */
 export const CA_CERT_FILE = 'ca.pem'
@@ -20,7 +24,9 @@ export const CA_KEY_FILE = 'ca-key.pem'
 const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const
 const MINUTE = 60_000
 const DAY = 86_400_000
-const OID_NAME_CONSTRAINTS = '2.5.29.30'
+const OID_NAME_CONSTRAINTS = Uint8Array.of(0x55, 0x1d, 0x1e)
+const OID_BASIC_CONSTRAINTS = Uint8Array.of(0x55, 0x1d, 0x13)
+const OID_SKI = Uint8Array.of(0x55, 0x1d, 0x0e)
 const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const
 
 export interface LeafCertificate {
@@ -108,10 +114,23 @@ export async function loadOrCreateCa (opts: LoadOrCreateCaOptions): Promise<Cert
 
 /** What a CA is made of once loaded; the key stays inside LocalCa after construction. */
 interface Material {
-  anchor: x509.X509Certificate
+  anchor: CaCertificate
   /** The certificate whose key signs leaves: the intermediate, or the anchor itself for a single-tier CA. */
-  issuer: x509.X509Certificate
+  issuer: CaCertificate
   signingKey: CryptoKey
+}
+
+/** One CA certificate as read from its file: node's parse, its DER, and the few fields sidekey checks. */
+interface CaCertificate {
+  cert: X509Certificate
+  der: Uint8Array
+  fields: CertificateFields
+  /** basicConstraints cA is true. */
+  isCa: boolean
+  /** The subjectKeyIdentifier's key id, if it has one. */
+  keyId: Uint8Array | undefined
+  /** The nameConstraints extension's value, if any. */
+  nameConstraints: Buffer | undefined
 }
 
 interface Paths { dir: string, cert: string, issuer: string, key: string }
@@ -134,20 +153,14 @@ class LocalCa implements CertificateAuthority {
     this.certPem = pem(m.anchor)
     this.certPath = certPath
     this.chainPem = m.issuer === m.anchor ? '' : pem(m.issuer)
-    this.fingerprint256 = new NodeX509Certificate(this.certPem).fingerprint256
+    this.fingerprint256 = m.anchor.cert.fingerprint256
     this.notAfter = new Date(notAfterMs(m))
     this.nameConstraints = constraints === undefined ? undefined : Object.freeze([...constraints])
     this.origin = origin
     this.#signingKey = m.signingKey
-    this.#issuerName = certificateSubject(new Uint8Array(m.issuer.rawData))
+    this.#issuerName = m.issuer.fields.subject
     this.#clock = clock
-    const issuerSki = m.issuer.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId
-    this.#leafExtensions = [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
-      ...(issuerSki === undefined ? [] : [new x509.AuthorityKeyIdentifierExtension(issuerSki, false)]),
-    ].map((ext) => new Uint8Array(ext.rawData))
+    this.#leafExtensions = leafSharedExtensions(m.issuer.keyId)
   }
 
   permits (host: string): boolean {
@@ -176,8 +189,8 @@ class LocalCa implements CertificateAuthority {
   }
 }
 
-function pem (cert: x509.X509Certificate): string {
-  return cert.toString('pem') + '\n'
+function pem (cert: CaCertificate): string {
+  return toPem('CERTIFICATE', cert.der)
 }
 
 /** 16 random bytes, positive, with no leading zero byte to trim (so always 16 bytes in DER). */
@@ -188,17 +201,12 @@ function randomSerial (): Buffer {
 }
 
 function notAfterMs (m: Material): number {
-  return Math.min(m.anchor.notAfter.getTime(), m.issuer.notAfter.getTime())
-}
-
-function ncValue (cert: x509.X509Certificate): Buffer | undefined {
-  const ext = cert.getExtension(OID_NAME_CONSTRAINTS)
-  return ext === null ? undefined : Buffer.from(ext.value)
+  return Math.min(m.anchor.fields.notAfter.getTime(), m.issuer.fields.notAfter.getTime())
 }
 
 function sameConstraints (m: Material, wanted: Buffer | undefined): boolean {
   const same = (have: Buffer | undefined): boolean => have === undefined || wanted === undefined ? have === wanted : have.equals(wanted)
-  return same(ncValue(m.anchor)) && same(ncValue(m.issuer))
+  return same(m.anchor.nameConstraints) && same(m.issuer.nameConstraints)
 }
 
 function fail (message: string, cause?: unknown): SidekeyError {
@@ -229,9 +237,24 @@ async function readIfPresent (path: string): Promise<Buffer | undefined> {
   }
 }
 
-function parseCert (data: Buffer, path: string): x509.X509Certificate {
+function parseCert (data: Buffer, path: string): CaCertificate {
   try {
-    return new x509.X509Certificate(data.toString('latin1'))
+    // PEM only (node would also take DER): the file is documented, and handed to agents, as PEM.
+    if (!data.includes('-----BEGIN CERTIFICATE-----')) throw new Error('not PEM')
+    const cert = new X509Certificate(data)
+    const der = new Uint8Array(cert.raw)
+    const fields = certificateFields(der)
+    const bc = findExtension(fields, OID_BASIC_CONSTRAINTS)
+    const ski = findExtension(fields, OID_SKI)
+    const nc = findExtension(fields, OID_NAME_CONSTRAINTS)
+    return {
+      cert,
+      der,
+      fields,
+      isCa: bc !== undefined && basicConstraintsCa(bc.value),
+      keyId: ski === undefined ? undefined : tlvContents(ski.value, OCTET_STRING),
+      nameConstraints: nc === undefined ? undefined : Buffer.from(nc.value),
+    }
   } catch {
     throw fail(`${path} is not a PEM certificate`)
   }
@@ -246,8 +269,8 @@ async function loadMaterial (paths: Paths): Promise<Material | undefined> {
   const issuer = issuerData === undefined ? anchor : parseCert(issuerData, paths.issuer)
   const issuerPath = issuerData === undefined ? paths.cert : paths.issuer
 
-  if (issuer.getExtension(x509.BasicConstraintsExtension)?.ca !== true) throw fail(`${issuerPath} is not a CA certificate`)
-  if (issuer !== anchor && !(await issuer.verify({ publicKey: anchor.publicKey, signatureOnly: true }))) {
+  if (!issuer.isCa) throw fail(`${issuerPath} is not a CA certificate`)
+  if (issuer !== anchor && !issuer.cert.verify(anchor.cert.publicKey)) {
     throw fail(`${paths.issuer} is not signed by ${paths.cert}`)
   }
 
@@ -272,13 +295,13 @@ async function loadMaterial (paths: Paths): Promise<Material | undefined> {
   }
 }
 
-async function importSigningKey (keyData: Buffer, issuer: x509.X509Certificate, keyPath: string, certPath: string): Promise<CryptoKey> {
+async function importSigningKey (keyData: Buffer, issuer: CaCertificate, keyPath: string, certPath: string): Promise<CryptoKey> {
   let pkcs8: Buffer
   try {
     const key = createPrivateKey({ key: keyData, format: 'pem' })
     if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error('not P-256')
     const pub = createPublicKey(key).export({ type: 'spki', format: 'der' })
-    if (!pub.equals(Buffer.from(issuer.publicKey.rawData))) {
+    if (!pub.equals(issuer.fields.spki)) {
       throw fail(`${keyPath} does not match the certificate in ${certPath}`)
     }
     pkcs8 = key.export({ type: 'pkcs8', format: 'der' })
@@ -295,10 +318,12 @@ async function importSigningKey (keyData: Buffer, issuer: x509.X509Certificate, 
 }
 
 async function createMaterial (paths: Paths, validityMs: number, nameConstraints: Buffer | undefined, now: number): Promise<Material> {
+  // Loaded here, never at start-up: see the note at the top of this file.
+  const { x509 } = await import('./x509.js')
   const id = randomBytes(8).toString('hex')
   const notBefore = new Date(now - MINUTE)
   const notAfter = new Date(now - MINUTE + validityMs)
-  const nc = nameConstraints === undefined ? [] : [new x509.Extension(OID_NAME_CONSTRAINTS, true, nameConstraints)]
+  const nc = nameConstraints === undefined ? [] : [new x509.Extension('2.5.29.30' /* nameConstraints */, true, nameConstraints)]
   const caUsage = new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)
 
   // The anchor's key is never extractable and never leaves this function.
@@ -338,9 +363,16 @@ async function createMaterial (paths: Paths, validityMs: number, nameConstraints
   try {
     // ca.pem goes last: its presence means the set is complete.
     await write(paths.key, keyPem, 0o600)
-    await write(paths.issuer, pem(issuer), 0o644)
-    await write(paths.cert, pem(anchor), 0o644)
-    return { anchor, issuer, signingKey: await subtle.importKey('pkcs8', pkcs8, EC, false, ['sign']) }
+    const issuerPem = Buffer.from(toPem('CERTIFICATE', new Uint8Array(issuer.rawData)))
+    const anchorPem = Buffer.from(toPem('CERTIFICATE', new Uint8Array(anchor.rawData)))
+    await write(paths.issuer, issuerPem, 0o644)
+    await write(paths.cert, anchorPem, 0o644)
+    return {
+      // Read back as a loaded CA is, so both paths hold the same shape.
+      anchor: parseCert(anchorPem, paths.cert),
+      issuer: parseCert(issuerPem, paths.issuer),
+      signingKey: await subtle.importKey('pkcs8', pkcs8, EC, false, ['sign']),
+    }
   } finally {
     pkcs8.fill(0)
     keyPem.fill(0)

@@ -1,5 +1,6 @@
 /**
- * The few DER shapes sidekey writes by hand (SAN, nameConstraints). Hand-encoded because @peculiar/x509 has no
+ * The few DER shapes sidekey writes by hand (SAN, nameConstraints, leaves), and the few fields it reads from a
+ * loaded CA certificate (so loading needs no X.509 library). Hand-encoded because @peculiar/x509 has no
  * nameConstraints builder and its IP parser does not take IPv6 with an embedded IPv4 tail.
  */
 
@@ -37,6 +38,7 @@ export function ascii (s: string): Uint8Array {
   return new Uint8Array(Buffer.from(s, 'latin1'))
 }
 
+export const BOOLEAN = 0x01
 export const INTEGER = 0x02
 export const BIT_STRING = 0x03
 export const OCTET_STRING = 0x04
@@ -85,13 +87,86 @@ function readTlv (der: Uint8Array, at: number): Tlv {
   return { tag, start: at, valueStart, end }
 }
 
-/** The subject Name of a DER certificate, byte for byte (a leaf's issuer must match it exactly). */
-export function certificateSubject (certDer: Uint8Array): Uint8Array {
+/** An extension of a parsed certificate: extnValue is the contents of its OCTET STRING. */
+export interface CertificateExtension { oid: Uint8Array, critical: boolean, value: Uint8Array }
+
+/** The parts of a DER certificate sidekey reads when it loads a CA, each byte for byte as in the certificate. */
+export interface CertificateFields {
+  /** The subject Name (a leaf's issuer must match it exactly). */
+  subject: Uint8Array
+  notAfter: Date
+  /** The SubjectPublicKeyInfo. */
+  spki: Uint8Array
+  extensions: readonly CertificateExtension[]
+}
+
+/**
+ * Reads a certificate that OpenSSL has already parsed (node's X509Certificate), so only the shapes RFC 5280
+ * allows are expected; anything else throws a plain Error for the caller to wrap.
+ */
+export function certificateFields (certDer: Uint8Array): CertificateFields {
   const tbs = readTlv(certDer, readTlv(certDer, 0).valueStart)
-  let at = tbs.valueStart
-  let field = readTlv(certDer, at)
-  if (field.tag === 0xa0) field = readTlv(certDer, (at = field.end)) // optional [0] version
-  // serialNumber, signature, issuer, validity, then subject
-  for (let i = 0; i < 4; i++) field = readTlv(certDer, (at = field.end))
-  return certDer.slice(field.start, field.end)
+  const fields: Tlv[] = []
+  for (let at = tbs.valueStart; at < tbs.end;) {
+    const field = readTlv(certDer, at)
+    fields.push(field)
+    at = field.end
+  }
+  // An optional [0] version, then serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo.
+  const first = fields[0]?.tag === 0xa0 ? 1 : 0
+  const [validity, subject, spki] = [fields[first + 3], fields[first + 4], fields[first + 5]]
+  if (validity === undefined || subject === undefined || spki === undefined) throw new Error('truncated certificate')
+  const notAfter = readTlv(certDer, readTlv(certDer, validity.valueStart).end)
+  const extensions = fields.slice(first + 6).find((f) => f.tag === 0xa3)
+  return {
+    subject: certDer.slice(subject.start, subject.end),
+    notAfter: parseTime(notAfter.tag, Buffer.from(certDer.subarray(notAfter.valueStart, notAfter.end)).toString('latin1')),
+    spki: certDer.slice(spki.start, spki.end),
+    extensions: extensions === undefined ? [] : readExtensions(certDer, readTlv(certDer, extensions.valueStart)),
+  }
+}
+
+/** The first extension with this OID (content bytes of the OBJECT IDENTIFIER), if any. */
+export function findExtension (cert: CertificateFields, oid: Uint8Array): CertificateExtension | undefined {
+  return cert.extensions.find((e) => Buffer.from(e.oid).equals(oid))
+}
+
+/** The contents of the outermost TLV in `der` (e.g. the key id inside a subjectKeyIdentifier's OCTET STRING). */
+export function tlvContents (der: Uint8Array, tag: number): Uint8Array {
+  const t = readTlv(der, 0)
+  if (t.tag !== tag) throw new Error('unexpected DER tag')
+  return der.subarray(t.valueStart, t.end)
+}
+
+/** basicConstraints' cA flag: a BOOLEAN first in the SEQUENCE, absent meaning false (its DER default). */
+export function basicConstraintsCa (value: Uint8Array): boolean {
+  const seq = tlvContents(value, SEQUENCE)
+  return seq.length > 0 && seq[0] === BOOLEAN && tlvContents(seq, BOOLEAN)[0] !== 0
+}
+
+function readExtensions (der: Uint8Array, list: Tlv): CertificateExtension[] {
+  const out: CertificateExtension[] = []
+  for (let at = list.valueStart; at < list.end;) {
+    const ext = readTlv(der, at)
+    const oid = readTlv(der, ext.valueStart)
+    let next = readTlv(der, oid.end)
+    const critical = next.tag === BOOLEAN && der[next.valueStart] !== 0
+    if (next.tag === BOOLEAN) next = readTlv(der, next.end)
+    if (oid.tag !== OID || next.tag !== OCTET_STRING) throw new Error('malformed extension')
+    out.push({ oid: der.slice(oid.valueStart, oid.end), critical, value: der.slice(next.valueStart, next.end) })
+    at = ext.end
+  }
+  return out
+}
+
+/** UTCTime (years 1950-2049) or GeneralizedTime, in the UTC forms RFC 5280 allows (a fraction is tolerated). */
+function parseTime (tag: number, text: string): Date {
+  const m = tag === UTC_TIME
+    ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text)
+    : tag === GENERALIZED_TIME ? /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d+)?Z$/.exec(text) : null
+  if (m === null) throw new Error('unsupported time')
+  const n = m.slice(1, 7).map(Number) as [number, number, number, number, number, number]
+  const year = tag === UTC_TIME ? (n[0] < 50 ? 2000 : 1900) + n[0] : n[0]
+  const ms = m[7] === undefined ? 0 : Math.floor(Number(m[7]) * 1000)
+  return new Date(Date.UTC(year, n[1] - 1, n[2], n[3], n[4], n[5], ms))
 }

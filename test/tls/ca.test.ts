@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto'
 import { chmod, copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { CA_CERT_FILE, CA_ISSUER_FILE, CA_KEY_FILE, loadOrCreateCa } from '../../src/tls/ca.js'
 import { DAY, ManualClock, openssl, opensslVerify, tempDir } from './helpers.js'
 
@@ -10,6 +10,15 @@ const mode = async (path: string): Promise<number> => (await stat(path)).mode & 
 
 /** The base64 body of a PEM file: what would show if the key leaked anywhere. */
 const pemBody = (pem: string): string[] => pem.split('\n').filter((l) => l !== '' && !l.startsWith('-----'))
+
+/** An operator's own single-tier CA made with openssl in `dir` (key mode 0600), valid for `days`. */
+async function operatorCa (t: Test, dir: string, days: number): Promise<void> {
+  const made = await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', String(days),
+    '-keyout', join(dir, CA_KEY_FILE), '-out', join(dir, CA_CERT_FILE), '-subj', '/CN=Operator CA/O=Example, Inc.',
+    '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
+  t.equal(made.code, 0, 'openssl made the CA')
+  await chmod(join(dir, CA_KEY_FILE), 0o600)
+}
 
 t.test('first start creates the CA: dir 0700, key 0600 PKCS#8, and a second start loads the same CA', async (t) => {
   const dir = join(await tempDir(t), 'ca')
@@ -165,11 +174,7 @@ t.test('the CA key appears in no JSON, inspect output or enumerable property', a
 
 t.test('an existing single-tier CA (e.g. made with openssl) is loaded as is and signs leaves directly', async (t) => {
   const dir = await tempDir(t)
-  const made = await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '30',
-    '-keyout', join(dir, CA_KEY_FILE), '-out', join(dir, CA_CERT_FILE), '-subj', '/CN=Operator CA/O=Example, Inc.',
-    '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
-  t.equal(made.code, 0, 'openssl made the CA')
-  await chmod(join(dir, CA_KEY_FILE), 0o600)
+  await operatorCa(t, dir, 30)
   const ca = await loadOrCreateCa({ dir, validityMs: 365 * DAY })
   t.equal(ca.origin, 'loaded')
   t.equal(ca.chainPem, '')
@@ -191,4 +196,23 @@ t.test('nonsense options are refused with typed errors', async (t) => {
   await t.rejects(loadOrCreateCa({ dir, validityMs: DAY, nameConstraints: ['api.tool.test:443'] }), { code: 'SIDEKEY_CONFIG_INVALID' })
   await writeFile(join(dir, 'file'), '')
   await t.rejects(loadOrCreateCa({ dir: join(dir, 'file', 'ca'), validityMs: DAY }), { code: 'SIDEKEY_CA_FAILED', message: /cannot create CA directory/ })
+})
+
+t.test('an operator CA valid past 2049 (GeneralizedTime) loads with its exact notAfter', async (t) => {
+  const dir = await tempDir(t)
+  await operatorCa(t, dir, 10_000)
+  const ca = await loadOrCreateCa({ dir, validityMs: 30 * DAY })
+  t.equal(ca.origin, 'loaded')
+  const validTo = Date.parse(new X509Certificate(ca.certPem).validTo)
+  t.ok(validTo > Date.UTC(2050, 0, 1), 'the certificate really uses GeneralizedTime')
+  t.equal(ca.notAfter.getTime(), validTo)
+  const leaf = await ca.mintLeaf('api.tool.test', DAY)
+  t.equal((await opensslVerify(dir, ca.certPem, '', leaf.certPem)).code, 0)
+})
+
+t.test('a DER file in place of ca.pem is refused as not PEM', async (t) => {
+  const dir = await tempDir(t)
+  const ca = await loadOrCreateCa({ dir, validityMs: 30 * DAY })
+  await writeFile(join(dir, CA_CERT_FILE), new X509Certificate(ca.certPem).raw)
+  await t.rejects(loadOrCreateCa({ dir, validityMs: 30 * DAY }), { code: 'SIDEKEY_CA_FAILED', message: /ca\.pem is not a PEM certificate/ })
 })
