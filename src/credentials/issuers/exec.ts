@@ -6,15 +6,16 @@ import type { CredentialRequest, Issuer, IssuerFactory } from '../issuer.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, sanitizeForMessage, usableToken } from './token-value.js'
 import { errorCode } from './watched-file.js'
 
-const STDERR_KEEP_BYTES = 4096
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$/
 
 /**
  * `exec`: runs `command` without a shell and reads `{"token": "...", "expires_at": "RFC3339"}` or
  * `{"token": "...", "expires_in": SECONDS}` from its stdout (without either, the JWT `exp`, else no expiry).
  * The environment is only PATH, HOME, SIDEKEY_TOOL / SIDEKEY_SCOPES / SIDEKEY_AUDIENCE / SIDEKEY_INSTANCE_ID and
- * `env`. On `timeout` or abort the whole process group is killed with SIGKILL. Errors never quote stdout; they
- * quote at most the first line of stderr, and only when it shares nothing token-like with stdout.
+ * `env`. On `timeout` or abort the whole process group is killed with SIGKILL. Errors quote neither stdout nor
+ * stderr: a helper's diagnostics may echo the secret it fetched (or the one it used to fetch it), and an error
+ * message reaches the audit log and /status. They say how many bytes of stderr there were, so an operator knows
+ * to run the command by hand.
  *
  * @example
  *   const issuer = createExecIssuer('helper', { type: 'exec', command: ['/usr/local/bin/get-token', '--tool', 'crm'], timeout: 10_000, env: {} }, deps)
@@ -27,7 +28,7 @@ export const createExecIssuer: IssuerFactory<ExecIssuerConfig> = (_name, config,
     async fetch (req) {
       const issuedAt = deps.clock.now()
       const run = await runCommand(command, args, commandEnv(config.env, req), config.timeout, req.signal, label)
-      const hint = (): string => stderrHint(run.stderr, run.stdout)
+      const hint = (): string => run.stderrBytes === 0 ? '' : ` (stderr: ${run.stderrBytes} bytes, not quoted)`
       if (run.exitCode !== 0) {
         const how = run.exitCode === null ? `was killed by ${run.exitSignal ?? 'a signal'}` : `exited with code ${run.exitCode}`
         throw new IssuerError('SIDEKEY_ISSUER_FAILED', `${label} ${how}${hint()}`)
@@ -80,7 +81,8 @@ function commandEnv (extra: Readonly<Record<string, string>>, req: CredentialReq
 
 interface RunResult {
   readonly stdout: Buffer
-  readonly stderr: Buffer
+  /** Bytes the command wrote to stderr: counted, never kept (see above). */
+  readonly stderrBytes: number
   readonly exitCode: number | null
   readonly exitSignal: NodeJS.Signals | null
 }
@@ -102,7 +104,7 @@ function runCommand (command: string, args: string[], env: Record<string, string
     }
     const stdout: Buffer[] = []
     let stdoutSize = 0
-    let stderr = Buffer.alloc(0)
+    let stderrBytes = 0
     let failure: IssuerError | undefined
     let settled = false
 
@@ -137,16 +139,14 @@ function runCommand (command: string, args: string[], env: Record<string, string
       }
       stdout.push(chunk)
     })
-    child.stderr?.on('data', (chunk: Buffer) => {
-      if (stderr.length < STDERR_KEEP_BYTES) stderr = Buffer.concat([stderr, chunk]).subarray(0, STDERR_KEEP_BYTES)
-    })
+    child.stderr?.on('data', (chunk: Buffer) => { stderrBytes += chunk.length })
     child.on('error', (err) => {
       failure ??= new IssuerError('SIDEKEY_ISSUER_FAILED', `${label} could not be started (${errorCode(err)})`)
       // Without a pid there is no process whose close would settle the promise.
       if (child.pid === undefined) settle(undefined)
     })
     child.on('close', (exitCode, exitSignal) => {
-      settle({ stdout: Buffer.concat(stdout), stderr, exitCode, exitSignal })
+      settle({ stdout: Buffer.concat(stdout), stderrBytes, exitCode, exitSignal })
     })
   })
 }
@@ -159,20 +159,4 @@ function killTree (child: ChildProcess): void {
   } catch {
     child.kill('SIGKILL')
   }
-}
-
-// Runs of token-like characters: an 8-character window of stderr found in stdout may be part of the token.
-const TOKENISH = /[^\s"'{}\[\]:,]{8,}/g
-
-/** `: <first stderr line>` when it is safe to quote, else ''. */
-function stderrHint (stderr: Buffer, stdout: Buffer): string {
-  const line = stderr.toString('utf8').split(/\r?\n/, 1)[0]?.trim() ?? ''
-  if (line === '') return ''
-  const out = stdout.toString('utf8')
-  for (const run of line.match(TOKENISH) ?? []) {
-    for (let i = 0; i + 8 <= run.length; i++) {
-      if (out.includes(run.slice(i, i + 8))) return ''
-    }
-  }
-  return `: ${sanitizeForMessage(line)}`
 }

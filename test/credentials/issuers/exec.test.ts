@@ -46,10 +46,11 @@ t.test('the environment is PATH, HOME, the request and env: nothing else of ours
   t.equal(env.PATH, process.env.PATH)
 })
 
-t.test('failures: the message never includes stdout', async (t) => {
+t.test('failures: the message never includes stdout or stderr', async (t) => {
   const cases: Array<[string[], string, RegExp]> = [
-    [['exit'], 'SIDEKEY_ISSUER_FAILED', /exited with code 3: helper: upstream said no$/],
-    [['exit_leaky'], 'SIDEKEY_ISSUER_FAILED', /exited with code 1$/],
+    [['exit'], 'SIDEKEY_ISSUER_FAILED', /exited with code 3 \(stderr: \d+ bytes, not quoted\)$/],
+    [['exit_leaky'], 'SIDEKEY_ISSUER_FAILED', /exited with code 1 \(stderr: \d+ bytes, not quoted\)$/],
+    [['exit_stderr_only'], 'SIDEKEY_ISSUER_FAILED', /exited with code 3 \(stderr: \d+ bytes, not quoted\)$/],
     [['bad_json'], 'SIDEKEY_ISSUER_RESPONSE', /printed output that is not JSON$/],
     [['json_array'], 'SIDEKEY_ISSUER_RESPONSE', /not an object/],
     [['huge'], 'SIDEKEY_ISSUER_RESPONSE', /printed more than 65536 bytes/],
