@@ -71,8 +71,10 @@ export interface EgressDenied {
   client?: string
   method?: string
   request_id?: string
-  /** The path without its query, for absolute-form requests. */
+  /** The path without its query. */
   path?: string
+  /** `misdirected`: the authority (Host, absolute URL, or TLS server name) the agent named inside a tunnel to `host`. */
+  requested?: string
 }
 
 export interface Anomaly {

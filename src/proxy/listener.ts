@@ -4,12 +4,12 @@ import { randomBytes } from 'node:crypto'
 import { getHeapStatistics } from 'node:v8'
 import type { LimitsConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
-import { isCanonicalHost, parseAuthority, normalizeHost } from '../net/host.js'
+import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from '../net/host.js'
 import { targetsSelf } from '../net/self.js'
-import { RequestHandler, type RequestTarget } from './handler.js'
+import { pathOnly, RequestHandler, type RequestTarget } from './handler.js'
 import { asSidekeyError, sendError, sendRawError } from './respond.js'
 import type { Runtime } from './runtime.js'
-import { blindTunnel, intercept, type TunnelContext } from './tunnel.js'
+import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
 import { AgentH2 } from './h2.js'
 import { listen } from '../util/listen.js'
@@ -153,28 +153,31 @@ export class ProxyListener {
     if (!this.#admit(req, res, rt.config.limits)) return
     const scheme = ctx.tls ? 'https' : 'http'
     let pathAndQuery = req.url ?? ''
+    let asked = ''
     try {
       tooManyHeaders(req, rt.config.limits)
       if (!pathAndQuery.startsWith('/')) {
         // absolute-form inside a tunnel: its authority must be the tunnel's
         const t = absoluteTarget(pathAndQuery)
-        if (t.host !== ctx.host || t.port !== ctx.port || t.scheme !== scheme) throw misdirected()
+        asked = `${t.scheme}://${formatAuthority(t.host, t.port, t.scheme === 'https' ? 443 : 80)}`
         pathAndQuery = t.pathAndQuery
+        if (t.host !== ctx.host || t.port !== ctx.port || t.scheme !== scheme) throw misdirected()
       }
       const hostHeader = req.headers.host
       if (hostHeader === undefined) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'missing Host header', { status: 400 })
+      asked = hostHeader
       const a = parseAuthority(hostHeader, ctx.tls ? 443 : 80)
       if (a.host !== ctx.host || a.port !== ctx.port) throw misdirected()
     } catch (err) {
       const e = err as SidekeyError
-      sendError(res, e, this.nextRequestId())
-      const route = rt.router.match(scheme, ctx.host, ctx.port, '/', req.method ?? 'GET')
-      if (e.status === 421 && route.kind !== 'none') {
-        rt.audit.emit({ event: 'credential.used', tool: route.tool.name, credential_id: null, method: req.method ?? '', host: ctx.host, path: '', status: 421,
-          duration_ms: 0, client: ctx.client, placeholder: 'absent', request_id: '', outcome: 'misdirected' })
-      } else {
-        rt.audit.emit({ event: 'egress.denied', host: ctx.host, port: ctx.port, reason: e.status === 421 ? 'misdirected' : 'bad_request', client: ctx.client, method: req.method ?? '' })
-      }
+      const requestId = this.nextRequestId()
+      sendError(res, e, requestId)
+      const misdirect = e.status === 421
+      // One event for every transport (plain or TLS tunnel, HTTP/1.1 or h2, or a TLS server name in tunnel.ts).
+      rt.audit.emit({
+        event: 'egress.denied', host: ctx.host, port: ctx.port, reason: misdirect ? 'misdirected' : 'bad_request', client: ctx.client,
+        method: req.method ?? '', request_id: requestId, path: pathOnly(pathAndQuery), ...(misdirect ? { requested: asked.slice(0, MAX_REQUESTED) } : {}),
+      })
       return
     }
     await this.#handler.handle(req, res, { scheme, host: ctx.host, port: ctx.port, pathAndQuery, tunnel: true }, ctx.client)

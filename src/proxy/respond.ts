@@ -4,8 +4,9 @@ import { STATUS_CODES } from 'node:http'
 import { SidekeyError } from '../errors.js'
 
 /**
- * The one place errors become answers to the agent. Bodies carry a stable error name and the request id,
- * never an internal message, upstream detail or secret (RELIABILITY D2).
+ * The one place errors become answers to the agent. Bodies carry a stable error name and the details SPEC names
+ * (`{"error":"credential_unavailable","tool":"NAME"}`), never an internal message, upstream detail or secret
+ * (RELIABILITY D2). The request id, which ties the answer to its audit line, travels in `x-sidekey-request-id`.
  */
 const ERROR_NAMES: Record<string, string> = {
   SIDEKEY_BAD_REQUEST: 'bad_request',
@@ -23,8 +24,8 @@ export function asSidekeyError (err: unknown): SidekeyError {
   return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { status: 500, cause: err })
 }
 
-export function errorBody (err: SidekeyError, requestId: string): string {
-  const body: Record<string, string | number> = { error: ERROR_NAMES[err.code] ?? 'internal_error', ...err.details, request_id: requestId }
+export function errorBody (err: SidekeyError): string {
+  const body: Record<string, string | number> = { error: ERROR_NAMES[err.code] ?? 'internal_error', ...err.details }
   if (err.expose) body.message = err.message
   return JSON.stringify(body)
 }
@@ -35,7 +36,7 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
     res.destroy()
     return
   }
-  const body = errorBody(err, requestId)
+  const body = errorBody(err)
   // HTTP/2 (h2.ts) refuses a stream, never the connection, and has no Connection header.
   const close = (err.status === 400 || err.status === 431) && res.req?.httpVersionMajor !== 2
   res.writeHead(err.status, {
@@ -51,7 +52,7 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
 
 /** Answers on a raw socket (CONNECT refusals, parse errors) and closes it without reading what follows (B2). */
 export function sendRawError (socket: Socket, err: SidekeyError, requestId: string): void {
-  const body = errorBody(err, requestId)
+  const body = errorBody(err)
   if (socket.writable) {
     socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`)

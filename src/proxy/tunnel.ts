@@ -19,6 +19,9 @@ export interface TunnelContext {
 
 const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n'
 
+/** A misdirected authority longer than any DNS name is cut in the audit line: the agent controls it. */
+export const MAX_REQUESTED = 300
+
 /**
  * Intercepts a CONNECT tunnel to a tool host: answers 200, peeks the first byte, and either terminates TLS with a
  * leaf for exactly the CONNECT target (a different SNI aborts the handshake, RELIABILITY A8) or reads plain HTTP
@@ -49,8 +52,10 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
     SNICallback: (servername, cb) => {
       let sni: string | undefined
       try { sni = normalizeHost(servername) } catch { sni = undefined }
-      if (sni === target.host) cb(null, context)
-      else cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target', { status: 421 }), undefined)
+      if (sni === target.host) { cb(null, context); return }
+      // Audited like a misdirected request inside the tunnel (listener.ts); the handshake is aborted.
+      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'misdirected', client, requested: servername.slice(0, MAX_REQUESTED) })
+      cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target', { status: 421 }), undefined)
     },
   })
   const handshake = setTimeout(() => tlsSocket.destroy(), limits.tls_handshake_timeout)

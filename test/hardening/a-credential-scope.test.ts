@@ -180,6 +180,8 @@ t.test('A8: CONNECT to A then a ClientHello for B: handshake aborted, no leaf fo
   t.equal(ok.getPeerX509Certificate()?.subjectAltName, 'DNS:api.tool.test', 'the leaf names the CONNECT target only')
   ok.destroy()
   t.equal(total(), before)
+  const refused = sk.log.events('egress.denied').filter((e) => e.reason === 'misdirected' && e.host === 'api.tool.test' && e.port === upA.port)
+  t.same(refused.map((e) => e.requested).filter((r) => r === 'b.tool.test' || r === 'evil.test').sort(), ['b.tool.test', 'evil.test'], 'each refused server name is audited')
 })
 
 t.test('A9: inside an intercepted tunnel, a Host that is not the CONNECT target is 421 and goes nowhere', async (t) => {
@@ -195,7 +197,10 @@ t.test('A9: inside an intercepted tunnel, a Host that is not the CONNECT target 
   t.match(abs.text, /^HTTP\/1\.1 421 /, 'absolute-form to another host inside the tunnel')
   s.destroy()
   t.equal(total(), before)
-  t.ok(sk.log.events('credential.used').some((e) => e.status === 421 && e.tool === 'a' && e.credential_id === null))
+  const refused = sk.log.events('egress.denied').filter((e) => e.reason === 'misdirected' && e.host === 'api.tool.test')
+  for (const host of [`b.tool.test:${upB.port}`, 'evil.test', `https://b.tool.test:${upB.port}`]) {
+    t.ok(refused.some((e) => e.requested === host && e.path === '/' && String(e.request_id).length > 0), `audited with what was asked: ${host}`)
+  }
 })
 
 t.test('A10: plain-http absolute-form to an https tool goes upstream over TLS', async (t) => {
@@ -210,7 +215,7 @@ t.test('A11: self-signed, wrong-name or expired upstream certificates are 502 an
   for (const [name, up, code] of [['selfsigned', upSelfSigned, /SIDEKEY_UPSTREAM_TLS/], ['wrongname', upWrongName, /SIDEKEY_UPSTREAM_TLS/], ['expired', upExpired, /CERT_HAS_EXPIRED/]] as const) {
     const r = await get(`https://${name}.tool.test:${up.port}/`)
     t.equal(r.status, 502, name)
-    t.same(Object.keys(JSON.parse(r.body) as object).sort(), ['error', 'request_id'], 'generic body')
+    t.same(Object.keys(JSON.parse(r.body) as object).sort(), ['error'], 'generic body')
     t.equal(up.seen.length, 0, `${name}: no request reached it`)
     const used = sk.log.events('credential.used').filter((e) => e.tool === name).at(-1)
     t.match(used, { status: 502, error: code })
@@ -267,7 +272,8 @@ tools:
   const r = await raw(sk2.proxyPort, `GET http://plain.tool.test:${down.port}/ HTTP/1.1\r\nHost: plain.tool.test\r\nAuthorization: Bearer sidekey\r\n\r\n`, { until: completeResponse })
   t.equal(r.status, 503)
   t.match(r.text, /\r\nretry-after: \d+\r\n/i)
-  t.same(bodyOf(r.text), { error: 'credential_unavailable', tool: 'plain', request_id: bodyOf(r.text).request_id })
+  t.same(bodyOf(r.text), { error: 'credential_unavailable', tool: 'plain' }, 'exactly the body SPEC gives')
+  t.match(r.text, /\r\nx-sidekey-request-id: [0-9a-f]+-[0-9a-z]+\r\n/i, 'the request id travels in a header')
   t.equal(down.connections, 0, 'nothing reached the upstream')
   const direct = await request(`${sk2.adminUrl}/readyz`, { dispatcher: new Agent() })
   t.equal(direct.statusCode, 503)

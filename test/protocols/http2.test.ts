@@ -115,7 +115,7 @@ t.test('node:http2 client through a CONNECT tunnel: concurrent streams, a stream
   t.equal(h2Up.seen.length, before, 'refused streams reached no upstream')
   const after = await h2Request(session, { ':path': '/still-open', ':authority': authority })
   t.equal(after.status, 200, 'the session survives refused streams')
-  t.ok(await auditLine(sk.log, (e) => e.event === 'credential.used' && e.tool === 'h2api' && e.status === 421 && e.outcome === 'misdirected'))
+  t.ok(await auditLine(sk.log, (e) => e.event === 'egress.denied' && e.reason === 'misdirected' && e.requested === `h1.tool.test:${h1Up.port}` && typeof e.request_id === 'string' && e.request_id !== ''))
 })
 
 t.test('http2.enabled: false offers only http/1.1', async (t) => {
