@@ -124,7 +124,10 @@ export class RequestHandler {
         return
       }
       let response = await send(current)
-      if (response.statusCode === 401 && body.stream === undefined) {
+      if (response.statusCode === 401 && body.stream !== undefined) {
+        // The body was streamed, not kept: no replay, but the rejected credential is still refreshed for the next call.
+        void rt.credentials.refreshRejected(tool.name, current.id).catch(() => {})
+      } else if (response.statusCode === 401) {
         const fresh = await rt.credentials.refreshRejected(tool.name, current.id)
         if (fresh !== undefined && fresh.id !== current.id) {
           await response.body.dump()

@@ -190,3 +190,40 @@ tools:
   t.equal(up.seen.length - before, 5, 'no replay loop: one upstream request per agent request')
   t.equal(sk.log.events('credential.issued').filter((e) => e.reason === 'rejected').length, 1, 'no issuer call per request')
 })
+
+t.test('a 401 to a request whose body was too large to keep: passed through, not replayed, and the credential is still refreshed', async (t) => {
+  const seenAuth: string[] = []
+  const up = await startUpstream({
+    handler: (req, res) => {
+      seenAuth.push(String(req.headers.authorization))
+      res.writeHead(seenAuth.length === 1 ? 401 : 200, { 'content-type': 'text/plain' })
+      res.end(seenAuth.length === 1 ? 'revoked' : 'ok')
+    },
+  })
+  t.teardown(() => up.close())
+  const sk = await startSidekey(t, `
+instance_id: replay-2
+ca: { dir: {{CA_DIR}} }
+resolve: { api.tool.test: 127.0.0.1 }
+limits: { replay_body_bytes: 1024 }
+issuers: { local: { type: local_jwt, ttl: 10m } }
+tools:
+  api: { match: { host: api.tool.test, port: ${up.port} }, issuer: local, plaintext: true }
+`)
+  const agent = proxied(sk.proxyUrl)
+  t.teardown(() => agent.close())
+  const big = 'x'.repeat(64 * 1024)
+  const res = await request(`http://api.tool.test:${up.port}/v1/upload`, { method: 'POST', dispatcher: agent, body: big, headers: { authorization: 'Bearer sidekey' } })
+  t.equal(res.statusCode, 401)
+  t.equal(await res.body.text(), 'revoked', 'the upstream answer is passed through')
+  t.equal(seenAuth.length, 1, 'not replayed: the body was streamed')
+  const deadline = Date.now() + 10_000
+  while (!sk.log.events('credential.issued').some((e) => e.reason === 'rejected') && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.equal(sk.log.events('credential.issued').filter((e) => e.reason === 'rejected').length, 1, 'the rejected credential was refreshed')
+  const next = await request(`http://api.tool.test:${up.port}/v1/upload`, { method: 'POST', dispatcher: agent, body: big, headers: { authorization: 'Bearer sidekey' } })
+  t.equal(next.statusCode, 200)
+  await next.body.dump()
+  t.not(seenAuth[1], seenAuth[0], 'the next call carries the new credential')
+})
