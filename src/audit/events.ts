@@ -77,6 +77,26 @@ export interface EgressDenied {
   requested?: string
 }
 
+/**
+ * `egress.unmatched: tunnel`: a destination no tool covers was passed through untouched, with no credential: an
+ * absolute-form request (its status is the upstream's, or sidekey's 502/504 when the upstream failed) or a blind
+ * CONNECT tunnel (written once the tunnel is up, status 200, or when dialling it failed).
+ */
+export interface EgressPassed {
+  event: 'egress.passed'
+  host: string
+  port: number
+  method: string
+  status: number
+  client: string
+  request_id: string
+  /** The path without its query (absolute-form only). */
+  path?: string
+  duration_ms?: number
+  /** For failures: a stable error code, never a message. */
+  error?: string
+}
+
 export interface Anomaly {
   event: 'anomaly'
   kind: AnomalyKind
@@ -86,7 +106,7 @@ export interface Anomaly {
 
 export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' | 'rate_spike' | 'auth_failures'
 
-export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | Anomaly
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | Anomaly
 
 /** Where the request and credential paths publish. Implementations must not throw and must not block. */
 export interface AuditSink {

@@ -178,13 +178,10 @@ export class AuditHub implements AuditSink {
 
   #write (event: AuditEvent): void {
     switch (event.event) {
-      case 'credential.used': {
+      case 'credential.used':
+      case 'egress.denied':
+      case 'egress.passed': {
         // The path never carries its query (SPEC) nor a credential-shaped segment (RELIABILITY D1/D4).
-        const path = auditPath(event.path)
-        this.#log.info(path === event.path ? event : { ...event, path })
-        return
-      }
-      case 'egress.denied': {
         const path = event.path === undefined ? undefined : auditPath(event.path)
         this.#log.info(path === event.path ? event : { ...event, path })
         return

@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { EventEmitter } from 'node:events'
 import { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { isIP } from 'node:net'
 import type { Dispatcher } from 'undici'
 import type { CredentialUsed, PlaceholderState } from '../audit/events.js'
@@ -15,7 +14,7 @@ import { inject, queryParam, withQueryParam } from './inject.js'
 import { asSidekeyError, sendError } from './respond.js'
 import type { Tool } from './router.js'
 import type { Runtime } from './runtime.js'
-import { errorCode, OriginLimiter, relay, upstreamError } from './upstream.js'
+import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
 import { UpgradeResponse } from './upgrade.js'
 
 /** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
@@ -150,6 +149,11 @@ export class RequestHandler {
   /** `egress.unmatched: tunnel` for absolute-form http: forwarded untouched, no credential, SSRF checks apply. */
   async #passThrough (rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, path: string, client: string, requestId: string): Promise<void> {
     const method = req.method ?? 'GET'
+    const started = performance.now()
+    const passed = (status: number, error?: string): void => {
+      rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method, status, client, request_id: requestId, path: pathOnly(path),
+        duration_ms: round(performance.now() - started), ...(error === undefined ? {} : { error }) })
+    }
     let release: (() => void) | undefined
     try {
       // The ports a pass-through may reach: the plain-HTTP default, and what CONNECT may reach (RELIABILITY B1).
@@ -166,11 +170,13 @@ export class RequestHandler {
       const origin = await passThroughOrigin(rt, target.scheme, target.host, target.port)
       const response = await rt.upstream.request({ origin, path, method, headers, body: body.kept ?? body.stream ?? null })
       res.writeHead(response.statusCode, downstreamHeaders(response.headers))
-      await pipeline(response.body, res)
+      await relay(response.body, res)
+      passed(response.statusCode)
     } catch (err) {
       const status = this.#fail(res, err, requestId)
       const reason = err instanceof SidekeyError ? err.details.reason : undefined
       if (status === 403) rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: typeof reason === 'string' ? reason : 'private_address', client, method, request_id: requestId })
+      else passed(status, failureCode(err))
     } finally {
       release?.()
     }
@@ -212,7 +218,7 @@ class Departure extends EventEmitter {
 
 function failure (err: unknown, replayed: boolean): Outcome & { replayed?: boolean } {
   const e = upstreamError(err)
-  return { outcome: e.code === 'SIDEKEY_EGRESS_DENIED' ? 'egress_denied' : 'upstream_error', error: `${e.code}:${errorCode(err)}`, ...(replayed ? { replayed } : {}) }
+  return { outcome: e.code === 'SIDEKEY_EGRESS_DENIED' ? 'egress_denied' : 'upstream_error', error: failureCode(err), ...(replayed ? { replayed } : {}) }
 }
 
 /** Exchanges allowed in flight per upstream origin: its connections plus the queue behind them. */

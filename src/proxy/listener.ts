@@ -220,7 +220,10 @@ export class ProxyListener {
         sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 }), requestId)
         return
       }
-      blindTunnel(rt, socket, head, target, requestId, deny)
+      blindTunnel(rt, socket, head, target, requestId, {
+        denied: deny,
+        passed: (status, error) => rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method: 'CONNECT', status, client, request_id: requestId, ...(error === undefined ? {} : { error }) }),
+      })
       // A blind tunnel carries no requests to mark: it is cut when the connection's lifetime is up.
       const cut = setTimeout(() => socket.destroy(), Math.max(0, rt.config.limits.max_connection_lifetime - (Date.now() - (this.#born.get(socket) ?? Date.now()))))
       cut.unref()

@@ -7,6 +7,7 @@ import { normalizeHost } from '../net/host.js'
 import { checkAddress } from '../net/resolver.js'
 import { isOwnAddress } from '../net/self.js'
 import { sendRawError } from './respond.js'
+import { failureCode, upstreamError } from './upstream.js'
 import type { Runtime } from './runtime.js'
 
 /** What a socket inside an intercepted tunnel was opened for. */
@@ -84,12 +85,19 @@ function firstChunk (socket: Socket): Promise<Buffer | undefined> {
   })
 }
 
+/** How a blind tunnel reports itself: refused (`egress.denied`), or up or failed (`egress.passed`). */
+export interface BlindTunnelAudit {
+  denied (reason: string): void
+  passed (status: number, error?: string): void
+}
+
 /**
  * `egress.unmatched: tunnel`: a blind pipe, no interception and no credential. The destination is checked
  * (IP literals here, names in the lookup) and the socket connects only to the checked address.
  */
 export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, requestId: string,
-  onDenied: (reason: string) => void): void {
+  audit: BlindTunnelAudit): void {
+  const onDenied = audit.denied
   try {
     checkAddress(target.host, rt.resolver)
   } catch (err) {
@@ -99,10 +107,10 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
   }
   const upstream = netConnect({ host: target.host, port: target.port, lookup: rt.lookup, timeout: rt.config.limits.connect_timeout })
   const fail = (err: unknown): void => {
-    if ((err as { code?: string }).code === 'SIDEKEY_EGRESS_DENIED') onDenied('private_address')
-    const e = (err as { code?: string }).code === 'SIDEKEY_EGRESS_DENIED'
-      ? err as SidekeyError
-      : new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream failed', { status: 502 })
+    const denied = (err as { code?: string }).code === 'SIDEKEY_EGRESS_DENIED'
+    const e = denied ? err as SidekeyError : upstreamError(err)
+    if (denied) onDenied('private_address')
+    else audit.passed(e.status, failureCode(err))
     sendRawError(socket, e, requestId)
     upstream.destroy()
   }
@@ -123,6 +131,7 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
     upstream.setTimeout(rt.config.limits.idle_timeout, () => { upstream.destroy(); socket.destroy() })
     socket.setTimeout(rt.config.limits.idle_timeout, () => { upstream.destroy(); socket.destroy() })
     socket.write(ESTABLISHED)
+    audit.passed(200)
     if (head.length > 0) upstream.write(head)
     socket.pipe(upstream).pipe(socket)
     const close = (): void => { socket.destroy(); upstream.destroy() }

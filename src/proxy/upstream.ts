@@ -66,6 +66,11 @@ export function upstreamError (err: unknown): SidekeyError {
   return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream failed', { status: 502, expose: false, cause: err })
 }
 
+/** `SIDEKEY_UPSTREAM_TLS:CERT_HAS_EXPIRED`: what failed, for an audit line; never a message. */
+export function failureCode (err: unknown): string {
+  return `${upstreamError(err).code}:${errorCode(err)}`
+}
+
 /** The error's code for logs: never its message, which for foreign errors may quote what we sent. */
 export function errorCode (err: unknown): string {
   const e = err as { code?: unknown, cause?: { code?: unknown } }

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { connect, createServer, type AddressInfo } from 'node:net'
 import { request, ProxyAgent } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
@@ -8,11 +9,15 @@ const up = await startUpstream()
 const other = await startUpstream()
 t.teardown(() => up.close())
 t.teardown(() => other.close())
+// A port nothing listens on: taken, then released.
+const deadPort = await new Promise<number>((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as AddressInfo).port; s.close(() => resolve(p)) })
+})
 const sk = await startSidekey(t, `
 instance_id: pass-1
 ca: { dir: {{CA_DIR}} }
 resolve: { api.tool.test: 127.0.0.1, free.tool.test: 127.0.0.1 }
-egress: { unmatched: tunnel, block_private: false, connect_ports: [443, ${up.port}] }
+egress: { unmatched: tunnel, block_private: false, connect_ports: [443, ${up.port}, ${deadPort}] }
 issuers: { local: { type: local_jwt } }
 tools:
   api: { match: { host: api.tool.test, port: 8443 }, issuer: local }
@@ -25,6 +30,25 @@ t.test('an unmatched destination on an allowed port is passed through untouched,
   t.equal(res.statusCode, 200)
   await res.body.dump()
   t.equal(up.seen.at(-1)?.headers.authorization, 'Bearer agent-own', 'no credential is injected or stripped')
+  const passed = sk.log.events('egress.passed').find((e) => e.path === '/open')
+  t.match(passed, { host: 'free.tool.test', port: up.port, method: 'GET', status: 200, request_id: String, client: /^127\.0\.0\.1:\d+$/ }, 'the pass is audited')
+  t.notOk(sk.log.text.includes('agent-own'), "the agent's own header is not logged")
+})
+
+t.test('a pass-through whose upstream is down is 502 and audited with the error code', async (t) => {
+  const res = await request(`http://free.tool.test:${deadPort}/down`, { dispatcher: agent })
+  t.equal(res.statusCode, 502)
+  await res.body.dump()
+  t.match(sk.log.events('egress.passed').find((e) => e.path === '/down'), { port: deadPort, status: 502, error: /^SIDEKEY_UPSTREAM_FAILED:/ })
+})
+
+t.test('a blind CONNECT tunnel is audited once it is up (method CONNECT, status 200)', async (t) => {
+  const socket = connect(sk.proxyPort, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  socket.write(`CONNECT free.tool.test:${up.port} HTTP/1.1\r\nHost: free.tool.test:${up.port}\r\n\r\n`)
+  const head = await new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString('latin1'))))
+  t.match(head, /^HTTP\/1\.1 200 /)
+  t.ok(sk.log.events('egress.passed').some((e) => e.method === 'CONNECT' && e.host === 'free.tool.test' && e.port === up.port && e.status === 200))
 })
 
 t.test('another port is refused (403, audited with reason port) and reaches nothing', async (t) => {
