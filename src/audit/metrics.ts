@@ -26,14 +26,22 @@ export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
   'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures',
 ] as const)
 /**
- * The `reason` label of sidekey_egress_denied_total. An `egress.denied` event whose reason is not one of these
- * is counted as `other`.
+ * The `reason` label of sidekey_egress_denied_by_reason_total. An `egress.denied` event whose reason is not one
+ * of these is counted as `other`.
  */
 export const EGRESS_DENY_REASONS = [
   'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected',
   'bad_request', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
 ] as const
 export type EgressDenyReason = typeof EGRESS_DENY_REASONS[number]
+
+/**
+ * prom-client defaults that `promtool check metrics` rejects (gauges named `_total`). Each is the sum of its
+ * per-type sibling (`nodejs_active_handles{type}`, ...), which stays, so nothing is lost.
+ */
+export const REMOVED_DEFAULT_METRICS: readonly string[] = Object.freeze([
+  'nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total',
+])
 
 /** Seconds; the whole exchange, from a fast loopback answer to a long LLM stream. */
 export const DURATION_BUCKETS: readonly number[] = Object.freeze([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
@@ -50,6 +58,7 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_credential_refresh_total',
   'sidekey_anomalies_total',
   'sidekey_egress_denied_total',
+  'sidekey_egress_denied_by_reason_total',
   'sidekey_tool_ready',
   'sidekey_tools',
   'sidekey_audit_dropped_total',
@@ -96,6 +105,7 @@ export class SidekeyMetrics {
   readonly #tools = new Map<string, ToolSlots>()
   readonly #anomalies = new Map<AnomalyKind, Slot>()
   readonly #egress = new Map<string, Slot>()
+  readonly #egressTotal: Slot = { labels: {}, value: 0 }
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
   readonly #duration: Histogram<'tool'>
@@ -157,9 +167,16 @@ export class SidekeyMetrics {
       registers,
       collect () { self.#emitSlots(this, self.#anomalies.values()) },
     })
+    // SPEC's series has no labels; the breakdown is a second counter, so neither needs a sum to read.
     new Counter({
       name: 'sidekey_egress_denied_total',
-      help: 'Destinations refused because no tool matched or egress rules forbid them, by reason.',
+      help: 'Destinations refused because no tool matched or egress rules forbid them (one per egress.denied event).',
+      registers,
+      collect () { self.#emitSlots(this, [self.#egressTotal]) },
+    })
+    new Counter({
+      name: 'sidekey_egress_denied_by_reason_total',
+      help: 'sidekey_egress_denied_total broken down by reason (unknown reasons count as other).',
       labelNames: ['reason'],
       registers,
       collect () { self.#emitSlots(this, self.#egress.values()) },
@@ -194,7 +211,10 @@ export class SidekeyMetrics {
     for (const reason of EGRESS_DENY_REASONS) this.#egress.set(reason, { labels: { reason }, value: 0 })
     this.#addTool(UNMATCHED_TOOL)
     this.setTools(opts.tools)
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry })
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: registry })
+      for (const name of REMOVED_DEFAULT_METRICS) registry.removeSingleMetric(name)
+    }
   }
 
   get contentType (): string { return this.registry.contentType }
@@ -229,6 +249,7 @@ export class SidekeyMetrics {
         if (event.shared_with !== undefined) for (const t of event.shared_with) if (t !== event.tool) this.#slots(t).refreshFailure.value++
         break
       case 'egress.denied':
+        this.#egressTotal.value++
         this.#egress.get(REASON_SET.has(event.reason) ? event.reason : 'other')!.value++
         break
       case 'anomaly': {

@@ -64,10 +64,12 @@ t.test('metrics: the SPEC series in Prometheus text format', async (t) => {
   await res.body.dump()
   const metrics = await (await admin('/metrics')).body.text()
   for (const name of ['sidekey_requests_total', 'sidekey_request_duration_seconds_bucket', 'sidekey_credential_age_seconds', 'sidekey_credential_expires_in_seconds',
-    'sidekey_credential_refresh_total', 'sidekey_anomalies_total', 'sidekey_egress_denied_total', 'process_cpu_seconds_total']) {
+    'sidekey_credential_refresh_total', 'sidekey_anomalies_total', 'sidekey_egress_denied_total', 'sidekey_egress_denied_by_reason_total',
+    'process_cpu_seconds_total']) {
     t.match(metrics, new RegExp(`^${name}`, 'm'), name)
   }
   t.match(metrics, /sidekey_requests_total\{tool="api",method="GET",code="200"\} 1/)
+  t.match(metrics, /^sidekey_egress_denied_total \d+$/m, 'SPEC: egress_denied_total has no labels')
 })
 
 t.test('JWKS and CA certificate are served; unknown routes 404; other methods 405', async (t) => {

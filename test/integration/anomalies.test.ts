@@ -56,5 +56,6 @@ t.test('unmatched destination: 403 and an unmatched_destination anomaly', async 
   t.ok((await anomalies()).some((a) => a.kind === 'unmatched_destination'))
   const metrics = await (await request(`${sk.adminUrl}/metrics`)).body.text()
   t.match(metrics, /sidekey_anomalies_total\{kind="unmatched_destination"\} [1-9]/)
-  t.match(metrics, /sidekey_egress_denied_total\{reason="no_tool"\} [1-9]/)
+  t.match(metrics, /^sidekey_egress_denied_total [1-9]/m)
+  t.match(metrics, /sidekey_egress_denied_by_reason_total\{reason="no_tool"\} [1-9]/)
 })
