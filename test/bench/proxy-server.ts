@@ -1,4 +1,3 @@
-import 'reflect-metadata'
 import { join } from 'node:path'
 import type { LookupFunction } from 'node:net'
 import { pino } from 'pino'
