@@ -4,9 +4,10 @@ import { STATUS_CODES } from 'node:http'
 import { SidekeyError } from '../errors.js'
 
 /**
- * The one place errors become answers to the agent. Bodies carry a stable error name and the details SPEC names
- * (`{"error":"credential_unavailable","tool":"NAME"}`), never an internal message, upstream detail or secret
- * (RELIABILITY D2). The request id, which ties the answer to its audit line, travels in `x-sidekey-request-id`.
+ * The one place errors become answers to the agent. Bodies carry a stable error name, the details SPEC names
+ * (`{"error":"credential_unavailable","tool":"NAME"}`) and the request id that ties the answer to its audit line
+ * (RELIABILITY D2: "generic body with a request id"; also in `x-sidekey-request-id`), never an internal message,
+ * upstream detail or secret.
  */
 const ERROR_NAMES: Record<string, string> = {
   SIDEKEY_BAD_REQUEST: 'bad_request',
@@ -24,8 +25,8 @@ export function asSidekeyError (err: unknown): SidekeyError {
   return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { status: 500, cause: err })
 }
 
-export function errorBody (err: SidekeyError): string {
-  const body: Record<string, string | number> = { error: ERROR_NAMES[err.code] ?? 'internal_error', ...err.details }
+export function errorBody (err: SidekeyError, requestId: string): string {
+  const body: Record<string, string | number> = { error: ERROR_NAMES[err.code] ?? 'internal_error', ...err.details, request_id: requestId }
   if (err.expose) body.message = err.message
   return JSON.stringify(body)
 }
@@ -36,7 +37,7 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
     res.destroy()
     return
   }
-  const body = errorBody(err)
+  const body = errorBody(err, requestId)
   // HTTP/2 (h2.ts) refuses a stream, never the connection, and has no Connection header.
   const close = (err.status === 400 || err.status === 431) && res.req?.httpVersionMajor !== 2
   res.writeHead(err.status, {
@@ -52,7 +53,7 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
 
 /** Answers on a raw socket (CONNECT refusals, parse errors) and closes it without reading what follows (B2). */
 export function sendRawError (socket: Socket, err: SidekeyError, requestId: string): void {
-  const body = errorBody(err)
+  const body = errorBody(err, requestId)
   if (socket.writable) {
     socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`)

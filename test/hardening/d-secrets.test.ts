@@ -157,8 +157,8 @@ tools:
   // D2: what the agent gets for a failure is a code and a request id, no internal detail.
   for (const text of agentSide.filter((s) => !/^HTTP\/1\.1 (200|401)/.test(s))) {
     const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>
-    t.ok(Object.keys(body).every((k) => ['error', 'tool', 'message'].includes(k)), JSON.stringify(body))
-    t.match(body, { error: String })
+    t.ok(Object.keys(body).every((k) => ['error', 'request_id', 'tool', 'message'].includes(k)), JSON.stringify(body))
+    t.match(body, { error: String, request_id: String })
     t.notMatch(JSON.stringify(body), /ECONN|UND_ERR|CERT|\/tmp|stack|at |127\.0\.0\.1/)
   }
   // D4: the agent's query values never reach the log, and the audit path has no query at all.
