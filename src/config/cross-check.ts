@@ -1,5 +1,6 @@
 import { isIP } from 'node:net'
-import { checkHostName, createAddressClassifier, parseToolHost } from './host.js'
+import { isLocalhostName } from '../net/self.js'
+import { checkHostName, createAddressClassifier, isLoopbackHost, parseToolHost } from './host.js'
 import type { KeyPath } from './yaml-source.js'
 
 /** How cross-checks report: a message at the key or the value of a path, and a value shown only when allowed. */
@@ -27,7 +28,7 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
   if (!isRec(raw)) return
   const classify = createAddressClassifier()
   const pins = checkResolve(raw.resolve, ctx)
-  checkIssuers(raw.issuers, ctx)
+  checkIssuers(raw.issuers, pins, ctx)
 
   const issuerNames = isRec(raw.issuers) ? Object.keys(raw.issuers) : []
   const seen = new Map<string, string>()
@@ -57,8 +58,7 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     }
 
     if (tool.plaintext === true) {
-      const pin = host.kind === 'name' ? pins.get(host.host) : undefined
-      if (pin === undefined || classify(pin) !== 'loopback') {
+      if (!isLoopbackHost(host.host, pins)) {
         const how = host.kind === 'name' ? `(e.g. resolve: { ${host.host}: 127.0.0.1 })` : `(an exact host name: ${host.kind === 'wildcard' ? 'a wildcard' : 'an IP literal'} cannot be pinned)`
         ctx.problem([...base, 'plaintext'], 'plaintext: true would send the credential over the network in clear; it is only ' +
           `allowed when match.host is pinned to a loopback address in resolve: ${how}`)
@@ -99,12 +99,13 @@ function checkResolve (resolve: unknown, ctx: CheckContext): Map<string, string>
 
 const SECRET_METHODS = new Set(['client_secret_basic', 'client_secret_post'])
 
-function checkIssuers (issuers: unknown, ctx: CheckContext): void {
+function checkIssuers (issuers: unknown, pins: ReadonlyMap<string, string>, ctx: CheckContext): void {
   for (const [name, issuer] of entries(issuers)) {
     if (!isRec(issuer)) continue
     const base = ['issuers', name]
     const type = issuer.type
     if (type !== 'oauth2_client_credentials' && type !== 'oauth2_token_exchange') continue
+    if (typeof issuer.token_url === 'string') checkTokenUrl([...base, 'token_url'], issuer.token_url, pins, ctx)
     // Defaults as in schema.ts: client credentials authenticate with a secret, token exchange with none.
     const method = issuer.auth_method ?? (type === 'oauth2_client_credentials' ? 'client_secret_basic' : 'none')
     if (typeof method !== 'string') continue
@@ -125,4 +126,33 @@ function checkIssuers (issuers: unknown, ctx: CheckContext): void {
       ctx.problem(methodPath, 'auth_method private_key_jwt needs private_key_file', where)
     }
   }
+}
+
+/**
+ * A token request carries the client secret or assertion (and, for token exchange, the subject token), and its
+ * answer a credential: plain http:// is only allowed where the tools' `plaintext` is, on this machine.
+ */
+function checkTokenUrl (path: KeyPath, value: string, pins: ReadonlyMap<string, string>, ctx: CheckContext): void {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    return // not a URL: the schema says so
+  }
+  if (url.protocol !== 'http:') return
+  // WHATWG URL has already normalised the host (lower case, `127.1` → `127.0.0.1`), as the connect will see it.
+  const bracketed = url.hostname.startsWith('[') && url.hostname.endsWith(']')
+  const host = normalizeHostName(bracketed ? url.hostname.slice(1, -1) : url.hostname)
+  if (isLoopbackHost(host, pins)) return
+  const shown = ctx.show(path, host)
+  if (isLocalhostName(host)) {
+    ctx.problem(path, `plain http:// carries this issuer's client credentials and tokens in clear, so it must surely stay on this machine: ` +
+      `${shown} unpinned is whatever the system resolver says (and is refused while egress.block_private is on); ` +
+      `write http://127.0.0.1:PORT/... or pin it (e.g. resolve: { ${shown === JSON.stringify(host) ? host : 'localhost'}: 127.0.0.1 })`)
+    return
+  }
+  // The example pins the host itself, unless it is an address or must not be shown (it came from the environment).
+  const name = isIP(host) === 0 && shown === JSON.stringify(host) ? host : 'idp.internal.test'
+  ctx.problem(path, `plain http:// to ${shown} would send this issuer's client credentials and tokens over the network in clear; ` +
+    `use https://, or for an issuer on this machine a loopback address (http://127.0.0.1:PORT/...) or a host name pinned to one in resolve: (e.g. resolve: { ${name}: 127.0.0.1 })`)
 }

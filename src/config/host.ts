@@ -26,6 +26,19 @@ export function createAddressClassifier (): (ip: string) => AddressKind | undefi
   }
 }
 
+/**
+ * Whether `host` (normalised: lower case, no trailing dot, IPv6 without brackets) is this machine for certain,
+ * the only place a credential may travel in clear: a loopback IP literal, or a name pinned in `resolve:` to a
+ * loopback address. An unpinned name, `localhost` included, is not: the resolver refuses to dial it to a loopback
+ * address while `egress.block_private` is on, so it could only work by pinning it anyway.
+ *
+ * @example isLoopbackHost('idp.test', new Map([['idp.test', '127.0.0.1']])) // → true
+ */
+export function isLoopbackHost (host: string, pins: ReadonlyMap<string, string>): boolean {
+  const address = isIP(host) !== 0 ? host : pins.get(host)
+  return address !== undefined && classifyIp(address) === 'loopback'
+}
+
 /** A tool host as written in `match.host`, checked and normalised. */
 export type ToolHost =
   | { readonly ok: true, readonly kind: 'name' | 'wildcard' | 'ip', readonly host: string }

@@ -5,7 +5,8 @@ import { anomalyConfig } from '../audit/anomaly/config.js'
 /**
  * The one config schema: unknown keys are rejected (strictObject), defaults are filled here and nowhere else.
  * Durations are written `10s` / `5m` / `24h` and become milliseconds.
- * Cross-field checks (issuer references, duplicate hosts, ...) live in load.ts, which knows YAML positions.
+ * Checks across sections (issuer references, duplicate hosts, resolve: pins, ...) live in cross-check.ts, run by
+ * load.ts, which knows YAML positions; a rule within one object (local_jwt rotation) is a refinement here.
  */
 
 const duration = (def: string) => z.union([z.string(), z.number()])
@@ -69,7 +70,25 @@ export const localJwtIssuer = z.strictObject({
   rotate_every: duration('24h'),
   overlap: duration('1h'),
   issuer: nonEmpty.default('https://sidekey.local'),
+}).superRefine((c, ctx) => {
+  // A retired key stays published for max(overlap, ttl) (credentials/issuers/local-jwt.ts); rotating faster than
+  // that would publish three keys and more, where the JWKS promises the current and the previous one.
+  if (c.rotate_every >= c.ttl && c.rotate_every >= c.overlap) return
+  ctx.addIssue({
+    code: 'custom',
+    path: ['rotate_every'],
+    message: `rotate_every (${formatMs(c.rotate_every)}) must be at least ttl (${formatMs(c.ttl)}) and overlap (${formatMs(c.overlap)}), ` +
+      'so that the JWKS holds only the current and the previous key and every token it signed still verifies',
+  })
 })
+
+/** `90s`, `10m`, `1500ms`: the largest unit that writes a duration exactly, for messages. */
+function formatMs (ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}
 
 export const clientCredentialsIssuer = z.strictObject({
   type: z.literal('oauth2_client_credentials'),
