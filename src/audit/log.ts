@@ -1,5 +1,8 @@
 import { pino } from 'pino'
 import { hasKnownSecretSegment, isKnownSecretFormat } from './anomaly/secret-shape.js'
+import { pathWithoutQuery } from '../util/path.js'
+
+export { pathWithoutQuery }
 
 /**
  * The one logger factory: pino JSON lines, `time` as ISO-8601, `msg` as the message key, no pid/hostname noise.
@@ -191,19 +194,6 @@ function decodeName (raw: string): string {
   let name = raw.replace(/\+/g, ' ')
   try { name = decodeURIComponent(name) } catch { /* keep the raw form */ }
   return name.trim().toLowerCase()
-}
-
-/**
- * The request target without query and fragment: what the audit `path` field holds (SPEC "Audit events").
- *
- * @example
- *   pathWithoutQuery('/v1/chat?key=abc') === '/v1/chat'
- */
-export function pathWithoutQuery (pathWithQuery: string): string {
-  const q = pathWithQuery.indexOf('?')
-  const h = pathWithQuery.indexOf('#')
-  const end = q === -1 ? h : h === -1 ? q : Math.min(q, h)
-  return end === -1 ? pathWithQuery : pathWithQuery.slice(0, end)
 }
 
 /**

@@ -9,6 +9,7 @@ import { SidekeyError } from '../errors.js'
 import { checkAddress, resolveChecked } from '../net/resolver.js'
 import { isOwnAddress, targetsSelf } from '../net/self.js'
 import { formatAuthority } from '../net/host.js'
+import { pathWithoutQuery } from '../util/path.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
 import { inject, queryParam, withQueryParam } from './inject.js'
 import { asSidekeyError, sendError } from './respond.js'
@@ -60,20 +61,20 @@ export class RequestHandler {
       rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'bad_request', client, method, request_id: requestId })
       return
     }
-    const route = rt.router.match(target.scheme, target.host, target.port, pathOnly(path), method)
+    const route = rt.router.match(target.scheme, target.host, target.port, pathWithoutQuery(path), method)
     if (route.kind === 'none') {
       if (!target.tunnel && rt.config.egress.unmatched === 'tunnel') {
         await this.#passThrough(rt, req, res, target, path, client, requestId)
         return
       }
       sendError(res, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'no tool matches this destination', { status: 403 }), requestId)
-      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'no_tool', client, method, request_id: requestId, path: pathOnly(path) })
+      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'no_tool', client, method, request_id: requestId, path: pathWithoutQuery(path) })
       return
     }
     const tool = route.tool
     const used = (status: number, credentialId: string | null, placeholder: PlaceholderState, extra: Partial<CredentialUsed> = {}): void => {
       rt.audit.emit({
-        event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathOnly(path),
+        event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathWithoutQuery(path),
         status, duration_ms: Math.round((performance.now() - started) * 1000) / 1000, client, placeholder, request_id: requestId,
         ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...extra,
       })
@@ -151,7 +152,7 @@ export class RequestHandler {
     const method = req.method ?? 'GET'
     const started = performance.now()
     const passed = (status: number, error?: string): void => {
-      rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method, status, client, request_id: requestId, path: pathOnly(path),
+      rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method, status, client, request_id: requestId, path: pathWithoutQuery(path),
         duration_ms: round(performance.now() - started), ...(error === undefined ? {} : { error }) })
     }
     let release: (() => void) | undefined
@@ -281,11 +282,6 @@ export function normalizePath (pathAndQuery: string): string {
   if (!/\/\.|%2e|\\|#/i.test(pathAndQuery)) return pathAndQuery
   const url = new URL(pathAndQuery, 'http://sidekey.invalid')
   return url.pathname + url.search
-}
-
-export function pathOnly (pathAndQuery: string): string {
-  const q = pathAndQuery.indexOf('?')
-  return q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)
 }
 
 /** RELIABILITY B7: the proxy's own ports on this machine are never a destination. */

@@ -6,7 +6,8 @@ import type { LimitsConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from '../net/host.js'
 import { targetsSelf } from '../net/self.js'
-import { pathOnly, RequestHandler, type RequestTarget } from './handler.js'
+import { RequestHandler, type RequestTarget } from './handler.js'
+import { pathWithoutQuery } from '../util/path.js'
 import { asSidekeyError, sendError, sendRawError } from './respond.js'
 import type { Runtime } from './runtime.js'
 import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
@@ -176,7 +177,7 @@ export class ProxyListener {
       // One event for every transport (plain or TLS tunnel, HTTP/1.1 or h2, or a TLS server name in tunnel.ts).
       rt.audit.emit({
         event: 'egress.denied', host: ctx.host, port: ctx.port, reason: misdirect ? 'misdirected' : 'bad_request', client: ctx.client,
-        method: req.method ?? '', request_id: requestId, path: pathOnly(pathAndQuery), ...(misdirect ? { requested: asked.slice(0, MAX_REQUESTED) } : {}),
+        method: req.method ?? '', request_id: requestId, path: pathWithoutQuery(pathAndQuery), ...(misdirect ? { requested: asked.slice(0, MAX_REQUESTED) } : {}),
       })
       return
     }
