@@ -86,6 +86,7 @@ export class Sidekey {
     const leaves = new LeafCache({ ca, validityMs: config.ca.leaf_validity, max: config.ca.leaf_cache_size, clock })
     const runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set() })
     metrics.bindCredentials(runtime.credentials)
+    metrics.bindCa(ca, clock)
     const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime)
     app.#tokenDigest = await readTokenDigest(config)
     try {

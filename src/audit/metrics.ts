@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { AnomalyKind, AuditEvent, CredentialUsed } from './events.js'
 import type { CredentialProvider } from '../credentials/provider.js'
+import { systemClock, type Clock } from '../util/clock.js'
 
 /**
  * Every sidekey_* metric, declared here and nowhere else, on a registry owned by this instance (two sidekeys in
@@ -15,6 +16,7 @@ import type { CredentialProvider } from '../credentials/provider.js'
  * @example
  *   const metrics = createMetrics({ tools: Object.keys(config.tools) })
  *   metrics.bindCredentials(provider)
+ *   metrics.bindCa(ca, clock)
  *   metrics.observe(event)                     // what AuditHub does for every event
  *   res.setHeader('content-type', metrics.contentType); res.end(await metrics.text())
  */
@@ -61,6 +63,7 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_egress_denied_by_reason_total',
   'sidekey_tool_ready',
   'sidekey_tools',
+  'sidekey_ca_expires_in_seconds',
   'sidekey_audit_dropped_total',
   'sidekey_audit_errors_total',
 ])
@@ -74,6 +77,9 @@ export interface MetricsOptions {
 
 /** What the credential gauges read at scrape time. */
 export type CredentialStatusSource = Pick<CredentialProvider, 'status' | 'unready'>
+
+/** What the CA gauge reads at scrape time: the interception CA's end of validity. */
+export interface CaExpirySource { readonly notAfter: Date }
 
 interface Slot { readonly labels: Record<string, string | number>, value: number }
 
@@ -112,6 +118,7 @@ export class SidekeyMetrics {
   readonly #overhead: Histogram<'tool'>
   #configured: readonly string[] = []
   #credentials: CredentialStatusSource | undefined
+  #ca: { readonly source: CaExpirySource, readonly clock: Clock } | undefined
 
   constructor (opts: MetricsOptions) {
     const registry = this.registry = new Registry()
@@ -194,6 +201,12 @@ export class SidekeyMetrics {
       registers,
       collect () { this.set(self.#configured.length) },
     })
+    new Gauge({
+      name: 'sidekey_ca_expires_in_seconds',
+      help: 'Seconds until the interception CA expires (negative once expired); only a restart of sidekey and the agent renews it.',
+      registers,
+      collect () { self.#caGauge(this) },
+    })
     new Counter({
       name: 'sidekey_audit_dropped_total',
       help: 'Audit events not fed to the anomaly detectors because their queue was full (the log line was still written).',
@@ -234,6 +247,14 @@ export class SidekeyMetrics {
   /** The credential gauges (age, expires_in, ready) read this at scrape time. */
   bindCredentials (provider: CredentialStatusSource): void {
     this.#credentials = provider
+  }
+
+  /**
+   * The CA gauge reads `notAfter` at scrape time, against `clock` (the one the CA checks leaves with). The CA is
+   * renewed only at start, so this gauge is how an operator learns a long-running pod needs a restart.
+   */
+  bindCa (source: CaExpirySource, clock: Clock = systemClock): void {
+    this.#ca = { source, clock }
   }
 
   /** Updates the metrics an audit event feeds. Never throws for a well-typed event. */
@@ -325,6 +346,15 @@ export class SidekeyMetrics {
       const v = s[field]
       if (typeof v === 'number' && Number.isFinite(v)) gauge.set({ tool: this.#toolLabel(tool) }, v)
     }
+  }
+
+  #caGauge (gauge: Gauge): void {
+    // An unlabelled gauge resets to 0; with no CA bound there must be no sample rather than "expired".
+    gauge.reset()
+    const ca = this.#ca
+    const left = ca === undefined ? NaN : (ca.source.notAfter.getTime() - ca.clock.now()) / 1000
+    if (Number.isFinite(left)) gauge.set(Math.floor(left))
+    else gauge.remove({})
   }
 
   #readyGauge (gauge: Gauge<'tool'>): void {

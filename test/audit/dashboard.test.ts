@@ -39,6 +39,6 @@ t.test('the Grafana dashboard parses and queries only metrics sidekey exports', 
 t.test('the alert rules query only metrics sidekey exports', async (t) => {
   const rules = parse(await readFile(new URL('prometheus/alerts.yaml', deploy), 'utf8')) as unknown
   const exprs = exprsOf(rules)
-  t.equal(exprs.length, 6)
+  t.equal(exprs.length, 8)
   for (const name of new Set(exprs.flatMap(seriesIn))) t.ok(METRIC_NAMES.includes(name), `${name} is declared in metrics.ts`)
 })

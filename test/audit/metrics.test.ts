@@ -1,7 +1,13 @@
 import t from 'tap'
+import { X509Certificate } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { CA_CERT_FILE, CA_ISSUER_FILE } from '../../src/tls/ca.js'
+import { startSidekey } from '../helpers/sidekey.js'
 import { createMetrics, METRIC_NAMES, REMOVED_DEFAULT_METRICS, UNMATCHED_TOOL, codeLabel, methodLabel } from '../../src/audit/metrics.js'
 import type { ToolCredentialStatus } from '../../src/credentials/provider.js'
-import { denied, used } from './helpers.js'
+import { ManualClock, denied, used } from './helpers.js'
 
 function status (over: Partial<ToolCredentialStatus>): ToolCredentialStatus {
   return {
@@ -167,4 +173,43 @@ t.test('default metrics: the gauges promtool rejects are gone, their per-type si
   for (const [name, type] of declared) {
     t.equal(name.endsWith('_total'), type === 'counter', `${name} (${type}): only counters end in _total`)
   }
+})
+
+t.test('the CA gauge counts down to the CA\'s notAfter on the bound clock and goes negative once it has passed', async (t) => {
+  const m = createMetrics({ tools: ['a'], defaultMetrics: false })
+  t.match(await m.text(), /^# TYPE sidekey_ca_expires_in_seconds gauge$/m)
+  t.same(samples(await m.text(), 'sidekey_ca_expires_in_seconds'), [], 'no CA bound: no sample (not a 0 that reads as expired)')
+
+  const clock = new ManualClock()
+  m.bindCa({ notAfter: new Date(clock.now() + 3 * 86_400_000 + 500) }, clock)
+  t.same(samples(await m.text(), 'sidekey_ca_expires_in_seconds'), ['sidekey_ca_expires_in_seconds 259200'], 'whole seconds, rounded down')
+  clock.advance(86_400_000)
+  t.same(samples(await m.text(), 'sidekey_ca_expires_in_seconds'), ['sidekey_ca_expires_in_seconds 172800'], 'read at scrape time')
+  clock.advance(2 * 86_400_000 + 60_500)
+  t.same(samples(await m.text(), 'sidekey_ca_expires_in_seconds'), ['sidekey_ca_expires_in_seconds -60'], 'expired: negative, so <= 0 alerts')
+  m.bindCa({ notAfter: new Date(Number.NaN) }, clock)
+  t.same(samples(await m.text(), 'sidekey_ca_expires_in_seconds'), [], 'an unusable date costs the sample, not the scrape')
+})
+
+t.test('a running sidekey exposes the time left on the CA it created, as its certificates say', async (t) => {
+  const sk = await startSidekey(t, `
+instance_id: ca-gauge-test
+ca: { dir: {{CA_DIR}}, validity: 10d }
+issuers: { local: { type: local_jwt, ttl: 10m } }
+tools:
+  api: { match: { host: api.tool.test }, issuer: local }
+`)
+  const res = await request(`${sk.adminUrl}/metrics`)
+  const text = await res.body.text()
+  t.equal(res.statusCode, 200)
+  const lines = samples(text, 'sidekey_ca_expires_in_seconds')
+  t.equal(lines.length, 1, 'one unlabelled series')
+  const value = Number(lines[0]?.split(' ')[1])
+  // The CA's end is the earlier notAfter of the anchor agents trust and the issuing CA that signs leaves.
+  const certs = await Promise.all([CA_CERT_FILE, CA_ISSUER_FILE].map(async (f) => new X509Certificate(await readFile(join(sk.caDir, f)))))
+  const left = (Math.min(...certs.map((c) => Date.parse(c.validTo))) - Date.now()) / 1000
+  t.ok(Number.isInteger(value), `an integer (${lines[0]})`)
+  // validTo has whole seconds and the scrape came before Date.now() above: within a few seconds above, an hour below.
+  t.ok(value <= left + 2 && value >= left - 3600, `${value}s is the certificates' remaining ${Math.round(left)}s`)
+  t.ok(value > 9 * 86_400 && value <= 10 * 86_400, 'about the configured ca.validity of a fresh CA')
 })

@@ -78,6 +78,7 @@ tools:
     t.equal(res.statusCode, 200)
     t.match(text, /^sidekey_requests_total\{tool="api",method="GET",code="200"\} 1$/m)
     t.match(text, /^sidekey_egress_denied_total [1-9]/m)
+    t.match(text, /^sidekey_ca_expires_in_seconds [1-9]\d*$/m, 'the CA gauge is in the checked text')
     t.match(text, /^process_cpu_seconds_total /m, 'the default process metrics are in the checked text')
     t.match(text, /^# TYPE nodejs_active_handles gauge$/m)
 
