@@ -1,5 +1,6 @@
 import { isIP, isIPv4 } from 'node:net'
 import { classifyIp } from '../net/ip.js'
+import { normalizeHost } from '../net/host.js'
 
 /** Why an address is not a public one; undefined for a public address. */
 export type AddressKind = 'unspecified' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'reserved'
@@ -48,7 +49,7 @@ const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
 /**
  * `api.example.com`, `*.example.com` (any subdomain, at least two labels after the `*.`), or an IP literal
- * (`[::1]` or `::1`). Normalised to lower case, one trailing dot removed, IPv6 without brackets.
+ * (`[::1]` or `::1`). Normalised to lower case, one trailing dot removed, IPv6 compressed and without brackets.
  */
 export function parseToolHost (written: string): ToolHost {
   const fail = (reason: string): ToolHost => ({ ok: false, reason })
@@ -56,7 +57,8 @@ export function parseToolHost (written: string): ToolHost {
   if (written.includes('@')) return fail('a host has no user info')
   if (written.includes('/')) return fail('a host has no path; put it in match.path_prefix')
   const unbracketed = written.startsWith('[') && written.endsWith(']') ? written.slice(1, -1) : written
-  if (isIP(unbracketed) !== 0) return { ok: true, kind: 'ip', host: unbracketed.toLowerCase() }
+  // The same canonical form the proxy gives a request's host (IPv6 compressed, lower case), or they never meet.
+  if (isIP(unbracketed) !== 0) return { ok: true, kind: 'ip', host: normalizeHost(unbracketed) }
   if (written.includes(':')) return fail('a host has no port; put it in match.port')
   let host = written.toLowerCase()
   if (host.endsWith('.')) host = host.slice(0, -1)

@@ -20,6 +20,8 @@ t.test('tool hosts: names, wildcards and IP literals, normalised', async (t) => 
   t.same(parseToolHost('API.Example.com.'), { ok: true, kind: 'name', host: 'api.example.com' })
   t.same(parseToolHost('*.Example.com'), { ok: true, kind: 'wildcard', host: '*.example.com' })
   t.same(parseToolHost('[2001:DB8::1]'), { ok: true, kind: 'ip', host: '2001:db8::1' })
+  t.same(parseToolHost('2001:DB8:0:0:0:0:0:1'), { ok: true, kind: 'ip', host: '2001:db8::1' }, 'uncompressed IPv6 is written as requests arrive: compressed')
+  t.same(parseToolHost('[::FFFF:7F00:1]'), { ok: true, kind: 'ip', host: '::ffff:7f00:1' })
   t.same(parseToolHost('localhost'), { ok: true, kind: 'name', host: 'localhost' })
   for (const bad of ['*', '*.', '*.com', 'a.*.com', '*foo.com', 'http://a.com', 'a.com/x', 'u@a.com', 'a.com:443', '-a.com', 'a..com', '', 'a b.com', '127.1', '1.2.3.0x10']) {
     t.equal(parseToolHost(bad).ok, false, JSON.stringify(bad))
