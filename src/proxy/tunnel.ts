@@ -34,8 +34,10 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   const limits = rt.config.limits
   socket.setTimeout(limits.idle_timeout, () => socket.destroy())
   socket.write(ESTABLISHED)
-  const first = head.length > 0 ? head : await firstChunk(socket)
-  if (first === undefined) return
+  // Before its first byte a tunnel is held to the headers timeout, like a request line: a client that connects and
+  // says nothing (or half-closes) must not keep a connection slot for the idle timeout (RELIABILITY F1/F3).
+  const first = head.length > 0 ? head : await firstChunk(socket, limits.headers_timeout)
+  if (first === undefined) { socket.destroy(); return }
   socket.unshift(first)
   if (first[0] !== 0x16) {
     contexts.set(socket, { ...target, tls: false, client })
@@ -73,11 +75,16 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   })
 }
 
-function firstChunk (socket: Socket): Promise<Buffer | undefined> {
+/** The tunnel's first chunk, or undefined when the client ends, fails or stays silent for `timeoutMs`. */
+function firstChunk (socket: Socket, timeoutMs: number): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const onData = (chunk: Buffer): void => { cleanup(); socket.pause(); resolve(chunk) }
     const onEnd = (): void => { cleanup(); resolve(undefined) }
-    const cleanup = (): void => { socket.off('data', onData); socket.off('end', onEnd); socket.off('close', onEnd); socket.off('error', onEnd) }
+    const timer = setTimeout(onEnd, timeoutMs)
+    const cleanup = (): void => {
+      clearTimeout(timer)
+      socket.off('data', onData); socket.off('end', onEnd); socket.off('close', onEnd); socket.off('error', onEnd)
+    }
     socket.on('data', onData)
     socket.once('end', onEnd)
     socket.once('close', onEnd)

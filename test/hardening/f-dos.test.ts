@@ -55,6 +55,31 @@ tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, pla
   t.equal(after.status, 200, 'serving normally afterwards')
 })
 
+t.test('F1/F3: an intercepted CONNECT that half-closes or says nothing frees its connection slot, not after the idle timeout', async (t) => {
+  const sk = await startSidekey(t, `
+instance_id: agent-f1c
+ca: { dir: {{CA_DIR}} }
+resolve: { sink.tool.test: 127.0.0.1 }
+limits: { headers_timeout: 1s, max_connections: 8 }
+issuers: { local: { type: local_jwt } }
+tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, plaintext: true } }
+`)
+  // Opens a tunnel to the tool, reads the 200, then either half-closes or stays silent; resolves when the proxy closes it.
+  const tunnel = (mode: 'end' | 'silent'): Promise<boolean> => new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port: sk.proxyPort })
+    const giveUp = setTimeout(() => { s.destroy(); resolve(false) }, 15_000)
+    s.on('connect', () => s.write(`CONNECT sink.tool.test:${S} HTTP/1.1\r\nHost: sink.tool.test:${S}\r\n\r\n`))
+    s.once('data', () => { if (mode === 'end') s.end() })
+    s.on('error', () => {})
+    s.on('close', () => { clearTimeout(giveUp); resolve(true) })
+  })
+  // Twice the connection limit of each kind: a slot held until the idle timeout (300 s) would lock the listener.
+  const closed = await Promise.all([...Array.from({ length: 16 }, () => tunnel('end')), ...Array.from({ length: 16 }, () => tunnel('silent'))])
+  t.ok(closed.every(Boolean), 'every such tunnel was closed by the proxy within headers_timeout')
+  const after = await raw(sk.proxyPort, `GET http://sink.tool.test:${S}/after HTTP/1.1\r\nHost: sink.tool.test\r\n\r\n`, { until: completeResponse })
+  t.equal(after.status, 200, 'the listener serves afterwards')
+})
+
 t.test('F2: a slow body is cut by request_timeout; a slow reader is cut when idle, and backpressure bounds what is buffered', async (t) => {
   const sk = await startSidekey(t, `
 instance_id: agent-f2
