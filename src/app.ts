@@ -146,6 +146,11 @@ export class Sidekey {
     this.metrics.bindCredentials(next.credentials)
     this.audit.setDetectors(createDetectors(config.anomaly), anomalyRateLimit(config.anomaly))
     this.logger.info({ tools: Object.keys(config.tools) }, 'config reloaded')
+    // The CA's name constraints were fixed when it was made: a tool host added since is refused a leaf (fails closed).
+    const outside = Object.entries(config.tools).filter(([, t]) => !this.ca.permits(t.match.host.replace(/^\*\./, 'x.'))).map(([name]) => name)
+    if (outside.length > 0) {
+      this.logger.warn({ tools: outside }, 'these tools are outside the CA name constraints: their intercepted TLS fails until the pod is replaced (a new CA, trusted by the agent)')
+    }
     void retire(old)
   }
 

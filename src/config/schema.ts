@@ -189,7 +189,7 @@ export const config = z.strictObject({
     validity: duration('30d'),
     leaf_validity: duration('7d'),
     /** Constrain the CA (RFC 5280 nameConstraints) to the tool hosts. */
-    name_constraints: z.boolean().default(false),
+    name_constraints: z.boolean().default(true),
     leaf_cache_size: z.number().int().min(1).default(1000),
   }).prefault({}),
   upstream_ca_file: nonEmpty.optional(),
