@@ -45,13 +45,14 @@ function listFor (cls: IpClass): BlockList {
   return l
 }
 
-/** IPv4 embedded in IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses. */
+/** IPv4 embedded in IPv4-mapped (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d), IPv4-compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses. */
 function embeddedV4 (v6: string): string | undefined {
   const words = expandV6(v6)
   if (words === undefined) return undefined
   const v4 = (hi: number, lo: number): string => `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`
   const zero = (from: number, to: number): boolean => words.slice(from, to).every((w) => w === 0)
   if (zero(0, 5) && words[5] === 0xffff) return v4(words[6]!, words[7]!)
+  if (zero(0, 4) && words[4] === 0xffff && words[5] === 0) return v4(words[6]!, words[7]!) // SIIT IPv4-translated ::ffff:0:0/96 (RFC 2765)
   if (zero(0, 6) && (words[6]! !== 0 || words[7]! > 1)) return v4(words[6]!, words[7]!)
   if (words[0] === 0x64 && words[1] === 0xff9b && zero(2, 6)) return v4(words[6]!, words[7]!)
   if (words[0] === 0x64 && words[1] === 0xff9b && words[2] === 1) return v4(words[6]!, words[7]!) // 64:ff9b:1::/48 local NAT64

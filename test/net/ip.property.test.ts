@@ -18,10 +18,10 @@ t.test('an IPv4 address has one class in every encoding, including IPv4-mapped I
   t.pass()
 })
 
-t.test('NAT64, 6to4 and IPv4-compatible wrappers never make a special IPv4 address public', async (t) => {
+t.test('NAT64, 6to4, SIIT and IPv4-compatible wrappers never make a special IPv4 address public', async (t) => {
   fc.assert(fc.property(uint32, (n) => {
     const inner = classifyIp(dotted(n))
-    const wrapped = [`64:ff9b::${dotted(n)}`, `64:ff9b::${hex4(n)}`, `2002:${hex4(n)}::1`, `64:ff9b:1::${hex4(n)}`]
+    const wrapped = [`64:ff9b::${dotted(n)}`, `64:ff9b::${hex4(n)}`, `2002:${hex4(n)}::1`, `64:ff9b:1::${hex4(n)}`, `::ffff:0:${hex4(n)}`]
     return wrapped.every((w) => inner === 'public' || classifyIp(w) !== 'public')
   }), { numRuns: 2000 })
   t.pass()
