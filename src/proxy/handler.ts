@@ -12,7 +12,7 @@ import { formatAuthority } from '../net/host.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
 import { inject, queryParam, withQueryParam } from './inject.js'
-import { asSidekeyError, sendError } from './respond.js'
+import { asSidekeyError, PARSE_FAILURE, sendError, type MarkedSocket } from './respond.js'
 import type { Tool } from './router.js'
 import type { Runtime } from './runtime.js'
 import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
@@ -140,6 +140,13 @@ export class RequestHandler {
       const bytesOut = await relay(response.body, res)
       used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}) })
     } catch (err) {
+      // A body that broke its framing mid-stream was answered 400 by the parser (listener.ts clientError): audit that.
+      const parse = (req.socket as MarkedSocket | null)?.[PARSE_FAILURE]
+      if (parse !== undefined) {
+        res.destroy()
+        used(400, current.id, placeholder, { outcome: 'bad_request', error: `SIDEKEY_BAD_REQUEST:${parse}`, ...(replayed ? { replayed } : {}) })
+        return
+      }
       const status = this.#fail(res, err, requestId)
       used(status, current.id, placeholder, failure(err, replayed))
     } finally {

@@ -8,7 +8,7 @@ import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from 
 import { targetsSelf } from '../net/self.js'
 import { RequestHandler, type RequestTarget } from './handler.js'
 import { pathWithoutQuery } from '../util/path.js'
-import { asSidekeyError, sendError, sendRawError } from './respond.js'
+import { asSidekeyError, PARSE_FAILURE, sendError, sendRawError, type MarkedSocket } from './respond.js'
 import type { Runtime } from './runtime.js'
 import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
@@ -258,6 +258,7 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    ;(socket as MarkedSocket)[PARSE_FAILURE] = err.code ?? 'HPE_UNKNOWN'
     sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'malformed request', { status }), '-')
   })
   return server

@@ -21,6 +21,14 @@ const ERROR_NAMES: Record<string, string> = {
   SIDEKEY_OVERLOADED: 'overloaded',
 }
 
+/**
+ * Set on a client socket by the server's `clientError` handler to the parser's code (e.g. `HPE_INVALID_CHUNK_SIZE`):
+ * a request whose body breaks its framing mid-stream was answered 400 there, and its audit line must say so.
+ */
+export const PARSE_FAILURE: unique symbol = Symbol('sidekey.parseFailure')
+
+export type MarkedSocket = Socket & { [PARSE_FAILURE]?: string }
+
 export function asSidekeyError (err: unknown): SidekeyError {
   return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { status: 500, cause: err })
 }

@@ -201,3 +201,25 @@ t.test('C7: oversized chunk extensions, headers past the byte limit or the count
   const limit = await raw(sk.proxyPort, `GET http://raw.tool.test:${P}/ HTTP/1.1\r\nHost: raw.tool.test\r\n${headers(99)}\r\n`, { until: completeResponse })
   t.equal(limit.status, 200, 'exactly 100 header fields are fine')
 })
+
+t.test('C1: a chunked body whose framing breaks after the upstream was dialled is 400, and audited as 400', async (t) => {
+  const { connect } = await import('node:net')
+  const s = connect(sk.proxyPort, '127.0.0.1')
+  t.teardown(() => s.destroy())
+  let text = ''
+  s.on('data', (d: Buffer) => { text += d.toString('latin1') })
+  s.on('error', () => {})
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()))
+  s.write(`POST http://raw.tool.test:${P}/c1late HTTP/1.1\r\nHost: raw.tool.test:${P}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`)
+  // Once the first chunk has parsed the upstream exchange starts; only then does the framing break (bare LF).
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  s.write('3\nabc\r\n0\r\n\r\n')
+  await closed
+  t.match(text, /^HTTP\/1\.1 400 /, 'the agent gets 400')
+  let used: Record<string, unknown> | undefined
+  for (let i = 0; i < 500 && used === undefined; i++) {
+    used = sk.log.events('credential.used').find((e) => e.path === '/c1late')
+    if (used === undefined) await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  t.match(used, { status: 400, outcome: 'bad_request', error: /^SIDEKEY_BAD_REQUEST:HPE_/ }, 'the audit line says what the agent got')
+})
