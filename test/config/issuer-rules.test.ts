@@ -9,7 +9,8 @@ import { isLoopbackHost } from '../../src/config/host.js'
 import type { LocalJwtIssuerConfig } from '../../src/config/schema.js'
 import { createLocalJwtIssuer } from '../../src/credentials/issuers/local-jwt.js'
 import { FakeClock } from '../credentials/fake-clock.js'
-import { cli, rejectionOf } from './helpers.js'
+import { rejectionOf } from './helpers.js'
+import { cli } from '../helpers/cli.js'
 
 /** One client-credentials issuer per line, so a problem's line names the case. */
 const ccIssuer = (name: string, url: string): string =>

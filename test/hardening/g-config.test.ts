@@ -1,7 +1,6 @@
 // RELIABILITY.md section G: bad configs never start, never leak, and never replace a good one; a dead issuer at
 // start-up does not stop the proxy, it fails closed. (Each G1 case in isolation: test/config/.)
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { createServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { mkdtempSync, writeFileSync } from 'node:fs'
@@ -12,23 +11,9 @@ import { startSidekey } from '../helpers/sidekey.js'
 import { ConfigError, formatProblems, loadConfigFile } from '../../src/config/load.js'
 import { raw, startRawUpstream } from './helpers.js'
 import { completeResponse } from './tunnel-client.js'
+import { cli } from '../helpers/cli.js'
 
-const ROOT = join(import.meta.dirname, '..', '..')
 const SECRET = 'g1-secret-value-5b8e2a7c'
-
-function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import=@tapjs/typescript/import', join(ROOT, 'src', 'cli.ts'), ...args], {
-      cwd: ROOT, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
-  })
-}
 
 const admin = new Agent()
 t.teardown(() => admin.close())
