@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { parseDuration } from '../util/duration.js'
+import { formatDuration, parseDuration } from '../util/duration.js'
 import { anomalyConfig } from '../audit/anomaly/config.js'
 
 /**
@@ -77,18 +77,10 @@ export const localJwtIssuer = z.strictObject({
   ctx.addIssue({
     code: 'custom',
     path: ['rotate_every'],
-    message: `rotate_every (${formatMs(c.rotate_every)}) must be at least ttl (${formatMs(c.ttl)}) and overlap (${formatMs(c.overlap)}), ` +
+    message: `rotate_every (${formatDuration(c.rotate_every)}) must be at least ttl (${formatDuration(c.ttl)}) and overlap (${formatDuration(c.overlap)}), ` +
       'so that the JWKS holds only the current and the previous key and every token it signed still verifies',
   })
 })
-
-/** `90s`, `10m`, `1500ms`: the largest unit that writes a duration exactly, for messages. */
-function formatMs (ms: number): string {
-  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
-    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`
-  }
-  return `${ms}ms`
-}
 
 export const clientCredentialsIssuer = z.strictObject({
   type: z.literal('oauth2_client_credentials'),

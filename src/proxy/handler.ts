@@ -12,9 +12,9 @@ import { formatAuthority } from '../net/host.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
 import { inject, queryParam, withQueryParam } from './inject.js'
-import { asSidekeyError, PARSE_FAILURE, sendError, type MarkedSocket } from './respond.js'
+import { asSidekeyError, CLIENT_ERROR, sendError, type MarkedSocket } from './respond.js'
 import type { Tool } from './router.js'
-import type { Runtime } from './runtime.js'
+import { connectPortAllowed, type Runtime } from './runtime.js'
 import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
 import { UpgradeResponse } from './upgrade.js'
 
@@ -75,7 +75,7 @@ export class RequestHandler {
     const used = (status: number, credentialId: string | null, placeholder: PlaceholderState, extra: Partial<CredentialUsed> = {}): void => {
       rt.audit.emit({
         event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathWithoutQuery(path),
-        status, duration_ms: Math.round((performance.now() - started) * 1000) / 1000, client, placeholder, request_id: requestId,
+        status, duration_ms: round(performance.now() - started), client, placeholder, request_id: requestId,
         ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...extra,
       })
     }
@@ -140,11 +140,11 @@ export class RequestHandler {
       const bytesOut = await relay(response.body, res)
       used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}) })
     } catch (err) {
-      // A body that broke its framing mid-stream was answered 400 by the parser (listener.ts clientError): audit that.
-      const parse = (req.socket as MarkedSocket | null)?.[PARSE_FAILURE]
-      if (parse !== undefined) {
+      // A body that failed mid-stream (broken framing, request timeout) was answered by listener.ts's clientError: audit that.
+      const answered = (req.socket as MarkedSocket | null)?.[CLIENT_ERROR]
+      if (answered !== undefined) {
         res.destroy()
-        used(400, current.id, placeholder, { outcome: 'bad_request', error: `SIDEKEY_BAD_REQUEST:${parse}`, ...(replayed ? { replayed } : {}) })
+        used(answered.status, current.id, placeholder, { outcome: 'bad_request', error: `SIDEKEY_BAD_REQUEST:${answered.code}`, ...(replayed ? { replayed } : {}) })
         return
       }
       const status = this.#fail(res, err, requestId)
@@ -165,13 +165,11 @@ export class RequestHandler {
     let release: (() => void) | undefined
     try {
       // The ports a pass-through may reach: the plain-HTTP default, and what CONNECT may reach (RELIABILITY B1).
-      if (target.port !== 80 && !rt.config.egress.connect_ports.includes(target.port) && !rt.router.ports.has(target.port)) {
-        throw egressDenied('port not allowed', 'port')
-      }
+      if (target.port !== 80 && !connectPortAllowed(rt, target.port)) throw egressDenied('port not allowed', 'port')
       checkAddress(target.host, rt.resolver)
-      release = this.#inFlight.acquire(`${target.scheme}://${formatAuthority(target.host, target.port, defaultPort(target.scheme))}`, inFlightCap(rt))
-      if (isSelf(rt, target.host, target.port)) throw egressDenied('destination is sidekey itself', 'self')
       const authority = formatAuthority(target.host, target.port, defaultPort(target.scheme))
+      release = this.#inFlight.acquire(`${target.scheme}://${authority}`, inFlightCap(rt))
+      if (isSelf(rt, target.host, target.port)) throw egressDenied('destination is sidekey itself', 'self')
       const { headers } = upstreamHeaders(req.rawHeaders, undefined, authority)
       const body = await requestBody(req, 0)
       if (body.contentLength !== undefined) headers.push('content-length', body.contentLength)

@@ -8,8 +8,8 @@ import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from 
 import { targetsSelf } from '../net/self.js'
 import { RequestHandler, type RequestTarget } from './handler.js'
 import { pathWithoutQuery } from '../util/path.js'
-import { asSidekeyError, PARSE_FAILURE, sendError, sendRawError, type MarkedSocket } from './respond.js'
-import type { Runtime } from './runtime.js'
+import { asSidekeyError, CLIENT_ERROR, sendError, sendRawError, type MarkedSocket } from './respond.js'
+import { connectPortAllowed, type Runtime } from './runtime.js'
 import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
 import { AgentH2 } from './h2.js'
@@ -214,7 +214,7 @@ export class ProxyListener {
       }
       return
     }
-    const portAllowed = rt.config.egress.connect_ports.includes(target.port) || rt.router.ports.has(target.port)
+    const portAllowed = connectPortAllowed(rt, target.port)
     if (rt.config.egress.unmatched === 'tunnel' && portAllowed) {
       if (targetsSelf(target.host, target.port, rt.ownPorts, rt.resolver.pins)) {
         deny('self')
@@ -258,7 +258,7 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
-    ;(socket as MarkedSocket)[PARSE_FAILURE] = err.code ?? 'HPE_UNKNOWN'
+    ;(socket as MarkedSocket)[CLIENT_ERROR] = { status, code: err.code ?? 'unknown' }
     sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'malformed request', { status }), '-')
   })
   return server

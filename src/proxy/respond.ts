@@ -22,12 +22,13 @@ const ERROR_NAMES: Record<string, string> = {
 }
 
 /**
- * Set on a client socket by the server's `clientError` handler to the parser's code (e.g. `HPE_INVALID_CHUNK_SIZE`):
- * a request whose body breaks its framing mid-stream was answered 400 there, and its audit line must say so.
+ * Set on a client socket by the server's `clientError` handler: what the agent was answered there (400/431 for a
+ * parse error such as `HPE_INVALID_CHUNK_SIZE`, 408 for a request timeout). A request whose body fails that way
+ * mid-stream is audited with this answer, not with the upstream failure its cancellation causes.
  */
-export const PARSE_FAILURE: unique symbol = Symbol('sidekey.parseFailure')
+export const CLIENT_ERROR: unique symbol = Symbol('sidekey.clientError')
 
-export type MarkedSocket = Socket & { [PARSE_FAILURE]?: string }
+export type MarkedSocket = Socket & { [CLIENT_ERROR]?: { readonly status: number, readonly code: string } }
 
 export function asSidekeyError (err: unknown): SidekeyError {
   return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { status: 500, cause: err })

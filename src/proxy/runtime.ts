@@ -23,3 +23,8 @@ export interface Runtime {
   /** The proxy's and admin's own bound ports: never a destination (RELIABILITY B7). */
   readonly ownPorts: ReadonlySet<number>
 }
+
+/** The ports CONNECT may reach (RELIABILITY B1): `egress.connect_ports` and the ports tools name. */
+export function connectPortAllowed (rt: Runtime, port: number): boolean {
+  return rt.config.egress.connect_ports.includes(port) || rt.router.ports.has(port)
+}

@@ -8,3 +8,12 @@ export function parseDuration (value: string | number): number | undefined {
   if (m === null) return undefined
   return Math.round(Number(m[1]) * UNITS[m[2] as string]!)
 }
+
+/** The inverse, for messages: the largest unit that writes `ms` exactly (`90s`, `10m`, `1500ms`). */
+export function formatDuration (ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    const size = UNITS[unit]!
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}
