@@ -1,24 +1,12 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { access, constants } from 'node:fs/promises'
-import { delimiter, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ProxyAgent, request } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
+import { needBinary, systemBinary } from '../helpers/system-binary.js'
 
 const dir = fileURLToPath(new URL('../../deploy/prometheus/', import.meta.url))
-
-async function onPath (name: string): Promise<string | undefined> {
-  for (const d of (process.env.PATH ?? '').split(delimiter)) {
-    if (d === '') continue
-    try {
-      await access(join(d, name), constants.X_OK)
-      return join(d, name)
-    } catch { /* next */ }
-  }
-  return undefined
-}
 
 /** Runs promtool in deploy/prometheus/, feeding `input` on stdin when given. */
 function run (cmd: string, args: string[], input?: string): Promise<{ code: number, output: string }> {
@@ -30,14 +18,12 @@ function run (cmd: string, args: string[], input?: string): Promise<{ code: numb
   })
 }
 
-const promtool = await onPath('promtool')
-const skip = promtool === undefined && process.env.SIDEKEY_SKIP_PROMTOOL === '1' ? 'promtool not on PATH (SIDEKEY_SKIP_PROMTOOL=1)' : false
+const bin = await systemBinary('promtool', 'prometheus')
+const promtool = bin.path
+const skip = bin.skip
 
 t.test('the alert rules pass promtool check and their unit tests', { skip }, async (t) => {
-  if (promtool === undefined) {
-    t.fail('promtool is not on PATH: install it (Debian/Ubuntu: apt-get install -y prometheus) or set SIDEKEY_SKIP_PROMTOOL=1 to skip')
-    return
-  }
+  if (!needBinary(t, bin) || promtool === undefined) return
   const check = await run(promtool, ['check', 'rules', 'alerts.yaml'])
   t.equal(check.code, 0, check.output)
   t.match(check.output, /SUCCESS: \d+ rules found/)
@@ -49,8 +35,9 @@ t.test('the alert rules pass promtool check and their unit tests', { skip }, asy
 // What an outside checker does: `curl <admin>/metrics | promtool check metrics`, on the whole endpoint (sidekey_*,
 // process_* and nodejs_* alike), after traffic has created the labelled series.
 t.test('the whole /metrics output of a running sidekey passes promtool check metrics',
-  { skip: promtool === undefined ? 'promtool not on PATH (Debian/Ubuntu: apt-get install -y prometheus; .ci/run installs it)' : false },
+  { skip },
   async (t) => {
+    if (!needBinary(t, bin)) return
     const up = await startUpstream()
     t.teardown(() => up.close())
     const sk = await startSidekey(t, `
