@@ -11,10 +11,11 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey check --config FILE
        sidekey ca --config FILE [--bundle OUT]
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
+       sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
 
 --config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.`
 
-const VERBS = new Set(['run', 'check', 'ca', 'audit'])
+const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema'])
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. */
 async function main (argv: string[]): Promise<number> {
@@ -23,6 +24,11 @@ async function main (argv: string[]): Promise<number> {
   if (verb === 'audit') {
     const { auditCommand } = await import('./audit/summary.js')
     return auditCommand(rest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
+  }
+  if (verb === 'schema') {
+    const { configJsonSchemaText } = await import('./config/json-schema.js')
+    process.stdout.write(configJsonSchemaText())
+    return 0
   }
   let values: { config?: string, listen?: string, admin?: string, bundle?: string, help?: boolean }
   try {
