@@ -11,6 +11,7 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey check --config FILE
        sidekey ca --config FILE [--bundle OUT]
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
+       sidekey audit scopes --config FILE [--since 30d|all] [--json] [FILE...]
        sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
 
 --config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.`
@@ -21,10 +22,7 @@ const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema'])
 async function main (argv: string[]): Promise<number> {
   const verb = argv[0] !== undefined && VERBS.has(argv[0]) ? argv[0] : 'run'
   const rest = verb === argv[0] ? argv.slice(1) : argv
-  if (verb === 'audit') {
-    const { auditCommand } = await import('./audit/summary.js')
-    return auditCommand(rest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
-  }
+  if (verb === 'audit') return audit(rest)
   if (verb === 'schema') {
     const { configJsonSchemaText } = await import('./config/json-schema.js')
     process.stdout.write(configJsonSchemaText())
@@ -80,6 +78,15 @@ async function main (argv: string[]): Promise<number> {
     }
   } catch (err) {
     return report(err, verb === 'check' ? process.stdout : process.stderr)
+  }
+}
+
+/** `sidekey audit [VERB]`: each report loads only its own module. */
+async function audit (args: string[]): Promise<number> {
+  const io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }
+  switch (args[0]) {
+    case 'scopes': return (await import('./audit/scopes.js')).scopesCommand(args.slice(1), io)
+    default: return (await import('./audit/summary.js')).auditCommand(args, io)
   }
 }
 

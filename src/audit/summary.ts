@@ -1,9 +1,4 @@
-import { createReadStream } from 'node:fs'
-import { access, constants } from 'node:fs/promises'
-import { createInterface } from 'node:readline'
-import { createGunzip } from 'node:zlib'
-import type { Readable } from 'node:stream'
-import { escapeAllControl } from './log.js'
+import { AuditInput, checkInputs, describeSkipped, esc, parseTime, readFailed, readLines, type AuditIo, type InputCounts } from './input.js'
 
 /**
  * `sidekey audit FILE...`: what an incident responder runs first. Reads audit JSON lines from any number of
@@ -57,21 +52,13 @@ export interface InstanceSummary {
   tools: Record<string, ToolSummary>
 }
 
-export interface AuditSummary {
-  /** Lines read. */
-  lines: number
-  /** Audit events (lines with an `event` field). */
-  events: number
-  /** Other JSON log lines (no `event`). */
-  other: number
-  /** Lines that were not JSON objects. */
-  skipped: number
+/** What was read (lines, events, other log lines, and what was skipped and why: input.ts), and per instance. */
+export interface AuditSummary extends InputCounts {
   instances: Record<string, InstanceSummary>
 }
 
 export const NO_INSTANCE = '(none)'
 const MAX_IDS = 50
-const MAX_LINE = 1 << 20
 
 interface ToolAcc {
   summary: ToolSummary
@@ -86,22 +73,11 @@ interface ToolAcc {
 interface InstanceAcc { summary: InstanceSummary, tools: Map<string, ToolAcc>, firstMs: number, lastMs: number }
 
 export async function summarise (lines: AsyncIterable<string> | Iterable<string>): Promise<AuditSummary> {
-  const out: AuditSummary = { lines: 0, events: 0, other: 0, skipped: 0, instances: {} }
+  const input = new AuditInput()
   const instances = new Map<string, InstanceAcc>()
   const issuedAt = new Map<string, number>()
 
-  for await (const line of lines) {
-    out.lines++
-    const rec = parseLine(line)
-    if (rec === undefined) {
-      if (line.trim() !== '') out.skipped++
-      continue
-    }
-    if (typeof rec.event !== 'string') {
-      out.other++
-      continue
-    }
-    out.events++
+  for await (const rec of input.records(lines)) {
     const inst = instanceAcc(instances, typeof rec.instance_id === 'string' ? rec.instance_id : NO_INSTANCE)
     const time = parseTime(rec.time)
     inst.summary.events++
@@ -162,6 +138,7 @@ export async function summarise (lines: AsyncIterable<string> | Iterable<string>
     }
   }
 
+  const out: AuditSummary = { ...input.counts, instances: {} }
   for (const [name, inst] of [...instances].sort(([a], [b]) => a.localeCompare(b))) {
     inst.summary.first = iso(inst.firstMs)
     inst.summary.last = iso(inst.lastMs)
@@ -172,23 +149,6 @@ export async function summarise (lines: AsyncIterable<string> | Iterable<string>
     out.instances[name] = inst.summary
   }
   return out
-}
-
-function parseLine (line: string): Record<string, unknown> | undefined {
-  if (line.length > MAX_LINE || line.length === 0 || line.trimStart()[0] !== '{') return undefined
-  try {
-    const v: unknown = JSON.parse(line)
-    return v !== null && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : undefined
-  } catch {
-    return undefined
-  }
-}
-
-function parseTime (v: unknown): number | undefined {
-  if (typeof v === 'number' && Number.isFinite(v)) return v
-  if (typeof v !== 'string') return undefined
-  const ms = Date.parse(v)
-  return Number.isNaN(ms) ? undefined : ms
 }
 
 const iso = (ms: number): string | null => Number.isFinite(ms) ? new Date(ms).toISOString() : null
@@ -253,7 +213,7 @@ export function formatSummary (summary: AuditSummary): string {
   const out: string[] = []
   const names = Object.keys(summary.instances)
   out.push(`sidekey audit: ${names.length} instance${names.length === 1 ? '' : 's'}, ${summary.events} events, ${summary.lines} lines` +
-    (summary.skipped > 0 ? ` (${summary.skipped} not JSON, skipped)` : ''))
+    (summary.skipped > 0 ? `; ${describeSkipped(summary)}` : ''))
   for (const name of names) {
     const inst = summary.instances[name]!
     out.push('')
@@ -274,8 +234,6 @@ export function formatSummary (summary: AuditSummary): string {
   return out.join('\n') + '\n'
 }
 
-function esc (s: string): string { return escapeAllControl(s) }
-
 function counts (rec: Record<string, number>, sep = ' '): string {
   return Object.entries(rec).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${esc(k)}${sep}${n}`).join(', ')
 }
@@ -292,11 +250,7 @@ function table (rows: string[][]): string[] {
   return rows.map((r) => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i]!)).join('  ').trimEnd())
 }
 
-export interface AuditIo {
-  stdin: NodeJS.ReadableStream
-  stdout: NodeJS.WritableStream
-  stderr: NodeJS.WritableStream
-}
+export type { AuditIo }
 
 const USAGE = 'usage: sidekey audit [--json] [FILE...]   (FILE may be .gz; none or - reads stdin)\n'
 
@@ -316,45 +270,14 @@ export async function auditCommand (args: string[], io: AuditIo): Promise<number
       return 2
     } else files.push(a)
   }
-  if (files.length === 0) files.push('-')
-  if (files.filter((f) => f === '-').length > 1) {
-    io.stderr.write(`sidekey audit: stdin (-) given more than once\n${USAGE}`)
-    return 2
-  }
-  for (const f of files) {
-    if (f === '-') continue
-    try {
-      await access(f, constants.R_OK)
-    } catch (err) {
-      io.stderr.write(`sidekey audit: cannot read ${esc(f)}: ${(err as NodeJS.ErrnoException).code ?? 'error'}\n`)
-      return 1
-    }
-  }
+  const stop = await checkInputs('sidekey audit', files, USAGE, io)
+  if (stop !== undefined) return stop
   let summary: AuditSummary
   try {
-    summary = await summarise(readAll(files, io.stdin))
+    summary = await summarise(readLines(files, io.stdin))
   } catch (err) {
-    io.stderr.write(`sidekey audit: read failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`)
-    return 1
+    return readFailed('sidekey audit', err, io)
   }
   io.stdout.write(json ? JSON.stringify(summary, null, 2) + '\n' : formatSummary(summary))
   return 0
-}
-
-async function * readAll (files: readonly string[], stdin: NodeJS.ReadableStream): AsyncIterable<string> {
-  for (const f of files) {
-    let input: NodeJS.ReadableStream
-    if (f === '-') input = stdin
-    else {
-      const file: Readable = createReadStream(f)
-      input = f.endsWith('.gz') ? file.pipe(createGunzip()) : file
-      if (f.endsWith('.gz')) file.on('error', (err) => (input as Readable).destroy(err))
-    }
-    const rl = createInterface({ input, crlfDelay: Infinity })
-    try {
-      yield * rl
-    } finally {
-      rl.close()
-    }
-  }
 }

@@ -76,7 +76,7 @@ t.test('summarise a multi-instance log: per instance and tool', async (t) => {
 
 t.test('formatSummary prints a table per instance, escaping what the log says', async (t) => {
   const text = formatSummary(await summarise(fleetLog()))
-  t.match(text, /^sidekey audit: 2 instances, 17 events, 22 lines \(3 not JSON, skipped\)$/m)
+  t.match(text, /^sidekey audit: 2 instances, 17 events, 22 lines; 3 lines skipped \(1 truncated, 1 not JSON, 1 foreign JSON\)$/m)
   t.match(text, /^instance agent-a {2}2026-01-01T00:00:00\.000Z \.\. 2026-01-01T00:07:00\.000Z {2}events 14 {2}egress denied 1$/m)
   t.match(text, /^ {2}anomalies: unexpected_credential 8, unmatched_destination 1$/m)
   t.match(text, /^ {2}tool +uses +creds +age at use p50\/p90\/max +status +issued +refresh failed +anomalies$/m)
