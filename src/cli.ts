@@ -12,6 +12,7 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey ca --config FILE [--bundle OUT]
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
        sidekey audit scopes --config FILE [--since 30d|all] [--json] [FILE...]
+       sidekey audit tasks [--json] [FILE...]  (calls, tools and statuses per X-Sidekey-Task)
        sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
 
 --config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.`
@@ -86,6 +87,7 @@ async function audit (args: string[]): Promise<number> {
   const io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }
   switch (args[0]) {
     case 'scopes': return (await import('./audit/scopes.js')).scopesCommand(args.slice(1), io)
+    case 'tasks': return (await import('./audit/tasks.js')).tasksCommand(args.slice(1), io)
     default: return (await import('./audit/summary.js')).auditCommand(args, io)
   }
 }

@@ -61,6 +61,8 @@ export interface CredentialUsed {
   bytes_out?: number
   /** Absolute-form request whose Host header named another authority than its URL; the URL's was used (RELIABILITY A5). */
   host_mismatch?: boolean
+  /** The agent's X-Sidekey-Task for this call (an opaque id it chose; never a metric label: ids are unbounded). */
+  task?: string
 }
 
 export interface EgressDenied {

@@ -33,7 +33,7 @@ export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
  */
 export const EGRESS_DENY_REASONS = [
   'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected',
-  'bad_request', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
+  'bad_request', 'bad_task', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
 ] as const
 export type EgressDenyReason = typeof EGRESS_DENY_REASONS[number]
 

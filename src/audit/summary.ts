@@ -234,7 +234,7 @@ export function formatSummary (summary: AuditSummary): string {
   return out.join('\n') + '\n'
 }
 
-function counts (rec: Record<string, number>, sep = ' '): string {
+export function counts (rec: Record<string, number>, sep = ' '): string {
   return Object.entries(rec).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${esc(k)}${sep}${n}`).join(', ')
 }
 
@@ -245,7 +245,7 @@ function dur (sec: number | null): string {
   return `${Math.floor(sec / 3600)}h${String(Math.floor((sec % 3600) / 60)).padStart(2, '0')}m`
 }
 
-function table (rows: string[][]): string[] {
+export function table (rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
   return rows.map((r) => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i]!)).join('  ').trimEnd())
 }

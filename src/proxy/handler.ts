@@ -53,12 +53,15 @@ export class RequestHandler {
     const requestId = this.#ids()
     const method = req.method ?? 'GET'
     let path = target.pathAndQuery
+    let task: string | undefined
     try {
-      checkRequestHeaders(req.rawHeaders)
+      task = checkRequestHeaders(req.rawHeaders)
       path = normalizePath(target.pathAndQuery)
     } catch (err) {
-      sendError(res, asSidekeyError(err), requestId)
-      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'bad_request', client, method, request_id: requestId })
+      const e = asSidekeyError(err)
+      sendError(res, e, requestId)
+      const reason = e.details.reason === 'bad_task' ? 'bad_task' : 'bad_request'
+      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason, client, method, request_id: requestId })
       return
     }
     const route = rt.router.match(target.scheme, target.host, target.port, pathWithoutQuery(path), method)
@@ -76,7 +79,7 @@ export class RequestHandler {
       rt.audit.emit({
         event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathWithoutQuery(path),
         status, duration_ms: round(performance.now() - started), client, placeholder, request_id: requestId,
-        ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...extra,
+        ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...(task === undefined ? {} : { task }), ...extra,
       })
     }
     if (route.kind === 'method_denied') {

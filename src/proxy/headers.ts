@@ -3,14 +3,19 @@ import { looksLikeSecret } from '../audit/anomaly/secret-shape.js'
 import { SidekeyError } from '../errors.js'
 import type { Tool } from './router.js'
 
+/** The agent's task id for this call: sidekey's own header, audited and never forwarded. */
+export const TASK_HEADER = 'x-sidekey-task'
+/** An opaque id: at most 128 characters, none that could break a log line, a JWT claim or a shell. */
+const TASK_ID = /^[A-Za-z0-9._~:/@+=-]{1,128}$/
+
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones a proxy must never pass on. `host` is rebuilt from the
  * URL authority, `expect` is answered by sidekey itself, and framing (content-length / transfer-encoding) is
- * regenerated for the upstream: never the agent's (RELIABILITY C2).
+ * regenerated for the upstream: never the agent's (RELIABILITY C2). X-Sidekey-Task is sidekey's own.
  */
 const HOP_BY_HOP = new Set([
   'connection', 'proxy-connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
-  'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'expect', 'http2-settings', 'content-length',
+  'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'expect', 'http2-settings', 'content-length', TASK_HEADER,
 ])
 
 /** Response headers that must not be relayed to the agent as they came. */
@@ -21,19 +26,28 @@ const RESPONSE_HOP_BY_HOP = new Set([
 
 /**
  * Validates the agent's raw header list in one pass: refuses a second Host (A6) and header names with
- * underscores (C6, Envoy's REJECT_REQUEST), which some upstreams would read as dashes.
+ * underscores (C6, Envoy's REJECT_REQUEST), which some upstreams would read as dashes. Returns the task id the
+ * agent sent in X-Sidekey-Task; a malformed or repeated one is refused (reason `bad_task`).
  */
 export function checkRequestHeaders (raw: readonly string[]): string | undefined {
-  let host: string | undefined
+  let host = false
+  let task: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     if (name.includes('_')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'header names with underscores are refused', { status: 400 })
     if (name.length === 4 && name.toLowerCase() === 'host') {
-      if (host !== undefined) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'more than one Host header', { status: 400 })
-      host = raw[i + 1]!
+      if (host) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'more than one Host header', { status: 400 })
+      host = true
+    } else if (name.length === TASK_HEADER.length && name.toLowerCase() === TASK_HEADER) {
+      const value = raw[i + 1]!
+      if (task !== undefined || !TASK_ID.test(value)) {
+        throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'X-Sidekey-Task must be sent once, 1 to 128 characters of A-Z a-z 0-9 . _ ~ : / @ + = -',
+          { status: 400, details: { reason: 'bad_task' } })
+      }
+      task = value
     }
   }
-  return host
+  return task
 }
 
 export interface UpstreamHeaders {
