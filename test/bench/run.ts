@@ -1,16 +1,18 @@
-import { fork, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, createReadStream, readFileSync } from 'node:fs'
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, createReadStream, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, freemem, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
-import { Agent, Pool, ProxyAgent, type Dispatcher } from 'undici'
+import { Agent, Pool, ProxyAgent, request, type Dispatcher } from 'undici'
 import { upstreamPki } from '../helpers/upstream.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { LeafCache } from '../../src/tls/leaf-cache.js'
 import { hasWrk, undiciLoad, wrkLoad, type LoadResult } from './load.js'
-import { HTTP_HOST, HTTPS_HOST, loopbackLookup, type ProxyStart } from './proxy-server.js'
+import { HTTP_HOST, HTTPS_HOST, loopbackLookup, sidekeyYaml, type ProxyStart } from './proxy-server.js'
 import { compileForChildren } from './compile.js'
+import { squidBinary, startSquid, type SquidStart } from './squid.js'
+import { processCpuUs, processTreeRss } from './proc.js'
 
 /**
  * `npm run bench`: sidekey against a bare undici forwarder (the in-run floor) and no proxy at all, on loopback,
@@ -19,9 +21,13 @@ import { compileForChildren } from './compile.js'
  *   --smoke            a tiny bounded load (the smoke test): proves the bench starts, runs and stops
  *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
  *   --only=http|https  the main table for one protocol only (profiling)
- *   --sections=main,scale,rate,idle,mint   which parts to run (default all)
+ *   --sections=start,main,scale,rate,idle,mint   which parts to run (default all)
  *   --reps=N --duration=SECONDS             override the repeats and the length of each cell
  *   --profile=DIR      run the sidekey child (or --profile-target=bare) with --cpu-prof, profiles written to DIR
+ *   --no-pin           let every process use every core (default on 2+ cores: each proxy pinned to core 1, the
+ *                      load generator and the upstream to core 0, as a sidecar runs under a one-CPU limit)
+ *   --no-squid         leave squid out even when it is installed (Debian squid-openssl)
+ *   --starts=N         start-to-ready and RSS-at-rest samples per proxy (default 5)
  */
 
 interface Options {
@@ -40,6 +46,10 @@ interface Options {
   sections: Set<string>
   profile: string | undefined
   profileTarget: 'sidekey' | 'bare'
+  /** Pin proxies to core 1, everything else to core 0. */
+  pin: boolean
+  squid: boolean
+  starts: number
 }
 
 function options (argv: string[]): Options {
@@ -61,17 +71,24 @@ function options (argv: string[]): Options {
     mintCached: smoke ? 100 : 10_000,
     wrk: !smoke && !flag('no-wrk') && hasWrk(),
     only: only === 'http' || only === 'https' ? only : undefined,
-    sections: new Set((value('sections') ?? 'main,scale,rate,idle,mint').split(',')),
+    sections: new Set((value('sections') ?? 'start,main,scale,rate,idle,mint').split(',')),
     profile: value('profile'),
     profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
+    pin: !flag('no-pin') && cpus().length >= 2 && hasTaskset(),
+    squid: !flag('no-squid') && squidBinary() !== undefined,
+    starts: Number(value('starts') ?? (smoke ? 1 : 5)),
   }
 }
 
 type Proto = 'http' | 'https'
-type Target = 'direct' | 'bare' | 'sidekey'
+type Target = 'direct' | ProxyKind
+type ProxyKind = 'bare' | 'sidekey' | 'squid'
+/** The core a proxy runs on when pinned, and the one the load generator and upstream share. */
+const PROXY_CPU = '1'
+const LOAD_CPU = '0'
 
 interface ProxyChild {
-  kind: 'sidekey' | 'bare'
+  kind: ProxyKind
   child: ChildProcess
   port: number
   caPem: string
@@ -109,9 +126,8 @@ async function startUpstreams (): Promise<{ child: ChildProcess, http: number, h
   return { child, ...ports, caFile: pki.caFile, caPem: readFileSync(pki.caFile, 'utf8') }
 }
 
-async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined): Promise<ProxyChild> {
-  const execArgv = profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
-  const child = fork(join(childDir, 'proxy-server.js'), [], { execArgv })
+async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean): Promise<ProxyChild> {
+  const child = forkPinned(join(childDir, 'proxy-server.js'), profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [], pinned)
   child.send({ kind, ...start })
   const { port, caPem } = await reply<{ port: number, caPem: string }>(child)
   return {
@@ -128,11 +144,34 @@ async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'ki
   }
 }
 
+/** A Node child on the proxy core from its first instruction: `taskset -c 1 node …`, IPC channel intact. */
+function forkPinned (module: string, execArgv: string[], pinned: boolean): ChildProcess {
+  return pinned
+    ? fork(module, [], { execPath: 'taskset', execArgv: ['-c', PROXY_CPU, process.execPath, ...execArgv] })
+    : fork(module, [], { execArgv })
+}
+
+function hasTaskset (): boolean {
+  return spawnSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' }).status === 0
+}
+
+/** Moves a running process and all its threads to `cpus`. */
+function pin (pid: number, cpus: string): void {
+  spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' })
+}
+
+async function squidChild (start: SquidStart, caPem: string): Promise<ProxyChild> {
+  const sq = await startSquid(start)
+  return { kind: 'squid', child: sq.child, port: sq.port, caPem, rss: async () => processTreeRss(sq.pid), cpuUs: async () => processCpuUs(sq.pid), stop: () => sq.stop() }
+}
+
 interface Env {
   o: Options
   dir: string
   up: { http: number, https: number, caPem: string, child: ChildProcess }
-  proxies: Record<'sidekey' | 'bare', ProxyChild>
+  proxies: { sidekey: ProxyChild, bare: ProxyChild, squid?: ProxyChild }
+  /** The proxies in this run: squid only when installed. */
+  kinds: ProxyKind[]
   start: Omit<ProxyStart, 'kind'>
   served: number
 }
@@ -143,7 +182,7 @@ const HEADERS = { authorization: 'Bearer sidekey' }
 async function cell (env: Env, proto: Proto, target: Target, connections: number, durationMs: number, rate?: number): Promise<Cell> {
   const { up } = env
   const host = proto === 'http' ? `${HTTP_HOST}:${up.http}` : `${HTTPS_HOST}:${up.https}`
-  const proxy = target === 'direct' ? undefined : env.proxies[target]
+  const proxy = target === 'direct' ? undefined : env.proxies[target]!
   const conns0 = await upstreamConnections(env)
   let result: LoadResult
   let cpu0 = 0
@@ -209,7 +248,7 @@ interface Summary { rps: number, p50: number, p99: number, rss: number, cpu: num
 async function mainTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
   const protos: Proto[] = o.only === undefined ? ['http', 'https'] : [o.only]
-  const targets: Target[] = ['direct', 'bare', 'sidekey']
+  const targets: Target[] = ['direct', ...env.kinds]
   const runs = new Map<string, Cell[]>()
   for (const proto of protos) for (const t of targets) runs.set(`${proto}/${t}`, [])
   // Warm every path once (JIT, pools, leaves) before anything is recorded.
@@ -217,7 +256,7 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
   for (let r = 0; r < o.reps; r++) {
     for (const proto of protos) {
       // Alternate the order every round so neither proxy always runs first (A/B, B/A, ...).
-      const order: Target[] = r % 2 === 0 ? ['bare', 'sidekey', 'direct'] : ['sidekey', 'bare', 'direct']
+      const order: Target[] = r % 2 === 0 ? [...env.kinds, 'direct'] : [...[...env.kinds].reverse(), 'direct']
       for (const t of order) {
         const res = await cell(env, proto, t, o.connections, o.durationMs)
         progress(`  ${proto} ${t} round ${r + 1}: ${f0(res.rps)} req/s p99 ${f2(res.p99ms)} ms, ${f0(res.cpuPerReq)} µs CPU/req`)
@@ -229,28 +268,111 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
     const xs = runs.get(key)!
     return { rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50ms)), p99: median(xs.map((x) => x.p99ms)), rss: Math.max(...xs.map((x) => x.rss)), cpu: median(xs.map((x) => x.cpuPerReq)), errors: xs.reduce((a, x) => a + x.errors, 0), generator: xs[0]!.generator }
   }
-  out.push(`### Throughput: ${o.connections} keep-alive connections, median of ${o.reps} × ${o.durationMs / 1000} s per cell`, '')
-  out.push('| load | proxy | req/s | p50 ms | p99 ms | proxy RSS MB | proxy CPU µs/req | req/s ×bare | req/s ×direct | p99 ×bare | errors |')
-  out.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
+  out.push(`### Throughput: ${o.connections} keep-alive connections, median of ${o.reps} × ${o.durationMs / 1000} s per cell${o.pin ? `, each proxy pinned to core ${PROXY_CPU} (load and upstream on core ${LOAD_CPU})` : ', no pinning'}`, '')
+  const withSquid = env.kinds.includes('squid')
+  out.push(`| load | proxy | req/s | p50 ms | p99 ms | proxy RSS MB | proxy CPU µs/req | req/s ×bare | req/s ×direct | p99 ×bare |${withSquid ? ' req/s ×squid | p99 ×squid |' : ''} errors |`)
+  out.push(`|---|---|--:|--:|--:|--:|--:|--:|--:|--:|${withSquid ? '--:|--:|' : ''}--:|`)
   const ratios: string[] = []
   for (const proto of protos) {
     const d = sum(`${proto}/direct`)
     const b = sum(`${proto}/bare`)
     const s = sum(`${proto}/sidekey`)
+    const q = withSquid ? sum(`${proto}/squid`) : undefined
     const label = `${proto.toUpperCase()} (${d.generator}${proto === 'https' ? ', CONNECT + interception' : ', absolute-form'})`
-    out.push(`| ${label} | direct | ${f0(d.rps)} | ${f2(d.p50)} | ${f2(d.p99)} | – | – | – | 1.00× | – | ${d.errors} |`)
-    out.push(`| ${label} | bare undici | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | ${f0(b.cpu)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× | ${b.errors} |`)
-    out.push(`| ${label} | **sidekey** | **${f0(s.rps)}** | ${f2(s.p50)} | ${f2(s.p99)} | ${mb(s.rss)} | ${f0(s.cpu)} | **${ratio(s.rps, b.rps)}** | ${ratio(s.rps, d.rps)} | ${ratio(s.p99, b.p99)} | ${s.errors} |`)
-    ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ 0.90×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)} (target ≤ 1.20×), CPU per request sidekey/bare ${ratio(s.cpu, b.cpu)}`)
+    const vsSquid = (x: Summary): string => q === undefined ? '' : ` ${ratio(x.rps, q.rps)} | ${ratio(x.p99, q.p99)} |`
+    out.push(`| ${label} | direct | ${f0(d.rps)} | ${f2(d.p50)} | ${f2(d.p99)} | – | – | – | 1.00× | – |${q === undefined ? '' : ' – | – |'} ${d.errors} |`)
+    out.push(`| ${label} | bare undici | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | ${f0(b.cpu)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× |${vsSquid(b)} ${b.errors} |`)
+    if (q !== undefined) out.push(`| ${label} | squid ${proto === 'https' ? 'ssl-bump' : 'request_header_add'} | ${f0(q.rps)} | ${f2(q.p50)} | ${f2(q.p99)} | ${mb(q.rss)} | ${f0(q.cpu)} | ${ratio(q.rps, b.rps)} | ${ratio(q.rps, d.rps)} | ${ratio(q.p99, b.p99)} | 1.00× | 1.00× | ${q.errors} |`)
+    out.push(`| ${label} | **sidekey** | **${f0(s.rps)}** | ${f2(s.p50)} | ${f2(s.p99)} | ${mb(s.rss)} | ${f0(s.cpu)} | **${ratio(s.rps, b.rps)}** | ${ratio(s.rps, d.rps)} | ${ratio(s.p99, b.p99)} |${vsSquid(s)} ${s.errors} |`)
+    const squidRatios = q === undefined ? '' : `, sidekey/squid ${ratio(s.rps, q.rps)} (target ≥ ${proto === 'https' ? '1.20' : '1.00'}×), p99 sidekey/squid ${ratio(s.p99, q.p99)} (target ≤ 2.00×)`
+    ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ ${proto === 'https' ? '0.95' : '0.90'}×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)}, CPU per request sidekey/bare ${ratio(s.cpu, b.cpu)}${squidRatios}`)
   }
   out.push('', '**Ratios** — ' + ratios.join('; '), '')
+}
+
+/** How long from exec to serving, and the RSS at rest after it: what every pod of a fleet pays. */
+async function startTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const rows: string[] = []
+  for (const kind of env.kinds) {
+    const ready: number[] = []
+    const rss: number[] = []
+    for (let i = 0; i < o.starts; i++) {
+      const r = kind === 'sidekey' ? await sidekeyCliStart(env) : kind === 'bare' ? await bareStart(env) : await squidStart(env, i)
+      ready.push(r.readyMs)
+      rss.push(r.rss)
+      progress(`  start ${kind} ${i + 1}: ready in ${f0(r.readyMs)} ms, RSS at rest ${mb(r.rss)} MB`)
+    }
+    rows.push(`| ${kind} | ${f0(median(ready))} | ${f0(Math.max(...ready))} | ${(median(rss) / 1048576).toFixed(1)} |`)
+  }
+  out.push(`### Start to ready and RSS at rest (median of ${o.starts} starts on an existing CA${o.pin ? `, pinned to core ${PROXY_CPU}` : ''})`, '')
+  out.push('sidekey: `node dist/cli.js run` from exec to `/readyz` 200 (credentials fetched); bare: from fork to listening; squid: from exec to its port accepting. RSS 1 s after ready.', '')
+  out.push('| proxy | start to ready ms | slowest ms | RSS at rest MB |', '|---|--:|--:|--:|', ...rows, '')
+}
+
+interface Started { readyMs: number, rss: number }
+
+async function sidekeyCliStart (env: Env): Promise<Started> {
+  const file = join(env.dir, 'start.yaml')
+  writeFileSync(file, sidekeyYaml({ kind: 'sidekey', ...env.start }))
+  const args = [join(childDir, '..', '..', 'src', 'cli.js'), 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
+  const t0 = performance.now()
+  const child = spawn(env.o.pin ? 'taskset' : process.execPath, env.o.pin ? ['-c', PROXY_CPU, process.execPath, ...args] : args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } })
+  try {
+    const admin = await new Promise<string>((resolve, reject) => {
+      let text = ''
+      const timer = setTimeout(() => reject(new Error(`sidekey did not log "listening" in 20 s: ${text.slice(0, 500)}`)), 20_000)
+      child.stdout!.on('data', (c: Buffer) => {
+        text += c.toString()
+        const m = /"admin":"([^"]+)"/.exec(text)
+        if (m !== null && text.includes('"msg":"listening"')) { clearTimeout(timer); resolve(m[1]!) }
+      })
+      child.stderr!.on('data', (c: Buffer) => { text += c.toString() })
+      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`sidekey exited (${code}): ${text.slice(0, 500)}`)) })
+    })
+    const deadline = performance.now() + 20_000
+    for (;;) {
+      const res = await request(`http://${admin}/readyz`).catch(() => undefined)
+      await res?.body.dump()
+      if (res?.statusCode === 200) break
+      if (performance.now() > deadline) throw new Error('sidekey not ready within 20 s')
+      await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+    const readyMs = performance.now() - t0
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    return { readyMs, rss: processTreeRss(child.pid!) }
+  } finally {
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGTERM')
+    await exited
+  }
+}
+
+async function bareStart (env: Env): Promise<Started> {
+  const t0 = performance.now()
+  const p = await startProxy('bare', env.start, undefined, env.o.pin)
+  const readyMs = performance.now() - t0
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  const rss = await p.rss()
+  await p.stop()
+  return { readyMs, rss }
+}
+
+async function squidStart (env: Env, i: number): Promise<Started> {
+  const t0 = performance.now()
+  const sq = await startSquid({ dir: join(env.dir, `squid-start-${i}`), caDir: join(env.dir, 'ca'), upstreamCaFile: env.start.upstreamCaFile, hosts: [HTTP_HOST, HTTPS_HOST], ...(env.o.pin ? { cpus: PROXY_CPU } : {}) })
+  const readyMs = performance.now() - t0
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  const rss = processTreeRss(sq.pid)
+  await sq.stop()
+  return { readyMs, rss }
 }
 
 async function scaleTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
   const rows: string[] = []
   for (const proto of ['http', 'https'] as Proto[]) {
-    for (const t of ['bare', 'sidekey'] as Target[]) {
+    for (const t of env.kinds) {
       const rps: number[] = []
       for (const c of o.scaling) {
         const res = await cell(env, proto, t, c, o.durationMs)
@@ -273,12 +395,12 @@ async function rateTable (env: Env, out: string[]): Promise<void> {
   out.push('|---|---|--:|--:|--:|--:|')
   for (const proto of ['http', 'https'] as Proto[]) {
     const res = new Map<Target, LoadResult>()
-    for (const t of ['direct', 'bare', 'sidekey'] as Target[]) {
+    for (const t of ['direct', ...env.kinds] as Target[]) {
       res.set(t, await cell(env, proto, t, 64, o.rateDurationMs, o.rate))
       progress(`  rate ${proto} ${t}: p99 ${f2(res.get(t)!.p99ms)} ms`)
     }
     const d = res.get('direct')!
-    for (const t of ['direct', 'bare', 'sidekey'] as Target[]) {
+    for (const t of ['direct', ...env.kinds] as Target[]) {
       const r = res.get(t)!
       out.push(`| ${proto.toUpperCase()} | ${t} | ${f2(r.p50ms)} | ${f2(r.p99ms)} | ${t === 'direct' ? '–' : f2(r.p50ms - d.p50ms)} | ${t === 'direct' ? '–' : f2(r.p99ms - d.p99ms)} |`)
     }
@@ -329,8 +451,8 @@ async function idleTable (env: Env, out: string[]): Promise<void> {
   for (const kind of ['bare', 'sidekey'] as const) {
     const start = { ...env.start, dir: join(env.dir, `idle-${kind}`) }
     // The first start creates the CA (which loads @peculiar/x509); a sidecar's later starts only load it.
-    await (await startProxy(kind, start, undefined)).stop()
-    const p = await startProxy(kind, start, undefined)
+    await (await startProxy(kind, start, undefined, o.pin)).stop()
+    const p = await startProxy(kind, start, undefined, o.pin)
     const before = await p.rss()
     const sockets: tls.TLSSocket[] = []
     let next = 0
@@ -393,31 +515,38 @@ async function main (): Promise<void> {
   const out: string[] = []
   let compiled: string | undefined
   try {
-    progress(`bench in ${dir}; HTTP generator: ${o.wrk ? 'wrk' : 'undici'}`)
+    progress(`bench in ${dir}; HTTP generator: ${o.wrk ? 'wrk' : 'undici'}; ${o.pin ? `proxies pinned to core ${PROXY_CPU}` : 'no pinning'}; squid: ${o.squid ? 'yes' : 'no (apt-get install squid-openssl)'}`)
+    // The bench process, and so the upstream and wrk it spawns, stay on the load core.
+    if (o.pin) pin(process.pid, LOAD_CPU)
     compiled = compileForChildren(join(import.meta.dirname, '..', '..'))
     childDir = join(compiled, 'test', 'bench')
     const up = await startUpstreams()
     children.push(up.child)
     const start = { dir, httpPort: up.http, httpsPort: up.https, upstreamCaFile: up.caFile, upstreamCaPem: up.caPem }
-    const sidekey = await startProxy('sidekey', start, o.profileTarget === 'sidekey' ? o.profile : undefined)
+    const sidekey = await startProxy('sidekey', start, o.profileTarget === 'sidekey' ? o.profile : undefined, o.pin)
     children.push(sidekey.child)
-    const bare = await startProxy('bare', start, o.profileTarget === 'bare' ? o.profile : undefined)
+    const bare = await startProxy('bare', start, o.profileTarget === 'bare' ? o.profile : undefined, o.pin)
     children.push(bare.child)
-    const env: Env = { o, dir, up, proxies: { sidekey, bare }, start, served: 0 }
+    // squid signs its leaves with sidekey's issuing CA, so the load generators trust all three alike.
+    const squid = o.squid ? await squidChild({ dir, caDir: join(dir, 'ca'), upstreamCaFile: up.caFile, hosts: [HTTP_HOST, HTTPS_HOST], ...(o.pin ? { cpus: PROXY_CPU } : {}) }, sidekey.caPem) : undefined
+    if (squid !== undefined) children.push(squid.child)
+    const env: Env = { o, dir, up, proxies: { sidekey, bare, ...(squid === undefined ? {} : { squid }) }, kinds: squid === undefined ? ['bare', 'sidekey'] : ['bare', 'squid', 'sidekey'], start, served: 0 }
     out.push(`## sidekey bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '')
     out.push(`Machine: ${machine()}. Everything on 127.0.0.1: upstream (HTTP + HTTPS, 1 KiB body), each proxy and the load generator are separate processes sharing the cores. ` +
       `sidekey runs as shipped (audit line on every request through pino's async destination to a file, metrics on); ` +
       `"bare undici" is test/bench/bare.ts. HTTP load: ${o.wrk ? 'wrk -t1 with a Lua script (absolute-form)' : 'built-in undici generator'}; HTTPS load: undici ProxyAgent (CONNECT, TLS to the proxy's leaf).`, '')
+    if (o.sections.has('start')) await startTable(env, out)
     if (o.sections.has('main')) await mainTable(env, out)
     if (o.sections.has('scale')) await scaleTable(env, out)
     if (o.sections.has('rate')) await rateTable(env, out)
     if (o.sections.has('idle')) await idleTable(env, out)
     if (o.sections.has('mint')) await mintTable(env, out)
+    await squid?.stop()
     await bare.stop()
     await sidekey.stop()
     const lines = await countLines(join(dir, 'audit.log')).catch(() => 0)
     out.push(`sidekey answered ${f0(env.served)} requests with 200 to the load generators and wrote ${f0(lines)} log lines (one audit line per request, plus start/stop).`)
-    if (spawnSync('squid', ['-v'], { stdio: 'ignore' }).error === undefined) out.push('', 'squid is installed, but this bench has no squid column yet.')
+    if (!o.squid) out.push('', 'squid is not in this run: install Debian/Ubuntu `squid-openssl` for its column (or it was left out with --no-squid).')
     process.stdout.write(out.join('\n') + '\n')
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill()
