@@ -32,7 +32,7 @@ export class AgentH2 {
   readonly #idleMs: number
   readonly #connectionWindow: number
   readonly #maxResets: number
-  #accepting: TunnelContext | undefined
+  #accepting: { ctx: TunnelContext, socket: TLSSocket } | undefined
 
   constructor (config: Readonly<Config>, onRequest: TunnelRequestHandler) {
     const { limits, http2 } = config
@@ -65,7 +65,7 @@ export class AgentH2 {
     // What tls.Server does before 'secureConnection': a TLSSocket built by hand keeps this flag, and node:http2
     // would wait for a 'secureConnect' that a server socket never emits.
     ;(socket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false
-    this.#accepting = ctx
+    this.#accepting = { ctx, socket }
     try {
       this.#server.emit('connection', socket)
     } finally {
@@ -79,10 +79,14 @@ export class AgentH2 {
   }
 
   #onSession (session: ServerHttp2Session): void {
-    const ctx = this.#accepting
-    if (ctx === undefined) { session.destroy(); return }
+    if (this.#accepting === undefined) { session.destroy(); return }
+    const { ctx, socket } = this.#accepting
     this.#sessions.set(session, ctx)
     session.once('close', () => this.#sessions.delete(session))
+    // The tunnel socket is half-open (the agent's CONNECT socket allows it) and node:http2 does not close a session
+    // whose peer ended: an agent that ends TLS without GOAWAY (curl at exit) would pin its connection slot until
+    // the idle timeout. Nothing more can arrive, so the session ends once the streams in flight have answered.
+    socket.once('end', () => session.close())
     session.setTimeout(this.#idleMs, () => session.close())
     try { session.setLocalWindowSize(this.#connectionWindow) } catch { /* session already gone */ }
     let streams = 0

@@ -6,7 +6,7 @@ import type { Dispatcher } from 'undici'
 import type { CredentialUsed, PlaceholderState } from '../audit/events.js'
 import type { Credential } from '../credentials/provider.js'
 import { SidekeyError } from '../errors.js'
-import { checkAddress, resolveChecked } from '../net/resolver.js'
+import { resolveChecked } from '../net/resolver.js'
 import { isOwnAddress, targetsSelf } from '../net/self.js'
 import { formatAuthority } from '../net/host.js'
 import { pathWithoutQuery } from '../util/path.js'
@@ -14,7 +14,7 @@ import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHe
 import { inject, queryParam, withQueryParam } from './inject.js'
 import { asSidekeyError, CLIENT_ERROR, sendError, type MarkedSocket } from './respond.js'
 import type { Tool } from './router.js'
-import { connectPortAllowed, type Runtime } from './runtime.js'
+import { checkPassThrough, connectPortAllowed, type Runtime } from './runtime.js'
 import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
 import { UpgradeResponse } from './upgrade.js'
 
@@ -169,7 +169,7 @@ export class RequestHandler {
     try {
       // The ports a pass-through may reach: the plain-HTTP default, and what CONNECT may reach (RELIABILITY B1).
       if (target.port !== 80 && !connectPortAllowed(rt, target.port)) throw egressDenied('port not allowed', 'port')
-      checkAddress(target.host, rt.resolver)
+      checkPassThrough(rt, target.host, target.port)
       const authority = formatAuthority(target.host, target.port, defaultPort(target.scheme))
       release = this.#inFlight.acquire(`${target.scheme}://${authority}`, inFlightCap(rt))
       if (isSelf(rt, target.host, target.port)) throw egressDenied('destination is sidekey itself', 'self')

@@ -4,7 +4,8 @@ import type { Config } from '../config/schema.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import type { AuditSink } from '../audit/events.js'
 import type { LeafCache } from '../tls/leaf-cache.js'
-import type { ResolverOptions } from '../net/resolver.js'
+import { checkAddress, egressDenied, type ResolverOptions } from '../net/resolver.js'
+import { isBlockedIp } from '../net/ip.js'
 import type { Router } from './router.js'
 
 /**
@@ -27,4 +28,17 @@ export interface Runtime {
 /** The ports CONNECT may reach (RELIABILITY B1): `egress.connect_ports` and the ports tools name. */
 export function connectPortAllowed (rt: Runtime, port: number): boolean {
   return rt.config.egress.connect_ports.includes(port) || rt.router.ports.has(port)
+}
+
+/**
+ * Checks a pass-through destination (absolute-form or blind CONNECT to what no tool matches) before any dial. A
+ * name pinned in `resolve:` is trusted with a private address only on the ports of the tools that use it: the pin
+ * was written for those tools, not to open the rest of that address to the agent.
+ */
+export function checkPassThrough (rt: Runtime, host: string, port: number): void {
+  const pinned = rt.resolver.pins[host]
+  if (pinned !== undefined && rt.resolver.blockPrivate && isBlockedIp(pinned) && !rt.router.candidates(host).some((t) => t.port === port)) {
+    throw egressDenied('pinned to a private address, on a port no tool of that name uses')
+  }
+  checkAddress(host, rt.resolver)
 }

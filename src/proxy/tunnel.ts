@@ -4,11 +4,10 @@ import type { Server } from 'node:http'
 import type { AgentH2 } from './h2.js'
 import { SidekeyError } from '../errors.js'
 import { normalizeHost } from '../net/host.js'
-import { checkAddress } from '../net/resolver.js'
 import { isOwnAddress } from '../net/self.js'
 import { sendRawError } from './respond.js'
 import { failureCode, upstreamError } from './upstream.js'
-import type { Runtime } from './runtime.js'
+import { checkPassThrough, type Runtime } from './runtime.js'
 
 /** What a socket inside an intercepted tunnel was opened for. */
 export interface TunnelContext {
@@ -106,7 +105,7 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
   audit: BlindTunnelAudit): void {
   const onDenied = audit.denied
   try {
-    checkAddress(target.host, rt.resolver)
+    checkPassThrough(rt, target.host, target.port)
   } catch (err) {
     onDenied('private_address')
     sendRawError(socket, err as SidekeyError, requestId)

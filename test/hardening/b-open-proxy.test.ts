@@ -183,3 +183,34 @@ t.test('B10: open-proxy probes (GET, HEAD, CONNECT to a loopback service nobody 
   t.equal(probed, 0, 'the probe service was never reached')
   await eventually(() => sk.log.events('egress.denied').length > 0)
 })
+
+t.test('H7: a name pinned to a private address is exempt from block_private only on the ports of its tools', async (t) => {
+  // "Another local service": an admin API on loopback that the agent must not reach through the pin.
+  let reached = 0
+  const admin = createServer((s) => { reached++; s.end('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nadmin') })
+  await new Promise<void>((resolve) => admin.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => admin.close(resolve)))
+  const adminPort = (admin.address() as AddressInfo).port
+  const pinned = await startSidekey(t, tunnelConfig.replace(`connect_ports: [443, ${up.port}]`, `connect_ports: [443, ${up.port}, ${adminPort}]`), { dns: dns.lookup })
+  const before = up.requests.length
+  const attempts = guard.attempts.length
+  for (const port of [adminPort, 443, 80]) {
+    const g = await get(pinned, `http://api.tool.test${port === 80 ? '' : `:${port}`}/admin`)
+    t.equal(g.status, 403, `absolute-form to the pinned name on port ${port}`)
+    t.match(bodyOf(g.text), { error: 'egress_denied' })
+    if (port === 80) continue
+    const c = await connect(pinned, `api.tool.test:${port}`)
+    t.equal(c.status, 403, `blind CONNECT to the pinned name on port ${port}`)
+    t.ok(c.closed)
+  }
+  t.equal(reached, 0, 'the other local service was never reached')
+  const denied = pinned.log.events('egress.denied').filter((e) => e.host === 'api.tool.test')
+  t.equal(denied.length, 5, 'each refusal audited')
+  t.ok(denied.every((e) => e.reason === 'private_address'), 'as private_address')
+  // The pin still does what it was written for: the tool's own port.
+  const ok = await get(pinned, `http://api.tool.test:${up.port}/tool`)
+  t.equal(ok.status, 200, 'the tool on its own port is served through the pin')
+  t.equal(up.requests.length, before + 1)
+  t.match(up.requests.at(-1)!.line, /^GET \/tool /)
+  t.equal(guard.attempts.length, attempts, 'nothing else was dialled')
+})

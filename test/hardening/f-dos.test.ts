@@ -3,13 +3,23 @@
 import t from 'tap'
 import * as net from 'node:net'
 import { request, Agent } from 'undici'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { connect as h2connect } from 'node:http2'
+import { once } from 'node:events'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { startSidekey } from '../helpers/sidekey.js'
-import { upstreamPki } from '../helpers/upstream.js'
+import { startUpstream, upstreamPki } from '../helpers/upstream.js'
+import { needBinary, systemBinary } from '../helpers/system-binary.js'
+import { tlsTunnel } from '../protocols/helpers.js'
 import { eventually, raw, startRawUpstream } from './helpers.js'
 import { completeResponse } from './tunnel-client.js'
 import { sinkUpstream } from './sink.js'
 
 const MiB = 1024 * 1024
+const run = promisify(execFile)
+const curl = await systemBinary('curl', 'curl')
 
 const sink = await sinkUpstream(t)
 const S = sink.port
@@ -78,6 +88,50 @@ tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, pla
   t.ok(closed.every(Boolean), 'every such tunnel was closed by the proxy within headers_timeout')
   const after = await raw(sk.proxyPort, `GET http://sink.tool.test:${S}/after HTTP/1.1\r\nHost: sink.tool.test\r\n\r\n`, { until: completeResponse })
   t.equal(after.status, 200, 'the listener serves afterwards')
+})
+
+t.test('H6: an h2 session whose TLS socket is ended (curl-style, no GOAWAY) frees its connection slot at once', async (t) => {
+  const pki = await upstreamPki()
+  const up = await startUpstream({ tls: await pki.cert('h2.tool.test') })
+  t.teardown(() => up.close())
+  const MAX = 8
+  const sk = await startSidekey(t, `
+instance_id: agent-h6
+ca: { dir: {{CA_DIR}} }
+upstream_ca_file: ${pki.caFile}
+resolve: { h2.tool.test: 127.0.0.1 }
+limits: { max_connections: ${MAX}, idle_timeout: 300s }
+issuers: { local: { type: local_jwt } }
+tools: { h2: { match: { host: h2.tool.test, port: ${up.port} }, issuer: local } }
+`)
+  const ca = readFileSync(join(sk.caDir, 'ca.pem'), 'utf8')
+  // One h2 exchange in a fresh tunnel, then the TLS socket is ended (close_notify + FIN) as curl does at exit.
+  const exchangeThenEnd = async (i: number): Promise<number> => {
+    const socket = await tlsTunnel(sk.proxyPort, 'h2.tool.test', up.port, ca, ['h2'])
+    const session = h2connect(`https://h2.tool.test:${up.port}`, { createConnection: () => socket })
+    session.on('error', () => {})
+    try {
+      const stream = session.request({ ':path': `/h6/${i}` })
+      const [headers] = await once(stream, 'response') as [Record<string, string | number>]
+      stream.resume()
+      await once(stream, 'end')
+      return Number(headers[':status'])
+    } finally {
+      socket.end()
+    }
+  }
+  const statuses: number[] = []
+  for (let i = 0; i < 4 * MAX; i++) statuses.push(await exchangeThenEnd(i))
+  t.same(statuses, Array(4 * MAX).fill(200), `${4 * MAX} tunnels in sequence past max_connections=${MAX}, each served`)
+  const after = await raw(sk.proxyPort, `GET http://h2.tool.test:${up.port}/after HTTP/1.1\r\nHost: h2.tool.test\r\n\r\n`, { until: completeResponse })
+  t.equal(after.status, 200, 'and the listener still serves a new connection')
+  // The same with real curl, when it is installed: each call is one tunnel, one h2 exchange, then curl exits.
+  if (curl.path === undefined) { t.comment(curl.skip === false ? 'curl missing' : curl.skip); if (!needBinary(t, curl)) return; return }
+  for (let i = 0; i < MAX + 4; i++) {
+    const { stdout } = await run(curl.path, ['-sS', '--http2', '--proxy', sk.proxyUrl, '--cacert', join(sk.caDir, 'ca.pem'), '-o', '/dev/null',
+      '-w', '%{http_code} %{http_version}', '--max-time', '10', `https://h2.tool.test:${up.port}/curl/${i}`])
+    t.equal(stdout, '200 2', `curl --http2 call ${i + 1} of ${MAX + 4} served over h2`)
+  }
 })
 
 t.test('F2: a slow body is cut by request_timeout; a slow reader is cut when idle, and backpressure bounds what is buffered', async (t) => {
