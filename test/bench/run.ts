@@ -312,6 +312,11 @@ async function startTable (env: Env, out: string[]): Promise<void> {
 
 interface Started { readyMs: number, rss: number }
 
+/** RSS "at rest": a second after ready (a tenth of that in the smoke run, which only proves the section runs). */
+function settle (env: Env): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, env.o.durationMs < 1000 ? 100 : 1000))
+}
+
 async function sidekeyCliStart (env: Env): Promise<Started> {
   const file = join(env.dir, 'start.yaml')
   writeFileSync(file, sidekeyYaml({ kind: 'sidekey', ...env.start }))
@@ -339,7 +344,7 @@ async function sidekeyCliStart (env: Env): Promise<Started> {
       await new Promise((resolve) => setTimeout(resolve, 2))
     }
     const readyMs = performance.now() - t0
-    await new Promise((resolve) => setTimeout(resolve, 1000))
+    await settle(env)
     return { readyMs, rss: processTreeRss(child.pid!) }
   } finally {
     const exited = new Promise((resolve) => child.once('exit', resolve))
@@ -352,7 +357,7 @@ async function bareStart (env: Env): Promise<Started> {
   const t0 = performance.now()
   const p = await startProxy('bare', env.start, undefined, env.o.pin)
   const readyMs = performance.now() - t0
-  await new Promise((resolve) => setTimeout(resolve, 1000))
+  await settle(env)
   const rss = await p.rss()
   await p.stop()
   return { readyMs, rss }
@@ -362,7 +367,7 @@ async function squidStart (env: Env, i: number): Promise<Started> {
   const t0 = performance.now()
   const sq = await startSquid({ dir: join(env.dir, `squid-start-${i}`), caDir: join(env.dir, 'ca'), upstreamCaFile: env.start.upstreamCaFile, hosts: [HTTP_HOST, HTTPS_HOST], ...(env.o.pin ? { cpus: PROXY_CPU } : {}) })
   const readyMs = performance.now() - t0
-  await new Promise((resolve) => setTimeout(resolve, 1000))
+  await settle(env)
   const rss = processTreeRss(sq.pid)
   await sq.stop()
   return { readyMs, rss }
