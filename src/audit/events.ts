@@ -16,7 +16,7 @@ export interface CredentialIssued {
   scopes: readonly string[]
   /** Other tools sharing this credential. */
   shared_with?: readonly string[]
-  /** Why it was fetched: initial, scheduled, rotate, rejected (upstream 401), changed (source file changed). */
+  /** Why it was fetched: initial, scheduled, rotate, rejected (upstream 401), changed (source file changed), max_uses. */
   reason?: string
 }
 

@@ -148,6 +148,8 @@ export const tool = z.strictObject({
   refresh: z.strictObject({
     at: z.number().gt(0).lt(1).default(0.5),
     jitter: z.number().min(0).lt(1).default(0.1),
+    /** After this many calls on one credential a refresh starts in the background (the old one serves meanwhile). */
+    max_uses: z.number().int().min(1).optional(),
   }).prefault({}),
   plaintext: z.boolean().default(false),
   /** Negotiate HTTP/2 with this tool's upstream when it offers h2 in ALPN. */

@@ -92,8 +92,9 @@ export class CredentialManager implements CredentialProvider {
       const carried = oldSlot !== undefined && adopted.has(spec.issuer) && prevInstanceId === config.instance_id
         ? oldSlot.state()
         : undefined
-      // Tools sharing a slot may ask for different refresh points: the earliest wins.
+      // Tools sharing a slot may ask for different refresh points: the earliest wins, and the lowest use count.
       const earliest = spec.tools.reduce((a, b) => (b[1].refresh.at < a[1].refresh.at ? b : a))
+      const maxUses = Math.min(...spec.tools.map(([, tool]) => tool.refresh.max_uses ?? Infinity))
       const timeout = 'timeout' in handle.config ? handle.config.timeout : DEFAULT_ISSUER_TIMEOUT_MS
       const slot = new CredentialRefresher({
         issuerName: spec.issuer,
@@ -105,6 +106,7 @@ export class CredentialManager implements CredentialProvider {
         refreshAt: earliest[1].refresh.at,
         refreshJitter: earliest[1].refresh.jitter,
         timeoutMs: timeout,
+        maxUses: Number.isFinite(maxUses) ? maxUses : undefined,
         clock: deps.clock,
         audit: deps.audit,
         random,
@@ -138,7 +140,7 @@ export class CredentialManager implements CredentialProvider {
   }
 
   current (tool: string): Credential | undefined {
-    return this.#toolSlots.get(tool)?.current()
+    return this.#toolSlots.get(tool)?.use()
   }
 
   retryAfterSeconds (tool: string): number {

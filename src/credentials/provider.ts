@@ -27,7 +27,10 @@ export interface ToolCredentialStatus {
  * The request path only calls `current` (synchronous, on every request) and `refreshRejected` (after a 401).
  */
 export interface CredentialProvider {
-  /** The credential to inject for `tool` now, or undefined: fail closed (503). Never waits on an issuer. */
+  /**
+   * The credential to inject for `tool` now, or undefined: fail closed (503). Never waits on an issuer. Each call
+   * is one use for `refresh.max_uses`.
+   */
   current (tool: string): Credential | undefined
   /** Seconds the agent should wait before retrying when `current` is undefined (for Retry-After). */
   retryAfterSeconds (tool: string): number

@@ -17,7 +17,7 @@ const FORCED_MEMORY = 16
 export const REJECTED_COOLDOWN_MS = 10_000
 
 /** Why a credential was fetched; the `reason` of `credential.issued`. */
-export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed'
+export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed' | 'max_uses'
 
 export type RefreshOutcome =
   | { readonly ok: true, readonly credential: Credential }
@@ -45,6 +45,8 @@ export interface RefresherOptions {
   /** ...give or take this fraction of that. */
   readonly refreshJitter: number
   readonly timeoutMs: number
+  /** After this many uses of one credential (`use()`), a refresh starts in the background. */
+  readonly maxUses?: number | undefined
   readonly clock: Clock
   readonly audit: AuditSink
   readonly random: () => number
@@ -80,6 +82,9 @@ export class CredentialRefresher {
   #lastRefresh: LastRefresh | undefined
   readonly #forced = new Set<string>()
   #lastForcedAt: number | undefined
+  /** Uses of the credential `#usedId` so far, for `maxUses`. */
+  #uses = 0
+  #usedId: string | undefined
   #closed = false
 
   constructor (options: RefresherOptions) {
@@ -107,6 +112,22 @@ export class CredentialRefresher {
   /** The credential to inject now, or undefined. */
   current (): Credential | undefined {
     return this.#store.usable(this.#o.clock.now())
+  }
+
+  /**
+   * The credential for one call, counted: its `maxUses`-th use starts a refresh in the background, and it keeps
+   * serving until the new one is in place. Counted per credential, whichever of the slot's tools used it.
+   */
+  use (): Credential | undefined {
+    const cred = this.current()
+    const max = this.#o.maxUses
+    if (cred === undefined || max === undefined) return cred
+    if (this.#usedId !== cred.id) {
+      this.#usedId = cred.id
+      this.#uses = 0
+    }
+    if (++this.#uses === max) void this.refresh('max_uses')
+    return cred
   }
 
   /** Single-flight: while a call is in flight every caller shares its outcome. Never rejects. */
