@@ -6,7 +6,8 @@ import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
 import { loadConfigFile } from './config/load.js'
 import { AuditHub } from './audit/hub.js'
-import { createLogger, flushLogger } from './audit/log.js'
+import { auditChainOf, createLogger, flushLogger } from './audit/log.js'
+import { AuditTrail } from './audit/trail/trail.js'
 import { createMetrics, type SidekeyMetrics } from './audit/metrics.js'
 import { anomalyRateLimit, createDetectors } from './audit/anomaly/index.js'
 import { CredentialManager } from './credentials/manager.js'
@@ -44,6 +45,8 @@ export class Sidekey {
   readonly metrics: SidekeyMetrics
   readonly audit: AuditHub
   readonly ca: CertificateAuthority
+  /** The signed trail over the log (undefined when the logger is not chained): its key, checkpoints, fleet hook. */
+  readonly trail: AuditTrail | undefined
   readonly #opts: StartOptions
   readonly #leaves: LeafCache
   readonly #proxy: ProxyListener
@@ -54,8 +57,9 @@ export class Sidekey {
   #adminAddress = ''
   #reloading: Promise<void> | undefined
 
-  private constructor (opts: StartOptions, logger: Logger, metrics: SidekeyMetrics, audit: AuditHub, ca: CertificateAuthority, leaves: LeafCache, runtime: Runtime) {
+  private constructor (opts: StartOptions, logger: Logger, metrics: SidekeyMetrics, audit: AuditHub, ca: CertificateAuthority, leaves: LeafCache, runtime: Runtime, trail: AuditTrail | undefined) {
     this.#opts = opts
+    this.trail = trail
     this.logger = logger
     this.metrics = metrics
     this.audit = audit
@@ -67,6 +71,7 @@ export class Sidekey {
       credentials: () => this.#runtime.credentials,
       metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.text() }),
       caPem: () => this.ca.certPem,
+      auditKeys: () => this.trail?.jwks,
       reload: () => this.reload(),
       tokenDigest: () => this.#tokenDigest,
     })
@@ -83,12 +88,26 @@ export class Sidekey {
       detectors: createDetectors(config.anomaly), rateLimit: anomalyRateLimit(config.anomaly),
     })
     const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, clock, ...caConstraints(config) })
+    const chain = auditChainOf(logger)
+    // Opened before anything else is logged, so that audit.started is line 1 of the run.
+    const trail = chain === undefined
+      ? undefined
+      : await AuditTrail.open({ logger, chain, dir: config.ca.dir, instanceId: config.instance_id, every: config.audit.checkpoint_every, clock })
     const leaves = new LeafCache({ ca, validityMs: config.ca.leaf_validity, max: config.ca.leaf_cache_size, clock })
-    const runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set() })
+    let runtime: Runtime
+    let tokenDigest: Buffer | undefined
+    try {
+      runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set() })
+      tokenDigest = await readTokenDigest(config)
+    } catch (err) {
+      // A start that fails still ends its run with a signed checkpoint.
+      await trail?.close()
+      throw err
+    }
     metrics.bindCredentials(runtime.credentials)
     metrics.bindCa(ca, clock)
-    const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime)
-    app.#tokenDigest = await readTokenDigest(config)
+    const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime, trail)
+    app.#tokenDigest = tokenDigest
     try {
       const [proxyHost, proxyPort] = splitHostPort(config.listen)
       const [adminHost, adminPort] = splitHostPort(config.admin.listen)
@@ -101,6 +120,7 @@ export class Sidekey {
       await app.#proxy.close(0)
       await app.#admin.close()
       await (runtime.credentials as CredentialManager).close()
+      await trail?.close()
       throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err })
     }
     logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, tools: Object.keys(config.tools) }, 'listening')
@@ -161,6 +181,8 @@ export class Sidekey {
     await retire(rt)
     this.audit.close()
     this.logger.info('stopped')
+    // The final signed checkpoint is the run's last line.
+    await this.trail?.close()
     await flushLogger(this.logger)
   }
 }

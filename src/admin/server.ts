@@ -10,6 +10,8 @@ export interface AdminDeps {
   readonly credentials: () => CredentialProvider
   readonly metrics: () => Promise<{ contentType: string, body: string }>
   readonly caPem: () => string
+  /** The public audit key as a JWKS; undefined when the log is not chained. */
+  readonly auditKeys?: () => { keys: readonly object[] } | undefined
   /** Reloads the config; rejects with a ConfigError (problems without secrets) when the new one is bad. */
   readonly reload: () => Promise<void>
   /** SHA-256 of the admin token when `admin.token_file` is set: POST routes then need it as a Bearer token. */
@@ -17,7 +19,7 @@ export interface AdminDeps {
 }
 
 /**
- * The admin port: health, readiness, metrics, status, rotation, reload, JWKS and the CA certificate.
+ * The admin port: health, readiness, metrics, status, rotation, reload, JWKS, the CA certificate and the audit key.
  * It binds loopback by default and is a different server from the proxy, so no proxied request can reach it.
  */
 export class AdminServer {
@@ -108,6 +110,12 @@ export class AdminServer {
       case '/.well-known/jwks.json':
         send(res, 200, { keys: this.#deps.credentials().jwks() }, { 'cache-control': 'max-age=60' })
         return
+      case '/audit-key': {
+        const jwks = this.#deps.auditKeys?.()
+        if (jwks === undefined) send(res, 404, { error: 'not_found' })
+        else send(res, 200, jwks, { 'cache-control': 'max-age=60' })
+        return
+      }
       case '/ca.pem':
         res.writeHead(200, { 'content-type': 'application/x-pem-file' })
         res.end(this.#deps.caPem())

@@ -191,6 +191,13 @@ export const config = z.strictObject({
   limits,
   http2,
   egress,
+  audit: z.strictObject({
+    /** A signed audit.checkpoint after this many log lines or this long (when a line was written since), and at shutdown. */
+    checkpoint_every: z.strictObject({
+      events: z.number().int().min(1).default(1000),
+      interval: duration('60s').refine((ms) => ms >= 1000, 'interval must be at least 1s'),
+    }).prefault({}),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   }).prefault({}),

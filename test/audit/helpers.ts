@@ -5,10 +5,10 @@ import { createLogger } from '../../src/audit/log.js'
 import type { Logger } from 'pino'
 
 /** A logger writing into memory, synchronously, so a test reads every line right after emitting. */
-export function memoryLogger (level = 'info'): { logger: Logger, lines: () => string[], records: () => Array<Record<string, unknown>>, text: () => string } {
+export function memoryLogger (level = 'info', opts: { chain?: boolean } = {}): { logger: Logger, lines: () => string[], records: () => Array<Record<string, unknown>>, text: () => string } {
   const chunks: string[] = []
   const destination = new Writable({ write (chunk, _enc, cb) { chunks.push(String(chunk)); cb() } })
-  const logger = createLogger({ level, destination })
+  const logger = createLogger({ level, destination, ...opts })
   const text = (): string => chunks.join('')
   const lines = (): string[] => text().split('\n').filter((l) => l !== '')
   return { logger, lines, text, records: () => lines().map((l) => JSON.parse(l) as Record<string, unknown>) }

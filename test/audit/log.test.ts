@@ -7,13 +7,17 @@ import { auditPath, createLogger, escapeAllControl, flushLogger, pathWithoutQuer
 import { Secret } from '../../src/util/secret.js'
 import { memoryLogger } from './helpers.js'
 
-t.test('a line is short JSON: ISO time, msg, no pid or hostname', async (t) => {
+t.test('a line is short JSON: ISO time, msg, no pid or hostname; the chain seal last', async (t) => {
   const { logger, records } = memoryLogger()
   logger.info({ proxy: '127.0.0.1:4750' }, 'listening')
   const [rec] = records()
-  t.same(Object.keys(rec!).sort(), ['level', 'msg', 'proxy', 'time'])
+  t.same(Object.keys(rec!), ['level', 'time', 'proxy', 'msg', 'run_id', 'seq', 'chain'])
+  t.equal(rec!.seq, 1)
   t.equal(rec!.msg, 'listening')
   t.match(rec!.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+  const { logger: plain, records: plainRecords } = memoryLogger('info', { chain: false })
+  plain.info({ proxy: '127.0.0.1:4750' }, 'listening')
+  t.same(Object.keys(plainRecords()[0]!).sort(), ['level', 'msg', 'proxy', 'time'], 'chain: false writes the line unsealed')
 })
 
 t.test('control characters in logged strings cannot forge lines or drive a terminal (D3)', async (t) => {
