@@ -41,6 +41,8 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
       ctx.problem([...base, 'issuer'], `unknown issuer ${ctx.show([...base, 'issuer'], tool.issuer)} (${known})`)
     }
 
+    checkCredentialShape(raw.issuers, tool, base, ctx)
+
     const match = isRec(tool.match) ? tool.match : undefined
     if (match === undefined || typeof match.host !== 'string') continue
     const hostPath = [...base, 'match', 'host']
@@ -75,6 +77,21 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
       ctx.problem(hostPath, `tool "${other}" already matches the same host, port and path_prefix; a request would match both ` +
         '(give one a more specific path_prefix or port, or merge them)')
     }
+  }
+}
+
+/** aws_sigv4 signs with an AWS key set (a file or exec issuer); require_placeholder needs a placeholder to require. */
+function checkCredentialShape (issuers: unknown, tool: Rec, base: KeyPath, ctx: CheckContext): void {
+  const inject = isRec(tool.inject) ? tool.inject : undefined
+  const issuer = isRec(issuers) && typeof tool.issuer === 'string' && Object.hasOwn(issuers, tool.issuer) ? issuers[tool.issuer] : undefined
+  const type = isRec(issuer) ? issuer.type : undefined
+  if (inject?.aws_sigv4 !== undefined && typeof type === 'string' && type !== 'file' && type !== 'exec') {
+    ctx.problem([...base, 'issuer'], `inject.aws_sigv4 signs with an AWS key set, which a ${type} issuer does not hand out: ` +
+      'use a file issuer (a file holding credential_process JSON) or an exec issuer (a credential_process helper)')
+  }
+  if (tool.require_placeholder === true && typeof tool.placeholder !== 'string') {
+    ctx.problem([...base, 'require_placeholder'], 'require_placeholder: true needs placeholder: the value the agent must send where the credential goes ' +
+      '(for aws_sigv4, the access key id its SDK is configured with)')
   }
 }
 

@@ -125,8 +125,13 @@ const inject = z.strictObject({
   format: nonEmpty.optional(),
   query: nonEmpty.optional(),
   basic: z.strictObject({ username: z.string() }).optional(),
-}).refine((i) => [i.header, i.query, i.basic].filter((v) => v !== undefined).length === 1,
-  'inject needs exactly one of header, query or basic')
+  /** Re-sign the agent's AWS Signature V4 with the real key set (a file or exec issuer in credential_process JSON). */
+  aws_sigv4: z.strictObject({
+    service: z.string().regex(/^[a-z0-9-]+$/, 'an AWS signing name such as s3, execute-api, bedrock'),
+    region: z.string().regex(/^[a-z0-9-]+$/, 'an AWS region such as us-east-1'),
+  }).optional(),
+}).refine((i) => [i.header, i.query, i.basic, i.aws_sigv4].filter((v) => v !== undefined).length === 1,
+  'inject needs exactly one of header, query, basic or aws_sigv4')
   .refine((i) => i.format === undefined || i.header !== undefined, 'format applies to inject.header only')
   .refine((i) => i.format === undefined || i.format.includes('{token}'), 'format must contain {token}')
 
@@ -145,6 +150,8 @@ export const tool = z.strictObject({
   inject: inject.default({ header: 'Authorization', format: 'Bearer {token}' }),
   strip: z.array(nonEmpty).optional(),
   placeholder: z.string().optional(),
+  /** Refuse (403 placeholder_required) a call that does not carry `placeholder` where the credential goes. */
+  require_placeholder: z.boolean().default(false),
   refresh: z.strictObject({
     at: z.number().gt(0).lt(1).default(0.5),
     jitter: z.number().min(0).lt(1).default(0.1),
@@ -225,5 +232,7 @@ export type ExecIssuerConfig = z.output<typeof execIssuer>
 export function defaultStrip (inject: ToolConfig['inject']): string[] {
   if (inject.header !== undefined) return [inject.header]
   if (inject.basic !== undefined) return ['Authorization']
+  // The agent's signature over placeholder keys: regenerated (X-Amz-Content-Sha256 stays: it is the payload hash).
+  if (inject.aws_sigv4 !== undefined) return ['Authorization', 'X-Amz-Date', 'X-Amz-Security-Token']
   return []
 }

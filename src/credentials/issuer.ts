@@ -21,6 +21,8 @@ export interface IssuedCredential {
   readonly issuedAt: number
   /** The JWT `jti` when present, else the first 16 hex digits of the token's SHA-256 (`Secret.fingerprint()`). */
   readonly id: string
+  /** `aws_keys`: the token is an AWS key set (credentials/aws-keys.ts), for tools that inject `aws_sigv4`. */
+  readonly kind?: 'aws_keys'
 }
 
 /**

@@ -7,6 +7,8 @@ export interface Credential {
   readonly id: string
   readonly issuedAt: number
   readonly expiresAt: number | undefined
+  /** `aws_keys`: the token is an AWS key set (credentials/aws-keys.ts). */
+  readonly kind?: 'aws_keys'
 }
 
 export interface ToolCredentialStatus {

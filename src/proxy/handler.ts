@@ -11,7 +11,7 @@ import { isOwnAddress, targetsSelf } from '../net/self.js'
 import { formatAuthority } from '../net/host.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
-import { inject, queryParam, withQueryParam } from './inject.js'
+import { awsAccessKeyId, inject, queryParam, withQueryParam, type InjectRequest } from './inject.js'
 import { asSidekeyError, CLIENT_ERROR, sendError, type MarkedSocket } from './respond.js'
 import type { Tool } from './router.js'
 import { checkPassThrough, connectPortAllowed, type Runtime } from './runtime.js'
@@ -82,23 +82,29 @@ export class RequestHandler {
         ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...(task === undefined ? {} : { task }), ...extra,
       })
     }
+    const authority = route.kind === 'tool' ? formatAuthority(target.host, route.upstreamPort, route.upstreamScheme === 'https' ? 443 : 80) : ''
+    const base = upstreamHeaders(req.rawHeaders, tool, authority)
+    const placeholder = placeholderState(req, tool, path, base.placeholder)
     if (route.kind === 'method_denied') {
       sendError(res, new SidekeyError('SIDEKEY_METHOD_DENIED', `method ${method} is not allowed for this tool`, { status: 403, details: { tool: tool.name } }), requestId)
-      used(403, null, placeholderOf(req, tool, path), { outcome: 'method_denied' })
+      used(403, null, placeholder, { outcome: 'method_denied' })
+      return
+    }
+    if (tool.config.require_placeholder && placeholder !== 'stripped') {
+      sendError(res, new SidekeyError('SIDEKEY_PLACEHOLDER_REQUIRED', 'this tool only accepts calls carrying the placeholder where the credential goes',
+        { status: 403, details: { tool: tool.name } }), requestId)
+      used(403, null, placeholder, { outcome: 'placeholder_required' })
       return
     }
     const credential = rt.credentials.current(tool.name)
     if (credential === undefined) {
       const err = new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', 'no valid credential for this tool', { status: 503, details: { tool: tool.name } })
       sendError(res, err, requestId, { 'retry-after': String(rt.credentials.retryAfterSeconds(tool.name)) })
-      used(503, null, placeholderOf(req, tool, path), { outcome: 'credential_unavailable' })
+      used(503, null, placeholder, { outcome: 'credential_unavailable' })
       return
     }
 
-    const authority = formatAuthority(target.host, route.upstreamPort, route.upstreamScheme === 'https' ? 443 : 80)
-    const base = upstreamHeaders(req.rawHeaders, tool, authority)
     const query = tool.config.inject.query
-    const placeholder = query === undefined ? base.placeholder : classifyPlaceholder(queryParam(path, query), tool.config.placeholder)
     const cleanPath = query === undefined ? path : withQueryParam(path, query, undefined)
     let current: Credential = credential
     let replayed = false
@@ -113,16 +119,20 @@ export class RequestHandler {
       // After a complete answer this is a no-op; before it (h1 disconnect, h2 RST_STREAM) it cancels the upstream request.
       res.once('close', () => gone.abort())
       if (res.destroyed) gone.abort()
-      const send = (cred: Credential): Promise<Dispatcher.ResponseData> => {
+      const injected: InjectRequest = {
+        method, agentAuthorization: req.headers.authorization, body: body.kept, streamed: body.stream !== undefined,
+        contentLength: body.contentLength, bodyLimit: rt.config.limits.replay_body_bytes,
+      }
+      const send = async (cred: Credential): Promise<Dispatcher.ResponseData> => {
         const headers = base.headers.slice()
-        const sentPath = inject(tool, cred, headers, cleanPath)
-        return rt.upstream.request({ origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null, signal: gone })
+        const sentPath = await inject(tool, cred, headers, cleanPath, injected)
+        return await rt.upstream.request({ origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null, signal: gone })
       }
       const overhead = performance.now() - started
       if (res instanceof UpgradeResponse) {
         // WebSocket: audited when answered (the 101, or the upstream's refusal), not when the socket closes.
         const headers = base.headers.slice()
-        const status = await res.forward(rt.upstream, { origin, path: inject(tool, current, headers, cleanPath), method, headers })
+        const status = await res.forward(rt.upstream, { origin, path: await inject(tool, current, headers, cleanPath, injected), method, headers })
         used(status, current.id, placeholder, { overhead_ms: round(overhead) })
         return
       }
@@ -225,9 +235,13 @@ class Departure extends EventEmitter {
   }
 }
 
+const OUTCOMES: Partial<Record<string, string>> = {
+  SIDEKEY_EGRESS_DENIED: 'egress_denied', SIDEKEY_BAD_REQUEST: 'bad_request', SIDEKEY_CREDENTIAL_UNAVAILABLE: 'credential_unavailable',
+}
+
 function failure (err: unknown, replayed: boolean): Outcome & { replayed?: boolean } {
   const e = upstreamError(err)
-  return { outcome: e.code === 'SIDEKEY_EGRESS_DENIED' ? 'egress_denied' : 'upstream_error', error: failureCode(err), ...(replayed ? { replayed } : {}) }
+  return { outcome: OUTCOMES[e.code] ?? 'upstream_error', error: failureCode(err), ...(replayed ? { replayed } : {}) }
 }
 
 /** Exchanges allowed in flight per upstream origin: its connections plus the queue behind them. */
@@ -279,9 +293,18 @@ async function afterFirstChunk (req: IncomingMessage): Promise<Readable> {
   })(), { objectMode: false })
 }
 
-function placeholderOf (req: IncomingMessage, tool: Tool, path: string): PlaceholderState {
-  const query = tool.config.inject.query
-  return query === undefined ? upstreamHeaders(req.rawHeaders, tool, '').placeholder : classifyPlaceholder(queryParam(path, query), tool.config.placeholder)
+/**
+ * What the agent sent where the credential goes: the query parameter, the access key id of its SigV4 signature,
+ * or (`stripped`) the headers the tool strips.
+ */
+function placeholderState (req: IncomingMessage, tool: Tool, path: string, stripped: PlaceholderState): PlaceholderState {
+  const { query, aws_sigv4: sigv4 } = tool.config.inject
+  if (query !== undefined) return classifyPlaceholder(queryParam(path, query), tool.config.placeholder)
+  if (sigv4 !== undefined) {
+    const keyId = awsAccessKeyId(req.headers.authorization)
+    return classifyPlaceholder(keyId === undefined ? undefined : [keyId], tool.config.placeholder)
+  }
+  return stripped
 }
 
 /** A path the router can trust: dot segments resolved the way the upstream will (WHATWG URL), so `..` cannot escape a prefix. */

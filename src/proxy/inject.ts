@@ -1,12 +1,29 @@
 import type { Credential } from '../credentials/provider.js'
+import { awsKeySet } from '../credentials/aws-keys.js'
+import { SidekeyError } from '../errors.js'
 import type { Tool } from './router.js'
+
+/** What a signing injection (aws_sigv4) needs of the request besides its headers and path. */
+export interface InjectRequest {
+  readonly method: string
+  /** The agent's own Authorization (stripped from `headers` already). */
+  readonly agentAuthorization: string | undefined
+  readonly body: Buffer | undefined
+  readonly streamed: boolean
+  readonly contentLength: string | undefined
+  readonly bodyLimit: number
+}
+
+let sigv4: Promise<typeof import('./aws-sigv4.js')> | undefined
 
 /**
  * Attaches the credential to the upstream request: the one place a secret is revealed.
- * Returns the path to send (changed only for query injection).
+ * Returns the path to send (changed only for query injection); a promise for the injections that sign.
  */
-export function inject (tool: Tool, credential: Credential, headers: string[], pathAndQuery: string): string {
+export function inject (tool: Tool, credential: Credential, headers: string[], pathAndQuery: string, request: InjectRequest): string | Promise<string> {
   const spec = tool.config.inject
+  if (spec.aws_sigv4 !== undefined) return injectSigV4(tool, spec.aws_sigv4, credential, headers, pathAndQuery, request)
+  if (credential.kind === 'aws_keys') throw notThisShape(tool, 'holds AWS keys, which only an aws_sigv4 tool can use')
   const token = credential.token.reveal()
   if (spec.header !== undefined) {
     // A replacer function: a token may contain `$&` or `$'`, which a replacement string would expand.
@@ -18,6 +35,20 @@ export function inject (tool: Tool, credential: Credential, headers: string[], p
     return pathAndQuery
   }
   return withQueryParam(pathAndQuery, spec.query!, token)
+}
+
+async function injectSigV4 (tool: Tool, spec: { service: string, region: string }, credential: Credential, headers: string[], pathAndQuery: string, request: InjectRequest): Promise<string> {
+  const keys = awsKeySet(credential.token)
+  if (keys === undefined) throw notThisShape(tool, 'is not an AWS key set (credential_process JSON: Version, AccessKeyId, SecretAccessKey)')
+  // Loaded on the first signed request: a config without aws_sigv4 tools never loads the AWS signer.
+  sigv4 ??= import('./aws-sigv4.js')
+  const { signSigV4 } = await sigv4
+  await signSigV4(headers, keys, { tool: tool.name, service: spec.service, region: spec.region, pathAndQuery, ...request })
+  return pathAndQuery
+}
+
+function notThisShape (tool: Tool, what: string): SidekeyError {
+  return new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', `the credential of tool ${tool.name} ${what}`, { status: 503, expose: true, details: { tool: tool.name } })
 }
 
 /**
@@ -44,4 +75,10 @@ export function queryParam (pathAndQuery: string, name: string): string[] | unde
   if (q < 0) return undefined
   const values = new URLSearchParams(pathAndQuery.slice(q + 1)).getAll(name)
   return values.length === 0 ? undefined : values
+}
+
+/** The access key id an agent's SigV4 Authorization names (`Credential=AKID/date/region/service/aws4_request`): its placeholder. */
+export function awsAccessKeyId (authorization: string | undefined): string | undefined {
+  const m = authorization === undefined ? null : /^AWS4-HMAC-SHA256 .*?Credential=([^/,\s]+)\//.exec(authorization)
+  return m === null ? undefined : m[1]
 }

@@ -223,3 +223,25 @@ tools: {}
   t.equal(ok.code, 0, ok.stdout + ok.stderr)
   t.match(ok.stdout, `${good}: ok`)
 })
+
+t.test('aws_sigv4 needs a file or exec issuer; require_placeholder needs a placeholder; one inject shape only', async (t) => {
+  const { lines } = await rejectionOf(() => parseConfig([
+    'instance_id: t',
+    'issuers:',
+    '  local: { type: local_jwt }',
+    'tools:',
+    '  s3:',
+    '    match: { host: s3.example.com }',
+    '    issuer: local',
+    '    inject: { aws_sigv4: { service: s3, region: us-east-1 } }',
+    '    require_placeholder: true',
+    '  both:',
+    '    match: { host: b.example.com }',
+    '    issuer: local',
+    '    inject: { header: X-Key, aws_sigv4: { service: S3!, region: us-east-1 } }',
+  ].join('\n'), 'x.yaml', {}))
+  t.match(lines.join('\n'), /x\.yaml:7:13: tools\.s3\.issuer: inject\.aws_sigv4 signs with an AWS key set, which a local_jwt issuer does not hand out/)
+  t.match(lines.join('\n'), /x\.yaml:9:26: tools\.s3\.require_placeholder: require_placeholder: true needs placeholder/)
+  t.match(lines.join('\n'), /tools\.both\.inject: inject needs exactly one of header, query, basic or aws_sigv4/)
+  t.match(lines.join('\n'), /tools\.both\.inject\.aws_sigv4\.service: an AWS signing name/)
+})

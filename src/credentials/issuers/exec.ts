@@ -3,6 +3,7 @@ import { basename } from 'node:path'
 import type { ExecIssuerConfig } from '../../config/schema.js'
 import { IssuerError } from '../../errors.js'
 import type { CredentialRequest, Issuer, IssuerFactory } from '../issuer.js'
+import { awsKeyCredential, isAwsKeyDocument } from '../aws-keys.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, sanitizeForMessage, usableToken } from './token-value.js'
 import { errorCode } from './watched-file.js'
 
@@ -42,6 +43,7 @@ export const createExecIssuer: IssuerFactory<ExecIssuerConfig> = (_name, config,
       if (out === null || typeof out !== 'object' || Array.isArray(out)) {
         throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${label} printed JSON that is not an object`)
       }
+      if (isAwsKeyDocument(out)) return awsKeyCredential(out, issuedAt, `the output of ${label}`)
       const { token, expires_at: expiresAtText, expires_in: expiresIn } = out as Record<string, unknown>
       const value = usableToken(token, `the output of ${label}`)
       const facts = jwtFacts(value)

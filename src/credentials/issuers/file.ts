@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import type { FileIssuerConfig } from '../../config/schema.js'
 import { IssuerError } from '../../errors.js'
 import type { Issuer, IssuerFactory } from '../issuer.js'
+import { awsKeyCredential, isAwsKeyDocument } from '../aws-keys.js'
 import { issuedCredential, jwtFacts, usableToken } from './token-value.js'
 import { DirectoryWatcher, FileSource } from './watched-file.js'
 
@@ -59,6 +60,10 @@ export const createFileIssuer: IssuerFactory<FileIssuerConfig> = (_name, config,
       const issuedAt = deps.clock.now()
       const { text } = await source.read()
       if (text.length === 0) throw new IssuerError('SIDEKEY_ISSUER_FAILED', `path ${config.path} is empty`)
+      if (config.json_field === undefined) {
+        const keys = awsKeyDocument(text)
+        if (keys !== undefined) return awsKeyCredential(keys, issuedAt, `path ${config.path}`)
+      }
       const value = config.json_field === undefined ? usableToken(text, `path ${config.path}`) : fieldOf(text, config.json_field, config.path)
       const facts = jwtFacts(value)
       if (facts?.expiresAt !== undefined && !(facts.expiresAt > issuedAt)) {
@@ -88,4 +93,15 @@ function fieldOf (text: string, field: string, path: string): string {
     throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `path ${path} has no field ${JSON.stringify(field)}`)
   }
   return usableToken((json as Record<string, unknown>)[field], `field ${JSON.stringify(field)} of ${path}`)
+}
+
+/** The file's JSON when it is an AWS key set (`credential_process` shape), else undefined: the file is a token. */
+function awsKeyDocument (text: string): Record<string, unknown> | undefined {
+  if (!text.trimStart().startsWith('{')) return undefined
+  try {
+    const json: unknown = JSON.parse(text)
+    return isAwsKeyDocument(json) ? json : undefined
+  } catch {
+    return undefined
+  }
 }
