@@ -124,6 +124,7 @@ export class Sidekey {
       throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err })
     }
     logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, tools: Object.keys(config.tools) }, 'listening')
+    app.#egressMode(config)
     return app
   }
 
@@ -164,6 +165,7 @@ export class Sidekey {
     this.#runtime = next
     this.metrics.setTools(Object.keys(config.tools))
     this.metrics.bindCredentials(next.credentials)
+    if (config.egress.unmatched !== old.config.egress.unmatched) this.#egressMode(config)
     this.audit.setDetectors(createDetectors(config.anomaly), anomalyRateLimit(config.anomaly))
     this.logger.info({ tools: Object.keys(config.tools) }, 'config reloaded')
     // The CA's name constraints were fixed when it was made: a tool host added since is refused a leaf (fails closed).
@@ -172,6 +174,15 @@ export class Sidekey {
       this.logger.warn({ tools: outside }, 'these tools are outside the CA name constraints: their intercepted TLS fails until the pod is replaced (a new CA, trusted by the agent)')
     }
     void retire(old)
+  }
+
+  /** Shows `egress.unmatched` in the metrics; inventory mode is loud in the log too. */
+  #egressMode (config: Readonly<Config>): void {
+    this.metrics.setEgressMode(config.egress.unmatched)
+    if (config.egress.unmatched !== 'inventory') return
+    this.logger.warn({ egress_unmatched: 'inventory', fingerprint_key: this.#runtime.inventory?.keyId },
+      'inventory mode: TLS to every destination no tool covers is intercepted and passed through with the agent\'s own credentials, ' +
+      'each call audited as egress.inventory; meant for the migration\'s first phase, then switch egress.unmatched to deny')
   }
 
   /** Stops accepting, drains in-flight requests for up to `shutdown_grace`, then releases everything. */
@@ -201,9 +212,11 @@ async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promi
   const lookup = createLookup(resolver)
   const router = new Router(config.tools)
   const upstream = createUpstream(config, lookup, router)
+  // Loaded (and its key read or made) only in inventory mode.
+  const inventory = config.egress.unmatched === 'inventory' ? await (await import('./inventory/index.js')).createInventory(config.ca.dir) : undefined
   const credentials = CredentialManager.create(config, { clock: deps.clock, audit: deps.audit, dispatcher: upstream, ...(deps.previous === undefined ? {} : { previous: deps.previous }) })
   await credentials.start()
-  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts }
+  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, ...(inventory === undefined ? {} : { inventory }) }
 }
 
 /** Lets a replaced runtime's requests finish, then frees its pools and timers. */

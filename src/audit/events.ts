@@ -99,6 +99,41 @@ export interface EgressPassed {
   error?: string
 }
 
+/** Where a credential sat in a request, as `egress.inventory` records it: never the value. */
+export interface CarriedCredential {
+  /** `authorization` (a scheme other than Basic), `basic` (Authorization: Basic), `header` (another header), `query`. */
+  placement: 'authorization' | 'basic' | 'header' | 'query'
+  /** The header or query parameter name, lower-cased for headers. */
+  name: string
+  /** The Authorization scheme as sent (`Bearer`, `token`, …); absent for other placements. */
+  scheme?: string
+  /** The value's known prefix (`sk-`, `ghp_`, `xoxb-`, `AKIA`, …), `jwt`, or `opaque`. */
+  kind: string
+  /** A short keyed hash (HMAC-SHA256 under the instance's inventory key), to count distinct credentials. */
+  fingerprint: string
+}
+
+/**
+ * `egress.unmatched: inventory`: a call to a destination no tool covers, passed through with the agent's own headers
+ * (TLS intercepted), and where it carried a credential. The path is its shape (ids folded), never the query.
+ */
+export interface EgressInventory {
+  event: 'egress.inventory'
+  scheme: 'http' | 'https'
+  host: string
+  port: number
+  method: string
+  path: string
+  status: number
+  client: string
+  request_id: string
+  duration_ms: number
+  credentials: readonly CarriedCredential[]
+  /** Names the key the fingerprints were made with: fingerprints under different keys cannot be compared. */
+  fingerprint_key: string
+  error?: string
+}
+
 export interface Anomaly {
   event: 'anomaly'
   kind: AnomalyKind
@@ -108,7 +143,7 @@ export interface Anomaly {
 
 export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' | 'rate_spike' | 'auth_failures'
 
-export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | Anomaly
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | EgressInventory | Anomaly
 
 /** Where the request and credential paths publish. Implementations must not throw and must not block. */
 export interface AuditSink {

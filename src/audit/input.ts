@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { access, constants } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { createGunzip } from 'node:zlib'
@@ -153,4 +154,35 @@ export async function checkInputs (verb: string, files: string[], usage: string,
 export function readFailed (verb: string, err: unknown, io: AuditIo): number {
   io.stderr.write(`${verb}: read failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`)
   return 1
+}
+
+export type VerbArgs = { values: Record<string, string | boolean | undefined>, files: string[] }
+
+/** A report verb's options and files; a number is the exit code to stop with (0 after --help, 2 on bad usage). */
+export function parseVerbArgs (verb: string, usage: string, args: string[], options: NonNullable<ParseArgsConfig['options']>, io: AuditIo): VerbArgs | number {
+  let parsed: { values: Record<string, string | boolean | undefined | Array<string | boolean>>, positionals: string[] }
+  try {
+    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
+  } catch (err) {
+    io.stderr.write(`${verb}: ${(err as Error).message}\n${usage}`)
+    return 2
+  }
+  if (parsed.values.help === true) { io.stdout.write(usage); return 0 }
+  return { values: parsed.values as VerbArgs['values'], files: parsed.positionals }
+}
+
+/**
+ * Feeds every audit record of `files` (stdin when none) to `sink`; returns what was read, or the exit code to stop
+ * with (1: a file unreadable or a read failed midway, 2: bad usage).
+ */
+export async function readRecords (verb: string, usage: string, files: string[], io: AuditIo, sink: (rec: AuditRecord) => void): Promise<InputCounts | number> {
+  const stop = await checkInputs(verb, files, usage, io)
+  if (stop !== undefined) return stop
+  const input = new AuditInput()
+  try {
+    for await (const rec of input.records(readLines(files, io.stdin))) sink(rec)
+  } catch (err) {
+    return readFailed(verb, err, io)
+  }
+  return input.counts
 }

@@ -63,10 +63,14 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_egress_denied_by_reason_total',
   'sidekey_tool_ready',
   'sidekey_tools',
+  'sidekey_egress_unmatched_mode',
   'sidekey_ca_expires_in_seconds',
   'sidekey_audit_dropped_total',
   'sidekey_audit_errors_total',
 ])
+
+export const EGRESS_MODES = ['deny', 'tunnel', 'inventory'] as const
+export type EgressMode = typeof EGRESS_MODES[number]
 
 export interface MetricsOptions {
   /** Tool names from config: the only values the `tool` label takes besides `_unmatched`. */
@@ -117,6 +121,7 @@ export class SidekeyMetrics {
   readonly #duration: Histogram<'tool'>
   readonly #overhead: Histogram<'tool'>
   #configured: readonly string[] = []
+  #egressMode: EgressMode = 'deny'
   #credentials: CredentialStatusSource | undefined
   #ca: { readonly source: CaExpirySource, readonly clock: Clock } | undefined
 
@@ -202,6 +207,13 @@ export class SidekeyMetrics {
       collect () { this.set(self.#configured.length) },
     })
     new Gauge({
+      name: 'sidekey_egress_unmatched_mode',
+      help: 'egress.unmatched in force: 1 for the mode (deny, tunnel or inventory), 0 for the others. inventory intercepts and passes through every destination no tool covers.',
+      labelNames: ['mode'],
+      registers,
+      collect () { for (const mode of EGRESS_MODES) this.set({ mode }, mode === self.#egressMode ? 1 : 0) },
+    })
+    new Gauge({
       name: 'sidekey_ca_expires_in_seconds',
       help: 'Seconds until the interception CA expires (negative once expired); only a restart of sidekey and the agent renews it.',
       registers,
@@ -239,6 +251,11 @@ export class SidekeyMetrics {
    * Sets the tools the `tool` label may name (on start and reload). Series of tools dropped from config stay,
    * so their counters do not reset; their gauges disappear with their status.
    */
+  /** `egress.unmatched`, shown by sidekey_egress_unmatched_mode; set at start and on reload. */
+  setEgressMode (mode: EgressMode): void {
+    this.#egressMode = mode
+  }
+
   setTools (tools: readonly string[]): void {
     this.#configured = Object.freeze([...tools])
     for (const tool of tools) this.#addTool(tool)

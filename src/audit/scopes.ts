@@ -1,8 +1,7 @@
-import { parseArgs } from 'node:util'
 import type { Config } from '../config/schema.js'
 import { parseDuration } from '../util/duration.js'
 import { pathShape } from './anomaly/path-shape.js'
-import { AuditInput, checkInputs, describeSkipped, esc, parseTime, readFailed, readLines, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
+import { describeSkipped, esc, parseTime, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
 
 /**
  * `sidekey audit scopes --config FILE FILE…`: least privilege. For each tool, what the config grants (methods,
@@ -288,32 +287,18 @@ const VERB = 'sidekey audit scopes'
 
 /** Exit codes: 0 done, 1 a file could not be read, 2 bad usage or config. */
 export async function scopesCommand (args: string[], io: AuditIo): Promise<number> {
-  let values: { config?: string, since?: string, json?: boolean, help?: boolean }
-  let files: string[]
-  try {
-    const parsed = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, since: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
-    values = parsed.values
-    files = parsed.positionals
-  } catch (err) {
-    io.stderr.write(`${VERB}: ${(err as Error).message}\n${USAGE}`)
-    return 2
-  }
-  if (values.help === true) { io.stdout.write(USAGE); return 0 }
-  if (values.config === undefined) { io.stderr.write(`${VERB}: --config FILE is required (the grants to compare with)\n${USAGE}`); return 2 }
-  const window = sinceWindow(values.since ?? '30d')
+  const parsed = parseVerbArgs(VERB, USAGE, args, { config: { type: 'string', short: 'c' }, since: { type: 'string' }, json: { type: 'boolean' } }, io)
+  if (typeof parsed === 'number') return parsed
+  const { values, files } = parsed
+  if (typeof values.config !== 'string') { io.stderr.write(`${VERB}: --config FILE is required (the grants to compare with)\n${USAGE}`); return 2 }
+  const window = sinceWindow(typeof values.since === 'string' ? values.since : '30d')
   if (window === null) { io.stderr.write(`${VERB}: --since expects a duration like 30d or 12h, or all\n${USAGE}`); return 2 }
   const config = await loadConfigOrReport(values.config, VERB, io)
   if (config === undefined) return 2
-  const stop = await checkInputs(VERB, files, USAGE, io)
-  if (stop !== undefined) return stop
-  const input = new AuditInput()
   const usage = new ScopeUsage(window)
-  try {
-    for await (const rec of input.records(readLines(files, io.stdin))) usage.add(rec)
-  } catch (err) {
-    return readFailed(VERB, err, io)
-  }
-  const report = usage.result(config, input.counts)
+  const counts = await readRecords(VERB, USAGE, files, io, (rec) => usage.add(rec))
+  if (typeof counts === 'number') return counts
+  const report = usage.result(config, counts)
   io.stdout.write(values.json === true ? JSON.stringify(report, null, 2) + '\n' : formatScopes(report))
   return 0
 }

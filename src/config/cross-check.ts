@@ -29,6 +29,7 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
   const classify = createAddressClassifier()
   const pins = checkResolve(raw.resolve, ctx)
   checkIssuers(raw.issuers, pins, ctx)
+  checkInventory(raw, ctx)
 
   const issuerNames = isRec(raw.issuers) ? Object.keys(raw.issuers) : []
   const seen = new Map<string, string>()
@@ -93,6 +94,19 @@ function checkCredentialShape (issuers: unknown, tool: Rec, base: KeyPath, ctx: 
     ctx.problem([...base, 'require_placeholder'], 'require_placeholder: true needs placeholder: the value the agent must send where the credential goes ' +
       '(for aws_sigv4, the access key id its SDK is configured with)')
   }
+}
+
+/**
+ * Inventory mode intercepts TLS to destinations no tool names, so the CA must be able to sign for any host: its
+ * name constraints (on by default) would make every such handshake fail at the agent.
+ */
+function checkInventory (raw: Rec, ctx: CheckContext): void {
+  if (!isRec(raw.egress) || raw.egress.unmatched !== 'inventory') return
+  const ca = isRec(raw.ca) ? raw.ca : undefined
+  if (ca?.name_constraints === false) return
+  ctx.problem(['egress', 'unmatched'], 'inventory intercepts TLS to every destination no tool covers, so it needs a CA that may sign for any host: ' +
+    'set ca.name_constraints: false (a CA the agent trusts for every host: keep it to the inventory phase, then turn the constraints back on, ' +
+    'which makes a new CA the agent must trust again)')
 }
 
 /** Checks `resolve:` and returns its pins by normalised host name. */

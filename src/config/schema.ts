@@ -46,7 +46,11 @@ const limits = z.strictObject({
 }).prefault({})
 
 const egress = z.strictObject({
-  unmatched: z.enum(['deny', 'tunnel']).default('deny'),
+  /**
+   * `deny`: 403. `tunnel`: passed through blind. `inventory`: TLS intercepted and passed through with the agent's own
+   * headers, each call audited as `egress.inventory` (where a credential was carried, never its value).
+   */
+  unmatched: z.enum(['deny', 'tunnel', 'inventory']).default('deny'),
   block_private: z.boolean().default(true),
   /** CONNECT ports allowed for `tunnel` egress, besides the ports tools name. */
   connect_ports: z.array(port).default([443]),

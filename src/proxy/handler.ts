@@ -10,6 +10,7 @@ import { resolveChecked } from '../net/resolver.js'
 import { isOwnAddress, targetsSelf } from '../net/self.js'
 import { formatAuthority } from '../net/host.js'
 import { pathWithoutQuery } from '../util/path.js'
+import { pathShape } from '../audit/anomaly/path-shape.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
 import { awsAccessKeyId, inject, queryParam, withQueryParam, type InjectRequest } from './inject.js'
 import { asSidekeyError, CLIENT_ERROR, sendError, type MarkedSocket } from './respond.js'
@@ -66,7 +67,9 @@ export class RequestHandler {
     }
     const route = rt.router.match(target.scheme, target.host, target.port, pathWithoutQuery(path), method)
     if (route.kind === 'none') {
-      if (!target.tunnel && rt.config.egress.unmatched === 'tunnel') {
+      const unmatched = rt.config.egress.unmatched
+      // A tunnel reaches here only when it was intercepted: tool hosts, and every host in inventory mode.
+      if (unmatched === 'inventory' || (unmatched === 'tunnel' && !target.tunnel)) {
         await this.#passThrough(rt, req, res, target, path, client, requestId)
         return
       }
@@ -167,13 +170,27 @@ export class RequestHandler {
     }
   }
 
-  /** `egress.unmatched: tunnel` for absolute-form http: forwarded untouched, no credential, SSRF checks apply. */
+  /**
+   * A destination no tool covers, forwarded untouched with no credential (SSRF checks apply): `egress.unmatched:
+   * tunnel` for absolute-form http, audited as `egress.passed`; `inventory` for every request (intercepted tunnels
+   * too), audited as `egress.inventory` with where the request carried credentials.
+   */
   async #passThrough (rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, path: string, client: string, requestId: string): Promise<void> {
     const method = req.method ?? 'GET'
     const started = performance.now()
+    const inventory = rt.inventory
+    const carried = inventory?.carried(req.rawHeaders, path)
     const passed = (status: number, error?: string): void => {
-      rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method, status, client, request_id: requestId, path: pathWithoutQuery(path),
-        duration_ms: round(performance.now() - started), ...(error === undefined ? {} : { error }) })
+      const duration = round(performance.now() - started)
+      const failed = error === undefined ? {} : { error }
+      if (inventory === undefined || carried === undefined) {
+        rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method, status, client, request_id: requestId, path: pathWithoutQuery(path), duration_ms: duration, ...failed })
+        return
+      }
+      rt.audit.emit({
+        event: 'egress.inventory', scheme: target.scheme, host: target.host, port: target.port, method, path: pathShape(path), status, client, request_id: requestId,
+        duration_ms: duration, credentials: carried, fingerprint_key: inventory.keyId, ...failed,
+      })
     }
     let release: (() => void) | undefined
     try {

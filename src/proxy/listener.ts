@@ -184,6 +184,14 @@ export class ProxyListener {
     await this.#handler.handle(req, res, { scheme, host: ctx.host, port: ctx.port, pathAndQuery, tunnel: true }, ctx.client)
   }
 
+  async #intercept (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string): Promise<void> {
+    try {
+      await intercept(rt, socket, head, target, client, this.#inner, this.#contexts, rt.config.http2.enabled ? this.#h2 : undefined)
+    } catch {
+      socket.destroy()
+    }
+  }
+
   async #onConnect (req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
     const rt = this.#runtime()
     const client = `${socket.remoteAddress}:${socket.remotePort}`
@@ -207,20 +215,22 @@ export class ProxyListener {
     this.#tunnels.add(socket)
     socket.once('close', () => this.#tunnels.delete(socket))
     if (rt.router.ownsHost(target.host, target.port)) {
-      try {
-        await intercept(rt, socket, head, target, client, this.#inner, this.#contexts, rt.config.http2.enabled ? this.#h2 : undefined)
-      } catch {
-        socket.destroy()
-      }
+      await this.#intercept(rt, socket, head, target, client)
       return
     }
     const portAllowed = connectPortAllowed(rt, target.port)
-    if (rt.config.egress.unmatched === 'tunnel' && portAllowed) {
-      if (targetsSelf(target.host, target.port, rt.ownPorts, rt.resolver.pins)) {
-        deny('self')
-        sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 }), requestId)
-        return
-      }
+    const unmatched = rt.config.egress.unmatched
+    if (unmatched !== 'deny' && portAllowed && targetsSelf(target.host, target.port, rt.ownPorts, rt.resolver.pins)) {
+      deny('self')
+      sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 }), requestId)
+      return
+    }
+    if (unmatched === 'inventory' && portAllowed) {
+      // Intercepted like a tool host, so each request inside is seen (and passed through, handler.ts).
+      await this.#intercept(rt, socket, head, target, client)
+      return
+    }
+    if (unmatched === 'tunnel' && portAllowed) {
       blindTunnel(rt, socket, head, target, requestId, {
         denied: deny,
         passed: (status, error) => rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method: 'CONNECT', status, client, request_id: requestId, ...(error === undefined ? {} : { error }) }),

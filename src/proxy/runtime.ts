@@ -7,6 +7,7 @@ import type { LeafCache } from '../tls/leaf-cache.js'
 import { checkAddress, egressDenied, type ResolverOptions } from '../net/resolver.js'
 import { isBlockedIp } from '../net/ip.js'
 import type { Router } from './router.js'
+import type { Inventory } from '../inventory/index.js'
 
 /**
  * Everything a request needs, built by app.ts from one config and swapped whole on reload: a request in flight
@@ -23,6 +24,8 @@ export interface Runtime {
   readonly leaves: LeafCache
   /** The proxy's and admin's own bound ports: never a destination (RELIABILITY B7). */
   readonly ownPorts: ReadonlySet<number>
+  /** With `egress.unmatched: inventory`: where unmatched calls carry credentials. */
+  readonly inventory?: Inventory
 }
 
 /** The ports CONNECT may reach (RELIABILITY B1): `egress.connect_ports` and the ports tools name. */

@@ -47,11 +47,23 @@ const KNOWN_HINT = /sk-|[srp]k_|gh[pousr]_|github_pat_|xox[bpas]-|xapp-|glpat-|A
  * entropy guess: precise enough to redact from a logged path without folding ordinary ids.
  */
 export function isKnownSecretFormat (value: string): boolean {
-  if (!KNOWN_HINT.test(value)) return false
-  for (const [prefix, rest] of PREFIXES) {
-    if (value.startsWith(prefix) && value.length - prefix.length >= rest && TOKEN_CHARS.test(value)) return true
+  return KNOWN_HINT.test(value) && secretKind(value) !== 'opaque'
+}
+
+/**
+ * What kind of credential a value is, by its known prefix (`sk-ant-`, `ghp_`, `AKIA`, …), `jwt`, `telegram_bot`, or
+ * `opaque`: all that inventory mode records of a value.
+ */
+export function secretKind (value: string): string {
+  if (KNOWN_HINT.test(value)) {
+    for (const [prefix, rest] of PREFIXES) {
+      if (value.startsWith(prefix) && value.length - prefix.length >= rest && TOKEN_CHARS.test(value)) return prefix
+    }
+    if (AWS_KEY_ID.test(value)) return value.slice(0, 4)
+    if (JWT.test(value)) return 'jwt'
+    if (TELEGRAM_BOT.test(value)) return 'telegram_bot'
   }
-  return AWS_KEY_ID.test(value) || JWT.test(value) || TELEGRAM_BOT.test(value)
+  return 'opaque'
 }
 
 /** True when some `/`-separated segment of `path` is in a known credential format. */
