@@ -22,6 +22,8 @@ export interface ProxyStart {
   httpsPort: number
   upstreamCaFile: string
   upstreamCaPem: string
+  /** sidekey only: seal the log into the audit hash chain (default true; false to measure what it costs). */
+  chain?: boolean
 }
 
 export const HTTP_HOST = 'plain.bench.test'
@@ -67,7 +69,8 @@ export const loopbackLookup = ((_host: string, opts: unknown, cb?: unknown) => {
 async function start (s: ProxyStart): Promise<{ port: number, caPem: string, stop: () => Promise<void> }> {
   if (s.kind === 'sidekey') {
     const config = parseConfig(sidekeyYaml(s), 'bench.yaml', {})
-    const logger = createLogger({ level: 'info', destination: pino.destination({ dest: join(s.dir, 'audit.log'), sync: false, mkdir: true }) })
+    const chain = s.chain !== false
+    const logger = createLogger({ level: 'info', chain, destination: pino.destination({ dest: join(s.dir, chain ? 'audit.log' : 'audit-unchained.log'), sync: false, mkdir: true }) })
     const app = await Sidekey.start({ config, listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger })
     return {
       port: Number(app.proxyAddress.split(':').pop()),

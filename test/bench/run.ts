@@ -1,4 +1,5 @@
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, rmSync, createReadStream, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, freemem, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
@@ -11,6 +12,8 @@ import { LeafCache } from '../../src/tls/leaf-cache.js'
 import { hasWrk, undiciLoad, wrkLoad, type LoadResult } from './load.js'
 import { HTTP_HOST, HTTPS_HOST, loopbackLookup, sidekeyYaml, type ProxyStart } from './proxy-server.js'
 import { compileForChildren } from './compile.js'
+import { AuditChain } from '../../src/audit/trail/chain.js'
+import { publicJwk, signCheckpoint } from '../../src/audit/trail/key.js'
 import { squidBinary, startSquid, type SquidStart } from './squid.js'
 import { processCpuUs, processTreeRss } from './proc.js'
 
@@ -21,7 +24,7 @@ import { processCpuUs, processTreeRss } from './proc.js'
  *   --smoke            a tiny bounded load (the smoke test): proves the bench starts, runs and stops
  *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
  *   --only=http|https  the main table for one protocol only (profiling)
- *   --sections=start,main,scale,rate,idle,mint   which parts to run (default all)
+ *   --sections=start,main,chain,scale,rate,idle,mint   which parts to run (default all)
  *   --reps=N --duration=SECONDS             override the repeats and the length of each cell
  *   --profile=DIR      run the sidekey child (or --profile-target=bare) with --cpu-prof, profiles written to DIR
  *   --no-pin           let every process use every core (default on 2+ cores: each proxy pinned to core 1, the
@@ -71,7 +74,7 @@ function options (argv: string[]): Options {
     mintCached: smoke ? 100 : 10_000,
     wrk: !smoke && !flag('no-wrk') && hasWrk(),
     only: only === 'http' || only === 'https' ? only : undefined,
-    sections: new Set((value('sections') ?? 'start,main,scale,rate,idle,mint').split(',')),
+    sections: new Set((value('sections') ?? 'start,main,chain,scale,rate,idle,mint').split(',')),
     profile: value('profile'),
     profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
     pin: !flag('no-pin') && cpus().length >= 2 && hasTaskset(),
@@ -373,6 +376,67 @@ async function squidStart (env: Env, i: number): Promise<Started> {
   return { readyMs, rss }
 }
 
+/**
+ * What the audit hash chain costs: sidekey as shipped against a second sidekey child whose logger does not seal
+ * (createLogger chain: false), alternating A/B, B/A in one run; and the seal alone on a typical audit line in this
+ * process, which does not move with the machine's load.
+ */
+async function chainTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const unchained = await startProxy('sidekey', { ...env.start, chain: false }, undefined, o.pin)
+  const variants = { chained: env, unchained: { ...env, proxies: { ...env.proxies, sidekey: unchained } } }
+  const cells = new Map<string, Cell[]>()
+  try {
+    const protos: Proto[] = o.only === undefined ? ['http', 'https'] : [o.only]
+    for (const proto of protos) for (const v of ['chained', 'unchained'] as const) await cell(variants[v], proto, 'sidekey', o.connections, o.warmupMs)
+    for (let r = 0; r < o.reps; r++) {
+      for (const proto of protos) {
+        for (const v of r % 2 === 0 ? ['chained', 'unchained'] as const : ['unchained', 'chained'] as const) {
+          const res = await cell(variants[v], proto, 'sidekey', o.connections, o.durationMs)
+          progress(`  chain ${proto} ${v} round ${r + 1}: ${f0(res.rps)} req/s, ${f0(res.cpuPerReq)} µs CPU/req`)
+          cells.set(`${proto}/${v}`, [...(cells.get(`${proto}/${v}`) ?? []), res])
+        }
+      }
+    }
+    out.push(`### The audit hash chain: sidekey with and without it, median of ${o.reps} × ${o.durationMs / 1000} s per cell`, '')
+    out.push('| load | sidekey | req/s | p99 ms | proxy CPU µs/req | CPU per request vs unchained |')
+    out.push('|---|---|--:|--:|--:|--:|')
+    for (const proto of protos) {
+      const on = cells.get(`${proto}/chained`)!
+      const off = cells.get(`${proto}/unchained`)!
+      const cpuOn = median(on.map((c) => c.cpuPerReq))
+      const cpuOff = median(off.map((c) => c.cpuPerReq))
+      out.push(`| ${proto.toUpperCase()} | unchained | ${f0(median(off.map((c) => c.rps)))} | ${f2(median(off.map((c) => c.p99ms)))} | ${f0(cpuOff)} | – |`)
+      out.push(`| ${proto.toUpperCase()} | **chained** (as shipped) | ${f0(median(on.map((c) => c.rps)))} | ${f2(median(on.map((c) => c.p99ms)))} | ${f0(cpuOn)} | **${cpuOff === 0 ? '–' : `${((cpuOn / cpuOff - 1) * 100).toFixed(1)} %`}** (target ≤ 5 %) |`)
+    }
+  } finally {
+    await unchained.stop()
+  }
+  const seal = sealCost(o.mintCached * 10)
+  out.push('', `The seal alone (pino streamWrite hook: one SHA-256 and three string joins on a ${seal.bytes}-byte credential.used line), mean CPU time of ${f0(seal.n)} in this process: ` +
+    `**${seal.us.toFixed(2)} µs per line**; a request writes one line, and a signed checkpoint (Ed25519) every 1,000 lines adds ${seal.signUs.toFixed(0)} µs per 1,000 requests.`, '')
+}
+
+function sealCost (n: number): { n: number, bytes: number, us: number, signUs: number } {
+  const line = JSON.stringify({ level: 30, time: new Date().toISOString(), instance_id: 'bench', event: 'credential.used', tool: 'api', credential_id: '0f9d2c1e-5b3a-4e7f-9a8b-1c2d3e4f5a6b', method: 'GET', host: `${HTTPS_HOST}:443`, path: '/x', status: 200, duration_ms: 1, client: '127.0.0.1:54321', placeholder: 'stripped', request_id: '9c1f0e2d3b4a5968', overhead_ms: 0.2, bytes_out: 1024 }) + '\n'
+  const chain = new AuditChain()
+  let keep = 0
+  for (let i = 0; i < 10_000; i++) keep += chain.seal(line).length
+  // CPU time, not wall time: on a shared machine the process may be descheduled mid-loop.
+  const c0 = process.cpuUsage()
+  for (let i = 0; i < n; i++) keep += chain.seal(line).length
+  const c1 = process.cpuUsage(c0)
+  const us = (c1.user + c1.system) / n
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  const key = { privateKey, publicJwk: publicJwk(publicKey) }
+  const s0 = process.cpuUsage()
+  for (let i = 0; i < 100; i++) keep += signCheckpoint(key, { iss: 'bench', run_id: chain.runId, seq: i, chain: chain.last, final: false, iat: 0 }).length
+  const s1 = process.cpuUsage(s0)
+  const signUs = (s1.user + s1.system) / 100
+  if (keep === 0) progress('')
+  return { n, bytes: line.length, us, signUs }
+}
+
 async function scaleTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
   const rows: string[] = []
@@ -542,6 +606,7 @@ async function main (): Promise<void> {
       `"bare undici" is test/bench/bare.ts. HTTP load: ${o.wrk ? 'wrk -t1 with a Lua script (absolute-form)' : 'built-in undici generator'}; HTTPS load: undici ProxyAgent (CONNECT, TLS to the proxy's leaf).`, '')
     if (o.sections.has('start')) await startTable(env, out)
     if (o.sections.has('main')) await mainTable(env, out)
+    if (o.sections.has('chain')) await chainTable(env, out)
     if (o.sections.has('scale')) await scaleTable(env, out)
     if (o.sections.has('rate')) await rateTable(env, out)
     if (o.sections.has('idle')) await idleTable(env, out)

@@ -333,7 +333,7 @@ export class TrailVerifier {
       return
     }
     const key = rec.key as PublicJwk | undefined
-    if (key === undefined || typeof key !== 'object' || typeof key.x !== 'string') {
+    if (key === undefined || key === null || typeof key !== 'object' || typeof key.x !== 'string') {
       problem(run, seq, 'key', 'audit.started carries no usable key')
       return
     }
