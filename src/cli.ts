@@ -15,6 +15,7 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey audit tasks [--json] [FILE...]  (calls, tools and statuses per X-Sidekey-Task)
        sidekey audit verify [--keys JWKS] [--live] [--json] [FILE...]
        sidekey audit inventory [--yaml|--json] [FILE...]
+       sidekey audit report --out report.html [--config FILE] [--since 30d|all] [FILE...]
        sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
 
 --config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.`
@@ -92,6 +93,7 @@ async function audit (args: string[]): Promise<number> {
     case 'tasks': return (await import('./audit/tasks.js')).tasksCommand(args.slice(1), io)
     case 'verify': return (await import('./audit/verify/command.js')).verifyCommand(args.slice(1), io)
     case 'inventory': return (await import('./audit/inventory.js')).inventoryCommand(args.slice(1), io)
+    case 'report': return (await import('./audit/report/report.js')).reportCommand(args.slice(1), io)
     default: return (await import('./audit/summary.js')).auditCommand(args, io)
   }
 }
