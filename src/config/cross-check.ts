@@ -1,5 +1,6 @@
 import { isIP } from 'node:net'
 import { isLocalhostName } from '../net/self.js'
+import { normalizePath } from '../net/path.js'
 import { checkHostName, createAddressClassifier, isLoopbackHost, parseToolHost } from './host.js'
 import type { KeyPath } from './yaml-source.js'
 
@@ -71,6 +72,12 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     // No port means 443 to the router (proxy/router.ts), so `{host: a}` and `{host: a, port: 443}` are one route.
     const port = String(typeof match.port === 'number' ? match.port : 443)
     const prefix = typeof match.path_prefix === 'string' ? match.path_prefix : '/'
+    // Requests are matched in normal form (net/path.ts): a prefix in any other form would never match.
+    const normal = normalPrefix(prefix)
+    if (normal !== prefix) {
+      ctx.problem([...base, 'match', 'path_prefix'], `path_prefix ${ctx.show([...base, 'match', 'path_prefix'], prefix)} is not a normalised path ` +
+        (normal === undefined ? '(no query, fragment, backslash, control bytes or bad escapes)' : `(write it as ${JSON.stringify(normal)})`))
+    }
     const route = `${host.host} ${port} ${prefix}`
     const other = seen.get(route)
     if (other === undefined) seen.set(route, name)
@@ -186,4 +193,9 @@ function checkTokenUrl (path: KeyPath, value: string, pins: ReadonlyMap<string, 
   const name = isIP(host) === 0 && shown === JSON.stringify(host) ? host : 'idp.internal.test'
   ctx.problem(path, `plain http:// to ${shown} would send this issuer's client credentials and tokens over the network in clear; ` +
     `use https://, or for an issuer on this machine a loopback address (http://127.0.0.1:PORT/...) or a host name pinned to one in resolve: (e.g. resolve: { ${name}: 127.0.0.1 })`)
+}
+
+function normalPrefix (prefix: string): string | undefined {
+  if (prefix.includes('?')) return undefined
+  try { return normalizePath(prefix) } catch { return undefined }
 }

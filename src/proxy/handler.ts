@@ -14,7 +14,8 @@ import { pathShape } from '../audit/anomaly/path-shape.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
 import { awsAccessKeyId, inject, queryParam, withQueryParam, type InjectRequest } from './inject.js'
 import { asSidekeyError, CLIENT_ERROR, sendError, type MarkedSocket } from './respond.js'
-import type { Tool } from './router.js'
+import type { Route, Tool } from './router.js'
+import { normalizePath } from '../net/path.js'
 import { checkPassThrough, connectPortAllowed, type Runtime } from './runtime.js'
 import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
 import { UpgradeResponse } from './upgrade.js'
@@ -55,17 +56,19 @@ export class RequestHandler {
     const method = req.method ?? 'GET'
     let path = target.pathAndQuery
     let task: string | undefined
+    let route: Route
     try {
       task = checkRequestHeaders(req.rawHeaders)
+      // One path, one route: matched, audited and sent upstream in the one normal form.
       path = normalizePath(target.pathAndQuery)
+      route = rt.router.route(target.scheme, target.host, target.port, pathWithoutQuery(path), method)
     } catch (err) {
       const e = asSidekeyError(err)
       sendError(res, e, requestId)
       const reason = e.details.reason === 'bad_task' ? 'bad_task' : 'bad_request'
-      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason, client, method, request_id: requestId })
+      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason, client, method, request_id: requestId, path: pathWithoutQuery(target.pathAndQuery) })
       return
     }
-    const route = rt.router.match(target.scheme, target.host, target.port, pathWithoutQuery(path), method)
     if (route.kind === 'none') {
       const unmatched = rt.config.egress.unmatched
       // A tunnel reaches here only when it was intercepted: tool hosts, and every host in inventory mode.
@@ -322,14 +325,6 @@ function placeholderState (req: IncomingMessage, tool: Tool, path: string, strip
     return classifyPlaceholder(keyId === undefined ? undefined : [keyId], tool.config.placeholder)
   }
   return stripped
-}
-
-/** A path the router can trust: dot segments resolved the way the upstream will (WHATWG URL), so `..` cannot escape a prefix. */
-export function normalizePath (pathAndQuery: string): string {
-  if (!pathAndQuery.startsWith('/')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'bad request target', { status: 400 })
-  if (!/\/\.|%2e|\\|#/i.test(pathAndQuery)) return pathAndQuery
-  const url = new URL(pathAndQuery, 'http://sidekey.invalid')
-  return url.pathname + url.search
 }
 
 /** RELIABILITY B7: the proxy's own ports on this machine are never a destination. */

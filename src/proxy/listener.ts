@@ -311,14 +311,23 @@ export function absoluteTarget (url: string): RequestTarget {
   }
   const fast = canonicalTarget(url, scheme)
   if (fast !== undefined) return fast
-  const authorityEnd = url.indexOf('/', scheme.length + 3)
-  const authority = url.slice(scheme.length + 3, authorityEnd < 0 ? undefined : authorityEnd)
+  // The authority ends where WHATWG URL ends it for a special scheme; the path after it is kept as the agent wrote
+  // it, for net/path.ts (URL would resolve `%2e` and read `\` as `/` on its own terms).
+  const start = scheme.length + 3
+  const end = url.slice(start).search(/[/?#\\]/)
+  const authority = end < 0 ? url.slice(start) : url.slice(start, start + end)
   if (authority.includes('@')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'userinfo in request target', { status: 400 })
   let parsed: URL
-  try { parsed = new URL(url) } catch { throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid request target', { status: 400 }) }
+  try {
+    if (authority === '') throw new Error('empty authority')
+    parsed = new URL(`${scheme}://${authority}/`)
+  } catch {
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid request target', { status: 400 })
+  }
   const host = normalizeHost(parsed.hostname)
   const port = parsed.port === '' ? (scheme === 'https' ? 443 : 80) : Number(parsed.port)
-  return { scheme, host, port, pathAndQuery: (parsed.pathname || '/') + parsed.search, tunnel: false }
+  const rest = end < 0 ? '' : url.slice(start + end)
+  return { scheme, host, port, pathAndQuery: rest.startsWith('/') ? rest : '/' + rest, tunnel: false }
 }
 
 /**

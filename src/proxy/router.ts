@@ -1,4 +1,6 @@
 import { defaultStrip, type ToolConfig } from '../config/schema.js'
+import { SidekeyError } from '../errors.js'
+import { readingsOf } from '../net/path.js'
 
 /**
  * Tool matching, kept apart from transport (as mockttp keeps matchers apart from its server).
@@ -72,13 +74,34 @@ export class Router {
   }
 
   /**
-   * The tool for a request. `scheme` is what the agent used; `path` must already be normalised
-   * (dot segments resolved) so that a prefix cannot be escaped with `..`.
+   * The route for a request whose path is in normal form (net/path.ts), refused (400) when an upstream
+   * reading that path another way (decoding it once more, `%2F` as `/`, merging `//`, dropping `;params`, ignoring
+   * case) would pick another tool or another answer. Only hosts where some tool has a `path_prefix` are checked:
+   * elsewhere the path cannot change the route.
    */
-  match (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): Route {
+  route (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): Route {
+    const route = this.match(scheme, host, port, path, method)
+    if (!this.candidates(host).some((t) => t.pathPrefix !== '/')) return route
+    const check = (how: string, reading: string | undefined): void => {
+      if (reading !== undefined && sameRoute(route, this.match(scheme, host, port, reading, method)) &&
+        sameRoute(route, this.match(scheme, host, port, reading, method, true))) return
+      throw new SidekeyError('SIDEKEY_BAD_REQUEST', `ambiguous path: ${how} it would take another route`, { status: 400 })
+    }
+    check('in another letter case', path)
+    for (const r of readingsOf(path)) check(r.how, r.path)
+    return route
+  }
+
+  /**
+   * The tool for a request. `scheme` is what the agent used; `path` must already be normalised
+   * (dot segments resolved) so that a prefix cannot be escaped with `..`. `foldCase` compares prefixes ignoring
+   * letter case, as a case-insensitive upstream would.
+   */
+  match (scheme: 'http' | 'https', host: string, port: number, path: string, method: string, foldCase = false): Route {
+    const p = foldCase ? path.toLowerCase() : path
     for (const tool of this.candidates(host)) {
       if (!portMatches(tool, scheme, port)) continue
-      if (!pathMatches(tool.pathPrefix, path)) continue
+      if (!pathMatches(foldCase ? tool.pathPrefix.toLowerCase() : tool.pathPrefix, p)) continue
       if (tool.methods !== undefined && !tool.methods.has(method)) return { kind: 'method_denied', tool }
       const tls = scheme === 'https' || !tool.config.plaintext
       return { kind: 'tool', tool, upstreamScheme: tls ? 'https' : 'http', upstreamPort: tool.port }
@@ -103,6 +126,10 @@ export class Router {
     if (exact === undefined) return wild
     return wild.length === 0 ? exact : [...exact, ...wild]
   }
+}
+
+function sameRoute (a: Route, b: Route): boolean {
+  return a.kind === b.kind && (a.kind === 'none' || a.tool === (b as typeof a).tool)
 }
 
 function portMatches (tool: Tool, scheme: 'http' | 'https', port: number): boolean {

@@ -178,6 +178,25 @@ t.test('host forms that could send a credential somewhere unintended are refused
   }
 })
 
+t.test('a path_prefix must be in the normal form requests are matched in', async (t) => {
+  const prefixes: Array<[string, RegExp]> = [
+    ['/v1/%73afe/', /write it as "\/v1\/safe\/"/],
+    ['/v1/safe/../admin/', /write it as "\/v1\/admin\/"/],
+    ['/v1/a%2fb/', /write it as "\/v1\/a%2Fb\/"/],
+    ['"/v1/a\\b/"', /no query, fragment, backslash/],
+    ['/v1/?x=1', /no query, fragment, backslash/],
+    ['/v1/%c0%af/', /no query, fragment, backslash, control bytes or bad escapes/],
+  ]
+  for (const [prefix, message] of prefixes) {
+    const text = minimal(`  api:\n    match:\n      host: api.example.com\n      path_prefix: ${prefix}\n    issuer: local\n`)
+    const { lines } = await rejectionOf(() => parseConfig(text, 'x.yaml', {}))
+    t.equal(lines.length, 1, prefix)
+    t.match(lines[0], /^x\.yaml:9:\d+: tools\.api\.match\.path_prefix: path_prefix /)
+    t.match(lines[0], message, prefix)
+  }
+  t.ok(parseConfig(minimal('  api:\n    match:\n      host: api.example.com\n      path_prefix: /v1/caf%C3%A9/x;y/\n    issuer: local\n'), 'x.yaml', {}), 'a normal prefix loads')
+})
+
 t.test('resolve keys must be host names and values IP literals; a loopback pin allows plaintext', async (t) => {
   const tools = '  api:\n    match: { host: api.local.test, port: 8080 }\n    issuer: local\n    plaintext: true\n'
   const ok = parseConfig(minimal(tools, 'resolve:\n  api.local.test: "::1"\n'), 'x.yaml', {})
