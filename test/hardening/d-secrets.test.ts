@@ -177,11 +177,15 @@ tools: { raw: { match: { host: raw.tool.test, port: ${up.port} }, issuer: local,
 `)
   // The HTTP parser refuses raw control bytes, C1 bytes and any non-ASCII byte in a request target, and C0 controls
   // in header values; what reaches a log line is percent-encoded text, logged as it came (visible, never decoded).
+  // Escaped control bytes in a path are refused (400) but still audited, as sent; an escaped bidi override is
+  // served and logged in its normal form (hex in upper case).
   const encoded = '/p%0d%0aX-Injected:%201%1b[31mred%e2%80%ae%c2%9bx'
   for (const host of [`raw.tool.test:${up.port}`, 'denied.test']) {
     const r = await raw(sk.proxyPort, `GET http://${host}${encoded}?q=%0a HTTP/1.1\r\nHost: x\r\nX-Obs: \u00ff\u009b\r\n\r\n`, { until: completeResponse })
-    t.ok(r.status === 200 || r.status === 403, host)
+    t.equal(r.status, 400, host)
   }
+  const bidi = await raw(sk.proxyPort, `GET http://raw.tool.test:${up.port}/p%e2%80%aered%c2%9bx?q=%0a HTTP/1.1\r\nHost: x\r\n\r\n`, { until: completeResponse })
+  t.equal(bidi.status, 200)
   for (const bytes of [[0xc2, 0x9b], [0x1b], [0x0d], [0xe2, 0x80, 0xae], [0x7f]]) {
     const r = await raw(sk.proxyPort, Buffer.concat([Buffer.from('GET http://denied.test/a'), Buffer.from(bytes), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]))
     t.equal(r.status, 400, `raw bytes ${bytes.join(',')} in the target are refused`)
@@ -189,8 +193,8 @@ tools: { raw: { match: { host: raw.tool.test, port: ${up.port} }, issuer: local,
   const esc = await raw(sk.proxyPort, `GET http://denied.test/ HTTP/1.1\r\nHost: x\r\nX-A: \u001b[31m\r\n\r\n`)
   t.equal(esc.status, 400, 'ESC in a header value is refused by the parser')
   await tick()
-  t.equal(sk.log.events('credential.used').filter((e) => e.path === '/p%0d%0aX-Injected:%201%1b[31mred%e2%80%ae%c2%9bx').length, 1, 'logged as sent')
-  t.equal(sk.log.events('egress.denied').filter((e) => e.path === '/p%0d%0aX-Injected:%201%1b[31mred%e2%80%ae%c2%9bx').length, 1)
+  t.equal(sk.log.events('egress.denied').filter((e) => e.path === '/p%0d%0aX-Injected:%201%1b[31mred%e2%80%ae%c2%9bx').length, 2, 'logged as sent')
+  t.equal(sk.log.events('credential.used').filter((e) => e.path === '/p%E2%80%AEred%C2%9Bx').length, 1, 'logged in normal form')
   t.notMatch(sk.log.text, /X-Injected: 1|\\n|\\r/, 'no decoded line break anywhere')
   // eslint-disable-next-line no-control-regex
   t.notMatch(sk.log.text.replaceAll('\n', ''), /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/, 'no raw control or bidi character in the log')
