@@ -88,7 +88,11 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
   }
 }
 
-/** aws_sigv4 signs with an AWS key set (a file or exec issuer); require_placeholder needs a placeholder to require. */
+/**
+ * What a tool's credential must be for its options: aws_sigv4 signs with an AWS key set (a file or exec issuer);
+ * require_placeholder needs a placeholder to require; per_call signs with sidekey's own keys (local_jwt), which
+ * makes a use count meaningless.
+ */
 function checkCredentialShape (issuers: unknown, tool: Rec, base: KeyPath, ctx: CheckContext): void {
   const inject = isRec(tool.inject) ? tool.inject : undefined
   const issuer = isRec(issuers) && typeof tool.issuer === 'string' && Object.hasOwn(issuers, tool.issuer) ? issuers[tool.issuer] : undefined
@@ -100,6 +104,14 @@ function checkCredentialShape (issuers: unknown, tool: Rec, base: KeyPath, ctx: 
   if (tool.require_placeholder === true && typeof tool.placeholder !== 'string') {
     ctx.problem([...base, 'require_placeholder'], 'require_placeholder: true needs placeholder: the value the agent must send where the credential goes ' +
       '(for aws_sigv4, the access key id its SDK is configured with)')
+  }
+  if (tool.per_call === undefined || tool.per_call === false) return
+  if (typeof type === 'string' && type !== 'local_jwt') {
+    ctx.problem([...base, 'per_call'], `per_call needs a local_jwt issuer (a token is signed for each call with sidekey's own keys); ` +
+      `issuer ${ctx.show([...base, 'issuer'], String(tool.issuer))} is ${type}`, 'key')
+  }
+  if (isRec(tool.refresh) && tool.refresh.max_uses !== undefined) {
+    ctx.problem([...base, 'refresh', 'max_uses'], 'max_uses has no effect with per_call: every call already gets its own token', 'key')
   }
 }
 

@@ -163,6 +163,12 @@ export const tool = z.strictObject({
     max_uses: z.number().int().min(1).optional(),
   }).prefault({}),
   plaintext: z.boolean().default(false),
+  /**
+   * local_jwt only: a fresh token for every call, bound to it (htm, htu, jti, task), living `ttl` (60 s).
+   * `true` is `{ ttl: 60s }`.
+   */
+  per_call: z.union([z.boolean(), z.strictObject({ ttl: duration('60s') })])
+    .transform((v) => v === true ? { ttl: 60_000 } : v === false ? undefined : v).optional(),
   /** Negotiate HTTP/2 with this tool's upstream when it offers h2 in ALPN. */
   http2: z.boolean().default(true),
 })

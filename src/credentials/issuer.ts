@@ -12,6 +12,18 @@ export interface CredentialRequest {
   readonly signal: AbortSignal
 }
 
+/** What a tool with `per_call` asks for on each call: the slot's request, bound to this one HTTP exchange. */
+export interface CallCredentialRequest extends Omit<CredentialRequest, 'signal'> {
+  /** The token's lifetime. */
+  readonly ttlMs: number
+  /** The `htm` claim: the request's method. */
+  readonly method: string
+  /** The `htu` claim: scheme, authority and path the upstream sees, without the query (RFC 9449 §4.2). */
+  readonly url: string
+  /** The agent's X-Sidekey-Task, when it sent one. */
+  readonly task: string | undefined
+}
+
 /** A credential as an issuer hands it out. */
 export interface IssuedCredential {
   readonly token: Secret
@@ -35,6 +47,8 @@ export interface Issuer {
   readonly type: string
   /** Fetches a fresh credential. Throws IssuerError (never with a secret in its message) on failure. */
   fetch (request: CredentialRequest): Promise<IssuedCredential>
+  /** Signs a credential for one call, synchronously, on the request path (local_jwt). Throws IssuerError. */
+  mint? (request: CallCredentialRequest): IssuedCredential
   /** Public signing keys, for issuers that sign (local_jwt); served at /.well-known/jwks.json. */
   jwks? (): readonly JsonWebKeyPublic[]
   /** Registers a callback fired when the issuer's source changed (a watched file), so holders refresh now. */

@@ -6,7 +6,7 @@ import { SidekeyError } from '../errors.js'
 import type { Clock } from '../util/clock.js'
 import type { Issuer, IssuerDeps, JsonWebKeyPublic } from './issuer.js'
 import { createIssuer } from './issuers/index.js'
-import type { Credential, CredentialProvider, ToolCredentialStatus } from './provider.js'
+import type { CallBinding, Credential, CredentialProvider, ToolCredentialStatus } from './provider.js'
 import { CredentialRefresher, DEFAULT_ISSUER_TIMEOUT_MS } from './refresher.js'
 
 export interface CredentialManagerDeps {
@@ -53,6 +53,8 @@ export class CredentialManager implements CredentialProvider {
   readonly #handles = new Map<string, IssuerHandle>()
   readonly #slots = new Map<string, CredentialRefresher>()
   readonly #toolSlots = new Map<string, CredentialRefresher>()
+  /** Tools with `per_call`: a signer bound to the tool's scopes, audience and token lifetime. */
+  readonly #minters = new Map<string, (call: CallBinding) => Credential>()
   readonly #listeners = new Map<IssuerHandle, () => void>()
   #started: Promise<void> | undefined
   #closed: Promise<void> | undefined
@@ -113,7 +115,14 @@ export class CredentialManager implements CredentialProvider {
         ...(carried === undefined ? {} : { carried }),
       })
       manager.#slots.set(spec.key, slot)
-      for (const [tool] of spec.tools) manager.#toolSlots.set(tool, slot)
+      for (const [tool, toolConfig] of spec.tools) {
+        manager.#toolSlots.set(tool, slot)
+        const { issuer } = handle
+        const perCall = toolConfig.per_call
+        if (perCall === undefined || issuer.mint === undefined) continue
+        const base = { tool, scopes: spec.scopes, audience: spec.audience, instanceId: config.instance_id, ttlMs: perCall.ttl }
+        manager.#minters.set(tool, (call) => issuer.mint!({ ...base, ...call }))
+      }
     }
 
     for (const handle of manager.#handles.values()) {
@@ -141,6 +150,17 @@ export class CredentialManager implements CredentialProvider {
 
   current (tool: string): Credential | undefined {
     return this.#toolSlots.get(tool)?.use()
+  }
+
+  mint (tool: string, call: CallBinding): Credential | undefined {
+    const minter = this.#minters.get(tool)
+    if (minter === undefined) return undefined
+    try {
+      return minter(call)
+    } catch {
+      // No key yet (the first one is still being generated) or signing failed: fail closed, the agent retries.
+      return undefined
+    }
   }
 
   retryAfterSeconds (tool: string): number {

@@ -1,6 +1,15 @@
 import type { Secret } from '../util/secret.js'
 import type { JsonWebKeyPublic } from './issuer.js'
 
+/** The exchange a per-call credential is bound to. */
+export interface CallBinding {
+  readonly method: string
+  /** Scheme, authority and path as the upstream sees them, without the query. */
+  readonly url: string
+  /** The agent's X-Sidekey-Task, when it sent one. */
+  readonly task: string | undefined
+}
+
 /** A credential held for a tool. */
 export interface Credential {
   readonly token: Secret
@@ -26,7 +35,7 @@ export interface ToolCredentialStatus {
 
 /**
  * What the request path and the admin routes see of the credential path (credentials/manager.ts implements it).
- * The request path only calls `current` (synchronous, on every request) and `refreshRejected` (after a 401).
+ * The request path only calls `current` or `mint` (synchronous, on every request) and `refreshRejected` (after a 401).
  */
 export interface CredentialProvider {
   /**
@@ -34,6 +43,11 @@ export interface CredentialProvider {
    * is one use for `refresh.max_uses`.
    */
   current (tool: string): Credential | undefined
+  /**
+   * For a tool with `per_call`: a credential signed for this one call, now, without waiting; undefined when none
+   * can be signed (fail closed). Never counted against `max_uses`, never pooled.
+   */
+  mint (tool: string, call: CallBinding): Credential | undefined
   /** Seconds the agent should wait before retrying when `current` is undefined (for Retry-After). */
   retryAfterSeconds (tool: string): number
   /**

@@ -102,7 +102,13 @@ export class RequestHandler {
       used(403, null, placeholder, { outcome: 'placeholder_required' })
       return
     }
-    const credential = rt.credentials.current(tool.name)
+    const origin = `${route.upstreamScheme}://${authority}`
+    const perCall = tool.config.per_call !== undefined
+    // A per-call token is bound to what the upstream will see: method, and URL without the query (RFC 9449 htu).
+    const credentialFor = (): Credential | undefined => perCall
+      ? rt.credentials.mint(tool.name, { method, url: origin + pathWithoutQuery(path), task })
+      : rt.credentials.current(tool.name)
+    const credential = credentialFor()
     if (credential === undefined) {
       const err = new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', 'no valid credential for this tool', { status: 503, details: { tool: tool.name } })
       sendError(res, err, requestId, { 'retry-after': String(rt.credentials.retryAfterSeconds(tool.name)) })
@@ -117,10 +123,9 @@ export class RequestHandler {
     let release: (() => void) | undefined
     try {
       if (isSelf(rt, target.host, route.upstreamPort)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
-      release = this.#inFlight.acquire(`${route.upstreamScheme}://${authority}`, inFlightCap(rt))
+      release = this.#inFlight.acquire(origin, inFlightCap(rt))
       const body = await requestBody(req, rt.config.limits.replay_body_bytes)
       if (body.contentLength !== undefined && body.kept === undefined) base.headers.push('content-length', body.contentLength)
-      const origin = `${route.upstreamScheme}://${authority}`
       const gone = new Departure()
       // After a complete answer this is a no-op; before it (h1 disconnect, h2 RST_STREAM) it cancels the upstream request.
       res.once('close', () => gone.abort())
@@ -145,9 +150,10 @@ export class RequestHandler {
       let response = await send(current)
       if (response.statusCode === 401 && body.stream !== undefined) {
         // The body was streamed, not kept: no replay, but the rejected credential is still refreshed for the next call.
-        void rt.credentials.refreshRejected(tool.name, current.id).catch(() => {})
+        if (!perCall) void rt.credentials.refreshRejected(tool.name, current.id).catch(() => {})
       } else if (response.statusCode === 401) {
-        const fresh = await rt.credentials.refreshRejected(tool.name, current.id)
+        // A per-call token is never reused: the replay gets a token of its own.
+        const fresh = perCall ? credentialFor() : await rt.credentials.refreshRejected(tool.name, current.id)
         if (fresh !== undefined && fresh.id !== current.id) {
           await response.body.dump()
           current = fresh

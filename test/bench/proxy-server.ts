@@ -24,12 +24,15 @@ export interface ProxyStart {
   upstreamCaPem: string
   /** sidekey only: seal the log into the audit hash chain (default true; false to measure what it costs). */
   chain?: boolean
+  /** Sign a token for every call (`per_call: true`) with this algorithm, instead of one pooled ES256 token. */
+  perCall?: 'ES256' | 'EdDSA'
 }
 
 export const HTTP_HOST = 'plain.bench.test'
 export const HTTPS_HOST = 'api.bench.test'
 
 export function sidekeyYaml (s: ProxyStart): string {
+  const perCall = s.perCall === undefined ? '' : '\n    per_call: true'
   return `
 instance_id: bench
 ca: { dir: ${join(s.dir, 'ca')} }
@@ -42,20 +45,20 @@ limits:
   # The 256-connection cell would otherwise meet the per-upstream cap (64 connections + 128 pending) by design.
   upstream_pending: 1024
 issuers:
-  local: { type: local_jwt, ttl: 10m, issuer: https://sidekey.bench }
+  local: { type: local_jwt, ttl: 10m, issuer: https://sidekey.bench${s.perCall === undefined ? '' : `, alg: ${s.perCall}`} }
 tools:
   api:
     match: { host: ${HTTPS_HOST}, port: ${s.httpsPort} }
     issuer: local
     scopes: [read]
     audience: https://${HTTPS_HOST}
-    placeholder: sidekey
+    placeholder: sidekey${perCall}
   plain:
     match: { host: ${HTTP_HOST}, port: ${s.httpPort} }
     issuer: local
     scopes: [read]
     plaintext: true
-    placeholder: sidekey
+    placeholder: sidekey${perCall}
 `
 }
 

@@ -9,6 +9,9 @@ import { Agent, Pool, ProxyAgent, request, type Dispatcher } from 'undici'
 import { upstreamPki } from '../helpers/upstream.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { LeafCache } from '../../src/tls/leaf-cache.js'
+import { localJwtIssuer } from '../../src/config/schema.js'
+import { createLocalJwtIssuer } from '../../src/credentials/issuers/local-jwt.js'
+import { systemClock } from '../../src/util/clock.js'
 import { hasWrk, undiciLoad, wrkLoad, type LoadResult } from './load.js'
 import { HTTP_HOST, HTTPS_HOST, loopbackLookup, sidekeyYaml, type ProxyStart } from './proxy-server.js'
 import { compileForChildren } from './compile.js'
@@ -24,7 +27,7 @@ import { processCpuUs, processTreeRss } from './proc.js'
  *   --smoke            a tiny bounded load (the smoke test): proves the bench starts, runs and stops
  *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
  *   --only=http|https  the main table for one protocol only (profiling)
- *   --sections=start,main,chain,scale,rate,idle,mint   which parts to run (default all)
+ *   --sections=start,main,chain,scale,rate,idle,mint,percall   which parts to run (default all)
  *   --reps=N --duration=SECONDS             override the repeats and the length of each cell
  *   --profile=DIR      run the sidekey child (or --profile-target=bare) with --cpu-prof, profiles written to DIR
  *   --no-pin           let every process use every core (default on 2+ cores: each proxy pinned to core 1, the
@@ -74,7 +77,7 @@ function options (argv: string[]): Options {
     mintCached: smoke ? 100 : 10_000,
     wrk: !smoke && !flag('no-wrk') && hasWrk(),
     only: only === 'http' || only === 'https' ? only : undefined,
-    sections: new Set((value('sections') ?? 'start,main,chain,scale,rate,idle,mint').split(',')),
+    sections: new Set((value('sections') ?? 'start,main,chain,scale,rate,idle,mint,percall').split(',')),
     profile: value('profile'),
     profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
     pin: !flag('no-pin') && cpus().length >= 2 && hasTaskset(),
@@ -544,6 +547,66 @@ async function idleTable (env: Env, out: string[]): Promise<void> {
   out.push('')
 }
 
+/**
+ * `per_call: true`: a JWT signed on the request path for every call, against the pooled token of the main table,
+ * on plain HTTP (absolute-form) where the proxy's own work is smallest and signing weighs the most.
+ */
+async function perCallTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const variants: Array<['pooled' | 'ES256' | 'EdDSA', ProxyChild]> = [['pooled', env.proxies.sidekey]]
+  for (const alg of ['ES256', 'EdDSA'] as const) {
+    const child = await startProxy('sidekey', { ...env.start, dir: join(env.dir, `percall-${alg}`), perCall: alg }, undefined, o.pin)
+    variants.push([alg, child])
+  }
+  try {
+    const runs = new Map<string, Cell[]>(variants.map(([name]) => [name, []]))
+    // The same proxy under the name 'sidekey', so cell() measures it like the main table's.
+    const on = (child: ProxyChild, ms: number): Promise<Cell> => cell({ ...env, proxies: { ...env.proxies, sidekey: child } }, 'http', 'sidekey', o.connections, ms)
+    for (const [, child] of variants) await on(child, o.warmupMs)
+    for (let r = 0; r < o.reps; r++) {
+      for (const [name, child] of r % 2 === 0 ? variants : [...variants].reverse()) {
+        const res = await on(child, o.durationMs)
+        progress(`  per-call ${name} round ${r + 1}: ${f0(res.rps)} req/s, ${f0(res.cpuPerReq)} µs CPU/req`)
+        runs.get(name)!.push(res)
+      }
+    }
+    const base = runs.get('pooled')!
+    const baseRps = median(base.map((x) => x.rps))
+    const baseCpu = median(base.map((x) => x.cpuPerReq))
+    out.push(`### Per-call tokens (\`per_call: true\`): HTTP absolute-form, ${o.connections} connections, median of ${o.reps} × ${o.durationMs / 1000} s per cell`, '')
+    out.push('| token | req/s | p99 ms | proxy CPU µs/req | added CPU µs/req | req/s ×pooled |')
+    out.push('|---|--:|--:|--:|--:|--:|')
+    for (const [name] of variants) {
+      const xs = runs.get(name)!
+      const rps = median(xs.map((x) => x.rps))
+      const cpu = median(xs.map((x) => x.cpuPerReq))
+      const label = name === 'pooled' ? 'pooled (one ES256 token per refresh)' : `per call, ${name}`
+      out.push(`| ${label} | ${f0(rps)} | ${f2(median(xs.map((x) => x.p99ms)))} | ${f0(cpu)} | ${name === 'pooled' ? '–' : f0(cpu - baseCpu)} | ${ratio(rps, baseRps)} |`)
+    }
+    out.push('', `Signing alone, in the bench process (\`mint\`, mean CPU of ${f0(o.mintCached)} tokens, the claims of the table's calls): ` +
+      (await mintCost(o.mintCached)).map(([alg, us]) => `${alg} ${us.toFixed(1)} µs`).join(', ') + '.', '')
+  } finally {
+    for (const [name, child] of variants) if (name !== 'pooled') await child.stop()
+  }
+}
+
+/** CPU µs per per-call token, by algorithm: what `per_call` adds to each request, without the load's noise. */
+async function mintCost (n: number): Promise<Array<[string, number]>> {
+  const rows: Array<[string, number]> = []
+  for (const alg of ['ES256', 'EdDSA'] as const) {
+    const issuer = createLocalJwtIssuer('bench', localJwtIssuer.parse({ type: 'local_jwt', alg }), { clock: systemClock, dispatcher: new Agent() })
+    const call = { tool: 'plain', scopes: ['read'], audience: undefined, instanceId: 'bench', ttlMs: 60_000, method: 'GET', url: `http://${HTTP_HOST}:8080/x`, task: 'bench-task/step:1' }
+    await issuer.fetch({ ...call, signal: new AbortController().signal })
+    for (let i = 0; i < 200; i++) issuer.mint!(call)
+    const c0 = process.cpuUsage()
+    for (let i = 0; i < n; i++) issuer.mint!(call)
+    const c = process.cpuUsage(c0)
+    rows.push([alg, (c.user + c.system) / n])
+    issuer.close?.()
+  }
+  return rows
+}
+
 async function mintTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
   const ca = await loadOrCreateCa({ dir: join(env.dir, 'mint-ca'), validityMs: 30 * 86_400_000 })
@@ -611,6 +674,7 @@ async function main (): Promise<void> {
     if (o.sections.has('rate')) await rateTable(env, out)
     if (o.sections.has('idle')) await idleTable(env, out)
     if (o.sections.has('mint')) await mintTable(env, out)
+    if (o.sections.has('percall')) await perCallTable(env, out)
     await squid?.stop()
     await bare.stop()
     await sidekey.stop()
