@@ -167,6 +167,7 @@ export class Sidekey {
     this.metrics.bindCredentials(next.credentials)
     if (config.egress.unmatched !== old.config.egress.unmatched) this.#egressMode(config)
     this.audit.setDetectors(createDetectors(config.anomaly), anomalyRateLimit(config.anomaly))
+    this.trail?.setEvery(config.audit.checkpoint_every)
     this.logger.info({ tools: Object.keys(config.tools) }, 'config reloaded')
     // The CA's name constraints were fixed when it was made: a tool host added since is refused a leaf (fails closed).
     const outside = Object.entries(config.tools).filter(([, t]) => !this.ca.permits(t.match.host.replace(/^\*\./, 'x.'))).map(([name]) => name)

@@ -5,6 +5,8 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
 import { generateKeyPairSync } from 'node:crypto'
+import { request } from 'undici'
+import { AdminServer } from '../../src/admin/server.js'
 import { auditChainOf } from '../../src/audit/log.js'
 import { AuditTrail } from '../../src/audit/trail/trail.js'
 import { AUDIT_CHECKPOINT_FILE, AUDIT_KEY_FILE, loadOrCreateAuditKey, publicJwk, readLastCheckpoint, signCheckpoint, verifyCheckpoint } from '../../src/audit/trail/key.js'
@@ -45,10 +47,17 @@ t.test('checkpoints by count and by time; the listener hook; the last one kept o
   mem.logger.info('one line')
   clock.advance(60_000)
   t.same(heard, [1, 3])
+  // A reload's new spacing: two lines now make a checkpoint.
+  tr.setEvery({ events: 2, interval: 60_000 })
+  mem.logger.info('a')
+  mem.logger.info('b')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(heard, [1, 3, 6])
   stop()
   await tr.close()
+  tr.setEvery({ events: 1, interval: 1000 })
   await tr.close()
-  t.same(heard, [1, 3], 'removed listener not called')
+  t.same(heard, [1, 3, 6], 'removed listener not called')
   const last = mem.records().at(-1)!
   t.match(last, { event: 'audit.checkpoint', checkpoint: { final: true } })
   t.equal(tr.checkpoint(false), undefined, 'closed')
@@ -57,6 +66,20 @@ t.test('checkpoints by count and by time; the listener hook; the last one kept o
   t.same(tr.jwks.keys, [mem.records()[0]!.key])
   const r = await verifyTrail(mem.lines())
   t.ok(r.intact, formatVerifyResult(r))
+})
+
+t.test('GET /audit-key: the JWKS, or 404 when the log is not chained', async (t) => {
+  const { publicKey } = generateKeyPairSync('ed25519')
+  const jwks = { keys: [publicJwk(publicKey)] }
+  for (const [keys, status] of [[jwks, 200], [undefined, 404]] as const) {
+    const admin = new AdminServer({ credentials: () => { throw new Error('unused') }, metrics: async () => ({ contentType: '', body: '' }), caPem: () => '', reload: async () => {}, tokenDigest: () => undefined, auditKeys: () => keys })
+    const { port } = await admin.listen('127.0.0.1', 0)
+    const res = await request(`http://127.0.0.1:${port}/audit-key`)
+    t.equal(res.statusCode, status)
+    if (status === 200) t.same(await res.body.json(), jwks)
+    else await res.body.dump()
+    await admin.close()
+  }
 })
 
 t.test('the audit key: made once 0600, reused, refused when others can read it or it is not Ed25519', async (t) => {

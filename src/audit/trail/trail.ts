@@ -45,7 +45,7 @@ export class AuditTrail {
   readonly #chain: AuditChain
   readonly #dir: string
   readonly #instanceId: string
-  readonly #every: CheckpointEvery
+  #every: CheckpointEvery
   readonly #clock: Clock
   readonly #listeners = new Set<CheckpointListener>()
   #timer: Timer | undefined
@@ -108,6 +108,14 @@ export class AuditTrail {
       try { listener(cp) } catch { /* a listener's failure is its own; the trail goes on */ }
     }
     return cp
+  }
+
+  /** New checkpoint spacing (a config reload); the interval restarts from now. */
+  setEvery (every: CheckpointEvery): void {
+    if (this.#closed) return
+    this.#every = every
+    this.#chain.checkpointEvery(every.events, () => { this.checkpoint(false) })
+    this.#arm()
   }
 
   /** Writes the final checkpoint (the run's last line) and waits until it is on disk. Nothing is logged after it. */
