@@ -127,3 +127,16 @@ t.test('the probes of the adversarial report', async (t) => {
   t.equal(removeDotSegments('/..'), '/')
   t.equal(removeDotSegments('/a//..'), '/a/')
 })
+
+t.test('absolute-form keeps the path as the agent wrote it, for the one normaliser', async (t) => {
+  const { absoluteTarget } = await import('../../src/proxy/listener.js')
+  const cases: Array<[string, string]> = [
+    ['http://api.a.test/v1/%2e%2e/x', '/v1/%2e%2e/x'], ['http://api.a.test?x=1', '/?x=1'], ['http://api.a.test', '/'],
+    ['https://API.A.TEST:8443/a%2fb?q=%2F', '/a%2fb?q=%2F'], ['http://api.a.test\\..\\x', '/\\..\\x'], ['http://api.a.test#f', '/#f'],
+  ]
+  for (const [url, pathAndQuery] of cases) t.equal(absoluteTarget(url).pathAndQuery, pathAndQuery, url)
+  t.equal(absoluteTarget('https://API.A.TEST:8443/a%2fb').host, 'api.a.test')
+  const refusal = (f: () => unknown): number | undefined => { try { f(); return undefined } catch (err) { return (err as SidekeyError).status } }
+  for (const url of ['http://api.a.test\\..\\x', 'http://api.a.test#f']) t.equal(refusal(() => normalizePath(absoluteTarget(url).pathAndQuery)), 400, url)
+  for (const url of ['http:///x', 'http://a.test:99999/%41', 'http://a b/%41']) t.equal(refusal(() => absoluteTarget(url)), 400, url)
+})
