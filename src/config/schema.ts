@@ -63,6 +63,8 @@ const clientAuth = {
   private_key_file: nonEmpty.optional(),
   auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).default('client_secret_basic'),
   timeout: duration('10s'),
+  /** RFC 9449: prove possession of an in-memory ES256 key on each token request and call, so tokens are bound to it. */
+  dpop: z.boolean().default(false),
   /** Extra form parameters sent with every token request. */
   params: z.record(z.string(), z.string()).default({}),
 }

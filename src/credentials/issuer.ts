@@ -35,6 +35,8 @@ export interface IssuedCredential {
   readonly id: string
   /** `aws_keys`: the token is an AWS key set (credentials/aws-keys.ts), for tools that inject `aws_sigv4`. */
   readonly kind?: 'aws_keys'
+  /** The DPoP key the token is bound to (`dpop: true`): every use needs a fresh proof of it. */
+  readonly dpop?: import('./dpop.js').DpopKey
 }
 
 /**

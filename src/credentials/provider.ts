@@ -18,6 +18,8 @@ export interface Credential {
   readonly expiresAt: number | undefined
   /** `aws_keys`: the token is an AWS key set (credentials/aws-keys.ts). */
   readonly kind?: 'aws_keys'
+  /** The DPoP key the token is bound to: injected as `Authorization: DPoP` with a fresh proof per call. */
+  readonly dpop?: import('./dpop.js').DpopKey
 }
 
 export interface ToolCredentialStatus {

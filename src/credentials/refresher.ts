@@ -248,7 +248,7 @@ export class CredentialRefresher {
   }
 
   #succeeded (reason: RefreshReason, tool: string, issued: IssuedCredential): RefreshOutcome {
-    const cred: Credential = { token: issued.token, id: issued.id, issuedAt: issued.issuedAt, expiresAt: issued.expiresAt, ...(issued.kind === undefined ? {} : { kind: issued.kind }) }
+    const cred: Credential = { token: issued.token, id: issued.id, issuedAt: issued.issuedAt, expiresAt: issued.expiresAt, ...(issued.kind === undefined ? {} : { kind: issued.kind }), ...(issued.dpop === undefined ? {} : { dpop: issued.dpop }) }
     const isNew = this.#store.put(cred)
     this.#failures = 0
     this.#lastRefresh = { result: 'success', at: this.#o.clock.now() }

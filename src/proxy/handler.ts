@@ -12,6 +12,7 @@ import { formatAuthority } from '../net/host.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { pathShape } from '../audit/anomaly/path-shape.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
+import { isNonceChallenge } from '../credentials/dpop.js'
 import { awsAccessKeyId, inject, queryParam, withQueryParam, type InjectRequest } from './inject.js'
 import { asSidekeyError, CLIENT_ERROR, sendError, type MarkedSocket } from './respond.js'
 import type { Route, Tool } from './router.js'
@@ -131,7 +132,7 @@ export class RequestHandler {
       res.once('close', () => gone.abort())
       if (res.destroyed) gone.abort()
       const injected: InjectRequest = {
-        method, agentAuthorization: req.headers.authorization, body: body.kept, streamed: body.stream !== undefined,
+        method, origin, agentAuthorization: req.headers.authorization, body: body.kept, streamed: body.stream !== undefined,
         contentLength: body.contentLength, bodyLimit: rt.config.limits.replay_body_bytes,
       }
       const send = async (cred: Credential): Promise<Dispatcher.ResponseData> => {
@@ -148,6 +149,11 @@ export class RequestHandler {
         return
       }
       let response = await send(current)
+      if (current.dpop?.observe(origin, response.headers, response.statusCode === 401 && isNonceChallenge(response.headers)) === true && body.stream === undefined) {
+        // RFC 9449 §9: the tool wants its nonce in the proof; answered once, with the same credential.
+        await response.body.dump()
+        response = await send(current)
+      }
       if (response.statusCode === 401 && body.stream !== undefined) {
         // The body was streamed, not kept: no replay, but the rejected credential is still refreshed for the next call.
         if (!perCall) void rt.credentials.refreshRejected(tool.name, current.id).catch(() => {})

@@ -6,6 +6,8 @@ import type { Tool } from './router.js'
 /** What a signing injection (aws_sigv4) needs of the request besides its headers and path. */
 export interface InjectRequest {
   readonly method: string
+  /** `https://host[:port]` of the upstream: with the path, the URL a DPoP proof is made for. */
+  readonly origin: string
   /** The agent's own Authorization (stripped from `headers` already). */
   readonly agentAuthorization: string | undefined
   readonly body: Buffer | undefined
@@ -25,6 +27,12 @@ export function inject (tool: Tool, credential: Credential, headers: string[], p
   if (spec.aws_sigv4 !== undefined) return injectSigV4(tool, spec.aws_sigv4, credential, headers, pathAndQuery, request)
   if (credential.kind === 'aws_keys') throw notThisShape(tool, 'holds AWS keys, which only an aws_sigv4 tool can use')
   const token = credential.token.reveal()
+  if (credential.dpop !== undefined) {
+    if (spec.header?.toLowerCase() !== 'authorization') throw notThisShape(tool, 'is a DPoP-bound token, which goes in the Authorization header only')
+    // RFC 9449 §7.1: the DPoP scheme, and a fresh proof for this method and URL, bound to the token by `ath`.
+    headers.push('authorization', `DPoP ${token}`, 'dpop', credential.dpop.proof(request.method, request.origin + pathAndQuery, token))
+    return pathAndQuery
+  }
   if (spec.header !== undefined) {
     // A replacer function: a token may contain `$&` or `$'`, which a replacement string would expand.
     headers.push(spec.header, spec.format === undefined ? token : spec.format.replace('{token}', () => token))

@@ -1,6 +1,7 @@
 import type { ClientCredentialsIssuerConfig } from '../../config/schema.js'
 import type { Issuer, IssuerFactory } from '../issuer.js'
 import { createClientAuth } from './client-auth.js'
+import { DpopKey } from '../dpop.js'
 import { createTokenEndpoint, setAudience, setScope } from './token-endpoint.js'
 
 /**
@@ -14,7 +15,7 @@ import { createTokenEndpoint, setAudience, setScope } from './token-endpoint.js'
  */
 export const createClientCredentialsIssuer: IssuerFactory<ClientCredentialsIssuerConfig> = (name, config, deps): Issuer => {
   const auth = createClientAuth(name, config, config.token_url)
-  const endpoint = createTokenEndpoint({ tokenUrl: config.token_url, auth, timeoutMs: config.timeout, deps })
+  const endpoint = createTokenEndpoint({ tokenUrl: config.token_url, auth, timeoutMs: config.timeout, deps, dpop: config.dpop ? new DpopKey() : undefined })
   return {
     type: 'oauth2_client_credentials',
     fetch (req) {

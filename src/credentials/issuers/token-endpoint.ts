@@ -2,6 +2,7 @@ import { request } from 'undici'
 import { IssuerError } from '../../errors.js'
 import type { IssuedCredential, IssuerDeps } from '../issuer.js'
 import type { ClientAuth } from './client-auth.js'
+import type { DpopKey } from '../dpop.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, usableToken } from './token-value.js'
 import { errorCode } from './watched-file.js'
 import { RETRY_AFTER_MAX_MS } from '../backoff.js'
@@ -30,6 +31,8 @@ export interface TokenEndpointOptions {
   /** Upper bound on the whole exchange, on top of the caller's signal (RELIABILITY E6: ≤ 10 s by default). */
   readonly timeoutMs: number
   readonly deps: IssuerDeps
+  /** `dpop: true`: each token request carries a proof of this key, and the token must come back bound to it. */
+  readonly dpop?: DpopKey | undefined
 }
 
 /**
@@ -38,72 +41,83 @@ export interface TokenEndpointOptions {
  *   const cred = await endpoint.exchange(new URLSearchParams({ grant_type: 'client_credentials' }), signal)
  */
 export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint {
-  const { tokenUrl, auth, timeoutMs, deps } = opts
+  const { tokenUrl, auth, timeoutMs, deps, dpop } = opts
   const host = new URL(tokenUrl).host
   const where = `token endpoint ${host}`
 
   return {
     host,
     async exchange (form, signal) {
-      const headers: Record<string, string> = {
-        accept: 'application/json',
-        'content-type': 'application/x-www-form-urlencoded',
-      }
-      await auth.apply(form, headers)
-      const timeout = AbortSignal.timeout(timeoutMs)
-      const both = AbortSignal.any([signal, timeout])
-      const failed = (err: unknown): IssuerError => {
-        if (signal.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} was aborted`)
-        if (timeout.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} timed out after ${timeoutMs} ms`)
-        return new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
-      }
-      const issuedAt = deps.clock.now()
-      let res: Awaited<ReturnType<typeof request>>
-      try {
-        res = await request(tokenUrl, {
-          method: 'POST',
-          headers,
-          body: form.toString(),
-          dispatcher: deps.dispatcher,
-          signal: both,
-          headersTimeout: timeoutMs,
-          bodyTimeout: timeoutMs,
-          // Redirects are never followed, even if the dispatcher was composed with undici's redirect interceptor.
-          ...({ maxRedirections: 0 } as object),
-        })
-      } catch (err) {
-        throw failed(err)
-      }
-
-      const { statusCode, headers: resHeaders, body } = res
-      if (statusCode >= 300 && statusCode < 400) {
-        discard(body)
-        throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered a redirect (HTTP ${statusCode}), which is not followed`)
-      }
-      let raw: Buffer | undefined
-      try {
-        raw = await readCapped(body, resHeaders['content-length'], MAX_TOKEN_BYTES)
-      } catch (err) {
-        throw failed(err)
-      }
-      if (statusCode !== 200) {
-        const code = oauthErrorCode(raw)
-        const retryAfterMs = statusCode === 429 || statusCode === 503 ? parseRetryAfter(resHeaders['retry-after']) : undefined
-        throw new IssuerError('SIDEKEY_ISSUER_FAILED',
-          `${where} answered HTTP ${statusCode}${code === undefined ? '' : ` (error ${code})`}`,
-          retryAfterMs === undefined ? {} : { retryAfterMs })
-      }
-      if (raw === undefined) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered with a body larger than ${MAX_TOKEN_BYTES} bytes`)
-      return parseTokenResponse(raw, issuedAt, where)
+      // One retry when a DPoP issuer answers with a nonce challenge (RFC 9449 §8): the new nonce goes in the proof.
+      const first = await post(form, signal, true)
+      return first === NONCE_RETRY ? await post(form, signal, false) as IssuedCredential : first
     },
   }
+
+  async function post (form: URLSearchParams, signal: AbortSignal, mayRetry: boolean): Promise<IssuedCredential | typeof NONCE_RETRY> {
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      'content-type': 'application/x-www-form-urlencoded',
+    }
+    await auth.apply(form, headers)
+    if (dpop !== undefined) headers.dpop = dpop.proof('POST', tokenUrl)
+    const timeout = AbortSignal.timeout(timeoutMs)
+    const both = AbortSignal.any([signal, timeout])
+    const failed = (err: unknown): IssuerError => {
+      if (signal.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} was aborted`)
+      if (timeout.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} timed out after ${timeoutMs} ms`)
+      return new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
+    }
+    const issuedAt = deps.clock.now()
+    let res: Awaited<ReturnType<typeof request>>
+    try {
+      res = await request(tokenUrl, {
+        method: 'POST',
+        headers,
+        body: form.toString(),
+        dispatcher: deps.dispatcher,
+        signal: both,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        // Redirects are never followed, even if the dispatcher was composed with undici's redirect interceptor.
+        ...({ maxRedirections: 0 } as object),
+      })
+    } catch (err) {
+      throw failed(err)
+    }
+
+    const { statusCode, headers: resHeaders, body } = res
+    if (statusCode >= 300 && statusCode < 400) {
+      discard(body)
+      throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered a redirect (HTTP ${statusCode}), which is not followed`)
+    }
+    let raw: Buffer | undefined
+    try {
+      raw = await readCapped(body, resHeaders['content-length'], MAX_TOKEN_BYTES)
+    } catch (err) {
+      throw failed(err)
+    }
+    if (statusCode !== 200) {
+      const code = oauthErrorCode(raw)
+      if (dpop?.observe(tokenUrl, resHeaders, statusCode === 400 && code === 'use_dpop_nonce') === true && mayRetry) return NONCE_RETRY
+      const retryAfterMs = statusCode === 429 || statusCode === 503 ? parseRetryAfter(resHeaders['retry-after']) : undefined
+      throw new IssuerError('SIDEKEY_ISSUER_FAILED',
+        `${where} answered HTTP ${statusCode}${code === undefined ? '' : ` (error ${code})`}`,
+        retryAfterMs === undefined ? {} : { retryAfterMs })
+    }
+    if (raw === undefined) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered with a body larger than ${MAX_TOKEN_BYTES} bytes`)
+    dpop?.observe(tokenUrl, resHeaders, false)
+    return parseTokenResponse(raw, issuedAt, where, dpop)
+  }
 }
+
+const NONCE_RETRY = Symbol('retry with the new DPoP nonce')
 
 /**
  * Validates a 200 token response body (RFC 6749 §5.1) and turns it into a credential. Nothing of the body is
  * quoted in an error except an RFC 6749 `error` code of lowercase letters and underscores.
  */
-export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string): IssuedCredential {
+export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string, dpop?: DpopKey): IssuedCredential {
   const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered HTTP 200 with ${why}`)
   let json: unknown
   try {
@@ -119,9 +133,10 @@ export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string
   }
   const value = usableToken(body.access_token, `the access_token from ${where}`)
   const tokenType = body.token_type
-  if (tokenType !== undefined && (typeof tokenType !== 'string' || !/^(bearer|n_a)$/i.test(tokenType))) {
+  const expected = dpop === undefined ? /^(bearer|n_a)$/i : /^dpop$/i
+  if ((dpop !== undefined || tokenType !== undefined) && (typeof tokenType !== 'string' || !expected.test(tokenType))) {
     throw bad(typeof tokenType === 'string' && /^[A-Za-z0-9_-]{1,32}$/.test(tokenType)
-      ? `token_type ${tokenType}, not Bearer`
+      ? `token_type ${tokenType}, not ${dpop === undefined ? 'Bearer' : 'DPoP (dpop: true asks for a token bound to sidekey\'s key)'}`
       : 'an unusable token_type')
   }
   const facts = jwtFacts(value)
@@ -141,7 +156,8 @@ export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string
     // issuedAt is taken before the request was sent, so the lifetime errs on the short side.
     expiresAt = issuedAt + expiresIn * 1000
   }
-  return issuedCredential(value, issuedAt, expiresAt, facts)
+  const credential = issuedCredential(value, issuedAt, expiresAt, facts)
+  return dpop === undefined ? credential : { ...credential, dpop }
 }
 
 /**

@@ -105,6 +105,7 @@ t.test('token exchange with auth none and no client_id sends no client credentia
   const dir = t.testdir({ subject: 'sub-token' })
   const issuer = createTokenExchangeIssuer('sts', {
     type: 'oauth2_token_exchange',
+    dpop: false,
     token_url: server.url,
     auth_method: 'none',
     subject_token_file: join(dir, 'subject'),

@@ -15,6 +15,7 @@ t.teardown(() => as.close())
 
 const config = (over: Partial<ClientCredentialsIssuerConfig>): ClientCredentialsIssuerConfig => ({
   type: 'oauth2_client_credentials',
+  dpop: false,
   token_url: as.tokenUrl,
   client_id: 'basic-client',
   auth_method: 'client_secret_basic',

@@ -16,6 +16,7 @@ t.teardown(() => as.close())
 
 const config = (over: Partial<TokenExchangeIssuerConfig>): TokenExchangeIssuerConfig => ({
   type: 'oauth2_token_exchange',
+  dpop: false,
   token_url: as.tokenUrl,
   client_id: 'exchange-client',
   client_secret: as.secrets['exchange-client'],

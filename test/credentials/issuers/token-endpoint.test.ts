@@ -21,6 +21,7 @@ async function wire (t: Test, respond: (req: SeenRequest, res: ServerResponse) =
 function issuerFor (t: Test, server: { url: string }, over: Partial<ClientCredentialsIssuerConfig> = {}) {
   return createClientCredentialsIssuer('idp', {
     type: 'oauth2_client_credentials',
+    dpop: false,
     token_url: server.url,
     client_id: 'agent fleet',
     client_secret: SECRET,
