@@ -15,4 +15,5 @@ t.test('the bench starts, runs a tiny bounded load and prints the Markdown table
   t.equal(code, 0)
   t.match(stdout, /\| load \| proxy \| req\/s \| p50 ms \| p99 ms \|/)
   t.match(stdout, /\*\*Ratios\*\* — HTTP: sidekey\/bare [\d.]+×/)
+  t.match(stdout, /### Response scrubbing/)
 })

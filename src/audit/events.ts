@@ -59,6 +59,11 @@ export interface CredentialUsed {
   replayed?: boolean
   /** Response body bytes relayed to the agent. */
   bytes_out?: number
+  /**
+   * Where the upstream sent the injected credential back: lower-cased response header names, and `body`. The
+   * agent got the placeholder in its place; the value is never logged.
+   */
+  echoed?: readonly string[]
   /** Absolute-form request whose Host header named another authority than its URL; the URL's was used (RELIABILITY A5). */
   host_mismatch?: boolean
   /** The agent's X-Sidekey-Task for this call (an opaque id it chose; never a metric label: ids are unbounded). */
@@ -141,7 +146,8 @@ export interface Anomaly {
   detail: string
 }
 
-export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' | 'rate_spike' | 'auth_failures'
+export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' | 'rate_spike' | 'auth_failures' |
+  'credential_echoed'
 
 export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | EgressInventory | Anomaly
 

@@ -25,14 +25,14 @@ export const UNMATCHED_TOOL = '_unmatched'
 export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'OTHER'] as const
 export type MethodLabel = typeof METHODS[number]
 export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
-  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures',
+  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures', 'credential_echoed',
 ] as const)
 /**
  * The `reason` label of sidekey_egress_denied_by_reason_total. An `egress.denied` event whose reason is not one
  * of these is counted as `other`.
  */
 export const EGRESS_DENY_REASONS = [
-  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected',
+  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected', 'connect_in_tunnel',
   'bad_request', 'bad_task', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
 ] as const
 export type EgressDenyReason = typeof EGRESS_DENY_REASONS[number]

@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises'
 import type { z } from 'zod'
-import { config, defaultStrip } from './schema.js'
+import { config, defaultScrubBody, defaultStrip } from './schema.js'
 import type { Config, ToolConfig } from './schema.js'
 import { ConfigError } from './config-error.js'
 import type { ConfigProblem } from './config-error.js'
@@ -226,6 +226,7 @@ function complete (cfg: Config): Config {
       ...tool,
       match: { ...tool.match, host: normalizeToolHost(tool.match.host) },
       strip: tool.strip ?? defaultStrip(tool.inject),
+      scrub_body: tool.scrub_body ?? defaultScrubBody(tool.inject),
     }
   }
   const resolve: Record<string, string> = {}

@@ -173,6 +173,14 @@ export const tool = z.strictObject({
     .transform((v) => v === true ? { ttl: 60_000 } : v === false ? undefined : v).optional(),
   /** Negotiate HTTP/2 with this tool's upstream when it offers h2 in ALPN. */
   http2: z.boolean().default(true),
+  /**
+   * Replace the credential in text response bodies too (headers always are). Default (filled by the loader): on
+   * for `query` and `basic` injection, whose keys redirects, error pages and debug endpoints echo; off for header
+   * injection, whose bearer tokens rarely come back, since scrubbing costs throughput.
+   */
+  scrub_body: z.boolean().optional(),
+  /** Forward X-HTTP-Method-Override and its kin (checked against `match.methods`); stripped otherwise. */
+  allow_method_override: z.boolean().default(false),
 })
 
 export const anomaly = anomalyConfig
@@ -247,4 +255,9 @@ export function defaultStrip (inject: ToolConfig['inject']): string[] {
   // The agent's signature over placeholder keys: regenerated (X-Amz-Content-Sha256 stays: it is the payload hash).
   if (inject.aws_sigv4 !== undefined) return ['Authorization', 'X-Amz-Date', 'X-Amz-Security-Token']
   return []
+}
+
+/** The `scrub_body` default: keys injected by query or basic auth are the ones upstreams echo in bodies. */
+export function defaultScrubBody (inject: ToolConfig['inject']): boolean {
+  return inject.query !== undefined || inject.basic !== undefined
 }

@@ -12,6 +12,9 @@ import type { TunnelContext } from './tunnel.js'
  */
 export type TunnelRequestHandler = (req: IncomingMessage, res: ServerResponse, ctx: TunnelContext) => void
 
+/** A CONNECT stream inside a tunnel (never served): `authority` is what it asked for. */
+export type TunnelConnectHandler = (authority: string, res: ServerResponse, ctx: TunnelContext) => void
+
 /** Pseudo-headers a request may carry (RFC 9113 §8.3.1); `:authority` becomes `host`. */
 const PSEUDO = new Set([':method', ':scheme', ':authority', ':path'])
 
@@ -34,7 +37,7 @@ export class AgentH2 {
   readonly #maxResets: number
   #accepting: { ctx: TunnelContext, socket: TLSSocket } | undefined
 
-  constructor (config: Readonly<Config>, onRequest: TunnelRequestHandler) {
+  constructor (config: Readonly<Config>, onRequest: TunnelRequestHandler, onConnect: TunnelConnectHandler) {
     const { limits, http2 } = config
     this.#onRequest = onRequest
     this.#idleMs = limits.idle_timeout
@@ -54,6 +57,12 @@ export class AgentH2 {
     })
     this.#server.on('session', (session: ServerHttp2Session) => this.#onSession(session))
     this.#server.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => this.#onStream(req, res))
+    // Without a listener node:http2 answers CONNECT 405 itself, unaudited.
+    this.#server.on('connect', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+      const ctx = this.#sessions.get(req.stream.session as ServerHttp2Session)
+      if (ctx === undefined) { req.stream.close(constants.NGHTTP2_REFUSED_STREAM); return }
+      onConnect(req.authority, res as unknown as ServerResponse, ctx)
+    })
     // A broken session is destroyed by Node; the agent sees GOAWAY or a closed tunnel. Nothing to answer here.
     this.#server.on('sessionError', () => {})
   }

@@ -13,7 +13,9 @@ import { pathWithoutQuery } from '../util/path.js'
 import { pathShape } from '../audit/anomaly/path-shape.js'
 import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
 import { isNonceChallenge } from '../credentials/dpop.js'
-import { awsAccessKeyId, inject, queryParam, withQueryParam, type InjectRequest } from './inject.js'
+import { awsAccessKeyId, inject, queryParam, scrubberFor, withQueryParam, type InjectRequest } from './inject.js'
+import { methodRefusal } from './methods.js'
+import { ResponseScrub } from './scrub-response.js'
 import { asSidekeyError, CLIENT_ERROR, sendError, type MarkedSocket } from './respond.js'
 import type { Route, Tool } from './router.js'
 import { normalizePath } from '../net/path.js'
@@ -92,9 +94,11 @@ export class RequestHandler {
     const authority = route.kind === 'tool' ? formatAuthority(target.host, route.upstreamPort, route.upstreamScheme === 'https' ? 443 : 80) : ''
     const base = upstreamHeaders(req.rawHeaders, tool, authority)
     const placeholder = placeholderState(req, tool, path, base.placeholder)
-    if (route.kind === 'method_denied') {
-      sendError(res, new SidekeyError('SIDEKEY_METHOD_DENIED', `method ${method} is not allowed for this tool`, { status: 403, details: { tool: tool.name } }), requestId)
-      used(403, null, placeholder, { outcome: 'method_denied' })
+    const refusal = methodRefusal(tool, method, req.rawHeaders)
+    if (refusal !== undefined || route.kind === 'method_denied') {
+      // methodRefusal judges `match.methods` as the router did: it refuses every method_denied route.
+      sendError(res, refusal!.error, requestId, refusal!.headers)
+      used(refusal!.error.status, null, placeholder, { outcome: 'method_denied' })
       return
     }
     if (tool.config.require_placeholder && placeholder !== 'stripped') {
@@ -122,6 +126,7 @@ export class RequestHandler {
     let current: Credential = credential
     let replayed = false
     let release: (() => void) | undefined
+    let scrub: ResponseScrub | undefined
     try {
       if (isSelf(rt, target.host, route.upstreamPort)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
       release = this.#inFlight.acquire(origin, inFlightCap(rt))
@@ -144,8 +149,9 @@ export class RequestHandler {
       if (res instanceof UpgradeResponse) {
         // WebSocket: audited when answered (the 101, or the upstream's refusal), not when the socket closes.
         const headers = base.headers.slice()
-        const status = await res.forward(rt.upstream, { origin, path: await inject(tool, current, headers, cleanPath, injected), method, headers })
-        used(status, current.id, placeholder, { overhead_ms: round(overhead) })
+        scrub = new ResponseScrub(scrubberFor(tool, current), tool.config.scrub_body === true)
+        const status = await res.forward(rt.upstream, { origin, path: await inject(tool, current, headers, cleanPath, injected), method, headers, scrub })
+        used(status, current.id, placeholder, { overhead_ms: round(overhead), ...echoed(scrub) })
         return
       }
       let response = await send(current)
@@ -167,19 +173,19 @@ export class RequestHandler {
           response = await send(current)
         }
       }
-      res.writeHead(response.statusCode, downstreamHeaders(response.headers))
-      const bytesOut = await relay(response.body, res)
-      used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}) })
+      scrub = new ResponseScrub(scrubberFor(tool, current), tool.config.scrub_body === true)
+      const bytesOut = await scrub.relay(res, method, response.statusCode, response.headers, response.body)
+      used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
     } catch (err) {
       // A body that failed mid-stream (broken framing, request timeout) was answered by listener.ts's clientError: audit that.
       const answered = (req.socket as MarkedSocket | null)?.[CLIENT_ERROR]
       if (answered !== undefined) {
         res.destroy()
-        used(answered.status, current.id, placeholder, { outcome: 'bad_request', error: `SIDEKEY_BAD_REQUEST:${answered.code}`, ...(replayed ? { replayed } : {}) })
+        used(answered.status, current.id, placeholder, { outcome: 'bad_request', error: `SIDEKEY_BAD_REQUEST:${answered.code}`, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
         return
       }
       const status = this.#fail(res, err, requestId)
-      used(status, current.id, placeholder, failure(err, replayed))
+      used(status, current.id, placeholder, { ...failure(err, replayed), ...echoed(scrub) })
     } finally {
       release?.()
     }
@@ -265,6 +271,12 @@ class Departure extends EventEmitter {
     this.aborted = true
     this.emit('abort')
   }
+}
+
+/** The audit's `echoed`: where the upstream sent the credential back (it reached the agent as the placeholder). */
+function echoed (scrub: ResponseScrub | undefined): { echoed?: string[] } {
+  const where = scrub?.echoed()
+  return where === undefined ? {} : { echoed: where }
 }
 
 const OUTCOMES: Partial<Record<string, string>> = {

@@ -18,6 +18,12 @@ const HOP_BY_HOP = new Set([
   'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'expect', 'http2-settings', 'content-length', TASK_HEADER,
 ])
 
+/**
+ * Method-override headers: servers that honour them would run another method than the one `match.methods` judged.
+ * Stripped unless the tool sets `allow_method_override`, and then checked like the method (methods.ts).
+ */
+export const METHOD_OVERRIDE: ReadonlySet<string> = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
+
 /** Response headers that must not be relayed to the agent as they came. */
 const RESPONSE_HOP_BY_HOP = new Set([
   'connection', 'proxy-connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
@@ -59,7 +65,9 @@ export interface UpstreamHeaders {
 /**
  * Builds the upstream header list: drops hop-by-hop headers, the names `Connection` lists, and the tool's strip
  * list — all *before* injection, so a client naming the injected header in `Connection` cannot remove the
- * credential (RELIABILITY A13) — then sets Host to the authority. Injection happens in inject.ts.
+ * credential (RELIABILITY A13) — then sets Host to the authority. Method-override headers go unless the tool allows
+ * them; a tool whose bodies are scrubbed asks for `accept-encoding: identity`, as a compressed body cannot be
+ * scrubbed as text. Injection happens in inject.ts.
  */
 export function upstreamHeaders (raw: readonly string[], tool: Tool | undefined, authority: string): UpstreamHeaders {
   let connectionListed: Set<string> | undefined
@@ -78,13 +86,18 @@ export function upstreamHeaders (raw: readonly string[], tool: Tool | undefined,
     const name = raw[i]!
     const lower = name.toLowerCase()
     if (HOP_BY_HOP.has(lower)) continue
-    if (tool !== undefined && tool.stripSet.has(lower)) {
-      (stripped ??= []).push(raw[i + 1]!)
-      continue
+    if (tool !== undefined) {
+      if (tool.stripSet.has(lower)) {
+        (stripped ??= []).push(raw[i + 1]!)
+        continue
+      }
+      if (METHOD_OVERRIDE.has(lower) && !tool.config.allow_method_override) continue
+      if (tool.config.scrub_body === true && lower === 'accept-encoding') continue
     }
     if (connectionListed?.has(lower) === true) continue
     headers.push(name, raw[i + 1]!)
   }
+  if (tool?.config.scrub_body === true) headers.push('accept-encoding', 'identity')
   return { headers, placeholder: tool === undefined ? 'absent' : classifyPlaceholder(stripped, tool.config.placeholder) }
 }
 

@@ -2,6 +2,10 @@ import type { Credential } from '../credentials/provider.js'
 import { awsKeySet } from '../credentials/aws-keys.js'
 import { SidekeyError } from '../errors.js'
 import type { Tool } from './router.js'
+import { basicNeedles, Scrubber, tokenNeedles, type Needle } from './scrub.js'
+
+/** What the agent sees where the credential came back, for a tool without its own `placeholder`. */
+export const DEFAULT_PLACEHOLDER = 'sidekey'
 
 /** What a signing injection (aws_sigv4) needs of the request besides its headers and path. */
 export interface InjectRequest {
@@ -57,6 +61,33 @@ async function injectSigV4 (tool: Tool, spec: { service: string, region: string 
 
 function notThisShape (tool: Tool, what: string): SidekeyError {
   return new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', `the credential of tool ${tool.name} ${what}`, { status: 503, expose: true, details: { tool: tool.name } })
+}
+
+/**
+ * Every spelling of what `inject` puts on the wire for this credential, each paired with the placeholder spelled
+ * alike: the needles response scrubbing (scrub.ts) looks for. A new injection shape adds its own spellings here.
+ */
+export function injectedNeedles (tool: Tool, credential: Credential): Needle[] {
+  const placeholder = tool.config.placeholder ?? DEFAULT_PLACEHOLDER
+  const keys = awsKeySet(credential.token)
+  if (keys !== undefined) {
+    // SigV4 sends the session token (x-amz-security-token); the secret key never leaves, but costs nothing to guard.
+    return [keys.sessionToken, keys.secretAccessKey].flatMap((secret) => secret === undefined ? [] : tokenNeedles(secret, placeholder))
+  }
+  const token = credential.token.reveal()
+  const basic = tool.config.inject.basic
+  return basic === undefined ? tokenNeedles(token, placeholder) : basicNeedles(basic.username, token, placeholder)
+}
+
+/** The last scrubber built per tool: rebuilt only when the tool's credential changes, not per request. */
+const scrubbers = new WeakMap<Tool, { readonly credential: Credential, readonly scrubber: Scrubber }>()
+
+export function scrubberFor (tool: Tool, credential: Credential): Scrubber {
+  const cached = scrubbers.get(tool)
+  if (cached?.credential === credential) return cached.scrubber
+  const scrubber = new Scrubber(injectedNeedles(tool, credential))
+  scrubbers.set(tool, { credential, scrubber })
+  return scrubber
 }
 
 /**

@@ -13,6 +13,7 @@ import { connectPortAllowed, type Runtime } from './runtime.js'
 import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
 import { AgentH2 } from './h2.js'
+import { USUAL_METHODS } from './methods.js'
 import { listen } from '../util/listen.js'
 
 export interface ListenerOptions {
@@ -71,7 +72,14 @@ export class ProxyListener {
     }
     this.#outer.on('upgrade', upgrade((req, res) => this.#onRequest(req, res)))
     this.#inner.on('upgrade', upgrade((req, res) => this.#onTunnelRequest(req, res)))
-    this.#h2 = new AgentH2(runtime().config, (req, res, ctx) => { this.#onTunnelRequest(req, res, ctx).catch((err) => this.#crashed(res, err)) })
+    this.#h2 = new AgentH2(runtime().config, (req, res, ctx) => { this.#onTunnelRequest(req, res, ctx).catch((err) => this.#crashed(res, err)) },
+      (authority, res, ctx) => this.#connectInTunnel(ctx, authority, (err, id, headers) => sendError(res, err, id, headers)))
+    // A CONNECT inside an intercepted HTTP/1.1 tunnel (plain or TLS): answered and audited, not dropped.
+    this.#inner.on('connect', (req: IncomingMessage, socket: Socket) => {
+      const ctx = this.#contexts.get(socket)
+      if (ctx === undefined) { socket.destroy(); return }
+      this.#connectInTunnel(ctx, req.url ?? '', (err, id, headers) => sendRawError(socket, err, id, headers))
+    })
   }
 
   listen (host: string, port: number): Promise<AddressInfo> {
@@ -190,6 +198,21 @@ export class ProxyListener {
     } catch {
       socket.destroy()
     }
+  }
+
+  /**
+   * A CONNECT sent inside an intercepted tunnel asks the tool's host for another tunnel, which carries no credential
+   * and is never served. The request is well formed, so not 400: the tunnel's end plays the origin server, which
+   * answers a method it does not allow with 405 and `Allow` (RFC 9110 §15.5.6). An HTTP/1.1 connection is closed
+   * after it: a client may already be sending tunnel bytes that must not be read as requests.
+   */
+  #connectInTunnel (ctx: TunnelContext, requested: string, answer: (err: SidekeyError, requestId: string, headers: Record<string, string>) => void): void {
+    const requestId = this.nextRequestId()
+    answer(new SidekeyError('SIDEKEY_METHOD_DENIED', 'CONNECT inside a tunnel is refused', { status: 405 }), requestId, { allow: USUAL_METHODS })
+    this.#runtime().audit.emit({
+      event: 'egress.denied', host: ctx.host, port: ctx.port, reason: 'connect_in_tunnel', client: ctx.client, method: 'CONNECT', request_id: requestId,
+      requested: requested.slice(0, MAX_REQUESTED),
+    })
   }
 
   async #onConnect (req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {

@@ -62,11 +62,13 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
 }
 
 /** Answers on a raw socket (CONNECT refusals, parse errors) and closes it without reading what follows (B2). */
-export function sendRawError (socket: Socket, err: SidekeyError, requestId: string): void {
+export function sendRawError (socket: Socket, err: SidekeyError, requestId: string, extraHeaders: Record<string, string> = {}): void {
   const body = errorBody(err, requestId)
   if (socket.writable) {
+    let extra = ''
+    for (const [name, value] of Object.entries(extraHeaders)) extra += `${name}: ${value}\r\n`
     socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`)
+      `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nconnection: close\r\n${extra}\r\n${body}`)
   }
   socket.destroySoon()
 }

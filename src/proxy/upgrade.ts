@@ -1,10 +1,11 @@
 import { ServerResponse, type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
+import { Readable, type Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { SidekeyError } from '../errors.js'
 import { downstreamHeaders } from './headers.js'
 import { sendRawError } from './respond.js'
+import type { ResponseScrub } from './scrub-response.js'
 
 /** What handler.ts has built for the upstream: the same origin, injected headers and path as any request. */
 export interface UpgradeRequest {
@@ -13,6 +14,8 @@ export interface UpgradeRequest {
   readonly method: string
   /** Flat [name, value, ...] from `upstreamHeaders` + `inject`: hop-by-hop gone, `Sec-WebSocket-*` kept. */
   readonly headers: string[]
+  /** Scrubs the 101's headers, or a refusal's headers and body, like any answer. */
+  readonly scrub: ResponseScrub
 }
 
 /**
@@ -72,6 +75,7 @@ export class UpgradeResponse extends ServerResponse {
   forward (upstream: Dispatcher, req: UpgradeRequest): Promise<number> {
     return new Promise((resolve, reject) => {
       let status = 0
+      let body: Readable | undefined
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart: (controller) => {
           if (this.#client.destroyed) controller.abort(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 }))
@@ -79,36 +83,38 @@ export class UpgradeResponse extends ServerResponse {
         },
         onRequestUpgrade: (_controller, statusCode, headers, socket) => {
           status = statusCode
-          this.#join(headers, socket)
+          this.#join(req.scrub, headers, socket)
           resolve(statusCode)
         },
-        onResponseStart: (_controller, statusCode, headers) => {
+        onResponseStart: (controller, statusCode, headers) => {
           if (statusCode < 200) return
           status = statusCode
-          this.writeHead(statusCode, downstreamHeaders(headers))
+          // The refusal's body is relayed like any answer's (scrub-response.ts), with backpressure back to undici.
+          body = new Readable({ read: () => controller.resume() })
+          req.scrub.relay(this, req.method, statusCode, headers, body).then(() => resolve(status), reject)
         },
         onResponseData: (controller, chunk) => {
-          if (!this.write(chunk)) {
-            controller.pause()
-            this.once('drain', () => controller.resume())
-          }
+          if (body?.push(chunk) === false) controller.pause()
         },
-        onResponseEnd: () => {
-          this.end(() => resolve(status))
+        onResponseEnd: () => { body?.push(null) },
+        onResponseError: (_controller, err) => {
+          body?.destroy(err)
+          reject(err)
         },
-        onResponseError: (_controller, err) => reject(err),
       }
       upstream.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, upgrade: this.#protocol }, handler)
     })
   }
 
   /** Writes the upstream's 101 to the agent and joins the sockets; either side closing or erring closes both. */
-  #join (headers: IncomingHttpHeaders, upstream: Duplex): void {
+  #join (scrub: ResponseScrub, headers: IncomingHttpHeaders, upstream: Duplex): void {
     const client = this.#client
     const flat = downstreamHeaders(headers)
+    flat.push('connection', 'Upgrade', 'upgrade', String(headers.upgrade ?? this.#protocol))
+    scrub.headers(flat)
     let head = 'HTTP/1.1 101 Switching Protocols\r\n'
     for (let i = 0; i < flat.length; i += 2) head += `${flat[i]}: ${flat[i + 1]}\r\n`
-    head += `connection: Upgrade\r\nupgrade: ${String(headers.upgrade ?? this.#protocol)}\r\n\r\n`
+    head += '\r\n'
     const close = (): void => { client.destroy(); upstream.destroy() }
     upstream.on('error', close)
     upstream.once('close', close)

@@ -84,18 +84,27 @@ export function errorCode (err: unknown): string {
  * streams but without the AbortController (and, at the end, the DOMException) pipeline allocates per call, which
  * the bench showed as a visible share of the CPU per request. Resolves with the bytes relayed once `res` has
  * finished. An error on either side destroys both and rejects; an agent that goes away first rejects with
- * ERR_STREAM_PREMATURE_CLOSE, as pipeline does.
+ * ERR_STREAM_PREMATURE_CLOSE, as pipeline does. A `filter` (response scrubbing) rewrites each chunk and may hold some
+ * bytes back until the end; the bytes counted are those sent.
  */
-export function relay (body: Readable, res: Writable): Promise<number> {
+export function relay (body: Readable, res: Writable, filter?: BodyFilter): Promise<number> {
   return new Promise((resolve, reject) => {
     let bytes = 0
     let settled = false
     const onData = (chunk: Buffer): void => {
-      bytes += chunk.length
-      if (!res.write(chunk)) body.pause()
+      const out = filter === undefined ? chunk : filter.push(chunk)
+      if (out.length === 0) return
+      bytes += out.length
+      if (!res.write(out)) body.pause()
     }
     const onDrain = (): void => { body.resume() }
-    const onEnd = (): void => { res.end() }
+    const onEnd = (): void => {
+      const tail = filter?.end()
+      if (tail !== undefined && tail.length > 0) {
+        bytes += tail.length
+        res.end(tail)
+      } else res.end()
+    }
     const onFinish = (): void => {
       if (settled) return
       settled = true
@@ -129,6 +138,14 @@ export function relay (body: Readable, res: Writable): Promise<number> {
     res.once('finish', onFinish)
     res.once('close', onClose)
   })
+}
+
+/** Rewrites a body as it streams (scrub.ts's BodyScrubber). */
+export interface BodyFilter {
+  /** The bytes to send for this chunk (possibly fewer, held back for the next one). */
+  push (chunk: Buffer): Buffer
+  /** What was held back; called once, at the end. */
+  end (): Buffer
 }
 
 /**

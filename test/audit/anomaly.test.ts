@@ -1,5 +1,5 @@
 import t from 'tap'
-import { anomalyConfig, anomalyRateLimit, createDetectors, AnomalyRateLimiter, AuthFailuresDetector, MethodDeniedDetector, NewEndpointDetector, RateSpikeDetector, UnexpectedCredentialDetector, UnmatchedDestinationDetector } from '../../src/audit/anomaly/index.js'
+import { anomalyConfig, anomalyRateLimit, createDetectors, AnomalyRateLimiter, AuthFailuresDetector, CredentialEchoedDetector, MethodDeniedDetector, NewEndpointDetector, RateSpikeDetector, UnexpectedCredentialDetector, UnmatchedDestinationDetector } from '../../src/audit/anomaly/index.js'
 import { looksLikeSecret, shannonEntropy } from '../../src/audit/anomaly/secret-shape.js'
 import { pathShape } from '../../src/audit/anomaly/path-shape.js'
 import type { AnomalyFinding, Detector } from '../../src/audit/anomaly/detector.js'
@@ -55,6 +55,13 @@ t.test('method_denied fires on the refusal outcome', async (t) => {
   t.same(run(d, [...normal(2), [used({ outcome: 'credential_unavailable', status: 503 }), T0]]), [])
   const [f] = run(d, [[used({ method: 'DELETE', path: '/repos/acme/app/42', outcome: 'method_denied', status: 403 }), T0]])
   t.same(f, { kind: 'method_denied', tool: 'github', detail: 'DELETE /repos/acme/app/:id refused: method not allowed for this tool' })
+})
+
+t.test('credential_echoed fires when the upstream sent the credential back, naming where, never what', async (t) => {
+  const d = new CredentialEchoedDetector()
+  t.same(run(d, normal(2)), [])
+  const [f] = run(d, [[used({ path: '/v1/reflect/42', status: 301, echoed: ['location', 'body'] }), T0]])
+  t.same(f, { kind: 'credential_echoed', tool: 'github', detail: 'GET /v1/reflect/:id 301: credential echoed in location, body; replaced by the placeholder' })
 })
 
 t.test('new_endpoint learns during its window, then reports each new shape once', async (t) => {
@@ -193,10 +200,10 @@ t.test('config: every detector on by default, each can be tuned or disabled, unk
   t.equal(defaults.auth_failures.threshold, 10)
   t.same(anomalyRateLimit(defaults), { max: 10, windowMs: MIN })
   t.same(createDetectors(defaults).map((d) => d.kind),
-    ['unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures'])
+    ['unmatched_destination', 'unexpected_credential', 'method_denied', 'credential_echoed', 'new_endpoint', 'rate_spike', 'auth_failures'])
   const tuned = anomalyConfig.parse({ new_endpoint: { learning_window: '1h' }, auth_failures: { enabled: false }, rate_spike: { enabled: false } })
   t.equal(tuned.new_endpoint.learning_window, 3_600_000)
-  t.same(createDetectors(tuned).map((d) => d.kind), ['unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint'])
+  t.same(createDetectors(tuned).map((d) => d.kind), ['unmatched_destination', 'unexpected_credential', 'method_denied', 'credential_echoed', 'new_endpoint'])
   t.notOk(anomalyConfig.safeParse({ new_endpoint: { learn: '1h' } }).success, 'unknown key')
   t.notOk(anomalyConfig.safeParse({ rate_spike: { factor: 0.5 } }).success, 'factor must exceed 1')
   t.notOk(anomalyConfig.safeParse({ rate_limit: { window: 'soon' } }).success, 'bad duration')

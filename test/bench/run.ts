@@ -19,6 +19,7 @@ import { AuditChain } from '../../src/audit/trail/chain.js'
 import { publicJwk, signCheckpoint } from '../../src/audit/trail/key.js'
 import { squidBinary, startSquid, type SquidStart } from './squid.js'
 import { processCpuUs, processTreeRss } from './proc.js'
+import { scrubTable } from './scrub.js'
 
 /**
  * `npm run bench`: sidekey against a bare undici forwarder (the in-run floor) and no proxy at all, on loopback,
@@ -27,7 +28,7 @@ import { processCpuUs, processTreeRss } from './proc.js'
  *   --smoke            a tiny bounded load (the smoke test): proves the bench starts, runs and stops
  *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
  *   --only=http|https  the main table for one protocol only (profiling)
- *   --sections=start,main,chain,scale,rate,idle,mint,percall   which parts to run (default all)
+ *   --sections=start,main,chain,scale,rate,idle,mint,percall,scrub   which parts to run (default all)
  *   --reps=N --duration=SECONDS             override the repeats and the length of each cell
  *   --profile=DIR      run the sidekey child (or --profile-target=bare) with --cpu-prof, profiles written to DIR
  *   --no-pin           let every process use every core (default on 2+ cores: each proxy pinned to core 1, the
@@ -78,7 +79,7 @@ function options (argv: string[]): Options {
     wrk: !smoke && !flag('no-wrk') && hasWrk(),
     only: only === 'http' || only === 'https' ? only : undefined,
     // The smoke run leaves out percall: two more sidekey children would not prove anything the main cells do not.
-    sections: new Set((value('sections') ?? `start,main,chain,scale,rate,idle,mint${smoke ? '' : ',percall'}`).split(',')),
+    sections: new Set((value('sections') ?? `start,main,chain,scale,rate,idle,mint${smoke ? '' : ',percall'},scrub`).split(',')),
     profile: value('profile'),
     profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
     pin: !flag('no-pin') && cpus().length >= 2 && hasTaskset(),
@@ -676,6 +677,7 @@ async function main (): Promise<void> {
     if (o.sections.has('idle')) await idleTable(env, out)
     if (o.sections.has('mint')) await mintTable(env, out)
     if (o.sections.has('percall')) await perCallTable(env, out)
+    if (o.sections.has('scrub')) scrubTable(out, o.durationMs / 5000)
     await squid?.stop()
     await bare.stop()
     await sidekey.stop()

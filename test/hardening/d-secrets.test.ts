@@ -10,27 +10,10 @@ import { join } from 'node:path'
 import { request, Agent } from 'undici'
 import { startSidekey, tick } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
-import { eventually, headerValues, raw, startRawUpstream } from './helpers.js'
+import { eventually, headerValues, leaks, raw, startRawUpstream } from './helpers.js'
 import { completeResponse } from './tunnel-client.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')
-
-/** Every way a canary could show up: raw, URL-encoded, and base64 (std and url alphabets) at each byte alignment. */
-function encodings (canary: string): string[] {
-  const out = new Set([canary, encodeURIComponent(canary), encodeURIComponent(encodeURIComponent(canary))])
-  for (const prefix of ['', 'a', 'aa']) {
-    for (const enc of ['base64', 'base64url'] as const) {
-      const b = Buffer.from(prefix + canary).toString(enc)
-      // Drop the characters the prefix and the padding touch: what is left appears wherever the canary is embedded.
-      out.add(b.slice(prefix === '' ? 0 : 4, b.length - 4))
-    }
-  }
-  return [...out]
-}
-
-function leaks (text: string, canaries: readonly string[]): string[] {
-  return canaries.flatMap((c) => encodings(c).filter((e) => text.includes(e)).map((e) => `${c} as ${e}`))
-}
 
 /** Runs the CLI from source, as `sidekey ARGS`, and gives back everything it printed. */
 function cli (args: string[]): Promise<{ code: number | null, output: string }> {

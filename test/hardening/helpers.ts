@@ -262,3 +262,21 @@ export async function eventually (fn: () => boolean, ms = 5000): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
+
+/** Every way a canary could show up: raw, URL-encoded, and base64 (std and url alphabets) at each byte alignment. */
+export function encodings (canary: string): string[] {
+  const out = new Set([canary, encodeURIComponent(canary), encodeURIComponent(encodeURIComponent(canary))])
+  for (const prefix of ['', 'a', 'aa']) {
+    for (const enc of ['base64', 'base64url'] as const) {
+      const b = Buffer.from(prefix + canary).toString(enc)
+      // Drop the characters the prefix and the padding touch: what is left appears wherever the canary is embedded.
+      out.add(b.slice(prefix === '' ? 0 : 4, b.length - 4))
+    }
+  }
+  return [...out]
+}
+
+/** The canaries found in `text`, in any of their {@link encodings}, named with the spelling found. */
+export function leaks (text: string, canaries: readonly string[]): string[] {
+  return canaries.flatMap((c) => encodings(c).filter((e) => text.includes(e)).map((e) => `${c} as ${e}`))
+}

@@ -36,7 +36,7 @@ function build (list: Spec[]): Router {
   list.forEach((s, i) => {
     tools[`t${i}`] = {
       match: { host: s.host, ...(s.port === undefined ? {} : { port: s.port }), ...(s.prefix === undefined ? {} : { path_prefix: s.prefix }), ...(s.methods === undefined ? {} : { methods: s.methods }) },
-      issuer: 'i', scopes: [], inject: { header: 'Authorization', format: 'Bearer {token}' }, refresh: { at: 0.5, jitter: 0.1 }, plaintext: s.plaintext, http2: false, require_placeholder: false,
+      issuer: 'i', scopes: [], inject: { header: 'Authorization', format: 'Bearer {token}' }, refresh: { at: 0.5, jitter: 0.1 }, plaintext: s.plaintext, http2: false, require_placeholder: false, allow_method_override: false,
     } as ToolConfig
   })
   return new Router(tools)

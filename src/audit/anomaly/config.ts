@@ -34,6 +34,7 @@ export const anomalyConfig = z.strictObject({
   unmatched_destination: z.strictObject({ enabled }).prefault({}),
   unexpected_credential: z.strictObject({ enabled }).prefault({}),
   method_denied: z.strictObject({ enabled }).prefault({}),
+  credential_echoed: z.strictObject({ enabled }).prefault({}),
   new_endpoint: z.strictObject({
     enabled,
     /** From a tool's first use, the endpoints seen are learned, not reported. */

@@ -2,6 +2,7 @@ import type { AnomalyConfig } from './config.js'
 import type { Detector } from './detector.js'
 import type { RateLimitOptions } from './rate-limit.js'
 import { AuthFailuresDetector } from './auth-failures.js'
+import { CredentialEchoedDetector } from './credential-echoed.js'
 import { MethodDeniedDetector } from './method-denied.js'
 import { NewEndpointDetector } from './new-endpoint.js'
 import { RateSpikeDetector } from './rate-spike.js'
@@ -14,7 +15,7 @@ export { AnomalyRateLimiter, type RateLimitOptions } from './rate-limit.js'
 export { looksLikeSecret } from './secret-shape.js'
 export { pathShape } from './path-shape.js'
 export {
-  AuthFailuresDetector, MethodDeniedDetector, NewEndpointDetector, RateSpikeDetector, UnexpectedCredentialDetector,
+  AuthFailuresDetector, CredentialEchoedDetector, MethodDeniedDetector, NewEndpointDetector, RateSpikeDetector, UnexpectedCredentialDetector,
   UnmatchedDestinationDetector,
 }
 
@@ -30,6 +31,7 @@ export function createDetectors (config: AnomalyConfig): Detector[] {
   if (config.unmatched_destination.enabled) out.push(new UnmatchedDestinationDetector())
   if (config.unexpected_credential.enabled) out.push(new UnexpectedCredentialDetector())
   if (config.method_denied.enabled) out.push(new MethodDeniedDetector())
+  if (config.credential_echoed.enabled) out.push(new CredentialEchoedDetector())
   if (config.new_endpoint.enabled) {
     out.push(new NewEndpointDetector({ learningWindowMs: config.new_endpoint.learning_window, maxShapes: config.new_endpoint.max_shapes }))
   }
