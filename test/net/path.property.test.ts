@@ -12,7 +12,7 @@ import { SidekeyError } from '../../src/errors.js'
 
 const tool = (prefix: string, methods?: string[]): ToolConfig => ({
   match: { host: 'api.a.test', path_prefix: prefix, ...(methods === undefined ? {} : { methods }) },
-  issuer: 'i', scopes: [], inject: { header: 'Authorization', format: 'Bearer {token}' }, refresh: { at: 0.5, jitter: 0.1 }, plaintext: false, http2: false, require_placeholder: false,
+  issuer: 'i', scopes: [], inject: { header: 'Authorization', format: 'Bearer {token}' }, refresh: { at: 0.5, jitter: 0.1 }, plaintext: false, http2: false, require_placeholder: false, allow_method_override: false,
 } as ToolConfig)
 const router = new Router({ A: tool('/v1/safe/', ['GET']), G: tool('/v1/'), B: tool('/v2/Admin/'), C: tool('/v2/') })
 
