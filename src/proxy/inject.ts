@@ -1,5 +1,6 @@
 import type { Credential } from '../credentials/provider.js'
 import { awsKeySet } from '../credentials/aws-keys.js'
+import { credentialNeedles } from '../credentials/needles.js'
 import { SidekeyError } from '../errors.js'
 import type { Tool } from './router.js'
 import { basicNeedles, Scrubber, tokenNeedles, type Needle } from './scrub.js'
@@ -69,14 +70,10 @@ function notThisShape (tool: Tool, what: string): SidekeyError {
  */
 export function injectedNeedles (tool: Tool, credential: Credential): Needle[] {
   const placeholder = tool.config.placeholder ?? DEFAULT_PLACEHOLDER
-  const keys = awsKeySet(credential.token)
-  if (keys !== undefined) {
-    // SigV4 sends the session token (x-amz-security-token); the secret key never leaves, but costs nothing to guard.
-    return [keys.sessionToken, keys.secretAccessKey].flatMap((secret) => secret === undefined ? [] : tokenNeedles(secret, placeholder))
-  }
-  const token = credential.token.reveal()
   const basic = tool.config.inject.basic
-  return basic === undefined ? tokenNeedles(token, placeholder) : basicNeedles(basic.username, token, placeholder)
+  // The shape's secret values (credentials/needles.ts: a token; an AWS key set's secret, key id and session token).
+  return credentialNeedles(credential).flatMap((secret) =>
+    basic === undefined ? tokenNeedles(secret, placeholder) : basicNeedles(basic.username, secret, placeholder))
 }
 
 /** The last scrubber built per tool: rebuilt only when the tool's credential changes, not per request. */
