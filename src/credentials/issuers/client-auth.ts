@@ -1,5 +1,4 @@
 import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto'
-import { SignJWT } from 'jose'
 import { IssuerError, SidekeyError } from '../../errors.js'
 import { Secret } from '../../util/secret.js'
 import type { ClientCredentialsIssuerConfig } from '../../config/schema.js'
@@ -69,6 +68,8 @@ export function createClientAuth (issuerName: string, config: ClientAuthConfig, 
           // The assertion is checked by the authorization server against its own clock, so it carries wall-clock
           // time, not the injectable Clock that schedules refreshes.
           const now = Math.floor(Date.now() / 1000)
+          // jose only here, when an assertion is due: a config without private_key_jwt never loads it.
+          const { SignJWT } = await import('jose')
           const assertion = await new SignJWT({})
             .setProtectedHeader(kid === undefined ? { alg } : { alg, kid })
             .setIssuer(clientId)

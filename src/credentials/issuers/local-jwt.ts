@@ -1,5 +1,5 @@
-import { KeyObject, constants, randomUUID, sign, type SignKeyObjectInput } from 'node:crypto'
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, type CryptoKey } from 'jose'
+import { createHash, generateKeyPair, constants, randomUUID, sign, type JsonWebKey, type KeyObject, type SignKeyObjectInput } from 'node:crypto'
+import { promisify } from 'node:util'
 import type { LocalJwtIssuerConfig } from '../../config/schema.js'
 import { IssuerError } from '../../errors.js'
 import type { Clock, Timer } from '../../util/clock.js'
@@ -11,8 +11,6 @@ const KEYGEN_RETRY_MS = 60_000
 
 interface SigningKey {
   readonly kid: string
-  /** Non-extractable: it never leaves WebCrypto, so it cannot be written or logged. */
-  readonly privateKey: CryptoKey
   /**
    * The same key as node:crypto sees it, with the algorithm's options, for signing synchronously on the request
    * path: a fraction of the CPU of an async WebCrypto sign (measured: `npm run bench -- --sections=percall`).
@@ -182,13 +180,35 @@ class LocalJwtIssuer implements Issuer {
   }
 }
 
+const generateKeyPairAsync = promisify(generateKeyPair)
+
+/**
+ * A fresh key pair with node:crypto (not jose, so a default config's start does not load jose's 46 modules,
+ * docs/performance.md); the private key lives only in this process's memory and is never exported.
+ */
 async function generateSigningKey (alg: LocalJwtIssuerConfig['alg']): Promise<Omit<SigningKey, 'since'>> {
-  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: false })
-  const exported = await exportJWK(publicKey)
-  const kid = await calculateJwkThumbprint(exported, 'sha256')
+  const { privateKey, publicKey } = await newKeyPair(alg)
+  const exported = publicKey.export({ format: 'jwk' })
+  const kid = jwkThumbprint(exported)
   const jwk: JsonWebKeyPublic = Object.freeze({ ...exported, kty: exported.kty as string, kid, alg, use: 'sig' as const })
   const header = Buffer.from(JSON.stringify({ alg, kid, typ: 'JWT' })).toString('base64url')
-  return { kid, privateKey, signer: signerFor(alg, KeyObject.from(privateKey)), header, jwk }
+  return { kid, signer: signerFor(alg, privateKey), header, jwk }
+}
+
+/** The key types of RFC 7518 §3 / RFC 8037 for each algorithm; RSA at 2048 bits, as jose's default was. */
+function newKeyPair (alg: LocalJwtIssuerConfig['alg']): Promise<{ privateKey: KeyObject, publicKey: KeyObject }> {
+  switch (alg) {
+    case 'ES256': return generateKeyPairAsync('ec', { namedCurve: 'P-256' })
+    case 'ES384': return generateKeyPairAsync('ec', { namedCurve: 'P-384' })
+    case 'RS256': case 'PS256': return generateKeyPairAsync('rsa', { modulusLength: 2048 })
+    case 'EdDSA': return generateKeyPairAsync('ed25519')
+  }
+}
+
+/** RFC 7638: SHA-256 over the key type's required members, in lexicographic order, no spaces. */
+function jwkThumbprint (jwk: JsonWebKey): string {
+  const required = jwk.kty === 'RSA' ? { e: jwk.e, kty: jwk.kty, n: jwk.n } : jwk.kty === 'EC' ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
+  return createHash('sha256').update(JSON.stringify(required)).digest('base64url')
 }
 
 /** node:crypto's hash and options for a JWS algorithm (RFC 7518 §3): JOSE wants raw r||s for ECDSA, PSS salt = hash length. */

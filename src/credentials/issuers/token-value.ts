@@ -1,4 +1,3 @@
-import { decodeJwt } from 'jose'
 import { IssuerError } from '../../errors.js'
 import { Secret } from '../../util/secret.js'
 import type { IssuedCredential } from '../issuer.js'
@@ -21,16 +20,29 @@ const SAFE_JTI = /^[\x21-\x7e]{1,128}$/
 
 /** `exp` and `jti` of a compact JWS; undefined when the token is not one (opaque tokens, JWEs). */
 export function jwtFacts (token: string): JwtFacts | undefined {
-  if (token.split('.').length !== 3) return undefined
-  let claims: ReturnType<typeof decodeJwt>
-  try {
-    claims = decodeJwt(token)
-  } catch {
-    return undefined
-  }
+  const parts = token.split('.')
+  if (parts.length !== 3) return undefined
+  const claims = jsonObject(parts[1]!)
+  if (claims === undefined) return undefined
   const exp = typeof claims.exp === 'number' && Number.isFinite(claims.exp) ? claims.exp * 1000 : undefined
   const jti = typeof claims.jti === 'string' && SAFE_JTI.test(claims.jti) ? claims.jti : undefined
   return { expiresAt: exp, jti }
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]+$/
+
+/**
+ * The JSON object a base64url segment holds, or undefined (jose's decodeJwt, without loading jose at start:
+ * docs/performance.md).
+ */
+function jsonObject (segment: string): Record<string, unknown> | undefined {
+  if (!BASE64URL.test(segment)) return undefined
+  try {
+    const value: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'))
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : undefined
+  } catch {
+    return undefined
+  }
 }
 
 // Printable ASCII, inner spaces and tabs allowed: anything else could split or corrupt the header it is put in.
