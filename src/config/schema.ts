@@ -181,6 +181,8 @@ export const tool = z.strictObject({
   scrub_body: z.boolean().optional(),
   /** Forward X-HTTP-Method-Override and its kin (checked against `match.methods`); stripped otherwise. */
   allow_method_override: z.boolean().default(false),
+  /** Accept `%2F` / `%5C` in this tool's paths (APIs such as GitLab's `projects/group%2Fname`); refused (400) otherwise. */
+  allow_encoded_slash: z.boolean().default(false),
 })
 
 export const anomaly = anomalyConfig

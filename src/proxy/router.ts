@@ -1,6 +1,7 @@
 import { defaultStrip, type ToolConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { readingsOf } from '../net/path.js'
+import { pathWithoutQuery } from '../util/path.js'
 
 /**
  * Tool matching, kept apart from transport (as mockttp keeps matchers apart from its server).
@@ -28,6 +29,9 @@ export type Route =
   | { readonly kind: 'none' }
 
 const NONE: Route = Object.freeze({ kind: 'none' })
+
+/** `%2F` or `%5C` in a normalised path (normalisation upper-cases escapes). */
+const ENCODED_SLASH = /%2F|%5C/
 
 export class Router {
   readonly tools: ReadonlyMap<string, Tool>
@@ -81,6 +85,11 @@ export class Router {
    */
   route (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): Route {
     const route = this.match(scheme, host, port, path, method)
+    // An escaped `/` or `\` means one thing to sidekey and, to many upstreams, another: refused on every tool's
+    // path unless the tool's API needs it (GitLab's `projects/group%2Fname`) and says so.
+    if (route.kind === 'tool' && !route.tool.config.allow_encoded_slash && ENCODED_SLASH.test(pathWithoutQuery(path))) {
+      throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'an escaped / or \\ in the path (set allow_encoded_slash on the tool if its API needs one)', { status: 400 })
+    }
     if (!this.candidates(host).some((t) => t.pathPrefix !== '/')) return route
     const check = (how: string, reading: string | undefined): void => {
       if (reading !== undefined && sameRoute(route, this.match(scheme, host, port, reading, method)) &&

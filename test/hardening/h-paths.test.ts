@@ -30,6 +30,7 @@ issuers: { local: { type: local_jwt } }
 tools:
   A: { match: { host: api.a.test, port: ${P}, path_prefix: /v1/safe/, methods: [GET] }, issuer: local, scopes: [a] }
   G: { match: { host: api.a.test, port: ${P}, path_prefix: /v1/ }, issuer: local, scopes: [g] }
+  GL: { match: { host: api.a.test, port: ${P}, path_prefix: /api/v4/ }, issuer: local, scopes: [gl], allow_encoded_slash: true }
 `
 const sk = await startSidekey(t, config)
 const router = new Router(parseConfig(config.replace('{{CA_DIR}}', '/tmp/unused'), 'h4.yaml', {}).tools)
@@ -107,7 +108,12 @@ const PROBES: Array<{ id: string, path: string, method: string, status: number, 
   // once more changes nothing, hex upper-cased, the query byte for byte.
   { id: 'H4.12', path: '/v1/safe/%2e%2e/admin', method: 'POST', status: 200, tool: 'G', sent: '/v1/admin' },
   { id: 'H4.12', path: '/v1/x/%252e%252e/y', method: 'POST', status: 200, tool: 'G', sent: '/v1/x/%252e%252e/y' },
-  { id: 'H4.12', path: '/v1/x/caf%c3%a9%2fz?q=%2f&b=..%2F', method: 'POST', status: 200, tool: 'G', sent: '/v1/x/caf%C3%A9%2Fz?q=%2f&b=..%2F' },
+  { id: 'H4.12', path: '/v1/x/caf%c3%a9z?q=%2f&b=..%2F', method: 'POST', status: 200, tool: 'G', sent: '/v1/x/caf%C3%A9z?q=%2f&b=..%2F' },
+  // An escaped / or \ is refused on a tool that has not opted in, even where it cannot change the route...
+  { id: 'H4.5', path: '/v1/x/caf%c3%a9%2fz', method: 'POST', status: 400 },
+  { id: 'H4.5', path: '/v1/x/a%5Cb', method: 'GET', status: 400 },
+  // ...and sent as it is (hex upper-cased) to a tool whose API needs it (GitLab's encoded project path).
+  { id: 'H4.13', path: '/api/v4/projects/group%2fname', method: 'GET', status: 200, tool: 'GL', sent: '/api/v4/projects/group%2Fname' },
   { id: 'H4.12', path: '/v1/Other/x', method: 'POST', status: 200, tool: 'G', sent: '/v1/Other/x' },
 ]
 

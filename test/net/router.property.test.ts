@@ -2,7 +2,7 @@
 // port, path prefix), wildcards only where written, the most specific rule first, and nothing else.
 import t from 'tap'
 import fc from 'fast-check'
-import type { ToolConfig } from '../../src/config/schema.js'
+import { tool as toolSchema, type ToolConfig } from '../../src/config/schema.js'
 import { Router } from '../../src/proxy/router.js'
 
 const HOSTS = ['api.a.test', 'b.a.test', 'a.test', 'x.b.test', '*.a.test', '*.b.test']
@@ -34,10 +34,10 @@ const request = fc.record({
 function build (list: Spec[]): Router {
   const tools: Record<string, ToolConfig> = {}
   list.forEach((s, i) => {
-    tools[`t${i}`] = {
+    tools[`t${i}`] = toolSchema.parse({
       match: { host: s.host, ...(s.port === undefined ? {} : { port: s.port }), ...(s.prefix === undefined ? {} : { path_prefix: s.prefix }), ...(s.methods === undefined ? {} : { methods: s.methods }) },
-      issuer: 'i', scopes: [], inject: { header: 'Authorization', format: 'Bearer {token}' }, refresh: { at: 0.5, jitter: 0.1 }, plaintext: s.plaintext, http2: false, require_placeholder: false, allow_method_override: false,
-    } as ToolConfig
+      issuer: 'i', plaintext: s.plaintext, http2: false,
+    })
   })
   return new Router(tools)
 }
