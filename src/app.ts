@@ -18,9 +18,14 @@ import { Router } from './proxy/router.js'
 import { createUpstream } from './proxy/upstream.js'
 import { ProxyListener } from './proxy/listener.js'
 import type { Runtime } from './proxy/runtime.js'
+import { NO_LOCKS, type LockView } from './proxy/lock-view.js'
+import type { FleetAgent } from './fleet/agent.js'
 import { AdminServer } from './admin/server.js'
 import { SidekeyError } from './errors.js'
 import { systemClock, type Clock } from './util/clock.js'
+
+/** The version heartbeats report (package.json's, kept in step by a test). */
+export const VERSION = '0.1.0'
 
 export interface StartOptions {
   /** The config file; reloads re-read it. */
@@ -56,6 +61,7 @@ export class Sidekey {
   #proxyAddress = ''
   #adminAddress = ''
   #reloading: Promise<void> | undefined
+  #fleet: FleetAgent | undefined
 
   private constructor (opts: StartOptions, logger: Logger, metrics: SidekeyMetrics, audit: AuditHub, ca: CertificateAuthority, leaves: LeafCache, runtime: Runtime, trail: AuditTrail | undefined) {
     this.#opts = opts
@@ -74,6 +80,7 @@ export class Sidekey {
       auditKeys: () => this.trail?.jwks,
       reload: () => this.reload(),
       tokenDigest: () => this.#tokenDigest,
+      fleet: () => this.#fleet,
     })
   }
 
@@ -108,6 +115,20 @@ export class Sidekey {
     metrics.bindCa(ca, clock)
     const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime, trail)
     app.#tokenDigest = tokenDigest
+    // Loaded only when configured: a config without `fleet:` never loads the NATS client.
+    if (config.fleet !== undefined) {
+      try {
+        const { FleetAgent } = await import('./fleet/agent.js')
+        const fleet = await FleetAgent.create({ config: { ...config, fleet: config.fleet }, credentials: () => app.#runtime.credentials, audit, logger, clock, version: VERSION })
+        app.#fleet = fleet
+        app.#runtime = { ...app.#runtime, locks: fleet }
+        metrics.bindFleet(fleet)
+      } catch (err) {
+        await (runtime.credentials as CredentialManager).close()
+        await trail?.close()
+        throw err
+      }
+    }
     try {
       const [proxyHost, proxyPort] = splitHostPort(config.listen)
       const [adminHost, adminPort] = splitHostPort(config.admin.listen)
@@ -115,14 +136,16 @@ export class Sidekey {
       const a = await app.#admin.listen(adminHost, adminPort)
       app.#proxyAddress = hostPort(p.address, p.port)
       app.#adminAddress = hostPort(a.address, a.port)
-      app.#runtime = { ...runtime, ownPorts: new Set([p.port, a.port]) }
+      app.#runtime = { ...app.#runtime, ownPorts: new Set([p.port, a.port]) }
     } catch (err) {
       await app.#proxy.close(0)
       await app.#admin.close()
       await (runtime.credentials as CredentialManager).close()
+      await app.#fleet?.close()
       await trail?.close()
       throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err })
     }
+    app.#fleet?.start()
     logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, tools: Object.keys(config.tools) }, 'listening')
     app.#egressMode(config)
     return app
@@ -132,6 +155,8 @@ export class Sidekey {
   get adminAddress (): string { return this.#adminAddress }
   get config (): Readonly<Config> { return this.#runtime.config }
   get credentials (): CredentialManager { return this.#runtime.credentials as CredentialManager }
+  /** Fleet control, when the config has a `fleet:` section. */
+  get fleet (): FleetAgent | undefined { return this.#fleet }
 
   /**
    * Re-reads the config file and swaps in a new runtime; credentials whose issuer, scopes and audience are
@@ -153,7 +178,7 @@ export class Sidekey {
       // Everything that can refuse the new config comes before buildRuntime, which starts fetching credentials.
       tokenDigest = await readTokenDigest(config)
       next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
-        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, previous: old.credentials as CredentialManager,
+        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, previous: old.credentials as CredentialManager,
       })
     } catch (err) {
       const e = err as SidekeyError & { problems?: unknown }
@@ -190,6 +215,7 @@ export class Sidekey {
   async close (): Promise<void> {
     const rt = this.#runtime
     await Promise.all([this.#proxy.close(rt.config.shutdown_grace), this.#admin.close()])
+    await this.#fleet?.close()
     await retire(rt)
     this.audit.close()
     this.logger.info('stopped')
@@ -205,6 +231,7 @@ interface RuntimeDeps {
   leaves: LeafCache
   dns: typeof dnsLookup | undefined
   ownPorts: ReadonlySet<number>
+  locks?: LockView
   previous?: CredentialManager
 }
 
@@ -217,7 +244,7 @@ async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promi
   const inventory = config.egress.unmatched === 'inventory' ? await (await import('./inventory/index.js')).createInventory(config.ca.dir) : undefined
   const credentials = CredentialManager.create(config, { clock: deps.clock, audit: deps.audit, dispatcher: upstream, ...(deps.previous === undefined ? {} : { previous: deps.previous }) })
   await credentials.start()
-  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, ...(inventory === undefined ? {} : { inventory }) }
+  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, locks: deps.locks ?? NO_LOCKS, ...(inventory === undefined ? {} : { inventory }) }
 }
 
 /** Lets a replaced runtime's requests finish, then frees its pools and timers. */

@@ -17,16 +17,26 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey audit inventory [--yaml|--json] [FILE...]
        sidekey audit report --out report.html [--config FILE] [--since 30d|all] [FILE...]
        sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
+       sidekey fleet keygen|lock|unlock|revoke|rotate|status|jwks ...   (sidekey fleet --help)
 
 --config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.`
 
-const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema'])
+const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema', 'fleet'])
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. */
 async function main (argv: string[]): Promise<number> {
   const verb = argv[0] !== undefined && VERBS.has(argv[0]) ? argv[0] : 'run'
   const rest = verb === argv[0] ? argv.slice(1) : argv
   if (verb === 'audit') return audit(rest)
+  if (verb === 'fleet') {
+    // Loaded only for this verb: the NATS client stays out of every other command.
+    const { fleetCommand, FLEET_USAGE } = await import('./fleet/cli.js')
+    if (rest[0] === undefined || rest[0] === '--help' || rest[0] === '-h') {
+      process.stdout.write(FLEET_USAGE + '\n')
+      return rest[0] === undefined ? 2 : 0
+    }
+    return fleetCommand(rest, { stdout: process.stdout, stderr: process.stderr })
+  }
   if (verb === 'schema') {
     const { configJsonSchemaText } = await import('./config/json-schema.js')
     process.stdout.write(configJsonSchemaText())

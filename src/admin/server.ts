@@ -16,6 +16,13 @@ export interface AdminDeps {
   readonly reload: () => Promise<void>
   /** SHA-256 of the admin token when `admin.token_file` is set: POST routes then need it as a Bearer token. */
   readonly tokenDigest: () => Buffer | undefined
+  /** Fleet control, when configured: its readiness (`required: true`) and its status (active locks). */
+  readonly fleet?: () => FleetView | undefined
+}
+
+export interface FleetView {
+  ready (): boolean
+  status (): object
 }
 
 /**
@@ -94,8 +101,10 @@ export class AdminServer {
         return
       case '/readyz': {
         const unready = this.#deps.credentials().unready()
-        if (unready.length === 0) send(res, 200, { ready: true })
-        else send(res, 503, { ready: false, tools: unready })
+        // A lock never makes the pod unready (a restart would come back to the same lock); an unread fleet state does.
+        const fleetReady = this.#deps.fleet?.()?.ready() ?? true
+        if (unready.length === 0 && fleetReady) send(res, 200, { ready: true })
+        else send(res, 503, { ready: false, tools: unready, ...(fleetReady ? {} : { fleet: 'not_synced' }) })
         return
       }
       case '/metrics': {
@@ -104,9 +113,11 @@ export class AdminServer {
         res.end(m.body)
         return
       }
-      case '/status':
-        send(res, 200, { tools: this.#deps.credentials().status() })
+      case '/status': {
+        const fleet = this.#deps.fleet?.()
+        send(res, 200, { tools: this.#deps.credentials().status(), ...(fleet === undefined ? {} : { fleet: fleet.status() }) })
         return
+      }
       case '/.well-known/jwks.json':
         send(res, 200, { keys: this.#deps.credentials().jwks() }, { 'cache-control': 'max-age=60' })
         return

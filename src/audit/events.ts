@@ -32,7 +32,13 @@ export interface CredentialRefreshFailed {
   shared_with?: readonly string[]
 }
 
-export interface CredentialRevoked { event: 'credential.revoked', tool: string, credential_id: string }
+export interface CredentialRevoked {
+  event: 'credential.revoked'
+  tool: string
+  credential_id: string
+  /** Why: `fleet` for a signed fleet revoke; absent for POST /rotate?revoke=previous. */
+  reason?: 'fleet'
+}
 export interface CredentialExpired { event: 'credential.expired', tool: string, credential_id: string }
 
 export interface CredentialUsed {
@@ -147,9 +153,31 @@ export interface Anomaly {
 }
 
 export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' | 'rate_spike' | 'auth_failures' |
-  'credential_echoed'
+  'credential_echoed' | 'fleet_command_rejected'
 
-export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | EgressInventory | Anomaly
+/**
+ * A fleet command this sidecar saw (src/fleet/): `applied`, `failed` (verified, but the effect failed, e.g. the
+ * issuer was down for a revoke), `rejected` (bad signature, stale, replayed, malformed: `error` says why; an
+ * anomaly too) or `not_addressed` (verified, for another instance). Fields from an unverified command are absent.
+ */
+export interface FleetCommand {
+  event: 'fleet.command'
+  result: 'applied' | 'failed' | 'rejected' | 'not_addressed'
+  action?: string
+  tool?: string
+  /** The instance scope the command named (an instance id or `*`). */
+  instance?: string
+  jti?: string
+  actor?: string
+  kid?: string
+  reason?: string
+  /** From the command's `iat` to applied here (clock skew included). */
+  lag_ms?: number
+  /** For rejected and failed: a stable reason (`bad_signature`, `expired`, `replayed`, ...), never a secret. */
+  error?: string
+}
+
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | EgressInventory | Anomaly | FleetCommand
 
 /** Where the request and credential paths publish. Implementations must not throw and must not block. */
 export interface AuditSink {

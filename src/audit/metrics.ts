@@ -25,7 +25,7 @@ export const UNMATCHED_TOOL = '_unmatched'
 export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'OTHER'] as const
 export type MethodLabel = typeof METHODS[number]
 export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
-  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures', 'credential_echoed',
+  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures', 'credential_echoed', 'fleet_command_rejected',
 ] as const)
 /**
  * The `reason` label of sidekey_egress_denied_by_reason_total. An `egress.denied` event whose reason is not one
@@ -67,10 +67,19 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_ca_expires_in_seconds',
   'sidekey_audit_dropped_total',
   'sidekey_audit_errors_total',
+  'sidekey_fleet_connected',
+  'sidekey_fleet_commands_total',
+  'sidekey_fleet_apply_seconds',
 ])
 
 export const EGRESS_MODES = ['deny', 'tunnel', 'inventory'] as const
 export type EgressMode = typeof EGRESS_MODES[number]
+
+/** Seconds from a fleet command's signing (`iat`, whole seconds) to applied here. */
+export const FLEET_APPLY_BUCKETS: readonly number[] = Object.freeze([0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 600])
+
+/** What the fleet gauge reads at scrape time. */
+export interface FleetConnectionSource { readonly connected: boolean }
 
 export interface MetricsOptions {
   /** Tool names from config: the only values the `tool` label takes besides `_unmatched`. */
@@ -99,6 +108,7 @@ interface ToolSlots {
 const METHOD_INDEX: ReadonlyMap<string, number> = new Map(METHODS.map((m, i) => [m, i]))
 const OTHER_METHOD = METHODS.length - 1
 const REASON_SET: ReadonlySet<string> = new Set(EGRESS_DENY_REASONS)
+const FLEET_ACTIONS: ReadonlySet<string> = new Set(['lock', 'unlock', 'revoke', 'rotate'])
 
 /** A method as the `method` label: one of METHODS. */
 export function methodLabel (method: string): MethodLabel {
@@ -124,6 +134,7 @@ export class SidekeyMetrics {
   #egressMode: EgressMode = 'deny'
   #credentials: CredentialStatusSource | undefined
   #ca: { readonly source: CaExpirySource, readonly clock: Clock } | undefined
+  #fleet: { readonly commands: Counter<'action' | 'result'>, readonly apply: Histogram } | undefined
 
   constructor (opts: MetricsOptions) {
     const registry = this.registry = new Registry()
@@ -274,6 +285,26 @@ export class SidekeyMetrics {
     this.#ca = { source, clock }
   }
 
+  /**
+   * Registers the fleet series (only sidecars with a `fleet:` section have them, so the disconnection alert never
+   * fires for the others): sidekey_fleet_connected (read at scrape time), sidekey_fleet_commands_total{action,result}
+   * and sidekey_fleet_apply_seconds (fed by `fleet.command` events).
+   */
+  bindFleet (source: FleetConnectionSource): void {
+    if (this.#fleet !== undefined) return
+    const registers = [this.registry]
+    new Gauge({
+      name: 'sidekey_fleet_connected',
+      help: '1 while this sidecar is connected to the fleet broker, else 0',
+      registers,
+      collect () { this.set(source.connected ? 1 : 0) },
+    })
+    this.#fleet = {
+      commands: new Counter({ name: 'sidekey_fleet_commands_total', help: 'Fleet commands seen, by action and result (applied, failed, rejected, not_addressed)', labelNames: ['action', 'result'], registers }),
+      apply: new Histogram({ name: 'sidekey_fleet_apply_seconds', help: 'Seconds from a fleet command being signed to applied here', buckets: [...FLEET_APPLY_BUCKETS], registers }),
+    }
+  }
+
   /** Updates the metrics an audit event feeds. Never throws for a well-typed event. */
   observe (event: AuditEvent): void {
     switch (event.event) {
@@ -293,6 +324,15 @@ export class SidekeyMetrics {
       case 'anomaly': {
         const slot = this.#anomalies.get(event.kind)
         if (slot !== undefined) slot.value++
+        break
+      }
+      case 'fleet.command': {
+        const fleet = this.#fleet
+        if (fleet === undefined) break
+        // A rejected command's action is unverified text: only the four actions become label values.
+        const action = event.action !== undefined && FLEET_ACTIONS.has(event.action) ? event.action : 'unknown'
+        fleet.commands.inc({ action, result: event.result })
+        if (event.result === 'applied' && event.lag_ms !== undefined) fleet.apply.observe(event.lag_ms / 1000)
         break
       }
       default: break

@@ -93,6 +93,8 @@ export const clientCredentialsIssuer = z.strictObject({
   token_url: z.url({ protocol: /^https?$/ }),
   ...clientAuth,
   client_id: nonEmpty,
+  /** RFC 7009 token revocation endpoint: dropped tokens (fleet revoke) are revoked there too. */
+  revocation_url: z.url({ protocol: /^https?$/ }).optional(),
   /** How the tool's audience is sent: RFC 8707 `resource`, Auth0-style `audience`, both, or none. */
   audience_param: z.enum(['resource', 'audience', 'both', 'none']).default('resource'),
 })
@@ -102,6 +104,7 @@ export const tokenExchangeIssuer = z.strictObject({
   token_url: z.url({ protocol: /^https?$/ }),
   ...clientAuth,
   auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).default('none'),
+  revocation_url: z.url({ protocol: /^https?$/ }).optional(),
   subject_token_file: nonEmpty,
   subject_token_type: nonEmpty.default('urn:ietf:params:oauth:token-type:jwt'),
   actor_token_file: nonEmpty.optional(),
@@ -200,6 +203,37 @@ const http2 = z.strictObject({
   max_premature_resets: z.number().int().min(1).default(100),
 }).prefault({})
 
+/**
+ * Fleet control over NATS JetStream (src/fleet/): optional; without it no broker is contacted and the NATS client
+ * is never loaded. Read at start only: a reload keeps the fleet connection of the start-up config.
+ */
+export const fleet = z.strictObject({
+  nats: z.strictObject({
+    servers: z.array(nonEmpty).min(1),
+    token_file: nonEmpty.optional(),
+    user: nonEmpty.optional(),
+    password_file: nonEmpty.optional(),
+    /** A NATS JWT + nkey seed file (`nsc` writes these). */
+    creds_file: nonEmpty.optional(),
+    tls: z.strictObject({
+      ca_file: nonEmpty.optional(),
+      cert_file: nonEmpty.optional(),
+      key_file: nonEmpty.optional(),
+    }).refine((t) => (t.cert_file === undefined) === (t.key_file === undefined), 'tls.cert_file and tls.key_file go together').optional(),
+  }).refine((n) => [n.token_file, n.user ?? n.password_file, n.creds_file].filter((v) => v !== undefined).length <= 1,
+    'nats takes one of token_file, user + password_file, creds_file')
+    .refine((n) => (n.user === undefined) === (n.password_file === undefined), 'nats.user and nats.password_file go together'),
+  /** The JetStream key-value bucket holding the fleet state (created when missing). */
+  bucket: z.string().regex(/^[A-Za-z0-9_-]+$/, 'bucket names use letters, digits, _ and -').default('sidekey'),
+  /** Public keys allowed to sign commands: a JWKS file or a PEM public key. */
+  operator_keys: nonEmpty,
+  /** true: /readyz answers 503 until the fleet state has been read once. */
+  required: z.boolean().default(false),
+  /** Where the applied lock commands are cached, so a restart refuses a locked tool before the broker answers. */
+  state_file: nonEmpty.optional(),
+  heartbeat: duration('10s'),
+})
+
 export const config = z.strictObject({
   instance_id: nonEmpty,
   listen: hostPort.default('127.0.0.1:4750'),
@@ -232,6 +266,7 @@ export const config = z.strictObject({
   }).prefault({}),
   shutdown_grace: duration('10s'),
   anomaly,
+  fleet: fleet.optional(),
   issuers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'issuer names use letters, digits, _ . -'), issuer),
   tools: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'tool names use letters, digits, _ . -'), tool),
 })
@@ -246,6 +281,7 @@ export type ClientCredentialsIssuerConfig = z.output<typeof clientCredentialsIss
 export type TokenExchangeIssuerConfig = z.output<typeof tokenExchangeIssuer>
 export type FileIssuerConfig = z.output<typeof fileIssuer>
 export type ExecIssuerConfig = z.output<typeof execIssuer>
+export type FleetConfig = z.output<typeof fleet>
 
 /**
  * The `strip` default: the placeholder the agent sends sits where the real credential will go (a query parameter

@@ -53,6 +53,16 @@ export interface Issuer {
   mint? (request: CallCredentialRequest): IssuedCredential
   /** Public signing keys, for issuers that sign (local_jwt); served at /.well-known/jwks.json. */
   jwks? (): readonly JsonWebKeyPublic[]
+  /**
+   * Fleet revoke, before the replacement is fetched: an issuer that signs (local_jwt) starts a new signing key, so
+   * the replacement is not signed by a key about to be withdrawn.
+   */
+  rekey? (): Promise<void>
+  /**
+   * Fleet revoke, once the replacement is current: revokes the dropped credentials at the issuer (RFC 7009), or
+   * withdraws the keys that signed them from the JWKS. Resolves to how many the issuer confirmed.
+   */
+  revoke? (dropped: readonly import('./provider.js').Credential[], signal: AbortSignal): Promise<number>
   /** Registers a callback fired when the issuer's source changed (a watched file), so holders refresh now. */
   onChange? (listener: () => void): void
   /** Releases timers and watchers. */

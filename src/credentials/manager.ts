@@ -6,7 +6,7 @@ import { SidekeyError } from '../errors.js'
 import type { Clock } from '../util/clock.js'
 import type { Issuer, IssuerDeps, JsonWebKeyPublic } from './issuer.js'
 import { createIssuer } from './issuers/index.js'
-import type { CallBinding, Credential, CredentialProvider, ToolCredentialStatus } from './provider.js'
+import type { CallBinding, Credential, CredentialProvider, RevokeOutcome, ToolCredentialStatus } from './provider.js'
 import { CredentialRefresher, DEFAULT_ISSUER_TIMEOUT_MS } from './refresher.js'
 
 export interface CredentialManagerDeps {
@@ -173,11 +173,20 @@ export class CredentialManager implements CredentialProvider {
   }
 
   async rotate (tool: string, opts: { revokePrevious?: boolean } = {}): Promise<Credential> {
+    return this.#slotOf(tool).rotate(tool, opts.revokePrevious === true)
+  }
+
+  async revoke (tool: string): Promise<RevokeOutcome[]> {
+    if (tool === '*') return Promise.all([...this.#slots.values()].map((slot) => slot.revoke(slot.tools[0]!)))
+    return [await this.#slotOf(tool).revoke(tool)]
+  }
+
+  #slotOf (tool: string): CredentialRefresher {
     const slot = this.#toolSlots.get(tool)
     if (slot === undefined) {
       throw new SidekeyError('SIDEKEY_UNKNOWN_TOOL', `unknown tool ${JSON.stringify(tool)}`, { status: 404, details: { tool } })
     }
-    return slot.rotate(tool, opts.revokePrevious === true)
+    return slot
   }
 
   status (): Record<string, ToolCredentialStatus> {

@@ -35,6 +35,20 @@ export interface ToolCredentialStatus {
   next_refresh_at: string | null
 }
 
+/** What a revoke did to one credential slot. */
+export interface RevokeOutcome {
+  /** Credentials dropped (current and previous). */
+  readonly dropped: number
+  /** Of those, how many the issuer confirmed revoked. */
+  readonly revokedAtIssuer: number
+  /** The replacement, when one could be fetched. */
+  readonly credential?: Credential
+  /** The error code when no replacement could be fetched. */
+  readonly error?: string
+  /** Why revoking at the issuer failed (no secret). */
+  readonly issuerError?: string
+}
+
 /**
  * What the request path and the admin routes see of the credential path (credentials/manager.ts implements it).
  * The request path only calls `current` or `mint` (synchronous, on every request) and `refreshRejected` (after a 401).
@@ -60,6 +74,12 @@ export interface CredentialProvider {
   refreshRejected (tool: string, rejectedId: string): Promise<Credential | undefined>
   /** Fetches a new credential now; with revokePrevious the old one is dropped at once. Throws for an unknown tool. */
   rotate (tool: string, opts?: { revokePrevious?: boolean }): Promise<Credential>
+  /**
+   * Drops the tool's current and previous credentials at once for a fresh one, and revokes the dropped ones at the
+   * issuer where it can (RFC 7009 `revocation_url`; local_jwt withdraws the signing keys). `*`: every credential
+   * slot once. Throws for an unknown tool; a failed replacement leaves the tool unready (503), never the old one.
+   */
+  revoke (tool: string): Promise<RevokeOutcome[]>
   /** Per-tool status, never the credential. */
   status (): Record<string, ToolCredentialStatus>
   /** Tools without a valid credential now. */

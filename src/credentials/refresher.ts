@@ -3,7 +3,7 @@ import { IssuerError, SidekeyError } from '../errors.js'
 import type { Clock, Timer } from '../util/clock.js'
 import { nextDelay } from './backoff.js'
 import type { IssuedCredential, Issuer } from './issuer.js'
-import type { Credential, ToolCredentialStatus } from './provider.js'
+import type { Credential, RevokeOutcome, ToolCredentialStatus } from './provider.js'
 import { CredentialStore, isUsable, usableUntil } from './store.js'
 
 /** An issuer call is abandoned after this long unless the issuer's config says otherwise (RELIABILITY E6). */
@@ -17,7 +17,7 @@ const FORCED_MEMORY = 16
 export const REJECTED_COOLDOWN_MS = 10_000
 
 /** Why a credential was fetched; the `reason` of `credential.issued`. */
-export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed' | 'max_uses'
+export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed' | 'max_uses' | 'revoke'
 
 export type RefreshOutcome =
   | { readonly ok: true, readonly credential: Credential }
@@ -170,6 +170,37 @@ export class CredentialRefresher {
       if (dropped !== undefined) this.#o.audit.emit({ event: 'credential.revoked', tool, credential_id: dropped.id })
     }
     return outcome.credential
+  }
+
+  /**
+   * Fleet revoke: the current and previous credentials are dropped at once for a fresh one (no request is left
+   * without a credential while it is fetched), then revoked at the issuer. When no replacement can be had the slot
+   * is left empty, failing closed (503), and keeps retrying.
+   */
+  async revoke (tool: string): Promise<RevokeOutcome> {
+    const before = this.#store.snapshot()
+    await this.#o.issuer.rekey?.()
+    // A fetch already in flight may have been signed with the withdrawn key: the replacement is a fetch of our own.
+    if (this.#inflight !== undefined) await this.#inflight
+    const outcome = await this.refresh('revoke', tool)
+    const keep = outcome.ok ? outcome.credential.id : undefined
+    const dropped = new Map<string, Credential>()
+    for (const c of [before.current, before.previous, ...this.#store.retain(keep)]) if (c !== undefined && c.id !== keep) dropped.set(c.id, c)
+    for (const c of dropped.values()) this.#o.audit.emit({ event: 'credential.revoked', tool, credential_id: c.id, reason: 'fleet' })
+    let revokedAtIssuer = 0
+    let issuerError: string | undefined
+    if (this.#o.issuer.revoke !== undefined) {
+      try {
+        revokedAtIssuer = await this.#o.issuer.revoke([...dropped.values()], AbortSignal.timeout(this.#o.timeoutMs))
+      } catch (err) {
+        issuerError = describeError(err, [...dropped.values()].map((c) => c.token.reveal()))
+      }
+    }
+    return {
+      dropped: dropped.size, revokedAtIssuer,
+      ...(outcome.ok ? { credential: outcome.credential } : { error: outcome.error.code }),
+      ...(issuerError === undefined ? {} : { issuerError }),
+    }
   }
 
   /** Seconds until the next issuer call (at least 1), for Retry-After. */

@@ -73,6 +73,14 @@ export class CredentialStore {
     return prev
   }
 
+  /** Drops every credential but the one with id `keep` (all of them when undefined); returns those dropped. */
+  retain (keep: string | undefined): Credential[] {
+    const dropped = [this.#current, this.#previous].filter((c): c is Credential => c !== undefined && c.id !== keep)
+    if (this.#current?.id !== keep) this.#current = undefined
+    this.#previous = undefined
+    return dropped
+  }
+
   /** A copy of the pair, for carrying a slot over a config reload. */
   snapshot (): { current: Credential | undefined, previous: Credential | undefined } {
     return { current: this.#current, previous: this.#previous }

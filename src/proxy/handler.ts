@@ -101,6 +101,11 @@ export class RequestHandler {
       used(refusal!.error.status, null, placeholder, { outcome: 'method_denied' })
       return
     }
+    if (rt.locks.lockOf(tool.name) !== undefined) {
+      sendError(res, new SidekeyError('SIDEKEY_TOOL_LOCKED', 'this tool is locked by fleet control', { status: 403, expose: false, details: { tool: tool.name } }), requestId)
+      used(403, null, placeholder, { outcome: 'locked' })
+      return
+    }
     if (tool.config.require_placeholder && placeholder !== 'stripped') {
       sendError(res, new SidekeyError('SIDEKEY_PLACEHOLDER_REQUIRED', 'this tool only accepts calls carrying the placeholder where the credential goes',
         { status: 403, details: { tool: tool.name } }), requestId)

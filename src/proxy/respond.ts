@@ -15,6 +15,7 @@ const ERROR_NAMES: Record<string, string> = {
   SIDEKEY_EGRESS_DENIED: 'egress_denied',
   SIDEKEY_METHOD_DENIED: 'method_denied',
   SIDEKEY_PLACEHOLDER_REQUIRED: 'placeholder_required',
+  SIDEKEY_TOOL_LOCKED: 'tool_locked',
   SIDEKEY_CREDENTIAL_UNAVAILABLE: 'credential_unavailable',
   SIDEKEY_UPSTREAM_FAILED: 'upstream_failed',
   SIDEKEY_UPSTREAM_TIMEOUT: 'upstream_timeout',

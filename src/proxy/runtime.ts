@@ -8,6 +8,7 @@ import { checkAddress, egressDenied, type ResolverOptions } from '../net/resolve
 import { isBlockedIp } from '../net/ip.js'
 import type { Router } from './router.js'
 import type { Inventory } from '../inventory/index.js'
+import type { LockView } from './lock-view.js'
 
 /**
  * Everything a request needs, built by app.ts from one config and swapped whole on reload: a request in flight
@@ -26,6 +27,8 @@ export interface Runtime {
   readonly ownPorts: ReadonlySet<number>
   /** With `egress.unmatched: inventory`: where unmatched calls carry credentials. */
   readonly inventory?: Inventory
+  /** Tools locked by fleet control: refused with 403 tool_locked before any credential is used. */
+  readonly locks: LockView
 }
 
 /** The ports CONNECT may reach (RELIABILITY B1): `egress.connect_ports` and the ports tools name. */

@@ -43,7 +43,9 @@ t.test('the Grafana dashboard parses and queries only metrics sidekey exports', 
     t.ok(used.has(want), `the dashboard shows ${want}`)
   }
   // And the registry really exposes them (METRIC_NAMES cannot drift from the code).
-  const text = await createMetrics({ tools: ['x'], defaultMetrics: false }).text()
+  const metrics = createMetrics({ tools: ['x'], defaultMetrics: false })
+  metrics.bindFleet({ connected: true }) // fleet series exist only with a fleet: section
+  const text = await metrics.text()
   for (const name of METRIC_NAMES) t.match(text, new RegExp(`^# TYPE ${name} `, 'm'))
 })
 

@@ -59,7 +59,21 @@ t.test('every SPEC metric is exposed with its labels', async (t) => {
   t.same(samples(text, 'sidekey_tools'), ['sidekey_tools 2'])
   t.match(text, /^process_cpu_user_seconds_total /m, 'default process metrics')
   t.match(text, /^nodejs_eventloop_lag_seconds /m)
-  for (const name of METRIC_NAMES) t.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `${name} declared`)
+  for (const name of METRIC_NAMES.filter((n) => !n.startsWith('sidekey_fleet_'))) t.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `${name} declared`)
+  t.notMatch(text, /sidekey_fleet_/, 'no fleet series without a fleet: section (the disconnection alert cannot fire)')
+  const fleet = { connected: false }
+  m.bindFleet(fleet)
+  m.bindFleet(fleet)
+  m.observe({ event: 'fleet.command', result: 'applied', action: 'lock', lag_ms: 120 })
+  m.observe({ event: 'fleet.command', result: 'rejected', action: 'forged-action', error: 'unknown_key' })
+  const withFleet = await m.text()
+  for (const name of METRIC_NAMES) t.match(withFleet, new RegExp(`^# TYPE ${name} `, 'm'), `${name} declared`)
+  t.same(samples(withFleet, 'sidekey_fleet_connected'), ['sidekey_fleet_connected 0'])
+  t.same(samples(withFleet, 'sidekey_fleet_commands_total').sort(), [
+    'sidekey_fleet_commands_total{action="lock",result="applied"} 1',
+    'sidekey_fleet_commands_total{action="unknown",result="rejected"} 1',
+  ], 'an unverified action is never a label value')
+  t.match(withFleet, /sidekey_fleet_apply_seconds_bucket\{le="0\.25"\} 1/)
 })
 
 t.test('a shared credential counts its refresh for every tool sharing it', async (t) => {

@@ -314,6 +314,7 @@ resolve: { sink.tool.test: 127.0.0.1 }
     audit: { emit: (e: unknown) => { events.push(e) } },
     credentials: { current: () => undefined, retryAfterSeconds: () => 1 },
     leaves: {},
+    locks: { lockOf: () => undefined },
   } as unknown as import('../../src/proxy/runtime.js').Runtime
   let ratio = 0.5
   const listener = new ProxyListener(() => runtime, { heapUsedRatio: () => ratio })

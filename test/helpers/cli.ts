@@ -2,11 +2,15 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-/** Runs `sidekey ARGS` from the sources, as a user would run the built CLI; resolves with its exit code and output. */
-export function cli (args: readonly string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+/**
+ * Runs `sidekey ARGS` from the sources, as a user would run the built CLI; resolves with its exit code and output.
+ * `built: true` runs dist/cli.js instead (`npm test` builds first): no compile step, for tests that run it often.
+ */
+export function cli (args: readonly string[], opts: { built?: boolean } = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
   const root = fileURLToPath(new URL('../..', import.meta.url))
+  const entry = opts.built === true ? [join(root, 'dist', 'cli.js')] : ['--import=@tapjs/typescript/import', join(root, 'src', 'cli.ts')]
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import=@tapjs/typescript/import', join(root, 'src', 'cli.ts'), ...args], {
+    const child = spawn(process.execPath, [...entry, ...args], {
       cwd: root, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stdout = ''

@@ -50,6 +50,7 @@ class LocalJwtIssuer implements Issuer {
   #rotating: Promise<SigningKey> | undefined
   #timer: Timer | undefined
   #closed = false
+  readonly #listeners: Array<() => void> = []
 
   constructor (name: string, config: LocalJwtIssuerConfig, deps: IssuerDeps) {
     this.#name = name
@@ -114,6 +115,28 @@ class LocalJwtIssuer implements Issuer {
     const keys = this.#current === undefined ? [] : [this.#current.jwk]
     for (const r of this.#retired) keys.push(r.key.jwk)
     return keys
+  }
+
+  /** Fleet revoke: a new key signs from now on (the old one stays published until revoke() withdraws it). */
+  async rekey (): Promise<void> {
+    await this.#rotating?.catch(() => {})
+    await this.#rotate()
+  }
+
+  /**
+   * Fleet revoke: every key but the current leaves the JWKS at once, so tokens they signed stop verifying before
+   * they expire. Every holder of this issuer's tokens (other credential slots) is told to fetch again.
+   */
+  async revoke (): Promise<number> {
+    const withdrawn = this.#retired.length
+    this.#retired = []
+    this.#arm()
+    for (const listener of this.#listeners) listener()
+    return withdrawn
+  }
+
+  onChange (listener: () => void): void {
+    this.#listeners.push(listener)
   }
 
   close (): void {

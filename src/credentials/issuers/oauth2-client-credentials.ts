@@ -2,7 +2,7 @@ import type { ClientCredentialsIssuerConfig } from '../../config/schema.js'
 import type { Issuer, IssuerFactory } from '../issuer.js'
 import { createClientAuth } from './client-auth.js'
 import { DpopKey } from '../dpop.js'
-import { createTokenEndpoint, setAudience, setScope } from './token-endpoint.js'
+import { createTokenEndpoint, revocation, setAudience, setScope } from './token-endpoint.js'
 
 /**
  * `oauth2_client_credentials` (RFC 6749 §4.4): one POST per fetch with `grant_type=client_credentials`, the tool's
@@ -26,5 +26,6 @@ export const createClientCredentialsIssuer: IssuerFactory<ClientCredentialsIssue
       setAudience(form, req.audience, config.audience_param)
       return endpoint.exchange(form, req.signal)
     },
+    ...revocation(config.revocation_url, auth, config.timeout, deps),
   }
 }

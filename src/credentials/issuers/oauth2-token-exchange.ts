@@ -2,7 +2,7 @@ import type { TokenExchangeIssuerConfig } from '../../config/schema.js'
 import type { Issuer, IssuerFactory } from '../issuer.js'
 import { createClientAuth } from './client-auth.js'
 import { DpopKey } from '../dpop.js'
-import { createTokenEndpoint, setAudience, setScope } from './token-endpoint.js'
+import { createTokenEndpoint, revocation, setAudience, setScope } from './token-endpoint.js'
 import { FileSource } from './watched-file.js'
 import { IssuerError } from '../../errors.js'
 
@@ -46,5 +46,6 @@ export const createTokenExchangeIssuer: IssuerFactory<TokenExchangeIssuerConfig>
       setAudience(form, req.audience, config.audience_param)
       return endpoint.exchange(form, req.signal)
     },
+    ...revocation(config.revocation_url, auth, config.timeout, deps),
   }
 }

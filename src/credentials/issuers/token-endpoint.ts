@@ -1,6 +1,6 @@
 import { request } from 'undici'
 import { IssuerError } from '../../errors.js'
-import type { IssuedCredential, IssuerDeps } from '../issuer.js'
+import type { IssuedCredential, Issuer, IssuerDeps } from '../issuer.js'
 import type { ClientAuth } from './client-auth.js'
 import type { DpopKey } from '../dpop.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, usableToken } from './token-value.js'
@@ -112,6 +112,44 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
 }
 
 const NONCE_RETRY = Symbol('retry with the new DPoP nonce')
+
+/**
+ * RFC 7009 revocation for an OAuth issuer with `revocation_url`: each dropped token is POSTed there with the same
+ * client authentication as token requests (`token_type_hint=access_token`). Resolves to how many the endpoint
+ * accepted (HTTP 200); throws IssuerError naming the first failure (never the token). Without a URL, nothing.
+ *
+ * @example
+ *   return { type: 'oauth2_client_credentials', fetch, ...revocation(config.revocation_url, auth, config.timeout, deps) }
+ */
+export function revocation (url: string | undefined, auth: ClientAuth, timeoutMs: number, deps: IssuerDeps): Pick<Issuer, 'revoke'> {
+  if (url === undefined) return {}
+  const where = `revocation endpoint ${new URL(url).host}`
+  return {
+    async revoke (dropped, signal) {
+      let revoked = 0
+      for (const cred of dropped) {
+        const form = new URLSearchParams({ token: cred.token.reveal(), token_type_hint: 'access_token' })
+        const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' }
+        await auth.apply(form, headers)
+        let statusCode: number
+        try {
+          const res = await request(url, {
+            method: 'POST', headers, body: form.toString(), dispatcher: deps.dispatcher,
+            signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
+            ...({ maxRedirections: 0 } as object),
+          })
+          statusCode = res.statusCode
+          await res.body.dump()
+        } catch (err) {
+          throw new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
+        }
+        if (statusCode !== 200) throw new IssuerError('SIDEKEY_ISSUER_FAILED', `${where} answered HTTP ${statusCode}`)
+        revoked++
+      }
+      return revoked
+    },
+  }
+}
 
 /**
  * Validates a 200 token response body (RFC 6749 §5.1) and turns it into a credential. Nothing of the body is

@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto'
+import { CompactSign, compactVerify, decodeProtectedHeader, errors } from 'jose'
+import { z } from 'zod'
+import type { OperatorPrivateKey, OperatorPublicKey } from './keys.js'
+
+/** A command lives at most this long after it was signed. */
+export const MAX_COMMAND_LIFETIME_S = 600
+/** Clock difference tolerated between operator, broker and sidecar. */
+export const CLOCK_SKEW_MS = 30_000
+
+export const ACTIONS = ['lock', 'unlock', 'revoke', 'rotate'] as const
+export type FleetAction = typeof ACTIONS[number]
+
+const name = z.string().regex(/^(\*|[A-Za-z0-9_.-]{1,128})$/)
+const claims = z.strictObject({
+  action: z.enum(ACTIONS),
+  tool: name,
+  instance: name,
+  actor: z.string().min(1).max(200),
+  reason: z.string().min(1).max(1000),
+  jti: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/),
+  iat: z.number().int().nonnegative(),
+  exp: z.number().int().nonnegative(),
+})
+
+export type CommandClaims = z.output<typeof claims>
+
+/** A command whose signature verified against an operator key. */
+export interface VerifiedCommand extends CommandClaims {
+  readonly kid: string
+  /** The compact JWS, for the local state file (re-verified when read). */
+  readonly jws: string
+  /** When the broker stored it (ms since the epoch): the server's clock, not the writer's. */
+  readonly storedAt: number
+}
+
+export type RejectReason =
+  | 'malformed' | 'unsupported_alg' | 'unknown_key' | 'bad_signature'
+  | 'lifetime_too_long' | 'not_yet_valid' | 'expired' | 'replayed' | 'key_mismatch'
+
+export type Verification =
+  | { ok: true, command: VerifiedCommand }
+  | { ok: false, reason: RejectReason, claims?: Partial<CommandClaims>, kid?: string }
+
+/** The bucket key a command is stored under. The CLI creates it (create fails when it exists). */
+export function commandKey (jti: string): string {
+  return `cmd.${jti}`
+}
+
+export interface CommandInput {
+  readonly action: FleetAction
+  readonly tool: string
+  readonly instance: string
+  readonly actor: string
+  readonly reason: string
+  /** Seconds the command stays fresh; at most MAX_COMMAND_LIFETIME_S. */
+  readonly ttlSeconds?: number
+}
+
+/** Signs a command with an operator key: a compact JWS with `kid`, claims as above. */
+export async function signCommand (input: CommandInput, key: OperatorPrivateKey, now = Date.now()): Promise<{ jws: string, claims: CommandClaims }> {
+  const iat = Math.floor(now / 1000)
+  const c = claims.parse({
+    action: input.action, tool: input.tool, instance: input.instance, actor: input.actor, reason: input.reason,
+    jti: randomUUID().replaceAll('-', ''), iat, exp: iat + Math.min(input.ttlSeconds ?? MAX_COMMAND_LIFETIME_S, MAX_COMMAND_LIFETIME_S),
+  })
+  const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(c)))
+    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'sidekey-command+jwt' })
+    .sign(key.key)
+  return { jws, claims: c }
+}
+
+/**
+ * Verifies a command as stored in the bucket: signature (ES256 or EdDSA, with a kid among `keys`), claims,
+ * lifetime (exp ≤ iat + 10 min), and freshness against `storedAt`, the time the BROKER stored it. A command stored
+ * while fresh is accepted later too (a sidecar away for an hour catches up); the same JWS stored again after its exp
+ * (a replay by anyone who can write the bucket) is refused, because the writer cannot choose the broker's timestamp.
+ * The replay cache (jti seen) is the caller's.
+ */
+export async function verifyCommand (jws: string, keys: ReadonlyMap<string, OperatorPublicKey>, storedAt: number, now: number): Promise<Verification> {
+  if (jws.length > 8192 || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(jws)) return { ok: false, reason: 'malformed' }
+  let header: ReturnType<typeof decodeProtectedHeader>
+  try {
+    header = decodeProtectedHeader(jws)
+  } catch {
+    return { ok: false, reason: 'malformed' }
+  }
+  const kid = typeof header.kid === 'string' ? header.kid : undefined
+  const unverified = peekClaims(jws)
+  const fail = (reason: RejectReason): Verification => ({ ok: false, reason, ...(unverified === undefined ? {} : { claims: unverified }), ...(kid === undefined ? {} : { kid }) })
+  if (header.alg !== 'ES256' && header.alg !== 'EdDSA') return fail('unsupported_alg')
+  const key = kid === undefined ? undefined : keys.get(kid)
+  if (key === undefined) return fail('unknown_key')
+  if (key.alg !== header.alg) return fail('bad_signature')
+  let payload: Uint8Array
+  try {
+    ({ payload } = await compactVerify(jws, key.key, { algorithms: [key.alg] }))
+  } catch (err) {
+    return fail(err instanceof errors.JWSSignatureVerificationFailed ? 'bad_signature' : 'malformed')
+  }
+  let parsed: CommandClaims
+  try {
+    parsed = claims.parse(JSON.parse(new TextDecoder().decode(payload)))
+  } catch {
+    return fail('malformed')
+  }
+  const freshness = checkFreshness(parsed, storedAt, now)
+  if (freshness !== undefined) return { ok: false, reason: freshness, claims: parsed, kid: key.kid }
+  return { ok: true, command: { ...parsed, kid: key.kid, jws, storedAt } }
+}
+
+function checkFreshness (c: CommandClaims, storedAt: number, now: number): RejectReason | undefined {
+  if (c.exp <= c.iat || c.exp - c.iat > MAX_COMMAND_LIFETIME_S) return 'lifetime_too_long'
+  if (c.iat * 1000 > Math.min(storedAt, now) + CLOCK_SKEW_MS) return 'not_yet_valid'
+  if (storedAt > c.exp * 1000 + CLOCK_SKEW_MS) return 'expired'
+  return undefined
+}
+
+/** The claims of a JWS before verification, for the audit line of a rejected command (strings only, bounded). */
+function peekClaims (jws: string): Partial<CommandClaims> | undefined {
+  try {
+    const raw = JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>
+    const out: Record<string, string> = {}
+    for (const k of ['action', 'tool', 'instance', 'actor', 'jti'] as const) {
+      const v = raw[k]
+      if (typeof v === 'string' && /^[\x20-\x7e]{1,128}$/.test(v)) out[k] = v
+    }
+    return out as Partial<CommandClaims>
+  } catch {
+    return undefined
+  }
+}
