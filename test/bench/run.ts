@@ -28,7 +28,7 @@ import { scrubTable } from './scrub.js'
  *   --smoke            a tiny bounded load (the smoke test): proves the bench starts, runs and stops
  *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
  *   --only=http|https  the main table for one protocol only (profiling)
- *   --sections=start,main,chain,scale,rate,idle,mint,percall,scrub   which parts to run (default all)
+ *   --sections=start,main,chain,scale,rate,idle,heap,mint,percall,scrub   which parts to run (default all)
  *   --reps=N --duration=SECONDS             override the repeats and the length of each cell
  *   --profile=DIR      run the sidekey child (or --profile-target=bare) with --cpu-prof, profiles written to DIR
  *   --no-pin           let every process use every core (default on 2+ cores: each proxy pinned to core 1, the
@@ -79,7 +79,7 @@ function options (argv: string[]): Options {
     wrk: !smoke && !flag('no-wrk') && hasWrk(),
     only: only === 'http' || only === 'https' ? only : undefined,
     // The smoke run leaves out percall: two more sidekey children would not prove anything the main cells do not.
-    sections: new Set((value('sections') ?? `start,main,chain,scale,rate,idle,mint${smoke ? '' : ',percall'},scrub`).split(',')),
+    sections: new Set((value('sections') ?? `start,main,chain,scale,rate,idle${smoke ? '' : ',heap'},mint${smoke ? '' : ',percall'},scrub`).split(',')),
     profile: value('profile'),
     profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
     pin: !flag('no-pin') && cpus().length >= 2 && hasTaskset(),
@@ -134,8 +134,8 @@ async function startUpstreams (): Promise<{ child: ChildProcess, http: number, h
   return { child, ...ports, caFile: pki.caFile, caPem: readFileSync(pki.caFile, 'utf8') }
 }
 
-async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean): Promise<ProxyChild> {
-  const child = forkPinned(join(childDir, 'proxy-server.js'), profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [], pinned)
+async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[] = []): Promise<ProxyChild> {
+  const child = forkPinned(join(childDir, 'proxy-server.js'), [...nodeArgs, ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])], pinned)
   child.send({ kind, ...start })
   const { port, caPem } = await reply<{ port: number, caPem: string }>(child)
   return {
@@ -516,9 +516,28 @@ async function idleTunnel (port: number, authority: string, caPem: string): Prom
   return s
 }
 
+/** RSS of a proxy before and with `n` idle intercepted tunnels open (opened 32 at a time); closes them after. */
+async function rssWithTunnels (env: Env, p: ProxyChild, n: number): Promise<{ before: number, after: number, tunnels: number }> {
+  const authority = `${HTTPS_HOST}:${env.up.https}`
+  const before = await p.rss()
+  const sockets: tls.TLSSocket[] = []
+  let next = 0
+  const opener = async (): Promise<void> => {
+    while (next < n) {
+      next++
+      sockets.push(await idleTunnel(p.port, authority, p.caPem))
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: Math.min(32, n) }, opener))
+    return { before, after: await p.rss(), tunnels: sockets.length }
+  } finally {
+    for (const s of sockets) s.destroy()
+  }
+}
+
 async function idleTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
-  const authority = `${HTTPS_HOST}:${env.up.https}`
   out.push(`### RSS with ${o.idleTunnels} idle intercepted tunnels (fresh proxy process restarted on its existing CA, as a sidecar restarts; CONNECT + TLS + one request each, then idle)`, '')
   out.push('| proxy | RSS before MB | RSS with tunnels MB | per tunnel KB |')
   out.push('|---|--:|--:|--:|')
@@ -527,26 +546,60 @@ async function idleTable (env: Env, out: string[]): Promise<void> {
     // The first start creates the CA (which loads @peculiar/x509); a sidecar's later starts only load it.
     await (await startProxy(kind, start, undefined, o.pin)).stop()
     const p = await startProxy(kind, start, undefined, o.pin)
-    const before = await p.rss()
-    const sockets: tls.TLSSocket[] = []
-    let next = 0
-    const opener = async (): Promise<void> => {
-      while (next < o.idleTunnels) {
-        next++
-        sockets.push(await idleTunnel(p.port, authority, p.caPem))
-      }
-    }
     try {
-      await Promise.all(Array.from({ length: Math.min(32, o.idleTunnels) }, opener))
-      const after = await p.rss()
-      progress(`  idle ${p.kind}: ${mb(after)} MB with ${sockets.length} tunnels`)
-      out.push(`| ${p.kind} | ${mb(before)} | **${mb(after)}** | ${((after - before) / 1024 / sockets.length).toFixed(1)} |`)
+      const { before, after, tunnels } = await rssWithTunnels(env, p, o.idleTunnels)
+      progress(`  idle ${p.kind}: ${mb(after)} MB with ${tunnels} tunnels`)
+      out.push(`| ${p.kind} | ${mb(before)} | **${mb(after)}** | ${((after - before) / 1024 / tunnels).toFixed(1)} |`)
     } finally {
-      for (const s of sockets) s.destroy()
       await p.stop()
     }
   }
   out.push('')
+}
+
+/** V8 heap settings a sidecar might ship with, each against the default in the same run. */
+const HEAP_VARIANTS: Array<[string, string[]]> = [['default', []], ['--max-semi-space-size=1', ['--max-semi-space-size=1']], ['--max-semi-space-size=2', ['--max-semi-space-size=2']], ['--max-semi-space-size=4', ['--max-semi-space-size=4']]]
+
+/**
+ * What a smaller young generation saves and costs: RSS at rest and with idle tunnels, and one-core throughput and
+ * CPU per request, sidekey under each setting, the variants' cells alternated A/B/C/D, D/C/B/A in one run.
+ */
+async function heapTable (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  const variants: Array<{ name: string, p: ProxyChild, rest: number, cells: Map<Proto, Cell[]> }> = []
+  try {
+    for (const [name, args] of HEAP_VARIANTS) {
+      const start = { ...env.start, dir: join(env.dir, `heap-${variants.length}`) }
+      await (await startProxy('sidekey', start, undefined, o.pin, args)).stop()
+      const p = await startProxy('sidekey', start, undefined, o.pin, args)
+      await settle(env)
+      variants.push({ name, p, rest: await p.rss(), cells: new Map([['http', []], ['https', []]]) })
+    }
+    const on = (p: ProxyChild, proto: Proto, ms: number): Promise<Cell> => cell({ ...env, proxies: { ...env.proxies, sidekey: p } }, proto, 'sidekey', o.connections, ms)
+    for (const v of variants) for (const proto of ['http', 'https'] as Proto[]) await on(v.p, proto, o.warmupMs)
+    for (let r = 0; r < o.reps; r++) {
+      for (const proto of ['http', 'https'] as Proto[]) {
+        for (const v of r % 2 === 0 ? variants : [...variants].reverse()) {
+          const res = await on(v.p, proto, o.durationMs)
+          progress(`  heap ${v.name} ${proto} round ${r + 1}: ${f0(res.rps)} req/s, p99 ${f2(res.p99ms)} ms, ${f0(res.cpuPerReq)} µs CPU/req`)
+          v.cells.get(proto)!.push(res)
+        }
+      }
+    }
+    out.push(`### V8 young generation: sidekey under each setting (median of ${o.reps} × ${o.durationMs / 1000} s per cell, ${o.connections} connections${o.pin ? ', pinned' : ''}; RSS at rest a second after start, then with ${o.idleTunnels} idle tunnels after the load)`, '')
+    out.push('| setting | RSS at rest MB | RSS with tunnels MB | HTTP req/s | HTTP p99 ms | HTTP CPU µs/req | HTTPS req/s | HTTPS p99 ms | HTTPS CPU µs/req |')
+    out.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|')
+    for (const v of variants) {
+      const { after } = await rssWithTunnels(env, v.p, o.idleTunnels)
+      const h = v.cells.get('http')!
+      const s = v.cells.get('https')!
+      const m = (xs: Cell[], k: 'rps' | 'p99ms' | 'cpuPerReq'): number => median(xs.map((x) => x[k]))
+      out.push(`| ${v.name} | ${mb(v.rest)} | ${mb(after)} | ${f0(m(h, 'rps'))} | ${f2(m(h, 'p99ms'))} | ${f0(m(h, 'cpuPerReq'))} | ${f0(m(s, 'rps'))} | ${f2(m(s, 'p99ms'))} | ${f0(m(s, 'cpuPerReq'))} |`)
+    }
+    out.push('')
+  } finally {
+    for (const v of variants) await v.p.stop()
+  }
 }
 
 /**
@@ -675,6 +728,7 @@ async function main (): Promise<void> {
     if (o.sections.has('scale')) await scaleTable(env, out)
     if (o.sections.has('rate')) await rateTable(env, out)
     if (o.sections.has('idle')) await idleTable(env, out)
+    if (o.sections.has('heap')) await heapTable(env, out)
     if (o.sections.has('mint')) await mintTable(env, out)
     if (o.sections.has('percall')) await perCallTable(env, out)
     if (o.sections.has('scrub')) scrubTable(out, o.durationMs / 5000)
