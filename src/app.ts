@@ -121,6 +121,8 @@ export class Sidekey {
         const { FleetAgent } = await import('./fleet/agent.js')
         const fleet = await FleetAgent.create({ config: { ...config, fleet: config.fleet }, credentials: () => app.#runtime.credentials, audit, logger, clock, version: VERSION })
         app.#fleet = fleet
+        // Each signed audit checkpoint is also kept off the node, in the bucket.
+        trail?.onCheckpoint((cp) => { fleet.publishCheckpoint(cp) })
         app.#runtime = { ...app.#runtime, locks: fleet }
         metrics.bindFleet(fleet)
       } catch (err) {
@@ -215,6 +217,8 @@ export class Sidekey {
   async close (): Promise<void> {
     const rt = this.#runtime
     await Promise.all([this.#proxy.close(rt.config.shutdown_grace), this.#admin.close()])
+    // The bucket gets a checkpoint of everything served (the final one comes after the fleet is closed).
+    if (this.#fleet !== undefined) this.trail?.checkpoint(false)
     await this.#fleet?.close()
     await retire(rt)
     this.audit.close()

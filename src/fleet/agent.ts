@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { NatsConnection } from '@nats-io/transport-node'
 import type { KV, KvEntry } from '@nats-io/kv'
 import type { AuditSink, FleetCommand } from '../audit/events.js'
+import type { SignedCheckpoint } from '../audit/trail/key.js'
 import type { Config, FleetConfig } from '../config/schema.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import type { LockView, ToolLock } from '../proxy/lock-view.js'
@@ -82,6 +83,9 @@ export class FleetAgent implements LockView {
   #saving: Promise<void> | undefined
   #saveAgain = false
   #publishedJwks = ''
+  /** The newest audit checkpoint not yet in the bucket, and the put in flight (one at a time, the newest wins). */
+  #checkpoint: SignedCheckpoint | undefined
+  #publishingCheckpoint: Promise<void> | undefined
   readonly #syncWaiters: Array<() => void> = []
   /** Commands are verified and applied one at a time, in the order the bucket delivers them. */
   #queue: Promise<void> = Promise.resolve()
@@ -124,6 +128,34 @@ export class FleetAgent implements LockView {
     return { connected: this.#connected, synced: this.#synced, bucket: this.#cfg.bucket, locks: this.#locks.active() }
   }
 
+  /**
+   * Puts a signed audit checkpoint at `checkpoint.<instance>` (the latest only), so a log cut after its last local
+   * checkpoint is still caught by the copy in the bucket. Never waits on the broker: while it is away only the newest
+   * checkpoint is kept, and written on the next heartbeat after it is back.
+   */
+  publishCheckpoint (cp: SignedCheckpoint): void {
+    this.#checkpoint = cp
+    this.#flushCheckpoint()
+  }
+
+  #flushCheckpoint (): void {
+    const kv = this.#kv
+    const cp = this.#checkpoint
+    if (kv === undefined || cp === undefined || this.#closed || !this.#connected || this.#publishingCheckpoint !== undefined) return
+    this.#checkpoint = undefined
+    const value = { instance: this.#instance, run_id: cp.run_id, seq: cp.seq, chain: cp.chain, final: cp.final, iat: cp.iat, jws: cp.jws }
+    this.#publishingCheckpoint = kv.put(KEYS.checkpoint(this.#instance), JSON.stringify(value)).then(
+      () => {
+        this.#publishingCheckpoint = undefined
+        this.#flushCheckpoint()
+      },
+      () => {
+        // Kept for the next heartbeat, unless a newer one came meanwhile.
+        this.#checkpoint ??= cp
+        this.#publishingCheckpoint = undefined
+      })
+  }
+
   /** Connects in the background; failures are logged and retried with backoff (1 s … 30 s). */
   start (): void {
     void this.#connect()
@@ -136,6 +168,7 @@ export class FleetAgent implements LockView {
     await Promise.allSettled([...this.#pending])
     await this.#queue
     await this.#saving
+    await this.#publishingCheckpoint
     const nc = this.#nc
     this.#nc = undefined
     this.#connected = false
@@ -338,6 +371,7 @@ export class FleetAgent implements LockView {
     const hb: Heartbeat = { instance: this.#instance, version: this.#d.version, last_seen: new Date(this.#clock.now()).toISOString(), heartbeat_ms: this.#cfg.heartbeat, locks: this.#locks.active() }
     kv.put(KEYS.heartbeat(this.#instance), JSON.stringify(hb)).catch(() => {})
     void this.#publishJwks()
+    this.#flushCheckpoint()
     if (this.#hbTimer !== undefined) this.#clock.clearTimeout(this.#hbTimer)
     this.#hbTimer = this.#clock.setTimeout(() => this.#heartbeat(), this.#cfg.heartbeat)
     this.#hbTimer.unref?.()

@@ -11,6 +11,7 @@ import type { ToolLock } from '../proxy/lock-view.js'
  *   ack.<jti>.<instance>   {instance, jti, applied_at, result, lag_ms}: an instance applied (or refused) it
  *   hb.<instance>          {instance, version, last_seen, heartbeat_ms, connected, locks}
  *   jwks.<instance>        {instance, keys, updated_at}: the public keys of its local_jwt issuers
+ *   checkpoint.<instance>  {instance, run_id, seq, chain, final, iat, jws}: its latest signed audit checkpoint
  * Only `cmd.` values change what a sidecar does, and only after their signature verifies; the rest is reporting.
  */
 export const KEYS = {
@@ -19,6 +20,7 @@ export const KEYS = {
   acks: (jti: string) => `ack.${jti}.>`,
   heartbeat: (instance: string) => `hb.${keyToken(instance)}`,
   jwks: (instance: string) => `jwks.${keyToken(instance)}`,
+  checkpoint: (instance: string) => `checkpoint.${keyToken(instance)}`,
 } as const
 
 /** One bucket key token for any instance id: characters a key cannot hold (dots split tokens) become `=XX`. */
