@@ -3,7 +3,8 @@
 import { posix } from 'node:path'
 import t from 'tap'
 import { loadConfigFile } from '../../src/config/load.js'
-import { flagValue, repoPath, yamlDocs } from './helpers.js'
+import { loadOperatorKeys } from '../../src/fleet/keys.js'
+import { flagValue, privateKeysIn, repoPath, yamlDocs } from './helpers.js'
 import type { Obj } from './helpers.js'
 
 const FILE = 'deploy/compose/docker-compose.yaml'
@@ -69,4 +70,40 @@ t.test('containers run as non-root with a read-only root filesystem', async (t) 
   }
   t.not(agent.user, sidekey.user, 'the agent is another user than sidekey')
   t.equal(sidekey.build?.context, '../..', 'builds the repository\'s Dockerfile')
+})
+
+// The optional fleet override (deploy/compose/fleet.yaml): a NATS JetStream broker on an internal network and the
+// base config plus `fleet:`, mounted in place of the base config. The base file alone is unchanged.
+t.test('the fleet override: JetStream on an internal network, a valid fleet config, public operator keys only', async (t) => {
+  const FLEET = 'deploy/compose/fleet.yaml'
+  const override = yamlDocs(FLEET)[0] as Obj
+  const { nats, sidekey: fleetSidekey } = override.services as { nats: Obj, sidekey: Obj }
+  t.equal(nats.image, 'nats:2.10-alpine')
+  t.match(nats.command.join(' '), /nats-server -js -sd \/data /, 'JetStream with its store on the volume')
+  t.ok(volumes(nats).some((v) => v.target === '/data' && !v.source.startsWith('.')), 'a named volume for the store')
+  t.notOk(nats.ports, 'no port published')
+  t.same(nats.networks, ['fleet'])
+  t.equal(override.networks.fleet.internal, true, 'the fleet network has no route out')
+  t.equal(nats.read_only, true)
+  t.same(nats.cap_drop, ['ALL'])
+
+  // Same mount target as the base: compose replaces the base config with the fleet one, for the CA step too.
+  const target = argAfter(sidekey, '--config') as string
+  const fleetConfig = volumes(fleetSidekey).find((v) => v.target === target)
+  t.equal(fleetConfig?.readOnly, true, 'config mounted read-only')
+  t.same(volumes(override.services['sidekey-ca'] as Obj).find((v) => v.target === target), fleetConfig, 'the CA step reads the same config')
+  const cfg = await loadConfigFile(repoPath(posix.join(posix.dirname(FLEET), fleetConfig!.source)), {})
+  const { fleet, ...rest } = cfg
+  t.same(rest, await loadConfigFile(configFile(sidekey), {}), 'the base config apart from fleet:')
+  if (fleet === undefined) return t.fail('no fleet section')
+  t.same(fleet.nats.servers, ['nats://nats:4222'])
+  t.equal(fleet.nats.token_file, `/run/secrets/${(fleetSidekey.secrets as string[])[0]}`, 'the token is a compose secret')
+  t.same(nats.secrets, fleetSidekey.secrets, 'the broker reads the same secret')
+  const keys = volumes(fleetSidekey).find((v) => v.target === fleet.operator_keys)
+  t.equal(keys?.readOnly, true, 'operator keys mounted read-only')
+  const keysFile = posix.join(posix.dirname(FLEET), keys!.source)
+  t.same(privateKeysIn(keysFile), [], 'the sample JWKS holds public keys only')
+  t.equal((await loadOperatorKeys(repoPath(keysFile))).size, 1, 'and sidekey accepts it')
+  t.ok(holding(sidekey, fleet.state_file ?? ''), 'the lock cache is on sidekey\'s writable volume')
+  t.notOk(override.services.agent, 'the agent gets nothing new')
 })

@@ -130,3 +130,12 @@ export function dockerIgnored (path: string, ignoreText: string): boolean {
   }
   return ignored
 }
+
+/** Key members that only a private JWK has (EC/OKP `d`, RSA's factors): a shipped JWKS must hold none. */
+export const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'] as const
+
+/** The keys of a shipped JWKS file that carry a private member (should be none). */
+export function privateKeysIn (rel: string): unknown[] {
+  const jwks = JSON.parse(readRepoFile(rel)) as { keys: Array<Record<string, unknown>> }
+  return jwks.keys.filter((k) => PRIVATE_JWK_MEMBERS.some((m) => m in k))
+}

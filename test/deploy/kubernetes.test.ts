@@ -4,12 +4,13 @@
 // one sidekey accepts.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, writeFileSync } from 'node:fs'
-import { join, posix } from 'node:path'
+import { join, posix, relative } from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
 import { loadConfigFile } from '../../src/config/load.js'
 import type { Config } from '../../src/config/schema.js'
-import { flagValue, repoPath, yamlDocs } from './helpers.js'
+import { loadOperatorKeys } from '../../src/fleet/keys.js'
+import { flagValue, privateKeysIn, repoPath, yamlDocs } from './helpers.js'
 import type { Obj } from './helpers.js'
 
 const DIR = 'deploy/kubernetes'
@@ -231,4 +232,57 @@ t.test('kubectl kustomize renders the directory', { skip: kubectl.status === 0 ?
   t.equal(out.status, 0, out.stderr)
   t.match(out.stdout, /image: sidekey:0\.1\.0/, 'the image tag from kustomization.yaml is applied')
   t.match(out.stdout, /kind: Deployment/)
+})
+
+// The optional fleet component (deploy/kubernetes/fleet/): NATS token Secret, operator JWKS ConfigMap, the mounts,
+// and the config with a `fleet:` section; the base is untouched.
+const FLEET = `${DIR}/fleet`
+t.test('the fleet component: the Secret and the public operator keys mounted read-only into sidekey, a valid fleet config', async (t) => {
+  const k = yamlDocs(`${FLEET}/kustomization.yaml`)[0] as Obj
+  t.equal(k.kind, 'Component')
+  for (const f of [...k.resources as string[], ...(k.patches as Obj[]).map((p) => p.path as string)]) t.ok(existsSync(repoPath(`${FLEET}/${f}`)), `${f} exists`)
+  const secret = yamlDocs(`${FLEET}/secret.yaml`)[0] as Obj
+  t.equal(secret.kind, 'Secret')
+  t.match(secret.stringData.token, /^REPLACE/, 'a placeholder, not a token')
+  const generated = (k.configMapGenerator as Obj[])[0] as Obj
+  t.same(generated.files, ['operators.jwks'])
+  t.same(privateKeysIn(`${FLEET}/operators.jwks`), [], 'the JWKS holds public keys only')
+  t.equal((await loadOperatorKeys(repoPath(`${FLEET}/operators.jwks`))).size, 1, 'and sidekey accepts it')
+  t.same(readdirSync(repoPath(FLEET)).filter((f) => /\.(pem|key)$/.test(f)), [], 'no private key file shipped')
+
+  // The config: the base's, plus `fleet:`, and its files come from the mounts the patch adds.
+  const cm = yamlDocs(`${FLEET}/sidekey-config.yaml`)[0] as Obj
+  t.equal(cm.metadata.name, find('ConfigMap').metadata.name, 'patches the base ConfigMap')
+  const dir = t.testdir({ 'sidekey.yaml': cm.data['sidekey.yaml'] })
+  const cfg = await loadConfigFile(join(dir, 'sidekey.yaml'), { SIDEKEY_INSTANCE_ID: 'agent-7d9f8-abcde' })
+  const { fleet, ...rest } = cfg
+  t.same(rest, await podConfig(t), 'the same config as the base apart from fleet:')
+  if (fleet === undefined) return t.fail('no fleet section')
+  const patch = (yamlDocs(`${FLEET}/deployment-patch.yaml`)[0] as Obj).spec.template.spec
+  t.same(patch.initContainers.map((c: Obj) => c.name), ['sidekey'], 'mounted into the sidekey container only')
+  const patched: Obj = { ...pod, volumes: [...pod.volumes as Obj[], ...patch.volumes as Obj[]] }
+  const sidekeyMounts = [...mounts(sidecar), ...patch.initContainers[0].volumeMounts as Obj[]]
+  const source = (file: string): Obj | undefined => {
+    const m = sidekeyMounts.find((x) => file.startsWith(`${x.mountPath as string}/`))
+    return m === undefined ? undefined : { mount: m, volume: (patched.volumes as Obj[]).find((v) => v.name === m.name) }
+  }
+  const token = source(fleet.nats.token_file!)
+  t.equal(token?.volume?.secret?.secretName, secret.metadata.name, 'fleet.nats.token_file is the Secret')
+  t.equal(token?.mount.readOnly, true, 'mounted read-only')
+  const keys = source(fleet.operator_keys)
+  t.equal(keys?.volume?.configMap?.name, generated.name, 'fleet.operator_keys is the generated ConfigMap')
+  t.equal(keys?.mount.readOnly, true, 'mounted read-only')
+  t.ok(fleet.state_file?.startsWith(`${cfg.ca.dir}/`), 'the lock cache is in the writable CA volume')
+  t.notOk(mounts(agent).some((m) => m.name === token?.mount.name || m.name === keys?.mount.name), 'the agent mounts neither')
+})
+
+t.test('kubectl kustomize renders an overlay with the fleet component', { skip: kubectl.status === 0 ? false : 'kubectl not installed' }, async (t) => {
+  const dir = t.testdir({})
+  const rel = (p: string): string => relative(dir, repoPath(p))
+  writeFileSync(join(dir, 'kustomization.yaml'), `resources: [${rel(DIR)}]\ncomponents: [${rel(FLEET)}]\n`)
+  const out = spawnSync('kubectl', ['kustomize', dir], { encoding: 'utf8' })
+  t.equal(out.status, 0, out.stderr)
+  t.match(out.stdout, /mountPath: \/run\/secrets\/sidekey-nats/)
+  t.match(out.stdout, /name: sidekey-operators\n/)
+  t.match(out.stdout, /\n {4}fleet:\n/)
 })
