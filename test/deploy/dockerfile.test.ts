@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 // No Docker engine runs in CI, so the image is checked by reading its Dockerfile: the stages and bases, what
 // reaches the runtime stage, the user, the ports, the entrypoint, and that every file it copies is in the build
 // context (a COPY of a missing or .dockerignore'd path is the classic way a `docker build` breaks).
@@ -59,6 +60,12 @@ t.test('runs as a numeric non-root user with a read-only root filesystem', async
   const env = of(runtime, 'ENV').map((i) => i.args).join(' ')
   const configPath = /SIDEKEY_CONFIG=(\S+)/.exec(env)?.[1]
   t.equal(configPath, '/etc/sidekey/sidekey.yaml', 'SIDEKEY_CONFIG names the mounted config')
+
+  // A V8 flag in NODE_OPTIONS that Node refuses would stop the container before sidekey starts.
+  const nodeOptions = /NODE_OPTIONS=(\S+)/.exec(env)?.[1]
+  t.equal(nodeOptions, '--max-semi-space-size=1', 'the young generation docs/performance.md measured')
+  const probe = spawnSync(process.execPath, ['-e', 'process.exit(0)'], { env: { ...process.env, NODE_OPTIONS: nodeOptions }, encoding: 'utf8' })
+  t.equal(probe.status, 0, `node accepts NODE_OPTIONS=${nodeOptions ?? ''}: ${probe.stderr}`)
 
   // The default config baked in at SIDEKEY_CONFIG must be valid and keep its CA dir on a volume the user owns.
   const baked = of(runtime, 'COPY').map((i) => copyParts(i.args)).find((c) => c.dest === configPath)

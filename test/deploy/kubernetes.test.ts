@@ -181,6 +181,27 @@ t.test('every container runs locked down', async (t) => {
   t.not(agent.securityContext.runAsUser, sidecar.securityContext.runAsUser, 'the agent runs as another user than sidekey')
 })
 
+/** Kubernetes memory quantities (Mi, Gi, M, plain bytes) in MiB. */
+function mib (q: string | undefined): number {
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|k|M|G)?$/.exec(q ?? '')
+  if (m === null) return NaN
+  const unit = { Ki: 1 / 1024, Mi: 1, Gi: 1024, k: 1e3 / 1048576, M: 1e6 / 1048576, G: 1e9 / 1048576 }[m[2] ?? ''] ?? 1 / 1048576
+  return Number(m[1]) * unit
+}
+
+// The footprint docs/performance.md measured (npm run bench, sections start, idle and heap), in MiB.
+const RSS_AT_REST = 80
+const RSS_1000_TUNNELS = 140
+const CA_CREATION_PEAK = 90
+
+t.test('resources match the measured footprint', async (t) => {
+  const sidecarRes = sidecar.resources as Obj
+  t.ok(mib(sidecarRes.requests?.memory) >= RSS_AT_REST, `sidekey requests at least its RSS at rest (${RSS_AT_REST} MiB)`)
+  t.ok(mib(sidecarRes.limits?.memory) >= RSS_1000_TUNNELS, `sidekey's limit holds 1,000 idle tunnels (${RSS_1000_TUNNELS} MiB)`)
+  t.notOk(sidecarRes.limits?.cpu, 'no CPU limit on the sidecar: throttling becomes every call\'s tail latency')
+  t.ok(mib((caInit.resources as Obj).limits?.memory) >= CA_CREATION_PEAK, `sidekey-ca's limit holds CA creation (${CA_CREATION_PEAK} MiB)`)
+})
+
 t.test('instance id from the pod name; config from the ConfigMap', async (t) => {
   for (const c of sidekeyContainers) {
     t.equal(env(c, 'SIDEKEY_INSTANCE_ID')?.valueFrom?.fieldRef?.fieldPath, 'metadata.name', `${c.name as string}: SIDEKEY_INSTANCE_ID from the downward API`)
