@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { createHash } from 'node:crypto'
+import { createHash, X509Certificate } from 'node:crypto'
 import type { lookup as dnsLookup } from 'node:dns'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
@@ -62,6 +62,7 @@ export class Sidekey {
   #adminAddress = ''
   #reloading: Promise<void> | undefined
   #fleet: FleetAgent | undefined
+  #uncovered: readonly string[] = []
 
   private constructor (opts: StartOptions, logger: Logger, metrics: SidekeyMetrics, audit: AuditHub, ca: CertificateAuthority, leaves: LeafCache, runtime: Runtime, trail: AuditTrail | undefined) {
     this.#opts = opts
@@ -81,12 +82,17 @@ export class Sidekey {
       reload: () => this.reload(),
       tokenDigest: () => this.#tokenDigest,
       fleet: () => this.#fleet,
+      uncovered: () => this.#uncovered,
     })
   }
 
-  /** Loads the config, the CA and first credentials, then listens. Never fails because an issuer is down. */
+  /**
+   * Loads the config, the CA and first credentials, then listens. Never fails because an issuer is down. A config
+   * refused for its own faults (preflight) is refused before anything is written: the CA directory stays as it was.
+   */
   static async start (opts: StartOptions): Promise<Sidekey> {
     const config = withOverrides(opts.config ?? await loadConfigFile(requireFile(opts), opts.env), opts)
+    const files = await preflight(config)
     const logger = opts.logger ?? createLogger({ level: config.log.level })
     const clock = opts.clock ?? systemClock
     const metrics = createMetrics({ tools: Object.keys(config.tools) })
@@ -102,10 +108,8 @@ export class Sidekey {
       : await AuditTrail.open({ logger, chain, dir: config.ca.dir, instanceId: config.instance_id, every: config.audit.checkpoint_every, clock })
     const leaves = new LeafCache({ ca, validityMs: config.ca.leaf_validity, max: config.ca.leaf_cache_size, clock })
     let runtime: Runtime
-    let tokenDigest: Buffer | undefined
     try {
-      runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set() })
-      tokenDigest = await readTokenDigest(config)
+      runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set(), upstreamCa: files.upstreamCa })
     } catch (err) {
       // A start that fails still ends its run with a signed checkpoint.
       await trail?.close()
@@ -114,7 +118,7 @@ export class Sidekey {
     metrics.bindCredentials(runtime.credentials)
     metrics.bindCa(ca, clock)
     const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime, trail)
-    app.#tokenDigest = tokenDigest
+    app.#tokenDigest = files.tokenDigest
     // Loaded only when configured: a config without `fleet:` never loads the NATS client.
     if (config.fleet !== undefined) {
       try {
@@ -131,10 +135,14 @@ export class Sidekey {
         throw err
       }
     }
+    let binding = 'proxy'
+    let address = config.listen
     try {
       const [proxyHost, proxyPort] = splitHostPort(config.listen)
-      const [adminHost, adminPort] = splitHostPort(config.admin.listen)
       const p = await app.#proxy.listen(proxyHost, proxyPort)
+      binding = 'admin'
+      address = config.admin.listen
+      const [adminHost, adminPort] = splitHostPort(config.admin.listen)
       const a = await app.#admin.listen(adminHost, adminPort)
       app.#proxyAddress = hostPort(p.address, p.port)
       app.#adminAddress = hostPort(a.address, a.port)
@@ -145,12 +153,23 @@ export class Sidekey {
       await (runtime.credentials as CredentialManager).close()
       await app.#fleet?.close()
       await trail?.close()
-      throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err })
+      const code = (err as NodeJS.ErrnoException).code ?? 'error'
+      const hint = code === 'EADDRINUSE' ? ' (another process, or another sidekey, holds it: pick another port with --listen/--admin or the config)' : ''
+      throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen on ${binding} address ${address}: ${code}${hint}`, { cause: err })
     }
     app.#fleet?.start()
-    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, tools: Object.keys(config.tools) }, 'listening')
+    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, ca_fingerprint: ca.fingerprint256, tools: Object.keys(config.tools) }, 'listening')
     app.#egressMode(config)
+    app.#reportCoverage(config)
     return app
+  }
+
+  /** Tools whose host the CA cannot sign for: warned about, shown in /status and the metric, refused per CONNECT. */
+  #reportCoverage (config: Readonly<Config>): void {
+    const outside = uncoveredTools(config, this.ca)
+    this.#uncovered = outside
+    this.metrics.setUncovered(outside)
+    if (outside.length > 0) this.logger.warn({ tools: outside, ca: this.ca.certPath, ca_fingerprint: this.ca.fingerprint256 }, CA_COVERAGE_WARNING)
   }
 
   get proxyAddress (): string { return this.#proxyAddress }
@@ -178,9 +197,10 @@ export class Sidekey {
     try {
       config = this.#opts.configFile === undefined ? old.config : withOverrides(await loadConfigFile(this.#opts.configFile, this.#opts.env), this.#opts)
       // Everything that can refuse the new config comes before buildRuntime, which starts fetching credentials.
-      tokenDigest = await readTokenDigest(config)
+      const files = await preflight(config)
+      tokenDigest = files.tokenDigest
       next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
-        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, previous: old.credentials as CredentialManager,
+        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, previous: old.credentials as CredentialManager, upstreamCa: files.upstreamCa,
       })
     } catch (err) {
       const e = err as SidekeyError & { problems?: unknown }
@@ -196,11 +216,8 @@ export class Sidekey {
     this.audit.setDetectors(createDetectors(config.anomaly), anomalyRateLimit(config.anomaly))
     this.trail?.setEvery(config.audit.checkpoint_every)
     this.logger.info({ tools: Object.keys(config.tools) }, 'config reloaded')
-    // The CA's name constraints were fixed when it was made: a tool host added since is refused a leaf (fails closed).
-    const outside = Object.entries(config.tools).filter(([, t]) => !this.ca.permits(t.match.host.replace(/^\*\./, 'x.'))).map(([name]) => name)
-    if (outside.length > 0) {
-      this.logger.warn({ tools: outside }, 'these tools are outside the CA name constraints: their intercepted TLS fails until the pod is replaced (a new CA, trusted by the agent)')
-    }
+    // A reload never replaces the CA: a tool host added since it was made is refused (fails closed) and reported.
+    this.#reportCoverage(config)
     void retire(old)
   }
 
@@ -230,6 +247,8 @@ export class Sidekey {
 }
 
 interface RuntimeDeps {
+  /** PEM of `upstream_ca_file`, read by preflight. */
+  upstreamCa: string | undefined
   clock: Clock
   audit: AuditHub
   leaves: LeafCache
@@ -243,7 +262,7 @@ async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promi
   const resolver: ResolverOptions = { pins: config.resolve, blockPrivate: config.egress.block_private, ...(deps.dns === undefined ? {} : { dns: deps.dns }) }
   const lookup = createLookup(resolver)
   const router = new Router(config.tools)
-  const upstream = createUpstream(config, lookup, router)
+  const upstream = createUpstream(config, lookup, router, deps.upstreamCa)
   // Loaded (and its key read or made) only in inventory mode.
   const inventory = config.egress.unmatched === 'inventory' ? await (await import('./inventory/index.js')).createInventory(config.ca.dir) : undefined
   const credentials = CredentialManager.create(config, { clock: deps.clock, audit: deps.audit, dispatcher: upstream, ...(deps.previous === undefined ? {} : { previous: deps.previous }) })
@@ -268,16 +287,50 @@ export function caConstraints (config: Readonly<Config>): { nameConstraints?: st
   return { nameConstraints: Object.values(config.tools).map((t) => t.match.host.startsWith('*.') ? t.match.host.slice(1) : t.match.host) }
 }
 
-async function readTokenDigest (config: Readonly<Config>): Promise<Buffer | undefined> {
-  if (config.admin.token_file === undefined) return undefined
-  let token: string
-  try {
-    token = (await readFile(config.admin.token_file, 'utf8')).trim()
-  } catch (err) {
-    throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `admin.token_file ${config.admin.token_file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+export const CA_COVERAGE_WARNING = 'these tools are outside the interception CA\'s name constraints: CONNECTs to them are refused (ca_constraint) ' +
+  'until the CA is replaced with sidekey ca --rotate (then restart sidekey, and every agent must trust the new ca.pem)'
+
+/** Tools whose host the CA's name constraints do not cover (a wildcard is probed with one name under it). */
+export function uncoveredTools (config: Readonly<Config>, ca: Pick<CertificateAuthority, 'permits'>): string[] {
+  return Object.entries(config.tools).filter(([, t]) => !ca.permits(t.match.host.replace(/^\*\./, 'x.'))).map(([name]) => name)
+}
+
+/** What a config needs from disk besides itself, read before anything is created, bound or fetched. */
+export interface Preflight {
+  /** SHA-256 of `admin.token_file`'s token. */
+  readonly tokenDigest: Buffer | undefined
+  /** `upstream_ca_file`'s certificates (PEM). */
+  readonly upstreamCa: string | undefined
+}
+
+/**
+ * Everything `run` (and a reload) refuses a valid-looking config for, in one place, so `sidekey check` refuses
+ * exactly the same (it calls this too). Throws SIDEKEY_CONFIG_INVALID naming each file; never quotes contents.
+ */
+export async function preflight (config: Readonly<Config>): Promise<Preflight> {
+  const problems: string[] = []
+  const read = async (key: string, file: string | undefined): Promise<string | undefined> => {
+    if (file === undefined) return undefined
+    try {
+      return await readFile(file, 'utf8')
+    } catch (err) {
+      problems.push(`${key} ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+      return undefined
+    }
   }
-  if (token === '') throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `admin.token_file ${config.admin.token_file} is empty`)
-  return createHash('sha256').update(token).digest()
+  const [token, upstreamCa] = await Promise.all([read('admin.token_file', config.admin.token_file), read('upstream_ca_file', config.upstream_ca_file)])
+  if (token !== undefined && token.trim() === '') problems.push(`admin.token_file ${config.admin.token_file} is empty`)
+  if (upstreamCa !== undefined && !holdsCertificate(upstreamCa)) problems.push(`upstream_ca_file ${config.upstream_ca_file} holds no PEM certificate`)
+  if (problems.length > 0) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', problems.join('; '))
+  return { tokenDigest: token === undefined ? undefined : createHash('sha256').update(token.trim()).digest(), upstreamCa }
+}
+
+function holdsCertificate (pem: string): boolean {
+  try {
+    return new X509Certificate(pem).raw.length > 0
+  } catch {
+    return false
+  }
 }
 
 function requireFile (opts: StartOptions): string {

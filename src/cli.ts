@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { Sidekey, caConstraints } from './app.js'
+import { CA_COVERAGE_WARNING, Sidekey, caConstraints, preflight, uncoveredTools } from './app.js'
 import { ConfigError, formatProblems, loadConfigFile } from './config/load.js'
 import { hostPort as hostPortSchema } from './config/schema.js'
-import { loadOrCreateCa } from './tls/ca.js'
+import type { Config } from './config/schema.js'
+import { loadCa, loadOrCreateCa, type CertificateAuthority } from './tls/ca.js'
 import { writeCaBundle } from './tls/bundle.js'
 import { SidekeyError } from './errors.js'
 
 const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
        sidekey check --config FILE
-       sidekey ca --config FILE [--bundle OUT]
+       sidekey ca --config FILE [--bundle OUT] [--rotate]
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
        sidekey audit scopes --config FILE [--since 30d|all] [--json] [FILE...]
        sidekey audit tasks [--json] [FILE...]  (calls, tools and statuses per X-Sidekey-Task)
@@ -19,7 +20,9 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
        sidekey fleet keygen|lock|unlock|revoke|rotate|status|jwks ...   (sidekey fleet --help)
 
---config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.`
+--config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.
+ca creates the CA if there is none and never replaces one; --rotate replaces it (every agent must then trust
+the new ca.pem, and running sidekeys must be restarted). --bundle writes the system's trusted roots plus the CA.`
 
 const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema', 'fleet'])
 
@@ -42,7 +45,7 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write(configJsonSchemaText())
     return 0
   }
-  let values: { config?: string, listen?: string, admin?: string, bundle?: string, help?: boolean }
+  let values: { config?: string, listen?: string, admin?: string, bundle?: string, rotate?: boolean, help?: boolean }
   try {
     ({ values } = parseArgs({
       args: rest,
@@ -51,6 +54,7 @@ async function main (argv: string[]): Promise<number> {
         listen: { type: 'string' },
         admin: { type: 'string' },
         bundle: { type: 'string' },
+        rotate: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -75,18 +79,17 @@ async function main (argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'check': {
-        await loadConfigFile(file)
+        const config = await loadConfigFile(file)
+        // The very checks `run` makes before it touches anything, so check cannot pass a config run refuses.
+        await preflight(config)
+        const ca = await loadCa(config.ca.dir)
+        const outside = ca === undefined ? [] : uncoveredTools(config, ca)
+        if (outside.length > 0) process.stderr.write(`sidekey: warning: ${outside.map((n) => `tool ${n}`).join(', ')}: ${CA_COVERAGE_WARNING}\n`)
         process.stdout.write(`${file}: ok\n`)
         return 0
       }
-      case 'ca': {
-        const config = await loadConfigFile(file)
-        // The same constraints as `run`, or the CA would be replaced here and again at the next start.
-        const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, ...caConstraints(config) })
-        if (values.bundle !== undefined) await writeCaBundle(values.bundle, ca.certPem)
-        process.stdout.write(ca.certPath + '\n')
-        return 0
-      }
+      case 'ca':
+        return await caCommand(await loadConfigFile(file), values)
       default:
         return await run(file, values)
     }
@@ -106,6 +109,35 @@ async function audit (args: string[]): Promise<number> {
     case 'report': return (await import('./audit/report/report.js')).reportCommand(args.slice(1), io)
     default: return (await import('./audit/summary.js')).auditCommand(args, io)
   }
+}
+
+/** `sidekey ca`: create (never replace) the CA, or replace it on --rotate saying what that breaks; print its path. */
+async function caCommand (config: Readonly<Config>, values: { bundle?: string, rotate?: boolean }): Promise<number> {
+  await preflight(config)
+  const before = await loadCa(config.ca.dir)
+  const rotate = values.rotate === true && before !== undefined
+  // The same constraints as `run`, so a CA made here is the one `run` keeps.
+  const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, ...caConstraints(config), rotate })
+  const out = process.stdout
+  out.write(ca.certPath + '\n')
+  if (values.bundle !== undefined) {
+    const bundle = await writeCaBundle(values.bundle, ca.certPem)
+    out.write(`bundle: ${bundle.path} (roots from ${bundle.source === 'node' ? "Node's built-in Mozilla list: no system store found" : bundle.source}, plus the CA)\n`)
+  }
+  if (rotate) {
+    out.write(`rotated: ${before.fingerprint256} -> ${ca.fingerprint256}\n` +
+      `hosts covered before: ${covered(before)}\nhosts covered now: ${covered(ca)}\n` +
+      'restart every running sidekey using this CA directory (it keeps presenting the old CA until then), and give every ' +
+      `agent that trusted the old CA the new ${ca.certPath}${values.bundle === undefined ? ' (or a bundle: sidekey ca --bundle OUT)' : ` or ${values.bundle}`}, then restart those agents\n`)
+    return 0
+  }
+  const outside = uncoveredTools(config, ca)
+  if (outside.length > 0) process.stderr.write(`sidekey: warning: ${outside.map((n) => `tool ${n}`).join(', ')}: ${CA_COVERAGE_WARNING}\n`)
+  return 0
+}
+
+function covered (ca: CertificateAuthority): string {
+  return ca.nameConstraints === undefined ? 'any (unconstrained)' : ca.nameConstraints.length === 0 ? 'none' : ca.nameConstraints.join(', ')
 }
 
 async function run (file: string, values: { listen?: string, admin?: string }): Promise<number> {

@@ -29,17 +29,35 @@ export class SidekeyError extends Error {
   readonly code: ErrorCode
   readonly status: number
   readonly expose: boolean
-  /** Extra fields safe to put in the JSON error body (e.g. `tool`). */
+  /**
+   * Extra fields safe to put in the JSON error body: `tool`, `reason` (an egress refusal's audit reason), `detail`
+   * (a short hint for the agent, in the audit's words: never a secret, path or certificate content).
+   */
   readonly details: Readonly<Record<string, string | number>>
+  /** The RFC 9209 Proxy-Status error type, when the code alone does not say it (proxy/respond.ts maps the rest). */
+  readonly proxyStatus: string | undefined
 
-  constructor (code: ErrorCode, message: string, opts: { status?: number, expose?: boolean, details?: Record<string, string | number>, cause?: unknown } = {}) {
+  constructor (code: ErrorCode, message: string, opts: { status?: number, expose?: boolean, details?: Record<string, string | number>, proxyStatus?: string, cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
     this.name = 'SidekeyError'
     this.code = code
     this.status = opts.status ?? 500
     this.expose = opts.expose ?? this.status < 500
     this.details = Object.freeze({ ...(opts.details ?? {}) })
+    this.proxyStatus = opts.proxyStatus
   }
+}
+
+/** The words for the two commonest refusals, the same on every transport. */
+export const NO_TOOL = 'no tool matches this destination'
+export const SELF = 'destination is sidekey itself'
+
+/**
+ * A refused destination (403): `reason` is the `egress.denied` audit reason and the body's `reason`, `detail` the
+ * words the agent and the audit both get.
+ */
+export function egressDenied (detail: string, reason: string): SidekeyError {
+  return new SidekeyError('SIDEKEY_EGRESS_DENIED', detail, { status: 403, details: { reason, detail } })
 }
 
 /** Issuer failures carry an optional retry hint (from Retry-After) for the refresher's backoff. */

@@ -56,7 +56,8 @@ t.test('run with a bad config exits non-zero with the same messages and no stack
 t.test('ca prints the certificate path; --bundle writes system roots plus the CA', async (t) => {
   const bundle = join(dir, 'bundle.pem')
   const { stdout } = await run(process.execPath, [CLI, 'ca', '--config', good, '--bundle', bundle])
-  const caPath = stdout.trim()
+  const caPath = stdout.split('\n')[0]!
+  t.match(stdout, `bundle: ${bundle} (roots from `)
   const ca = readFileSync(caPath, 'utf8')
   t.match(ca, /BEGIN CERTIFICATE/)
   const b = readFileSync(bundle, 'utf8')

@@ -16,6 +16,8 @@ export interface AdminDeps {
   readonly reload: () => Promise<void>
   /** SHA-256 of the admin token when `admin.token_file` is set: POST routes then need it as a Bearer token. */
   readonly tokenDigest: () => Buffer | undefined
+  /** Tools the interception CA cannot cover: /status marks them `servable: false` (reason `ca_constraint`). */
+  readonly uncovered?: () => readonly string[]
   /** Fleet control, when configured: its readiness (`required: true`) and its status (active locks). */
   readonly fleet?: () => FleetView | undefined
 }
@@ -115,7 +117,7 @@ export class AdminServer {
       }
       case '/status': {
         const fleet = this.#deps.fleet?.()
-        send(res, 200, { tools: this.#deps.credentials().status(), ...(fleet === undefined ? {} : { fleet: fleet.status() }) })
+        send(res, 200, { tools: this.#status(), ...(fleet === undefined ? {} : { fleet: fleet.status() }) })
         return
       }
       case '/.well-known/jwks.json':
@@ -134,6 +136,14 @@ export class AdminServer {
       default:
         send(res, 404, { error: 'not_found' })
     }
+  }
+
+  #status (): Record<string, object> {
+    const tools: Record<string, object> = { ...this.#deps.credentials().status() }
+    for (const name of this.#deps.uncovered?.() ?? []) {
+      if (tools[name] !== undefined) tools[name] = { ...tools[name], servable: false, reason: 'ca_constraint' }
+    }
+    return tools
   }
 
   #authorized (req: IncomingMessage): boolean {

@@ -59,6 +59,8 @@ export interface CredentialUsed {
   outcome?: string
   /** For failures: a stable error code (e.g. `SIDEKEY_UPSTREAM_TLS/CERT_HAS_EXPIRED`), never a message. */
   error?: string
+  /** For failures: the hint the agent got in its error body (`upstream certificate not trusted: set upstream_ca_file`). */
+  detail?: string
   /** Milliseconds of the exchange spent in sidekey itself (before the upstream request was sent). */
   overhead_ms?: number
   /** True when the request was replayed after a 401 and a forced refresh. */
@@ -88,6 +90,8 @@ export interface EgressDenied {
   path?: string
   /** `misdirected`: the authority (Host, absolute URL, or TLS server name) the agent named inside a tunnel to `host`. */
   requested?: string
+  /** The tool whose request was refused when dialling its upstream (e.g. `private_address`: an unpinned name). */
+  tool?: string
 }
 
 /**
@@ -108,6 +112,8 @@ export interface EgressPassed {
   duration_ms?: number
   /** For failures: a stable error code, never a message. */
   error?: string
+  /** For failures: the hint the agent got in its error body. */
+  detail?: string
 }
 
 /** Where a credential sat in a request, as `egress.inventory` records it: never the value. */

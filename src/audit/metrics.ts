@@ -32,7 +32,7 @@ export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
  * of these is counted as `other`.
  */
 export const EGRESS_DENY_REASONS = [
-  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected', 'connect_in_tunnel',
+  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected', 'connect_in_tunnel', 'ca_constraint',
   'bad_request', 'bad_task', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
 ] as const
 export type EgressDenyReason = typeof EGRESS_DENY_REASONS[number]
@@ -62,6 +62,7 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_egress_denied_total',
   'sidekey_egress_denied_by_reason_total',
   'sidekey_tool_ready',
+  'sidekey_tool_ca_covered',
   'sidekey_tools',
   'sidekey_egress_unmatched_mode',
   'sidekey_ca_expires_in_seconds',
@@ -132,6 +133,7 @@ export class SidekeyMetrics {
   readonly #overhead: Histogram<'tool'>
   #configured: readonly string[] = []
   #egressMode: EgressMode = 'deny'
+  #uncovered: ReadonlySet<string> = new Set()
   #credentials: CredentialStatusSource | undefined
   #ca: { readonly source: CaExpirySource, readonly clock: Clock } | undefined
   #fleet: { readonly commands: Counter<'action' | 'result'>, readonly apply: Histogram } | undefined
@@ -212,6 +214,16 @@ export class SidekeyMetrics {
       collect () { self.#readyGauge(this) },
     })
     new Gauge({
+      name: 'sidekey_tool_ca_covered',
+      help: "1 when the interception CA's name constraints cover the tool's host; 0: CONNECTs to it are refused until sidekey ca --rotate.",
+      labelNames: ['tool'],
+      registers,
+      collect () {
+        this.reset()
+        for (const tool of self.#configured) this.set({ tool }, self.#uncovered.has(tool) ? 0 : 1)
+      },
+    })
+    new Gauge({
       name: 'sidekey_tools',
       help: 'Number of configured tools.',
       registers,
@@ -270,6 +282,11 @@ export class SidekeyMetrics {
   setTools (tools: readonly string[]): void {
     this.#configured = Object.freeze([...tools])
     for (const tool of tools) this.#addTool(tool)
+  }
+
+  /** Tools the CA cannot cover (app.ts uncoveredTools), on start and reload: sidekey_tool_ca_covered reads it. */
+  setUncovered (tools: readonly string[]): void {
+    this.#uncovered = new Set(tools)
   }
 
   /** The credential gauges (age, expires_in, ready) read this at scrape time. */

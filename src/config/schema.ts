@@ -22,6 +22,7 @@ const duration = (def: string) => z.union([z.string(), z.number()])
 
 /** `HOST:PORT`, `[v6]:PORT`; port 0 picks a free one. */
 export const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535')
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port out of range')
 
 const port = z.number().int().min(1).max(65535)

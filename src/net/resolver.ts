@@ -1,6 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { isIP, type LookupFunction } from 'node:net'
-import { SidekeyError } from '../errors.js'
+import { egressDenied } from '../errors.js'
 import { isBlockedIp } from './ip.js'
 import { isLocalhostName } from './self.js'
 
@@ -34,7 +34,7 @@ export function createLookup (opts: ResolverOptions): LookupFunction {
       if (err !== null) { callback(err, '', 0); return }
       if (opts.blockPrivate) {
         const bad = addresses.find((a) => isBlockedIp(a.address))
-        if (bad !== undefined || addresses.length === 0) { callback(egressDenied('resolves to a private or special address'), '', 0); return }
+        if (bad !== undefined || addresses.length === 0) { callback(egressDenied(`${hostname} resolves to a private or special address (egress.block_private; pin it in resolve: to allow it)`, 'private_address'), '', 0); return }
       }
       if (all) (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses)
       else callback(null, addresses[0]!.address, addresses[0]!.family)
@@ -45,12 +45,9 @@ export function createLookup (opts: ResolverOptions): LookupFunction {
 /** Checks a destination before any connection: IP literals are not passed to `lookup` by Node. */
 export function checkAddress (host: string, opts: ResolverOptions): void {
   if (opts.pins[host] !== undefined || !opts.blockPrivate) return
-  if (isIP(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)) throw egressDenied('private or special address')
+  if (isIP(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)) throw egressDenied(`${host} is a private or special address (egress.block_private)`, 'private_address')
 }
 
-export function egressDenied (reason: string): SidekeyError & { errno?: number } {
-  return new SidekeyError('SIDEKEY_EGRESS_DENIED', reason, { status: 403 })
-}
 
 /** Resolves a host the way a connect would, for callers that must know the address (the self-loop check). */
 export function resolveChecked (host: string, lookup: LookupFunction): Promise<string> {

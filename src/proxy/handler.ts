@@ -5,7 +5,7 @@ import { isIP } from 'node:net'
 import type { Dispatcher } from 'undici'
 import type { CredentialUsed, PlaceholderState } from '../audit/events.js'
 import type { Credential } from '../credentials/provider.js'
-import { SidekeyError } from '../errors.js'
+import { egressDenied, NO_TOOL, SELF, SidekeyError } from '../errors.js'
 import { resolveChecked } from '../net/resolver.js'
 import { isOwnAddress, targetsSelf } from '../net/self.js'
 import { formatAuthority } from '../net/host.js'
@@ -79,7 +79,7 @@ export class RequestHandler {
         await this.#passThrough(rt, req, res, target, path, client, requestId)
         return
       }
-      sendError(res, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'no tool matches this destination', { status: 403 }), requestId)
+      sendError(res, egressDenied(NO_TOOL, 'no_tool'), requestId)
       rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'no_tool', client, method, request_id: requestId, path: pathWithoutQuery(path) })
       return
     }
@@ -133,7 +133,7 @@ export class RequestHandler {
     let release: (() => void) | undefined
     let scrub: ResponseScrub | undefined
     try {
-      if (isSelf(rt, target.host, route.upstreamPort)) throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 })
+      if (isSelf(rt, target.host, route.upstreamPort)) throw egressDenied(SELF, 'self')
       release = this.#inFlight.acquire(origin, inFlightCap(rt))
       const body = await requestBody(req, rt.config.limits.replay_body_bytes)
       if (body.contentLength !== undefined && body.kept === undefined) base.headers.push('content-length', body.contentLength)
@@ -189,8 +189,15 @@ export class RequestHandler {
         used(answered.status, current.id, placeholder, { outcome: 'bad_request', error: `SIDEKEY_BAD_REQUEST:${answered.code}`, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
         return
       }
-      const status = this.#fail(res, err, requestId)
-      used(status, current.id, placeholder, { ...failure(err, replayed), ...echoed(scrub) })
+      const status = this.#fail(res, err, requestId, tool.name)
+      const e = upstreamError(err)
+      if (e.code === 'SIDEKEY_EGRESS_DENIED') {
+        // Refused at dial time (an unpinned name resolving to a private address, or sidekey itself): a refusal, counted
+        // and audited with its reason like every other.
+        rt.audit.emit({ event: 'egress.denied', host: target.host, port: route.upstreamPort, reason: reasonOf(e), client, method, request_id: requestId, path: pathWithoutQuery(path), tool: tool.name })
+        return
+      }
+      used(status, current.id, placeholder, { ...failure(e, err, replayed), ...echoed(scrub) })
     } finally {
       release?.()
     }
@@ -206,9 +213,9 @@ export class RequestHandler {
     const started = performance.now()
     const inventory = rt.inventory
     const carried = inventory?.carried(req.rawHeaders, path)
-    const passed = (status: number, error?: string): void => {
+    const passed = (status: number, error?: string, detail?: string | number): void => {
       const duration = round(performance.now() - started)
-      const failed = error === undefined ? {} : { error }
+      const failed = { ...(error === undefined ? {} : { error }), ...(typeof detail === 'string' ? { detail } : {}) }
       if (inventory === undefined || carried === undefined) {
         rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method, status, client, request_id: requestId, path: pathWithoutQuery(path), duration_ms: duration, ...failed })
         return
@@ -221,11 +228,11 @@ export class RequestHandler {
     let release: (() => void) | undefined
     try {
       // The ports a pass-through may reach: the plain-HTTP default, and what CONNECT may reach (RELIABILITY B1).
-      if (target.port !== 80 && !connectPortAllowed(rt, target.port)) throw egressDenied('port not allowed', 'port')
+      if (target.port !== 80 && !connectPortAllowed(rt, target.port)) throw egressDenied(`port ${target.port} is not allowed (egress.connect_ports)`, 'port')
       checkPassThrough(rt, target.host, target.port)
       const authority = formatAuthority(target.host, target.port, defaultPort(target.scheme))
       release = this.#inFlight.acquire(`${target.scheme}://${authority}`, inFlightCap(rt))
-      if (isSelf(rt, target.host, target.port)) throw egressDenied('destination is sidekey itself', 'self')
+      if (isSelf(rt, target.host, target.port)) throw egressDenied(SELF, 'self')
       const { headers } = upstreamHeaders(req.rawHeaders, undefined, authority)
       const body = await requestBody(req, 0)
       if (body.contentLength !== undefined) headers.push('content-length', body.contentLength)
@@ -236,22 +243,26 @@ export class RequestHandler {
       passed(response.statusCode)
     } catch (err) {
       const status = this.#fail(res, err, requestId)
-      const reason = err instanceof SidekeyError ? err.details.reason : undefined
-      if (status === 403) rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: typeof reason === 'string' ? reason : 'private_address', client, method, request_id: requestId })
-      else passed(status, failureCode(err))
+      const e = upstreamError(err)
+      if (e.code === 'SIDEKEY_EGRESS_DENIED') rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: reasonOf(e), client, method, request_id: requestId })
+      else passed(status, failureCode(err), e.details.detail)
     } finally {
       release?.()
     }
   }
 
   /** Answers a failed exchange; once the response has started, the only honest answer is to cut it. */
-  #fail (res: ServerResponse, err: unknown, requestId: string): number {
+  #fail (res: ServerResponse, err: unknown, requestId: string, tool?: string): number {
     if (res.headersSent) {
       res.destroy()
       return res.statusCode
     }
     const e = upstreamError(err)
-    sendError(res, e, requestId)
+    // A tool's failure names the tool, as credential_unavailable does.
+    const named = tool === undefined || e.details.tool !== undefined
+      ? e
+      : new SidekeyError(e.code, e.message, { status: e.status, expose: e.expose, details: { tool, ...e.details }, proxyStatus: e.proxyStatus, cause: e.cause })
+    sendError(res, named, requestId)
     return e.status
   }
 }
@@ -285,12 +296,17 @@ function echoed (scrub: ResponseScrub | undefined): { echoed?: string[] } {
 }
 
 const OUTCOMES: Partial<Record<string, string>> = {
-  SIDEKEY_EGRESS_DENIED: 'egress_denied', SIDEKEY_BAD_REQUEST: 'bad_request', SIDEKEY_CREDENTIAL_UNAVAILABLE: 'credential_unavailable',
+  SIDEKEY_BAD_REQUEST: 'bad_request', SIDEKEY_CREDENTIAL_UNAVAILABLE: 'credential_unavailable',
 }
 
-function failure (err: unknown, replayed: boolean): Outcome & { replayed?: boolean } {
-  const e = upstreamError(err)
-  return { outcome: OUTCOMES[e.code] ?? 'upstream_error', error: failureCode(err), ...(replayed ? { replayed } : {}) }
+function failure (e: SidekeyError, err: unknown, replayed: boolean): Outcome & { replayed?: boolean, detail?: string } {
+  const detail = e.details.detail
+  return { outcome: OUTCOMES[e.code] ?? 'upstream_error', error: failureCode(err), ...(typeof detail === 'string' ? { detail } : {}), ...(replayed ? { replayed } : {}) }
+}
+
+/** The audit reason a refusal carries (every egressDenied has one). */
+function reasonOf (e: SidekeyError): string {
+  return typeof e.details.reason === 'string' ? e.details.reason : 'other'
 }
 
 /** Exchanges allowed in flight per upstream origin: its connections plus the queue behind them. */
@@ -368,15 +384,10 @@ function isSelf (rt: Runtime, host: string, port: number): boolean {
 async function passThroughOrigin (rt: Runtime, scheme: 'http' | 'https', host: string, port: number): Promise<string> {
   if (!rt.ownPorts.has(port) || isIP(host) !== 0 || rt.resolver.pins[host] !== undefined) return `${scheme}://${formatAuthority(host, port, defaultPort(scheme))}`
   const address = await resolveChecked(host, rt.lookup)
-  if (isOwnAddress(address)) throw egressDenied('destination is sidekey itself', 'self')
+  if (isOwnAddress(address)) throw egressDenied(SELF, 'self')
   return `${scheme}://${formatAuthority(address, port, defaultPort(scheme))}`
 }
 
 function defaultPort (scheme: 'http' | 'https'): number {
   return scheme === 'https' ? 443 : 80
-}
-
-/** A refused pass-through; `reason` is the audit's (and the agent may see it: it names no secret). */
-function egressDenied (message: string, reason: 'port' | 'self'): SidekeyError {
-  return new SidekeyError('SIDEKEY_EGRESS_DENIED', message, { status: 403, details: { reason } })
 }

@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { getHeapStatistics } from 'node:v8'
 import type { LimitsConfig } from '../config/schema.js'
-import { SidekeyError } from '../errors.js'
+import { egressDenied, NO_TOOL, SELF, SidekeyError } from '../errors.js'
 import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from '../net/host.js'
 import { targetsSelf } from '../net/self.js'
 import { RequestHandler, type RequestTarget } from './handler.js'
@@ -12,6 +12,7 @@ import { asSidekeyError, CLIENT_ERROR, sendError, sendRawError, type MarkedSocke
 import { connectPortAllowed, type Runtime } from './runtime.js'
 import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
+import { CA_CONSTRAINT_DETAIL } from '../tls/leaf-cache.js'
 import { AgentH2 } from './h2.js'
 import { USUAL_METHODS } from './methods.js'
 import { listen } from '../util/listen.js'
@@ -238,6 +239,13 @@ export class ProxyListener {
     this.#tunnels.add(socket)
     socket.once('close', () => this.#tunnels.delete(socket))
     if (rt.router.ownsHost(target.host, target.port)) {
+      // A leaf the CA may not sign would end in a bare TLS abort: refuse the CONNECT with a reason instead, unless a
+      // plaintext tool owns the host (plain HTTP in the tunnel needs no leaf).
+      if (!rt.leaves.permits(target.host) && !rt.router.candidates(target.host).some((t) => t.config.plaintext)) {
+        deny('ca_constraint')
+        sendRawError(socket, egressDenied(CA_CONSTRAINT_DETAIL, 'ca_constraint'), requestId)
+        return
+      }
       await this.#intercept(rt, socket, head, target, client)
       return
     }
@@ -245,7 +253,7 @@ export class ProxyListener {
     const unmatched = rt.config.egress.unmatched
     if (unmatched !== 'deny' && portAllowed && targetsSelf(target.host, target.port, rt.ownPorts, rt.resolver.pins)) {
       deny('self')
-      sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 }), requestId)
+      sendRawError(socket, egressDenied(SELF, 'self'), requestId)
       return
     }
     if (unmatched === 'inventory' && portAllowed) {
@@ -265,7 +273,7 @@ export class ProxyListener {
       return
     }
     deny(portAllowed ? 'no_tool' : 'port')
-    sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'no tool matches this destination', { status: 403 }), requestId)
+    sendRawError(socket, portAllowed ? egressDenied(NO_TOOL, 'no_tool') : egressDenied(`CONNECT to port ${target.port} is not allowed (egress.connect_ports)`, 'port'), requestId)
   }
 }
 

@@ -4,10 +4,11 @@ import { STATUS_CODES } from 'node:http'
 import { SidekeyError } from '../errors.js'
 
 /**
- * The one place errors become answers to the agent. Bodies carry a stable error name, the details SPEC names
- * (`{"error":"credential_unavailable","tool":"NAME"}`) and the request id that ties the answer to its audit line
- * (RELIABILITY D2: "generic body with a request id"; also in `x-sidekey-request-id`), never an internal message,
- * upstream detail or secret.
+ * The one place errors become answers to the agent. Bodies carry a stable error name, the documented fields
+ * (`{"error":"credential_unavailable","tool":"NAME"}`; `reason` and `detail` for refusals and upstream failures)
+ * and the request id that ties the answer to its audit line (also in `x-sidekey-request-id`), never an internal
+ * message, raw upstream error or secret. Every error also carries an RFC 9209 `Proxy-Status` header, which proxy
+ * aware clients show even when they hide the body (a refused CONNECT).
  */
 const ERROR_NAMES: Record<string, string> = {
   SIDEKEY_BAD_REQUEST: 'bad_request',
@@ -32,6 +33,37 @@ export const CLIENT_ERROR: unique symbol = Symbol('sidekey.clientError')
 
 export type MarkedSocket = Socket & { [CLIENT_ERROR]?: { readonly status: number, readonly code: string } }
 
+/** RFC 9209 §2.3 error types, by code; refusals by their reason where that says more. */
+const PROXY_STATUS_TYPES: Record<string, string> = {
+  SIDEKEY_BAD_REQUEST: 'http_request_error',
+  SIDEKEY_MISDIRECTED: 'http_request_denied',
+  SIDEKEY_EGRESS_DENIED: 'http_request_denied',
+  SIDEKEY_METHOD_DENIED: 'http_request_denied',
+  SIDEKEY_CREDENTIAL_UNAVAILABLE: 'proxy_internal_response',
+  SIDEKEY_UPSTREAM_FAILED: 'destination_unavailable',
+  SIDEKEY_UPSTREAM_TIMEOUT: 'connection_timeout',
+  SIDEKEY_UPSTREAM_TLS: 'tls_protocol_error',
+  SIDEKEY_OVERLOADED: 'connection_limit_reached',
+}
+const REASON_TYPES: Record<string, string> = {
+  private_address: 'destination_ip_prohibited',
+  self: 'proxy_loop_detected',
+  ca_constraint: 'proxy_configuration_error',
+}
+
+/** `sidekey; error=destination_ip_prohibited; details="…"` (RFC 9209): the type, and the body's words if safe to show. */
+export function proxyStatus (err: SidekeyError): string {
+  const reason = err.details.reason
+  const type = err.proxyStatus ?? (typeof reason === 'string' ? REASON_TYPES[reason] : undefined) ?? PROXY_STATUS_TYPES[err.code] ?? 'proxy_internal_error'
+  const detail = err.details.detail ?? (err.expose ? err.message : undefined)
+  return detail === undefined ? `sidekey; error=${type}` : `sidekey; error=${type}; details=${sfString(String(detail))}`
+}
+
+/** An RFC 8941 sf-string: printable ASCII only, `"` and `\` escaped. */
+function sfString (text: string): string {
+  return `"${text.replace(/[^\x20-\x7e]/g, '?').replace(/["\\]/g, '\\$&')}"`
+}
+
 export function asSidekeyError (err: unknown): SidekeyError {
   return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { status: 500, cause: err })
 }
@@ -55,6 +87,7 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'x-sidekey-request-id': requestId,
+    'proxy-status': proxyStatus(err),
     ...(close ? { connection: 'close' } : {}),
     ...extraHeaders,
   })
@@ -69,7 +102,8 @@ export function sendRawError (socket: Socket, err: SidekeyError, requestId: stri
     let extra = ''
     for (const [name, value] of Object.entries(extraHeaders)) extra += `${name}: ${value}\r\n`
     socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nconnection: close\r\n${extra}\r\n${body}`)
+      `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nproxy-status: ${proxyStatus(err)}\r\n` +
+      `connection: close\r\n${extra}\r\n${body}`)
   }
   socket.destroySoon()
 }

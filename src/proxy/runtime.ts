@@ -4,7 +4,8 @@ import type { Config } from '../config/schema.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import type { AuditSink } from '../audit/events.js'
 import type { LeafCache } from '../tls/leaf-cache.js'
-import { checkAddress, egressDenied, type ResolverOptions } from '../net/resolver.js'
+import { checkAddress, type ResolverOptions } from '../net/resolver.js'
+import { egressDenied } from '../errors.js'
 import { isBlockedIp } from '../net/ip.js'
 import type { Router } from './router.js'
 import type { Inventory } from '../inventory/index.js'
@@ -44,7 +45,7 @@ export function connectPortAllowed (rt: Runtime, port: number): boolean {
 export function checkPassThrough (rt: Runtime, host: string, port: number): void {
   const pinned = rt.resolver.pins[host]
   if (pinned !== undefined && rt.resolver.blockPrivate && isBlockedIp(pinned) && !rt.router.candidates(host).some((t) => t.port === port)) {
-    throw egressDenied('pinned to a private address, on a port no tool of that name uses')
+    throw egressDenied(`${host} is pinned to a private address, on a port no tool of that name uses`, 'private_address')
   }
   checkAddress(host, rt.resolver)
 }

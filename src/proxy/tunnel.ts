@@ -1,8 +1,8 @@
 import { connect as netConnect, type Socket } from 'node:net'
-import { TLSSocket } from 'node:tls'
+import { TLSSocket, type SecureContext } from 'node:tls'
 import type { Server } from 'node:http'
 import type { AgentH2 } from './h2.js'
-import { SidekeyError } from '../errors.js'
+import { egressDenied, SELF, SidekeyError } from '../errors.js'
 import { normalizeHost } from '../net/host.js'
 import { isOwnAddress } from '../net/self.js'
 import { sendRawError } from './respond.js'
@@ -45,7 +45,15 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
     return
   }
   socket.pause()
-  const context = await rt.leaves.secureContext(target.host)
+  let context: SecureContext
+  try {
+    context = await rt.leaves.secureContext(target.host)
+  } catch (err) {
+    // A plaintext tool's host the CA does not cover, spoken to in TLS: the handshake cannot happen.
+    const reason = err instanceof SidekeyError ? err.details.reason : undefined
+    if (typeof reason === 'string') rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT' })
+    throw err
+  }
   if (socket.destroyed) return
   const tlsSocket = new TLSSocket(socket, {
     isServer: true,
@@ -130,7 +138,7 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
     // A name may resolve to this machine: judge the address actually dialled, before a byte is written (B7).
     if (rt.ownPorts.has(upstream.remotePort ?? 0) && isOwnAddress(upstream.remoteAddress ?? '')) {
       onDenied('self')
-      sendRawError(socket, new SidekeyError('SIDEKEY_EGRESS_DENIED', 'destination is sidekey itself', { status: 403 }), requestId)
+      sendRawError(socket, egressDenied(SELF, 'self'), requestId)
       upstream.destroy()
       return
     }

@@ -7,7 +7,7 @@ import { type Clock, systemClock } from '../util/clock.js'
 import { writeFileAtomic } from './atomic-write.js'
 import { basicConstraintsCa, type CertificateFields, certificateFields, findExtension, OCTET_STRING, tlvContents, toPem } from './der.js'
 import { leafCertificate, leafSharedExtensions, leafTbs } from './leaf.js'
-import { assertLeafHost, encodeNameConstraints, normaliseConstraints, permits } from './names.js'
+import { assertLeafHost, decodeNameConstraints, encodeNameConstraints, normaliseConstraints, permits } from './names.js'
 
 // Loading a CA and minting leaves use only node:crypto. @peculiar/x509 (with reflect-metadata, tsyringe and the
 // asn1 schema packages: ≈ 23 MB of RSS) is imported in createMaterial alone, when a CA has to be made.
@@ -37,17 +37,12 @@ export interface LeafCertificate {
   notAfter: Date
 }
 
-/** How this CA came to be on this start, so the caller can tell the operator when agents must re-trust it. */
-export type CaOrigin = 'loaded' | 'created' | 'replaced-expiring' | 'replaced-constraints'
-
 /**
- * sidekey's interception CA. Holds the signing key privately: nothing enumerable, printable or serialisable
- * on this object reveals it.
- *
- * @example
- *   const ca = await loadOrCreateCa({ dir: './data/ca', validityMs: 30 * DAY, nameConstraints: ['api.github.com'] })
- *   const { certPem, keyPem } = await ca.mintLeaf('api.github.com', 7 * DAY)
+ * How this CA came to be on this start, so the caller can tell the operator when agents must re-trust it. An
+ * existing CA is only ever replaced when it is about to expire (it is useless then) or on `sidekey ca --rotate`.
  */
+export type CaOrigin = 'loaded' | 'created' | 'replaced-expiring' | 'rotated'
+
 export interface CertificateAuthority {
   /** The trust anchor (contents of ca.pem): what agents add to their trust store. */
   readonly certPem: string
@@ -58,7 +53,7 @@ export interface CertificateAuthority {
   readonly fingerprint256: string
   /** The earliest notAfter of the anchor and the issuing CA; no leaf outlives it. */
   readonly notAfter: Date
-  /** Canonical permitted names, or undefined when the CA is unconstrained. */
+  /** The CA's own permitted names (canonical), or undefined when it is unconstrained: what it can really cover. */
   readonly nameConstraints: readonly string[] | undefined
   readonly origin: CaOrigin
   /** Whether a leaf for `host` would pass the CA's name constraints (always true when unconstrained). */
@@ -73,18 +68,22 @@ export interface LoadOrCreateCaOptions {
   /** Tool hosts: `api.github.com`, `.example.com` (or `*.example.com`) for subdomains, IP literals. */
   nameConstraints?: readonly string[]
   clock?: Clock
+  /** Replace an existing CA even though it is still valid (`sidekey ca --rotate`): agents must trust the new one. */
+  rotate?: boolean
 }
 
 /**
  * Loads the CA from `dir`, or creates it there on first start (dir 0700, key 0600, written atomically).
- * A CA that expires within a day (or half its validity, if shorter) or whose name constraints differ from the
- * requested ones is replaced. Refuses (SIDEKEY_CA_FAILED) a key readable by group/others or not matching.
+ * An existing CA is kept whatever `nameConstraints` asks for: every agent trusts it, so replacing it would break
+ * them all. It keeps its own constraints (`permits` answers for those); a tool host outside them is the caller's
+ * to report. It is replaced only when it expires within a day (or half its validity, if shorter), or on `rotate`.
+ * Refuses (SIDEKEY_CA_FAILED) a key readable by group/others or not matching.
  *
  * Layout: a self-signed anchor (ca.pem) whose key is discarded right after it signs one issuing CA
  * (ca-issuer.pem, key in ca-key.pem). Both carry the name constraints: some verifiers ignore constraints on a
- * trust anchor (RELIABILITY D6), and with the anchor key gone nobody can mint an unconstrained intermediate.
+ * trust anchor, and with the anchor key gone nobody can mint an unconstrained intermediate.
  * An existing single-tier CA (ca.pem + matching ca-key.pem, no ca-issuer.pem) is loaded as is, and refused rather
- * than overwritten when it is expiring or differently constrained.
+ * than overwritten when it is expiring or asked to rotate.
  */
 export async function loadOrCreateCa (opts: LoadOrCreateCaOptions): Promise<CertificateAuthority> {
   const clock = opts.clock ?? systemClock
@@ -92,24 +91,35 @@ export async function loadOrCreateCa (opts: LoadOrCreateCaOptions): Promise<Cert
     throw new SidekeyError('SIDEKEY_CA_FAILED', 'CA validity must be longer than one minute')
   }
   const constraints = opts.nameConstraints === undefined ? undefined : normaliseConstraints(opts.nameConstraints)
-  const wantedNc = constraints === undefined ? undefined : Buffer.from(encodeNameConstraints(constraints))
-  const paths = { dir: opts.dir, cert: join(opts.dir, CA_CERT_FILE), issuer: join(opts.dir, CA_ISSUER_FILE), key: join(opts.dir, CA_KEY_FILE) }
-
-  await ensureDir(paths.dir)
+  const paths = caPaths(opts.dir)
   const now = clock.now()
   const loaded = await loadMaterial(paths)
-  const origin: CaOrigin = loaded === undefined
-    ? 'created'
-    : notAfterMs(loaded) - now < Math.min(DAY, opts.validityMs / 2)
-      ? 'replaced-expiring'
-      : sameConstraints(loaded, wantedNc) ? 'loaded' : 'replaced-constraints'
-  if (loaded !== undefined && origin !== 'loaded' && loaded.issuer === loaded.anchor) {
+  const expiring = loaded !== undefined && notAfterMs(loaded) - now < Math.min(DAY, opts.validityMs / 2)
+  if (loaded !== undefined && !expiring && opts.rotate !== true) return new LocalCa(loaded, paths.cert, 'loaded', clock)
+  if (loaded !== undefined && loaded.issuer === loaded.anchor) {
     // Only a CA sidekey made (anchor + ca-issuer.pem) is replaced; an operator's own key is never overwritten.
-    const why = origin === 'replaced-expiring' ? 'expires within a day' : 'has different name constraints'
+    const why = expiring ? 'expires within a day' : 'is to be rotated'
     throw fail(`${paths.cert} ${why} and was not created by sidekey (no ${CA_ISSUER_FILE}); replace it, or remove ${paths.dir} to let sidekey create one`)
   }
-  const material = loaded !== undefined && origin === 'loaded' ? loaded : await createMaterial(paths, opts.validityMs, wantedNc, now)
-  return new LocalCa(material, paths.cert, constraints, origin, clock)
+  await ensureDir(paths.dir)
+  const wantedNc = constraints === undefined ? undefined : Buffer.from(encodeNameConstraints(constraints))
+  const material = await createMaterial(paths, opts.validityMs, wantedNc, now)
+  const origin: CaOrigin = loaded === undefined ? 'created' : expiring ? 'replaced-expiring' : 'rotated'
+  return new LocalCa(material, paths.cert, origin, clock)
+}
+
+/**
+ * The CA in `dir` as `loadOrCreateCa` would load it, or undefined when there is none; never writes anything
+ * (`sidekey check`, and `ca --rotate` to show what it replaces). Refuses what loadOrCreateCa refuses.
+ */
+export async function loadCa (dir: string, clock: Clock = systemClock): Promise<CertificateAuthority | undefined> {
+  const paths = caPaths(dir)
+  const loaded = await loadMaterial(paths)
+  return loaded === undefined ? undefined : new LocalCa(loaded, paths.cert, 'loaded', clock)
+}
+
+function caPaths (dir: string): Paths {
+  return { dir, cert: join(dir, CA_CERT_FILE), issuer: join(dir, CA_ISSUER_FILE), key: join(dir, CA_KEY_FILE) }
 }
 
 /** What a CA is made of once loaded; the key stays inside LocalCa after construction. */
@@ -149,7 +159,8 @@ class LocalCa implements CertificateAuthority {
   readonly #leafExtensions: readonly Uint8Array[]
   readonly #clock: Clock
 
-  constructor (m: Material, certPath: string, constraints: readonly string[] | undefined, origin: CaOrigin, clock: Clock) {
+  constructor (m: Material, certPath: string, origin: CaOrigin, clock: Clock) {
+    const constraints = constraintsOf(m)
     this.certPem = pem(m.anchor)
     this.certPath = certPath
     this.chainPem = m.issuer === m.anchor ? '' : pem(m.issuer)
@@ -204,9 +215,15 @@ function notAfterMs (m: Material): number {
   return Math.min(m.anchor.fields.notAfter.getTime(), m.issuer.fields.notAfter.getTime())
 }
 
-function sameConstraints (m: Material, wanted: Buffer | undefined): boolean {
-  const same = (have: Buffer | undefined): boolean => have === undefined || wanted === undefined ? have === wanted : have.equals(wanted)
-  return same(m.anchor.nameConstraints) && same(m.issuer.nameConstraints)
+/** The names the issuing CA may sign for (its own constraints, else the anchor's); undefined when unconstrained. */
+function constraintsOf (m: Material): string[] | undefined {
+  const nc = m.issuer.nameConstraints ?? m.anchor.nameConstraints
+  if (nc === undefined) return undefined
+  try {
+    return decodeNameConstraints(nc)
+  } catch {
+    return [] // constraints sidekey cannot read: claim to cover nothing rather than everything
+  }
 }
 
 function fail (message: string, cause?: unknown): SidekeyError {

@@ -138,6 +138,19 @@ export function tlvContents (der: Uint8Array, tag: number): Uint8Array {
   return der.subarray(t.valueStart, t.end)
 }
 
+/** The TLVs directly inside the outermost TLV of `der` (tag checked): e.g. the subtrees of a NameConstraints. */
+export function tlvChildren (der: Uint8Array, tag: number): Array<{ tag: number, value: Uint8Array }> {
+  const outer = readTlv(der, 0)
+  if (outer.tag !== tag) throw new Error('unexpected DER tag')
+  const out: Array<{ tag: number, value: Uint8Array }> = []
+  for (let at = outer.valueStart; at < outer.end;) {
+    const child = readTlv(der, at)
+    out.push({ tag: child.tag, value: der.subarray(child.start, child.end) })
+    at = child.end
+  }
+  return out
+}
+
 /** basicConstraints' cA flag: a BOOLEAN first in the SEQUENCE, absent meaning false (its DER default). */
 export function basicConstraintsCa (value: Uint8Array): boolean {
   const seq = tlvContents(value, SEQUENCE)

@@ -1,6 +1,6 @@
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { LRUCache } from 'lru-cache'
-import { SidekeyError } from '../errors.js'
+import { egressDenied, SidekeyError } from '../errors.js'
 import { type Clock, systemClock } from '../util/clock.js'
 import type { CertificateAuthority } from './ca.js'
 import { assertLeafHost } from './names.js'
@@ -21,6 +21,10 @@ interface Entry {
 }
 
 const RENEW_AT_FRACTION = 0.8
+
+/** What the agent and the audit are told when a tool host lies outside the CA's name constraints. */
+export const CA_CONSTRAINT_DETAIL = "host is outside the interception CA's name constraints: the operator must run sidekey ca --rotate"
+
 
 /**
  * TLS contexts for intercepted hosts, one fresh leaf per host: bounded LRU, one mint in flight per host,
@@ -54,7 +58,7 @@ export class LeafCache {
   async secureContext (host: string): Promise<SecureContext> {
     assertLeafHost(host)
     if (!this.#ca.permits(host)) {
-      throw new SidekeyError('SIDEKEY_EGRESS_DENIED', 'host is outside the interception CA name constraints', { status: 403 })
+      throw egressDenied(CA_CONSTRAINT_DETAIL, 'ca_constraint')
     }
     const hit = this.#cache.get(host)
     if (hit !== undefined && this.#clock.now() < hit.renewAt) return hit.context
@@ -64,6 +68,11 @@ export class LeafCache {
       this.#inflight.set(host, pending)
     }
     return await pending
+  }
+
+  /** Whether the CA's name constraints let it sign a leaf for `host`. */
+  permits (host: string): boolean {
+    return this.#ca.permits(host)
   }
 
   /** Number of cached contexts (at most `max`). */

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net'
 import { SidekeyError } from '../errors.js'
-import { ascii, DNS_NAME, EXCLUDED, IP_ADDRESS, PERMITTED, SEQUENCE, tlv } from './der.js'
+import { ascii, DNS_NAME, EXCLUDED, IP_ADDRESS, PERMITTED, SEQUENCE, tlv, tlvChildren, tlvContents } from './der.js'
 
 /**
  * Host names as the TLS layer sees them: already normalised by the caller (lower case, no port, no brackets),
@@ -67,7 +67,11 @@ export function normaliseConstraints (names: readonly string[]): string[] {
 
 /** One spelling per IPv6 address (eight full groups), so `::1` and `0::1` count once. */
 function ipKey (ip: string): string {
-  return Buffer.from(ipBytes(ip)).toString('hex').replace(/(.{4})(?!$)/g, '$1:')
+  return ipv6Text(ipBytes(ip))
+}
+
+function ipv6Text (bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex').replace(/(.{4})(?!$)/g, '$1:')
 }
 
 /**
@@ -97,6 +101,30 @@ export function encodeNameConstraints (names: readonly string[]): Uint8Array {
   if (permitted.length > 0) parts.push(tlv(PERMITTED, ...permitted))
   if (excluded.length > 0) parts.push(tlv(EXCLUDED, ...excluded))
   return tlv(SEQUENCE, ...parts)
+}
+
+/**
+ * The permitted names of a NameConstraints extension value, in normaliseConstraints' canonical form: the inverse
+ * of encodeNameConstraints, so a loaded CA answers `permits` for what it really covers (not what a config asks).
+ * Only the shapes sidekey writes are read (dNSName, and full-mask iPAddress subtrees); a partial IP mask covers
+ * nothing here, which errs on the side of refusing.
+ */
+export function decodeNameConstraints (value: Uint8Array): string[] {
+  const names: string[] = []
+  for (const part of tlvChildren(value, SEQUENCE)) {
+    if (part.tag !== PERMITTED) continue
+    for (const subtree of tlvChildren(part.value, PERMITTED)) {
+      const base = tlvChildren(subtree.value, SEQUENCE)[0]
+      if (base?.tag === DNS_NAME) names.push(Buffer.from(tlvContents(base.value, DNS_NAME)).toString('latin1'))
+      if (base?.tag !== IP_ADDRESS) continue
+      const bytes = tlvContents(base.value, IP_ADDRESS)
+      const half = bytes.length / 2
+      if ((half !== 4 && half !== 16) || !bytes.subarray(half).every((b) => b === 0xff)) continue
+      const addr = bytes.subarray(0, half)
+      names.push(half === 4 ? addr.join('.') : ipv6Text(addr))
+    }
+  }
+  return [...new Set(names)].sort()
 }
 
 /** Whether a leaf for `host` would satisfy the constraints (same matching rules as OpenSSL's nc_dns / nc_ip). */

@@ -101,7 +101,7 @@ tools: { ${tool}: { match: { host: ${tool}.tool.test, port: ${up.port} }, issuer
   t.equal(await get('two'), 200, 'a good config is taken')
   t.equal(await get('one'), 403)
   // The CA was made for tool one (name constraints on by default, D6): tool two is warned about, its TLS fails closed.
-  t.ok(sk.log.lines.some((l) => /outside the CA name constraints/.test(String(l.msg)) && JSON.stringify(l.tools) === '["two"]'), 'the reload warns about a tool the CA cannot cover')
+  t.ok(sk.log.lines.some((l) => /outside the interception CA's name constraints/.test(String(l.msg)) && JSON.stringify(l.tools) === '["two"]'), 'the reload warns about a tool the CA cannot cover')
 })
 
 t.test('G3: started while the issuer is unreachable: the proxy serves, the tool fails closed, readiness says so, and it heals', async (t) => {

@@ -3,7 +3,7 @@ import { chmod, copyFile, readdir, readFile, stat, writeFile } from 'node:fs/pro
 import { join } from 'node:path'
 import { inspect } from 'node:util'
 import t, { type Test } from 'tap'
-import { CA_CERT_FILE, CA_ISSUER_FILE, CA_KEY_FILE, loadOrCreateCa } from '../../src/tls/ca.js'
+import { CA_CERT_FILE, CA_ISSUER_FILE, CA_KEY_FILE, loadCa, loadOrCreateCa } from '../../src/tls/ca.js'
 import { DAY, ManualClock, openssl, opensslVerify, tempDir } from './helpers.js'
 
 const mode = async (path: string): Promise<number> => (await stat(path)).mode & 0o777
@@ -143,20 +143,31 @@ t.test('a CA expiring within a day is replaced on start; one with more life left
   t.equal((await loadOrCreateCa({ dir, validityMs: 30 * DAY, clock })).origin, 'replaced-expiring', 'an expired CA too')
 })
 
-t.test('changed name constraints replace the CA; the same set in another order or case does not', async (t) => {
+t.test('an existing CA is never replaced for other name constraints: it keeps its own; rotate replaces it', async (t) => {
   const dir = await tempDir(t)
-  const a = await loadOrCreateCa({ dir, validityMs: 30 * DAY, nameConstraints: ['api.tool.test', '*.example.test'] })
-  t.same(a.nameConstraints, ['.example.test', 'api.tool.test'])
+  const a = await loadOrCreateCa({ dir, validityMs: 30 * DAY, nameConstraints: ['api.tool.test', '*.example.test', '10.0.0.5', '::1'] })
+  t.same(a.nameConstraints, ['.example.test', '0000:0000:0000:0000:0000:0000:0000:0001', '10.0.0.5', 'api.tool.test'])
+  const pem = await readFile(join(dir, 'ca.pem'), 'utf8')
   const same = await loadOrCreateCa({ dir, validityMs: 30 * DAY, nameConstraints: ['.EXAMPLE.test', 'api.tool.test', 'api.tool.test'] })
   t.equal(same.origin, 'loaded')
   t.equal(same.fingerprint256, a.fingerprint256)
-  const more = await loadOrCreateCa({ dir, validityMs: 30 * DAY, nameConstraints: ['api.tool.test', '*.example.test', 'new.tool.test'] })
-  t.equal(more.origin, 'replaced-constraints')
-  t.not(more.fingerprint256, a.fingerprint256)
-  const none = await loadOrCreateCa({ dir, validityMs: 30 * DAY })
-  t.equal(none.origin, 'replaced-constraints', 'dropping the constraints also replaces it')
-  t.equal(none.nameConstraints, undefined)
-  t.equal((await loadOrCreateCa({ dir, validityMs: 30 * DAY, nameConstraints: ['api.tool.test'] })).origin, 'replaced-constraints')
+  for (const asked of [['api.tool.test', 'new.tool.test'], undefined, ['api.tool.test']]) {
+    const kept = await loadOrCreateCa({ dir, validityMs: 30 * DAY, ...(asked === undefined ? {} : { nameConstraints: asked }) })
+    t.equal(kept.origin, 'loaded', `asked for ${String(asked)}`)
+    t.equal(kept.fingerprint256, a.fingerprint256)
+    t.same(kept.nameConstraints, a.nameConstraints, 'it answers for its own constraints')
+    t.notOk(kept.permits('new.tool.test'))
+    t.ok(kept.permits('x.example.test'))
+    t.ok(kept.permits('::1'))
+  }
+  t.equal(await readFile(join(dir, 'ca.pem'), 'utf8'), pem, 'ca.pem unchanged on disk')
+  t.equal((await loadCa(dir))?.fingerprint256, a.fingerprint256, 'loadCa reads it without writing')
+  t.equal(await loadCa(join(dir, 'none')), undefined)
+  const rotated = await loadOrCreateCa({ dir, validityMs: 30 * DAY, nameConstraints: ['api.tool.test', 'new.tool.test'], rotate: true })
+  t.equal(rotated.origin, 'rotated')
+  t.not(rotated.fingerprint256, a.fingerprint256)
+  t.ok(rotated.permits('new.tool.test'))
+  t.equal((await loadOrCreateCa({ dir, validityMs: 30 * DAY })).fingerprint256, rotated.fingerprint256)
 })
 
 t.test('the CA key appears in no JSON, inspect output or enumerable property', async (t) => {
@@ -184,7 +195,8 @@ t.test('an existing single-tier CA (e.g. made with openssl) is loaded as is and 
 
   // It is the operator's key: refused, never overwritten, when constraints differ or it is about to expire.
   const key = await readFile(join(dir, CA_KEY_FILE), 'utf8')
-  await t.rejects(loadOrCreateCa({ dir, validityMs: 365 * DAY, nameConstraints: ['api.tool.test'] }), { code: 'SIDEKEY_CA_FAILED', message: /not created by sidekey/ })
+  t.equal((await loadOrCreateCa({ dir, validityMs: 365 * DAY, nameConstraints: ['api.tool.test'] })).origin, 'loaded', 'other constraints asked: kept as is')
+  await t.rejects(loadOrCreateCa({ dir, validityMs: 365 * DAY, rotate: true }), { code: 'SIDEKEY_CA_FAILED', message: /is to be rotated and was not created by sidekey/ })
   await t.rejects(loadOrCreateCa({ dir, validityMs: 365 * DAY, clock: new ManualClock(Date.now() + 29.5 * DAY) }), { code: 'SIDEKEY_CA_FAILED', message: /expires within a day/ })
   t.equal(await readFile(join(dir, CA_KEY_FILE), 'utf8'), key)
 })
@@ -195,7 +207,7 @@ t.test('nonsense options are refused with typed errors', async (t) => {
   await t.rejects(loadOrCreateCa({ dir, validityMs: Number.NaN }), { code: 'SIDEKEY_CA_FAILED' })
   await t.rejects(loadOrCreateCa({ dir, validityMs: DAY, nameConstraints: ['api.tool.test:443'] }), { code: 'SIDEKEY_CONFIG_INVALID' })
   await writeFile(join(dir, 'file'), '')
-  await t.rejects(loadOrCreateCa({ dir: join(dir, 'file', 'ca'), validityMs: DAY }), { code: 'SIDEKEY_CA_FAILED', message: /cannot create CA directory/ })
+  await t.rejects(loadOrCreateCa({ dir: join(dir, 'file', 'ca'), validityMs: DAY }), { code: 'SIDEKEY_CA_FAILED', message: /file\/ca.*ENOTDIR/ })
 })
 
 t.test('an operator CA valid past 2049 (GeneralizedTime) loads with its exact notAfter', async (t) => {
