@@ -149,7 +149,31 @@ export interface EgressInventory {
   /** Names the key the fingerprints were made with: fingerprints under different keys cannot be compared. */
   fingerprint_key: string
   error?: string
+  /** For failures: the hint the agent got in its error body. */
+  detail?: string
 }
+
+/**
+ * An agent's TLS handshake with sidekey's leaf failed inside an intercepted tunnel: most often the agent does not
+ * trust sidekey's CA (`unknown_ca`, after a CA change or a missing ca.pem). Logged at most 10 times a minute per
+ * host and alert, with `suppressed` counting the lines held back; every one is counted.
+ */
+export interface TlsClientError {
+  event: 'tls.client_error'
+  host: string
+  port: number
+  client: string
+  /** The TLS alert the client sent (`unknown_ca`, `bad_certificate`, ...), or `closed`/`timeout`/`other`. */
+  alert: TlsClientAlert
+}
+
+export type TlsClientAlert = typeof TLS_CLIENT_ALERTS[number]
+
+/** Every value `alert` takes (the metric's label): a fixed set, whatever the client sends. */
+export const TLS_CLIENT_ALERTS = [
+  'unknown_ca', 'bad_certificate', 'certificate_unknown', 'certificate_expired', 'certificate_revoked', 'unsupported_certificate',
+  'decrypt_error', 'handshake_failure', 'protocol_version', 'internal_error', 'closed', 'timeout', 'other',
+] as const
 
 export interface Anomaly {
   event: 'anomaly'
@@ -183,7 +207,7 @@ export interface FleetCommand {
   error?: string
 }
 
-export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | EgressInventory | Anomaly | FleetCommand
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | EgressInventory | TlsClientError | Anomaly | FleetCommand
 
 /** Where the request and credential paths publish. Implementations must not throw and must not block. */
 export interface AuditSink {

@@ -3,6 +3,7 @@ import type { AuditEvent, AuditSink } from './events.js'
 import type { AnomalyFinding, Detector } from './anomaly/detector.js'
 import { AnomalyRateLimiter, type RateLimitOptions } from './anomaly/rate-limit.js'
 import { auditPath } from './log.js'
+import { LineLimiter } from './line-limit.js'
 import { systemClock, type Clock, type Timer } from '../util/clock.js'
 
 /** What the hub needs of SidekeyMetrics. */
@@ -63,14 +64,20 @@ export class AuditHub implements AuditSink {
     this.#limiter = new AnomalyRateLimiter(opts.rateLimit ?? DEFAULT_RATE_LIMIT)
   }
 
+  /** Lines of events an agent can repeat per connection (see noisyKey), limited per host. */
+  readonly #lines = new LineLimiter()
+
   emit (event: AuditEvent): void {
     try {
       if (event.event === 'anomaly') {
         this.#anomaly(event, this.#clock.now())
         return
       }
-      this.#write(event)
       this.#metrics.observe(event)
+      const key = noisyKey(event)
+      const held = key === undefined ? 0 : this.#lines.take(key, this.#clock.now())
+      if (held === undefined) return
+      this.#write(held > 0 ? { ...event, suppressed: held } : event)
       if (this.#closed || this.#detectors.length === 0) return
       if (event.event !== 'credential.used' && event.event !== 'egress.denied') return
       if (this.#queue.length >= this.#maxQueue) {
@@ -176,7 +183,7 @@ export class AuditHub implements AuditSink {
     }
   }
 
-  #write (event: AuditEvent): void {
+  #write (event: AuditEvent & { suppressed?: number }): void {
     switch (event.event) {
       case 'credential.used':
       case 'egress.denied':
@@ -197,4 +204,15 @@ export class AuditHub implements AuditSink {
   #countError (): void {
     try { this.#metrics.error() } catch { /* nothing left to tell */ }
   }
+}
+
+/**
+ * Events one agent can repeat on every connection, and that say the same thing each time: a failed client
+ * handshake, a CONNECT to a host the CA cannot cover. Their lines are rate-limited per host (and alert); the
+ * metrics count every one.
+ */
+function noisyKey (event: AuditEvent): string | undefined {
+  if (event.event === 'tls.client_error') return `${event.event} ${event.host} ${event.alert}`
+  if (event.event === 'egress.denied' && event.reason === 'ca_constraint') return `${event.event} ${event.host}`
+  return undefined
 }

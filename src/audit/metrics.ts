@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { AnomalyKind, AuditEvent, CredentialUsed } from './events.js'
+import { TLS_CLIENT_ALERTS, type AnomalyKind, type AuditEvent, type CredentialUsed } from './events.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import { systemClock, type Clock } from '../util/clock.js'
 
@@ -63,6 +63,7 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_egress_denied_by_reason_total',
   'sidekey_tool_ready',
   'sidekey_tool_ca_covered',
+  'sidekey_tls_client_error_total',
   'sidekey_tools',
   'sidekey_egress_unmatched_mode',
   'sidekey_ca_expires_in_seconds',
@@ -127,6 +128,7 @@ export class SidekeyMetrics {
   readonly #anomalies = new Map<AnomalyKind, Slot>()
   readonly #egress = new Map<string, Slot>()
   readonly #egressTotal: Slot = { labels: {}, value: 0 }
+  readonly #tlsClient = new Map<string, Slot>(TLS_CLIENT_ALERTS.map((alert) => [alert, { labels: { alert }, value: 0 }]))
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
   readonly #duration: Histogram<'tool'>
@@ -205,6 +207,13 @@ export class SidekeyMetrics {
       labelNames: ['reason'],
       registers,
       collect () { self.#emitSlots(this, self.#egress.values()) },
+    })
+    new Counter({
+      name: 'sidekey_tls_client_error_total',
+      help: "Agents' failed TLS handshakes with sidekey inside intercepted tunnels, by the alert they sent (unknown_ca: the agent does not trust sidekey's CA).",
+      labelNames: ['alert'],
+      registers,
+      collect () { self.#emitSlots(this, self.#tlsClient.values()) },
     })
     new Gauge({
       name: 'sidekey_tool_ready',
@@ -337,6 +346,9 @@ export class SidekeyMetrics {
       case 'egress.denied':
         this.#egressTotal.value++
         this.#egress.get(REASON_SET.has(event.reason) ? event.reason : 'other')!.value++
+        break
+      case 'tls.client_error':
+        (this.#tlsClient.get(event.alert) ?? this.#tlsClient.get('other')!).value++
         break
       case 'anomaly': {
         const slot = this.#anomalies.get(event.kind)

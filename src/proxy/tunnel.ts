@@ -2,6 +2,7 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { TLSSocket, type SecureContext } from 'node:tls'
 import type { Server } from 'node:http'
 import type { AgentH2 } from './h2.js'
+import { TLS_CLIENT_ALERTS, type TlsClientAlert } from '../audit/events.js'
 import { egressDenied, SELF, SidekeyError } from '../errors.js'
 import { normalizeHost } from '../net/host.js'
 import { isOwnAddress } from '../net/self.js'
@@ -64,14 +65,23 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
       try { sni = normalizeHost(servername) } catch { sni = undefined }
       if (sni === target.host) { cb(null, context); return }
       // Audited like a misdirected request inside the tunnel (listener.ts); the handshake is aborted.
+      handshaking = false
       rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'misdirected', client, requested: servername.slice(0, MAX_REQUESTED) })
       cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target', { status: 421 }), undefined)
     },
   })
-  const handshake = setTimeout(() => tlsSocket.destroy(), limits.tls_handshake_timeout)
+  // A handshake that fails on the agent's side (it does not trust sidekey's CA) is reported once, with its alert.
+  let handshaking = true
+  const failed = (alert: TlsClientAlert): void => {
+    if (!handshaking) return
+    handshaking = false
+    rt.audit.emit({ event: 'tls.client_error', host: target.host, port: target.port, client, alert })
+  }
+  const handshake = setTimeout(() => { failed('timeout'); tlsSocket.destroy() }, limits.tls_handshake_timeout)
   handshake.unref()
-  tlsSocket.once('secure', () => clearTimeout(handshake))
-  tlsSocket.on('error', () => { clearTimeout(handshake); tlsSocket.destroy(); socket.destroy() })
+  tlsSocket.once('secure', () => { handshaking = false; clearTimeout(handshake) })
+  tlsSocket.once('close', () => failed('closed'))
+  tlsSocket.on('error', (err: NodeJS.ErrnoException) => { failed(clientAlert(err)); clearTimeout(handshake); tlsSocket.destroy(); socket.destroy() })
   tlsSocket.setTimeout(limits.idle_timeout, () => tlsSocket.destroy())
   contexts.set(tlsSocket, { ...target, tls: true, client })
   if (h2 === undefined) { inner.emit('connection', tlsSocket); return }
@@ -80,6 +90,15 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
     if (tlsSocket.alpnProtocol === 'h2') h2.accept(tlsSocket, { ...target, tls: true, client })
     else inner.emit('connection', tlsSocket)
   })
+}
+
+const ALERTS: ReadonlySet<string> = new Set(TLS_CLIENT_ALERTS)
+
+/** The TLS alert an agent sent (OpenSSL's `ERR_SSL_TLSV1_ALERT_UNKNOWN_CA` is `unknown_ca`), one of a fixed set. */
+export function clientAlert (err: NodeJS.ErrnoException): TlsClientAlert {
+  const alert = /^ERR_SSL_(?:TLSV1|SSLV3)_ALERT_([A-Z_]+)$/.exec(err.code ?? '')?.[1]?.toLowerCase()
+  if (alert !== undefined) return ALERTS.has(alert) ? alert as TlsClientAlert : 'other'
+  return err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'closed' : 'other'
 }
 
 /** The tunnel's first chunk, or undefined when the client ends, fails or stays silent for `timeoutMs`. */
