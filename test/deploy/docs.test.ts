@@ -1,6 +1,7 @@
 // The deploy docs name alerts, files and routes that other parts of the repository define; when one of those
 // is renamed, the docs must follow, or an operator is sent looking for something that does not exist.
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import t from 'tap'
 import { readRepoFile, repoPath, yamlDocs } from './helpers.js'
 import type { Obj } from './helpers.js'
@@ -27,5 +28,28 @@ t.test('every repository path the docs mention exists', async (t) => {
       const known = ['config/examples/', 'deploy/kubernetes/', 'deploy/compose/', 'deploy/prometheus/'].some((dir) => existsSync(repoPath(dir + name)))
       t.ok(known, `${doc}: ${name}`)
     }
+  }
+})
+
+// Users have only the repository: a document that cites a file must cite one that is in it. Relative links
+// resolve against the document's folder; a bare `NAME.md` against the folder or the repository root.
+t.test('every file the user docs cite exists in the repository', async (t) => {
+  const docs = ['README.md', ...readdirSync(repoPath('docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`),
+    ...readdirSync(repoPath('config')).filter((f) => f.endsWith('.yaml')).map((f) => `config/${f}`),
+    ...readdirSync(repoPath('config/examples')).filter((f) => f.endsWith('.yaml')).map((f) => `config/examples/${f}`)]
+  for (const doc of docs) {
+    const body = readRepoFile(doc)
+    const dir = dirname(doc)
+    for (const m of body.matchAll(/\]\(([^)\s#]+)(?:#[^)]*)?\)/g)) {
+      const target = m[1] as string
+      if (/^[a-z]+:/i.test(target)) continue
+      t.ok(existsSync(repoPath(join(dir, target))), `${doc}: link ${target}`)
+    }
+    for (const m of body.matchAll(/(?<![\w/.-])((?:[\w.-]+\/)*[\w.-]+\.md)\b/g)) {
+      const name = m[1] as string
+      t.ok(existsSync(repoPath(join(dir, name))) || existsSync(repoPath(name)), `${doc}: mentions ${name}`)
+    }
+    // The project's internal notes, cited by section ("RELIABILITY D6"), are not shipped either.
+    t.notMatch(body, /\b(?:RELIABILITY|SPEC|STYLE)\b/, `${doc}: no internal notes cited`)
   }
 })

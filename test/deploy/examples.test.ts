@@ -30,6 +30,19 @@ t.test('every example is a valid config, ready for a read-only container', async
   }
 })
 
+t.test('every example passes with neither SIDEKEY_INSTANCE_ID nor HOSTNAME set (a fresh shell, a bare container)', async (t) => {
+  const names = readdirSync(repoPath(DIR)).filter((f) => f.endsWith('.yaml'))
+  for (const name of names) {
+    const cfg = await loadConfigFile(repoPath(`${DIR}/${name}`), {})
+    t.equal(cfg.instance_id, 'sidekey', `${name}: a default instance_id`)
+  }
+})
+
+t.test('Anthropic: every method the SDK uses is allowed (it deletes files and batches)', async (t) => {
+  const tool = toolFor(await load('anthropic.yaml'), 'api.anthropic.com')
+  for (const method of ['GET', 'POST', 'DELETE']) t.ok(tool.match.methods?.includes(method as never), method)
+})
+
 t.test('OpenAI: a static key read from a mounted file, sent as a Bearer token', async (t) => {
   const cfg = await load('openai-static-key.yaml')
   const tool = toolFor(cfg, 'api.openai.com')
