@@ -137,10 +137,11 @@ tools:
   for (const [where, text] of [['log', sk.log.text], ['agent responses', agentSide.join('\n')], ['admin', adminSide.join('\n')], ['check', check.output], ['run', run.output]] as const) {
     t.same(leaks(text, ALL), [], `no canary in ${where}`)
   }
-  // D2: what the agent gets for a failure is a code and a request id, no internal detail.
+  // D2: what the agent gets for a failure is a code, a request id and sidekey's own fixed words (`reason`, `detail`:
+  // what to do, never the upstream's error, an address, a path or a certificate detail).
   for (const text of agentSide.filter((s) => !/^HTTP\/1\.1 (200|401)/.test(s))) {
     const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>
-    t.ok(Object.keys(body).every((k) => ['error', 'request_id', 'tool', 'message'].includes(k)), JSON.stringify(body))
+    t.ok(Object.keys(body).every((k) => ['error', 'request_id', 'tool', 'message', 'reason', 'detail'].includes(k)), JSON.stringify(body))
     t.match(body, { error: String, request_id: String })
     t.notMatch(JSON.stringify(body), /ECONN|UND_ERR|CERT|\/tmp|stack|at |127\.0\.0\.1/)
   }
