@@ -5,22 +5,17 @@
 #   docker build -t sidekey:0.1.0 .
 #   docker run --rm --read-only -v sidekey-ca:/var/lib/sidekey/ca sidekey:0.1.0 check
 #
-# Three stages: `deps` installs production dependencies only, `build` compiles TypeScript with the dev
-# dependencies, and the runtime stage takes dist/ from one and node_modules/ from the other, so no compiler,
-# test framework or source file reaches the image.
+# Two stages: `build` compiles TypeScript and bundles it with its dependencies into dist/ (scripts/bundle.mjs),
+# and the runtime stage takes only dist/, so no node_modules, compiler, test framework or source file reaches the
+# image. What only some configs need (NATS, SigV4, the CA builder) is in dist/chunks/, loaded on first use.
 
-# ---- production dependencies (cached until package*.json change) ----
-FROM node:24-bookworm-slim AS deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
-
-# ---- compile ----
+# ---- compile and bundle ----
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
 COPY src ./src
 RUN npm run build
 
@@ -44,7 +39,6 @@ RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack 
  && chown 10001:10001 /var/lib/sidekey/ca /var/run/sidekey-ca \
  && chmod 0700 /var/lib/sidekey/ca
 # Root-owned and read-only for the runtime user: sidekey can read its code but never rewrite it.
-COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY config ./config

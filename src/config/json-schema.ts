@@ -1,4 +1,4 @@
-import { z } from 'zod'
+import * as z from 'zod'
 import { config } from './schema.js'
 
 /** Where editors find the schema: the `$schema` line at the top of every shipped YAML points at this file. */

@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises'
-import type { z } from 'zod'
+import type * as z from 'zod'
 import { config, defaultScrubBody, defaultStrip } from './schema.js'
 import type { Config, ToolConfig } from './schema.js'
 import { ConfigError } from './config-error.js'

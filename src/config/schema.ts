@@ -1,4 +1,4 @@
-import { z } from 'zod'
+import * as z from 'zod'
 import { formatDuration, parseDuration } from '../util/duration.js'
 import { anomalyConfig } from '../audit/anomaly/config.js'
 

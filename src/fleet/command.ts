@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { CompactSign, compactVerify, decodeProtectedHeader, errors } from 'jose'
-import { z } from 'zod'
+import * as z from 'zod'
 import type { OperatorPrivateKey, OperatorPublicKey } from './keys.js'
 
 /** A command lives at most this long after it was signed. */

@@ -37,7 +37,7 @@ t.test('fleet: defaults, and every mistake named with its position', async (t) =
 })
 
 t.test('a config without fleet: never loads the NATS client', async (t) => {
-  // A loader hook in a child process records every module resolved while the built sidekey (dist/, which
+  // A loader hook in a child process records every module resolved while the compiled sidekey (build/, which
   // `npm test` builds first) starts and stops with the repository's default config.
   const root = fileURLToPath(new URL('../../', import.meta.url))
   const script = `
@@ -48,16 +48,16 @@ t.test('a config without fleet: never loads the NATS client', async (t) => {
     register('data:text/javascript,' + encodeURIComponent(\`
       let port; export function initialize (d) { port = d.port }
       export async function resolve (s, c, next) { const r = await next(s, c); port.postMessage(r.url); return r }\`), { parentURL: import.meta.url, data: { port: port2 }, transferList: [port2] })
-    const { Sidekey } = await import('./dist/app.js')
-    const { parseConfig } = await import('./dist/config/load.js')
-    const { createLogger } = await import('./dist/audit/log.js')
+    const { Sidekey } = await import('./build/app.js')
+    const { parseConfig } = await import('./build/config/load.js')
+    const { createLogger } = await import('./build/audit/log.js')
     const fs = await import('node:fs'); const os = await import('node:os'); const path = await import('node:path')
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sidekey-lazy-'))
     const config = parseConfig(fs.readFileSync('config/sidekey.yaml', 'utf8').replace('./data/ca', path.join(dir, 'ca')), 'sidekey.yaml', {})
     const app = await Sidekey.start({ config, listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger: createLogger({ level: 'silent' }) })
     await app.close()
     await new Promise((r) => setTimeout(r, 50))
-    console.log(JSON.stringify(seen.filter((u) => u.includes('@nats-io') || u.includes('/dist/fleet/'))))
+    console.log(JSON.stringify(seen.filter((u) => u.includes('@nats-io') || u.includes('/build/fleet/'))))
     console.log('modules ' + seen.length)
   `
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 })

@@ -1,4 +1,4 @@
-import { request } from 'undici'
+import type { Dispatcher } from 'undici'
 import { IssuerError } from '../../errors.js'
 import type { IssuedCredential, Issuer, IssuerDeps } from '../issuer.js'
 import type { ClientAuth } from './client-auth.js'
@@ -69,13 +69,13 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
       return new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
     }
     const issuedAt = deps.clock.now()
-    let res: Awaited<ReturnType<typeof request>>
+    let res: Dispatcher.ResponseData
     try {
-      res = await request(tokenUrl, {
+      res = await deps.dispatcher.request({
+        ...originAndPath(tokenUrl),
         method: 'POST',
         headers,
         body: form.toString(),
-        dispatcher: deps.dispatcher,
         signal: both,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
@@ -113,6 +113,12 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
 
 const NONCE_RETRY = Symbol('retry with the new DPoP nonce')
 
+/** A URL as a dispatcher takes it: always through the issuer's own dispatcher, never undici's global one. */
+function originAndPath (url: string): { origin: string, path: string } {
+  const u = new URL(url)
+  return { origin: u.origin, path: `${u.pathname}${u.search}` }
+}
+
 /**
  * RFC 7009 revocation for an OAuth issuer with `revocation_url`: each dropped token is POSTed there with the same
  * client authentication as token requests (`token_type_hint=access_token`). Resolves to how many the endpoint
@@ -133,8 +139,8 @@ export function revocation (url: string | undefined, auth: ClientAuth, timeoutMs
         await auth.apply(form, headers)
         let statusCode: number
         try {
-          const res = await request(url, {
-            method: 'POST', headers, body: form.toString(), dispatcher: deps.dispatcher,
+          const res = await deps.dispatcher.request({
+            ...originAndPath(url), method: 'POST', headers, body: form.toString(),
             signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
             ...({ maxRedirections: 0 } as object),
           })
