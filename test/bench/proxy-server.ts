@@ -1,9 +1,5 @@
 import { join } from 'node:path'
 import type { LookupFunction } from 'node:net'
-import { pino } from 'pino'
-import { Sidekey } from '../../src/app.js'
-import { parseConfig } from '../../src/config/load.js'
-import { createLogger, flushLogger } from '../../src/audit/log.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { LeafCache } from '../../src/tls/leaf-cache.js'
 import { startBare } from './bare.js'
@@ -71,6 +67,10 @@ export const loopbackLookup = ((_host: string, opts: unknown, cb?: unknown) => {
 
 async function start (s: ProxyStart): Promise<{ port: number, caPem: string, stop: () => Promise<void> }> {
   if (s.kind === 'sidekey') {
+    // Imported here, not at the top: the bare child must not carry sidekey's modules in its RSS.
+    const [{ pino }, { Sidekey }, { parseConfig }, { createLogger, flushLogger }] = await Promise.all([
+      import('pino'), import('../../src/app.js'), import('../../src/config/load.js'), import('../../src/audit/log.js'),
+    ])
     const config = parseConfig(sidekeyYaml(s), 'bench.yaml', {})
     const chain = s.chain !== false
     const logger = createLogger({ level: 'info', chain, destination: pino.destination({ dest: join(s.dir, chain ? 'audit.log' : 'audit-unchained.log'), sync: false, mkdir: true }) })

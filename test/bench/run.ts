@@ -1,6 +1,6 @@
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
-import { mkdtempSync, rmSync, createReadStream, readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, rmSync, createReadStream, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, freemem, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import * as net from 'node:net'
@@ -137,7 +137,13 @@ async function startUpstreams (): Promise<{ child: ChildProcess, http: number, h
   return { child, ...ports, caFile: pki.caFile, caPem: readFileSync(pki.caFile, 'utf8') }
 }
 
-async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[] = []): Promise<ProxyChild> {
+/**
+ * A proxy under test in its own process. sidekey runs as a pod runs it, the bundled `dist/cli.js run` (sidekeyCli);
+ * `inProcess` (and every variant the config cannot express, such as an unsealed logger) runs the app from the
+ * sources in a forked child instead (proxy-server.ts), as bare always does.
+ */
+async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[] = [], inProcess = false): Promise<ProxyChild> {
+  if (kind === 'sidekey' && !inProcess && start.chain !== false) return await sidekeyCli(start, profileDir, pinned, nodeArgs)
   const child = forkPinned(join(childDir, 'proxy-server.js'), [...nodeArgs, ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])], pinned)
   child.send({ kind, ...start })
   const { port, caPem } = await reply<{ port: number, caPem: string }>(child)
@@ -152,6 +158,50 @@ async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'ki
       await exited
       clearTimeout(kill)
     },
+  }
+}
+
+/** The shipped CLI, the bundle `npm run build` writes (`npm run bench` builds first). */
+const DIST_CLI = join(import.meta.dirname, '..', '..', 'dist', 'cli.js')
+
+/** `node dist/cli.js run` with the bench config, its log lines (stdout, as in a pod) going to DIR/audit.log. */
+async function sidekeyCli (start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[]): Promise<ProxyChild> {
+  if (!existsSync(DIST_CLI)) throw new Error(`${DIST_CLI} is missing: run npm run build first`)
+  mkdirSync(start.dir, { recursive: true })
+  const config = join(start.dir, 'sidekey.yaml')
+  writeFileSync(config, sidekeyYaml({ kind: 'sidekey', ...start }))
+  const logFile = join(start.dir, 'audit.log')
+  const log = openSync(logFile, 'a')
+  const from = fstatSync(log).size
+  const args = [...nodeArgs, ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), DIST_CLI, 'run', '--config', config, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
+  const child = spawn(pinned ? 'taskset' : process.execPath, pinned ? ['-c', PROXY_CPU, process.execPath, ...args] : args, { stdio: ['ignore', log, 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } })
+  closeSync(log)
+  const listening = await listeningLine(logFile, from, child)
+  const pid = child.pid!
+  return {
+    kind: 'sidekey', child, port: Number(listening.proxy.split(':').pop()), caPem: readFileSync(listening.ca, 'utf8'),
+    rss: async () => processTreeRss(pid),
+    cpuUs: async () => processCpuUs(pid),
+    stop: async () => {
+      if (child.exitCode !== null) return
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+      child.kill('SIGTERM')
+      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      await exited
+      clearTimeout(kill)
+    },
+  }
+}
+
+/** The `listening` line a starting sidekey logs (proxy address, CA path), after byte `from` of its log file; bounded. */
+async function listeningLine (file: string, from: number, child: ChildProcess): Promise<{ proxy: string, ca: string }> {
+  const deadline = performance.now() + 20_000
+  for (;;) {
+    const line = readFileSync(file).subarray(from).toString('utf8').split('\n').find((l) => l.includes('"msg":"listening"') && l.endsWith('}'))
+    if (line !== undefined) return JSON.parse(line) as { proxy: string, ca: string }
+    if (child.exitCode !== null) throw new Error(`sidekey exited (${child.exitCode}) before listening; see ${file}`)
+    if (performance.now() > deadline) throw new Error(`sidekey did not log "listening" within 20 s; see ${file}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
 
@@ -331,7 +381,7 @@ function settle (env: Env): Promise<void> {
 async function sidekeyCliStart (env: Env): Promise<Started> {
   const file = join(env.dir, 'start.yaml')
   writeFileSync(file, sidekeyYaml({ kind: 'sidekey', ...env.start }))
-  const args = [join(childDir, '..', '..', 'src', 'cli.js'), 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
+  const args = [DIST_CLI, 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
   const t0 = performance.now()
   const child = spawn(env.o.pin ? 'taskset' : process.execPath, env.o.pin ? ['-c', PROXY_CPU, process.execPath, ...args] : args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } })
   try {
@@ -391,8 +441,10 @@ async function squidStart (env: Env, i: number): Promise<Started> {
  */
 async function chainTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
+  // Both sides from the sources in a forked child, so that the logger is the only difference.
+  const chained = await startProxy('sidekey', { ...env.start, dir: join(env.dir, 'chain-on') }, undefined, o.pin, [], true)
   const unchained = await startProxy('sidekey', { ...env.start, chain: false }, undefined, o.pin)
-  const variants = { chained: env, unchained: { ...env, proxies: { ...env.proxies, sidekey: unchained } } }
+  const variants = { chained: { ...env, proxies: { ...env.proxies, sidekey: chained } }, unchained: { ...env, proxies: { ...env.proxies, sidekey: unchained } } }
   const cells = new Map<string, Cell[]>()
   try {
     const protos: Proto[] = o.only === undefined ? ['http', 'https'] : [o.only]
@@ -419,6 +471,7 @@ async function chainTable (env: Env, out: string[]): Promise<void> {
     }
   } finally {
     await unchained.stop()
+    await chained.stop()
   }
   const seal = sealCost(o.mintCached * 10)
   out.push('', `The seal alone (pino streamWrite hook: one SHA-256 and three string joins on a ${seal.bytes}-byte credential.used line), mean CPU time of ${f0(seal.n)} in this process: ` +
