@@ -1,8 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { EventEmitter } from 'node:events'
 import { Readable } from 'node:stream'
 import { isIP } from 'node:net'
-import type { Dispatcher } from 'undici'
 import type { CredentialUsed, PlaceholderState } from '../audit/events.js'
 import type { Credential } from '../credentials/provider.js'
 import { egressDenied, NO_TOOL, SELF, SidekeyError } from '../errors.js'
@@ -21,6 +19,7 @@ import type { Route, Tool } from './router.js'
 import { normalizePath } from '../net/path.js'
 import { checkPassThrough, connectPortAllowed, type Runtime } from './runtime.js'
 import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
+import { UpstreamExchange } from './exchange.js'
 import { UpgradeResponse } from './upgrade.js'
 
 /** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
@@ -132,6 +131,7 @@ export class RequestHandler {
     let replayed = false
     let release: (() => void) | undefined
     let scrub: ResponseScrub | undefined
+    let response: UpstreamExchange | undefined
     try {
       if (isSelf(rt, target.host, route.upstreamPort)) throw egressDenied(SELF, 'self')
       release = this.#inFlight.acquire(origin, inFlightCap(rt))
@@ -145,10 +145,10 @@ export class RequestHandler {
         method, origin, agentAuthorization: req.headers.authorization, body: body.kept, streamed: body.stream !== undefined,
         contentLength: body.contentLength, bodyLimit: rt.config.limits.replay_body_bytes,
       }
-      const send = async (cred: Credential): Promise<Dispatcher.ResponseData> => {
+      const send = async (cred: Credential): Promise<UpstreamExchange> => {
         const headers = base.headers.slice()
         const sentPath = await inject(tool, cred, headers, cleanPath, injected)
-        return await rt.upstream.request({ origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null, signal: gone })
+        return await gone.watch(UpstreamExchange.start(rt.upstream, { origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null })).head
       }
       const overhead = performance.now() - started
       if (res instanceof UpgradeResponse) {
@@ -159,10 +159,10 @@ export class RequestHandler {
         used(status, current.id, placeholder, { overhead_ms: round(overhead), ...echoed(scrub) })
         return
       }
-      let response = await send(current)
-      if (current.dpop?.observe(origin, response.headers, response.statusCode === 401 && isNonceChallenge(response.headers)) === true && body.stream === undefined) {
+      response = await send(current)
+      if (current.dpop?.observe(origin, response.headerObject(), response.statusCode === 401 && isNonceChallenge(response.headerObject())) === true && body.stream === undefined) {
         // RFC 9449 §9: the tool wants its nonce in the proof; answered once, with the same credential.
-        await response.body.dump()
+        await response.dump()
         response = await send(current)
       }
       if (response.statusCode === 401 && body.stream !== undefined) {
@@ -172,14 +172,14 @@ export class RequestHandler {
         // A per-call token is never reused: the replay gets a token of its own.
         const fresh = perCall ? credentialFor() : await rt.credentials.refreshRejected(tool.name, current.id)
         if (fresh !== undefined && fresh.id !== current.id) {
-          await response.body.dump()
+          await response.dump()
           current = fresh
           replayed = true
           response = await send(current)
         }
       }
       scrub = new ResponseScrub(scrubberFor(tool, current), tool.config.scrub_body === true)
-      const bytesOut = await scrub.relay(res, method, response.statusCode, response.headers, response.body)
+      const bytesOut = await scrub.relay(res, method, response)
       used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
     } catch (err) {
       // A body that failed mid-stream (broken framing, request timeout) was answered by listener.ts's clientError: audit that.
@@ -199,6 +199,8 @@ export class RequestHandler {
       }
       used(status, current.id, placeholder, { ...failure(e, err, replayed), ...echoed(scrub) })
     } finally {
+      // An answer left unread by a failure on our side is cut, so its connection does not wait on it.
+      response?.release()
       release?.()
     }
   }
@@ -226,6 +228,7 @@ export class RequestHandler {
       })
     }
     let release: (() => void) | undefined
+    let response: UpstreamExchange | undefined
     try {
       // The ports a pass-through may reach: the plain-HTTP default, and what CONNECT may reach (RELIABILITY B1).
       if (target.port !== 80 && !connectPortAllowed(rt, target.port)) throw egressDenied(`port ${target.port} is not allowed (egress.connect_ports)`, 'port')
@@ -237,9 +240,9 @@ export class RequestHandler {
       const body = await requestBody(req, 0)
       if (body.contentLength !== undefined) headers.push('content-length', body.contentLength)
       const origin = await passThroughOrigin(rt, target.scheme, target.host, target.port)
-      const response = await rt.upstream.request({ origin, path, method, headers, body: body.kept ?? body.stream ?? null })
+      response = await UpstreamExchange.start(rt.upstream, { origin, path, method, headers, body: body.kept ?? body.stream ?? null }).head
       res.writeHead(response.statusCode, downstreamHeaders(response.headers))
-      await relay(response.body, res)
+      await relay(response, res)
       passed(response.statusCode)
     } catch (err) {
       const status = this.#fail(res, err, requestId)
@@ -247,6 +250,7 @@ export class RequestHandler {
       if (e.code === 'SIDEKEY_EGRESS_DENIED') rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: reasonOf(e), client, method, request_id: requestId })
       else passed(status, failureCode(err), e.details.detail)
     } finally {
+      response?.release()
       release?.()
     }
   }
@@ -268,24 +272,24 @@ export class RequestHandler {
 }
 
 /**
- * Cancels the upstream exchange when the agent leaves before its answer is complete. undici takes an EventEmitter
- * that emits 'abort' as `signal`: a fraction of the cost of an AbortController (EventTarget, AbortSignal) per
- * request. The reason is the AbortController's own (an AbortError DOMException), built only when someone reads it.
+ * Cancels the upstream exchange when the agent leaves before its answer is complete (h1 disconnect, h2 RST_STREAM);
+ * after a complete answer, a no-op (the exchange builds its AbortError only when it does cancel).
  */
-class Departure extends EventEmitter {
+class Departure {
   aborted = false
-  #reason: DOMException | undefined
+  #current: UpstreamExchange | undefined
 
-  get reason (): DOMException | undefined {
-    if (!this.aborted) return undefined
-    this.#reason ??= new DOMException('This operation was aborted', 'AbortError')
-    return this.#reason
+  /** The exchange to cancel from now on (a 401 replay starts a second one). */
+  watch (exchange: UpstreamExchange): UpstreamExchange {
+    this.#current = exchange
+    if (this.aborted) exchange.cancel()
+    return exchange
   }
 
   abort (): void {
     if (this.aborted) return
     this.aborted = true
-    this.emit('abort')
+    this.#current?.cancel()
   }
 }
 

@@ -126,19 +126,29 @@ function credentialPart (value: string): string[] {
   return [rest]
 }
 
-/** Response headers for the agent: hop-by-hop removed, as a flat list for `res.writeHead`. */
-export function downstreamHeaders (headers: Record<string, string | string[] | undefined>): string[] {
+/** The value of one field in a flat header list with lowercase names (repeated fields joined with `,`), or undefined. */
+export function fieldValue (flat: readonly string[], name: string): string | undefined {
+  let value: string | undefined
+  for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) value = value === undefined ? flat[i + 1]! : `${value},${flat[i + 1]!}`
+  return value
+}
+
+/**
+ * Response headers for the agent from the upstream's flat list (names lowercase): hop-by-hop fields and the names
+ * `Connection` lists removed, the rest in the upstream's order, as a flat list for `res.writeHead`.
+ */
+export function downstreamHeaders (flat: readonly string[]): string[] {
   let connectionListed: string[] | undefined
-  const connection = headers.connection
-  if (connection !== undefined) connectionListed = String(connection).split(',').map((t) => t.trim().toLowerCase())
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i] !== 'connection') continue
+    for (const token of flat[i + 1]!.split(',')) (connectionListed ??= []).push(token.trim().toLowerCase())
+  }
   const out: string[] = []
-  for (const name in headers) {
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i]!
     if (RESPONSE_HOP_BY_HOP.has(name)) continue
     if (connectionListed?.includes(name) === true) continue
-    const value = headers[name]
-    if (value === undefined) continue
-    if (typeof value === 'string') out.push(name, value)
-    else for (const v of value) out.push(name, v)
+    out.push(name, flat[i + 1]!)
   }
   return out
 }

@@ -1,10 +1,11 @@
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import { pipeline, type Readable } from 'node:stream'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import { SidekeyError } from '../errors.js'
 import { downstreamHeaders } from './headers.js'
 import type { Scrubber } from './scrub.js'
-import { relay } from './upstream.js'
+import type { UpstreamExchange } from './exchange.js'
+import { readableSource, relay } from './upstream.js'
 
 /** Content types scrubbed as text: what an error page, a redirect body, JSON or a debug dump is served as. */
 const TEXT_LIKE = /^text\/|json|xml|javascript|ecmascript|x-www-form-urlencoded|yaml/i
@@ -41,23 +42,24 @@ export class ResponseScrub {
    * ends the stream) and, when the upstream compressed it anyway, is sent decoded. A compressed body in a coding
    * sidekey cannot decode is refused (502) rather than passed on unread.
    */
-  async relay (res: ServerResponse, method: string, status: number, headers: IncomingHttpHeaders, body: Readable): Promise<number> {
-    const flat = this.headers(downstreamHeaders(headers))
-    if (!this.#bodies || !hasBody(method, status) || !TEXT_LIKE.test(String(headers['content-type'] ?? 'text/plain'))) {
+  async relay (res: ServerResponse, method: string, answer: UpstreamExchange): Promise<number> {
+    const status = answer.statusCode
+    const flat = this.headers(downstreamHeaders(answer.headers))
+    if (!this.#bodies || !hasBody(method, status) || !TEXT_LIKE.test(answer.field('content-type') ?? 'text/plain')) {
       res.writeHead(status, flat)
-      return await relay(body, res)
+      return await relay(answer, res)
     }
-    const coding = String(headers['content-encoding'] ?? 'identity').trim().toLowerCase()
+    const coding = (answer.field('content-encoding') ?? 'identity').trim().toLowerCase()
     const decoder = coding === 'identity' || coding === '' ? undefined : DECODERS[coding]
     if (decoder === undefined && coding !== 'identity' && coding !== '') {
-      body.on('error', () => {}).destroy()
+      answer.release()
       throw new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream answered in a content coding that cannot be scrubbed', { status: 502, details: { reason: 'unscrubbable_encoding' } })
     }
     res.writeHead(status, withoutFields(flat, decoder === undefined ? ['content-length'] : ['content-length', 'content-encoding']))
     const filter = this.#scrubber.body()
     this.#body = filter
-    const source = decoder === undefined ? body : pipeline(body, decoder(), () => {}) as unknown as Readable
-    return await relay(source, res, filter)
+    if (decoder === undefined) return await relay(answer, res, filter)
+    return await relay(readableSource(pipeline(answer.stream(), decoder(), () => {}) as unknown as Readable), res, filter)
   }
 
   /** Where the credential came back in this answer (header names, then `body`), or undefined. */

@@ -1,9 +1,10 @@
-import { ServerResponse, type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
+import { ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
-import { Readable, type Duplex } from 'node:stream'
+import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { SidekeyError } from '../errors.js'
-import { downstreamHeaders } from './headers.js'
+import { UpstreamExchange } from './exchange.js'
+import { downstreamHeaders, fieldValue } from './headers.js'
 import { sendRawError } from './respond.js'
 import type { ResponseScrub } from './scrub-response.js'
 
@@ -74,43 +75,24 @@ export class UpgradeResponse extends ServerResponse {
    */
   forward (upstream: Dispatcher, req: UpgradeRequest): Promise<number> {
     return new Promise((resolve, reject) => {
-      let status = 0
-      let body: Readable | undefined
-      const handler: Dispatcher.DispatchHandler = {
-        onRequestStart: (controller) => {
-          if (this.#client.destroyed) controller.abort(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 }))
-          else this.#client.once('close', () => { if (status === 0) controller.abort(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 })) })
-        },
-        onRequestUpgrade: (_controller, statusCode, headers, socket) => {
-          status = statusCode
-          this.#join(req.scrub, headers, socket)
-          resolve(statusCode)
-        },
-        onResponseStart: (controller, statusCode, headers) => {
-          if (statusCode < 200) return
-          status = statusCode
-          // The refusal's body is relayed like any answer's (scrub-response.ts), with backpressure back to undici.
-          body = new Readable({ read: () => controller.resume() })
-          req.scrub.relay(this, req.method, statusCode, headers, body).then(() => resolve(status), reject)
-        },
-        onResponseData: (controller, chunk) => {
-          if (body?.push(chunk) === false) controller.pause()
-        },
-        onResponseEnd: () => { body?.push(null) },
-        onResponseError: (_controller, err) => {
-          body?.destroy(err)
-          reject(err)
-        },
-      }
-      upstream.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, upgrade: this.#protocol }, handler)
+      const exchange = new UpstreamExchange(undefined, (statusCode, headers, socket) => {
+        this.#join(req.scrub, headers, socket)
+        resolve(statusCode)
+      })
+      const left = (): void => exchange.cancel(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 }))
+      if (this.#client.destroyed) left()
+      else this.#client.once('close', left)
+      // Any other status: the refusal's body is relayed like any answer's (scrub-response.ts).
+      exchange.head.then((answer) => req.scrub.relay(this, req.method, answer)).then(() => resolve(exchange.statusCode), reject)
+      upstream.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, upgrade: this.#protocol }, exchange as unknown as Dispatcher.DispatchHandler)
     })
   }
 
   /** Writes the upstream's 101 to the agent and joins the sockets; either side closing or erring closes both. */
-  #join (scrub: ResponseScrub, headers: IncomingHttpHeaders, upstream: Duplex): void {
+  #join (scrub: ResponseScrub, headers: string[], upstream: Duplex): void {
     const client = this.#client
     const flat = downstreamHeaders(headers)
-    flat.push('connection', 'Upgrade', 'upgrade', String(headers.upgrade ?? this.#protocol))
+    flat.push('connection', 'Upgrade', 'upgrade', fieldValue(headers, 'upgrade') ?? this.#protocol)
     scrub.headers(flat)
     let head = 'HTTP/1.1 101 Switching Protocols\r\n'
     for (let i = 0; i < flat.length; i += 2) head += `${flat[i]}: ${flat[i + 1]}\r\n`
@@ -127,3 +109,4 @@ export class UpgradeResponse extends ServerResponse {
     upstream.pipe(client)
   }
 }
+
