@@ -69,20 +69,26 @@ function notThisShape (tool: Tool, what: string): SidekeyError {
  * alike: the needles response scrubbing (scrub.ts) looks for. A new injection shape adds its own spellings here.
  */
 export function injectedNeedles (tool: Tool, credential: Credential): Needle[] {
+  return needlesOf(tool, credentialNeedles(credential))
+}
+
+function needlesOf (tool: Tool, secrets: readonly string[]): Needle[] {
   const placeholder = tool.config.placeholder ?? DEFAULT_PLACEHOLDER
   const basic = tool.config.inject.basic
   // The shape's secret values (credentials/needles.ts: a token; an AWS key set's secret, key id and session token).
-  return credentialNeedles(credential).flatMap((secret) =>
-    basic === undefined ? tokenNeedles(secret, placeholder) : basicNeedles(basic.username, secret, placeholder))
+  return secrets.flatMap((secret) => basic === undefined ? tokenNeedles(secret, placeholder) : basicNeedles(basic.username, secret, placeholder))
 }
 
-/** The last scrubber built per tool: rebuilt only when the tool's credential changes, not per request. */
+/** The last scrubber built per tool: rebuilt only when the tool's credential changes (every call for `per_call`). */
 const scrubbers = new WeakMap<Tool, { readonly credential: Credential, readonly scrubber: Scrubber }>()
 
 export function scrubberFor (tool: Tool, credential: Credential): Scrubber {
   const cached = scrubbers.get(tool)
   if (cached?.credential === credential) return cached.scrubber
-  const scrubber = new Scrubber(injectedNeedles(tool, credential))
+  const secrets = credentialNeedles(credential)
+  // Every spelling of a secret is at least as long as the secret (scrub.ts tokenNeedles), so until a header that
+  // long or a scrubbed body comes back, the spellings are never built: the common case for a per-call token.
+  const scrubber = new Scrubber(() => needlesOf(tool, secrets), Math.min(...secrets.map((s) => s.length)))
   scrubbers.set(tool, { credential, scrubber })
   return scrubber
 }

@@ -28,6 +28,9 @@ const MIN_DERIVED = 12
  * (`URLSearchParams`) does, and twice (a URL carried in another URL's query); and inside longer base64 or base64url text at each of the 3 byte alignments (the
  * characters that depend only on the token's bytes, so `base64(anything + token + anything)` contains one of them).
  * Replacements spell the placeholder the same way; inside base64 the placeholder is written as it is.
+ *
+ * Every spelling is at least as long as the token (a base64 window shorter than the token is under MIN_DERIVED
+ * and left out): scrubberFor relies on it to skip short header strings without building the spellings.
  */
 export function tokenNeedles (token: string, placeholder: string): Needle[] {
   const out: Needle[] = [{ secret: token, replacement: placeholder }]
@@ -66,33 +69,38 @@ export function basicNeedles (username: string, token: string, placeholder: stri
  * every response to the same credential.
  */
 export class Scrubber {
-  /** Over header strings (the needles as JS strings). */
-  readonly #text: RegExp
-  readonly #textReplacement: ReadonlyMap<string, string>
-  /** The needles' UTF-8 bytes for bodies, longest first. */
-  readonly #bytes: readonly ByteNeedle[]
-  /** Shortest needle in UTF-16 units: a header string shorter than this cannot hold one. */
-  readonly #shortest: number
-  /** Bytes a body scrubber holds back between chunks: a needle split across chunks is still whole in the window. */
-  readonly window: number
+  readonly #needles: () => readonly Needle[]
+  /** No needle is shorter than this (UTF-16 units): a header string below it is skipped before anything is built. */
+  readonly #atLeast: number
+  #compiled: Compiled | undefined
 
-  constructor (needles: readonly Needle[]) {
-    const unique = new Map<string, string>()
-    for (const n of needles) if (n.secret !== '' && !unique.has(n.secret)) unique.set(n.secret, n.replacement)
-    const sorted = [...unique].sort((a, b) => b[0].length - a[0].length)
-    this.#textReplacement = unique
-    this.#text = alternation(sorted.map(([secret]) => secret))
-    this.#bytes = sorted.map(([secret, replacement]) => ({ bytes: Buffer.from(secret), with: Buffer.from(replacement) }))
-    this.#shortest = sorted.length === 0 ? Infinity : sorted.at(-1)![0].length
-    this.window = Math.max(0, ...this.#bytes.map((n) => n.bytes.length - 1))
+  /**
+   * `needles`, or a function returning them with `atLeast` a lower bound on their lengths: then nothing is built
+   * until a string that long (or a body) is scrubbed. A per-call token gets a new scrubber on every call, and
+   * building one (spellings, regular expression, byte needles) cost about 38 µs, as much as signing the token.
+   */
+  constructor (needles: readonly Needle[] | (() => readonly Needle[]), atLeast = 0) {
+    this.#needles = typeof needles === 'function' ? needles : () => needles
+    this.#atLeast = atLeast
+  }
+
+  /** Bytes a body scrubber holds back between chunks: a needle split across chunks is still whole in the window. */
+  get window (): number {
+    return this.#compile().window
+  }
+
+  #compile (): Compiled {
+    return this.#compiled ??= compile(this.#needles())
   }
 
   /** `value` with every needle replaced; the same string when none occurs. */
   text (value: string): string {
-    if (value.length < this.#shortest) return value
-    this.#text.lastIndex = 0
-    if (!this.#text.test(value)) return value
-    return value.replace(this.#text, (found) => this.#textReplacement.get(found)!)
+    if (value.length < this.#atLeast) return value
+    const c = this.#compile()
+    if (value.length < c.shortest) return value
+    c.text.lastIndex = 0
+    if (!c.text.test(value)) return value
+    return value.replace(c.text, (found) => c.replacement.get(found)!)
   }
 
   /**
@@ -115,7 +123,33 @@ export class Scrubber {
 
   /** A scrubber for one streamed body. */
   body (): BodyScrubber {
-    return new BodyScrubber(this.#bytes, this.window)
+    const c = this.#compile()
+    return new BodyScrubber(c.bytes, c.window)
+  }
+}
+
+interface Compiled {
+  /** Over header strings (the needles as JS strings). */
+  readonly text: RegExp
+  readonly replacement: ReadonlyMap<string, string>
+  /** The needles' UTF-8 bytes for bodies, longest first. */
+  readonly bytes: readonly ByteNeedle[]
+  /** Shortest needle in UTF-16 units: a header string shorter than this cannot hold one. */
+  readonly shortest: number
+  readonly window: number
+}
+
+function compile (needles: readonly Needle[]): Compiled {
+  const unique = new Map<string, string>()
+  for (const n of needles) if (n.secret !== '' && !unique.has(n.secret)) unique.set(n.secret, n.replacement)
+  const sorted = [...unique].sort((a, b) => b[0].length - a[0].length)
+  const bytes = sorted.map(([secret, replacement]) => ({ bytes: Buffer.from(secret), with: Buffer.from(replacement) }))
+  return {
+    text: alternation(sorted.map(([secret]) => secret)),
+    replacement: unique,
+    bytes,
+    shortest: sorted.length === 0 ? Infinity : sorted.at(-1)![0].length,
+    window: Math.max(0, ...bytes.map((n) => n.bytes.length - 1)),
   }
 }
 

@@ -65,3 +65,22 @@ t.test('short secrets get no derived needles; the raw one always', async (t) => 
   t.equal(s.window, 2)
   t.equal(new Scrubber([]).body().push(Buffer.from('abc')).toString(), 'abc', 'no needles, nothing held')
 })
+
+t.test('a lazy scrubber builds its spellings only when a string could hold one; every spelling is at least as long as its token', async (t) => {
+  const alphabet = Array.from('abcXYZ019-_.~+/= %é€😀')
+  for (let len = 1; len <= 90; len++) {
+    const token = Array.from({ length: len }, (_, i) => alphabet[(i * 7 + len) % alphabet.length]!).join('')
+    const short = tokenNeedles(token, 'sidekey').filter((n) => n.secret.length < token.length)
+    if (short.length > 0) t.fail(`a spelling of a ${len}-unit token is shorter than it`)
+  }
+  let built = 0
+  const token = 'tok_' + 'q'.repeat(60)
+  const lazy = new Scrubber(() => { built++; return tokenNeedles(token, 'sidekey') }, token.length)
+  t.same(lazy.headers(['content-type', 'application/json', 'date', 'Fri, 04 Dec 2026 19:00:00 GMT']), undefined)
+  t.equal(built, 0, 'short header values: nothing built')
+  const flat = ['x-echo', `seen ${token}`]
+  t.same(lazy.headers(flat), ['x-echo'])
+  t.equal(flat[1], 'seen sidekey', 'a long one is scrubbed')
+  t.ok(lazy.window >= token.length - 1, 'the body window covers the longest spelling')
+  t.equal(built, 1, 'built once')
+})
