@@ -25,7 +25,8 @@ const MIN_DERIVED = 12
 
 /**
  * A token as it can come back: raw; percent-encoded as `encodeURIComponent` does, with lower-case hex, as a form
- * (`URLSearchParams`) does, and twice (a URL carried in another URL's query); and inside longer base64 or base64url text at each of the 3 byte alignments (the
+ * (`URLSearchParams`) does, and twice (a URL carried in another URL's query); escaped inside JSON or HTML text
+ * (TEXT_ESCAPES); and inside longer base64 or base64url text at each of the 3 byte alignments (the
  * characters that depend only on the token's bytes, so `base64(anything + token + anything)` contains one of them).
  * Replacements spell the placeholder the same way; inside base64 the placeholder is written as it is.
  *
@@ -41,6 +42,10 @@ export function tokenNeedles (token: string, placeholder: string): Needle[] {
     (s: string) => encodeURIComponent(encodeURIComponent(s)),
   ]
   for (const encode of encoders) out.push({ secret: encode(token), replacement: encode(placeholder) })
+  for (const escape of TEXT_ESCAPES) {
+    const secret = escape(token)
+    if (secret !== token) out.push({ secret, replacement: escape(placeholder) })
+  }
   const bytes = Buffer.from(token)
   for (const align of [0, 1, 2]) {
     const padded = Buffer.concat([Buffer.alloc(align), bytes])
@@ -53,6 +58,30 @@ export function tokenNeedles (token: string, placeholder: string): Needle[] {
     }
   }
   return out
+}
+
+/**
+ * A token as JSON and HTML encoders write it into a body, for tokens with characters they escape (base64 keys carry
+ * `/`, `+` and `=`; a JWT, of letters, digits, `.`, `_` and `-`, has no such spelling). Each is one encoder's whole
+ * rule: JSON as JavaScript and Python write it, with `\/` as PHP does, with `\u003c`-style escapes as Go does; HTML
+ * with the five named references (escape-html, PHP), and with every character outside letters, digits and `,._ -`
+ * as a numeric reference in hex (OWASP ESAPI, lower case; upper case) and in decimal. An encoder escaping some other
+ * subset of characters writes a spelling not listed here.
+ */
+const TEXT_ESCAPES: ReadonlyArray<(s: string) => string> = [
+  (s) => JSON.stringify(s).slice(1, -1),
+  (s) => JSON.stringify(s).slice(1, -1).replace(/\//g, '\\/'),
+  (s) => JSON.stringify(s).slice(1, -1).replace(/[<>&]/g, (c) => `\\u00${hex(c)}`),
+  (s) => s.replace(/[&<>"']/g, (c) => NAMED[c]!),
+  (s) => s.replace(HTML_ESCAPED, (c) => `&#x${hex(c)};`),
+  (s) => s.replace(HTML_ESCAPED, (c) => `&#x${hex(c).toUpperCase()};`),
+  (s) => s.replace(HTML_ESCAPED, (c) => `&#${c.charCodeAt(0)};`),
+]
+const NAMED: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }
+const HTML_ESCAPED = /[^A-Za-z0-9,._ -]/g
+
+function hex (c: string): string {
+  return c.charCodeAt(0).toString(16)
 }
 
 /** Basic auth: the exact `base64(user:token)` sidekey sent (replaced by the placeholder's), then the token's own needles. */

@@ -84,3 +84,30 @@ t.test('a lazy scrubber builds its spellings only when a string could hold one; 
   t.ok(lazy.window >= token.length - 1, 'the body window covers the longest spelling')
   t.equal(built, 1, 'built once')
 })
+
+t.test('a key JSON or HTML encoders escape is found as they write it into a body, and replaced by the placeholder', async (t) => {
+  const key = 'wJalr/XUt+nFEMI=K7MDENG&<x>"y'
+  const s = new Scrubber(tokenNeedles(key, 'side/key'))
+  // What real encoders write for `key`: JavaScript and Python JSON, PHP json_encode (`\/`), Go encoding/json
+  // (`\u0026` for &, <, >), escape-html and PHP htmlspecialchars, OWASP ESAPI (lower-case hex) and decimal.
+  const written = [
+    JSON.stringify({ key }),
+    JSON.stringify({ key }).replace(/\//g, '\\/'),
+    JSON.stringify({ key }).replace(/[<>&]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`),
+    `<p>${key.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')}</p>`,
+    `<p>${key.replace(/[^A-Za-z0-9,._ -]/g, (c) => `&#x${c.charCodeAt(0).toString(16)};`)}</p>`,
+    `<p>${key.replace(/[^A-Za-z0-9,._ -]/g, (c) => `&#x${c.charCodeAt(0).toString(16).toUpperCase()};`)}</p>`,
+    `<p>${key.replace(/[^A-Za-z0-9,._ -]/g, (c) => `&#${c.charCodeAt(0)};`)}</p>`,
+  ]
+  for (const text of written) {
+    const { out, echoed } = streamed(s, text, 7)
+    t.ok(echoed, `found: ${text}`)
+    t.notOk(out.includes('K7MDENG') || out.includes('nFEMI'), `no part of the key is left: ${out}`)
+    t.match(out, /side/, 'the placeholder is in its place')
+  }
+  const json = streamed(s, JSON.stringify({ key }).replace(/\//g, '\\/'), 5).out
+  t.equal(json, '{"key":"side\\/key"}', 'the placeholder is spelled the way the key was: still valid JSON for the agent')
+  t.same(JSON.parse(json), { key: 'side/key' })
+  t.equal(tokenNeedles('eyJhbGciOi.eyJzdWIi.sig-_x0123456789', 'sidekey').filter((n) => n.secret.includes('&') || n.secret.includes('\\')).length, 0,
+    'a JWT has no escaped spellings (nothing added to scan for)')
+})
