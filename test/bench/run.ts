@@ -383,7 +383,7 @@ async function startTable (env: Env, out: string[]): Promise<void> {
 }
 
 /** The V8 setting the image sets (Dockerfile NODE_OPTIONS), measured beside Node's default. */
-const IMAGE_NODE_OPTIONS = '--max-semi-space-size=1'
+const IMAGE_NODE_OPTIONS = '--max-semi-space-size=4'
 
 interface Started { readyMs: number, rss: number, settled?: number }
 
