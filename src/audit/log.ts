@@ -83,16 +83,32 @@ export function createLogger (opts: LoggerOptions): pino.Logger {
 /**
  * Flushes what an async destination still buffers. Call before `process.exit()`; pino also flushes on a normal
  * exit by itself.
+ *
+ * sonic-boom with `minLength` 0 (pino's default) answers `flush(cb)` at once, even while a write is in flight and
+ * more lines wait behind it; so when it is writing, wait for its `drain` (or `error`) as well.
  */
 export function flushLogger (logger: pino.Logger): Promise<void> {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as Partial<InFlight> | undefined
   return new Promise((resolve) => {
     try {
-      logger.flush((err) => { resolve(); void err })
+      logger.flush(() => {
+        if (stream?._writing !== true || typeof stream.once !== 'function') return resolve()
+        const done = (): void => { stream.off?.('drain', done); stream.off?.('error', done); resolve() }
+        stream.once('drain', done)
+        stream.once('error', done)
+      })
     } catch {
       // A sync or already-closed destination has nothing to flush.
       resolve()
     }
   })
+}
+
+/** What flushLogger reads of a sonic-boom destination: whether a write is in flight, and its events. */
+interface InFlight {
+  _writing: boolean
+  once (event: 'drain' | 'error', listener: () => void): unknown
+  off (event: 'drain' | 'error', listener: () => void): unknown
 }
 
 // Characters JSON leaves raw that terminals or log viewers may act on (see the module comment).
