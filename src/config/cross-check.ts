@@ -1,4 +1,4 @@
-import { isIP } from 'node:net'
+import { ipFamily } from '../net/family.js'
 import { isLocalhostName } from '../net/self.js'
 import { normalizePath } from '../net/path.js'
 import { checkHostName, createAddressClassifier, isLoopbackHost, parseToolHost } from './host.js'
@@ -135,13 +135,13 @@ function checkResolve (resolve: unknown, ctx: CheckContext): Map<string, string>
   for (const [written, ip] of entries(resolve)) {
     const path = ['resolve', written]
     const name = normalizeHostName(written)
-    const reason = isIP(name) !== 0 ? 'pin a host name here, not an address' : checkHostName(name)
+    const reason = ipFamily(name) !== 0 ? 'pin a host name here, not an address' : checkHostName(name)
     const twice = names.has(name)
     names.add(name)
     if (reason !== undefined) ctx.problem(path, reason, 'key')
     else if (twice) ctx.problem(path, `${name} is pinned twice`, 'key')
     if (typeof ip !== 'string') continue
-    if (isIP(ip) === 0) ctx.problem(path, `${ctx.show(path, ip)} is not an IP address (resolve: pins host names to addresses, like curl --resolve)`)
+    if (ipFamily(ip) === 0) ctx.problem(path, `${ctx.show(path, ip)} is not an IP address (resolve: pins host names to addresses, like curl --resolve)`)
     else if (reason === undefined && !twice) pins.set(name, ip)
   }
   return pins
@@ -203,7 +203,7 @@ function checkTokenUrl (path: KeyPath, value: string, pins: ReadonlyMap<string, 
     return
   }
   // The example pins the host itself, unless it is an address or must not be shown (it came from the environment).
-  const name = isIP(host) === 0 && shown === JSON.stringify(host) ? host : 'idp.internal.test'
+  const name = ipFamily(host) === 0 && shown === JSON.stringify(host) ? host : 'idp.internal.test'
   ctx.problem(path, `plain http:// to ${shown} would send this issuer's client credentials and tokens over the network in clear; ` +
     `use https://, or for an issuer on this machine a loopback address (http://127.0.0.1:PORT/...) or a host name pinned to one in resolve: (e.g. resolve: { ${name}: 127.0.0.1 })`)
 }

@@ -1,4 +1,5 @@
-import { isIP, isIPv4 } from 'node:net'
+import { isIPv4 } from 'node:net'
+import { ipFamily } from '../net/family.js'
 import { classifyIp } from '../net/ip.js'
 import { normalizeHost } from '../net/host.js'
 
@@ -15,7 +16,7 @@ const METADATA = new Set(['169.254.169.254', '100.100.100.200', 'fd00:ec2::254']
  */
 export function createAddressClassifier (): (ip: string) => AddressKind | undefined {
   return (ip) => {
-    if (isIP(ip) === 0) return undefined
+    if (ipFamily(ip) === 0) return undefined
     if (METADATA.has(ip.toLowerCase())) return 'metadata'
     const cls = classifyIp(ip)
     switch (cls) {
@@ -36,7 +37,7 @@ export function createAddressClassifier (): (ip: string) => AddressKind | undefi
  * @example isLoopbackHost('idp.test', new Map([['idp.test', '127.0.0.1']])) // → true
  */
 export function isLoopbackHost (host: string, pins: ReadonlyMap<string, string>): boolean {
-  const address = isIP(host) !== 0 ? host : pins.get(host)
+  const address = ipFamily(host) !== 0 ? host : pins.get(host)
   return address !== undefined && classifyIp(address) === 'loopback'
 }
 
@@ -58,7 +59,7 @@ export function parseToolHost (written: string): ToolHost {
   if (written.includes('/')) return fail('a host has no path; put it in match.path_prefix')
   const unbracketed = written.startsWith('[') && written.endsWith(']') ? written.slice(1, -1) : written
   // The same canonical form the proxy gives a request's host (IPv6 compressed, lower case), or they never meet.
-  if (isIP(unbracketed) !== 0) return { ok: true, kind: 'ip', host: normalizeHost(unbracketed) }
+  if (ipFamily(unbracketed) !== 0) return { ok: true, kind: 'ip', host: normalizeHost(unbracketed) }
   if (written.includes(':')) return fail('a host has no port; put it in match.port')
   let host = written.toLowerCase()
   if (host.endsWith('.')) host = host.slice(0, -1)

@@ -64,7 +64,9 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
 
   let result: Config | undefined
   if (tree.data !== undefined) {
-    const parsed = config.safeParse(tree.data)
+    // Parsed once per start (and per reload): zod's default compiles a fast path with new Function for each object
+    // schema first, which costs more than the one parse it would speed up.
+    const parsed = config.safeParse(tree.data, { jitless: true })
     if (parsed.success) result = parsed.data
     else for (const issue of parsed.error.issues) zodProblem(issue, tree, add, show)
     crossCheck(tree.data, { problem: add, show })

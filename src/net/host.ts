@@ -1,5 +1,5 @@
 import { domainToASCII } from 'node:url'
-import { isIP } from 'node:net'
+import { ipFamily } from './family.js'
 import { SidekeyError } from '../errors.js'
 
 /**
@@ -12,7 +12,7 @@ export function normalizeHost (raw: string): string {
   if (isCanonicalHost(raw)) return raw
   let host = raw
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
-  if (isIP(host) === 6) {
+  if (ipFamily(host) === 6) {
     const parsed = parseUrlHost(`[${host}]`)
     return parsed.slice(1, -1)
   }
@@ -20,7 +20,7 @@ export function normalizeHost (raw: string): string {
   if (host === '' || host.length > 253 || /[\s/\\@?#%:[\]]/.test(host)) throw badHost()
   const parsed = parseUrlHost(host)
   if (parsed.endsWith('.')) throw badHost() // two trailing dots
-  const ascii = isIP(parsed) === 4 ? parsed : domainToASCII(parsed)
+  const ascii = ipFamily(parsed) === 4 ? parsed : domainToASCII(parsed)
   if (ascii === '' || !/^[a-z0-9.-]+$/.test(ascii) || ascii.startsWith('.') || ascii.includes('..')) throw badHost()
   return ascii
 }
@@ -81,6 +81,6 @@ export function parseAuthority (raw: string, defaultPort: number | undefined): A
 
 /** `host:port` for logs and Host headers, bracketing IPv6. */
 export function formatAuthority (host: string, port: number, defaultPort?: number): string {
-  const h = isIP(host) === 6 ? `[${host}]` : host
+  const h = ipFamily(host) === 6 ? `[${host}]` : host
   return port === defaultPort ? h : `${h}:${port}`
 }

@@ -1,4 +1,5 @@
-import { BlockList, isIP } from 'node:net'
+import { BlockList } from 'node:net'
+import { ipFamily } from './family.js'
 
 /**
  * Classifies IP addresses for SSRF protection (RELIABILITY B3/B4). Callers pass an address that has already been
@@ -85,7 +86,7 @@ function expandV6 (addr: string): number[] | undefined {
 
 /** Classifies a parsed IP literal (no brackets). Non-IP input is 'reserved' so that it is never treated as public. */
 export function classifyIp (address: string): IpClass {
-  const family = isIP(address)
+  const family = ipFamily(address)
   if (family === 4) {
     for (const [cls, list] of lists) if (list.check(address, 'ipv4')) return cls
     return 'public'

@@ -1,5 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
-import { isIP, type LookupFunction } from 'node:net'
+import { type LookupFunction } from 'node:net'
+import { ipFamily } from './family.js'
 import { egressDenied } from '../errors.js'
 import { isBlockedIp } from './ip.js'
 import { isLocalhostName } from './self.js'
@@ -25,7 +26,7 @@ export function createLookup (opts: ResolverOptions): LookupFunction {
     const pinned = opts.pins[host]
     const all = (options as { all?: boolean }).all === true
     if (pinned !== undefined) {
-      const family = isIP(pinned)
+      const family = ipFamily(pinned)
       if (all) (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, [{ address: pinned, family }])
       else callback(null, pinned, family)
       return
@@ -45,13 +46,13 @@ export function createLookup (opts: ResolverOptions): LookupFunction {
 /** Checks a destination before any connection: IP literals are not passed to `lookup` by Node. */
 export function checkAddress (host: string, opts: ResolverOptions): void {
   if (opts.pins[host] !== undefined || !opts.blockPrivate) return
-  if (isIP(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)) throw egressDenied(`${host} is a private or special address (egress.block_private)`, 'private_address')
+  if (ipFamily(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)) throw egressDenied(`${host} is a private or special address (egress.block_private)`, 'private_address')
 }
 
 
 /** Resolves a host the way a connect would, for callers that must know the address (the self-loop check). */
 export function resolveChecked (host: string, lookup: LookupFunction): Promise<string> {
-  if (isIP(host) !== 0) return Promise.resolve(host)
+  if (ipFamily(host) !== 0) return Promise.resolve(host)
   return new Promise((resolve, reject) => {
     lookup(host, { all: false }, (err, address) => { if (err !== null) reject(err); else resolve(address as string) })
   })

@@ -1,5 +1,5 @@
 import { networkInterfaces } from 'node:os'
-import { isIP } from 'node:net'
+import { ipFamily } from './family.js'
 import { classifyIp, isBlockedIp } from './ip.js'
 
 /**
@@ -25,7 +25,7 @@ export function isOwnAddress (address: string): boolean {
 export function targetsSelf (host: string, port: number, ownPorts: ReadonlySet<number>, pins: Readonly<Record<string, string>>): boolean {
   if (!ownPorts.has(port)) return false
   const address = pins[host] ?? host
-  if (isIP(address) !== 0) return isBlockedIp(address) || isOwnAddress(address)
+  if (ipFamily(address) !== 0) return isBlockedIp(address) || isOwnAddress(address)
   return isLocalhostName(address)
 }
 

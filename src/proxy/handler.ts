@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import { isIP } from 'node:net'
+import { ipFamily } from '../net/family.js'
 import type { CredentialUsed, PlaceholderState } from '../audit/events.js'
 import type { Credential } from '../credentials/provider.js'
 import { egressDenied, NO_TOOL, SELF, SidekeyError } from '../errors.js'
@@ -386,7 +386,7 @@ function isSelf (rt: Runtime, host: string, port: number): boolean {
  * address is dialled, so a name pointing at this machine cannot loop back into the proxy or reach the admin port.
  */
 async function passThroughOrigin (rt: Runtime, scheme: 'http' | 'https', host: string, port: number): Promise<string> {
-  if (!rt.ownPorts.has(port) || isIP(host) !== 0 || rt.resolver.pins[host] !== undefined) return `${scheme}://${formatAuthority(host, port, defaultPort(scheme))}`
+  if (!rt.ownPorts.has(port) || ipFamily(host) !== 0 || rt.resolver.pins[host] !== undefined) return `${scheme}://${formatAuthority(host, port, defaultPort(scheme))}`
   const address = await resolveChecked(host, rt.lookup)
   if (isOwnAddress(address)) throw egressDenied(SELF, 'self')
   return `${scheme}://${formatAuthority(address, port, defaultPort(scheme))}`

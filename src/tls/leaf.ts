@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { isIP } from 'node:net'
+import { ipFamily } from '../net/family.js'
 import { ascii, BIT_STRING, BOOLEAN, OCTET_STRING, OID, SEQUENCE, SET, time, tlv, unsignedInteger, UTF8_STRING } from './der.js'
 import { encodeSan } from './names.js'
 
@@ -37,7 +37,7 @@ export interface LeafTbsParams {
 
 export function leafTbs (p: LeafTbsParams): Uint8Array {
   // CN only for DNS names that fit its 64-char bound; OpenSSL would check an IP-looking CN as a DNS name.
-  const subject = isIP(p.host) === 0 && p.host.length <= 64 ? rdn(OID_CN, p.host) : rdn(OID_O, 'sidekey')
+  const subject = ipFamily(p.host) === 0 && p.host.length <= 64 ? rdn(OID_CN, p.host) : rdn(OID_O, 'sidekey')
   // RFC 5280 method 1: SHA-1 of the subjectPublicKey bits (the 65-byte P-256 point ending the SPKI).
   const keyId = createHash('sha1').update(p.spki.subarray(p.spki.length - 65)).digest()
   const extensions = [

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net'
+import { ipFamily } from '../net/family.js'
 import { SidekeyError } from '../errors.js'
 import { ascii, DNS_NAME, EXCLUDED, IP_ADDRESS, PERMITTED, SEQUENCE, tlv, tlvChildren, tlvContents } from './der.js'
 
@@ -13,17 +13,17 @@ export function assertLeafHost (host: string): void {
   if (host.length === 0 || host.length > 253 || !HOST_CHARS.test(host)) {
     throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host for a TLS certificate', { status: 400 })
   }
-  if (host.includes(':') && isIP(host) !== 6) {
+  if (host.includes(':') && ipFamily(host) !== 6) {
     throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid IPv6 address for a TLS certificate', { status: 400 })
   }
-  if (isIP(host) === 0 && (host.startsWith('.') || host.endsWith('.') || host.includes('..'))) {
+  if (ipFamily(host) === 0 && (host.startsWith('.') || host.endsWith('.') || host.includes('..'))) {
     throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host for a TLS certificate', { status: 400 })
   }
 }
 
 /** Network-order bytes of an IP literal (IPv4, IPv6, IPv6 with an IPv4 tail). */
 export function ipBytes (ip: string): Uint8Array {
-  const family = isIP(ip)
+  const family = ipFamily(ip)
   if (family === 4) return new Uint8Array(ip.split('.').map(Number))
   if (family !== 6 || ip.includes('%')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid IP address', { status: 400 })
   let text = ip
@@ -56,11 +56,11 @@ export function normaliseConstraints (names: readonly string[]): string[] {
     if (name.startsWith('*.')) name = name.slice(1)
     if (name.startsWith('[') && name.endsWith(']')) name = name.slice(1, -1)
     const bare = name.startsWith('.') ? name.slice(1) : name
-    const ok = isIP(name) !== 0 || (bare.length > 0 && /^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(bare))
+    const ok = ipFamily(name) !== 0 || (bare.length > 0 && /^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(bare))
     if (!ok || name.length > 253) {
       throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `CA name constraint ${JSON.stringify(raw)} is not a host name, *.suffix or IP address`)
     }
-    out.add(isIP(name) === 6 ? ipKey(name) : name)
+    out.add(ipFamily(name) === 6 ? ipKey(name) : name)
   }
   return [...out].sort()
 }
@@ -84,7 +84,7 @@ export function encodeNameConstraints (names: readonly string[]): Uint8Array {
   const fullMask = (len: number): Uint8Array => new Uint8Array(len).fill(0xff)
   const permitted: Uint8Array[] = []
   for (const name of names) {
-    if (isIP(name) !== 0) {
+    if (ipFamily(name) !== 0) {
       const addr = ipBytes(name)
       permitted.push(subtree(IP_ADDRESS, Uint8Array.from([...addr, ...fullMask(addr.length)])))
     } else {
@@ -92,7 +92,7 @@ export function encodeNameConstraints (names: readonly string[]): Uint8Array {
     }
   }
   const excluded: Uint8Array[] = []
-  if (!names.some((n) => isIP(n) !== 0)) {
+  if (!names.some((n) => ipFamily(n) !== 0)) {
     excluded.push(subtree(IP_ADDRESS, new Uint8Array(8)), subtree(IP_ADDRESS, new Uint8Array(32)))
   }
   // An empty dNSName base matches every name, so excluding it permits no DNS name at all.
@@ -130,14 +130,14 @@ export function decodeNameConstraints (value: Uint8Array): string[] {
 /** Whether a leaf for `host` would satisfy the constraints (same matching rules as OpenSSL's nc_dns / nc_ip). */
 export function permits (names: readonly string[] | undefined, host: string): boolean {
   if (names === undefined) return true
-  if (isIP(host) !== 0) {
+  if (ipFamily(host) !== 0) {
     const want = Buffer.from(ipBytes(host))
-    return names.some((n) => isIP(n) !== 0 && want.equals(Buffer.from(ipBytes(n))))
+    return names.some((n) => ipFamily(n) !== 0 && want.equals(Buffer.from(ipBytes(n))))
   }
   return names.some((n) => n.startsWith('.') ? host.endsWith(n) : host === n || host.endsWith(`.${n}`))
 }
 
 /** DER value of a SubjectAltName holding exactly one name: an iPAddress for IP literals, else a dNSName. */
 export function encodeSan (host: string): Uint8Array {
-  return tlv(SEQUENCE, isIP(host) !== 0 ? tlv(IP_ADDRESS, ipBytes(host)) : tlv(DNS_NAME, ascii(host)))
+  return tlv(SEQUENCE, ipFamily(host) !== 0 ? tlv(IP_ADDRESS, ipBytes(host)) : tlv(DNS_NAME, ascii(host)))
 }

@@ -3,6 +3,8 @@ import t from 'tap'
 import fc from 'fast-check'
 import { classifyIp, isBlockedIp } from '../../src/net/ip.js'
 import { normalizeHost } from '../../src/net/host.js'
+import { ipFamily } from '../../src/net/family.js'
+import { isIP } from 'node:net'
 
 const dotted = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
 const hex4 = (n: number): string => `${((n >>> 16) & 0xffff).toString(16)}:${(n & 0xffff).toString(16)}`
@@ -68,4 +70,11 @@ t.test('IPv6 classes do not depend on how the address is written', async (t) => 
 t.test('anything that is not an IP literal is never public', async (t) => {
   fc.assert(fc.property(fc.string({ maxLength: 30 }), (s) => classifyIp(s) !== 'public' || /^[0-9a-f:.]+$/i.test(s)), { numRuns: 1000 })
   t.pass()
+})
+
+t.test('ipFamily answers as net.isIP does, for addresses and for text that only looks like one', async (t) => {
+  const ipText = fc.oneof(fc.ipV4(), fc.ipV6(), fc.ipV4Extended(), fc.domain(),
+    fc.stringMatching(/^[0-9a-fA-F:.%a-z]{0,40}$/), fc.string())
+  fc.assert(fc.property(ipText, (s) => ipFamily(s) === isIP(s)), { numRuns: 5000 })
+  for (const s of ['::', '::1', 'fe80::1%eth0', '::ffff:1.2.3.4', '1.2.3.4', '01.2.3.4', 'echo.sidekey.test', '', ':']) t.equal(ipFamily(s), isIP(s), s)
 })
