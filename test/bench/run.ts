@@ -2,7 +2,7 @@ import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, rmSync, createReadStream, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, freemem, tmpdir, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { Agent, Pool, ProxyAgent, request, type Dispatcher } from 'undici'
@@ -37,6 +37,9 @@ import { scrubTable } from './scrub.js'
  *   --no-squid         leave squid out even when it is installed (Debian squid-openssl)
  *   --starts=N         start-to-ready and RSS-at-rest samples per proxy (default 5)
  *   --settle=SECONDS   the last start of each proxy is measured again this long after ready (default 30)
+ *   --baseline=CLI     also run another build of sidekey (its `cli.js`, e.g. an older checkout's dist/cli.js) as
+ *                      'baseline', alternated with the others in the start, main, scale, rate and idle sections:
+ *                      before and after in one run
  */
 
 interface Options {
@@ -61,6 +64,8 @@ interface Options {
   starts: number
   /** How long after ready the last start of each proxy is measured again (RSS settled). */
   settleMs: number
+  /** Another sidekey build's cli.js, run beside this one (before/after in one run). */
+  baseline: string | undefined
 }
 
 function options (argv: string[]): Options {
@@ -92,12 +97,13 @@ function options (argv: string[]): Options {
     squid: !flag('no-squid') && squidBinary() !== undefined,
     starts: Number(value('starts') ?? (smoke ? 1 : 5)),
     settleMs: Number(value('settle') ?? (smoke ? 0.2 : 30)) * 1000,
+    baseline: value('baseline'),
   }
 }
 
 type Proto = 'http' | 'https'
 type Target = 'direct' | ProxyKind
-type ProxyKind = 'bare' | 'sidekey' | 'squid'
+type ProxyKind = 'bare' | 'sidekey' | 'squid' | 'baseline'
 /** The core a proxy runs on when pinned, and the one the load generator and upstream share. */
 const PROXY_CPU = '1'
 const LOAD_CPU = '0'
@@ -115,6 +121,8 @@ interface ProxyChild {
 
 /** Where the children's compiled JavaScript lives (compile.ts); set once in main(). */
 let childDir = ''
+/** --baseline: the other sidekey build's cli.js; set once in main(). */
+let baselineCli = ''
 /** Every cell's requests: enough that no cell ever stops on the count before its time is up. */
 const MAX_REQUESTS = 10_000_000
 
@@ -146,7 +154,8 @@ async function startUpstreams (): Promise<{ child: ChildProcess, http: number, h
  * `inProcess` (and every variant the config cannot express, such as an unsealed logger) runs the app from the
  * sources in a forked child instead (proxy-server.ts), as bare always does.
  */
-async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[] = [], inProcess = false): Promise<ProxyChild> {
+async function startProxy (kind: 'sidekey' | 'bare' | 'baseline', start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[] = [], inProcess = false): Promise<ProxyChild> {
+  if (kind === 'baseline') return await sidekeyCli(start, undefined, pinned, nodeArgs, baselineCli, 'baseline')
   if (kind === 'sidekey' && !inProcess && start.chain !== false) return await sidekeyCli(start, profileDir, pinned, nodeArgs)
   const child = forkPinned(join(childDir, 'proxy-server.js'), [...nodeArgs, ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])], pinned)
   child.send({ kind, ...start })
@@ -169,21 +178,21 @@ async function startProxy (kind: 'sidekey' | 'bare', start: Omit<ProxyStart, 'ki
 const DIST_CLI = join(import.meta.dirname, '..', '..', 'dist', 'cli.js')
 
 /** `node dist/cli.js run` with the bench config, its log lines (stdout, as in a pod) going to DIR/audit.log. */
-async function sidekeyCli (start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[]): Promise<ProxyChild> {
-  if (!existsSync(DIST_CLI)) throw new Error(`${DIST_CLI} is missing: run npm run build first`)
+async function sidekeyCli (start: Omit<ProxyStart, 'kind'>, profileDir: string | undefined, pinned: boolean, nodeArgs: string[], cli = DIST_CLI, kind: 'sidekey' | 'baseline' = 'sidekey'): Promise<ProxyChild> {
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build first`)
   mkdirSync(start.dir, { recursive: true })
   const config = join(start.dir, 'sidekey.yaml')
   writeFileSync(config, sidekeyYaml({ kind: 'sidekey', ...start }))
   const logFile = join(start.dir, 'audit.log')
   const log = openSync(logFile, 'a')
   const from = fstatSync(log).size
-  const args = [...nodeArgs, ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), DIST_CLI, 'run', '--config', config, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
+  const args = [...nodeArgs, ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), cli, 'run', '--config', config, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
   const child = spawn(pinned ? 'taskset' : process.execPath, pinned ? ['-c', PROXY_CPU, process.execPath, ...args] : args, { stdio: ['ignore', log, 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } })
   closeSync(log)
   const listening = await listeningLine(logFile, from, child)
   const pid = child.pid!
   return {
-    kind: 'sidekey', child, port: Number(listening.proxy.split(':').pop()), caPem: readFileSync(listening.ca, 'utf8'),
+    kind, child, port: Number(listening.proxy.split(':').pop()), caPem: readFileSync(listening.ca, 'utf8'),
     rss: async () => processTreeRss(pid),
     cpuUs: async () => processCpuUs(pid),
     stop: async () => {
@@ -234,7 +243,7 @@ interface Env {
   o: Options
   dir: string
   up: { http: number, https: number, caPem: string, child: ChildProcess }
-  proxies: { sidekey: ProxyChild, bare: ProxyChild, squid?: ProxyChild }
+  proxies: { sidekey: ProxyChild, bare: ProxyChild, squid?: ProxyChild, baseline?: ProxyChild }
   /** The proxies in this run: squid only when installed. */
   kinds: ProxyKind[]
   start: Omit<ProxyStart, 'kind'>
@@ -343,14 +352,17 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
     const b = sum(`${proto}/bare`)
     const s = sum(`${proto}/sidekey`)
     const q = withSquid ? sum(`${proto}/squid`) : undefined
+    const base = env.kinds.includes('baseline') ? sum(`${proto}/baseline`) : undefined
     const label = `${proto.toUpperCase()} (${d.generator}${proto === 'https' ? ', CONNECT + interception' : ', absolute-form'})`
     const vsSquid = (x: Summary): string => q === undefined ? '' : ` ${ratio(x.rps, q.rps)} | ${ratio(x.p99, q.p99)} |`
     out.push(`| ${label} | direct | ${f0(d.rps)} | ${f2(d.p50)} | ${f2(d.p99)} | – | – | – | 1.00× | – |${q === undefined ? '' : ' – | – |'} ${d.errors} |`)
     out.push(`| ${label} | bare undici | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | ${f0(b.cpu)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× |${vsSquid(b)} ${b.errors} |`)
     if (q !== undefined) out.push(`| ${label} | squid ${proto === 'https' ? 'ssl-bump' : 'request_header_add'} | ${f0(q.rps)} | ${f2(q.p50)} | ${f2(q.p99)} | ${mb(q.rss)} | ${f0(q.cpu)} | ${ratio(q.rps, b.rps)} | ${ratio(q.rps, d.rps)} | ${ratio(q.p99, b.p99)} | 1.00× | 1.00× | ${q.errors} |`)
+    if (base !== undefined) out.push(`| ${label} | baseline | ${f0(base.rps)} | ${f2(base.p50)} | ${f2(base.p99)} | ${mb(base.rss)} | ${f0(base.cpu)} | ${ratio(base.rps, b.rps)} | ${ratio(base.rps, d.rps)} | ${ratio(base.p99, b.p99)} |${vsSquid(base)} ${base.errors} |`)
     out.push(`| ${label} | **sidekey** | **${f0(s.rps)}** | ${f2(s.p50)} | ${f2(s.p99)} | ${mb(s.rss)} | ${f0(s.cpu)} | **${ratio(s.rps, b.rps)}** | ${ratio(s.rps, d.rps)} | ${ratio(s.p99, b.p99)} |${vsSquid(s)} ${s.errors} |`)
     const squidRatios = q === undefined ? '' : `, sidekey/squid ${ratio(s.rps, q.rps)} (target ≥ ${proto === 'https' ? '1.20' : '1.00'}×), p99 sidekey/squid ${ratio(s.p99, q.p99)} (target ≤ 2.00×)`
-    ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ ${proto === 'https' ? '0.95' : '0.90'}×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)}, CPU per request sidekey/bare ${ratio(s.cpu, b.cpu)}${squidRatios}`)
+    const baseRatios = base === undefined ? '' : `, sidekey/baseline ${ratio(s.rps, base.rps)}, CPU per request sidekey/baseline ${ratio(s.cpu, base.cpu)}, p99 sidekey/baseline ${ratio(s.p99, base.p99)}`
+    ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ ${proto === 'https' ? '0.95' : '0.90'}×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)}, CPU per request sidekey/bare ${ratio(s.cpu, b.cpu)}${squidRatios}${baseRatios}`)
   }
   out.push('', '**Ratios** — ' + ratios.join('; '), '')
 }
@@ -361,6 +373,7 @@ async function startTable (env: Env, out: string[]): Promise<void> {
   // sidekey twice: with Node's default heap, and with the image's NODE_OPTIONS (Dockerfile).
   const rows: Array<{ name: string, start: (settleMs: number) => Promise<Started> }> = env.kinds.flatMap((kind) => kind === 'sidekey'
     ? [{ name: 'sidekey', start: (ms: number) => sidekeyCliStart(env, ms, '') }, { name: `sidekey, ${IMAGE_NODE_OPTIONS}`, start: (ms: number) => sidekeyCliStart(env, ms, IMAGE_NODE_OPTIONS) }]
+    : kind === 'baseline' ? [{ name: 'baseline', start: (ms: number) => sidekeyCliStart(env, ms, '', baselineCli) }]
     : kind === 'bare' ? [{ name: 'bare', start: (ms: number) => bareStart(env, ms) }] : [{ name: 'squid', start: (ms: number) => squidStart(env, ms) }])
   const seen = new Map<string, Started[]>()
   // Alternated, so that the machine's drift falls on every proxy alike; the last start of each also waits to settle.
@@ -372,7 +385,7 @@ async function startTable (env: Env, out: string[]): Promise<void> {
     }
   }
   out.push(`### Start to ready and RSS at rest (median of ${o.starts} starts on an existing CA, alternated${o.pin ? `, pinned to core ${PROXY_CPU}` : ''})`, '')
-  out.push('sidekey: `node dist/cli.js run` from exec to `/readyz` 200 (credentials fetched); bare: from fork to listening; squid: from exec to its port accepting. ' +
+  out.push('sidekey: `node dist/cli.js run` from exec to `/readyz` 200 (credentials fetched); bare: from fork to listening; squid: from exec to its port accepting' + (env.kinds.includes('baseline') ? '; baseline: the same as sidekey, for the --baseline build' : '') + '. ' +
     `RSS 1 s after ready, and ${o.settleMs / 1000} s after ready on the last start (V8 returns the start's garbage after some idle seconds).`, '')
   out.push(`| proxy | start to ready ms | slowest ms | RSS 1 s after ready MB | RSS ${o.settleMs / 1000} s after ready MB |`, '|---|--:|--:|--:|--:|')
   for (const row of rows) {
@@ -402,10 +415,10 @@ async function restingRss (env: Env, settleMs: number, read: () => Promise<numbe
   return { rss, settled: await read() }
 }
 
-async function sidekeyCliStart (env: Env, settleMs: number, nodeOptions: string): Promise<Started> {
+async function sidekeyCliStart (env: Env, settleMs: number, nodeOptions: string, cli = DIST_CLI): Promise<Started> {
   const file = join(env.dir, 'start.yaml')
   writeFileSync(file, sidekeyYaml({ kind: 'sidekey', ...env.start }))
-  const args = [DIST_CLI, 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
+  const args = [cli, 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
   const t0 = performance.now()
   const child = spawn(env.o.pin ? 'taskset' : process.execPath, env.o.pin ? ['-c', PROXY_CPU, process.execPath, ...args] : args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: nodeOptions } })
   try {
@@ -620,7 +633,7 @@ async function idleTable (env: Env, out: string[]): Promise<void> {
   out.push(`### RSS with ${o.idleTunnels} idle intercepted tunnels (fresh proxy process restarted on its existing CA, as a sidecar restarts; CONNECT + TLS + one request each, then idle)`, '')
   out.push('| proxy | RSS before MB | RSS with tunnels MB | per tunnel KB |')
   out.push('|---|--:|--:|--:|')
-  for (const kind of ['bare', 'sidekey'] as const) {
+  for (const kind of env.kinds.filter((k) => k !== 'squid')) {
     const start = { ...env.start, dir: join(env.dir, `idle-${kind}`) }
     // The first start creates the CA (which loads @peculiar/x509); a sidecar's later starts only load it.
     await (await startProxy(kind, start, undefined, o.pin)).stop()
@@ -796,7 +809,11 @@ async function main (): Promise<void> {
     // squid signs its leaves with sidekey's issuing CA, so the load generators trust all three alike.
     const squid = o.squid ? await squidChild({ dir, caDir: join(dir, 'ca'), upstreamCaFile: up.caFile, hosts: [HTTP_HOST, HTTPS_HOST], ...(o.pin ? { cpus: PROXY_CPU } : {}) }, sidekey.caPem) : undefined
     if (squid !== undefined) children.push(squid.child)
-    const env: Env = { o, dir, up, proxies: { sidekey, bare, ...(squid === undefined ? {} : { squid }) }, kinds: squid === undefined ? ['bare', 'sidekey'] : ['bare', 'squid', 'sidekey'], start, served: 0 }
+    if (o.baseline !== undefined) baselineCli = resolve(o.baseline)
+    const baseline = o.baseline === undefined ? undefined : await startProxy('baseline', { ...start, dir: join(dir, 'baseline') }, undefined, o.pin)
+    if (baseline !== undefined) children.push(baseline.child)
+    const kinds: ProxyKind[] = ['bare', ...(squid === undefined ? [] : ['squid'] as const), ...(baseline === undefined ? [] : ['baseline'] as const), 'sidekey']
+    const env: Env = { o, dir, up, proxies: { sidekey, bare, ...(squid === undefined ? {} : { squid }), ...(baseline === undefined ? {} : { baseline }) }, kinds, start, served: 0 }
     out.push(`## sidekey bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '')
     out.push(`Machine: ${machine()}. Everything on 127.0.0.1: upstream (HTTP + HTTPS, 1 KiB body), each proxy and the load generator are separate processes sharing the cores. ` +
       `sidekey runs as shipped (audit line on every request through pino's async destination to a file, metrics on); ` +
@@ -811,6 +828,7 @@ async function main (): Promise<void> {
     if (o.sections.has('mint')) await mintTable(env, out)
     if (o.sections.has('percall')) await perCallTable(env, out)
     if (o.sections.has('scrub')) scrubTable(out, o.durationMs / 5000)
+    await baseline?.stop()
     await squid?.stop()
     await bare.stop()
     await sidekey.stop()
