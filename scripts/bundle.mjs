@@ -1,6 +1,6 @@
 // Bundles tsc's output (build/) into dist/: one file per entry point plus shared chunks, dependencies included.
 // A sidecar starts on every pod, and most of its start was Node resolving, reading and linking ~170 ES modules one
-// by one; one minified bundle starts faster and holds less source in memory (docs/performance.md, "bundle").
+// by one; one bundle starts faster and holds less source in memory (docs/performance.md, "bundle").
 // What only some configs need (NATS, SigV4, the CA builder, the audit commands) stays behind dynamic import()s,
 // so it becomes chunks loaded on first use, as the modules were.
 import { rmSync, writeFileSync } from 'node:fs'
@@ -25,9 +25,12 @@ const result = await build({
   platform: 'node',
   target: 'node20.19',
   chunkNames: 'chunks/[name]-[hash]',
-  minify: true,
-  // Class names stay: pino's error serializer and our own messages print them.
-  keepNames: true,
+  // Whitespace and syntax only: identifiers keep their names, so class and function names (pino's error `type`,
+  // stack traces) need no keepNames. keepNames wrapped every named closure in a defineProperty call, ~11 per
+  // request on the hot path and hundreds at load: without it, 5-10 % less CPU per request, a faster start and
+  // 4-6 MB less RSS (docs/performance.md, "Third pass").
+  minifyWhitespace: true,
+  minifySyntax: true,
   // Maps back to src/*.ts through tsc's own maps: `node --enable-source-maps` prints TypeScript lines.
   sourcemap: 'linked',
   sourcesContent: false,

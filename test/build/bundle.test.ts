@@ -97,3 +97,18 @@ tools:
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM: a clean exit')
 })
+
+t.test('names survive the bundle without keepNames, which cost CPU on every request', async (t) => {
+  const app = await import(resolve('dist/app.js')) as { Sidekey: { name: string, start: (o: { configFile: string }) => Promise<unknown> }, preflight: { name: string } }
+  t.equal(app.preflight.name, 'preflight', 'function names are the source\'s (identifiers are not minified)')
+  // A class that refers to itself keeps its name behind esbuild's inner binding (`Sidekey = class _Sidekey`).
+  t.match(app.Sidekey.name, /^_?Sidekey$/)
+  // Errors are what a log line names (pino's err.type is the constructor's name).
+  const err = await app.Sidekey.start({ configFile: join(tmpdir(), 'sidekey-no-such-config.yaml') }).then(() => undefined, (e: unknown) => e)
+  t.equal((err as Error).constructor.name, 'ConfigError', 'an error class keeps its name')
+  // keepNames wraps each named closure in a defineProperty call: about 11 per request and hundreds at load
+  // (docs/performance.md, "Third pass").
+  const chunks = Object.keys(meta.outputs).filter((o) => o.endsWith('.js'))
+  const helper = chunks.filter((o) => /\b__name\(/.test(readFileSync(resolve(o), 'utf8')))
+  t.same(helper, [], 'no chunk carries esbuild\'s keepNames helper')
+})
