@@ -347,6 +347,7 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
   out.push(`| load | proxy | req/s | p50 ms | p99 ms | proxy RSS MB | proxy CPU µs/req | req/s ×bare | req/s ×direct | p99 ×bare |${withSquid ? ' req/s ×squid | p99 ×squid |' : ''} errors |`)
   out.push(`|---|---|--:|--:|--:|--:|--:|--:|--:|--:|${withSquid ? '--:|--:|' : ''}--:|`)
   const ratios: string[] = []
+  const roundRatios: string[] = []
   for (const proto of protos) {
     const d = sum(`${proto}/direct`)
     const b = sum(`${proto}/bare`)
@@ -363,8 +364,18 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
     const squidRatios = q === undefined ? '' : `, sidekey/squid ${ratio(s.rps, q.rps)} (target ≥ ${proto === 'https' ? '1.20' : '1.00'}×), p99 sidekey/squid ${ratio(s.p99, q.p99)} (target ≤ 2.00×)`
     const baseRatios = base === undefined ? '' : `, sidekey/baseline ${ratio(s.rps, base.rps)}, CPU per request sidekey/baseline ${ratio(s.cpu, base.cpu)}, p99 sidekey/baseline ${ratio(s.p99, base.p99)}`
     ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ ${proto === 'https' ? '0.95' : '0.90'}×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)}, CPU per request sidekey/bare ${ratio(s.cpu, b.cpu)}${squidRatios}${baseRatios}`)
+    // The machine's speed moves between rounds more than between proxies in one round: the median of each round's
+    // own ratio cancels most of that, where a ratio of medians mixes fast and slow rounds.
+    const perRound = env.kinds.filter((k) => k !== 'sidekey').map((k) => {
+      const mine = runs.get(`${proto}/sidekey`)!
+      const theirs = runs.get(`${proto}/${k}`)!
+      const m = (key: 'rps' | 'cpuPerReq' | 'p99ms'): string => `${median(mine.map((x, i) => x[key] / theirs[i]![key])).toFixed(2)}×`
+      return `×${k} req/s ${m('rps')}, CPU ${m('cpuPerReq')}, p99 ${m('p99ms')}`
+    })
+    roundRatios.push(`${proto.toUpperCase()}: sidekey ${perRound.join('; ')}`)
   }
   out.push('', '**Ratios** — ' + ratios.join('; '), '')
+  out.push(`**Median of the per-round ratios** (each round's cells ran back to back) — ${roundRatios.join(' — ')}`, '')
 }
 
 /** How long from exec to serving, and the RSS at rest after it: what every pod of a fleet pays. */
