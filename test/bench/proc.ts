@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
 
 /** Linux /proc readings for processes the bench did not fork with an IPC channel (squid, the sidekey CLI). */
@@ -32,4 +33,17 @@ export function processTreeRss (pid: number): number {
     } catch { /* gone */ }
   }
   return total
+}
+
+/**
+ * Stops a child the bench started: `ask` asks it to exit (a signal, or an IPC message), and after 10 s it is
+ * killed; resolves once it has exited.
+ */
+export async function stopChild (child: ChildProcess, ask: () => void): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  ask()
+  const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(kill)
 }

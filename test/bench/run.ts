@@ -7,6 +7,7 @@ import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { Agent, Pool, ProxyAgent, request, type Dispatcher } from 'undici'
 import { upstreamPki } from '../helpers/upstream.js'
+import { listeningLine } from '../helpers/cli.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { LeafCache } from '../../src/tls/leaf-cache.js'
 import { localJwtIssuer } from '../../src/config/schema.js'
@@ -18,7 +19,7 @@ import { compileForChildren } from './compile.js'
 import { AuditChain } from '../../src/audit/trail/chain.js'
 import { publicJwk, signCheckpoint } from '../../src/audit/trail/key.js'
 import { squidBinary, startSquid, type SquidStart } from './squid.js'
-import { processCpuUs, processTreeRss } from './proc.js'
+import { processCpuUs, processTreeRss, stopChild } from './proc.js'
 import { scrubTable } from './scrub.js'
 
 /**
@@ -164,13 +165,7 @@ async function startProxy (kind: 'sidekey' | 'bare' | 'baseline', start: Omit<Pr
     kind, child, port, caPem,
     rss: async () => { child.send('rss'); return (await reply<{ rss: number }>(child)).rss },
     cpuUs: async () => { child.send('rss'); return (await reply<{ cpuUs: number }>(child)).cpuUs },
-    stop: async () => {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-      child.send('stop')
-      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      await exited
-      clearTimeout(kill)
-    },
+    stop: async () => { await stopChild(child, () => child.send('stop')) },
   }
 }
 
@@ -189,25 +184,18 @@ async function sidekeyCli (start: Omit<ProxyStart, 'kind'>, profileDir: string |
   const args = [...nodeArgs, ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), cli, 'run', '--config', config, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']
   const child = spawn(pinned ? 'taskset' : process.execPath, pinned ? ['-c', PROXY_CPU, process.execPath, ...args] : args, { stdio: ['ignore', log, 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } })
   closeSync(log)
-  const listening = await listeningLine(logFile, from, child)
+  const listening = await listeningInLog(logFile, from, child)
   const pid = child.pid!
   return {
     kind, child, port: Number(listening.proxy.split(':').pop()), caPem: readFileSync(listening.ca, 'utf8'),
     rss: async () => processTreeRss(pid),
     cpuUs: async () => processCpuUs(pid),
-    stop: async () => {
-      if (child.exitCode !== null) return
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-      child.kill('SIGTERM')
-      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      await exited
-      clearTimeout(kill)
-    },
+    stop: async () => { await stopChild(child, () => child.kill('SIGTERM')) },
   }
 }
 
 /** The `listening` line a starting sidekey logs (proxy address, CA path), after byte `from` of its log file; bounded. */
-async function listeningLine (file: string, from: number, child: ChildProcess): Promise<{ proxy: string, ca: string }> {
+async function listeningInLog (file: string, from: number, child: ChildProcess): Promise<{ proxy: string, ca: string }> {
   const deadline = performance.now() + 20_000
   for (;;) {
     const line = readFileSync(file).subarray(from).toString('utf8').split('\n').find((l) => l.includes('"msg":"listening"') && l.endsWith('}'))
@@ -433,17 +421,7 @@ async function sidekeyCliStart (env: Env, settleMs: number, nodeOptions: string,
   const t0 = performance.now()
   const child = spawn(env.o.pin ? 'taskset' : process.execPath, env.o.pin ? ['-c', PROXY_CPU, process.execPath, ...args] : args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: nodeOptions } })
   try {
-    const admin = await new Promise<string>((resolve, reject) => {
-      let text = ''
-      const timer = setTimeout(() => reject(new Error(`sidekey did not log "listening" in 20 s: ${text.slice(0, 500)}`)), 20_000)
-      child.stdout!.on('data', (c: Buffer) => {
-        text += c.toString()
-        const m = /"admin":"([^"]+)"/.exec(text)
-        if (m !== null && text.includes('"msg":"listening"')) { clearTimeout(timer); resolve(m[1]!) }
-      })
-      child.stderr!.on('data', (c: Buffer) => { text += c.toString() })
-      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`sidekey exited (${code}): ${text.slice(0, 500)}`)) })
-    })
+    const { admin } = await listeningLine(child, 20_000)
     const deadline = performance.now() + 20_000
     for (;;) {
       const res = await request(`http://${admin}/readyz`).catch(() => undefined)
@@ -455,9 +433,7 @@ async function sidekeyCliStart (env: Env, settleMs: number, nodeOptions: string,
     const readyMs = performance.now() - t0
     return { readyMs, ...await restingRss(env, settleMs, async () => processTreeRss(child.pid!)) }
   } finally {
-    const exited = new Promise((resolve) => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    await exited
+    await stopChild(child, () => child.kill('SIGTERM'))
   }
 }
 

@@ -3,6 +3,7 @@ import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'no
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { CA_ISSUER_FILE, CA_KEY_FILE } from '../../src/tls/ca.js'
+import { stopChild } from './proc.js'
 
 /**
  * squid (Debian `squid-openssl`) as the bench's reference proxy: `request_header_add` swaps the agent's
@@ -98,14 +99,7 @@ server_persistent_connections on
     port,
     pid: child.pid!,
     child,
-    stop: async () => {
-      if (child.exitCode !== null) return
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-      child.kill('SIGINT')
-      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      await exited
-      clearTimeout(kill)
-    },
+    stop: async () => { await stopChild(child, () => child.kill('SIGINT')) },
   }
 }
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Client, request } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
+import { listeningLine } from '../helpers/cli.js'
 
 // What ships is dist/: the esbuild bundle of tsc's output (scripts/bundle.mjs, run by `npm run build`, which
 // `npm test` runs first). These checks are on the bundle itself, as the image and `npm start` run it.
@@ -69,20 +70,7 @@ tools:
 
   const child = spawn(process.execPath, [cli, 'run', '--config', config, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { child.kill('SIGKILL') })
-  const addresses = await new Promise<{ proxy: string, admin: string }>((resolve, reject) => {
-    let text = ''
-    const timer = setTimeout(() => reject(new Error(`no "listening" line in 30 s: ${text.slice(0, 400)}`)), 30_000)
-    child.stdout.on('data', (c: Buffer) => {
-      text += c.toString()
-      for (const line of text.split('\n')) {
-        if (!line.includes('"msg":"listening"') || !line.endsWith('}')) continue
-        clearTimeout(timer)
-        resolve(JSON.parse(line) as { proxy: string, admin: string })
-      }
-    })
-    child.stderr.on('data', (c: Buffer) => { text += c.toString() })
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${text.slice(0, 400)}`)) })
-  })
+  const addresses = await listeningLine(child, 30_000)
   const ready = await request(`http://${addresses.admin}/readyz`)
   await ready.body.dump()
   t.equal(ready.statusCode, 200, '/readyz')

@@ -5,6 +5,7 @@ import { createServer, type Server } from 'node:http'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { listeningLine } from '../helpers/cli.js'
 
 const MiB = 1024 * 1024
 
@@ -51,17 +52,7 @@ export async function sidekeyProcess (t: Test, yaml: string): Promise<{ port: nu
     cwd: root, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'inherit'],
   })
   t.teardown(() => { child.kill('SIGTERM') })
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = ''
-    const giveUp = setTimeout(() => reject(new Error('sidekey did not start')), 60_000)
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString()
-      const m = /"msg":"listening"/.test(out) ? /"proxy":"127\.0\.0\.1:(\d+)"/.exec(out) : null
-      if (m !== null) { clearTimeout(giveUp); resolve(Number(m[1])) }
-    })
-    child.once('exit', () => reject(new Error('sidekey exited')))
-  })
-  child.stdout.resume()
+  const port = Number((await listeningLine(child, 60_000)).proxy.split(':').pop())
   const rss = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
   return { port, rss }
 }

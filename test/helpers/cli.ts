@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -20,5 +20,39 @@ export function cli (args: readonly string[], opts: { built?: boolean } = {}): P
     // Bounded: a CLI that hangs fails the test instead of the run.
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
+
+/** What `sidekey run` logs once it serves: its addresses and the CA agents must trust. */
+export interface ListeningLine { proxy: string, admin: string, ca: string }
+
+/**
+ * The `listening` line a started `sidekey run` writes on stdout (a pipe), within `ms`; rejects, with what it
+ * printed, if it exits first. Its output keeps flowing afterwards, so that a full pipe never stalls it.
+ */
+export function listeningLine (child: ChildProcess, ms: number): Promise<ListeningLine> {
+  const stdout = child.stdout
+  if (stdout === null) return Promise.reject(new Error('listeningLine needs the child\'s stdout as a pipe'))
+  return new Promise((resolve, reject) => {
+    let text = ''
+    const onData = (c: Buffer): void => {
+      text += c.toString()
+      // Whole lines only: a chunk may end inside one.
+      const line = text.split('\n').slice(0, -1).find((l) => l.includes('"msg":"listening"'))
+      if (line !== undefined) { done(); resolve(JSON.parse(line) as ListeningLine) }
+    }
+    const onStderr = (c: Buffer): void => { text += c.toString() }
+    const onExit = (code: number | null): void => { done(); reject(new Error(`sidekey exited (${code}) before listening: ${text.slice(0, 500)}`)) }
+    const timer = setTimeout(() => { done(); reject(new Error(`no "listening" line in ${ms / 1000} s: ${text.slice(0, 500)}`)) }, ms)
+    const done = (): void => {
+      clearTimeout(timer)
+      stdout.off('data', onData)
+      child.stderr?.off('data', onStderr)
+      child.off('exit', onExit)
+      stdout.resume()
+    }
+    stdout.on('data', onData)
+    child.stderr?.on('data', onStderr)
+    child.once('exit', onExit)
   })
 }
