@@ -7,7 +7,7 @@ import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { Agent, Pool, ProxyAgent, request, type Dispatcher } from 'undici'
 import { upstreamPki } from '../helpers/upstream.js'
-import { listeningLine } from '../helpers/cli.js'
+import { listeningIn, listeningLine, type ListeningLine } from '../helpers/cli.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { LeafCache } from '../../src/tls/leaf-cache.js'
 import { localJwtIssuer } from '../../src/config/schema.js'
@@ -195,11 +195,11 @@ async function sidekeyCli (start: Omit<ProxyStart, 'kind'>, profileDir: string |
 }
 
 /** The `listening` line a starting sidekey logs (proxy address, CA path), after byte `from` of its log file; bounded. */
-async function listeningInLog (file: string, from: number, child: ChildProcess): Promise<{ proxy: string, ca: string }> {
+async function listeningInLog (file: string, from: number, child: ChildProcess): Promise<ListeningLine> {
   const deadline = performance.now() + 20_000
   for (;;) {
-    const line = readFileSync(file).subarray(from).toString('utf8').split('\n').find((l) => l.includes('"msg":"listening"') && l.endsWith('}'))
-    if (line !== undefined) return JSON.parse(line) as { proxy: string, ca: string }
+    const line = listeningIn(readFileSync(file).subarray(from).toString('utf8'))
+    if (line !== undefined) return line
     if (child.exitCode !== null) throw new Error(`sidekey exited (${child.exitCode}) before listening; see ${file}`)
     if (performance.now() > deadline) throw new Error(`sidekey did not log "listening" within 20 s; see ${file}`)
     await new Promise((resolve) => setTimeout(resolve, 10))
@@ -354,8 +354,8 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
     ratios.push(`${proto.toUpperCase()}: sidekey/bare ${ratio(s.rps, b.rps)} (target ≥ ${proto === 'https' ? '0.95' : '0.90'}×), sidekey/direct ${ratio(s.rps, d.rps)}, p99 sidekey/bare ${ratio(s.p99, b.p99)}, CPU per request sidekey/bare ${ratio(s.cpu, b.cpu)}${squidRatios}${baseRatios}`)
     // The machine's speed moves between rounds more than between proxies in one round: the median of each round's
     // own ratio cancels most of that, where a ratio of medians mixes fast and slow rounds.
+    const mine = runs.get(`${proto}/sidekey`)!
     const perRound = env.kinds.filter((k) => k !== 'sidekey').map((k) => {
-      const mine = runs.get(`${proto}/sidekey`)!
       const theirs = runs.get(`${proto}/${k}`)!
       const m = (key: 'rps' | 'cpuPerReq' | 'p99ms'): string => `${median(mine.map((x, i) => x[key] / theirs[i]![key])).toFixed(2)}×`
       return `×${k} req/s ${m('rps')}, CPU ${m('cpuPerReq')}, p99 ${m('p99ms')}`

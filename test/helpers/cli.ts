@@ -26,6 +26,12 @@ export function cli (args: readonly string[], opts: { built?: boolean } = {}): P
 /** What `sidekey run` logs once it serves: its addresses and the CA agents must trust. */
 export interface ListeningLine { proxy: string, admin: string, ca: string }
 
+/** The `listening` line in sidekey's output so far, if a whole one is there (the text may end inside a line). */
+export function listeningIn (text: string): ListeningLine | undefined {
+  const line = text.split('\n').slice(0, -1).find((l) => l.includes('"msg":"listening"'))
+  return line === undefined ? undefined : JSON.parse(line) as ListeningLine
+}
+
 /**
  * The `listening` line a started `sidekey run` writes on stdout (a pipe), within `ms`; rejects, with what it
  * printed, if it exits first. Its output keeps flowing afterwards, so that a full pipe never stalls it.
@@ -37,9 +43,8 @@ export function listeningLine (child: ChildProcess, ms: number): Promise<Listeni
     let text = ''
     const onData = (c: Buffer): void => {
       text += c.toString()
-      // Whole lines only: a chunk may end inside one.
-      const line = text.split('\n').slice(0, -1).find((l) => l.includes('"msg":"listening"'))
-      if (line !== undefined) { done(); resolve(JSON.parse(line) as ListeningLine) }
+      const line = listeningIn(text)
+      if (line !== undefined) { done(); resolve(line) }
     }
     const onStderr = (c: Buffer): void => { text += c.toString() }
     const onExit = (code: number | null): void => { done(); reject(new Error(`sidekey exited (${code}) before listening: ${text.slice(0, 500)}`)) }
