@@ -21,6 +21,7 @@ import type { Runtime } from './proxy/runtime.js'
 import { NO_LOCKS, type LockView } from './proxy/lock-view.js'
 import type { FleetAgent } from './fleet/agent.js'
 import { AdminServer } from './admin/server.js'
+import { loadOrCreateAdminToken } from './admin/token.js'
 import { SidekeyError } from './errors.js'
 import { systemClock, type Clock } from './util/clock.js'
 
@@ -81,6 +82,8 @@ export class Sidekey {
       auditKeys: () => this.trail?.jwks,
       reload: () => this.reload(),
       tokenDigest: () => this.#tokenDigest,
+      audit,
+      clock: opts.clock ?? systemClock,
       fleet: () => this.#fleet,
       uncovered: () => this.#uncovered,
     })
@@ -101,6 +104,7 @@ export class Sidekey {
       detectors: createDetectors(config.anomaly), rateLimit: anomalyRateLimit(config.anomaly),
     })
     const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, clock, ...caConstraints(config) })
+    const adminToken = await adminTokenOf(config, files)
     const chain = auditChainOf(logger)
     // Opened before anything else is logged, so that audit.started is line 1 of the run.
     const trail = chain === undefined
@@ -118,7 +122,7 @@ export class Sidekey {
     metrics.bindCredentials(runtime.credentials)
     metrics.bindCa(ca, clock)
     const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime, trail)
-    app.#tokenDigest = files.tokenDigest
+    app.#tokenDigest = adminToken.digest
     // Loaded only when configured: a config without `fleet:` never loads the NATS client.
     if (config.fleet !== undefined) {
       try {
@@ -158,7 +162,7 @@ export class Sidekey {
       throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen on ${binding} address ${address}: ${code}${hint}`, { cause: err })
     }
     app.#fleet?.start()
-    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, ca_fingerprint: ca.fingerprint256, tools: Object.keys(config.tools) }, 'listening')
+    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, ca_fingerprint: ca.fingerprint256, admin_token: adminToken.path, tools: Object.keys(config.tools) }, 'listening')
     app.#egressMode(config)
     app.#reportCoverage(config)
     return app
@@ -193,12 +197,12 @@ export class Sidekey {
     const old = this.#runtime
     let config: Readonly<Config>
     let next: Runtime
-    let tokenDigest: Buffer | undefined
+    let tokenDigest: Buffer
     try {
       config = this.#opts.configFile === undefined ? old.config : withOverrides(await loadConfigFile(this.#opts.configFile, this.#opts.env), this.#opts)
       // Everything that can refuse the new config comes before buildRuntime, which starts fetching credentials.
       const files = await preflight(config)
-      tokenDigest = files.tokenDigest
+      tokenDigest = (await adminTokenOf(config, files)).digest
       next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
         clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, previous: old.credentials as CredentialManager, upstreamCa: files.upstreamCa,
       })
@@ -293,6 +297,15 @@ export const CA_COVERAGE_WARNING = 'these tools are outside the interception CA\
 /** Tools whose host the CA's name constraints do not cover (a wildcard is probed with one name under it). */
 export function uncoveredTools (config: Readonly<Config>, ca: Pick<CertificateAuthority, 'permits'>): string[] {
   return Object.entries(config.tools).filter(([, t]) => !ca.permits(t.match.host.replace(/^\*\./, 'x.'))).map(([name]) => name)
+}
+
+/**
+ * The admin token every admin POST needs: `admin.token_file`'s (read by preflight), else the one sidekey makes (once)
+ * beside the CA, where `sidekey admin` finds it too. Only its path is ever logged.
+ */
+async function adminTokenOf (config: Readonly<Config>, files: Preflight): Promise<{ path: string, digest: Buffer }> {
+  if (files.tokenDigest !== undefined && config.admin.token_file !== undefined) return { path: config.admin.token_file, digest: files.tokenDigest }
+  return loadOrCreateAdminToken(config.ca.dir)
 }
 
 /** What a config needs from disk besides itself, read before anything is created, bound or fetched. */

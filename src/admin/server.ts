@@ -3,7 +3,10 @@ import type { AddressInfo } from 'node:net'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { SidekeyError } from '../errors.js'
 import type { CredentialProvider } from '../credentials/provider.js'
+import type { AdminDenied, AuditSink } from '../audit/events.js'
 import { listen } from '../util/listen.js'
+import { systemClock, type Clock } from '../util/clock.js'
+import { RotateLimiter } from './rotate-limit.js'
 
 export interface AdminDeps {
   /** The credentials of the config in force (changes on reload). */
@@ -14,8 +17,15 @@ export interface AdminDeps {
   readonly auditKeys?: () => { keys: readonly object[] } | undefined
   /** Reloads the config; rejects with a ConfigError (problems without secrets) when the new one is bad. */
   readonly reload: () => Promise<void>
-  /** SHA-256 of the admin token when `admin.token_file` is set: POST routes then need it as a Bearer token. */
+  /**
+   * SHA-256 of the admin token (`admin.token_file`, else the file sidekey made beside the CA): every POST needs it as
+   * a Bearer token. Undefined refuses every POST.
+   */
   readonly tokenDigest: () => Buffer | undefined
+  /** Where refused writes are audited (`admin.denied`). */
+  readonly audit: AuditSink
+  /** For the rotation limit. */
+  readonly clock?: Clock
   /** Tools the interception CA cannot cover: /status marks them `servable: false` (reason `ca_constraint`). */
   readonly uncovered?: () => readonly string[]
   /** Fleet control, when configured: its readiness (`required: true`) and its status (active locks). */
@@ -34,9 +44,11 @@ export interface FleetView {
 export class AdminServer {
   readonly #server: Server
   readonly #deps: AdminDeps
+  readonly #rotations: RotateLimiter
 
   constructor (deps: AdminDeps) {
     this.#deps = deps
+    this.#rotations = new RotateLimiter(deps.clock ?? systemClock)
     this.#server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, maxHeaderSize: 16384 }, (req, res) => {
       this.#route(req, res).catch((err: unknown) => send(res, statusOf(err), { error: codeOf(err) }))
     })
@@ -60,6 +72,7 @@ export class AdminServer {
     const method = req.method ?? 'GET'
     if (method === 'POST') {
       if (!this.#authorized(req)) {
+        this.#denied(req, path, { reason: 'unauthorized' })
         send(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="sidekey-admin"' })
         return
       }
@@ -75,11 +88,18 @@ export class AdminServer {
       }
       const rotate = /^\/rotate\/([^/]+)$/.exec(path)
       if (rotate !== null) {
-        let tool: string
-        try { tool = decodeURIComponent(rotate[1]!) } catch { tool = rotate[1]! }
+        const tool = decodeTool(rotate[1]!)
         const credentials = this.#deps.credentials()
-        if (!Object.hasOwn(credentials.status(), tool)) {
+        const status = credentials.status()
+        if (!Object.hasOwn(status, tool)) {
           send(res, 404, { error: 'unknown_tool', tool })
+          return
+        }
+        // Tools sharing one credential share its limit: rotating any of them fetches that one credential.
+        const wait = this.#rotations.take([tool, ...status[tool]!.shared_with])
+        if (wait > 0) {
+          this.#denied(req, path, { reason: 'rate_limited', retry_after_s: wait })
+          send(res, 429, { error: 'rotate_rate_limited', tool, retry_after: wait }, { 'retry-after': String(wait) })
           return
         }
         try {
@@ -146,9 +166,19 @@ export class AdminServer {
     return tools
   }
 
+  #denied (req: IncomingMessage, path: string, why: Pick<AdminDenied, 'reason' | 'retry_after_s'>): void {
+    const rotate = /^\/rotate\/([^/]+)$/.exec(path)
+    const route = path === '/reload' ? '/reload' : rotate !== null ? '/rotate' : 'other'
+    // Only a configured tool's name: the rest of the path is the caller's text and stays out of the log.
+    const named = rotate === null ? undefined : decodeTool(rotate[1]!)
+    const tool = named !== undefined && Object.hasOwn(this.#deps.credentials().status(), named) ? named : undefined
+    const client = `${req.socket.remoteAddress}:${req.socket.remotePort}`
+    this.#deps.audit.emit({ event: 'admin.denied', route, client, ...why, ...(tool === undefined ? {} : { tool }) })
+  }
+
   #authorized (req: IncomingMessage): boolean {
     const expected = this.#deps.tokenDigest()
-    if (expected === undefined) return true
+    if (expected === undefined) return false
     const header = req.headers.authorization ?? ''
     const m = /^Bearer\s+(.+)$/i.exec(header)
     if (m === null) return false
@@ -161,6 +191,10 @@ function send (res: ServerResponse, status: number, body: unknown, headers: Reco
   const text = JSON.stringify(body)
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers })
   res.end(text)
+}
+
+function decodeTool (segment: string): string {
+  try { return decodeURIComponent(segment) } catch { return segment }
 }
 
 function iso (ms: number): string {

@@ -78,6 +78,30 @@ export interface CredentialUsed {
   task?: string
 }
 
+/**
+ * A WebSocket message (or control frame) after the 101 held the credential injected at its handshake: the
+ * `credential.used` with the same `request_id`, written at the 101, could not know. At most once per socket and
+ * direction; never the value.
+ */
+export interface CredentialEchoed {
+  event: 'credential.echoed'
+  tool: string
+  credential_id: string
+  method: string
+  host: string
+  /** Without the query string. */
+  path: string
+  client: string
+  request_id: string
+  /** Where: `ws` (WebSocket messages). */
+  echoed: readonly string[]
+  /** `upstream`: the tool sent it back. `agent`: the agent sent it, which it should never hold; forwarded unchanged. */
+  from: 'upstream' | 'agent'
+  /** The agent got the placeholder in its place (the tool's `scrub_body`); false: it was only reported. */
+  replaced: boolean
+  task?: string
+}
+
 export interface EgressDenied {
   event: 'egress.denied'
   host: string
@@ -207,7 +231,23 @@ export interface FleetCommand {
   error?: string
 }
 
-export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | EgressDenied | EgressPassed | EgressInventory | TlsClientError | Anomaly | FleetCommand
+/**
+ * The admin port refused a POST: `unauthorized` (no or a wrong Bearer token; nothing of what was sent is kept) or
+ * `rate_limited` (a rotation of the same credential less than `retry_after_s` ago).
+ */
+export interface AdminDenied {
+  event: 'admin.denied'
+  /** `/reload`, `/rotate`, or `other`: never the caller's own path text. */
+  route: '/reload' | '/rotate' | 'other'
+  /** The caller's address as `IP:PORT`. */
+  client: string
+  reason: 'unauthorized' | 'rate_limited'
+  /** A configured tool named by the route. */
+  tool?: string
+  retry_after_s?: number
+}
+
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | CredentialEchoed | EgressDenied | EgressPassed | EgressInventory | TlsClientError | Anomaly | FleetCommand | AdminDenied
 
 /** Where the request and credential paths publish. Implementations must not throw and must not block. */
 export interface AuditSink {

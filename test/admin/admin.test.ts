@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
-import { startSidekey } from '../helpers/sidekey.js'
+import { adminPost, startSidekey } from '../helpers/sidekey.js'
 
 const up = await startUpstream()
 t.teardown(() => up.close())
@@ -24,7 +24,6 @@ tools:
 `
 const sk = await startSidekey(t, yaml)
 const admin = (path: string, init: Parameters<typeof request>[1] = {}) => request(`${sk.adminUrl}${path}`, init)
-const auth = { authorization: 'Bearer admin-s3cret' }
 
 t.test('healthz, readyz, status: per tool issuer and credential facts, never the credential', async (t) => {
   t.equal((await admin('/healthz')).statusCode, 200)
@@ -39,7 +38,7 @@ t.test('healthz, readyz, status: per tool issuer and credential facts, never the
   t.equal(status.tools.api!.credential_id, status.tools.other!.credential_id)
 })
 
-t.test('POST routes need the admin token (401 otherwise); rotate issues a new credential, revoke=previous drops the old', async (t) => {
+t.test('a configured token_file: POST routes need its token (401 otherwise); rotate issues a new credential, revoke=previous drops the old', async (t) => {
   const denied = await admin('/rotate/api', { method: 'POST' })
   t.equal(denied.statusCode, 401)
   await denied.body.dump()
@@ -47,13 +46,13 @@ t.test('POST routes need the admin token (401 otherwise); rotate issues a new cr
   t.equal(wrong.statusCode, 401)
   await wrong.body.dump()
   const before = (await (await admin('/status')).body.json() as { tools: Record<string, { credential_id: string }> }).tools.api!.credential_id
-  const rotated = await admin('/rotate/api?revoke=previous', { method: 'POST', headers: auth })
+  const rotated = await adminPost(sk.app, '/rotate/api?revoke=previous')
   t.equal(rotated.statusCode, 200)
   const body = await rotated.body.json() as { credential_id: string }
   t.not(body.credential_id, before)
   t.ok(sk.log.events('credential.issued').some((e) => e.credential_id === body.credential_id && e.reason === 'rotate'))
   t.ok(sk.log.events('credential.revoked').some((e) => e.credential_id === before), 'the previous credential is revoked')
-  const unknown = await admin('/rotate/nope', { method: 'POST', headers: auth })
+  const unknown = await adminPost(sk.app, '/rotate/nope')
   t.equal(unknown.statusCode, 404)
   t.match(await unknown.body.json(), { error: 'unknown_tool' })
   t.notOk(sk.log.text.includes('admin-s3cret'), 'the admin token is never logged')
@@ -97,7 +96,7 @@ t.test('reload: a good config swaps in, a bad one is refused with FILE:LINE:COL 
   const log = new LogCapture()
   const app = await Sidekey.start({ configFile: file, listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger: createLogger({ level: 'info', destination: log }), env: {} })
   t.teardown(() => app.close())
-  const post = (path: string) => request(`http://${app.adminAddress}${path}`, { method: 'POST', headers: auth })
+  const post = (path: string) => adminPost(app, path)
   writeFileSync(file, yaml.replaceAll('{{CA_DIR}}', caDir).replace('  other:', '  third: { match: { host: third.tool.test, port: 443 }, issuer: local }\n  other:'))
   const ok = await post('/reload')
   t.equal(ok.statusCode, 200)

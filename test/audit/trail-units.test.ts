@@ -72,7 +72,7 @@ t.test('GET /audit-key: the JWKS, or 404 when the log is not chained', async (t)
   const { publicKey } = generateKeyPairSync('ed25519')
   const jwks = { keys: [publicJwk(publicKey)] }
   for (const [keys, status] of [[jwks, 200], [undefined, 404]] as const) {
-    const admin = new AdminServer({ credentials: () => { throw new Error('unused') }, metrics: async () => ({ contentType: '', body: '' }), caPem: () => '', reload: async () => {}, tokenDigest: () => undefined, auditKeys: () => keys })
+    const admin = new AdminServer({ credentials: () => { throw new Error('unused') }, metrics: async () => ({ contentType: '', body: '' }), caPem: () => '', reload: async () => {}, tokenDigest: () => undefined, audit: { emit: () => {} }, auditKeys: () => keys })
     const { port } = await admin.listen('127.0.0.1', 0)
     const res = await request(`http://127.0.0.1:${port}/audit-key`)
     t.equal(res.statusCode, status)

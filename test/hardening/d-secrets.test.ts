@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request, Agent } from 'undici'
-import { startSidekey, tick } from '../helpers/sidekey.js'
+import { adminPost, startSidekey, tick } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { eventually, headerValues, leaks, raw, startRawUpstream } from './helpers.js'
 import { completeResponse } from './tunnel-client.js'
@@ -124,7 +124,7 @@ tools:
   t.teardown(() => admin.close())
   const adminSide: string[] = []
   for (const path of ['/metrics', '/status', '/readyz', '/healthz', '/.well-known/jwks.json', '/ca.pem', '/rotate/bad']) {
-    const r = await request(`${sk.adminUrl}${path}`, { dispatcher: admin, method: path.startsWith('/rotate') ? 'POST' : 'GET' })
+    const r = path.startsWith('/rotate') ? await adminPost(sk.app, path, { dispatcher: admin }) : await request(`${sk.adminUrl}${path}`, { dispatcher: admin })
     adminSide.push(await r.body.text())
   }
   await tick()

@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request, Agent } from 'undici'
-import { startSidekey } from '../helpers/sidekey.js'
+import { adminPost, startSidekey } from '../helpers/sidekey.js'
 import { ConfigError, formatProblems, loadConfigFile } from '../../src/config/load.js'
 import { raw, startRawUpstream } from './helpers.js'
 import { completeResponse } from './tunnel-client.js'
@@ -17,8 +17,8 @@ const SECRET = 'g1-secret-value-5b8e2a7c'
 
 const admin = new Agent()
 t.teardown(() => admin.close())
-const adminGet = async (url: string, method = 'GET'): Promise<{ status: number, body: string }> => {
-  const r = await request(url, { dispatcher: admin, method })
+const adminGet = async (url: string): Promise<{ status: number, body: string }> => {
+  const r = await request(url, { dispatcher: admin })
   return { status: r.statusCode, body: await r.body.text() }
 }
 
@@ -89,7 +89,8 @@ tools: { ${tool}: { match: { host: ${tool}.tool.test, port: ${up.port} }, issuer
     raw(sk.proxyPort, `GET http://${tool}.tool.test:${up.port}/ HTTP/1.1\r\nHost: ${tool}.tool.test\r\n\r\n`, { until: completeResponse }).then((r) => r.status)
   t.equal(await get('one'), 200)
   writeFileSync(file, config('two', `, client_secret: "${SECRET}"`))
-  const refused = await adminGet(`${sk.adminUrl}/reload`, 'POST')
+  const refusedAnswer = await adminPost(sk.app, '/reload', { dispatcher: admin })
+  const refused = { status: refusedAnswer.statusCode, body: await refusedAnswer.body.text() }
   t.equal(refused.status, 400)
   t.match(JSON.parse(refused.body), { error: 'config_invalid', problems: [/sidekey\.yaml:\d+:\d+: /] })
   t.equal(await get('one'), 200, 'the old config still serves')
@@ -97,7 +98,9 @@ tools: { ${tool}: { match: { host: ${tool}.tool.test, port: ${up.port} }, issuer
   t.ok(sk.log.lines.some((l) => /reload refused/.test(String(l.msg))), 'the refusal is logged')
   t.notMatch(sk.log.text + refused.body, new RegExp(SECRET))
   writeFileSync(file, config('two'))
-  t.equal((await adminGet(`${sk.adminUrl}/reload`, 'POST')).status, 200)
+  const reloaded = await adminPost(sk.app, '/reload', { dispatcher: admin })
+  await reloaded.body.dump()
+  t.equal(reloaded.statusCode, 200)
   t.equal(await get('two'), 200, 'a good config is taken')
   t.equal(await get('one'), 403)
   // The CA was made for tool one (name constraints on by default, D6): tool two is warned about, its TLS fails closed.
@@ -134,7 +137,9 @@ tools: { api: { match: { host: api.tool.test, port: ${up.port} }, issuer: idp, p
   })
   await new Promise<void>((resolve) => idp.listen(idpPort, '127.0.0.1', resolve))
   t.teardown(() => new Promise((resolve) => { idp.closeAllConnections(); idp.close(resolve) }))
-  t.equal((await adminGet(`${sk.adminUrl}/rotate/api`, 'POST')).status, 200, 'a token arrives')
+  const rotated = await adminPost(sk.app, '/rotate/api', { dispatcher: admin })
+  await rotated.body.dump()
+  t.equal(rotated.statusCode, 200, 'a token arrives')
   t.equal((await get()).status, 200)
   t.equal((await adminGet(`${sk.adminUrl}/readyz`)).status, 200)
 })

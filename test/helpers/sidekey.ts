@@ -3,7 +3,9 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
+import { request, type Dispatcher } from 'undici'
 import { Sidekey, type StartOptions } from '../../src/app.js'
+import { readAdminToken } from '../../src/admin/token.js'
 import { parseConfig } from '../../src/config/load.js'
 import { createLogger } from '../../src/audit/log.js'
 
@@ -52,4 +54,13 @@ export async function startSidekey (t: Test, yaml: string, opts: Partial<StartOp
 /** Waits until the hub has flushed queued work (detectors run on a later tick). */
 export function tick (): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve))
+}
+
+/**
+ * A POST to a running sidekey's admin port with its admin token, read from where the server and `sidekey admin`
+ * read it (`admin.token_file`, else the file sidekey made beside the CA).
+ */
+export async function adminPost (app: Sidekey, path: string, opts: { dispatcher?: Dispatcher } = {}): Promise<Dispatcher.ResponseData> {
+  const authorization = `Bearer ${await readAdminToken(app.config)}`
+  return request(`http://${app.adminAddress}${path}`, { method: 'POST', headers: { authorization }, ...opts })
 }
