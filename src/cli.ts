@@ -9,7 +9,7 @@ import { writeCaBundle } from './tls/bundle.js'
 import { SidekeyError } from './errors.js'
 
 const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
-       sidekey check --config FILE
+       sidekey check --config FILE [--no-files]   (--no-files: skip checking the files it names, away from its machine)
        sidekey ca --config FILE [--bundle OUT] [--rotate]
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
        sidekey audit scopes --config FILE [--since 30d|all] [--json] [FILE...]
@@ -45,7 +45,7 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write(configJsonSchemaText())
     return 0
   }
-  let values: { config?: string, listen?: string, admin?: string, bundle?: string, rotate?: boolean, help?: boolean }
+  let values: { config?: string, listen?: string, admin?: string, bundle?: string, rotate?: boolean, help?: boolean, 'no-files'?: boolean }
   try {
     ({ values } = parseArgs({
       args: rest,
@@ -55,6 +55,7 @@ async function main (argv: string[]): Promise<number> {
         admin: { type: 'string' },
         bundle: { type: 'string' },
         rotate: { type: 'boolean' },
+        'no-files': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -79,12 +80,16 @@ async function main (argv: string[]): Promise<number> {
   try {
     switch (verb) {
       case 'check': {
-        const config = await loadConfigFile(file)
+        // Also what `run` would only meet later: files that are missing or unreadable, commands that cannot run.
+        const config = await loadConfigFile(file, process.env, { files: values['no-files'] !== true })
         // The very checks `run` makes before it touches anything, so check cannot pass a config run refuses.
         await preflight(config)
         const ca = await loadCa(config.ca.dir)
         const outside = ca === undefined ? [] : uncoveredTools(config, ca)
         if (outside.length > 0) process.stderr.write(`sidekey: warning: ${outside.map((n) => `tool ${n}`).join(', ')}: ${CA_COVERAGE_WARNING}\n`)
+        // Only check loads the Public Suffix List (~10 MB of RSS): `run` never needs it.
+        const { openWildcards, describeOpenWildcard } = await import('./config/public-suffix.js')
+        for (const open of openWildcards(config.tools)) process.stderr.write(`sidekey: warning: ${describeOpenWildcard(open)}\n`)
         process.stdout.write(`${file}: ok\n`)
         return 0
       }

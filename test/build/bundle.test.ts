@@ -41,6 +41,7 @@ t.test('a start loads none of what only some configs or commands need', async (t
     [/^build\/fleet\//, 'fleet control'],
     [/^build\/audit\/(verify|report)\//, 'the audit verify and report commands'],
     [/node_modules\/undici\/lib\/(web\/websocket|web\/cookies|mock|cache|interceptor)\//, 'undici beyond its Agent (scripts/undici-core.js)'],
+    [/node_modules\/tldts/, 'the Public Suffix List (sidekey check)'],
     [/node_modules\/zod\/.*locales\/(?!en\.js)/, 'zod\'s other locales (zod is imported as a namespace, so the bundler can shake them)'],
   ]
   for (const [pattern, what] of lazy) t.same(inputs.filter((i) => pattern.test(i)), [], `not at start: ${what}`)

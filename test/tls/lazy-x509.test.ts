@@ -12,8 +12,9 @@ const here = dirname(fileURLToPath(import.meta.url))
 const src = resolve(here, '../../src')
 const CREATION_ONLY = ['@peculiar/x509', 'reflect-metadata']
 // Packages only some configs or commands need: jose (private_key_jwt client assertions), SigV4 signing, the fleet's
-// NATS client, PromQL parsing. Each costs RSS and start time on every pod that does not use it.
-const SOME_CONFIGS_ONLY = ['jose', '@smithy/', '@nats-io/', '@prometheus-io/', ...CREATION_ONLY]
+// NATS client, PromQL parsing, the Public Suffix List (sidekey check). Each costs RSS and start time on every pod
+// that does not use it.
+const SOME_CONFIGS_ONLY = ['jose', '@smithy/', '@nats-io/', '@prometheus-io/', 'tldts', ...CREATION_ONLY]
 
 interface Probe { origin: string, peculiar: boolean, reflectMetadata: boolean }
 
