@@ -87,7 +87,7 @@ async function main (argv: string[]): Promise<number> {
         const ca = await loadCa(config.ca.dir)
         const outside = ca === undefined ? [] : uncoveredTools(config, ca)
         if (outside.length > 0) process.stderr.write(`sidekey: warning: ${outside.map((n) => `tool ${n}`).join(', ')}: ${CA_COVERAGE_WARNING}\n`)
-        // Only check loads the Public Suffix List (~10 MB of RSS): `run` never needs it.
+        // Only check loads the Public Suffix List (about 7 MB of RSS): `run` never needs it.
         const { openWildcards, describeOpenWildcard } = await import('./config/public-suffix.js')
         for (const open of openWildcards(config.tools)) process.stderr.write(`sidekey: warning: ${describeOpenWildcard(open)}\n`)
         process.stdout.write(`${file}: ok\n`)
