@@ -1,5 +1,5 @@
 import t from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
@@ -56,6 +56,8 @@ t.test('a configured token_file: POST routes need its token (401 otherwise); rot
   t.equal(unknown.statusCode, 404)
   t.match(await unknown.body.json(), { error: 'unknown_tool' })
   t.notOk(sk.log.text.includes('admin-s3cret'), 'the admin token is never logged')
+  t.equal(sk.log.lines.find((l) => l.msg === 'listening')?.admin_token, tokenFile, 'the start log names the file in force')
+  t.notOk(existsSync(join(sk.caDir, 'admin-token')), 'no token is made beside the CA')
 })
 
 t.test('metrics: the SPEC series in Prometheus text format', async (t) => {
