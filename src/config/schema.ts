@@ -178,9 +178,9 @@ export const tool = z.strictObject({
   /** Negotiate HTTP/2 with this tool's upstream when it offers h2 in ALPN. */
   http2: z.boolean().default(true),
   /**
-   * Replace the credential in text response bodies too (headers always are). Default (filled by the loader): on
-   * for `query` and `basic` injection, whose keys redirects, error pages and debug endpoints echo; off for header
-   * injection, whose bearer tokens rarely come back, since scrubbing costs throughput.
+   * Replace the credential in response bodies too (headers always are). On by default for every injection kind
+   * (filled by the loader): an httpbin-style endpoint echoes a bearer token as readily as a query key. `false`
+   * saves its cost; the first 64 KiB of each body are then still searched, to audit an echo.
    */
   scrub_body: z.boolean().optional(),
   /** Forward X-HTTP-Method-Override and its kin (checked against `match.methods`); stripped otherwise. */
@@ -296,7 +296,7 @@ export function defaultStrip (inject: ToolConfig['inject']): string[] {
   return []
 }
 
-/** The `scrub_body` default: keys injected by query or basic auth are the ones upstreams echo in bodies. */
-export function defaultScrubBody (inject: ToolConfig['inject']): boolean {
-  return inject.query !== undefined || inject.basic !== undefined
+/** The `scrub_body` default: on for every injection kind, since any credential can come back in a body. */
+export function defaultScrubBody (_inject: ToolConfig['inject']): boolean {
+  return true
 }

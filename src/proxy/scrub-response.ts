@@ -2,13 +2,19 @@ import type { ServerResponse } from 'node:http'
 import { pipeline, type Readable } from 'node:stream'
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import { SidekeyError } from '../errors.js'
+import { readHead } from './body-head.js'
 import { downstreamHeaders } from './headers.js'
-import type { Scrubber } from './scrub.js'
+import type { BodyOptions, Scrubber } from './scrub.js'
+import { EchoWatch } from './scrub-watch.js'
 import type { UpstreamExchange } from './exchange.js'
-import { readableSource, relay } from './upstream.js'
+import { readableSource, relay, type BodySource } from './upstream.js'
 
-/** Content types scrubbed as text: what an error page, a redirect body, JSON or a debug dump is served as. */
-const TEXT_LIKE = /^text\/|json|xml|javascript|ecmascript|x-www-form-urlencoded|yaml/i
+/**
+ * Content types searched for every spelling of the credential: what an error page, a redirect body, JSON, a debug
+ * dump or a multipart answer (whose parts are mostly text) is served as. Other bodies are searched for the bytes
+ * sidekey put on the wire.
+ */
+const TEXT_LIKE = /^text\/|json|xml|javascript|ecmascript|x-www-form-urlencoded|yaml|^multipart\//i
 
 /** Content codings decoded so that a body can be scrubbed (sidekey asks for identity; a few upstreams ignore it). */
 const DECODERS: Record<string, () => NodeJS.ReadWriteStream> = {
@@ -16,14 +22,21 @@ const DECODERS: Record<string, () => NodeJS.ReadWriteStream> = {
 }
 
 /**
+ * A scrubbed body with a Content-Length up to this is read whole and sent with its own, scrubbed length: the agent
+ * gets the framing the upstream chose, for the price of holding one small body.
+ */
+const WHOLE_BODY_BYTES = 64 * 1024
+
+/**
  * One upstream answer on its way to the agent: headers always scrubbed, the body too when the tool's
- * `scrub_body` is on and the body is text. Remembers where the credential was found, for the audit.
+ * `scrub_body` is on (every body; text ones for every spelling), else its first bytes watched for an echo.
+ * Remembers where the credential was found, for the audit.
  */
 export class ResponseScrub {
   readonly #scrubber: Scrubber
   readonly #bodies: boolean
   #echoed: string[] | undefined
-  #body: { echoed: boolean } | undefined
+  #body: { readonly echoed: boolean } | undefined
 
   constructor (scrubber: Scrubber, bodies: boolean) {
     this.#scrubber = scrubber
@@ -37,35 +50,100 @@ export class ResponseScrub {
   }
 
   /**
-   * Writes the upstream's answer to the agent and relays its body; resolves with the body bytes sent. A scrubbed
-   * body loses its Content-Length (the placeholder need not be as long as the secret: h1 sends it chunked, h2
-   * ends the stream) and, when the upstream compressed it anyway, is sent decoded. A compressed body in a coding
-   * sidekey cannot decode is refused (502) rather than passed on unread.
+   * Writes the upstream's answer to the agent and relays its body; resolves with the body bytes sent. A small body
+   * with a Content-Length is scrubbed whole and sent with the new length; a larger or streamed one loses its
+   * Content-Length (the placeholder need not be as long as the secret: h1 sends it chunked, h2 ends the stream)
+   * and, when the upstream compressed it anyway, is sent decoded. A body sidekey cannot read is refused (502)
+   * rather than passed on unread: a transfer coding other than chunked, a content coding it cannot decode or
+   * stacked codings, gzip bytes under an empty or `identity` Content-Encoding.
    */
   async relay (res: ServerResponse, method: string, answer: UpstreamExchange): Promise<number> {
     const status = answer.statusCode
     const flat = this.headers(downstreamHeaders(answer.headers))
-    if (!this.#bodies || !hasBody(method, status) || !TEXT_LIKE.test(answer.field('content-type') ?? 'text/plain')) {
+    if (!hasBody(method, status)) {
       res.writeHead(status, flat)
       return await relay(answer, res)
     }
-    const coding = (answer.field('content-encoding') ?? 'identity').trim().toLowerCase()
-    const decoder = coding === 'identity' || coding === '' ? undefined : DECODERS[coding]
-    if (decoder === undefined && coding !== 'identity' && coding !== '') {
-      answer.release()
-      throw new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream answered in a content coding that cannot be scrubbed', { status: 502, details: { reason: 'unscrubbable_encoding' } })
+    const options = bodyOptions(answer.field('content-type'))
+    const codings = contentCodings(answer.field('content-encoding'))
+    if (!this.#bodies) {
+      // Opted out: relayed as it comes, but an echo in its first bytes is still audited (when they can be read).
+      const watch = codings.length === 0 ? new EchoWatch(this.#scrubber.body(options)) : undefined
+      this.#body = watch
+      res.writeHead(status, flat)
+      return await relay(answer, res, watch)
     }
-    res.writeHead(status, withoutFields(flat, decoder === undefined ? ['content-length'] : ['content-length', 'content-encoding']))
-    const filter = this.#scrubber.body()
+    const transfer = answer.field('transfer-encoding')
+    if (transfer !== undefined && transfer.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
+      throw unreadable(answer, 'unscrubbable_transfer_coding', 'a transfer coding')
+    }
+    if (codings.length > 1) throw unreadable(answer, 'unscrubbable_encoding', 'stacked content codings')
+    const decoder = codings.length === 0 ? undefined : DECODERS[codings[0]!]
+    if (codings.length === 1 && decoder === undefined) throw unreadable(answer, 'unscrubbable_encoding', 'a content coding')
+    let source: BodySource = decoder === undefined
+      ? answer
+      : readableSource(pipeline(answer.stream(), decoder(), () => {}) as unknown as Readable)
+    const length = decoder === undefined ? Number(answer.field('content-length') ?? NaN) : NaN
+    // Content-Encoding present but saying nothing: the first bytes tell whether it is gzip anyway.
+    const sniff = decoder === undefined && answer.field('content-encoding') !== undefined
+    const want = length <= WHOLE_BODY_BYTES ? WHOLE_BODY_BYTES + 1 : sniff ? GZIP_MAGIC.length : 0
+    const filter = this.#scrubber.body(options)
     this.#body = filter
-    if (decoder === undefined) return await relay(answer, res, filter)
-    return await relay(readableSource(pipeline(answer.stream(), decoder(), () => {}) as unknown as Readable), res, filter)
+    const dropped = decoder === undefined ? ['content-length'] : ['content-length', 'content-encoding']
+    if (want > 0) {
+      const head = await readHead(source, want)
+      source = head.body
+      if (sniff && head.bytes.subarray(0, GZIP_MAGIC.length).equals(GZIP_MAGIC)) {
+        throw unreadable(answer, 'unscrubbable_encoding', 'gzip bytes under an empty Content-Encoding')
+      }
+      if (head.complete) {
+        const out = Buffer.concat([filter.push(head.bytes), filter.end()])
+        res.writeHead(status, [...withoutFields(flat, dropped), 'content-length', String(out.length)])
+        return await relay(bufferSource(out), res)
+      }
+    }
+    res.writeHead(status, withoutFields(flat, dropped))
+    return await relay(source, res, filter)
   }
 
   /** Where the credential came back in this answer (header names, then `body`), or undefined. */
   echoed (): string[] | undefined {
     if (this.#body?.echoed !== true) return this.#echoed
     return [...this.#echoed ?? [], 'body']
+  }
+}
+
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b])
+
+/** A content type's scrubbing: text or not, and a UTF-16 charset it names. */
+function bodyOptions (contentType: string | undefined): BodyOptions {
+  const type = contentType ?? 'text/plain'
+  const charset = /;\s*charset\s*=\s*"?(utf-16(?:le|be)?)"?\s*(?:;|$)/i.exec(type)?.[1]?.toLowerCase()
+  const text = TEXT_LIKE.test(type.split(';')[0]!.trim())
+  return charset === undefined ? { text } : { text, encoding: charset as BodyOptions['encoding'] }
+}
+
+/** The codings a Content-Encoding lists, in order, without `identity` and empty members. */
+function contentCodings (value: string | undefined): string[] {
+  if (value === undefined) return []
+  return value.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+}
+
+/** Cuts the answer and names what could not be read; the agent gets a 502 with no byte of the body. */
+function unreadable (answer: UpstreamExchange, reason: string, what: string): SidekeyError {
+  answer.cancel(new Error('unscrubbable answer'))
+  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', `upstream answered in ${what} that cannot be scrubbed`, { status: 502, details: { reason } })
+}
+
+/** A body already in hand, as a source for relay(). */
+function bufferSource (bytes: Buffer): BodySource {
+  return {
+    attach: (sink) => {
+      if (bytes.length > 0) sink.data(bytes)
+      sink.end()
+    },
+    resume: () => {},
+    cancel: () => {},
   }
 }
 

@@ -15,6 +15,8 @@ interface ByteNeedle { readonly bytes: Buffer, readonly with: Buffer }
 export interface Needle {
   readonly secret: string
   readonly replacement: string
+  /** Exactly what sidekey put on the wire (the token, the basic value): looked for in every body, binary ones too. */
+  readonly wire?: boolean
 }
 
 /**
@@ -23,28 +25,53 @@ export interface Needle {
  */
 const MIN_DERIVED = 12
 
+/** One way an encoder writes a whole string: applied to the secret and to the placeholder alike. */
+export interface Spelling {
+  readonly name: string
+  readonly spell: (s: string) => string
+}
+
 /**
- * A token as it can come back: raw; percent-encoded as `encodeURIComponent` does, with lower-case hex, as a form
- * (`URLSearchParams`) does, and twice (a URL carried in another URL's query); escaped inside JSON or HTML text
- * (TEXT_ESCAPES); and inside longer base64 or base64url text at each of the 3 byte alignments (the
- * characters that depend only on the token's bytes, so `base64(anything + token + anything)` contains one of them).
- * Replacements spell the placeholder the same way; inside base64 the placeholder is written as it is.
+ * Every whole-string spelling of an echoed secret, in one place: URL encoders (a redirect keeping the query, a link
+ * to the next page, a URL carried in another URL's query), JSON writers and HTML escapers. Each entry is one
+ * encoder's whole rule; an encoder escaping some other subset of characters writes a spelling not listed here.
+ * A secret of letters, digits and `._~-` (a JWT) is spelled the same way by all of them: nothing added to scan.
+ */
+export const SPELLINGS: readonly Spelling[] = [
+  { name: 'encodeURIComponent', spell: encodeURIComponent },
+  { name: 'percent-encoded, lower-case hex', spell: (s) => encodeURIComponent(s).replace(/%[0-9A-F]{2}/g, lower) },
+  { name: 'form (URLSearchParams)', spell: (s) => new URLSearchParams({ v: s }).toString().slice(2) },
+  { name: 'percent-encoded twice', spell: (s) => encodeURIComponent(encodeURIComponent(s)) },
+  { name: "Python quote() (safe='/')", spell: (s) => pythonQuote(s, '/') },
+  { name: 'Python quote_plus()', spell: (s) => pythonQuote(s, ' ').replace(/ /g, '+') },
+  { name: 'JSON (JavaScript)', spell: (s) => JSON.stringify(s).slice(1, -1) },
+  { name: 'JSON, non-ASCII as \\uxxxx (Python json.dumps)', spell: (s) => jsonEscaping(s, NON_ASCII, false) },
+  { name: 'JSON with \\/ (PHP)', spell: (s) => JSON.stringify(s).slice(1, -1).replace(/\//g, '\\/') },
+  { name: 'JSON with \\u003c for < > & (Go)', spell: (s) => jsonEscaping(s, /[<>&]/, false) },
+  { name: 'JSON with \\u002B for < > & \' " + ` (ASP.NET Core)', spell: (s) => jsonEscaping(s, ASPNET, true) },
+  { name: 'JSON as ASP.NET Core escapes it, lower-case hex', spell: (s) => jsonEscaping(s, ASPNET, false) },
+  { name: 'JSON with \\uXXXX for every escapable character', spell: (s) => jsonEscaping(s, JSON_ESCAPABLE, true) },
+  { name: 'JSON with \\uxxxx for every escapable character', spell: (s) => jsonEscaping(s, JSON_ESCAPABLE, false) },
+  { name: 'HTML named references', spell: (s) => s.replace(/[&<>"']/g, (c) => NAMED[c]!) },
+  { name: 'HTML hex references (OWASP ESAPI)', spell: (s) => s.replace(HTML_ESCAPED, (c) => `&#x${hex(c)};`) },
+  { name: 'HTML hex references, upper case', spell: (s) => s.replace(HTML_ESCAPED, (c) => `&#x${hexUpper(c)};`) },
+  { name: 'HTML decimal references', spell: (s) => s.replace(HTML_ESCAPED, (c) => `&#${c.charCodeAt(0)};`) },
+]
+
+/**
+ * A token as it can come back: raw; in every {@link SPELLINGS} entry; and inside longer base64 or base64url text at
+ * each of the 3 byte alignments (the characters that depend only on the token's bytes, so
+ * `base64(anything + token + anything)` contains one of them). Replacements spell the placeholder the same way;
+ * inside base64 the placeholder is written as it is.
  *
  * Every spelling is at least as long as the token (a base64 window shorter than the token is under MIN_DERIVED
  * and left out): scrubberFor relies on it to skip short header strings without building the spellings.
  */
 export function tokenNeedles (token: string, placeholder: string): Needle[] {
-  const out: Needle[] = [{ secret: token, replacement: placeholder }]
-  const encoders = [
-    encodeURIComponent,
-    (s: string) => encodeURIComponent(s).replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase()),
-    (s: string) => new URLSearchParams({ v: s }).toString().slice(2),
-    (s: string) => encodeURIComponent(encodeURIComponent(s)),
-  ]
-  for (const encode of encoders) out.push({ secret: encode(token), replacement: encode(placeholder) })
-  for (const escape of TEXT_ESCAPES) {
-    const secret = escape(token)
-    if (secret !== token) out.push({ secret, replacement: escape(placeholder) })
+  const out: Needle[] = [{ secret: token, replacement: placeholder, wire: true }]
+  for (const { spell } of SPELLINGS) {
+    const secret = spell(token)
+    if (secret !== token) out.push({ secret, replacement: spell(placeholder) })
   }
   const bytes = Buffer.from(token)
   for (const align of [0, 1, 2]) {
@@ -60,34 +87,55 @@ export function tokenNeedles (token: string, placeholder: string): Needle[] {
   return out
 }
 
-/**
- * A token as JSON and HTML encoders write it into a body, for tokens with characters they escape (base64 keys carry
- * `/`, `+` and `=`; a JWT, of letters, digits, `.`, `_` and `-`, has no such spelling). Each is one encoder's whole
- * rule: JSON as JavaScript and Python write it, with `\/` as PHP does, with `\u003c`-style escapes as Go does; HTML
- * with the five named references (escape-html, PHP), and with every character outside letters, digits and `,._ -`
- * as a numeric reference in hex (OWASP ESAPI, lower case; upper case) and in decimal. An encoder escaping some other
- * subset of characters writes a spelling not listed here.
- */
-const TEXT_ESCAPES: ReadonlyArray<(s: string) => string> = [
-  (s) => JSON.stringify(s).slice(1, -1),
-  (s) => JSON.stringify(s).slice(1, -1).replace(/\//g, '\\/'),
-  (s) => JSON.stringify(s).slice(1, -1).replace(/[<>&]/g, (c) => `\\u00${hex(c)}`),
-  (s) => s.replace(/[&<>"']/g, (c) => NAMED[c]!),
-  (s) => s.replace(HTML_ESCAPED, (c) => `&#x${hex(c)};`),
-  (s) => s.replace(HTML_ESCAPED, (c) => `&#x${hex(c).toUpperCase()};`),
-  (s) => s.replace(HTML_ESCAPED, (c) => `&#${c.charCodeAt(0)};`),
-]
 const NAMED: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }
 const HTML_ESCAPED = /[^A-Za-z0-9,._ -]/g
+/** What System.Text.Json's default encoder writes as `\uXXXX` (upper-case hex) besides what JSON must escape. */
+const ASPNET = /[<>&'"+`]|[^\x00-\x7f]/
+const NON_ASCII = /[^\x00-\x7f]/
+/** Every character but letters, digits, space and `._~-`: what some JSON writer may spell as `\uXXXX`. */
+const JSON_ESCAPABLE = /[^A-Za-z0-9._~ -]/
+
+function lower (s: string): string {
+  return s.toLowerCase()
+}
 
 function hex (c: string): string {
   return c.charCodeAt(0).toString(16)
 }
 
+function hexUpper (c: string): string {
+  return hex(c).toUpperCase()
+}
+
+/** JSON string content with the characters `escaped` matches written as `\uXXXX`, the rest as JSON.stringify does. */
+function jsonEscaping (s: string, escaped: RegExp, upper: boolean): string {
+  let out = ''
+  for (const c of s) {
+    if (!escaped.test(c)) out += JSON.stringify(c).slice(1, -1)
+    else {
+      for (let i = 0; i < c.length; i++) {
+        const code = c.charCodeAt(i).toString(16).padStart(4, '0')
+        out += `\\u${upper ? code.toUpperCase() : code}`
+      }
+    }
+  }
+  return out
+}
+
+/** Python's `urllib.parse.quote(s, safe)`: UTF-8 bytes but letters, digits, `_.-~` and `safe` as upper-case %XX. */
+function pythonQuote (s: string, safe: string): string {
+  let out = ''
+  for (const byte of Buffer.from(s)) {
+    const c = String.fromCharCode(byte)
+    out += /[A-Za-z0-9_.~-]/.test(c) || safe.includes(c) ? c : `%${hexUpper(c).padStart(2, '0')}`
+  }
+  return out
+}
+
 /** Basic auth: the exact `base64(user:token)` sidekey sent (replaced by the placeholder's), then the token's own needles. */
 export function basicNeedles (username: string, token: string, placeholder: string): Needle[] {
   const basic = (secret: string): string => Buffer.from(`${username}:${secret}`).toString('base64')
-  return [{ secret: basic(token), replacement: basic(placeholder) }, ...tokenNeedles(token, placeholder)]
+  return [{ secret: basic(token), replacement: basic(placeholder), wire: true }, ...tokenNeedles(token, placeholder)]
 }
 
 /**
@@ -150,35 +198,137 @@ export class Scrubber {
     return echoed
   }
 
-  /** A scrubber for one streamed body. */
-  body (): BodyScrubber {
-    const c = this.#compile()
-    return new BodyScrubber(c.bytes, c.window)
+  /** A scrubber for one streamed body: of text, in UTF-8 (a WebSocket text frame, a body of unknown charset). */
+  body (): BodyScrubber
+  /** A scrubber for one streamed body of the given kind and encoding (scrub-response.ts reads them off the answer). */
+  body (options: BodyOptions): BodyScan
+  body (options?: BodyOptions): BodyScan {
+    if (options === undefined || options.text === false) return this.#scrubberOf(options === undefined, 'utf-8')
+    const encoding = options.encoding
+    if (encoding === 'utf-16le' || encoding === 'utf-16be') return this.#scrubberOf(true, encoding)
+    // RFC 2781 §4.3: `utf-16` without a byte order mark is big-endian; a body of another charset is UTF-8 unless
+    // its byte order mark says UTF-16 (a Windows service writing text out as it holds it in memory).
+    return new ByteOrderMarked((bom) => this.#scrubberOf(true, bom ?? (encoding === 'utf-16' ? 'utf-16be' : 'utf-8')))
   }
+
+  #scrubberOf (text: boolean, encoding: BodyEncoding): BodyScrubber {
+    const c = this.#compile()
+    if (text && encoding === 'utf-8') return new BodyScrubber(c.bytes, c.window)
+    const key = `${String(text)} ${encoding}`
+    let set = c.sets.get(key)
+    if (set === undefined) {
+      const needles = c.sorted.filter(([secret]) => text || c.wire.has(secret))
+        .map(([secret, replacement]) => ({ bytes: encoded(secret, encoding), with: encoded(replacement, encoding) }))
+      set = { needles, window: windowOf(needles) }
+      c.sets.set(key, set)
+    }
+    return new BodyScrubber(set.needles, set.window)
+  }
+}
+
+/** How a body is searched: a text body for every spelling, any other for what sidekey put on the wire. */
+export interface BodyOptions {
+  /** Text (`text/*`, JSON, ...): every spelling. Otherwise (images, octet-stream): the wire needles only. */
+  readonly text: boolean
+  /** The content type's charset, lower case, when it names a UTF-16 form. */
+  readonly encoding?: 'utf-16' | 'utf-16le' | 'utf-16be'
+}
+
+type BodyEncoding = 'utf-8' | 'utf-16le' | 'utf-16be'
+
+/** What relay() and the audit need of a body scrubber: the bytes to send, and whether a needle was found. */
+export interface BodyScan {
+  push (chunk: Buffer): Buffer
+  end (): Buffer
+  readonly echoed: boolean
+}
+
+function encoded (s: string, encoding: BodyEncoding): Buffer {
+  if (encoding === 'utf-8') return Buffer.from(s)
+  const le = Buffer.from(s, 'utf16le')
+  return encoding === 'utf-16le' ? le : le.swap16()
+}
+
+function windowOf (needles: readonly ByteNeedle[]): number {
+  return Math.max(0, ...needles.map((n) => n.bytes.length - 1))
+}
+
+/** Holds a body's first two bytes until its byte order mark (or its absence) picks the scrubber for the rest. */
+class ByteOrderMarked implements BodyScan {
+  readonly #pick: (bom: BodyEncoding | undefined) => BodyScrubber
+  #scrubber: BodyScrubber | undefined
+  #first: Buffer = EMPTY
+
+  constructor (pick: (bom: BodyEncoding | undefined) => BodyScrubber) {
+    this.#pick = pick
+  }
+
+  get echoed (): boolean {
+    return this.#scrubber?.echoed === true
+  }
+
+  push (chunk: Buffer): Buffer {
+    if (this.#scrubber !== undefined) return this.#scrubber.push(chunk)
+    const first = this.#first.length === 0 ? chunk : Buffer.concat([this.#first, chunk])
+    if (first.length < 2) {
+      this.#first = Buffer.from(first)
+      return EMPTY
+    }
+    this.#first = EMPTY
+    return (this.#scrubber = this.#pick(byteOrderMark(first))).push(first)
+  }
+
+  end (): Buffer {
+    const scrubber = this.#scrubber ?? this.#pick(undefined)
+    this.#scrubber = scrubber
+    const rest = this.#first
+    this.#first = EMPTY
+    return rest.length === 0 ? scrubber.end() : Buffer.concat([scrubber.push(rest), scrubber.end()])
+  }
+}
+
+function byteOrderMark (first: Buffer): BodyEncoding | undefined {
+  if (first[0] === 0xff && first[1] === 0xfe) return 'utf-16le'
+  if (first[0] === 0xfe && first[1] === 0xff) return 'utf-16be'
+  return undefined
 }
 
 interface Compiled {
   /** Over header strings (the needles as JS strings). */
   readonly text: RegExp
   readonly replacement: ReadonlyMap<string, string>
-  /** The needles' UTF-8 bytes for bodies, longest first. */
+  /** [secret, replacement], longest first. */
+  readonly sorted: ReadonlyArray<readonly [string, string]>
+  /** The secrets that are exactly what sidekey put on the wire. */
+  readonly wire: ReadonlySet<string>
+  /** The needles' UTF-8 bytes for text bodies, longest first. */
   readonly bytes: readonly ByteNeedle[]
   /** Shortest needle in UTF-16 units: a header string shorter than this cannot hold one. */
   readonly shortest: number
   readonly window: number
+  /** Byte needles of other bodies (not text, or UTF-16), built on first use. */
+  readonly sets: Map<string, { readonly needles: readonly ByteNeedle[], readonly window: number }>
 }
 
 function compile (needles: readonly Needle[]): Compiled {
   const unique = new Map<string, string>()
-  for (const n of needles) if (n.secret !== '' && !unique.has(n.secret)) unique.set(n.secret, n.replacement)
+  const wire = new Set<string>()
+  for (const n of needles) {
+    if (n.secret === '') continue
+    if (!unique.has(n.secret)) unique.set(n.secret, n.replacement)
+    if (n.wire === true) wire.add(n.secret)
+  }
   const sorted = [...unique].sort((a, b) => b[0].length - a[0].length)
   const bytes = sorted.map(([secret, replacement]) => ({ bytes: Buffer.from(secret), with: Buffer.from(replacement) }))
   return {
     text: alternation(sorted.map(([secret]) => secret)),
     replacement: unique,
+    sorted,
+    wire,
     bytes,
     shortest: sorted.length === 0 ? Infinity : sorted.at(-1)![0].length,
-    window: Math.max(0, ...bytes.map((n) => n.bytes.length - 1)),
+    window: windowOf(bytes),
+    sets: new Map(),
   }
 }
 
@@ -194,7 +344,7 @@ function alternation (literals: readonly string[]): RegExp {
  * split across chunks is still found. A match that starts before the held-back tail is complete by then: the
  * tail is shorter than any needle.
  */
-export class BodyScrubber {
+export class BodyScrubber implements BodyScan {
   readonly #needles: readonly ByteNeedle[]
   readonly #window: number
   #held: Buffer = EMPTY

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { basicNeedles, Scrubber, tokenNeedles } from '../../src/proxy/scrub.js'
+import fc from 'fast-check'
+import { basicNeedles, Scrubber, SPELLINGS, tokenNeedles, type BodyOptions } from '../../src/proxy/scrub.js'
 import { leaks } from '../hardening/helpers.js'
 
 const TOKEN = 'canary-0123456789abcdef/+x='
@@ -7,12 +8,22 @@ const scrubber = new Scrubber(basicNeedles('agent', TOKEN, 'sidekey'))
 
 /** Runs `text` through a body scrubber cut into pieces of `size` bytes; what comes out, and whether it saw a needle. */
 function streamed (s: Scrubber, text: string, size: number): { out: string, echoed: boolean } {
-  const body = s.body()
-  const src = Buffer.from(text)
+  const r = streamedBytes(s, Buffer.from(text), size)
+  return { out: r.out.toString(), echoed: r.echoed }
+}
+
+function streamedBytes (s: Scrubber, src: Buffer, size: number, options?: BodyOptions): { out: Buffer, echoed: boolean } {
+  const body = options === undefined ? s.body() : s.body(options)
   const parts: Buffer[] = []
   for (let i = 0; i < src.length; i += size) parts.push(body.push(src.subarray(i, i + size)))
   parts.push(body.end())
-  return { out: Buffer.concat(parts).toString(), echoed: body.echoed }
+  return { out: Buffer.concat(parts), echoed: body.echoed }
+}
+
+/** `text` in UTF-16, little- or big-endian. */
+function utf16 (text: string, order: 'le' | 'be'): Buffer {
+  const le = Buffer.from(text, 'utf16le')
+  return order === 'le' ? le : le.swap16()
 }
 
 t.test('every spelling the canary can take is a needle: raw, percent-encoded, base64 at each alignment, the basic value', async (t) => {
@@ -110,4 +121,56 @@ t.test('a key JSON or HTML encoders escape is found as they write it into a body
   t.same(JSON.parse(json), { key: 'side/key' })
   t.equal(tokenNeedles('eyJhbGciOi.eyJzdWIi.sig-_x0123456789', 'sidekey').filter((n) => n.secret.includes('&') || n.secret.includes('\\')).length, 0,
     'a JWT has no escaped spellings (nothing added to scan for)')
+})
+
+t.test('every entry of SPELLINGS is found in headers and in text bodies (UTF-8; UTF-16 by charset or byte order mark)', async (t) => {
+  const placeholder = 'side/key+1'
+  const secret = fc.array(fc.constantFrom(...Array.from('abcXYZ0189-_.~+/=&<>"\' %é€`*')), { minLength: 16, maxLength: 48 }).map((a) => a.join(''))
+  fc.assert(fc.property(secret, fc.integer({ min: 1, max: 40 }), (key, size) => {
+    const s = new Scrubber(tokenNeedles(key, placeholder))
+    for (const { name, spell } of SPELLINGS) {
+      const echoed = `<p>${spell(key)}</p>`
+      // Two encoders can spell the key alike and the placeholder apart: either placeholder spelling is right.
+      const alike = [{ spell: (v: string) => v }, ...SPELLINGS].filter((other) => other.spell(key) === spell(key))
+      const expected = new Set(alike.map((other) => `<p>${other.spell(placeholder)}</p>`))
+      if (!expected.has(s.text(echoed))) throw new Error(`header, ${name}: ${s.text(echoed)}`)
+      const bodies: Array<[Buffer, BodyOptions | undefined, (b: Buffer) => string]> = [
+        [Buffer.from(echoed), { text: true }, (b) => b.toString()],
+        [utf16(echoed, 'le'), { text: true, encoding: 'utf-16le' }, (b) => b.toString('utf16le')],
+        [utf16(echoed, 'be'), { text: true, encoding: 'utf-16be' }, (b) => Buffer.from(b).swap16().toString('utf16le')],
+        [utf16(echoed, 'be'), { text: true, encoding: 'utf-16' }, (b) => Buffer.from(b).swap16().toString('utf16le')],
+        [utf16('\ufeff' + echoed, 'le'), { text: true }, (b) => b.toString('utf16le')],
+        [utf16('\ufeff' + echoed, 'be'), { text: true }, (b) => Buffer.from(b).swap16().toString('utf16le')],
+      ]
+      for (const [bytes, options, decode] of bodies) {
+        const { out, echoed: found } = streamedBytes(s, bytes, size, options)
+        if (!found || !expected.has(decode(out).replace('\ufeff', ''))) throw new Error(`body ${JSON.stringify(options)}, ${name}: ${decode(out)}`)
+      }
+    }
+  }), { numRuns: 60 })
+  t.pass('every spelling of 60 random keys found and replaced')
+})
+
+t.test('the spellings are the encoders\' own: Python quote() and quote_plus(), ASP.NET Core\'s \\u002B', async (t) => {
+  const key = 'wJalr/XUt+nFEMI=K7 MD~ENG&<x>"y*é'
+  const spelled = new Map(SPELLINGS.map(({ name, spell }) => [name, spell(key)]))
+  // As python3 prints them: urllib.parse.quote(key) (safe='/') and quote_plus(key).
+  t.equal(spelled.get("Python quote() (safe='/')"), 'wJalr/XUt%2BnFEMI%3DK7%20MD~ENG%26%3Cx%3E%22y%2A%C3%A9')
+  t.equal(spelled.get('Python quote_plus()'), 'wJalr%2FXUt%2BnFEMI%3DK7+MD~ENG%26%3Cx%3E%22y%2A%C3%A9')
+  // System.Text.Json's default encoder: HTML-sensitive characters, + and non-ASCII as upper-case \uXXXX.
+  t.equal([...spelled.values()].find((v) => v.includes('\\u002B') && !v.includes('\\u002F')),
+    'wJalr/XUt\\u002BnFEMI=K7 MD~ENG\\u0026\\u003Cx\\u003E\\u0022y*\\u00E9')
+  t.ok([...spelled.values()].includes('wJalr/XUt\\u002bnFEMI=K7 MD~ENG\\u0026\\u003cx\\u003e\\u0022y*\\u00e9'), 'lower-case hex too')
+})
+
+t.test('a body that is not text is searched for what sidekey put on the wire only', async (t) => {
+  const key = 'canary-0123456789abcdef/+x='
+  const s = new Scrubber(basicNeedles('agent', key, 'sidekey'))
+  const basic = Buffer.from(`agent:${key}`).toString('base64')
+  const binary = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0xff]), Buffer.from(`${key}|${basic}|${encodeURIComponent(key)}`)])
+  const { out, echoed } = streamedBytes(s, binary, 5, { text: false })
+  t.ok(echoed)
+  t.equal(out.subarray(6).toString(), `sidekey|${Buffer.from('agent:sidekey').toString('base64')}|${encodeURIComponent(key)}`,
+    'the raw key and the exact basic value are replaced; a spelling only text would hold is left')
+  t.same(out.subarray(0, 6), binary.subarray(0, 6), 'the binary bytes around them are untouched')
 })
