@@ -1,5 +1,5 @@
 import { pino } from 'pino'
-import { hasKnownSecretSegment, isKnownSecretFormat } from './anomaly/secret-shape.js'
+import { replacePathSecrets } from './anomaly/secret-shape.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { AuditChain } from './trail/chain.js'
 
@@ -232,14 +232,15 @@ function decodeName (raw: string): string {
 }
 
 /**
- * A path as the audit log keeps it: no query or fragment, and any segment in a known credential format (a key
- * with a known prefix, a JWT, a bot token placed in the path) replaced by [REDACTED]. Ordinary ids stay.
+ * A path as the audit log keeps it: no query or fragment, and any segment that looks like a credential (a key with
+ * a known prefix, a JWT, a bot token or Slack-webhook secret placed in the path, a long random token) replaced by
+ * `<redacted:kind>` (docs/threat-model.md, "A log reader"). Names, versions, numbers, hex ids and UUIDs stay.
  *
  * @example
- *   auditPath('/bot123456:AAE.../sendMessage?x=1') === '/[REDACTED]/sendMessage'
+ *   auditPath('/bot123456:AAE.../sendMessage?x=1') === '/<redacted:telegram_bot>/sendMessage'
  */
 export function auditPath (pathWithQuery: string): string {
-  const p = pathWithoutQuery(pathWithQuery)
-  if (!hasKnownSecretSegment(p)) return p
-  return p.split('/').map((s) => isKnownSecretFormat(s) ? REDACTED : s).join('/')
+  return replacePathSecrets(pathWithoutQuery(pathWithQuery), redactedAs)
 }
+
+const redactedAs = (kind: string): string => `<redacted:${kind}>`

@@ -9,7 +9,7 @@ import { isOwnAddress, targetsSelf } from '../net/self.js'
 import { formatAuthority } from '../net/host.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { pathShape } from '../audit/anomaly/path-shape.js'
-import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders } from './headers.js'
+import { checkRequestHeaders, classifyPlaceholder, downstreamHeaders, upstreamHeaders, wholeValue } from './headers.js'
 import { isNonceChallenge } from '../credentials/dpop.js'
 import { awsAccessKeyId, inject, queryParam, scrubberFor, withQueryParam, type InjectRequest } from './inject.js'
 import { methodRefusal } from './methods.js'
@@ -363,15 +363,15 @@ async function afterFirstChunk (req: IncomingMessage): Promise<Readable> {
 }
 
 /**
- * What the agent sent where the credential goes: the query parameter, the access key id of its SigV4 signature,
- * or (`stripped`) the headers the tool strips.
+ * What the agent sent where the credential goes: every spelling of the query parameter, the access key id of its
+ * SigV4 signature, or (`stripped`) the headers the tool strips.
  */
 function placeholderState (req: IncomingMessage, tool: Tool, path: string, stripped: PlaceholderState): PlaceholderState {
   const { query, aws_sigv4: sigv4 } = tool.config.inject
-  if (query !== undefined) return classifyPlaceholder(queryParam(path, query), tool.config.placeholder)
+  if (query !== undefined) return classifyPlaceholder(queryParam(path, query), tool.config.placeholder, wholeValue)
   if (sigv4 !== undefined) {
     const keyId = awsAccessKeyId(req.headers.authorization)
-    return classifyPlaceholder(keyId === undefined ? undefined : [keyId], tool.config.placeholder)
+    return classifyPlaceholder(keyId === undefined ? undefined : [keyId], tool.config.placeholder, wholeValue)
   }
   return stripped
 }

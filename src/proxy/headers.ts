@@ -101,15 +101,23 @@ export function upstreamHeaders (raw: readonly string[], tool: Tool | undefined,
   return { headers, placeholder: tool === undefined ? 'absent' : classifyPlaceholder(stripped, tool.config.placeholder) }
 }
 
-/** Whether what the agent sent in the stripped headers was the configured placeholder, nothing, or something else. */
-export function classifyPlaceholder (values: readonly string[] | undefined, placeholder: string | undefined): PlaceholderState {
+/**
+ * Whether what the agent sent where the credential goes was the configured placeholder, nothing, or something else.
+ * `partsOf` says where the credential sits in a value: after an auth scheme in a header (the default), or the
+ * whole value (wholeValue) for a query parameter or an access key id, where `STOLEN sidekey` is not the placeholder.
+ */
+export function classifyPlaceholder (values: readonly string[] | undefined, placeholder: string | undefined,
+  partsOf: (value: string) => string[] = credentialPart): PlaceholderState {
   if (values === undefined || values.length === 0) return 'absent'
   for (const value of values) {
-    const credential = credentialPart(value)
+    const credential = partsOf(value)
     if (placeholder !== undefined ? !credential.includes(placeholder) : credential.some(looksLikeSecret)) return 'unexpected'
   }
   return 'stripped'
 }
+
+/** A value that is the credential itself, nothing around it. */
+export const wholeValue = (value: string): string[] => [value]
 
 /** `Bearer x` → [x]; `Basic base64(u:p)` → [u, p]; anything else → [value]. */
 function credentialPart (value: string): string[] {

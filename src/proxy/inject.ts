@@ -94,29 +94,72 @@ export function scrubberFor (tool: Tool, credential: Credential): Scrubber {
 }
 
 /**
- * Removes every `name=` the agent sent (its placeholder) and appends the real one. The other parameters are kept
- * byte for byte: re-serialising them would re-encode (`%20` → `+`) and break signed URLs.
+ * Removes every parameter an upstream could read as `name` (queryParamKey: any case, percent-encoded, `name[]`,
+ * `;`-separated) and appends the real one: a second spelling must not reach the upstream beside the injected key
+ * (docs/threat-model.md, "The agent"). The other parameters and their separators are kept byte for byte:
+ * re-serialising them would re-encode (`%20` → `+`) and break signed URLs.
  */
 export function withQueryParam (pathAndQuery: string, name: string, value: string | undefined): string {
   const q = pathAndQuery.indexOf('?')
   const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)
-  const kept = q < 0 ? [] : pathAndQuery.slice(q + 1).split('&').filter((part) => part !== '' && paramName(part) !== name)
-  if (value !== undefined) kept.push(`${encodeURIComponent(name)}=${encodeURIComponent(value)}`)
-  return kept.length === 0 ? path : `${path}?${kept.join('&')}`
+  const key = nameKey(name)
+  let kept = ''
+  if (q >= 0) {
+    // Parts at even indexes, the `&` or `;` before part i at i - 1.
+    const parts = pathAndQuery.slice(q + 1).split(SEPARATOR)
+    for (let i = 0; i < parts.length; i += 2) {
+      const part = parts[i]!
+      if (part !== '' && partKey(part) !== key) kept += (kept === '' ? '' : parts[i - 1]!) + part
+    }
+  }
+  if (value !== undefined) kept += `${kept === '' ? '' : '&'}${encodeURIComponent(name)}=${encodeURIComponent(value)}`
+  return kept === '' ? path : `${path}?${kept}`
 }
 
-function paramName (part: string): string {
-  const eq = part.indexOf('=')
-  const raw = (eq < 0 ? part : part.slice(0, eq)).replaceAll('+', ' ')
-  try { return decodeURIComponent(raw) } catch { return raw }
-}
-
-/** The agent's value of a query parameter, for placeholder classification. */
+/** The agent's values of every spelling of a query parameter (decoded), for placeholder classification. */
 export function queryParam (pathAndQuery: string, name: string): string[] | undefined {
   const q = pathAndQuery.indexOf('?')
   if (q < 0) return undefined
-  const values = new URLSearchParams(pathAndQuery.slice(q + 1)).getAll(name)
+  const key = nameKey(name)
+  const values: string[] = []
+  for (const part of pathAndQuery.slice(q + 1).split(SEPARATORS)) {
+    if (part === '' || partKey(part) !== key) continue
+    const eq = part.indexOf('=')
+    values.push(eq < 0 ? '' : formDecode(part.slice(eq + 1)))
+  }
   return values.length === 0 ? undefined : values
+}
+
+/** Servers split a query on `&`, and some (Java servlets, Python's older parse_qs, Rails) on `;` as well. */
+const SEPARATORS = /[&;]/
+const SEPARATOR = /([&;])/
+
+/**
+ * A query parameter's name as the most lenient upstream reads it: `+` and percent-escapes decoded, one case,
+ * `name[…]` (PHP, Rails and qs arrays and hashes) as `name`, and PHP's `.` and space as `_`.
+ */
+function queryParamKey (rawName: string): string {
+  let name = formDecode(rawName).trim()
+  const bracket = name.indexOf('[')
+  if (bracket > 0) name = name.slice(0, bracket)
+  return name.replace(/[. ]/g, '_').toLowerCase()
+}
+
+const partKey = (part: string): string => {
+  const eq = part.indexOf('=')
+  return queryParamKey(eq < 0 ? part : part.slice(0, eq))
+}
+const nameKey = (name: string): string => queryParamKey(encodeURIComponent(name))
+
+/** `application/x-www-form-urlencoded` decoding; an escape that is not UTF-8 is read as the byte it names. */
+function formDecode (raw: string): string {
+  const s = raw.includes('+') ? raw.replaceAll('+', ' ') : raw
+  if (!s.includes('%')) return s
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)))
+  }
 }
 
 /** The access key id an agent's SigV4 Authorization names (`Credential=AKID/date/region/service/aws4_request`): its placeholder. */

@@ -68,8 +68,8 @@ t.test('the audit path never carries a query, fragment or a credential-shaped se
   t.equal(pathWithoutQuery('/v1/chat?key=abc'), '/v1/chat')
   t.equal(pathWithoutQuery('/v1/chat#x?y'), '/v1/chat')
   t.equal(pathWithoutQuery('/v1/chat'), '/v1/chat')
-  t.equal(auditPath('/bot123456789:AAEhBP0av28nQ3yT2BqR4v8Qk1bqzT9ew9E/sendMessage?chat=1'), '/[REDACTED]/sendMessage')
-  t.equal(auditPath('/keys/ghp_0123456789abcdefghijABCDEFGHIJ012345/x'), '/keys/[REDACTED]/x')
+  t.equal(auditPath('/bot123456789:AAEhBP0av28nQ3yT2BqR4v8Qk1bqzT9ew9E/sendMessage?chat=1'), '/<redacted:telegram_bot>/sendMessage')
+  t.equal(auditPath('/keys/ghp_0123456789abcdefghijABCDEFGHIJ012345/x'), '/keys/<redacted:ghp_>/x')
   t.equal(auditPath('/repos/acme/app/issues/42'), '/repos/acme/app/issues/42', 'ordinary paths kept as they are')
 })
 

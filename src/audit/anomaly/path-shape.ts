@@ -1,4 +1,4 @@
-import { isKnownSecretFormat } from './secret-shape.js'
+import { replacePathSecrets } from './secret-shape.js'
 
 /**
  * The shape of a request path: what `new_endpoint` learns and what anomaly details show instead of the raw path.
@@ -22,7 +22,7 @@ const ALNUM_ID = /^(?=(?:[^\d]*\d){2})[A-Za-z0-9]{16,}$/
 export function pathShape (path: string): string {
   const q = path.search(/[?#]/)
   const p = q === -1 ? path : path.slice(0, q)
-  const segments = p.split('/')
+  const segments = replacePathSecrets(p, asId).split('/')
   const out: string[] = []
   for (let i = 0; i < segments.length; i++) {
     if (out.length > MAX_SEGMENTS) { out.push('…'); break }
@@ -37,6 +37,9 @@ function foldSegment (s: string): string {
   // Fast path for the common word-like segment (`repos`, `issues`): every id rule needs a digit or 16+ chars.
   if (s === '' || (s.length < 16 && !DIGIT.test(s))) return s
   if (s.length > MAX_SEGMENT || NUMERIC.test(s) || UUID.test(s) || LONG_HEX.test(s) || PREFIXED_ID.test(s) ||
-    BASE64ISH.test(s) || ALNUM_ID.test(s) || isKnownSecretFormat(s)) return ':id'
+    BASE64ISH.test(s) || ALNUM_ID.test(s)) return ':id'
   return s
 }
+
+/** A credential in the path (a bot token, a webhook secret) folds like an id. */
+const asId = (): string => ':id'

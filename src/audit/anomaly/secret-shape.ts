@@ -43,14 +43,6 @@ const TELEGRAM_BOT = /^bot\d{5,}:[A-Za-z0-9_-]{30,}$/
 const KNOWN_HINT = /sk-|[srp]k_|gh[pousr]_|github_pat_|xox[bpas]-|xapp-|glpat-|AIza|hf_|npm_|pypi-|AKIA|ASIA|eyJ|bot\d/
 
 /**
- * A value in a known credential format (key prefixes, AWS key ids, JWTs, Telegram bot tokens), without the
- * entropy guess: precise enough to redact from a logged path without folding ordinary ids.
- */
-export function isKnownSecretFormat (value: string): boolean {
-  return KNOWN_HINT.test(value) && secretKind(value) !== 'opaque'
-}
-
-/**
  * What kind of credential a value is, by its known prefix (`sk-ant-`, `ghp_`, `AKIA`, …), `jwt`, `telegram_bot`, or
  * `opaque`: all that inventory mode records of a value.
  */
@@ -64,11 +56,6 @@ export function secretKind (value: string): string {
     if (TELEGRAM_BOT.test(value)) return 'telegram_bot'
   }
   return 'opaque'
-}
-
-/** True when some `/`-separated segment of `path` is in a known credential format. */
-export function hasKnownSecretSegment (path: string): boolean {
-  return KNOWN_HINT.test(path) && path.split('/').some(isKnownSecretFormat)
 }
 
 /** Basic credentials: the password half decides. */
@@ -98,4 +85,72 @@ export function shannonEntropy (s: string): number {
     h -= p * Math.log2(p)
   }
   return h
+}
+
+/**
+ * `path` with each segment that looks like a credential replaced by `replace(kind)` (kinds: segmentSecretKind); the
+ * same string when there is none. What the audit keeps of a path (log.ts auditPath) and what path shapes fold.
+ */
+export function replacePathSecrets (path: string, replace: (kind: string) => string): string {
+  // Every shape below is at least 15 characters long (`xoxb-` and 10).
+  if (!LONG_SEGMENT.test(path)) return path
+  const segments = path.split('/')
+  let out: string[] | undefined
+  for (let i = 0; i < segments.length; i++) {
+    const kind = segmentSecretKind(segments, i)
+    if (kind !== undefined) (out ??= segments.slice())[i] = replace(kind)
+  }
+  return out === undefined ? path : out.join('/')
+}
+
+const LONG_SEGMENT = /[^/]{15,}/
+const SLACK_TEAM = /^T[A-Z0-9]{6,}$/
+const SLACK_BOT = /^B[A-Z0-9]{6,}$/
+const SLACK_SECRET = /^[A-Za-z0-9]{24,}$/
+
+/**
+ * What kind of credential `segments[i]` of a `/`-split path is, or undefined for an ordinary segment: a known format
+ * (as secretKind names it), the secret of a Slack incoming webhook (`/services/T…/B…/<secret>`, known by the
+ * segments before it), or `high_entropy`. Percent-escapes are decoded first.
+ */
+export function segmentSecretKind (segments: readonly string[], i: number): string | undefined {
+  const raw = segments[i]!
+  if (raw.length < 15) return undefined
+  const segment = raw.includes('%') ? percentDecoded(raw) : raw
+  if (i >= 3 && segments[i - 3] === 'services' && SLACK_TEAM.test(segments[i - 2]!) && SLACK_BOT.test(segments[i - 1]!) &&
+    SLACK_SECRET.test(segment)) return 'slack_webhook'
+  const kind = secretKind(segment)
+  if (kind !== 'opaque') return kind
+  return highEntropySegment(segment) ? 'high_entropy' : undefined
+}
+
+function percentDecoded (s: string): string {
+  try { return decodeURIComponent(s) } catch { return s }
+}
+
+/** An id of hex digits after a short upper-case type prefix (Twilio's `AC…`, `SM…`): an id, not a secret. */
+const PREFIXED_HEX = /^[A-Z]{1,4}[0-9a-f]{16,}$/
+const LOWER = /[a-z]/
+const UPPER = /[A-Z]/
+/** camelCase words and numbers: `ListObjectsV2`, `Invoice2024`, `MY_BUCKET`. */
+const CHUNK = /[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+/g
+
+/**
+ * A random token in a path, told from names, versions and ids that a reader needs to see. All of: 20+ token
+ * characters; lower case, upper case and digits (so hex digests, commit ids and UUIDs, which lack one, stay);
+ * 3.5+ bits per character; and no words: a random token changes between upper case, lower case and digits every
+ * 1-2 characters, a name like `ListObjectsV2ForBucket` every 3 or more.
+ * About 0.3 % of random 40-character base62 tokens lack a class or read as words, 4 % at 20 characters.
+ */
+function highEntropySegment (s: string): boolean {
+  if (s.length < MIN_ENTROPY_LENGTH || !TOKEN_CHARS.test(s)) return false
+  if (!LOWER.test(s) || !UPPER.test(s) || !/[0-9]/.test(s) || PREFIXED_HEX.test(s)) return false
+  if (shannonEntropy(s) < 3.5) return false
+  let chunks = 0
+  let chars = 0
+  for (const m of s.matchAll(CHUNK)) {
+    chunks++
+    chars += m[0].length
+  }
+  return chars / chunks < 3
 }
