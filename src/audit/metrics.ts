@@ -70,6 +70,7 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_audit_dropped_total',
   'sidekey_audit_errors_total',
   'sidekey_fleet_connected',
+  'sidekey_fleet_watching',
   'sidekey_fleet_commands_total',
   'sidekey_fleet_apply_seconds',
 ])
@@ -80,8 +81,8 @@ export type EgressMode = typeof EGRESS_MODES[number]
 /** Seconds from a fleet command's signing (`iat`, whole seconds) to applied here. */
 export const FLEET_APPLY_BUCKETS: readonly number[] = Object.freeze([0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 600])
 
-/** What the fleet gauge reads at scrape time. */
-export interface FleetConnectionSource { readonly connected: boolean }
+/** What the fleet gauges read at scrape time (`watching` absent reads 0: no watcher reports itself running). */
+export interface FleetConnectionSource { readonly connected: boolean, readonly watching?: boolean }
 
 export interface MetricsOptions {
   /** Tool names from config: the only values the `tool` label takes besides `_unmatched`. */
@@ -324,6 +325,12 @@ export class SidekeyMetrics {
       help: '1 while this sidecar is connected to the fleet broker, else 0',
       registers,
       collect () { this.set(source.connected ? 1 : 0) },
+    })
+    new Gauge({
+      name: 'sidekey_fleet_watching',
+      help: '1 while fleet commands reach this sidecar (every stored one applied, new ones arriving), else 0',
+      registers,
+      collect () { this.set(source.watching === true ? 1 : 0) },
     })
     this.#fleet = {
       commands: new Counter({ name: 'sidekey_fleet_commands_total', help: 'Fleet commands seen, by action and result (applied, failed, rejected, not_addressed)', labelNames: ['action', 'result'], registers }),

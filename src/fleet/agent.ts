@@ -15,6 +15,7 @@ import { CLOCK_SKEW_MS, MAX_COMMAND_LIFETIME_S, verifyCommand, type VerifiedComm
 import { loadOperatorKeys, type OperatorPublicKey } from './keys.js'
 import { LockTable } from './locks.js'
 import { ReplayCache } from './replay.js'
+import { CommandWatch, errCode } from './watch.js'
 
 /** What fleet control may do to the credential path: the admin port's provider, no more. */
 export type FleetCredentials = Pick<CredentialProvider, 'rotate' | 'revoke' | 'status' | 'jwks'>
@@ -32,6 +33,7 @@ export interface FleetAgentDeps {
 /** What /status shows of the fleet. */
 export interface FleetStatus {
   readonly connected: boolean
+  /** Every command in the bucket applied and new ones arriving (false during an outage of the watcher). */
   readonly synced: boolean
   readonly bucket: string
   readonly locks: ToolLock[]
@@ -73,13 +75,13 @@ export class FleetAgent implements LockView {
   #nc: NatsConnection | undefined
   #kv: KV | undefined
   #connected = false
-  #synced = false
+  /** The bucket has been read once (readiness with `required: true`; an outage later does not undo it). */
+  #readOnce = false
+  readonly #watch: CommandWatch
   #closed = false
   #timer: Timer | undefined
   #hbTimer: Timer | undefined
   #retryMs = RETRY_MIN_MS
-  #watch: { stop (): void } | undefined
-  #lastRevision = 0
   #saving: Promise<void> | undefined
   #saveAgain = false
   #publishedJwks = ''
@@ -98,6 +100,12 @@ export class FleetAgent implements LockView {
     this.#keys = keys
     this.#stateFile = resolve(this.#cfg.state_file ?? join(dirname(resolve(deps.config.ca.dir)), 'fleet-state.json'))
     this.#startedAt = this.#clock.now()
+    this.#watch = new CommandWatch({
+      logger: deps.logger,
+      clock: this.#clock,
+      receive: (entry) => this.#enqueue(entry),
+      onChange: (watching) => { if (watching) this.#markSynced() },
+    })
   }
 
   /** Reads the operator keys (a bad file refuses to start) and the cached lock state. Does not connect. */
@@ -113,19 +121,22 @@ export class FleetAgent implements LockView {
 
   /** False while `required: true` and the bucket has not been read once. */
   ready (): boolean {
-    return !this.#cfg.required || this.#synced
+    return !this.#cfg.required || this.#readOnce
   }
 
   get connected (): boolean { return this.#connected }
 
+  /** True while commands arrive: the `sidekey_fleet_watching` gauge. */
+  get watching (): boolean { return this.#watch.watching }
+
   /** Resolves once the bucket's commands have been read and applied once (tests, required: true). */
   synced (): Promise<void> {
-    if (this.#synced) return Promise.resolve()
+    if (this.#watch.watching) return Promise.resolve()
     return new Promise((resolve) => this.#syncWaiters.push(resolve))
   }
 
   status (): FleetStatus {
-    return { connected: this.#connected, synced: this.#synced, bucket: this.#cfg.bucket, locks: this.#locks.active() }
+    return { connected: this.#connected, synced: this.#watch.watching, bucket: this.#cfg.bucket, locks: this.#locks.active() }
   }
 
   /**
@@ -163,6 +174,7 @@ export class FleetAgent implements LockView {
 
   async close (): Promise<void> {
     this.#closed = true
+    this.#watch.stop()
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer)
     if (this.#hbTimer !== undefined) this.#clock.clearTimeout(this.#hbTimer)
     await Promise.allSettled([...this.#pending])
@@ -191,12 +203,14 @@ export class FleetAgent implements LockView {
       this.#retryMs = RETRY_MIN_MS
       this.#d.logger.info({ servers: this.#cfg.nats.servers, bucket: this.#cfg.bucket }, 'fleet connected')
       void this.#watchStatus(nc)
-      void nc.closed().then(() => {
+      void nc.closed().then((err) => {
         this.#connected = false
         if (this.#nc === nc) this.#nc = undefined
-        if (!this.#closed) this.#retry(new Error('connection closed'))
+        if (this.#closed) return
+        this.#watch.lose('connection_closed', err, true)
+        this.#retry(err ?? new Error('connection closed'))
       })
-      await this.#watchCommands(kv)
+      this.#watch.open(kv)
       this.#heartbeat()
     } catch (err) {
       this.#retry(err)
@@ -205,7 +219,7 @@ export class FleetAgent implements LockView {
 
   #retry (err: unknown): void {
     if (this.#closed) return
-    this.#d.logger.warn({ err: { code: (err as { code?: string }).code ?? (err as Error).name ?? 'error' }, retry_in_ms: this.#retryMs }, 'fleet broker unavailable; serving from config and the cached state')
+    this.#d.logger.warn({ err: { code: errCode(err) }, retry_in_ms: this.#retryMs }, 'fleet broker unavailable; serving from config and the cached state')
     this.#timer = this.#clock.setTimeout(() => { void this.#connect() }, this.#retryMs)
     this.#timer.unref?.()
     this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS)
@@ -216,55 +230,26 @@ export class FleetAgent implements LockView {
       if (s.type === 'disconnect') {
         this.#connected = false
         this.#d.logger.warn('fleet disconnected; reconnecting')
+        this.#watch.lose('disconnected')
       } else if (s.type === 'reconnect') {
         this.#connected = true
         this.#d.logger.info('fleet reconnected')
         this.#heartbeat()
-        this.#rewatch()
+        this.#watch.retryNow()
       }
     }
-  }
-
-  /**
-   * Watches `cmd.>` from the start (first connection) or from the last revision seen (after a reconnect: what was
-   * stored while this sidecar was away arrives now, rather than when the old watcher notices its gap).
-   */
-  async #watchCommands (kv: KV): Promise<void> {
-    this.#watch?.stop()
-    const from = this.#lastRevision
-    const watch = await kv.watch({ key: 'cmd.>', ignoreDeletes: true, ...(from === 0 ? {} : { resumeFromRevision: from + 1 }) })
-    this.#watch = watch
-    if (!this.#synced) {
-      let empty = true
-      for await (const _ of await kv.keys('cmd.>')) { empty = false; break }
-      if (empty) this.#markSynced()
-    }
-    void (async () => {
-      for await (const entry of watch) {
-        this.#lastRevision = Math.max(this.#lastRevision, entry.revision)
-        const last = entry.delta === 0 || entry.isUpdate
-        this.#queue = this.#queue.then(() => this.#receive(entry)).catch(() => {})
-        if (last && !this.#synced) void this.#queue.then(() => this.#markSynced())
-      }
-    })().catch(() => {})
-  }
-
-  /** Restarts the watch after a reconnect; JetStream may need a moment after a broker restart, so it retries. */
-  #rewatch (attempt = 1): void {
-    const kv = this.#kv
-    if (kv === undefined || this.#closed) return
-    this.#watchCommands(kv).catch((err: unknown) => {
-      this.#d.logger.warn({ err: { code: (err as { code?: string }).code ?? (err as Error).name ?? 'error' }, attempt }, 'fleet: watch not restarted yet')
-      const timer = this.#clock.setTimeout(() => this.#rewatch(attempt + 1), Math.min(RETRY_MIN_MS * 2 ** attempt, RETRY_MAX_MS))
-      timer.unref?.()
-    })
   }
 
   #markSynced (): void {
-    if (this.#synced) return
-    this.#synced = true
-    this.#d.logger.info({ locks: this.#locks.active().length }, 'fleet state read')
+    if (!this.#readOnce) this.#d.logger.info({ locks: this.#locks.active().length }, 'fleet state read')
+    this.#readOnce = true
     for (const resolve of this.#syncWaiters.splice(0)) resolve()
+  }
+
+  /** Commands are verified and applied one at a time, in the order the bucket delivers them. */
+  #enqueue (entry: KvEntry): Promise<void> {
+    this.#queue = this.#queue.then(() => this.#receive(entry)).catch(() => {})
+    return this.#queue
   }
 
   async #receive (entry: KvEntry): Promise<void> {
@@ -370,6 +355,7 @@ export class FleetAgent implements LockView {
     if (kv === undefined || this.#closed) return
     const hb: Heartbeat = { instance: this.#instance, version: this.#d.version, last_seen: new Date(this.#clock.now()).toISOString(), heartbeat_ms: this.#cfg.heartbeat, locks: this.#locks.active() }
     kv.put(KEYS.heartbeat(this.#instance), JSON.stringify(hb)).catch(() => {})
+    void this.#watch.probe()
     void this.#publishJwks()
     this.#flushCheckpoint()
     if (this.#hbTimer !== undefined) this.#clock.clearTimeout(this.#hbTimer)

@@ -24,12 +24,13 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-export async function startNats (t: Test, bin: string): Promise<NatsServer> {
+/** `args` is read at every start: a test can restart the server with other options (another `--auth` token). */
+export async function startNats (t: Test, bin: string, args: () => readonly string[] = () => []): Promise<NatsServer> {
   const port = await freePort()
   const store = mkdtempSync(join(tmpdir(), 'sidekey-nats-'))
   let child: ChildProcess | undefined
   const start = async (): Promise<void> => {
-    const c = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const c = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store, ...args()], { stdio: ['ignore', 'ignore', 'pipe'] })
     child = c
     // nats-server logs to stderr; "Server is ready" follows the JetStream start-up.
     await new Promise<void>((resolve, reject) => {
