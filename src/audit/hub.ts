@@ -79,7 +79,9 @@ export class AuditHub implements AuditSink {
       if (held === undefined) return
       this.#write(held > 0 ? { ...event, suppressed: held } : event)
       if (this.#closed || this.#detectors.length === 0) return
-      if (event.event !== 'credential.used' && event.event !== 'egress.denied') return
+      if (event.event !== 'credential.used' && event.event !== 'egress.denied' && event.event !== 'credential.echoed') {
+        return
+      }
       if (this.#queue.length >= this.#maxQueue) {
         this.#metrics.dropped(1)
         return
@@ -186,6 +188,7 @@ export class AuditHub implements AuditSink {
   #write (event: AuditEvent & { suppressed?: number }): void {
     switch (event.event) {
       case 'credential.used':
+      case 'credential.echoed':
       case 'egress.denied':
       case 'egress.passed': {
         // The path never carries its query (SPEC) nor a credential-shaped segment (RELIABILITY D1/D4).

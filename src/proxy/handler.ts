@@ -152,10 +152,23 @@ export class RequestHandler {
       }
       const overhead = performance.now() - started
       if (res instanceof UpgradeResponse) {
-        // WebSocket: audited when answered (the 101, or the upstream's refusal), not when the socket closes.
+        // WebSocket: audited when answered (the 101, or the upstream's refusal), not when the socket closes. A message
+        // holding the credential later is its own event, tied to this one by request_id.
         const headers = base.headers.slice()
-        scrub = new ResponseScrub(scrubberFor(tool, current), tool.config.scrub_body === true)
-        const status = await res.forward(rt.upstream, { origin, path: await inject(tool, current, headers, cleanPath, injected), method, headers, scrub })
+        const scrubber = scrubberFor(tool, current)
+        const rewrite = tool.config.scrub_body === true
+        scrub = new ResponseScrub(scrubber, rewrite)
+        const wsId = current.id
+        const found = (from: 'upstream' | 'agent'): void => {
+          rt.audit.emit({
+            event: 'credential.echoed', tool: tool.name, credential_id: wsId, method, host: target.host,
+            path: pathWithoutQuery(path), client, request_id: requestId, echoed: ['ws'], from,
+            replaced: from === 'upstream' && rewrite, ...(task === undefined ? {} : { task }),
+          })
+        }
+        const sentPath = await inject(tool, current, headers, cleanPath, injected)
+        const messages = { scrubber, rewrite, found }
+        const status = await res.forward(rt.upstream, { origin, path: sentPath, method, headers, scrub, messages })
         used(status, current.id, placeholder, { overhead_ms: round(overhead), ...echoed(scrub) })
         return
       }

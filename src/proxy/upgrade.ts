@@ -7,6 +7,8 @@ import { UpstreamExchange } from './exchange.js'
 import { downstreamHeaders, fieldValue } from './headers.js'
 import { sendRawError } from './respond.js'
 import type { ResponseScrub } from './scrub-response.js'
+import type { Scrubber } from './scrub.js'
+import { messageScrub } from './ws-scrub.js'
 
 /** What handler.ts has built for the upstream: the same origin, injected headers and path as any request. */
 export interface UpgradeRequest {
@@ -17,6 +19,16 @@ export interface UpgradeRequest {
   readonly headers: string[]
   /** Scrubs the 101's headers, or a refusal's headers and body, like any answer. */
   readonly scrub: ResponseScrub
+  /** Searches the messages after the 101 for the credential (ws-scrub.ts). */
+  readonly messages: MessageSearch
+}
+
+export interface MessageSearch {
+  readonly scrubber: Scrubber
+  /** Replace what the upstream echoes (the tool's `scrub_body`); otherwise only report it. */
+  readonly rewrite: boolean
+  /** The first message (or control frame) in one direction that held the credential; at most once per direction. */
+  readonly found: (from: 'upstream' | 'agent') => void
 }
 
 /**
@@ -52,9 +64,13 @@ function isWebSocket (req: IncomingMessage): boolean {
 /**
  * The agent's side of a WebSocket handshake. `forward()` sends the handshake upstream through the shared upstream
  * dispatcher (same lookup, pins, CA trust and timeouts as every request; origin-dispatcher.ts keeps upgrades on
- * HTTP/1.1). On the upstream's `101` it answers the agent with the upstream's headers and pipes the two sockets
- * both ways (backpressure by `pipe`, `limits.idle_timeout` on both sockets); on any other status it relays that
- * answer with its body.
+ * HTTP/1.1). On the upstream's `101` it answers the agent with the upstream's headers and joins the two sockets
+ * through a message search each way (ws-scrub.ts; backpressure by `pipe`, `limits.idle_timeout` on both
+ * sockets); on any other status it relays that answer with its body.
+ *
+ * No extension is offered upstream (`Sec-WebSocket-Extensions` is dropped from the agent's handshake): a
+ * `permessage-deflate` message could not be searched without inflating it. An upstream that answers with an
+ * extension anyway is refused with 502 rather than joined unsearched.
  */
 export class UpgradeResponse extends ServerResponse {
   readonly #client: Socket
@@ -76,7 +92,14 @@ export class UpgradeResponse extends ServerResponse {
   forward (upstream: Dispatcher, req: UpgradeRequest): Promise<number> {
     return new Promise((resolve, reject) => {
       const exchange = new UpstreamExchange(undefined, (statusCode, headers, socket) => {
-        this.#join(req.scrub, headers, socket)
+        if (fieldValue(headers, 'sec-websocket-extensions') !== undefined) {
+          socket.destroy()
+          const detail = 'the upstream answered with Sec-WebSocket-Extensions, which sidekey does not offer'
+          const message = 'upstream negotiated a WebSocket extension that was not offered'
+          reject(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', message, { status: 502, details: { reason: 'ws_extension', detail } }))
+          return
+        }
+        this.#join(req, headers, socket)
         resolve(statusCode)
       })
       const left = (): void => exchange.cancel(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 }))
@@ -84,16 +107,18 @@ export class UpgradeResponse extends ServerResponse {
       else this.#client.once('close', left)
       // Any other status: the refusal's body is relayed like any answer's (scrub-response.ts).
       exchange.head.then((answer) => req.scrub.relay(this, req.method, answer)).then(() => resolve(exchange.statusCode), reject)
-      upstream.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, upgrade: this.#protocol }, exchange as unknown as Dispatcher.DispatchHandler)
+      const headers = withoutExtensions(req.headers)
+      const opts = { origin: req.origin, path: req.path, method: req.method, headers, upgrade: this.#protocol }
+      upstream.dispatch(opts, exchange as unknown as Dispatcher.DispatchHandler)
     })
   }
 
   /** Writes the upstream's 101 to the agent and joins the sockets; either side closing or erring closes both. */
-  #join (scrub: ResponseScrub, headers: string[], upstream: Duplex): void {
+  #join (req: UpgradeRequest, headers: string[], upstream: Duplex): void {
     const client = this.#client
     const flat = downstreamHeaders(headers)
     flat.push('connection', 'Upgrade', 'upgrade', fieldValue(headers, 'upgrade') ?? this.#protocol)
-    scrub.headers(flat)
+    req.scrub.headers(flat)
     let head = 'HTTP/1.1 101 Switching Protocols\r\n'
     for (let i = 0; i < flat.length; i += 2) head += `${flat[i]}: ${flat[i + 1]}\r\n`
     head += '\r\n'
@@ -105,8 +130,21 @@ export class UpgradeResponse extends ServerResponse {
     client.write(head)
     client.setTimeout(this.#idleMs, close)
     ;(upstream as Partial<Socket>).setTimeout?.(this.#idleMs, close)
-    client.pipe(upstream)
-    upstream.pipe(client)
+    const { scrubber, rewrite, found } = req.messages
+    // A broken frame fails the connection both ways: after it, nothing more can be searched.
+    const toUpstream = messageScrub(scrubber, false, () => found('agent')).on('error', close)
+    const toAgent = messageScrub(scrubber, rewrite, () => found('upstream')).on('error', close)
+    client.pipe(toUpstream).pipe(upstream)
+    upstream.pipe(toAgent).pipe(client)
   }
+}
+
+/** The agent's handshake headers without `Sec-WebSocket-Extensions`: no extension is negotiated (UpgradeResponse). */
+function withoutExtensions (flat: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i]!.toLowerCase() !== 'sec-websocket-extensions') out.push(flat[i]!, flat[i + 1]!)
+  }
+  return out
 }
 
