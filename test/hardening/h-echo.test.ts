@@ -7,6 +7,7 @@ import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createServer } from 'node:https'
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls'
 import { once } from 'node:events'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect as h2connect, type ClientHttp2Session } from 'node:http2'
@@ -14,12 +15,13 @@ import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { gzipSync } from 'node:zlib'
+import { constants, gunzipSync, gzipSync } from 'node:zlib'
 import { pathShape } from '../../src/audit/anomaly/path-shape.js'
+import { SPELLINGS } from '../../src/proxy/scrub.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { upstreamPki } from '../helpers/upstream.js'
 import { acceptKey, auditLine, tlsTunnel } from '../protocols/helpers.js'
-import { leaks, raw } from './helpers.js'
+import { encodings, leaks, raw } from './helpers.js'
 import { connectTunnel, exchange, tlsThroughTunnel } from './tunnel-client.js'
 
 const CANARY = `canary-echo-${randomBytes(8).toString('hex')}/+x=`
@@ -37,6 +39,14 @@ function keyOf (req: IncomingMessage): { key: string, auth: string } {
 /** Every spelling the upstream echoes the key in. */
 const spelled = (key: string, auth: string): string =>
   `raw ${key} url ${encodeURIComponent(key)} b64 ${Buffer.from(`a${key}!`).toString('base64')} b64url ${Buffer.from(`aa${key}`).toString('base64url')} auth ${auth}`
+
+/** `key` with the characters ASP.NET Core's JSON writer escapes as `\\uXXXX`, hex cased by `cased`. */
+const unicodeEscaped = (key: string, cased: (hex: string) => string): string =>
+  key.replace(/[+<>&'"`]/g, (c) => `\\u${cased(c.charCodeAt(0).toString(16).padStart(4, '0'))}`)
+
+/** Python's urllib.parse.quote(key, safe) for an ASCII key: all but letters, digits, `_.~-` and `safe` as %XX. */
+const pythonQuoted = (key: string, safe: string): string =>
+  key.replace(/[^A-Za-z0-9_.~-]/g, (c) => safe.includes(c) ? c : `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
 
 const traces: string[] = []
 const pki = await upstreamPki()
@@ -96,6 +106,37 @@ async function answer (req: IncomingMessage, res: ServerResponse): Promise<void>
       res.writeHead(200, { 'content-type': 'text/plain', 'content-encoding': 'compress' })
       res.end(`not really compressed ${key}`)
       return
+    case 'anything': // httpbin's /anything: the request's headers, as received, in a JSON body
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ args: {}, headers: { Authorization: auth, Host: req.headers.host }, method: req.method, url: req.url }, null, 2))
+      return
+    case 'utf16le':
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-16le' })
+      res.end(Buffer.from(`token ${key}`, 'utf16le'))
+      return
+    case 'utf16bom': // no charset: the byte order mark says UTF-16, big-endian
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(Buffer.from(`\ufeff${JSON.stringify({ token: key })}`, 'utf16le').swap16())
+      return
+    case 'octet': { // a binary download quoting the key, with its length
+      const body = Buffer.concat([Buffer.from([0x00, 0xff, 0x10]), Buffer.from(key), Buffer.from([0x80, 0x00])])
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length })
+      res.end(body)
+      return
+    }
+    case 'multipart':
+      res.writeHead(200, { 'content-type': 'multipart/form-data; boundary=zz' })
+      res.end(`--zz\r\ncontent-disposition: form-data; name="meta"\r\ncontent-type: application/json\r\n\r\n${JSON.stringify({ key })}\r\n--zz--\r\n`)
+      return
+    case 'aspnet': // System.Text.Json's default encoder: + as \u002B; and the same in lower-case hex
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' })
+      res.end(`{"upper":"${unicodeEscaped(key, (h) => h.toUpperCase())}","lower":"${unicodeEscaped(key, (h) => h)}"}`)
+      return
+    case 'pyloc': // a redirect built with Python's urllib.parse.quote() (safe='/'), and quote_plus() in a header
+      res.writeHead(302, { location: `https://${HOST}/callback?token=${pythonQuoted(key, '/')}`,
+        'x-next': `token=${pythonQuoted(key, '')}`, 'content-length': 0 })
+      res.end()
+      return
     default:
       res.writeHead(200, { 'content-type': 'application/json', 'x-override': String(req.headers['x-http-method-override'] ?? 'none') })
       res.end(JSON.stringify({ method: req.method, echo: spelled(key, auth) }))
@@ -116,6 +157,37 @@ upstream.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
 await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
 t.teardown(() => new Promise<void>((resolve) => { upstream.closeAllConnections(); upstream.close(() => resolve()) }))
 const P = (upstream.address() as AddressInfo).port
+
+/**
+ * Framings node:http never writes, on a raw TLS socket: the request's bearer key gzipped under `Transfer-Encoding:
+ * gzip, chunked`, under an empty Content-Encoding, or under stacked Content-Encodings of a binary type.
+ */
+const faults = createTlsServer({ cert: leaf.certPem, key: leaf.keyPem, ALPNProtocols: ['http/1.1'] }, (socket: TLSSocket) => {
+  let head = ''
+  socket.on('error', () => socket.destroy())
+  socket.on('data', (c: Buffer) => {
+    head += c.toString('latin1')
+    if (!head.includes('\r\n\r\n')) return
+    const key = /\r\nauthorization: *Bearer (\S+)/i.exec(head)?.[1] ?? ''
+    const path = head.split(' ')[1] ?? ''
+    const zipped = gzipSync(`zipped ${key}`)
+    let answer: Buffer
+    if (path.endsWith('/te-gzip')) {
+      answer = Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: gzip, chunked\r\n\r\n' +
+        `${zipped.length.toString(16)}\r\n`, 'latin1'), zipped, Buffer.from('\r\n0\r\n\r\n')])
+    } else if (path.endsWith('/ce-empty')) {
+      answer = Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-encoding: \r\ncontent-length: ${zipped.length}\r\n\r\n`), zipped])
+    } else {
+      const twice = gzipSync(zipped)
+      answer = Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-encoding: gzip, gzip\r\n' +
+        `content-length: ${twice.length}\r\n\r\n`), twice])
+    }
+    socket.end(answer)
+  })
+})
+await new Promise<void>((resolve) => faults.listen(0, '127.0.0.1', resolve))
+t.teardown(() => new Promise<void>((resolve) => faults.close(() => resolve())))
+const FAULTS = (faults.address() as AddressInfo).port
 const AUTHORITY = `${HOST}:${P}`
 
 const dir = mkdtempSync(join(tmpdir(), 'sidekey-echo-'))
@@ -133,6 +205,9 @@ tools:
   basic: { match: { host: ${HOST}, port: ${P}, path_prefix: /b/ }, issuer: keyfile, inject: { basic: { username: agent } } }
   bearer: { match: { host: ${HOST}, port: ${P}, path_prefix: /h/, methods: [GET, HEAD, TRACE] }, issuer: keyfile }
   override: { match: { host: ${HOST}, port: ${P}, path_prefix: /o/, methods: [GET, POST] }, issuer: keyfile, allow_method_override: true }
+  default: { match: { host: ${HOST}, port: ${P}, path_prefix: /d/ }, issuer: keyfile }
+  optout: { match: { host: ${HOST}, port: ${P}, path_prefix: /n/ }, issuer: keyfile, scrub_body: false }
+  faults: { match: { host: ${HOST}, port: ${FAULTS} }, issuer: keyfile }
 `)
 const caPem = readFileSync(join(sk.caDir, 'ca.pem'), 'utf8')
 
@@ -143,15 +218,15 @@ const ALL: readonly Transport[] = [...H1, 'h2']
 interface AgentView { status: number, headers: Record<string, string>, body: string, text: string }
 
 /** What the agent got for one request over `transport`: status, headers, the decoded body, and everything as text. */
-async function agentView (transport: Transport, method: string, path: string, extra: Record<string, string> = {}): Promise<AgentView> {
+async function agentView (transport: Transport, method: string, path: string, extra: Record<string, string> = {}, authority = AUTHORITY): Promise<AgentView> {
   if (transport === 'h2') return await h2View(method, path, extra)
-  const target = transport === 'absolute' ? `http://${AUTHORITY}${path}` : path
-  const request = `${method} ${target} HTTP/1.1\r\nHost: ${AUTHORITY}\r\nConnection: close\r\n` +
+  const target = transport === 'absolute' ? `http://${authority}${path}` : path
+  const request = `${method} ${target} HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n` +
     Object.entries(extra).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n'
   let text: string
   if (transport === 'absolute') text = (await raw(sk.proxyPort, request)).text
   else {
-    const socket = transport === 'plain-tunnel' ? await connectTunnel(sk.proxyPort, AUTHORITY) : await tlsThroughTunnel(sk.proxyPort, AUTHORITY, HOST, sk.caDir)
+    const socket = transport === 'plain-tunnel' ? await connectTunnel(sk.proxyPort, authority) : await tlsThroughTunnel(sk.proxyPort, authority, HOST, sk.caDir)
     text = (await exchange(socket, request, () => false)).text
     socket.destroy()
   }
@@ -331,12 +406,15 @@ t.test('H9: bodies of scrubbed tools are asked for uncompressed; a gzip answer a
   }
 })
 
-t.test('H10: a header-injected tool scrubs headers always, bodies only with scrub_body (off by default)', async (t) => {
-  const path = '/h/absolute/echo'
-  const view = await agentView('absolute', 'GET', path, { authorization: 'Bearer sidekey' })
-  t.equal(view.status, 200)
-  t.ok(view.body.includes(CANARY), 'the body is relayed as sent: bearer tools default to scrub_body: false')
-  t.match(await used(path), { status: 200 })
+t.test('H10: an httpbin-style echo of a header-injected bearer token is scrubbed by default (scrub_body defaults on)', async (t) => {
+  for (const transport of ALL) {
+    const path = `/d/${transport}/anything`
+    const view = await agentView(transport, 'GET', path, { authorization: 'Bearer sidekey' })
+    t.equal(view.status, 200, transport)
+    t.equal(JSON.parse(view.body).headers.Authorization, 'Bearer sidekey', 'the agent reads its own placeholder back')
+    t.same(heldIn(view), [], 'and no spelling of the real token, however decoded')
+    await noEcho(t, view, 'default', path, ['body'])
+  }
 })
 
 t.test('H11: method-override headers are stripped unless allowed, and when allowed are held to methods; TRACE refused', async (t) => {
@@ -368,5 +446,80 @@ t.test('H12: CONNECT written inside an intercepted tunnel (plain, TLS, h2) is an
     t.equal(view.headers.allow, 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS')
     const line = await auditLine(sk.log, (e) => e.event === 'egress.denied' && e.reason === 'connect_in_tunnel' && e.request_id === view.headers['x-sidekey-request-id'])
     t.match(line, { host: HOST, port: P, method: 'CONNECT', requested: 'inner.test:443' })
+  }
+})
+
+/** The canary's spellings the agent could find in a body: read as bytes, as UTF-16 either way, or gunzipped. */
+function heldIn (view: AgentView): string[] {
+  const body = Buffer.from(view.body, 'latin1')
+  const even = body.subarray(0, body.length - (body.length % 2))
+  const texts = [view.text, body.toString('utf8'), even.toString('utf16le'), Buffer.from(even).swap16().toString('utf16le')]
+  if (body[0] === 0x1f && body[1] === 0x8b) {
+    texts.push(gunzipSync(body, { finishFlush: constants.Z_SYNC_FLUSH }).toString('latin1'))
+  }
+  const spellings = new Set([...encodings(CANARY), ...SPELLINGS.map(({ spell }) => spell(CANARY))])
+  return [...spellings].filter((s) => texts.some((text) => text.includes(s)))
+}
+
+const TLS_H1: readonly Transport[] = ['absolute', 'tls-tunnel']
+
+t.test('H13: bodies of every kind are scrubbed: UTF-16 (charset, byte order mark), octet-stream, multipart', async (t) => {
+  for (const transport of TLS_H1) {
+    for (const [end, decode] of [['utf16le', 'utf16le'], ['utf16bom', 'utf16be'], ['octet', 'latin1'], ['multipart', 'latin1']] as const) {
+      const path = `/d/${transport}/${end}`
+      const view = await agentView(transport, 'GET', path)
+      t.equal(view.status, 200, `${transport} ${end}`)
+      const bytes = Buffer.from(view.body, 'latin1')
+      const text = decode === 'utf16be' ? Buffer.from(bytes).swap16().toString('utf16le') : bytes.toString(decode)
+      t.match(text, 'sidekey', 'the placeholder in its place, in the body\'s own encoding')
+      t.same(heldIn(view), [], 'no spelling of the token')
+      await noEcho(t, view, 'default', path, ['body'])
+      if (end === 'octet') {
+        t.equal(view.headers['content-length'], String(bytes.length), 'a small body keeps a Content-Length: the scrubbed one')
+        t.same([...bytes.subarray(0, 3)], [0x00, 0xff, 0x10], 'the binary bytes around the key are untouched')
+      }
+    }
+  }
+})
+
+t.test('H14: \\u002B-escaped JSON (ASP.NET Core, either hex case) and a Location written with Python quote()', async (t) => {
+  for (const transport of TLS_H1) {
+    const aspnet = `/d/${transport}/aspnet`
+    const json = await agentView(transport, 'GET', aspnet)
+    t.same(JSON.parse(json.body), { upper: 'sidekey', lower: 'sidekey' }, `${transport}: valid JSON, the placeholder in both`)
+    t.notOk(json.body.includes(CANARY.split('+')[0]!), 'no part of the token is left')
+    await noEcho(t, json, 'default', aspnet, ['body'])
+    const pyloc = `/d/${transport}/pyloc`
+    const moved = await agentView(transport, 'GET', pyloc)
+    t.equal(moved.status, 302)
+    t.equal(moved.headers.location, `https://${HOST}/callback?token=sidekey`)
+    t.equal(moved.headers['x-next'], 'token=sidekey')
+    t.same(heldIn(moved), [])
+    await noEcho(t, moved, 'default', pyloc, ['location', 'x-next'])
+  }
+})
+
+t.test('H15: codings sidekey cannot read are refused 502, never relayed: gzip, chunked; gzip under an empty Content-Encoding; stacked', async (t) => {
+  for (const transport of TLS_H1) {
+    for (const [end, reason] of [['te-gzip', 'unscrubbable_transfer_coding'], ['ce-empty', 'unscrubbable_encoding'], ['ce-stacked', 'unscrubbable_encoding']]) {
+      const path = `/f/${transport}/${end}`
+      const view = await agentView(transport, 'GET', path, {}, `${HOST}:${FAULTS}`)
+      t.equal(view.status, 502, `${transport} ${end}`)
+      t.match(JSON.parse(view.body), { error: 'upstream_failed', reason })
+      t.same(heldIn(view), [], 'not a byte of the coded body')
+      t.match(await used(path), { tool: 'faults', status: 502, outcome: 'upstream_error' })
+    }
+  }
+})
+
+t.test('H16: with scrub_body: false the body is relayed as sent, but an echo in its first 64 KiB is audited and raises the anomaly', async (t) => {
+  for (const transport of TLS_H1) {
+    const path = `/n/${transport}/anything`
+    const view = await agentView(transport, 'GET', path)
+    t.equal(view.status, 200, transport)
+    t.equal(JSON.parse(view.body).headers.Authorization, `Bearer ${CANARY}`, 'not rewritten: the tool opted out')
+    t.match(await used(path), { tool: 'optout', status: 200, echoed: ['body'] })
+    await anomaly(t, 'optout', path)
+    t.notOk(JSON.stringify(sk.log.lines).includes(CANARY), 'the log does not hold the token')
   }
 })
