@@ -43,7 +43,7 @@ export async function sinkUpstream (t: Test): Promise<Sink> {
 
 
 /** Starts `sidekey run` as its own process (from source), so that its RSS is the sidecar's alone. */
-export async function sidekeyProcess (t: Test, yaml: string): Promise<{ port: number, rss: () => number }> {
+export async function sidekeyProcess (t: Test, yaml: string): Promise<{ port: number, rss: () => number, caPem: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-f4-'))
   const file = join(dir, 'sidekey.yaml')
   writeFileSync(file, yaml.replaceAll('{{CA_DIR}}', join(dir, 'ca')))
@@ -52,7 +52,8 @@ export async function sidekeyProcess (t: Test, yaml: string): Promise<{ port: nu
     cwd: root, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'inherit'],
   })
   t.teardown(() => { child.kill('SIGTERM') })
-  const port = Number((await listeningLine(child, 60_000)).proxy.split(':').pop())
+  const listening = await listeningLine(child, 60_000)
+  const port = Number(listening.proxy.split(':').pop())
   const rss = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
-  return { port, rss }
+  return { port, rss, caPem: readFileSync(listening.ca, 'utf8') }
 }

@@ -1,7 +1,9 @@
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { EventEmitter } from 'node:events'
+import { EventEmitter, once } from 'node:events'
+import type { Test } from 'tap'
+import { tlsTunnel } from './helpers.js'
 
 export interface H2Seen { httpVersion: string, url: string, headers: Http2ServerRequest['headers'], body: Buffer }
 
@@ -62,13 +64,22 @@ export function frame (type: number, flags: number, streamId: number, payload: B
   return Buffer.concat([head, payload])
 }
 
-export const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, GOAWAY: 7, CONTINUATION: 9 } as const
+export const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const
 export const FLAG = { END_STREAM: 0x1, END_HEADERS: 0x4 } as const
 
-/** HPACK string literal, no Huffman, short values only. */
+/** HPACK integer (RFC 7541 §5.1) with an N-bit prefix; `high` holds the bits above the prefix. */
+function int (n: number, prefixBits: number, high = 0): Buffer {
+  const max = (1 << prefixBits) - 1
+  if (n < max) return Buffer.from([high | n])
+  const bytes = [high | max]
+  for (n -= max; n >= 128; n = Math.floor(n / 128)) bytes.push((n % 128) | 128)
+  bytes.push(n)
+  return Buffer.from(bytes)
+}
+
+/** HPACK string literal, no Huffman. */
 function str (s: string): Buffer {
-  if (s.length > 126) throw new Error('short strings only')
-  return Buffer.concat([Buffer.from([s.length]), Buffer.from(s)])
+  return Buffer.concat([int(s.length, 7), Buffer.from(s)])
 }
 
 /** An HPACK block for `GET https://authority/path`: static-table :method/:scheme, literal :path and :authority. */
@@ -83,6 +94,16 @@ export function getBlock (authority: string, path: string): Buffer {
 /** One literal header field (new name, without indexing): a CONTINUATION fragment that decodes on its own. */
 export function literalField (name: string, value: string): Buffer {
   return Buffer.concat([Buffer.from([0x00]), str(name), str(value)])
+}
+
+/** A literal header field with a new name that the decoder adds to its dynamic table (RFC 7541 §6.2.1). */
+export function indexedLiteralField (name: string, value: string): Buffer {
+  return Buffer.concat([Buffer.from([0x40]), str(name), str(value)])
+}
+
+/** An indexed header field (§6.1): one byte that the decoder expands to a whole table entry. */
+export function indexedField (index: number): Buffer {
+  return int(index, 7, 0x80)
 }
 
 /** Collects frame types and GOAWAY error codes from the server side of a raw h2 connection. */
@@ -101,4 +122,16 @@ export class FrameLog {
       this.#buf = this.#buf.subarray(9 + len)
     }
   }
+}
+
+/** A raw h2 connection through the proxy's CONNECT tunnel to `host:port` (TLS with its CA, ALPN h2), preface sent. */
+export async function rawH2 (t: Test, proxyPort: number, host: string, port: number, caPem: string): Promise<{ socket: TLSSocket, log: FrameLog, closed: Promise<unknown> }> {
+  const socket = await tlsTunnel(proxyPort, host, port, caPem, ['h2'])
+  t.teardown(() => socket.destroy())
+  const log = new FrameLog()
+  socket.on('data', (c: Buffer) => log.push(c))
+  socket.on('error', () => {})
+  const closed = once(socket, 'close')
+  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]))
+  return { socket, log, closed }
 }

@@ -10,7 +10,7 @@ import { createRemoteJWKSet, jwtVerify } from 'jose'
 import { upstreamPki } from '../helpers/upstream.js'
 import { startSidekey, type RunningSidekey } from '../helpers/sidekey.js'
 import { auditLine, tlsTunnel } from './helpers.js'
-import { FLAG, FRAME, FrameLog, frame, getBlock, literalField, PREFACE, startH2Upstream } from './h2-helpers.js'
+import { FLAG, FRAME, frame, getBlock, literalField, rawH2 as rawH2Tunnel, startH2Upstream } from './h2-helpers.js'
 
 const run = promisify(execFile)
 const pki = await upstreamPki()
@@ -126,16 +126,7 @@ t.test('http2.enabled: false offers only http/1.1', async (t) => {
 })
 
 /** Opens a raw h2 connection through the proxy, returns it with a log of what the server sent. */
-async function rawH2 (t: Test): Promise<{ socket: Awaited<ReturnType<typeof tlsTunnel>>, log: FrameLog, closed: Promise<unknown> }> {
-  const socket = await tlsTunnel(sk.proxyPort, 'h2.tool.test', h2Up.port, caPem, ['h2'])
-  t.teardown(() => socket.destroy())
-  const log = new FrameLog()
-  socket.on('data', (c: Buffer) => log.push(c))
-  socket.on('error', () => {})
-  const closed = once(socket, 'close')
-  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]))
-  return { socket, log, closed }
-}
+const rawH2 = (t: Test): ReturnType<typeof rawH2Tunnel> => rawH2Tunnel(t, sk.proxyPort, 'h2.tool.test', h2Up.port, caPem)
 
 async function stillServes (t: Test): Promise<void> {
   const session = await h2Session(t, sk, 'h2.tool.test', h2Up.port)
