@@ -5,6 +5,7 @@ import type { Config, ToolConfig } from './schema.js'
 import { ConfigError } from './config-error.js'
 import type { ConfigProblem } from './config-error.js'
 import { crossCheck, normalizeHostName } from './cross-check.js'
+import { fileProblems } from './files.js'
 import { pathKey, readYaml } from './yaml-source.js'
 import type { KeyPath, Position, RawProblem, SourceTree } from './yaml-source.js'
 
@@ -17,6 +18,11 @@ const HIDDEN = '[hidden value]'
 /** A config file is a page of YAML; anything far larger is a mistake (or an attack on the parser). */
 const MAX_BYTES = 1024 * 1024
 
+export interface ParseOptions {
+  /** Also check that every file the config names can be read (and an exec issuer's command run): `sidekey check`. */
+  readonly files?: boolean
+}
+
 /**
  * Reads, interpolates, validates and cross-checks a config file. All problems are collected and thrown
  * together as one ConfigError; the result is deep-frozen, with every default filled in.
@@ -27,7 +33,7 @@ const MAX_BYTES = 1024 * 1024
  * @example
  *   const cfg = await loadConfigFile('config/sidekey.yaml')   // throws ConfigError
  */
-export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): Promise<Readonly<Config>> {
+export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}): Promise<Readonly<Config>> {
   let text: string
   try {
     const handle = await open(file, 'r')
@@ -42,7 +48,7 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
     if (err instanceof ConfigError) throw err
     throw new ConfigError(file, [atStart(file, `cannot read the config file (${describeFsError(err)})`)])
   }
-  return parseConfig(text, file, env)
+  return parseConfig(text, file, env, opts)
 }
 
 /**
@@ -50,7 +56,7 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
  *
  * @example parseConfig('instance_id: a\nissuers: {}\ntools: {}\n', 'inline.yaml')
  */
-export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}): Readonly<Config> {
   if (text.length > MAX_BYTES) throw new ConfigError(file, [atStart(file, `the file is larger than ${MAX_BYTES} bytes`)])
   const tree = readYaml(text, env)
   const found: RawProblem[] = []
@@ -70,6 +76,7 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     if (parsed.success) result = parsed.data
     else for (const issue of parsed.error.issues) zodProblem(issue, tree, add, show)
     crossCheck(tree.data, { problem: add, show })
+    if (opts.files === true) for (const p of fileProblems(tree.data, env)) add(p.path, `${show(p.path, p.file)}: ${p.fault}`)
   }
 
   const problems = [...tree.problems, ...found]
