@@ -117,8 +117,8 @@ export function segmentSecretKind (segments: readonly string[], i: number): stri
   const raw = segments[i]!
   if (raw.length < 15) return undefined
   const segment = raw.includes('%') ? percentDecoded(raw) : raw
-  if (i >= 3 && segments[i - 3] === 'services' && SLACK_TEAM.test(segments[i - 2]!) && SLACK_BOT.test(segments[i - 1]!) &&
-    SLACK_SECRET.test(segment)) return 'slack_webhook'
+  if (i >= 3 && segments[i - 3] === 'services' && SLACK_TEAM.test(segments[i - 2]!) &&
+    SLACK_BOT.test(segments[i - 1]!) && SLACK_SECRET.test(segment)) return 'slack_webhook'
   const kind = secretKind(segment)
   if (kind !== 'opaque') return kind
   return highEntropySegment(segment) ? 'high_entropy' : undefined
