@@ -36,21 +36,64 @@ export interface InputCounts {
   not_json: number
   /** JSON, but not an object (an array, a string, a number), or longer than any audit line. */
   foreign: number
+  /** Lines that end with sidekey's seal (`run_id`, `seq`, `chain`). */
+  sealed: number
+  /**
+   * Audit events without a seal in a trail that has seals: left out of every report (sidekey seals every line it
+   * writes, so someone else wrote them). Not in `events`.
+   */
+  unsealed: number
+  /**
+   * Unsealed events counted anyway: read before the trail's first sealed line, beyond what can be held back
+   * (HOLD_BYTES). Zero unless a sealed trail is preceded by that many unsealed lines.
+   */
+  unsealed_counted: number
 }
 
 /** No audit line comes near this; a longer line is not read into an object. */
 export const MAX_LINE = 1 << 20
+/** Unsealed event lines held back until the trail shows whether it is sealed: at most this many bytes of them. */
+export const HOLD_BYTES = 16 << 20
+/** The seal a chained sidekey ends every line with (src/audit/trail/chain.ts); looked for in a line's last bytes. */
+const SEAL = /,"run_id":"[A-Za-z0-9_-]{1,64}","seq":[1-9][0-9]{0,15},"chain":"[A-Za-z0-9_-]{43}"\}\s*$/
+const SEAL_TAIL = 160
+
+export const isSealed = (line: string): boolean => SEAL.test(line.length > SEAL_TAIL ? line.slice(-SEAL_TAIL) : line)
 
 export class AuditInput {
-  readonly counts: InputCounts = { lines: 0, events: 0, other: 0, skipped: 0, truncated: 0, not_json: 0, foreign: 0 }
+  readonly counts: InputCounts = { lines: 0, events: 0, other: 0, skipped: 0, truncated: 0, not_json: 0, foreign: 0, sealed: 0, unsealed: 0, unsealed_counted: 0 }
 
-  /** The audit records among `lines`; every other line is counted. */
+  /**
+   * The audit records among `lines`; every other line is counted. In a trail that has sealed lines, an event
+   * without a seal is left out and counted (`unsealed`): sidekey seals every line, so whoever could write the log
+   * added it. One pass: unsealed events are held back (their text, up to HOLD_BYTES) until the first sealed line
+   * (then they are left out) or the end (a trail with no seal at all, from a sidekey without the chain: yielded).
+   */
   async * records (lines: AsyncIterable<string> | Iterable<string>): AsyncIterable<AuditRecord> {
     const c = this.counts
+    let held: string[] = []
+    let heldBytes = 0
     for await (const line of lines) {
       c.lines++
       const rec = this.parse(line)
       if (rec === undefined) continue
+      if (isSealed(line)) {
+        c.sealed++
+        c.unsealed += held.length
+        held = []
+      } else if (typeof rec.event === 'string') {
+        if (c.sealed > 0) { c.unsealed++; continue }
+        if (heldBytes + line.length <= HOLD_BYTES) {
+          held.push(line)
+          heldBytes += line.length
+          continue
+        }
+        // More than can be held back before any seal: counted, and said so if seals come later.
+        for (const h of held) yield * this.#counted(h)
+        held = []
+        heldBytes = Infinity
+        c.unsealed_counted++
+      }
       if (typeof rec.event !== 'string') {
         c.other++
         continue
@@ -58,6 +101,14 @@ export class AuditInput {
       c.events++
       yield rec as AuditRecord
     }
+    for (const h of held) yield * this.#counted(h)
+    if (c.sealed === 0) c.unsealed_counted = 0
+  }
+
+  * #counted (line: string): Iterable<AuditRecord> {
+    this.counts.unsealed_counted++
+    this.counts.events++
+    yield JSON.parse(line) as AuditRecord
   }
 
   /** One line: an object, or undefined (counted as skipped unless blank). */
@@ -88,6 +139,17 @@ export function describeSkipped (c: InputCounts): string {
   const parts = ([['truncated', c.truncated], ['not JSON', c.not_json], ['foreign JSON', c.foreign]] as const)
     .filter(([, n]) => n > 0).map(([what, n]) => `${n} ${what}`)
   return `${c.skipped} line${c.skipped === 1 ? '' : 's'} skipped (${parts.join(', ')})`
+}
+
+/**
+ * What a report says about unsealed events it left out (or counted, read before the first seal), or '' when none.
+ * It goes wherever the report names its input, so a reader of the report sees it.
+ */
+export function describeUnsealed (c: Pick<InputCounts, 'unsealed' | 'unsealed_counted'>): string {
+  const out: string[] = []
+  if (c.unsealed > 0) out.push(`${c.unsealed} event${c.unsealed === 1 ? '' : 's'} without a seal left out (sidekey seals every line: someone else wrote them; sidekey audit verify names them)`)
+  if (c.unsealed_counted > 0) out.push(`${c.unsealed_counted} event${c.unsealed_counted === 1 ? '' : 's'} without a seal, read before the trail's first sealed line, were counted: verify the trail`)
+  return out.join('; ')
 }
 
 /** Milliseconds since the epoch from an ISO string or a number; undefined when neither. */

@@ -1,7 +1,7 @@
 import type { Config } from '../config/schema.js'
 import { parseDuration } from '../util/duration.js'
 import { pathShape } from './anomaly/path-shape.js'
-import { describeSkipped, esc, parseTime, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
+import { describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
 
 /**
  * `sidekey audit scopes --config FILE FILE…`: least privilege. For each tool, what the config grants (methods,
@@ -257,6 +257,8 @@ export function formatScopes (r: ScopesReport): string {
   const out: string[] = []
   out.push(`sidekey audit scopes: ${r.tools.length} tool${r.tools.length === 1 ? '' : 's'}, window ${r.from ?? 'whole trail'} .. ${r.to ?? '?'}, ${r.input.events} events` +
     (r.input.skipped > 0 ? `; ${describeSkipped(r.input)}` : ''))
+  const unsealed = describeUnsealed(r.input)
+  if (unsealed !== '') out.push(`NOT COUNTED: ${unsealed}`)
   for (const t of r.tools) {
     const g = t.granted
     const u = t.used

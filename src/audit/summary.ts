@@ -1,4 +1,4 @@
-import { AuditInput, checkInputs, describeSkipped, esc, parseTime, readFailed, readLines, type AuditIo, type InputCounts } from './input.js'
+import { AuditInput, checkInputs, describeSkipped, describeUnsealed, esc, parseTime, readFailed, readLines, type AuditIo, type InputCounts } from './input.js'
 
 /**
  * `sidekey audit FILE...`: what an incident responder runs first. Reads audit JSON lines from any number of
@@ -214,6 +214,8 @@ export function formatSummary (summary: AuditSummary): string {
   const names = Object.keys(summary.instances)
   out.push(`sidekey audit: ${names.length} instance${names.length === 1 ? '' : 's'}, ${summary.events} events, ${summary.lines} lines` +
     (summary.skipped > 0 ? `; ${describeSkipped(summary)}` : ''))
+  const unsealed = describeUnsealed(summary)
+  if (unsealed !== '') out.push(`NOT COUNTED: ${unsealed}`)
   for (const name of names) {
     const inst = summary.instances[name]!
     out.push('')

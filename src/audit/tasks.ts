@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import { AuditInput, checkInputs, esc, parseTime, readFailed, readLines, str, type AuditIo } from './input.js'
+import { AuditInput, checkInputs, describeUnsealed, esc, parseTime, readFailed, readLines, str, type AuditIo } from './input.js'
 import { counts, table } from './summary.js'
 
 /**
@@ -32,6 +32,9 @@ export interface TasksReport {
   without_task: number
   /** Tasks by id, in the order of their first call. */
   tasks: Record<string, TaskSummary>
+  /** Events without a seal in a sealed trail, left out (see AuditInput), and those counted before the first seal. */
+  unsealed: number
+  unsealed_counted: number
 }
 
 interface TaskAcc { calls: number, firstMs: number, lastMs: number, instances: Set<string>, tools: Map<string, TaskToolSummary> }
@@ -71,7 +74,7 @@ export async function summariseTasks (lines: AsyncIterable<string> | Iterable<st
     const code = String(typeof rec.status === 'number' ? rec.status : 0)
     tool.status[code] = (tool.status[code] ?? 0) + 1
   }
-  const report: TasksReport = { calls, without_task: withoutTask, tasks: {} }
+  const report: TasksReport = { calls, without_task: withoutTask, tasks: {}, unsealed: input.counts.unsealed, unsealed_counted: input.counts.unsealed_counted }
   // Input order breaks ties (a sort is stable), so tasks without timestamps keep the order they were read in.
   for (const [id, acc] of [...tasks].sort(([, a], [, b]) => a.firstMs - b.firstMs || 0)) {
     report.tasks[id] = {
@@ -90,6 +93,8 @@ export function formatTasks (report: TasksReport): string {
   const ids = Object.keys(report.tasks)
   const withTask = report.calls - report.without_task
   const out = [`sidekey audit tasks: ${ids.length} task${ids.length === 1 ? '' : 's'}, ${withTask} call${withTask === 1 ? '' : 's'} with a task, ${report.without_task} without`]
+  const unsealed = describeUnsealed(report)
+  if (unsealed !== '') out.push(`NOT COUNTED: ${unsealed}`)
   for (const id of ids) {
     const task = report.tasks[id]!
     const instances = task.instances.length === 0 ? '' : `  instance ${task.instances.map(esc).join(', ')}`

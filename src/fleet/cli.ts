@@ -172,14 +172,14 @@ async function jwks (kv: KV, serve: string | undefined, io: Io): Promise<number>
   return 0
 }
 
-async function fleetOf (file: string): Promise<FleetConfig> {
+export async function fleetOf (file: string): Promise<FleetConfig> {
   const config = await loadConfigFile(file)
   if (config.fleet === undefined) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `${file} has no fleet: section`)
   return config.fleet
 }
 
 /** Connects once (a CLI does not wait for a broker that is down), runs `fn`, closes. */
-async function withBucket (fleet: FleetConfig, what: string, fn: (kv: KV) => Promise<number>): Promise<number> {
+export async function withBucket (fleet: FleetConfig, what: string, fn: (kv: KV) => Promise<number>): Promise<number> {
   let nc: NatsConnection
   let kv: KV
   try {

@@ -8,7 +8,8 @@ import { reportCommand, TimeBins } from '../../src/audit/report/report.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { systemBinary, needBinary } from '../helpers/system-binary.js'
 import { openPage } from '../helpers/chromium.js'
-import { syntheticTrail } from './trail-generator.js'
+import { request } from 'undici'
+import { sealTrail, syntheticTrail } from './trail-generator.js'
 
 /**
  * The HTML report over a real sealed trail (a running sidekey's own lines, so the verify result shows) plus a
@@ -24,11 +25,16 @@ tools:
   api: { match: { host: api.report.test }, issuer: local }
 `)
 await sk.app.audit.settled()
+const skKeys = (await (await request(`${sk.adminUrl}/audit-key`)).body.json() as { keys: unknown[] }).keys
 // Closed, so its run ends with the shutdown checkpoint and verifies intact (closing again at teardown is harmless).
 await sk.app.close()
 const hostile = JSON.stringify({ time: '2026-11-01T00:00:01Z', instance_id: 'agent-a', event: 'credential.used', tool: '<img src=x onerror=alert(1)>', credential_id: null, method: 'GET', host: 'h', path: '/', status: 200 })
 const trail = join(dir, 'audit.log')
-await writeFile(trail, [sk.log.text.trimEnd(), ...syntheticTrail(3000, Date.now() - 3000 * 250), hostile, '{"cut": ', 'plain text', '[1]'].join('\n') + '\n')
+// The synthetic part sealed as sidekey writes it: in a sealed trail, a line without a seal would be left out.
+const synthetic = sealTrail([...syntheticTrail(3000, Date.now() - 3000 * 250), hostile])
+await writeFile(trail, [sk.log.text.trimEnd(), ...synthetic.lines, '{"cut": ', 'plain text', '[1]'].join('\n') + '\n')
+const keys = join(dir, 'keys.json')
+await writeFile(keys, JSON.stringify({ keys: [...skKeys, ...synthetic.keys] }))
 const config = join(dir, 'sidekey.yaml')
 await writeFile(config, 'instance_id: r\nissuers: { gh: { type: file, path: /run/secrets/gh } }\ntools:\n  github: { match: { host: api.github.com }, issuer: gh }\n  unused: { match: { host: old.example.com }, issuer: gh }\n')
 
@@ -42,19 +48,43 @@ const out = join(dir, 'report.html')
 const CHARTS = ['age:github', 'age:openai', 'age:slack', 'age:crm', 'uses', 'status', 'anomalies', 'refresh-failures', 'refresh-errors', 'inventory']
 
 t.test('one self-contained page with every chart, the scopes, tasks, inventory and verify result', async (t) => {
-  const r = await run(['--out', out, '--config', config, trail])
+  const r = await run(['--out', out, '--config', config, '--keys', keys, trail])
   t.equal(r.code, 0, r.err)
   t.match(r.err, /\d+ events, \d+ bytes written to .*report\.html in \d+ ms/)
   const page = await readFile(out, 'utf8')
   t.notMatch(page, /<script|<link|<img|<iframe|<object|\ssrc=["']|\shref=["']|@import|url\(|@font-face/i, 'no script, no external resource, no font')
   for (const id of CHARTS) t.match(page, `data-chart="${id}"`, `chart ${id}`)
   for (const table of ['scopes', 'tasks', 'inventory']) t.match(page, `data-table="${table}"`)
-  t.match(page, /data-verify="intact"/, 'the verify result of the sealed part')
+  t.match(page, /data-verify="intact"/, 'the verify result, against the instances\' keys')
+  t.notMatch(page, /data-banner/, 'no banner: every event sealed')
   t.match(page, /3 lines skipped \(1 truncated, 1 not JSON, 1 foreign JSON\)/)
   t.match(page, /methods: \[GET\] path_prefix: \/repos\/acme\//, 'the scope recommendation for github')
   t.match(page, /<b>unused<\/b>/)
   t.notMatch(page, /<img/, 'trail text is escaped')
   t.ok(Buffer.byteLength(page) < 200_000, 'bounded size')
+})
+
+/** Five calls appended by whoever can write the log: shaped like credential.used, no run_id/seq/chain. */
+const fabricated = Array.from({ length: 5 }, (_, i) => JSON.stringify({ level: 30, time: new Date().toISOString(), instance_id: 'agent-a', event: 'credential.used', tool: 'fabricated', credential_id: 'x', method: 'GET', host: 'h', path: `/f/${i}`, status: 200, task: 'fabricated-task' }))
+
+t.test('events without a seal in a sealed trail: left out, counted, and a red banner says so', async (t) => {
+  const forged = join(dir, 'forged.log')
+  await writeFile(forged, [...synthetic.lines, ...fabricated].join('\n') + '\n')
+  const forgedOut = join(dir, 'forged.html')
+  const r = await run(['--out', forgedOut, '--keys', keys, forged])
+  t.equal(r.code, 0, r.err)
+  const page = await readFile(forgedOut, 'utf8')
+  t.match(page, /<p class="banner" data-banner="integrity">Left out of this report: 5 events without a seal left out/)
+  t.match(page, /data-verify="broken"/, 'verify fails on them')
+  t.match(page, /line 3\d{3}: credential\.used without a seal/, 'naming each line')
+  t.notMatch(page, /fabricated/, 'neither the tool nor the task of a fabricated call is in the report')
+  // A trail with no seal at all: the integrity section stays, and says verification could not run.
+  const plain = join(dir, 'plain.log')
+  await writeFile(plain, [...syntheticTrail(200)].join('\n') + '\n')
+  t.equal((await run(['--out', forgedOut, plain])).code, 0)
+  const unverified = await readFile(forgedOut, 'utf8')
+  t.match(unverified, /data-banner="integrity">No line of this trail is sealed: its integrity could not be verified/)
+  t.match(unverified, /data-verify="unverified"/)
 })
 
 t.test('rendered by headless chromium: every chart in the DOM, no console error', { skip: chromium.skip }, async (t) => {

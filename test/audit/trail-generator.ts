@@ -1,3 +1,8 @@
+import { generateKeyPairSync } from 'node:crypto'
+import { AuditChain } from '../../src/audit/trail/chain.js'
+import { publicJwk, signCheckpoint, type AuditJwk, type AuditKey } from '../../src/audit/trail/key.js'
+import { TRAIL_FORMAT } from '../../src/audit/trail/trail.js'
+
 /**
  * A synthetic audit trail for the report: three instances, four tools, credentials re-issued every 30 minutes
  * (one tool lives long), calls with realistic statuses and paths, anomalies, refresh failures, tasks and inventory
@@ -46,4 +51,43 @@ export function * syntheticTrail (n: number, startMs = Date.parse('2026-11-01T00
     const status = s < 0.9 ? 200 : s < 0.95 ? 404 : s < 0.98 ? 429 : 500
     yield JSON.stringify({ ...base, event: 'credential.used', tool: tool.name, credential_id: cur.id, method: tool.name === 'github' ? 'GET' : 'POST', host: tool.host, path: p.endsWith('/') ? p + Math.floor(rnd() * 1000) : p, status, duration_ms: Math.round(rnd() * 300), client: '127.0.0.1:5000', placeholder: 'stripped', request_id: `r${i}`, ...(i % 7 === 0 ? { task: `task-${i % 50}` } : {}) })
   }
+}
+
+export interface SealedTrail {
+  lines: string[]
+  /** Each instance's public audit key, as its GET /audit-key would serve it. */
+  keys: AuditJwk[]
+}
+
+/**
+ * `lines` (JSON objects, one per line) as a sidekey trail: each instance (`instance_id`) a run that opens with
+ * `audit.started`, seals every line into its chain, writes a signed `audit.checkpoint` every `every` lines and a
+ * final one at the end, so that `sidekey audit verify --keys` passes it. Order across instances is kept.
+ */
+export function sealTrail (lines: Iterable<string>, every = 100): SealedTrail {
+  const runs = new Map<string, { chain: AuditChain, key: AuditKey, since: number, time: unknown }>()
+  const out: string[] = []
+  const sealed = (chain: AuditChain, rec: Record<string, unknown>): string => chain.seal(JSON.stringify(rec) + '\n').slice(0, -1)
+  const checkpoint = (instance: string, final: boolean): void => {
+    const r = runs.get(instance)!
+    const claims = { iss: instance, run_id: r.chain.runId, seq: r.chain.seq, chain: r.chain.last, final, iat: 1 }
+    out.push(sealed(r.chain, { level: 30, time: r.time, instance_id: instance, event: 'audit.checkpoint', checkpoint: { seq: claims.seq, chain: claims.chain, final }, jws: signCheckpoint(r.key, claims) }))
+    r.since = 0
+  }
+  for (const line of lines) {
+    const rec = JSON.parse(line) as { instance_id?: unknown, time?: unknown }
+    const instance = String(rec.instance_id ?? '')
+    let r = runs.get(instance)
+    if (r === undefined) {
+      const pair = generateKeyPairSync('ed25519')
+      r = { chain: new AuditChain(), key: { privateKey: pair.privateKey, publicJwk: publicJwk(pair.publicKey) }, since: 0, time: rec.time }
+      runs.set(instance, r)
+      out.push(sealed(r.chain, { level: 30, time: rec.time, instance_id: instance, event: 'audit.started', format: TRAIL_FORMAT, key: r.key.publicJwk, previous: null }))
+    }
+    r.time = rec.time
+    out.push(r.chain.seal(line + '\n').slice(0, -1))
+    if (++r.since >= every) checkpoint(instance, false)
+  }
+  for (const instance of runs.keys()) checkpoint(instance, true)
+  return { lines: out, keys: [...runs.values()].map((r) => r.key.publicJwk) }
 }

@@ -1,9 +1,10 @@
 import { open } from 'node:fs/promises'
 import type { Config } from '../../config/schema.js'
-import { AuditInput, checkInputs, describeSkipped, parseTime, parseVerbArgs, readFailed, readLines, str, type AuditIo, type AuditRecord, type InputCounts } from '../input.js'
+import { AuditInput, checkInputs, describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readFailed, readLines, str, type AuditIo, type AuditRecord, type InputCounts } from '../input.js'
 import { InventoryUsage, formatInventory, type InventoryReport } from '../inventory.js'
 import { ScopeUsage, loadConfigOrReport, sinceWindow, type ScopesReport } from '../scopes.js'
-import { formatVerifyResult, TrailVerifier, type VerifyResult } from '../verify/verify.js'
+import { readKeys } from '../verify/command.js'
+import { formatVerifyResult, NOT_AUTHENTICATED, TrailVerifier, type PublicJwk, type VerifyResult } from '../verify/verify.js'
 import { barChart, duration, histogram, html, timeSeries, type Series } from './charts.js'
 
 /**
@@ -239,7 +240,8 @@ const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:
 figure{margin:12px 0}figcaption{font-weight:600;margin-bottom:4px}svg text{font-size:11px;fill:#333}svg .tick{font-size:10px;fill:#666}
 .note{color:#666;font-size:12px;margin:2px 0}.legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
 table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}
-.ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}`
+.ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}.warn{color:#b26b00;font-weight:600}
+.banner{background:#d62728;color:#fff;font-weight:600;padding:8px 12px;border-radius:4px}`
 
 export function renderReport (d: ReportData, generatedAt = new Date()): string {
   const out: string[] = []
@@ -248,9 +250,7 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
   out.push(`<h1>sidekey audit report</h1><p>${d.input.events} events from ${d.instances} instance${d.instances === 1 ? '' : 's'}, ${html(range)}; ${d.input.lines} lines read` +
     (d.input.skipped > 0 ? `; ${html(describeSkipped(d.input))}` : '') + `. Generated ${html(generatedAt.toISOString())}.</p>`)
 
-  if (d.verify !== undefined && d.verify.lines > 0) {
-    out.push(`<h2 id="verify">Trail integrity</h2><p class="${d.verify.intact ? 'ok' : 'bad'}" data-verify="${d.verify.intact ? 'intact' : 'broken'}">${d.verify.intact ? 'intact' : 'NOT INTACT'}</p><pre>${html(formatVerifyResult(d.verify))}</pre>`)
-  }
+  if (d.verify !== undefined) out.push(integritySection(d.input, d.verify))
 
   out.push('<h2 id="age">Credential age at use</h2>')
   const ageTools = [...d.ages].filter(([, a]) => a.known > 0 || a.unknown > 0).sort(([a], [b]) => a.localeCompare(b))
@@ -300,6 +300,23 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
   return out.join('\n')
 }
 
+/**
+ * The verify result, never silently absent: a red banner when events without a seal were left out (or counted
+ * before the first seal), or when no line is sealed and so nothing could be verified.
+ */
+function integritySection (input: InputCounts, v: VerifyResult): string {
+  const banners: string[] = []
+  const unsealed = describeUnsealed(input)
+  if (unsealed !== '') banners.push(`Left out of this report: ${unsealed}.`)
+  const unverifiable = v.runs === 0
+  if (unverifiable && input.events > 0) banners.push('No line of this trail is sealed: its integrity could not be verified, and nothing in this report is vouched for.')
+  const [cls, state, text] = v.intact
+    ? ['ok', 'intact', 'intact']
+    : v.consistent ? ['warn', 'unauthenticated', NOT_AUTHENTICATED] : ['bad', unverifiable ? 'unverified' : 'broken', unverifiable ? 'NOT VERIFIED' : 'NOT INTACT']
+  return `<h2 id="verify">Trail integrity</h2>${banners.map((b) => `<p class="banner" data-banner="integrity">${html(b)}</p>`).join('')}` +
+    `<p class="${cls}" data-verify="${state}">${html(text)}</p><pre>${html(formatVerifyResult(v))}</pre>`
+}
+
 function scopesTable (r: ScopesReport): string {
   if (r.tools.length === 0) return '<p>No tools in the trail (or config).</p>'
   const rows = r.tools.map((t) => {
@@ -313,12 +330,13 @@ function scopesTable (r: ScopesReport): string {
     (r.patch === '' ? '' : `<pre>${html(r.patch)}</pre>`)
 }
 
-const USAGE = 'usage: sidekey audit report --out report.html [--config FILE] [--since 30d|all] [FILE...]   (FILE may be .gz; none or - reads stdin)\n'
+const USAGE = 'usage: sidekey audit report --out report.html [--config FILE] [--keys JWKS] [--since 30d|all] [FILE...]   (FILE may be .gz; none or - reads stdin)\n' +
+  '  --keys JWKS  the audit keys (GET /audit-key of each instance) the integrity section checks the trail against\n'
 const VERB = 'sidekey audit report'
 
 /** Exit codes: 0 written, 1 a file could not be read or written, 2 bad usage or config. */
 export async function reportCommand (args: string[], io: AuditIo): Promise<number> {
-  const parsed = parseVerbArgs(VERB, USAGE, args, { out: { type: 'string', short: 'o' }, config: { type: 'string', short: 'c' }, since: { type: 'string' } }, io)
+  const parsed = parseVerbArgs(VERB, USAGE, args, { out: { type: 'string', short: 'o' }, config: { type: 'string', short: 'c' }, since: { type: 'string' }, keys: { type: 'string' } }, io)
   if (typeof parsed === 'number') return parsed
   const { values, files } = parsed
   if (typeof values.out !== 'string') { io.stderr.write(`${VERB}: --out FILE is required\n${USAGE}`); return 2 }
@@ -326,12 +344,18 @@ export async function reportCommand (args: string[], io: AuditIo): Promise<numbe
   if (window === null) { io.stderr.write(`${VERB}: --since expects a duration like 30d or 12h, or all\n${USAGE}`); return 2 }
   const config = typeof values.config === 'string' ? await loadConfigOrReport(values.config, VERB, io) : undefined
   if (typeof values.config === 'string' && config === undefined) return 2
+  let keys: PublicJwk[] | undefined
+  if (typeof values.keys === 'string') {
+    const loaded = await readKeys(values.keys)
+    if (typeof loaded === 'string') { io.stderr.write(`${VERB}: --keys ${esc(values.keys)}: ${loaded}\n`); return 2 }
+    keys = loaded
+  }
   const stop = await checkInputs(VERB, files, USAGE, io)
   if (stop !== undefined) return stop
   const started = performance.now()
   const input = new AuditInput()
   const builder = new ReportBuilder(new ScopeUsage(window))
-  const verifier = new TrailVerifier()
+  const verifier = new TrailVerifier(keys === undefined ? {} : { keys })
   try {
     for await (const rec of input.records(tee(readLines(files, io.stdin), (line) => verifier.line(line)))) builder.add(rec)
   } catch (err) {
@@ -351,7 +375,7 @@ export async function reportCommand (args: string[], io: AuditIo): Promise<numbe
 
 async function * tee (lines: AsyncIterable<string>, also: (line: string) => void): AsyncIterable<string> {
   for await (const line of lines) {
-    if (line !== '') also(line)
+    also(line)
     yield line
   }
 }

@@ -33,10 +33,18 @@ export interface VerifyOptions {
    */
   keys?: readonly PublicJwk[]
   /**
+   * The latest checkpoint each instance published off the node (the fleet bucket's `checkpoint.<instance>`), as
+   * its compact JWS. A run whose key signed its instance's checkpoint is authenticated by it; the run it names
+   * must reach that seq with that chain. An instance with none here is not authenticated (unless by `keys`).
+   */
+  anchors?: ReadonlyArray<{ jws: string }>
+  /**
    * The trail is still being written: a run that no later run names as its previous may end after its last
    * checkpoint (its pending lines are reported, not failed).
    */
   live?: boolean
+  /** How to name input line `n` (1-based, blank lines counted) in a message; `line n` by default. */
+  locate?: (n: number) => string
 }
 
 export type ProblemKind =
@@ -71,9 +79,12 @@ export interface Problem {
 export interface RunSummary {
   run_id: string
   instance_id: string | null
-  /** The key's kid, and whether it was taken from `--keys` or trusted from audit.started. */
+  /**
+   * The key's kid, and who vouches for it: `--keys`, the checkpoint its instance published in the fleet bucket,
+   * or nobody outside the trail (trusted on first use from audit.started; `none`: no audit.started).
+   */
   kid: string | null
-  trust: 'keys' | 'first-use' | 'none'
+  trust: 'keys' | 'fleet' | 'first-use' | 'none'
   first_seq: number
   last_seq: number
   lines: number
@@ -103,15 +114,30 @@ export interface SkipCounts {
   duplicates: number
 }
 
+/** An audit event without a seal: not written by sidekey's chain (appended by someone else, or an older sidekey). */
+export interface UnsealedLine {
+  /** Where it is, as `locate` names it. */
+  at: string
+  event: string
+}
+
 export interface VerifyResult {
+  /** Consistent and authenticated: the only answer that is exit 0. */
   intact: boolean
+  /** Every chain, seq and checkpoint holds, every event line is sealed, and there was at least one event. */
+  consistent: boolean
+  /** Every run's key (or chain head) was checked against `keys` or `anchors`, never only against the trail itself. */
+  authenticated: boolean
   /** Chained lines with an `event`. */
   events: number
   /** Chained lines read. */
   lines: number
   runs: number
   checkpoints: number
-  trust: 'keys' | 'first-use'
+  /** What the keys were checked against: nothing outside the trail (`first-use`), `--keys`, the fleet, or both. */
+  trust: 'keys' | 'fleet' | 'keys+fleet' | 'first-use'
+  /** Audit events without a seal: each one fails the trail. The first MAX_UNSEALED_SHOWN are named. */
+  unsealed: { count: number, first: UnsealedLine[] }
   skipped: SkipCounts
   problems: Problem[]
   notes: string[]
@@ -121,6 +147,7 @@ export interface VerifyResult {
 
 const MAX_RUNS = 100_000
 const MAX_RUN_DETAILS = 1000
+const MAX_UNSEALED_SHOWN = 20
 const RECENT = 32
 const RECENT_CHECKPOINTS = 8
 const SEAL_KEY = Buffer.from(',"chain":"')
@@ -154,6 +181,8 @@ interface Run {
   previous: CheckpointClaims | undefined
   gap: { from: number, to: number } | undefined
   problem: Problem | undefined
+  /** The checkpoint the fleet published for this run, once the run's line at its seq had its chain. */
+  anchored: boolean
 }
 
 interface Sealed { runId: string, seq: number, chain: string, unsealedEnd: number }
@@ -165,13 +194,29 @@ export class TrailVerifier {
   readonly #notes: string[] = []
   #order = 0
   #tooManyRuns = 0
+  #lineNo = 0
+  readonly #unsealedEvents: VerifyResult['unsealed'] = { count: 0, first: [] }
+  /** Published checkpoints by instance (its key must have signed it) and by run (the run must reach it). */
+  readonly #anchorsByInstance = new Map<string, string>()
+  readonly #anchorsByRun = new Map<string, CheckpointClaims>()
 
   constructor (opts: VerifyOptions = {}) {
     this.#opts = opts
+    for (const a of opts.anchors ?? []) {
+      const claims = unverifiedClaims(a.jws)
+      if (claims === undefined) continue
+      // Nothing here is trusted yet: a run's key must verify the JWS before its claims count (#started).
+      this.#anchorsByInstance.set(claims.iss, a.jws)
+      this.#anchorsByRun.set(claims.run_id, claims)
+    }
   }
+
+  /** Lines given so far, blank ones included: the number of the last line. */
+  get linesRead (): number { return this.#lineNo }
 
   /** One line, without its newline (a trailing CR is ignored). */
   line (input: Uint8Array | string): void {
+    this.#lineNo++
     let bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
     if (bytes.length > 0 && bytes[bytes.length - 1] === 13) bytes = bytes.subarray(0, -1)
     if (bytes.length === 0 || isBlank(bytes)) return
@@ -207,6 +252,11 @@ export class TrailVerifier {
           problem(r, 1, 'removed', `the previous run ${r.previous.run_id} named by this run's audit.started (checkpointed to seq ${r.previous.seq}) is missing from the input, while earlier runs of the instance are there`)
         }
       }
+      const anchor = this.#anchorsByRun.get(r.runId)
+      if (anchor !== undefined && !r.anchored && r.problem === undefined && r.lastSeq < anchor.seq) {
+        if (this.#opts.live === true && next === undefined) this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}) is checkpointed in the fleet bucket to seq ${anchor.seq}; the input ends at seq ${r.lastSeq} (--live: not yet arrived)`)
+        else problem(r, r.lastSeq + 1, 'tail', `the fleet bucket holds this run's checkpoint of seq ${anchor.seq}, but the input ends at seq ${r.lastSeq}: its tail was cut`)
+      }
       if (r.problem === undefined && !r.closed) {
         const open = this.#opts.live === true && next === undefined
         const cp = r.lastCheckpoint
@@ -219,15 +269,28 @@ export class TrailVerifier {
     }
     if (pendingOpen > 0) this.#notes.push(`${pendingOpen} line${pendingOpen === 1 ? '' : 's'} of runs still open (--live) follow their last checkpoint: not yet vouched for`)
     if (this.#tooManyRuns > 0) this.#notes.push(`${this.#tooManyRuns} lines of runs beyond the first ${MAX_RUNS} were skipped`)
-    if (this.#opts.keys === undefined && runs.length > 0) this.#notes.push('keys: trusted on first use (each run\'s audit.started); pass --keys with the keys from each instance\'s GET /audit-key to detect a trail rewritten and re-signed with another key')
     const problems = runs.flatMap((r) => r.problem === undefined ? [] : [{ ...r.problem, instance_id: r.instanceId }])
+    const unvouched = runs.filter((r) => r.problem === undefined && r.trust !== 'keys' && r.trust !== 'fleet')
+    if (this.#opts.keys === undefined && this.#opts.anchors === undefined && runs.length > 0) {
+      this.#notes.push('keys: only the trail\'s own (each run\'s audit.started): a trail rewritten and re-signed with another key looks the same; pass --keys (GET /audit-key of each instance), --fleet or --from')
+    } else {
+      for (const r of unvouched.slice(0, 20)) this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}): not authenticated: its key is not among --keys and its instance published no checkpoint in the fleet bucket`)
+      if (unvouched.length > 20) this.#notes.push(`… and ${unvouched.length - 20} more runs not authenticated`)
+    }
+    const unsealed = { count: this.#unsealedEvents.count, first: [...this.#unsealedEvents.first] }
+    const events = sum(runs, (r) => r.events)
+    const consistent = problems.length === 0 && unsealed.count === 0 && events > 0
+    const authenticated = runs.length > 0 && unvouched.length === 0
     return {
-      intact: problems.length === 0,
-      events: sum(runs, (r) => r.events),
+      intact: consistent && authenticated,
+      consistent,
+      authenticated,
+      unsealed,
+      events,
       lines: sum(runs, (r) => r.lines),
       runs: runs.length,
       checkpoints: sum(runs, (r) => r.checkpoints),
-      trust: this.#opts.keys === undefined ? 'first-use' : 'keys',
+      trust: this.#opts.keys === undefined ? (this.#opts.anchors === undefined ? 'first-use' : 'fleet') : (this.#opts.anchors === undefined ? 'keys' : 'keys+fleet'),
       skipped: { ...this.#skipped },
       problems,
       notes: [...this.#notes],
@@ -259,6 +322,12 @@ export class TrailVerifier {
         if (rec.seq === run.expected) problem(run, rec.seq, 'altered', `line seq ${rec.seq} was altered: its run_id/seq/chain ending is not as sidekey writes it`)
         else this.#seqOutOfPlace(run, rec.seq)
       }
+      return
+    }
+    if (typeof rec.event === 'string') {
+      // An event no seal vouches for: appended by whoever can write the log, so it fails the trail.
+      const u = this.#unsealedEvents
+      if (u.count++ < MAX_UNSEALED_SHOWN) u.first.push({ at: this.#opts.locate?.(this.#lineNo) ?? `line ${this.#lineNo}`, event: rec.event })
       return
     }
     this.#skip(typeof rec.level === 'number' && typeof rec.time === 'string' ? 'unchained' : 'foreign')
@@ -309,6 +378,14 @@ export class TrailVerifier {
     run.prev = s.chain
     run.recent.set(s.seq, s.chain)
     if (run.recent.size > RECENT) run.recent.delete(s.seq - RECENT)
+    const anchor = this.#anchorsByRun.get(run.runId)
+    if (anchor?.seq === s.seq) {
+      if (anchor.chain !== s.chain) {
+        problem(run, s.seq, 'rewritten', `the checkpoint its instance published off the node (fleet bucket) has another chain at seq ${s.seq}: the run was rewritten`)
+        return
+      }
+      run.anchored = true
+    }
     if (rec?.event === 'audit.started') this.#started(run, s.seq, rec)
     else if (rec?.event === 'audit.checkpoint') this.#checkpoint(run, s.seq, previousChain, rec)
   }
@@ -342,18 +419,26 @@ export class TrailVerifier {
       return
     }
     run.started = true
-    const wanted = this.#opts.keys
-    if (wanted === undefined) {
-      run.jwk = key
-      run.trust = 'first-use'
-    } else {
-      const match = wanted.find((k) => k.x === key.x)
-      if (match === undefined) {
-        problem(run, seq, 'key', `instance ${run.instanceId ?? '?'}: its audit key (kid ${String(key.kid)}) is not among --keys: a key you do not trust signed this run, or the keys are another instance's`)
-        return
-      }
+    const instance = typeof rec.instance_id === 'string' ? rec.instance_id : run.instanceId
+    const match = this.#opts.keys?.find((k) => k.x === key.x)
+    const published = instance === null ? undefined : this.#anchorsByInstance.get(instance)
+    if (match !== undefined) {
       run.jwk = match
       run.trust = 'keys'
+    } else if (published !== undefined) {
+      // The bucket holds a checkpoint of this instance: only its real key signed it.
+      if (!verifyCheckpoint(published, key).ok) {
+        problem(run, seq, 'key', `instance ${instance ?? '?'}: its audit key (kid ${String(key.kid)}) did not sign the checkpoint the instance published in the fleet bucket: a key you do not trust signed this run`)
+        return
+      }
+      run.jwk = key
+      run.trust = 'fleet'
+    } else if (this.#opts.keys !== undefined && this.#opts.anchors === undefined) {
+      problem(run, seq, 'key', `instance ${run.instanceId ?? '?'}: its audit key (kid ${String(key.kid)}) is not among --keys: a key you do not trust signed this run, or the keys are another instance's`)
+      return
+    } else {
+      run.jwk = key
+      run.trust = 'first-use'
     }
     const previous = rec.previous as { jws?: unknown } | null | undefined
     if (previous !== null && previous !== undefined) {
@@ -414,14 +499,29 @@ export async function verifyTrail (lines: AsyncIterable<Uint8Array | string> | I
   return v.finish()
 }
 
-/** The human answer: one headline (`N events in R runs, M checkpoints, intact`), then problems, skips and notes. */
+/** What exit 3 prints: the chain holds, but nothing from outside the trail vouched for its keys. */
+export const NOT_AUTHENTICATED = 'consistent, not authenticated: pass --keys, --fleet or --from'
+
+/**
+ * The human answer: one headline (`N events in R runs, M checkpoints, intact`, or `…: consistent, not
+ * authenticated…`, or `…: NOT INTACT …`), then problems, unsealed lines, skips and notes.
+ */
 export function formatVerifyResult (r: VerifyResult, esc: (s: string) => string = (s) => s): string {
   const head = `${r.events} events in ${r.runs} run${r.runs === 1 ? '' : 's'}, ${r.checkpoints} checkpoint${r.checkpoints === 1 ? '' : 's'}`
   const out: string[] = []
+  const u = r.unsealed
   if (r.intact) out.push(`${head}, intact`)
+  else if (r.consistent) out.push(`${head}: ${NOT_AUTHENTICATED}`)
+  else if (r.events === 0 && u.count === 0) out.push('no audit events in the input: nothing was verified: NOT INTACT')
   else {
-    out.push(`${head}: NOT INTACT (${r.problems.length} run${r.problems.length === 1 ? '' : 's'} failed)`)
+    const failed = [r.problems.length > 0 || u.count === 0 ? plural(r.problems.length, 'run') + ' failed' : '', u.count > 0 ? plural(u.count, 'line') + ' without a seal' : '']
+    out.push(`${head}: NOT INTACT (${failed.filter((f) => f !== '').join(', ')})`)
     for (const p of r.problems) out.push(`  run ${esc(p.run_id)} (instance ${esc(p.instance_id ?? '?')}) seq ${p.seq}: ${p.kind}: ${esc(p.message)}`)
+    const why = r.runs === 0
+      ? 'no line of the input is sealed: the trail cannot be verified (written without the chain, or not by sidekey)'
+      : 'no run_id/seq/chain: not written by sidekey\'s chain, so added by whoever could write the log'
+    for (const l of u.first) out.push(`  ${esc(l.at)}: ${esc(l.event)} without a seal: ${why}`)
+    if (u.count > u.first.length) out.push(`  … and ${u.count - u.first.length} more lines without a seal`)
   }
   const s = r.skipped
   if (s.total > 0) {
@@ -437,7 +537,7 @@ function newRun (runId: string, order: number): Run {
   return {
     runId, order, instanceId: null, jwk: undefined, trust: 'none', started: false, expected: 1, prev: '', firstSeq: 0, lastSeq: 0,
     lines: 0, events: 0, checkpoints: 0, lastCheckpoint: undefined, recentCheckpoints: [], recent: new Map(), closed: false,
-    previous: undefined, gap: undefined, problem: undefined,
+    previous: undefined, gap: undefined, problem: undefined, anchored: false,
   }
 }
 
@@ -456,6 +556,18 @@ function summary (r: Run): RunSummary {
 }
 
 const sum = (runs: Run[], f: (r: Run) => number): number => runs.reduce((a, r) => a + f(r), 0)
+const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`
+
+/** A checkpoint JWS's claims, read without checking its signature (a key checks it before they count). */
+function unverifiedClaims (jws: string): CheckpointClaims | undefined {
+  try {
+    const c = JSON.parse(Buffer.from(jws.split('.')[1] ?? '', 'base64url').toString('utf8')) as Partial<CheckpointClaims>
+    if (typeof c.iss !== 'string' || typeof c.run_id !== 'string' || typeof c.seq !== 'number' || typeof c.chain !== 'string') return undefined
+    return { iss: c.iss, run_id: c.run_id, seq: c.seq, chain: c.chain, final: c.final === true, iat: typeof c.iat === 'number' ? c.iat : 0 }
+  } catch {
+    return undefined
+  }
+}
 
 /**
  * `…,"run_id":"R","seq":N,"chain":"C"}` at the end of the line, found from the end without parsing the JSON.
