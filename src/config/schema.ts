@@ -21,9 +21,9 @@ const duration = (def: string) => z.union([z.string(), z.number()])
   })
 
 /** `HOST:PORT`, `[v6]:PORT`; port 0 picks a free one. */
-export const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT')
+// abort: a value that is not HOST:PORT at all gets that one message, not also a complaint about its port.
+export const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'expected HOST:PORT', abort: true })
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535')
-  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port out of range')
 
 const port = z.number().int().min(1).max(65535)
 const nonEmpty = z.string().min(1)

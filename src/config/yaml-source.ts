@@ -60,9 +60,10 @@ export function readYaml (text: string, env: NodeJS.ProcessEnv): SourceTree {
   const secrets = new Set<string>()
 
   const lines = text.split('\n')
-  for (const e of [...doc.errors, ...doc.warnings]) {
+  // One mistake (a line indented wrong) makes the parser report several errors after it: the first is the one to fix.
+  for (const e of [...doc.errors.slice(0, 1), ...doc.warnings]) {
     const first = e.message.split('\n')[0] ?? e.message
-    const pos = at(e.pos[0])
+    const pos = atText(at(e.pos[0]), lines)
     // `{ port: ${PORT} }`: in flow style `{` and `}` are YAML syntax, so the variable breaks the mapping.
     const hint = /flow|node end/.test(first) && (lines[pos.line - 1] ?? '').includes('${')
       ? ' (a ${...} inside { } or [ ] must be quoted, or the mapping written in block style)'
@@ -176,4 +177,12 @@ function rangeStart (node: unknown): number | undefined {
 
 function lowerFirst (s: string): string {
   return s.length > 0 ? s[0]!.toLowerCase() + s.slice(1) : s
+}
+
+/** An error the parser places in a line's indentation points at the line's first character, where the mistake is. */
+function atText (pos: Position, lines: readonly string[]): Position {
+  const line = lines[pos.line - 1] ?? ''
+  // Spaces only: a tab in the indentation is itself the mistake, and is pointed at.
+  const indent = /^ */.exec(line)![0].length
+  return pos.col <= indent ? { line: pos.line, col: indent + 1 } : pos
 }

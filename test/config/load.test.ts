@@ -290,3 +290,16 @@ t.test('ConfigError can be built directly for callers that find problems of thei
   t.equal(err.message, 'f.yaml: 1 config problem\nf.yaml:3:4: whole-file problem')
   t.equal(err.name, 'ConfigError')
 })
+
+t.test('one YAML mistake is one problem, at the column where the mistaken line starts', async (t) => {
+  const text = 'instance_id: t\nissuers: {}\ntools:\n  x:\n    match: { host: a.test }\n   issuer: a\n    inject: { header: authorization }\n'
+  const { lines } = await rejectionOf(() => parseConfig(text, 'x.yaml', {}))
+  t.same(lines, ['x.yaml:6:4: YAML: all mapping items must start at the same column'])
+})
+
+t.test('a listen value that is not HOST:PORT is one problem, not three', async (t) => {
+  const { lines } = await rejectionOf(() => parseConfig('instance_id: t\nlisten: nope\nissuers: {}\ntools: {}\n', 'x.yaml', {}))
+  t.same(lines, ['x.yaml:2:9: listen: expected HOST:PORT'])
+  const port = await rejectionOf(() => parseConfig('instance_id: t\nlisten: 127.0.0.1:70000\nissuers: {}\ntools: {}\n', 'x.yaml', {}))
+  t.same(port.lines, ['x.yaml:2:9: listen: port must be 0-65535'])
+})
