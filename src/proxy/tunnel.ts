@@ -81,6 +81,9 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   handshake.unref()
   tlsSocket.once('secure', () => { handshaking = false; clearTimeout(handshake) })
   tlsSocket.once('close', () => failed('closed'))
+  // An agent that ends the connection mid-handshake (it dropped it right after its Finished, or crashed) will send
+  // nothing more: without this the socket sits in CLOSE-WAIT, holding its connection slot until the handshake timeout.
+  tlsSocket.once('end', () => { if (handshaking) { tlsSocket.destroy(); socket.destroy() } })
   tlsSocket.on('error', (err: NodeJS.ErrnoException) => { failed(clientAlert(err)); clearTimeout(handshake); tlsSocket.destroy(); socket.destroy() })
   tlsSocket.setTimeout(limits.idle_timeout, () => tlsSocket.destroy())
   contexts.set(tlsSocket, { ...target, tls: true, client })
