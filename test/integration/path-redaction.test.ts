@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { eventually, raw } from '../hardening/helpers.js'
-import { completeResponse, exchange, tlsThroughTunnel } from '../hardening/tunnel-client.js'
+import { completeResponse } from '../hardening/tunnel-client.js'
+import { answerOk, rawGets } from '../helpers/raw-get.js'
 
 // The team and bot ids stay readable; this secret has no digit, so only its place in the path gives it away.
 const SLACK_HOOK = '/services/T01ABCDEF/B02GHIJK'
@@ -15,7 +16,7 @@ const TOKEN = 'q7Lm2Xv9Rt4Kp8Zw3Bn6Yc1Hd5Gf0Js2Ua7Ve4Ni'
 const pki = await upstreamPki()
 const up = await startUpstream({
   tls: await pki.cert('hooks.tool.test'),
-  handler: (_req, res) => { res.writeHead(200, { 'content-length': 2 }); res.end('ok') },
+  handler: answerOk,
 })
 t.teardown(() => up.close())
 const dir = t.testdir({ key: 'real-header-key-5d1e' })
@@ -37,25 +38,11 @@ const cases = [
 ]
 const secrets = [SLACK_SECRET, TOKEN]
 
-const sends: Array<[string, (path: string) => Promise<unknown>]> = [
-  ['absolute-form', async (path) =>
-    await raw(sk.proxyPort, `GET http://${AUTHORITY}${path}?x=1 HTTP/1.1\r\nHost: ${AUTHORITY}\r\n\r\n`,
-      { until: completeResponse })],
-  ['intercepted CONNECT', async (path) => {
-    const socket = await tlsThroughTunnel(sk.proxyPort, AUTHORITY, 'hooks.tool.test', sk.caDir)
-    try {
-      return await exchange(socket, `GET ${path}?x=1 HTTP/1.1\r\nHost: ${AUTHORITY}\r\n\r\n`, completeResponse)
-    } finally {
-      socket.destroy()
-    }
-  }],
-]
-
-for (const [how, send] of sends) {
+for (const [how, send] of rawGets(sk.proxyPort, AUTHORITY, 'hooks.tool.test', sk.caDir)) {
   t.test(`${how}: the tool receives the real path, the audit line the redacted one`, async (t) => {
     for (const { path, audited } of cases) {
       const before = sk.log.events('credential.used').length
-      await send(path)
+      await send(`${path}?x=1`)
       await eventually(() => sk.log.events('credential.used').length > before)
       t.equal(up.seen.at(-1)!.url, `${path}?x=1`, 'the upstream got the path as sent')
       t.match(sk.log.events('credential.used')[before], { status: 200, path: audited }, path)

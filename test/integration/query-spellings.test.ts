@@ -6,14 +6,14 @@ import t from 'tap'
 import { join } from 'node:path'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
-import { bodyOf, eventually, raw, statusOf } from '../hardening/helpers.js'
-import { completeResponse, exchange, tlsThroughTunnel } from '../hardening/tunnel-client.js'
+import { bodyOf, eventually } from '../hardening/helpers.js'
+import { answerOk, rawGets, type RawAnswer } from '../helpers/raw-get.js'
 
 const REAL_KEY = 'real-query-key-7f3a9c'
 const pki = await upstreamPki()
 const up = await startUpstream({
   tls: await pki.cert('api.tool.test'),
-  handler: (_req, res) => { res.writeHead(200, { 'content-length': 2 }); res.end('ok') },
+  handler: answerOk,
 })
 t.teardown(() => up.close())
 const dir = t.testdir({ key: REAL_KEY })
@@ -38,23 +38,10 @@ tools:
     placeholder: sidekey
 `)
 
-interface Answer { status: number | undefined, text: string }
-type Send = (path: string) => Promise<Answer>
-const absoluteForm: Send = async (path) => await raw(sk.proxyPort,
-  `GET http://${AUTHORITY}${path} HTTP/1.1\r\nHost: ${AUTHORITY}\r\n\r\n`, { until: completeResponse })
-const tunnel: Send = async (path) => {
-  const socket = await tlsThroughTunnel(sk.proxyPort, AUTHORITY, 'api.tool.test', sk.caDir)
-  try {
-    const { text } = await exchange(socket, `GET ${path} HTTP/1.1\r\nHost: ${AUTHORITY}\r\n\r\n`, completeResponse)
-    return { status: statusOf(text), text }
-  } finally {
-    socket.destroy()
-  }
-}
-const transports: Array<[string, Send]> = [['absolute-form', absoluteForm], ['intercepted CONNECT', tunnel]]
+const transports = rawGets(sk.proxyPort, AUTHORITY, 'api.tool.test', sk.caDir)
 
 /** The credential.used event of the request sent by `send`. */
-async function audited (send: () => Promise<Answer>): Promise<Answer & { event: Record<string, unknown> }> {
+async function audited (send: () => Promise<RawAnswer>): Promise<RawAnswer & { event: Record<string, unknown> }> {
   const before = sk.log.events('credential.used').length
   const answer = await send()
   await eventually(() => sk.log.events('credential.used').length > before)

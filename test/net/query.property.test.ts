@@ -7,13 +7,12 @@ import fc from 'fast-check'
 import { join } from 'node:path'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { answerOk } from '../helpers/raw-get.js'
 import { raw } from '../hardening/helpers.js'
 import { completeResponse } from '../hardening/tunnel-client.js'
 
 const REAL_KEY = 'real-key-4b8e2d'
-const up = await startUpstream({
-  handler: (_req, res) => { res.writeHead(200, { 'content-length': 2 }); res.end('ok') },
-})
+const up = await startUpstream({ handler: answerOk })
 t.teardown(() => up.close())
 const dir = t.testdir({ key: REAL_KEY })
 const sk = await startSidekey(t, `
