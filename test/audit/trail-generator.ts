@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto'
-import { AuditChain } from '../../src/audit/trail/chain.js'
+import { AuditChain, chainDigest } from '../../src/audit/trail/chain.js'
 import { publicJwk, signCheckpoint, type AuditJwk, type AuditKey } from '../../src/audit/trail/key.js'
 import { TRAIL_FORMAT } from '../../src/audit/trail/trail.js'
 
@@ -91,3 +91,34 @@ export function sealTrail (lines: Iterable<string>, every = 100): SealedTrail {
   for (const instance of runs.keys()) checkpoint(instance, true)
   return { lines: out, keys: [...runs.values()].map((r) => r.key.publicJwk) }
 }
+
+/** The seal for `unsealedBody` (a line without its seal, ending `}`) as run `runId` seq `seq` after `prev`. */
+export function reseal (unsealedBody: string, runId: string, seq: number, prev: string): string {
+  const body = unsealedBody.slice(0, -1) + `,"run_id":${JSON.stringify(runId)},"seq":${seq}`
+  return body + `,"chain":"${chainDigest(prev, body + '}')}"}`
+}
+
+/**
+ * What an attacker who knows the format can do: edit the lines from `from` on and recompute every chain after it,
+ * re-signing the checkpoints when given a key.
+ */
+export function rechain (lines: readonly string[], from: number, edit: (l: string) => string, key?: AuditKey): string[] {
+  const out = [...lines]
+  let prev = from === 0 ? '' : parse(lines[from - 1]!).chain as string
+  // Renumbered from `from` on, so that a line removed before the rewrite leaves no gap (lines of one run).
+  let seq = from === 0 ? 0 : parse(lines[from - 1]!).seq as number
+  for (let i = from; i < lines.length; i++) {
+    const rec: Record<string, unknown> = { ...parse(lines[i]!), seq: ++seq }
+    let text = lines[i]!.replace(/,"run_id":"[^"]*","seq":\d+,"chain":"[^"]*"\}$/, '}')
+    text = edit(text)
+    if (key !== undefined && rec.event === 'audit.checkpoint') {
+      const claims = { iss: rec.instance_id as string, run_id: rec.run_id as string, seq: (rec.seq as number) - 1, chain: prev, final: (rec.checkpoint as { final: boolean }).final, iat: 1 }
+      text = text.replace(/"checkpoint":\{[^}]*\},"jws":"[^"]*"/, `"checkpoint":${JSON.stringify({ seq: claims.seq, chain: prev, final: claims.final })},"jws":"${signCheckpoint(key, claims)}"`)
+    }
+    out[i] = reseal(text, rec.run_id as string, rec.seq as number, prev)
+    prev = parse(out[i]!).chain as string
+  }
+  return out
+}
+
+const parse = (l: string): Record<string, unknown> => JSON.parse(l) as Record<string, unknown>

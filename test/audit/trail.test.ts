@@ -9,8 +9,7 @@ import { request, ProxyAgent } from 'undici'
 import { Sidekey } from '../../src/app.js'
 import { parseConfig } from '../../src/config/load.js'
 import { createLogger } from '../../src/audit/log.js'
-import { chainDigest } from '../../src/audit/trail/chain.js'
-import { publicJwk, signCheckpoint, type AuditKey, type AuditJwk } from '../../src/audit/trail/key.js'
+import { publicJwk, type AuditKey, type AuditJwk } from '../../src/audit/trail/key.js'
 import { formatVerifyResult, verifyTrail, type VerifyOptions, type VerifyResult } from '../../src/audit/verify/verify.js'
 import { verifyCommand } from '../../src/audit/verify/command.js'
 import { auditCommand } from '../../src/audit/summary.js'
@@ -18,6 +17,7 @@ import { tasksCommand } from '../../src/audit/tasks.js'
 import { scopesCommand } from '../../src/audit/scopes.js'
 import { startUpstream } from '../helpers/upstream.js'
 import { LogCapture } from '../helpers/sidekey.js'
+import { rechain, reseal } from './trail-generator.js'
 import { cli } from '../helpers/cli.js'
 
 /**
@@ -369,32 +369,3 @@ async function inProcess (verb: Verb, args: string[], stdinBytes: Buffer = Buffe
 }
 
 const verifyCli = (args: string[], stdinBytes?: Buffer): ReturnType<typeof inProcess> => inProcess(verifyCommand, args, stdinBytes)
-
-/** The seal for `unsealedBody` (a line without its seal, ending `}`) as run `runId` seq `seq` after `prev`. */
-function reseal (unsealedBody: string, runId: string, seq: number, prev: string): string {
-  const body = unsealedBody.slice(0, -1) + `,"run_id":${JSON.stringify(runId)},"seq":${seq}`
-  return body + `,"chain":"${chainDigest(prev, body + '}')}"}`
-}
-
-/**
- * What an attacker who knows the format can do: edit the lines from `from` on and recompute every chain after it,
- * re-signing the checkpoints when given a key.
- */
-function rechain (lines: readonly string[], from: number, edit: (l: string) => string, key?: AuditKey): string[] {
-  const out = [...lines]
-  let prev = from === 0 ? '' : parse(lines[from - 1]!).chain as string
-  // Renumbered from `from` on, so that a line removed before the rewrite leaves no gap (lines of one run).
-  let seq = from === 0 ? 0 : seqOf(lines[from - 1]!)
-  for (let i = from; i < lines.length; i++) {
-    const rec: Record<string, unknown> = { ...parse(lines[i]!), seq: ++seq }
-    let text = lines[i]!.replace(/,"run_id":"[^"]*","seq":\d+,"chain":"[^"]*"\}$/, '}')
-    text = edit(text)
-    if (key !== undefined && rec.event === 'audit.checkpoint') {
-      const claims = { iss: rec.instance_id as string, run_id: rec.run_id as string, seq: (rec.seq as number) - 1, chain: prev, final: (rec.checkpoint as { final: boolean }).final, iat: 1 }
-      text = text.replace(/"checkpoint":\{[^}]*\},"jws":"[^"]*"/, `"checkpoint":${JSON.stringify({ seq: claims.seq, chain: prev, final: claims.final })},"jws":"${signCheckpoint(key, claims)}"`)
-    }
-    out[i] = reseal(text, rec.run_id as string, rec.seq as number, prev)
-    prev = parse(out[i]!).chain as string
-  }
-  return out
-}
