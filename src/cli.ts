@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { CA_COVERAGE_WARNING, Sidekey, caConstraints, preflight, uncoveredTools } from './app.js'
+import { CA_COVERAGE_WARNING, Sidekey, VERSION, caConstraints, preflight, uncoveredTools } from './app.js'
 import { ConfigError, formatProblems, loadConfigFile } from './config/load.js'
 import { hostPort as hostPortSchema } from './config/schema.js'
 import type { Config } from './config/schema.js'
@@ -9,6 +9,7 @@ import { writeCaBundle } from './tls/bundle.js'
 import { SidekeyError } from './errors.js'
 
 const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
+       sidekey --version
        sidekey check --config FILE [--no-files]   (--no-files: skip checking the files it names, away from its machine)
        sidekey ca --config FILE [--bundle OUT] [--rotate]
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
@@ -29,6 +30,15 @@ const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema', 'fleet', 'admin'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. */
 async function main (argv: string[]): Promise<number> {
+  if (argv[0] === '--version' || argv[0] === '-V') {
+    process.stdout.write(`sidekey ${VERSION}\n`)
+    return 0
+  }
+  // `sidekey --config x.yaml` runs; `sidekey chekc` is a typo, not a run with a stray argument.
+  if (argv[0] !== undefined && !argv[0].startsWith('-') && !VERBS.has(argv[0])) {
+    process.stderr.write(`sidekey: unknown command ${JSON.stringify(argv[0])}; the commands are ${[...VERBS].join(', ')}\n${USAGE}\n`)
+    return 2
+  }
   const verb = argv[0] !== undefined && VERBS.has(argv[0]) ? argv[0] : 'run'
   const rest = verb === argv[0] ? argv.slice(1) : argv
   if (verb === 'audit') return audit(rest)

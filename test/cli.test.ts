@@ -46,6 +46,15 @@ t.test('check: exit 0 when valid; exit 2 with FILE:LINE:COL per problem', async 
   t.ok(lines.some((l) => l.includes('colour')))
 })
 
+t.test('--version prints the version; an unknown command says so and lists the commands (exit 2)', async (t) => {
+  const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }
+  const { stdout } = await run(process.execPath, [CLI, '--version'])
+  t.equal(stdout, `sidekey ${version}\n`)
+  const err = await run(process.execPath, [CLI, 'chekc', '--config', good]).then(() => undefined, (e: { code: number, stderr: string }) => e)
+  t.equal(err?.code, 2)
+  t.match(err?.stderr, /^sidekey: unknown command "chekc"; the commands are run, check, ca, audit, schema, fleet/)
+})
+
 t.test('run with a bad config exits non-zero with the same messages and no stack trace', async (t) => {
   const err = await run(process.execPath, [CLI, 'run', '--config', bad]).then(() => undefined, (e: { code: number, stderr: string }) => e)
   t.equal(err?.code, 2)
