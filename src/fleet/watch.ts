@@ -17,6 +17,13 @@ export interface CommandWatchDeps {
   readonly random?: () => number
 }
 
+/** The log lines of an outage (the tests and operators look for them). */
+export const WATCH_LOG = {
+  lost: 'fleet: not watching commands; a lock or revocation stored now is applied once watching again',
+  back: 'fleet: watching commands again',
+  replaced: 'fleet: the bucket was replaced; reading it whole',
+} as const
+
 const BACKOFF_MIN_MS = 1000
 const BACKOFF_FACTOR = 1.6
 const BACKOFF_MAX_MS = 30_000
@@ -83,8 +90,8 @@ export class CommandWatch {
     const retryInMs = this.#kv !== undefined && this.#timer === undefined ? this.#schedule() : undefined
     if (this.#lost !== undefined) return
     this.#lost = { reason, at: this.#d.clock.now() }
-    this.#d.logger.warn({ reason, ...(err === undefined ? {} : { err: { code: errCode(err) } }), retry_in_ms: retryInMs },
-      'fleet: not watching commands; a lock or revocation stored now is applied once watching again')
+    const fields = { reason, ...(err === undefined ? {} : { err: { code: errCode(err) } }), retry_in_ms: retryInMs }
+    this.#d.logger.warn(fields, WATCH_LOG.lost)
   }
 
   /** Checks that the bucket being watched still exists and is the same one (run on each heartbeat). */
@@ -116,7 +123,9 @@ export class CommandWatch {
       const created = (await kv.status()).streamInfo.created
       if (generation !== this.#generation) return
       if (created !== this.#streamCreated) {
-        if (this.#streamCreated !== undefined) this.#d.logger.info({ handled_revision: this.#handled }, 'fleet: the bucket was replaced; reading it whole')
+        if (this.#streamCreated !== undefined) {
+          this.#d.logger.info({ handled_revision: this.#handled }, WATCH_LOG.replaced)
+        }
         this.#streamCreated = created
         this.#handled = 0
       }
@@ -147,7 +156,9 @@ export class CommandWatch {
     this.#retryMs = BACKOFF_MIN_MS
     const lost = this.#lost
     this.#lost = undefined
-    if (lost !== undefined) this.#d.logger.info({ reason: lost.reason, down_ms: this.#d.clock.now() - lost.at }, 'fleet: watching commands again')
+    if (lost !== undefined) {
+      this.#d.logger.info({ reason: lost.reason, down_ms: this.#d.clock.now() - lost.at }, WATCH_LOG.back)
+    }
     this.#setWatching(true)
   }
 
