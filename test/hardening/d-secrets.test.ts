@@ -15,10 +15,10 @@ import { completeResponse } from './tunnel-client.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')
 
-/** Runs the CLI from source, as `sidekey ARGS`, and gives back everything it printed. */
+/** Runs the built CLI, as `sidekey ARGS`, and gives back everything it printed. */
 function cli (args: string[]): Promise<{ code: number | null, output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import=@tapjs/typescript/import', join(ROOT, 'src', 'cli.ts'), ...args], {
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], {
       cwd: ROOT, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
     })
     let output = ''

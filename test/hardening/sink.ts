@@ -42,13 +42,13 @@ export async function sinkUpstream (t: Test): Promise<Sink> {
 }
 
 
-/** Starts `sidekey run` as its own process (from source), so that its RSS is the sidecar's alone. */
+/** Starts `sidekey run` as its own process (the built bundle, as shipped), so that its RSS is the sidecar's alone. */
 export async function sidekeyProcess (t: Test, yaml: string): Promise<{ port: number, rss: () => number, caPem: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-f4-'))
   const file = join(dir, 'sidekey.yaml')
   writeFileSync(file, yaml.replaceAll('{{CA_DIR}}', join(dir, 'ca')))
   const root = join(import.meta.dirname, '..', '..')
-  const child = spawn(process.execPath, ['--import=@tapjs/typescript/import', join(root, 'src', 'cli.ts'), 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], {
+  const child = spawn(process.execPath, [join(root, 'dist', 'cli.js'), 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], {
     cwd: root, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'inherit'],
   })
   t.teardown(() => { child.kill('SIGTERM') })
