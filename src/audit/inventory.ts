@@ -1,4 +1,4 @@
-import { describeSkipped, esc, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
+import { describeSkipped, describeUnsealed, esc, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
 
 /**
  * `sidekey audit inventory FILE…`: what inventory mode (`egress.unmatched: inventory`) saw, per destination and
@@ -212,5 +212,7 @@ export async function inventoryCommand (args: string[], io: AuditIo): Promise<nu
     io.stdout.write(inventoryYaml(report))
     if (counts.skipped > 0) io.stderr.write(`${VERB}: ${describeSkipped(counts)}\n`)
   } else io.stdout.write(parsed.values.json === true ? JSON.stringify(report, null, 2) + '\n' : formatInventory(report))
+  const unsealed = describeUnsealed(counts)
+  if (unsealed !== '') io.stderr.write(`${VERB}: NOT COUNTED: ${unsealed}\n`)
   return 0
 }

@@ -5,6 +5,8 @@ import { join } from 'node:path'
 import { PassThrough, Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
 import { auditCommand, formatSummary, summarise } from '../../src/audit/summary.js'
+import { HOLD_BYTES } from '../../src/audit/input.js'
+import { sealTrail } from './trail-generator.js'
 
 const at = (sec: number): string => new Date(Date.parse('2026-01-01T00:00:00Z') + sec * 1000).toISOString()
 const line = (o: Record<string, unknown>): string => JSON.stringify({ level: 30, ...o })
@@ -155,4 +157,30 @@ t.test('sidekey audit: usage errors exit 2, unreadable files exit 1', async (t) 
   const c = io()
   t.equal(await auditCommand([corrupt], c.io), 1)
   t.match(c.err(), /read failed/)
+})
+
+t.test('a sealed trail: unsealed events are left out wherever they are, held back until the first seal', async (t) => {
+  const sealed = sealTrail(fleetLog(), 4).lines
+  const forged = (i: number): string => line({ time: at(1000 + i), instance_id: 'agent-a', event: 'credential.used', tool: 'fabricated', credential_id: 'a1', status: 200 })
+  const clean = await summarise(sealed)
+  // Prepended (before any seal is seen), in the middle and appended.
+  const s = await summarise([forged(0), forged(1), ...sealed.slice(0, 5), forged(2), ...sealed.slice(5), forged(3), forged(4)])
+  t.equal(s.unsealed, 5)
+  t.equal(s.unsealed_counted, 0)
+  t.equal(s.events, clean.events, 'the same events as the sealed trail alone')
+  t.same(s.instances, clean.instances)
+  t.match(formatSummary(s), /\nNOT COUNTED: 5 events without a seal left out \(sidekey seals every line: someone else wrote them/)
+  // A trail with no seal at all (a sidekey without the chain): every event counts, nothing is said.
+  const plain = await summarise([forged(0), ...fleetLog()])
+  t.equal(plain.unsealed, 0)
+  t.equal(plain.events, fleetLog().filter((l) => l.includes('"event"')).length + 1)
+  t.notMatch(formatSummary(plain), /NOT COUNTED/)
+})
+
+t.test('more unsealed events before the first seal than can be held back: counted, and said so', async (t) => {
+  const pad = 'x'.repeat(1000)
+  const forged = Array.from({ length: Math.ceil(HOLD_BYTES / 1100) + 10 }, (_, i) => line({ time: at(i), instance_id: 'agent-a', event: 'credential.used', tool: 'fabricated', pad }))
+  const s = await summarise([...forged, ...sealTrail(fleetLog()).lines])
+  t.equal(s.unsealed_counted, forged.length)
+  t.match(formatSummary(s), new RegExp(`NOT COUNTED: ${forged.length} events without a seal, read before the trail's first sealed line, were counted: verify the trail`))
 })

@@ -62,7 +62,8 @@ export interface SealedTrail {
 /**
  * `lines` (JSON objects, one per line) as a sidekey trail: each instance (`instance_id`) a run that opens with
  * `audit.started`, seals every line into its chain, writes a signed `audit.checkpoint` every `every` lines and a
- * final one at the end, so that `sidekey audit verify --keys` passes it. Order across instances is kept.
+ * final one at the end, so that `sidekey audit verify --keys` passes it. Order across instances is kept; a line
+ * that is not a JSON object stays as it is, unsealed.
  */
 export function sealTrail (lines: Iterable<string>, every = 100): SealedTrail {
   const runs = new Map<string, { chain: AuditChain, key: AuditKey, since: number, time: unknown }>()
@@ -75,7 +76,8 @@ export function sealTrail (lines: Iterable<string>, every = 100): SealedTrail {
     r.since = 0
   }
   for (const line of lines) {
-    const rec = JSON.parse(line) as { instance_id?: unknown, time?: unknown }
+    const rec = parseObject(line) as { instance_id?: unknown, time?: unknown } | undefined
+    if (rec === undefined) { out.push(line); continue }
     const instance = String(rec.instance_id ?? '')
     let r = runs.get(instance)
     if (r === undefined) {
@@ -122,3 +124,12 @@ export function rechain (lines: readonly string[], from: number, edit: (l: strin
 }
 
 const parse = (l: string): Record<string, unknown> => JSON.parse(l) as Record<string, unknown>
+
+function parseObject (l: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(l)
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : undefined
+  } catch {
+    return undefined
+  }
+}
