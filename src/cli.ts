@@ -15,9 +15,9 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
        sidekey audit scopes --config FILE [--since 30d|all] [--json] [FILE...]
        sidekey audit tasks [--json] [FILE...]  (calls, tools and statuses per X-Sidekey-Task)
-       sidekey audit verify [--keys JWKS] [--live] [--json] [FILE...]
+       sidekey audit verify [--keys JWKS] [--from URL] [--fleet CONFIG] [--live] [--json] [FILE...]
        sidekey audit inventory [--yaml|--json] [FILE...]
-       sidekey audit report --out report.html [--config FILE] [--since 30d|all] [FILE...]
+       sidekey audit report --out report.html [--config FILE] [--keys JWKS] [--since 30d|all] [FILE...]
        sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
        sidekey fleet keygen|lock|unlock|revoke|rotate|status|jwks ...   (sidekey fleet --help)
        sidekey admin status|rotate TOOL [--revoke-previous]|reload [--config FILE]   (the admin port, with its token)
