@@ -213,16 +213,15 @@ export class Scrubber {
 
   #scrubberOf (text: boolean, encoding: BodyEncoding): BodyScrubber {
     const c = this.#compile()
-    if (text && encoding === 'utf-8') return new BodyScrubber(c.bytes, c.window)
+    if (text && encoding === 'utf-8') return new BodyScrubber(c.bytes)
     const key = `${String(text)} ${encoding}`
     let set = c.sets.get(key)
     if (set === undefined) {
-      const needles = c.sorted.filter(([secret]) => text || c.wire.has(secret))
-        .map(([secret, replacement]) => ({ bytes: encoded(secret, encoding), with: encoded(replacement, encoding) }))
-      set = { needles, window: windowOf(needles) }
+      set = new NeedleSet(c.sorted.filter(([secret]) => text || c.wire.has(secret))
+        .map(([secret, replacement]) => ({ bytes: encoded(secret, encoding), with: encoded(replacement, encoding) })))
       c.sets.set(key, set)
     }
-    return new BodyScrubber(set.needles, set.window)
+    return new BodyScrubber(set)
   }
 }
 
@@ -249,9 +248,6 @@ function encoded (s: string, encoding: BodyEncoding): Buffer {
   return encoding === 'utf-16le' ? le : le.swap16()
 }
 
-function windowOf (needles: readonly ByteNeedle[]): number {
-  return Math.max(0, ...needles.map((n) => n.bytes.length - 1))
-}
 
 /** Holds a body's first two bytes until its byte order mark (or its absence) picks the scrubber for the rest. */
 class ByteOrderMarked implements BodyScan {
@@ -302,12 +298,12 @@ interface Compiled {
   /** The secrets that are exactly what sidekey put on the wire. */
   readonly wire: ReadonlySet<string>
   /** The needles' UTF-8 bytes for text bodies, longest first. */
-  readonly bytes: readonly ByteNeedle[]
+  readonly bytes: NeedleSet
   /** Shortest needle in UTF-16 units: a header string shorter than this cannot hold one. */
   readonly shortest: number
   readonly window: number
   /** Byte needles of other bodies (not text, or UTF-16), built on first use. */
-  readonly sets: Map<string, { readonly needles: readonly ByteNeedle[], readonly window: number }>
+  readonly sets: Map<string, NeedleSet>
 }
 
 function compile (needles: readonly Needle[]): Compiled {
@@ -319,7 +315,7 @@ function compile (needles: readonly Needle[]): Compiled {
     if (n.wire === true) wire.add(n.secret)
   }
   const sorted = [...unique].sort((a, b) => b[0].length - a[0].length)
-  const bytes = sorted.map(([secret, replacement]) => ({ bytes: Buffer.from(secret), with: Buffer.from(replacement) }))
+  const bytes = new NeedleSet(sorted.map(([secret, replacement]) => ({ bytes: Buffer.from(secret), with: Buffer.from(replacement) })))
   return {
     text: alternation(sorted.map(([secret]) => secret)),
     replacement: unique,
@@ -327,7 +323,7 @@ function compile (needles: readonly Needle[]): Compiled {
     wire,
     bytes,
     shortest: sorted.length === 0 ? Infinity : sorted.at(-1)![0].length,
-    window: windowOf(bytes),
+    window: bytes.window,
     sets: new Map(),
   }
 }
@@ -338,28 +334,83 @@ function alternation (literals: readonly string[]): RegExp {
   return new RegExp(literals.map((l) => l.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&')).join('|'), 'g')
 }
 
+/** Byte needles of one body kind, longest first, with what a body scrubber needs to know how much to hold back. */
+class NeedleSet {
+  readonly needles: readonly ByteNeedle[]
+  /** The longest needle less one byte: the most a body scrubber ever holds back. */
+  readonly window: number
+  /** The needles starting with each byte value (most bytes start none). */
+  readonly #byFirst: ReadonlyArray<readonly ByteNeedle[] | undefined>
+  /** 1 for each byte value some needle holds. */
+  readonly #inNeedles = new Uint8Array(256)
+  /** 1 at (first byte << 8 | second byte) of each needle; undefined when a needle is a single byte. */
+  readonly #pairs: Uint8Array | undefined
+
+  constructor (needles: readonly ByteNeedle[]) {
+    this.needles = needles
+    this.window = Math.max(0, ...needles.map((n) => n.bytes.length - 1))
+    const byFirst: Array<ByteNeedle[] | undefined> = new Array<ByteNeedle[] | undefined>(256).fill(undefined)
+    for (const n of needles) if (n.bytes.length > 0) (byFirst[n.bytes[0]!] ??= []).push(n)
+    this.#byFirst = byFirst
+    for (const n of needles) for (const byte of n.bytes) this.#inNeedles[byte] = 1
+    if (needles.every((n) => n.bytes.length >= 2)) {
+      this.#pairs = new Uint8Array(65536)
+      for (const n of needles) this.#pairs[(n.bytes[0]! << 8) | n.bytes[1]!] = 1
+    }
+  }
+
+  /**
+   * Whether a needle could start in `buf` before `limit`. A small chunk (an SSE event, a WebSocket message) is looked
+   * over here for the first two bytes of a needle, in one pass: cheaper than a native search per needle. Larger
+   * chunks, and needles of one byte, are left to those searches.
+   */
+  mayStart (buf: Buffer, limit: number): boolean {
+    if (buf.length > SMALL_CHUNK || this.#pairs === undefined) return true
+    const pairs = this.#pairs
+    const end = Math.min(limit, buf.length - 1)
+    for (let p = 0; p < end; p++) if (pairs[(buf[p]! << 8) | buf[p + 1]!] === 1) return true
+    return false
+  }
+
+  /**
+   * Where the longest tail of `buf` that could still grow into a needle starts (buf.length: none can). Only that
+   * tail is held back for the next chunk: a body whose chunks end between needles (an SSE event's blank line, a
+   * JSON document's last brace) is sent whole at once.
+   */
+  tailFrom (buf: Buffer): number {
+    // A last byte no needle holds (an SSE event's newline, a JSON document's brace): nothing can be under way.
+    if (buf.length === 0 || this.#inNeedles[buf[buf.length - 1]!] === 0) return buf.length
+    for (let p = Math.max(0, buf.length - this.window); p < buf.length; p++) {
+      const starting = this.#byFirst[buf[p]!]
+      if (starting === undefined) continue
+      const k = buf.length - p
+      for (const n of starting) if (k < n.bytes.length && startsWith(n.bytes, buf, p)) return p
+    }
+    return buf.length
+  }
+}
+
 /**
- * Scrubs one body as it streams. Each chunk is searched together with the last `window` bytes of the previous
- * one, which are held back until the next chunk (or the end): memory is one chunk plus the window, and a needle
- * split across chunks is still found. A match that starts before the held-back tail is complete by then: the
- * tail is shorter than any needle.
+ * Scrubs one body as it streams. Each chunk is searched together with the tail of the previous one that could
+ * still be the start of a needle (at most the window: the longest needle less one byte), held back until the next
+ * chunk (or the end): memory is one chunk plus the window, a needle split across chunks is still found, and a chunk
+ * that ends where no needle could go on is sent whole. A match that starts before the held-back tail is decided
+ * by then: every needle that could start there is either complete or already ruled out.
  */
 export class BodyScrubber implements BodyScan {
-  readonly #needles: readonly ByteNeedle[]
-  readonly #window: number
+  readonly #set: NeedleSet
   #held: Buffer = EMPTY
   /** A needle was found (and replaced) in this body. */
   echoed = false
 
-  constructor (needles: readonly ByteNeedle[], window: number) {
-    this.#needles = needles
-    this.#window = window
+  constructor (set: NeedleSet) {
+    this.#set = set
   }
 
   /** The scrubbed bytes that can be sent now (possibly empty). */
   push (chunk: Buffer): Buffer {
     const buf = this.#held.length === 0 ? chunk : Buffer.concat([this.#held, chunk])
-    return this.#scan(buf, buf.length - this.#window)
+    return this.#scan(buf, this.#set.tailFrom(buf))
   }
 
   /** What was held back, scrubbed: call once at the end of the body. */
@@ -374,10 +425,10 @@ export class BodyScrubber implements BodyScan {
       this.#held = buf
       return EMPTY
     }
-    const needles = this.#needles
+    const needles = this.#set.needles
     // Where each needle next occurs at or after `pos` (-1: nowhere before `limit`): each is searched once per chunk
-    // unless a replacement skips past its occurrence.
-    const next = needles.map((n) => below(buf.indexOf(n.bytes), limit))
+    // unless a replacement skips past its occurrence. A small chunk none could start in is not searched at all.
+    const next = this.#set.mayStart(buf, limit) ? needles.map((n) => below(buf.indexOf(n.bytes), limit)) : []
     let out: Buffer[] | undefined
     let pos = 0
     for (;;) {
@@ -403,9 +454,17 @@ export class BodyScrubber implements BodyScan {
   }
 }
 
+/** Whether `buf` from `p` to its end is how `needle` starts: compared here, as most differ in a byte or two. */
+function startsWith (needle: Buffer, buf: Buffer, p: number): boolean {
+  for (let i = 0; p + i < buf.length; i++) if (buf[p + i] !== needle[i]) return false
+  return true
+}
+
 /** An occurrence only counts when it starts before `limit`; past it, it is found again in the next chunk. */
 function below (index: number, limit: number): number {
   return index < limit ? index : -1
 }
 
 const EMPTY = Buffer.alloc(0)
+/** A chunk up to this many bytes is looked over for needle starts before any native search. */
+const SMALL_CHUNK = 256

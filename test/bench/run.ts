@@ -16,11 +16,12 @@ import { systemClock } from '../../src/util/clock.js'
 import { hasWrk, undiciLoad, wrkLoad, type LoadResult } from './load.js'
 import { HTTP_HOST, HTTPS_HOST, loopbackLookup, sidekeyYaml, type ProxyStart } from './proxy-server.js'
 import { compileForChildren } from './compile.js'
+import { sniTable } from './sni.js'
 import { AuditChain } from '../../src/audit/trail/chain.js'
 import { publicJwk, signCheckpoint } from '../../src/audit/trail/key.js'
 import { squidBinary, startSquid, type SquidStart } from './squid.js'
 import { processCpuUs, processTreeRss, stopChild } from './proc.js'
-import { scrubTable } from './scrub.js'
+import { scrubPerRequestTable, scrubTable } from './scrub.js'
 
 /**
  * `npm run bench`: sidekey against a bare undici forwarder (the in-run floor) and no proxy at all, on loopback,
@@ -41,6 +42,8 @@ import { scrubTable } from './scrub.js'
  *   --baseline=CLI     also run another build of sidekey (its `cli.js`, e.g. an older checkout's dist/cli.js) as
  *                      'baseline', alternated with the others in the start, main, scale, rate and idle sections:
  *                      before and after in one run
+ *   --sections=sni     (not in the default set) distinct SNI names against the leaf cache: --sni-names=N per phase
+ *                      (default 10,000; 50 with --smoke), each phase stopped after 120 s (sni.ts)
  */
 
 interface Options {
@@ -54,6 +57,7 @@ interface Options {
   idleTunnels: number
   mintCold: number
   mintCached: number
+  sniNames: number
   wrk: boolean
   only: 'http' | 'https' | undefined
   sections: Set<string>
@@ -86,6 +90,7 @@ function options (argv: string[]): Options {
     idleTunnels: smoke ? 10 : 1000,
     mintCold: smoke ? 3 : 20,
     mintCached: smoke ? 100 : 10_000,
+    sniNames: Number(value('sni-names') ?? (smoke ? 50 : 10_000)),
     wrk: !smoke && !flag('no-wrk') && hasWrk(),
     only: only === 'http' || only === 'https' ? only : undefined,
     // The smoke run leaves out percall: two more sidekey children would not prove anything the main cells do not.
@@ -813,8 +818,12 @@ async function main (): Promise<void> {
     if (o.sections.has('idle')) await idleTable(env, out)
     if (o.sections.has('heap')) await heapTable(env, out)
     if (o.sections.has('mint')) await mintTable(env, out)
+    if (o.sections.has('sni')) await sniTable({ dir: join(dir, 'sni'), cli: DIST_CLI, count: o.sniNames, timeLimitMs: 120_000, pinCpu: o.pin ? PROXY_CPU : undefined }, out)
     if (o.sections.has('percall')) await perCallTable(env, out)
-    if (o.sections.has('scrub')) scrubTable(out, o.durationMs / 5000)
+    if (o.sections.has('scrub')) {
+      scrubTable(out, o.durationMs / 5000)
+      await scrubPerRequestTable(out, o.durationMs / 5000)
+    }
     await baseline?.stop()
     await squid?.stop()
     await bare.stop()

@@ -174,3 +174,16 @@ t.test('a body that is not text is searched for what sidekey put on the wire onl
     'the raw key and the exact basic value are replaced; a spelling only text would hold is left')
   t.same(out.subarray(0, 6), binary.subarray(0, 6), 'the binary bytes around them are untouched')
 })
+
+t.test('a body scrubber holds back only a tail that could still become a needle: SSE events are sent as they come', async (t) => {
+  const key = 'sk-proj-0123456789abcdefXYZ'
+  const body = new Scrubber(tokenNeedles(key, 'sidekey')).body()
+  const event = Buffer.from('data: {"delta":"sk"}\n\n')
+  t.equal(body.push(event).toString(), event.toString(), 'an event ending in a blank line goes out whole')
+  t.equal(body.push(Buffer.from('data: sk-pro')).toString(), 'data: ', 'the start of the key is held')
+  t.equal(body.push(Buffer.from('j-0123456789abcdefXYZ"\n\n')).toString(), 'sidekey"\n\n', 'and replaced once whole')
+  t.equal(body.push(Buffer.from('data: s')).toString(), 'data: ')
+  t.equal(body.push(Buffer.from('ome text')).toString(), 'some text', 'a held tail that did not become the key is released')
+  t.equal(body.end().length, 0)
+  t.ok(body.echoed)
+})
