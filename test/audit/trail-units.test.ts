@@ -65,7 +65,7 @@ t.test('checkpoints by count and by time; the listener hook; the last one kept o
   t.match(kept, { run_id: last.run_id, seq: (last.seq as number) - 1, final: true })
   t.same(tr.jwks.keys, [mem.records()[0]!.key])
   const r = await verifyTrail(mem.lines())
-  t.ok(r.intact, formatVerifyResult(r))
+  t.ok(r.consistent, formatVerifyResult(r))
 })
 
 t.test('GET /audit-key: the JWKS, or 404 when the log is not chained', async (t) => {
@@ -141,7 +141,7 @@ t.test('verifier corners: unknown format, no audit.started, copied checkpoint, a
   const r2 = (await trail(12, { dir: d })).lines
   const r3 = (await trail(12, { dir: d })).lines
   const all = await verifyTrail([...r1, ...r2, ...r3])
-  t.ok(all.intact, formatVerifyResult(all))
+  t.ok(all.consistent, formatVerifyResult(all))
   t.equal(all.run_details[2]!.previous?.run_id, JSON.parse(r2[0]!).run_id)
   // The middle run gone: the third names it.
   const gap = await verifyTrail([...r1, ...r3])
@@ -205,7 +205,7 @@ t.test('lines split across chunks, over-long lines, gzip on stdin, a missing fil
   // Strings and bytes alike; a CR before the newline is not part of the line.
   const v = new TrailVerifier()
   for (const l of lines) v.line(Buffer.from(l + '\r'))
-  t.ok(v.finish().intact)
+  t.ok(v.finish().consistent)
   t.match(readFileSync(new URL(import.meta.url), 'utf8'), /over-long/)
 })
 
