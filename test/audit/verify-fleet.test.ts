@@ -62,13 +62,15 @@ fleet:
   const config = join(sk.caDir, 'auditor.yaml')
   writeFileSync(config, yaml.replaceAll('{{CA_DIR}}', sk.caDir))
 
-  const verify = async (trail: readonly string[], ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
+  /** `sidekey audit verify ARGS -` in process, the trail on stdin. */
+  const verifyArgs = async (args: readonly string[], trail: readonly string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
     let stdout = ''
     let stderr = ''
     const sink = (f: (s: string) => void): NodeJS.WritableStream => new Writable({ write (c, _e, cb) { f(String(c)); cb() } })
-    const code = await verifyCommand(['--fleet', config, ...args, '-'], { stdin: Readable.from([Buffer.from(trail.join('\n') + '\n')]), stdout: sink((s) => { stdout += s }), stderr: sink((s) => { stderr += s }) })
+    const code = await verifyCommand([...args, '-'], { stdin: Readable.from([Buffer.from(trail.join('\n') + '\n')]), stdout: sink((s) => { stdout += s }), stderr: sink((s) => { stderr += s }) })
     return { code, stdout, stderr }
   }
+  const verify = (trail: readonly string[], ...args: string[]): ReturnType<typeof verifyArgs> => verifyArgs(['--fleet', config, ...args], trail)
 
   t.test('the untouched trail is intact: its key signed the published checkpoint, its chain reaches it', async (t) => {
     const r = await verify(lines, '--json')
@@ -123,10 +125,9 @@ fleet:
     const down = join(sk.caDir, 'down.yaml')
     writeFileSync(down, yaml.replaceAll('{{CA_DIR}}', sk.caDir).replace(broker.url, `nats://127.0.0.1:${await freePort()}`))
     for (const [file, why] of [[noFleet, /has no fleet: section/], [down, /cannot reach the fleet broker/]] as const) {
-      let stderr = ''
-      const code = await verifyCommand(['--fleet', file, '-'], { stdin: Readable.from([Buffer.from(lines.join('\n'))]), stdout: new Writable({ write (_c, _e, cb) { cb() } }), stderr: new Writable({ write (c, _e, cb) { stderr += String(c); cb() } }) })
-      t.equal(code, 2)
-      t.match(stderr, why)
+      const r = await verifyArgs(['--fleet', file], lines)
+      t.equal(r.code, 2)
+      t.match(r.stderr, why)
     }
   })
 })
