@@ -4,7 +4,8 @@ import { isAbsolute } from 'node:path'
 import t from 'tap'
 import { loadConfigFile } from '../../src/config/load.js'
 import type { Config, IssuerConfig, ToolConfig } from '../../src/config/schema.js'
-import { repoPath } from './helpers.js'
+import { cli } from '../helpers/cli.js'
+import { readRepoFile, repoPath } from './helpers.js'
 
 const DIR = 'config/examples'
 const ENV = { SIDEKEY_INSTANCE_ID: 'agent-0' }
@@ -18,7 +19,8 @@ const toolFor = (cfg: Readonly<Config>, host: string): ToolConfig => {
 
 t.test('every example is a valid config, ready for a read-only container', async (t) => {
   const names = readdirSync(repoPath(DIR)).filter((f) => f.endsWith('.yaml')).sort()
-  t.same(names, ['anthropic.yaml', 'container.yaml', 'github.yaml', 'internal-local-jwt.yaml', 'openai-static-key.yaml', 'token-exchange.yaml'])
+  t.same(names, ['anthropic.yaml', 'azure-openai.yaml', 'bedrock.yaml', 'container.yaml', 'gemini.yaml', 'github.yaml', 'gitlab.yaml',
+    'internal-local-jwt.yaml', 'openai-static-key.yaml', 's3.yaml', 'slack.yaml', 'token-exchange.yaml'])
   for (const name of names) {
     const cfg = await load(name)
     t.equal(cfg.instance_id, 'agent-0', `${name}: instance_id from SIDEKEY_INSTANCE_ID`)
@@ -35,6 +37,42 @@ t.test('every example passes with neither SIDEKEY_INSTANCE_ID nor HOSTNAME set (
   for (const name of names) {
     const cfg = await loadConfigFile(repoPath(`${DIR}/${name}`), {})
     t.equal(cfg.instance_id, 'sidekey', `${name}: a default instance_id`)
+  }
+})
+
+// Away from the pod the files an example names (mounted secrets, the CA volume) are not there: --no-files.
+t.test('every example passes `sidekey check --no-files`, with no warning', async (t) => {
+  const names = readdirSync(repoPath(DIR)).filter((f) => f.endsWith('.yaml'))
+  const results = await Promise.all(names.map((name) => cli(['check', '--no-files', '--config', `${DIR}/${name}`])))
+  names.forEach((name, i) => {
+    const { code, stdout, stderr } = results[i]!
+    t.equal(code, 0, `${name}: ${stdout}${stderr}`)
+    t.equal(stderr, '', `${name}: no warning (an open wildcard would be one)`)
+  })
+})
+
+// A new user copies the environment from the header: it must name the placeholder the tool expects.
+t.test('each service example says what the agent sets: its placeholder, in an environment variable', async (t) => {
+  for (const name of ['s3.yaml', 'bedrock.yaml', 'gemini.yaml', 'azure-openai.yaml', 'gitlab.yaml', 'slack.yaml']) {
+    const header = readRepoFile(`${DIR}/${name}`).split('\n').filter((l) => l.startsWith('#')).join('\n')
+    for (const tool of Object.values((await load(name)).tools)) {
+      if (tool.placeholder === undefined) continue
+      t.match(header, new RegExp(`[A-Z_]+=${tool.placeholder}\\b`), `${name}: ${tool.match.host} placeholder ${tool.placeholder}`)
+    }
+    t.match(header, /sidekey (?:strips|injects)/, `${name}: says what sidekey injects`)
+  }
+})
+
+t.test('AWS: S3 and Bedrock re-sign with SigV4 under their signing names, on exact hosts, placeholder required', async (t) => {
+  for (const [name, service, host] of [['s3.yaml', 's3', /\.s3\.us-east-1\.amazonaws\.com$/], ['bedrock.yaml', 'bedrock', /^bedrock-runtime\./]] as const) {
+    const cfg = await load(name)
+    for (const tool of Object.values(cfg.tools)) {
+      t.equal(tool.inject.aws_sigv4?.service, service, `${name}: service ${service}`)
+      t.match(tool.match.host, host)
+      t.notOk(tool.match.host.startsWith('*'), `${name}: no wildcard over other customers' hosts`)
+      t.equal(tool.require_placeholder, true)
+      t.equal(issuerOf(cfg, tool).type, 'file', `${name}: a credential_process JSON file`)
+    }
   }
 })
 
