@@ -4,7 +4,13 @@ import { startUpstream } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
 
 /** Issue 4 through the running proxy: detectors fire on real traffic and stay quiet on normal traffic. */
-const up = await startUpstream()
+// A tool that answers like an API, without quoting the credential back (an echo is an anomaly of its own).
+const up = await startUpstream({
+  handler: (_req, res, seen) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ method: seen.method, url: seen.url }))
+  },
+})
 t.teardown(() => up.close())
 const sk = await startSidekey(t, `
 instance_id: anomaly-1
