@@ -1,4 +1,5 @@
 import { Readable, type Duplex } from 'node:stream'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { fieldValue } from './headers.js'
 import type { BodySink, BodySource } from './upstream.js'
@@ -27,9 +28,8 @@ export class UpstreamExchange implements BodySource {
   #reject!: (err: Error) => void
   readonly #body: unknown
   readonly #onUpgrade: ((statusCode: number, headers: string[], socket: Duplex) => void) | undefined
-  #abort: ((reason: Error) => void) | undefined
   #cancelled: Error | undefined
-  #resume: (() => void) | undefined
+  #controller: Dispatcher.DispatchController | undefined
   #held: Buffer[] | undefined
   #heldBytes = 0
   #sink: BodySink | undefined
@@ -46,7 +46,7 @@ export class UpstreamExchange implements BodySource {
   /** Dispatches `opts` through `dispatcher` and resolves with the answer's head. */
   static start (dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions): UpstreamExchange {
     const exchange = new UpstreamExchange(opts.body)
-    dispatcher.dispatch(opts, exchange as unknown as Dispatcher.DispatchHandler)
+    dispatcher.dispatch(opts, exchange)
     return exchange
   }
 
@@ -74,8 +74,8 @@ export class UpstreamExchange implements BodySource {
   cancel (reason?: Error): void {
     if (this.#ended || this.#error !== undefined) return
     reason ??= new DOMException('This operation was aborted', 'AbortError')
-    if (this.#abort === undefined) this.#cancelled ??= reason
-    else this.#abort(reason)
+    if (this.#controller === undefined) this.#cancelled ??= reason
+    else this.#controller.abort(reason)
   }
 
   /** Discards the body: read to its end up to 128 KiB, else the connection is cut. Resolves when done either way. */
@@ -126,39 +126,41 @@ export class UpstreamExchange implements BodySource {
   }
 
   resume (): void {
-    this.#resume?.()
+    this.#controller?.resume()
   }
 
-  // undici's dispatch handler (the callback form its core speaks natively: raw headers, no per-call wrapper).
+  // undici's dispatch handler: its current controller API. The controller carries the raw header list, so the
+  // names and values reach writeHead as the upstream sent them (lowercased), without a round trip through an object.
 
-  onConnect (abort: (reason: Error) => void): void {
-    if (this.#cancelled !== undefined) abort(this.#cancelled)
-    else this.#abort = abort
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    if (this.#cancelled !== undefined) controller.abort(this.#cancelled)
+    else this.#controller = controller
   }
 
-  onHeaders (statusCode: number, raw: Array<Buffer | string | Array<Buffer | string>>, resume: () => void): boolean {
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     // 1xx interim answers are not relayed (as request() ignores them); the final answer follows.
-    if (statusCode < 200) return true
+    if (statusCode < 200) return
     this.statusCode = statusCode
-    this.headers = flatHeaders(raw)
-    this.#resume = resume
+    this.headers = flatHeaders(controller.rawHeaders, headers)
     this.#resolve(this)
-    return true
   }
 
-  onData (chunk: Buffer): boolean {
-    if (this.#sink !== undefined) return this.#sink.data(chunk)
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#sink !== undefined) {
+      if (!this.#sink.data(chunk)) controller.pause()
+      return
+    }
     ;(this.#held ??= []).push(chunk)
     this.#heldBytes += chunk.length
-    return this.#heldBytes < HOLD_BYTES
+    if (this.#heldBytes >= HOLD_BYTES) controller.pause()
   }
 
-  onComplete (): void {
+  onResponseEnd (): void {
     this.#ended = true
     this.#sink?.end()
   }
 
-  onError (err: Error): void {
+  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#ended || this.#error !== undefined) return
     this.#error = err
     const body = this.#body as { destroy?: (err: Error) => void, on?: unknown } | undefined
@@ -167,20 +169,30 @@ export class UpstreamExchange implements BodySource {
     else this.#sink?.error(err)
   }
 
-  onUpgrade (statusCode: number, raw: Array<Buffer | string | Array<Buffer | string>>, socket: Duplex): void {
+  onRequestUpgrade (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
     this.#ended = true
-    this.#onUpgrade?.(statusCode, flatHeaders(raw), socket)
+    this.#onUpgrade?.(statusCode, flatHeaders(controller.rawHeaders, headers), socket)
   }
 }
 
-/** undici's raw header list (Buffers from h1, Buffers or arrays of them from h2) as lowercase names and latin1 values. */
-function flatHeaders (raw: Array<Buffer | string | Array<Buffer | string>>): string[] {
+type RawHeaders = Dispatcher.DispatchController['rawHeaders']
+
+/**
+ * The answer's header list as lowercase names and latin1 values: from undici's raw list (Buffers from h1, Buffers or
+ * arrays of them from h2), or from the parsed object where a dispatcher gave no raw list.
+ */
+function flatHeaders (raw: RawHeaders, parsed: IncomingHttpHeaders): string[] {
   const out: string[] = []
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString().toLowerCase()
-    const value = raw[i + 1]!
-    if (Array.isArray(value)) for (const v of value) out.push(name, typeof v === 'string' ? v : v.toString('latin1'))
-    else out.push(name, typeof value === 'string' ? value : value.toString('latin1'))
+  const push = (name: string, value: string | Buffer | ReadonlyArray<string | Buffer> | undefined): void => {
+    if (value === undefined) return
+    if (Array.isArray(value)) for (const v of value as ReadonlyArray<string | Buffer>) push(name, v)
+    else out.push(name, typeof value === 'string' ? value : (value as Buffer).toString('latin1'))
+  }
+  if (Array.isArray(raw)) {
+    const list = raw as ReadonlyArray<string | Buffer | ReadonlyArray<string | Buffer>>
+    for (let i = 0; i < list.length; i += 2) push(list[i]!.toString().toLowerCase(), list[i + 1])
+  } else {
+    for (const [name, value] of Object.entries(parsed)) push(name.toLowerCase(), value)
   }
   return out
 }

@@ -109,7 +109,7 @@ export class UpgradeResponse extends ServerResponse {
       exchange.head.then((answer) => req.scrub.relay(this, req.method, answer)).then(() => resolve(exchange.statusCode), reject)
       const headers = withoutExtensions(req.headers)
       const opts = { origin: req.origin, path: req.path, method: req.method, headers, upgrade: this.#protocol }
-      upstream.dispatch(opts, exchange as unknown as Dispatcher.DispatchHandler)
+      upstream.dispatch(opts, exchange)
     })
   }
 
