@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises'
 import type * as z from 'zod'
-import { config, defaultScrubBody, defaultStrip } from './schema.js'
-import type { Config, ToolConfig } from './schema.js'
+import { config, defaultScrubBody, defaultStrip, operatorConfig } from './schema.js'
+import type { Config, OperatorConfig, ToolConfig } from './schema.js'
 import { ConfigError } from './config-error.js'
 import type { ConfigProblem } from './config-error.js'
 import { crossCheck, normalizeHostName } from './cross-check.js'
@@ -34,6 +34,34 @@ export interface ParseOptions {
  *   const cfg = await loadConfigFile('config/sidekey.yaml')   // throws ConfigError
  */
 export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}): Promise<Readonly<Config>> {
+  return parseConfig(await readConfigText(file), file, env, opts)
+}
+
+/**
+ * The config of an operator's `sidekey fleet` verbs: a file with `fleet:` alone, or a sidecar's whole config, of
+ * which only `fleet:` is read and checked (a missing variable or a mistake elsewhere does not stop a lock).
+ *
+ * @example
+ *   const { fleet } = await loadOperatorConfigFile('operator.yaml')   // throws ConfigError
+ */
+export async function loadOperatorConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): Promise<Readonly<OperatorConfig>> {
+  const text = await readConfigText(file)
+  const tree = readYaml(text, env)
+  const inFleet = (p: RawProblem): boolean => p.path.length === 0 || p.path[0] === 'fleet'
+  const { found, add, show } = collector(tree)
+  let result: OperatorConfig | undefined
+  if (tree.data !== undefined) {
+    const parsed = operatorConfig.safeParse(tree.data, { jitless: true })
+    if (parsed.success) result = parsed.data
+    else for (const issue of parsed.error.issues) zodProblem(issue, tree, add, show)
+  }
+  const problems = [...(tree.data === undefined ? tree.problems : tree.problems.filter(inFleet)), ...found]
+  if (problems.length > 0 || result === undefined) throw new ConfigError(file, finish(file, problems, tree.secrets))
+  return deepFreeze(result)
+}
+
+/** The file's text, refused past MAX_BYTES or when unreadable (as one problem at its start). */
+async function readConfigText (file: string): Promise<string> {
   let text: string
   try {
     const handle = await open(file, 'r')
@@ -48,7 +76,7 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
     if (err instanceof ConfigError) throw err
     throw new ConfigError(file, [atStart(file, `cannot read the config file (${describeFsError(err)})`)])
   }
-  return parseConfig(text, file, env, opts)
+  return text
 }
 
 /**
@@ -59,14 +87,7 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
 export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}): Readonly<Config> {
   if (text.length > MAX_BYTES) throw new ConfigError(file, [atStart(file, `the file is larger than ${MAX_BYTES} bytes`)])
   const tree = readYaml(text, env)
-  const found: RawProblem[] = []
-  // A value the YAML stage already faulted (e.g. a missing variable) would only draw a second, confusing complaint.
-  const faulted = new Set(tree.problems.map((p) => pathKey(p.path)))
-  const add = (path: KeyPath, message: string, where: 'key' | 'value' = 'value'): void => {
-    if (!faulted.has(pathKey(path))) found.push({ path, pos: positionOf(tree, path, where), message })
-  }
-  const show = (path: KeyPath, value: string): string =>
-    tree.nodes.get(pathKey(path))?.hidden === true ? HIDDEN : JSON.stringify(value)
+  const { found, add, show } = collector(tree)
 
   let result: Config | undefined
   if (tree.data !== undefined) {
@@ -85,6 +106,23 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
 }
 
 type Issue = z.core.$ZodIssue
+
+/** Where schema problems are gathered, each at its YAML position; `show` quotes a value unless it is hidden. */
+function collector (tree: SourceTree): {
+  found: RawProblem[]
+  add: (path: KeyPath, message: string, where?: 'key' | 'value') => void
+  show: (path: KeyPath, value: string) => string
+} {
+  const found: RawProblem[] = []
+  // A value the YAML stage already faulted (e.g. a missing variable) would only draw a second, confusing complaint.
+  const faulted = new Set(tree.problems.map((p) => pathKey(p.path)))
+  const add = (path: KeyPath, message: string, where: 'key' | 'value' = 'value'): void => {
+    if (!faulted.has(pathKey(path))) found.push({ path, pos: positionOf(tree, path, where), message })
+  }
+  const show = (path: KeyPath, value: string): string =>
+    tree.nodes.get(pathKey(path))?.hidden === true ? HIDDEN : JSON.stringify(value)
+  return { found, add, show }
+}
 
 function zodProblem (issue: Issue, tree: SourceTree, add: (path: KeyPath, message: string, where?: 'key' | 'value') => void,
   show: (path: KeyPath, value: string) => string): void {

@@ -272,6 +272,16 @@ export const config = z.strictObject({
   tools: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'tool names use letters, digits, _ . -'), tool),
 })
 
+
+/**
+ * What the operator's `sidekey fleet` verbs read: `fleet:` only. A sidecar's own config works too; its other
+ * sections are accepted unread (a broken tool must not stop an emergency lock), an unknown top-level key is refused.
+ */
+export const operatorConfig = z.strictObject({
+  fleet,
+  ...Object.fromEntries(Object.keys(config.shape).filter((k) => k !== 'fleet').map((k) => [k, z.unknown().optional()])),
+})
+
 export type Config = z.output<typeof config>
 export type ToolConfig = z.output<typeof tool>
 export type IssuerConfig = z.output<typeof issuer>
@@ -283,6 +293,7 @@ export type TokenExchangeIssuerConfig = z.output<typeof tokenExchangeIssuer>
 export type FileIssuerConfig = z.output<typeof fileIssuer>
 export type ExecIssuerConfig = z.output<typeof execIssuer>
 export type FleetConfig = z.output<typeof fleet>
+export type OperatorConfig = z.output<typeof operatorConfig>
 
 /**
  * The `strip` default: the placeholder the agent sends sits where the real credential will go (a query parameter
