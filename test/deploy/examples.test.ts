@@ -19,8 +19,8 @@ const toolFor = (cfg: Readonly<Config>, host: string): ToolConfig => {
 
 t.test('every example is a valid config, ready for a read-only container', async (t) => {
   const names = readdirSync(repoPath(DIR)).filter((f) => f.endsWith('.yaml')).sort()
-  t.same(names, ['anthropic.yaml', 'azure-openai.yaml', 'bedrock.yaml', 'container.yaml', 'gemini.yaml', 'github.yaml', 'gitlab.yaml',
-    'internal-local-jwt.yaml', 'openai-static-key.yaml', 's3.yaml', 'slack.yaml', 'token-exchange.yaml'])
+  t.same(names, ['anthropic.yaml', 'azure-openai.yaml', 'bedrock.yaml', 'container.yaml', 'gemini.yaml', 'github.yaml',
+    'gitlab.yaml', 'internal-local-jwt.yaml', 'openai-static-key.yaml', 's3.yaml', 'slack.yaml', 'token-exchange.yaml'])
   for (const name of names) {
     const cfg = await load(name)
     t.equal(cfg.instance_id, 'agent-0', `${name}: instance_id from SIDEKEY_INSTANCE_ID`)
@@ -57,14 +57,20 @@ t.test('each service example says what the agent sets: its placeholder, in an en
     const header = readRepoFile(`${DIR}/${name}`).split('\n').filter((l) => l.startsWith('#')).join('\n')
     for (const tool of Object.values((await load(name)).tools)) {
       if (tool.placeholder === undefined) continue
-      t.match(header, new RegExp(`[A-Z_]+=${tool.placeholder}\\b`), `${name}: ${tool.match.host} placeholder ${tool.placeholder}`)
+      const what = `${name}: ${tool.match.host} placeholder ${tool.placeholder}`
+      t.match(header, new RegExp(`[A-Z_]+=${tool.placeholder}\\b`), what)
     }
     t.match(header, /sidekey (?:strips|injects)/, `${name}: says what sidekey injects`)
   }
 })
 
-t.test('AWS: S3 and Bedrock re-sign with SigV4 under their signing names, on exact hosts, placeholder required', async (t) => {
-  for (const [name, service, host] of [['s3.yaml', 's3', /\.s3\.us-east-1\.amazonaws\.com$/], ['bedrock.yaml', 'bedrock', /^bedrock-runtime\./]] as const) {
+const SIGV4 = [
+  ['s3.yaml', 's3', /\.s3\.us-east-1\.amazonaws\.com$/],
+  ['bedrock.yaml', 'bedrock', /^bedrock-runtime\./],
+] as const
+
+t.test('AWS: S3 and Bedrock re-sign with SigV4 under their signing names, on exact hosts', async (t) => {
+  for (const [name, service, host] of SIGV4) {
     const cfg = await load(name)
     for (const tool of Object.values(cfg.tools)) {
       t.equal(tool.inject.aws_sigv4?.service, service, `${name}: service ${service}`)
