@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { Writable } from 'node:stream'
+import type { Dispatcher } from 'undici'
 import { UpstreamExchange } from '../../src/proxy/exchange.js'
 import { downstreamHeaders } from '../../src/proxy/headers.js'
 import { relay } from '../../src/proxy/upstream.js'
@@ -117,7 +118,8 @@ type Mode = 'scrub' | 'watch' | 'headers'
 /** One answer through the response path handler.ts runs; resolves when the agent's side has finished. */
 async function answerOnce (scrubber: Scrubber, mode: Mode, answer: Answer): Promise<void> {
   const exchange = new UpstreamExchange()
-  exchange.onHeaders(200, answer.headers, () => {})
+  exchange.onRequestStart(IDLE_CONTROLLER)
+  exchange.onResponseStart({ ...IDLE_CONTROLLER, rawHeaders: answer.headers } as unknown as Dispatcher.DispatchController, 200, {})
   const agent = new AgentSide()
   let relayed: Promise<number>
   if (mode === 'headers') {
@@ -125,10 +127,13 @@ async function answerOnce (scrubber: Scrubber, mode: Mode, answer: Answer): Prom
     agent.writeHead(200, scrub.headers(downstreamHeaders(exchange.headers)))
     relayed = relay(exchange, agent)
   } else relayed = new ResponseScrub(scrubber, mode === 'scrub').relay(agent as unknown as ServerResponse, 'GET', exchange)
-  for (const chunk of answer.chunks) exchange.onData(chunk)
-  exchange.onComplete()
+  for (const chunk of answer.chunks) exchange.onResponseData(IDLE_CONTROLLER, chunk)
+  exchange.onResponseEnd()
   await relayed
 }
+
+/** undici's controller as the exchange sees it; the whole answer is fed at once, so pausing has nothing to stop. */
+const IDLE_CONTROLLER = { rawHeaders: [], pause: () => {}, resume: () => {}, abort: () => {} } as unknown as Dispatcher.DispatchController
 
 /** The agent's response as relay() writes it (writeHead, write, end), counting the bytes. */
 class AgentSide extends Writable {
