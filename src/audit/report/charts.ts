@@ -17,26 +17,52 @@ function figure (id: string, title: string, svg: string, note = ''): string {
   return `<figure class="chart" data-chart="${html(id)}"><figcaption>${html(title)}</figcaption>${svg}${note === '' ? '' : `<p class="note">${html(note)}</p>`}</figure>\n`
 }
 
+/** Scales down to the page's width (CSS `svg{max-width:100%;height:auto}`); labelled for screen readers and tooltips. */
 function svgOpen (height: number, label: string): string {
-  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${height}" width="${W}" height="${height}" role="img" aria-label="${html(label)}">`
+  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${height}" width="${W}" height="${height}" role="img" aria-label="${html(label)}">` +
+    `<title>${html(label)}</title>`
+}
+
+/** A chart with nothing to draw says so, without axes (an empty time axis would start at 1970-01-01). */
+function noData (id: string, title: string): string {
+  return figure(id, title, svgOpen(24, `${title}: no data`) + '<text x="10" y="16">no data</text></svg>')
+}
+
+/** `s` cut to `max` characters, with an ellipsis when cut. */
+export const cut = (s: string, max: number): string => s.length > max ? s.slice(0, max - 1) + '…' : s
+
+/** Room for a label column of `chars` characters at `px` pixels a character (11 px sans-serif: about 6.5). */
+const labelWidth = (labels: readonly string[], px: number, min: number, max: number): number =>
+  Math.min(max, Math.max(min, Math.ceil(Math.max(0, ...labels.map((l) => l.length)) * px) + 12))
+
+/** A timestamp to the second, UTC, for tables. */
+export const clock = (ms: number): string => Number.isFinite(ms) ? new Date(ms).toISOString().slice(0, 19).replace('T', ' ') : '-'
+
+/** A table whose cells are HTML already escaped by the caller; it wraps on a narrow page instead of overflowing. */
+export function dataTable (id: string, head: readonly string[], rows: ReadonlyArray<readonly string[]>, note = ''): string {
+  return `<table data-table="${html(id)}"><tr>${head.map((h) => `<th>${html(h)}</th>`).join('')}</tr>` +
+    rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('') + '</table>' +
+    (note === '' ? '' : `<p class="note">${html(note)}</p>`)
 }
 
 const fmt = (n: number): string => n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e4 ? `${Math.round(n / 1e3)}k` : String(n)
 
 /** Horizontal bars, one per item, largest first as given. */
 export function barChart (id: string, title: string, items: ReadonlyArray<{ label: string, value: number, color?: string }>): string {
+  if (items.length === 0) return noData(id, title)
   const row = 20
-  const left = 200
-  const h = Math.max(1, items.length) * row + 10
+  const labels = items.map((it) => cut(it.label, 48))
+  const left = labelWidth(labels, 6.5, 60, 330)
+  const h = items.length * row + 10
   const max = Math.max(1, ...items.map((i) => i.value))
   const bars = items.map((it, i) => {
-    const w = Math.max(1, Math.round((W - left - 70) * it.value / max))
+    const w = Math.max(1, Math.round((W - left - 50) * it.value / max))
     const y = 5 + i * row
-    return `<text x="${left - 6}" y="${y + 14}" text-anchor="end">${html(it.label.slice(0, 40))}</text>` +
+    return `<text x="${left - 6}" y="${y + 14}" text-anchor="end">${html(labels[i]!)}</text>` +
       `<rect x="${left}" y="${y + 2}" width="${w}" height="${row - 6}" fill="${it.color ?? color(i)}"><title>${html(it.label)}: ${it.value}</title></rect>` +
       `<text x="${left + w + 4}" y="${y + 14}">${fmt(it.value)}</text>`
   }).join('')
-  return figure(id, title, svgOpen(h, title) + (items.length === 0 ? '<text x="10" y="14">no data</text>' : bars) + '</svg>')
+  return figure(id, title, svgOpen(h, title) + bars + '</svg>')
 }
 
 /** Vertical bars over labelled bins (a distribution), with optional markers (p50, p90) at bin positions. */
@@ -58,32 +84,37 @@ export function histogram (id: string, title: string, bins: ReadonlyArray<{ labe
 
 export interface Series { name: string, values: readonly number[] }
 
-/** Lines over time bins (`start` ms, `width` ms per bin); a legend names each series. */
+/**
+ * Lines over time bins (`start` ms, `width` ms per bin), or with `dots` one row of dots per series (each row named
+ * at its left, each dot's tooltip naming series, time and count); a legend names each series' colour.
+ */
 export function timeSeries (id: string, title: string, start: number, width: number, series: readonly Series[], kind: 'line' | 'dots' = 'line'): string {
-  const bottom = 170
-  const left = 50
+  if (series.length === 0) return noData(id, title)
+  const dots = kind === 'dots'
+  const names = series.map((s) => cut(s.name, 28))
+  const left = dots ? labelWidth(names, 6, 50, 200) : 50
+  const bottom = dots ? 20 + series.length * 18 : 170
   const n = Math.max(1, ...series.map((s) => s.values.length))
   const max = Math.max(1, ...series.flatMap((s) => s.values))
   const x = (i: number): number => left + (W - left - 10) * (n === 1 ? 0.5 : i / (n - 1))
   const y = (v: number): number => bottom - (bottom - 20) * v / max
   const marks = series.map((s, si) => {
-    if (kind === 'dots') {
-      const row = 30 + si * 18
-      return s.values.map((v, i) => v === 0 ? '' : `<circle cx="${x(i).toFixed(1)}" cy="${row}" r="${Math.min(7, 2 + Math.log2(1 + v)).toFixed(1)}" fill="${color(si)}"><title>${html(s.name)} ${iso(start + i * width)}: ${v}</title></circle>`).join('') +
-        `<text x="${left - 6}" y="${row + 4}" text-anchor="end" class="tick">${html(s.name.slice(0, 8))}</text>`
+    if (!dots) {
+      const pts = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
+      return `<polyline fill="none" stroke="${color(si)}" stroke-width="1.5" points="${pts}"><title>${html(s.name)}</title></polyline>`
     }
-    const pts = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
-    return `<polyline fill="none" stroke="${color(si)}" stroke-width="1.5" points="${pts}"><title>${html(s.name)}</title></polyline>`
+    const row = 20 + si * 18
+    return `<g><title>${html(s.name)}</title><text x="${left - 6}" y="${row + 4}" text-anchor="end" class="tick">${html(names[si]!)}</text></g>` +
+      s.values.map((v, i) => v === 0 ? '' : `<circle cx="${x(i).toFixed(1)}" cy="${row}" r="${Math.min(7, 2 + Math.log2(1 + v)).toFixed(1)}" ` +
+        `fill="${color(si)}"><title>${html(s.name)} at ${iso(start + i * width)}: ${v}</title></circle>`).join('')
   }).join('')
-  const rows = kind === 'dots' ? series.length : 0
-  const height = Math.max(bottom, 30 + rows * 18) + 30
-  const axisY = kind === 'dots' ? height - 30 : bottom
-  const axis = `<line x1="${left}" y1="${axisY}" x2="${W - 10}" y2="${axisY}" stroke="#999"/>` +
-    `<text x="${left}" y="${axisY + 14}" class="tick">${iso(start)}</text><text x="${W - 10}" y="${axisY + 14}" text-anchor="end" class="tick">${iso(start + n * width)}</text>` +
-    (kind === 'line' ? `<text x="${left - 6}" y="24" text-anchor="end" class="tick">${fmt(max)}</text>` : '')
+  const height = bottom + 24
+  const axis = `<line x1="${left}" y1="${bottom}" x2="${W - 10}" y2="${bottom}" stroke="#999"/>` +
+    `<text x="${left}" y="${bottom + 16}" class="tick">${iso(start)}</text>` +
+    `<text x="${W - 10}" y="${bottom + 16}" text-anchor="end" class="tick">${iso(start + n * width)}</text>` +
+    (dots ? '' : `<text x="${left - 6}" y="24" text-anchor="end" class="tick">${fmt(max)}</text>`)
   const legend = `<div class="legend">${series.map((s, i) => `<span><i style="background:${color(i)}"></i>${html(s.name)}</span>`).join('')}</div>`
-  const body = series.length === 0 ? '<text x="10" y="14">no data</text>' : marks
-  return figure(id, title, svgOpen(height, title) + axis + body + '</svg>' + legend, `bin ${duration(width)}`)
+  return figure(id, title, svgOpen(height, title) + axis + marks + '</svg>' + legend, `bin ${duration(width)}`)
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString().slice(0, 16).replace('T', ' ')

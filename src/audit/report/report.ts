@@ -5,12 +5,15 @@ import { InventoryUsage, formatInventory, type InventoryReport } from '../invent
 import { ScopeUsage, loadConfigOrReport, sinceWindow, type ScopesReport } from '../scopes.js'
 import { readKeys } from '../verify/command.js'
 import { formatVerifyResult, NOT_AUTHENTICATED, TrailVerifier, type PublicJwk, type VerifyResult } from '../verify/verify.js'
-import { barChart, duration, histogram, html, timeSeries, type Series } from './charts.js'
+import { AnomalyLog, anomalyTable } from './anomalies.js'
+import { barChart, color, duration, histogram, html, timeSeries, type Series } from './charts.js'
+import { Refusals, renderRefusals } from './refusals.js'
 
 /**
  * `sidekey audit report --out report.html FILE…`: one self-contained HTML page (no script, no network, charts as
  * inline SVG) over audit trails: credential age at use per tool (a histogram), uses per tool and instance over
- * time, status codes, anomalies and refresh failures on a timeline, the scope recommendations, and when the trail
+ * time, status codes, what was refused (destinations, calls, admin requests), anomalies on a timeline beside a table
+ * of the latest, refresh failures on a timeline, the scope recommendations, and when the trail
  * has them the inventory, the tasks and the `verify` result. One streaming pass; every aggregate is bounded
  * (fixed age bins, at most MAX_BINS time bins, at most MAX_SERIES series), so memory and page size stay flat
  * however many events there are.
@@ -96,6 +99,8 @@ export interface ReportData {
   status: Map<string, number>
   ages: Map<string, AgeAcc>
   anomalies: TimeBins
+  anomalyLog: AnomalyLog
+  refusals: Refusals
   refreshFailures: TimeBins
   refreshErrors: Map<string, number>
   tasks: Map<string, { calls: number, tools: Set<string>, errors: number }>
@@ -103,11 +108,15 @@ export interface ReportData {
   scopes: ScopesReport
   inventory: InventoryReport
   verify: VerifyResult | undefined
+  /** The trail is still being written (`--live`): the newest run of an instance may end after its last checkpoint. */
+  live: boolean
 }
 
 export class ReportBuilder {
   readonly uses = new TimeBins()
   readonly anomalies = new TimeBins()
+  readonly anomalyLog = new AnomalyLog()
+  readonly refusals = new Refusals()
   readonly refreshFailures = new TimeBins()
   readonly status = new Map<string, number>()
   readonly ages = new Map<string, AgeAcc>()
@@ -137,6 +146,7 @@ export class ReportBuilder {
       if (time > this.last) this.last = time
     }
     const tool = str(rec.tool) ?? '?'
+    this.refusals.add(rec, time)
     switch (rec.event) {
       case 'credential.used': {
         if (time !== undefined) this.uses.add(time, `${tool} @ ${instance}`)
@@ -171,6 +181,7 @@ export class ReportBuilder {
         }
         break
       case 'anomaly':
+        this.anomalyLog.add(rec)
         if (time !== undefined) this.anomalies.add(time, str(rec.kind) ?? 'unknown', typeof rec.suppressed === 'number' && rec.suppressed > 0 ? rec.suppressed : 1)
         break
       default: break
@@ -213,13 +224,13 @@ export class ReportBuilder {
     if (error) t.errors++
   }
 
-  finish (input: InputCounts, config: Readonly<Config> | undefined, verify: VerifyResult | undefined): ReportData {
+  finish (input: InputCounts, config: Readonly<Config> | undefined, verify: VerifyResult | undefined, live = false): ReportData {
     for (const list of this.#pending.values()) for (const w of list) this.#age(w.tool).unknown++
     this.#pending.clear()
     return {
       input, first: this.first, last: this.last, instances: this.instances.size, uses: this.uses, status: this.status, ages: this.ages,
-      anomalies: this.anomalies, refreshFailures: this.refreshFailures, refreshErrors: this.refreshErrors, tasks: this.tasks, tasksOverflow: this.tasksOverflow,
-      scopes: this.scopes.result(config, input), inventory: this.inventory.result(input), verify,
+      anomalies: this.anomalies, anomalyLog: this.anomalyLog, refusals: this.refusals, refreshFailures: this.refreshFailures, refreshErrors: this.refreshErrors, tasks: this.tasks, tasksOverflow: this.tasksOverflow,
+      scopes: this.scopes.result(config, input), inventory: this.inventory.result(input), verify, live,
     }
   }
 }
@@ -236,12 +247,18 @@ function quantileLabel (bins: readonly number[], known: number, q: number): stri
 
 const STATUS_COLOR = (code: string): string => code.startsWith('2') ? '#2ca02c' : code.startsWith('3') ? '#17becf' : code.startsWith('4') ? '#ff7f0e' : code.startsWith('5') ? '#d62728' : '#7f7f7f'
 
-const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:780px;color:#222}h1{font-size:22px}h2{font-size:17px;margin-top:32px;border-bottom:1px solid #ddd}
-figure{margin:12px 0}figcaption{font-weight:600;margin-bottom:4px}svg text{font-size:11px;fill:#333}svg .tick{font-size:10px;fill:#666}
-.note{color:#666;font-size:12px;margin:2px 0}.legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}
+// Narrow screens: charts scale down (max-width), tables and preformatted text wrap (overflow-wrap) rather than
+// widen the page; on a wide one the anomaly timeline and its table sit side by side, the age histograms two a row.
+const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 12px;color:#222}
+h1{font-size:22px}h2{font-size:17px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px;margin:18px 0 6px}
+figure{margin:12px 0;max-width:720px}figcaption{font-weight:600;margin-bottom:4px}svg{max-width:100%;height:auto}
+svg text{font-size:11px;fill:#333}svg .tick{font-size:10px;fill:#666}.note{color:#666;font-size:12px;margin:2px 0}
+.legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i,.dot{display:inline-block;width:10px;height:10px;margin-right:4px}
+.dot{border-radius:50%}table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left;
+vertical-align:top;overflow-wrap:anywhere}pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 .ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}.warn{color:#b26b00;font-weight:600}
-.banner{background:#d62728;color:#fff;font-weight:600;padding:8px 12px;border-radius:4px}`
+.banner{background:#d62728;color:#fff;font-weight:600;padding:8px 12px;border-radius:4px}
+.pair,.grid{display:flex;flex-wrap:wrap;gap:0 24px;align-items:flex-start}.pair>*{flex:1 1 460px;min-width:0}.grid>*{flex:1 1 460px}`
 
 export function renderReport (d: ReportData, generatedAt = new Date()): string {
   const out: string[] = []
@@ -249,10 +266,20 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
   out.push(`<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>sidekey audit report</title><style>${CSS}</style></head><body>`)
   out.push(`<h1>sidekey audit report</h1><p>${d.input.events} events from ${d.instances} instance${d.instances === 1 ? '' : 's'}, ${html(range)}; ${d.input.lines} lines read` +
     (d.input.skipped > 0 ? `; ${html(describeSkipped(d.input))}` : '') + `. Generated ${html(generatedAt.toISOString())}.</p>`)
+  out.push(`<p>At a glance: ${d.refusals.total} refused (${d.refusals.destinations.total} destinations, ${d.refusals.calls.total} calls, ` +
+    `${d.refusals.admin.total} admin requests), ${d.anomalyLog.total} anomalies.</p>`)
 
-  if (d.verify !== undefined) out.push(integritySection(d.input, d.verify))
+  if (d.verify !== undefined) out.push(integritySection(d.input, d.verify, d.live))
 
-  out.push('<h2 id="age">Credential age at use</h2>')
+  out.push(renderRefusals(d.refusals))
+
+  out.push('<h2 id="anomalies">Anomalies</h2>')
+  const an = d.anomalies.series()
+  const kinds = new Map(an.series.map((s, i) => [s.name, color(i)]))
+  out.push(`<div class="pair">${timeSeries('anomalies', 'anomalies by kind on the timeline', an.start, an.width, an.series, 'dots')}` +
+    `<div>${anomalyTable(d.anomalyLog, (kind) => kinds.get(kind))}</div></div>`)
+
+  out.push('<h2 id="age">Credential age at use</h2><div class="grid">')
   const ageTools = [...d.ages].filter(([, a]) => a.known > 0 || a.unknown > 0).sort(([a], [b]) => a.localeCompare(b))
   if (ageTools.length === 0) out.push('<p>No credential use in the trail.</p>')
   for (const [tool, a] of ageTools) {
@@ -262,6 +289,7 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
         (a.unknown > 0 ? `; ${a.unknown} uses whose credential was issued before the trail starts` : '') + `; ${a.issued} issued`
     out.push(histogram(`age:${tool}`, `${tool}: age of the credential at each use`, a.bins.map((count, i) => ({ label: AGE_LABELS[i]!, count })), note))
   }
+  out.push('</div>')
 
   out.push('<h2 id="uses">Uses per tool and instance</h2>')
   const uses = d.uses.series()
@@ -270,10 +298,6 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
   out.push('<h2 id="status">Status codes</h2>')
   const status = [...d.status].sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).slice(0, 30)
   out.push(barChart('status', 'uses by tool and status (0: no response)', status.map(([k, v]) => ({ label: k, value: v, color: STATUS_COLOR(k.slice(k.lastIndexOf(' ') + 1)) }))))
-
-  out.push('<h2 id="anomalies">Anomalies</h2>')
-  const an = d.anomalies.series()
-  out.push(timeSeries('anomalies', 'anomalies by kind on the timeline', an.start, an.width, an.series, 'dots'))
 
   out.push('<h2 id="refresh">Refresh failures</h2>')
   const rf = d.refreshFailures.series()
@@ -304,7 +328,7 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
  * The verify result, never silently absent: a red banner when events without a seal were left out (or counted
  * before the first seal), or when no line is sealed and so nothing could be verified.
  */
-function integritySection (input: InputCounts, v: VerifyResult): string {
+function integritySection (input: InputCounts, v: VerifyResult, live: boolean): string {
   const banners: string[] = []
   const unsealed = describeUnsealed(input)
   if (unsealed !== '') banners.push(`Left out of this report: ${unsealed}.`)
@@ -313,8 +337,13 @@ function integritySection (input: InputCounts, v: VerifyResult): string {
   const [cls, state, text] = v.intact
     ? ['ok', 'intact', 'intact']
     : v.consistent ? ['warn', 'unauthenticated', NOT_AUTHENTICATED] : ['bad', unverifiable ? 'unverified' : 'broken', unverifiable ? 'NOT VERIFIED' : 'NOT INTACT']
+  // A trail still being written ends after its last checkpoint; without --live that is a cut tail.
+  const hint = !live && v.problems.some((p) => p.kind === 'tail')
+    ? '<p class="note" data-hint="live">A run ends after its last checkpoint: if the trail is still being written, run again with --live.</p>'
+    : ''
   return `<h2 id="verify">Trail integrity</h2>${banners.map((b) => `<p class="banner" data-banner="integrity">${html(b)}</p>`).join('')}` +
-    `<p class="${cls}" data-verify="${state}">${html(text)}</p><pre>${html(formatVerifyResult(v))}</pre>`
+    `<p class="${cls}" data-verify="${state}">${html(text)}${live ? ' (--live: the newest run of each instance may still be open)' : ''}</p>` +
+    `${hint}<pre data-verify-text>${html(formatVerifyResult(v))}</pre>`
 }
 
 function scopesTable (r: ScopesReport): string {
@@ -330,13 +359,16 @@ function scopesTable (r: ScopesReport): string {
     (r.patch === '' ? '' : `<pre>${html(r.patch)}</pre>`)
 }
 
-const USAGE = 'usage: sidekey audit report --out report.html [--config FILE] [--keys JWKS] [--since 30d|all] [FILE...]   (FILE may be .gz; none or - reads stdin)\n' +
-  '  --keys JWKS  the audit keys (GET /audit-key of each instance) the integrity section checks the trail against\n'
+const USAGE = 'usage: sidekey audit report --out report.html [--config FILE] [--keys JWKS]... [--live] [--since 30d|all] [FILE...]\n' +
+  '  FILE may be .gz; none or - reads stdin\n' +
+  '  --keys JWKS  the audit keys (GET /audit-key of each instance) the integrity section checks the trail against\n' +
+  '  --live       the trail is still being written: the newest run of an instance may end after its last checkpoint\n'
 const VERB = 'sidekey audit report'
 
 /** Exit codes: 0 written, 1 a file could not be read or written, 2 bad usage or config. */
 export async function reportCommand (args: string[], io: AuditIo): Promise<number> {
-  const parsed = parseVerbArgs(VERB, USAGE, args, { out: { type: 'string', short: 'o' }, config: { type: 'string', short: 'c' }, since: { type: 'string' }, keys: { type: 'string' } }, io)
+  const parsed = parseVerbArgs(VERB, USAGE, args, { out: { type: 'string', short: 'o' }, config: { type: 'string', short: 'c' }, since: { type: 'string' },
+    keys: { type: 'string', multiple: true }, live: { type: 'boolean' } }, io)
   if (typeof parsed === 'number') return parsed
   const { values, files } = parsed
   if (typeof values.out !== 'string') { io.stderr.write(`${VERB}: --out FILE is required\n${USAGE}`); return 2 }
@@ -345,23 +377,24 @@ export async function reportCommand (args: string[], io: AuditIo): Promise<numbe
   const config = typeof values.config === 'string' ? await loadConfigOrReport(values.config, VERB, io) : undefined
   if (typeof values.config === 'string' && config === undefined) return 2
   let keys: PublicJwk[] | undefined
-  if (typeof values.keys === 'string') {
-    const loaded = await readKeys(values.keys)
-    if (typeof loaded === 'string') { io.stderr.write(`${VERB}: --keys ${esc(values.keys)}: ${loaded}\n`); return 2 }
-    keys = loaded
+  for (const file of (values.keys as unknown as string[] | undefined) ?? []) {
+    const loaded = await readKeys(file)
+    if (typeof loaded === 'string') { io.stderr.write(`${VERB}: --keys ${esc(file)}: ${loaded}\n`); return 2 }
+    keys = [...(keys ?? []), ...loaded]
   }
+  const live = values.live === true
   const stop = await checkInputs(VERB, files, USAGE, io)
   if (stop !== undefined) return stop
   const started = performance.now()
   const input = new AuditInput()
   const builder = new ReportBuilder(new ScopeUsage(window))
-  const verifier = new TrailVerifier(keys === undefined ? {} : { keys })
+  const verifier = new TrailVerifier({ ...(keys === undefined ? {} : { keys }), live })
   try {
     for await (const rec of input.records(tee(readLines(files, io.stdin), (line) => verifier.line(line)))) builder.add(rec)
   } catch (err) {
     return readFailed(VERB, err, io)
   }
-  const page = renderReport(builder.finish(input.counts, config, verifier.finish()))
+  const page = renderReport(builder.finish(input.counts, config, verifier.finish(), live))
   try {
     const fh = await open(values.out, 'w', 0o644)
     try { await fh.writeFile(page) } finally { await fh.close() }
