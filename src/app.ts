@@ -13,8 +13,10 @@ import { anomalyRateLimit, createDetectors } from './audit/anomaly/index.js'
 import { CredentialManager } from './credentials/manager.js'
 import { loadOrCreateCa, type CertificateAuthority } from './tls/ca.js'
 import { LeafCache } from './tls/leaf-cache.js'
+import { toolLeafHosts } from './tls/tool-leaf-hosts.js'
 import { createLookup, type ResolverOptions } from './net/resolver.js'
 import { Router } from './proxy/router.js'
+import { upstreamStatuses } from './proxy/upstream-target.js'
 import { createUpstream } from './proxy/upstream.js'
 import { ProxyListener } from './proxy/listener.js'
 import type { Runtime } from './proxy/runtime.js'
@@ -86,6 +88,7 @@ export class Sidekey {
       clock: opts.clock ?? systemClock,
       fleet: () => this.#fleet,
       uncovered: () => this.#uncovered,
+      upstreams: () => upstreamStatuses(this.#runtime.router.tools.values()),
     })
   }
 
@@ -165,6 +168,8 @@ export class Sidekey {
     logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, ca_fingerprint: ca.fingerprint256, admin_token: adminToken.path, tools: Object.keys(config.tools) }, 'listening')
     app.#egressMode(config)
     app.#reportCoverage(config)
+    // The tool hosts' leaves, minted in the background: the first CONNECT to a tool then costs what a later one does.
+    void leaves.prewarm(toolLeafHosts(config.tools))
     return app
   }
 
@@ -182,6 +187,8 @@ export class Sidekey {
   get credentials (): CredentialManager { return this.#runtime.credentials as CredentialManager }
   /** Fleet control, when the config has a `fleet:` section. */
   get fleet (): FleetAgent | undefined { return this.#fleet }
+  /** The interception leaves (tests and the bench read which hosts have one). */
+  get leaves (): LeafCache { return this.#leaves }
 
   /**
    * Re-reads the config file and swaps in a new runtime; credentials whose issuer, scopes and audience are
@@ -222,6 +229,7 @@ export class Sidekey {
     this.logger.info({ tools: Object.keys(config.tools) }, 'config reloaded')
     // A reload never replaces the CA: a tool host added since it was made is refused (fails closed) and reported.
     this.#reportCoverage(config)
+    void this.#leaves.prewarm(toolLeafHosts(config.tools))
     void retire(old)
   }
 
@@ -237,6 +245,7 @@ export class Sidekey {
   /** Stops accepting, drains in-flight requests for up to `shutdown_grace`, then releases everything. */
   async close (): Promise<void> {
     const rt = this.#runtime
+    this.#leaves.stopPrewarm()
     await Promise.all([this.#proxy.close(rt.config.shutdown_grace), this.#admin.close()])
     // The bucket gets a checkpoint of everything served (the final one comes after the fleet is closed).
     if (this.#fleet !== undefined) this.trail?.checkpoint(false)

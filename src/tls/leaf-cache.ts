@@ -40,6 +40,9 @@ export class LeafCache {
   readonly #clock: Clock
   readonly #cache: LRUCache<string, Entry>
   readonly #inflight = new Map<string, Promise<SecureContext>>()
+  readonly #max: number
+  /** Bumped by each prewarm and by stopPrewarm: a run that sees a newer number stops. */
+  #prewarmRun = 0
 
   constructor (opts: LeafCacheOptions) {
     const max = opts.max ?? 1000
@@ -48,6 +51,7 @@ export class LeafCache {
     this.#ca = opts.ca
     this.#validityMs = opts.validityMs
     this.#clock = opts.clock ?? systemClock
+    this.#max = max
     this.#cache = new LRUCache({ max })
   }
 
@@ -73,6 +77,39 @@ export class LeafCache {
   /** Whether the CA's name constraints let it sign a leaf for `host`. */
   permits (host: string): boolean {
     return this.#ca.permits(host)
+  }
+
+  /** Whether a leaf for `host` is cached and not yet due for renewal (does not touch the LRU order). */
+  has (host: string): boolean {
+    const hit = this.#cache.peek(host)
+    return hit !== undefined && this.#clock.now() < hit.renewAt
+  }
+
+  /**
+   * Mints leaves for `hosts` in the background, one at a time, so that the first CONNECT to each costs what a later
+   * one does. At most the cache's size of mints; a host already cached (or being minted), malformed or refused by the CA is
+   * skipped, and a failure is not cached (the request path mints again and reports it). Each mint waits its turn
+   * behind pending I/O, so a request that needs another leaf never queues behind this. A later call replaces a run
+   * still going (a reload's hosts replace the start's). Resolves to the number minted.
+   */
+  async prewarm (hosts: Iterable<string>): Promise<number> {
+    const run = ++this.#prewarmRun
+    let minted = 0
+    for (const host of new Set(hosts)) {
+      await new Promise((resolve) => setImmediate(resolve))
+      if (run !== this.#prewarmRun || minted >= this.#max) break
+      if (this.has(host) || this.#inflight.has(host)) continue
+      try {
+        await this.secureContext(host)
+        minted++
+      } catch { /* not cached: the request path mints again and reports */ }
+    }
+    return minted
+  }
+
+  /** Ends a prewarm run after its current mint (on close). */
+  stopPrewarm (): void {
+    this.#prewarmRun++
   }
 
   /** Number of cached contexts (at most `max`). */
