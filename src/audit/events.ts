@@ -212,11 +212,12 @@ export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'm
 /**
  * A fleet command this sidecar saw (src/fleet/): `applied`, `failed` (verified, but the effect failed, e.g. the
  * issuer was down for a revoke), `rejected` (bad signature, stale, replayed, malformed: `error` says why; an
- * anomaly too) or `not_addressed` (verified, for another instance). Fields from an unverified command are absent.
+ * anomaly too), `not_addressed` (verified, for another instance) or `not_revocable` (a revoke this instance's issuer
+ * cannot carry out, e.g. a `file` secret read again unchanged). Fields from an unverified command are absent.
  */
 export interface FleetCommand {
   event: 'fleet.command'
-  result: 'applied' | 'failed' | 'rejected' | 'not_addressed'
+  result: 'applied' | 'failed' | 'rejected' | 'not_addressed' | 'not_revocable'
   action?: string
   tool?: string
   /** The instance scope the command named (an instance id or `*`). */
@@ -227,7 +228,10 @@ export interface FleetCommand {
   reason?: string
   /** From the command's `iat` to applied here (clock skew included). */
   lag_ms?: number
-  /** For rejected and failed: a stable reason (`bad_signature`, `expired`, `replayed`, ...), never a secret. */
+  /**
+   * For rejected and failed: a stable reason (`bad_signature`, `expired`, `replayed`, ...); for not_revocable, why a
+   * revoke could not revoke (`file issuer: rotate the secret at its source`). Never a secret.
+   */
   error?: string
 }
 

@@ -47,6 +47,12 @@ export interface RevokeOutcome {
   readonly error?: string
   /** Why revoking at the issuer failed (no secret). */
   readonly issuerError?: string
+  /** The issuer's type (`file`, `local_jwt`, ...): what a revoke can do depends on it. */
+  readonly issuerType: string
+  /** The issuer can revoke what was dropped (RFC 7009 `revocation_url`, local_jwt key withdrawal). */
+  readonly revocable: boolean
+  /** The replacement is a credential already held: the issuer handed the same one back, nothing was revoked. */
+  readonly unchanged: boolean
 }
 
 /**

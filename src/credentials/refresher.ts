@@ -196,8 +196,10 @@ export class CredentialRefresher {
         issuerError = describeError(err, [...dropped.values()].map((c) => c.token.reveal()))
       }
     }
+    const unchanged = keep !== undefined && (before.current?.id === keep || before.previous?.id === keep)
     return {
-      dropped: dropped.size, revokedAtIssuer,
+      dropped: dropped.size, revokedAtIssuer, unchanged,
+      issuerType: this.#o.issuer.type, revocable: this.#o.issuer.revoke !== undefined,
       ...(outcome.ok ? { credential: outcome.credential } : { error: outcome.error.code }),
       ...(issuerError === undefined ? {} : { issuerError }),
     }

@@ -15,6 +15,7 @@ import { CLOCK_SKEW_MS, MAX_COMMAND_LIFETIME_S, verifyCommand, type VerifiedComm
 import { loadOperatorKeys, type OperatorPublicKey } from './keys.js'
 import { LockTable } from './locks.js'
 import { ReplayCache } from './replay.js'
+import { revokeResult, type RevokeResult } from './revoke-result.js'
 import { CommandWatch, errCode } from './watch.js'
 
 /** What fleet control may do to the credential path: the admin port's provider, no more. */
@@ -291,7 +292,7 @@ export class FleetAgent implements LockView {
         }
         // The effect waits on an issuer: run it beside the queue, so a lock behind it applies at once.
         const effect = this.#effect(cmd).then(
-          (error) => this.#done(cmd, error === undefined ? 'applied' : 'failed', error),
+          (r) => this.#done(cmd, r.result, r.result === 'failed' ? r.error : r.result === 'applied' ? undefined : r.reason),
           () => this.#done(cmd, 'failed', 'SIDEKEY_INTERNAL'))
         this.#pending.add(effect)
         void effect.finally(() => this.#pending.delete(effect))
@@ -299,27 +300,29 @@ export class FleetAgent implements LockView {
     }
   }
 
-  /** Runs a revoke or rotate; resolves to an error code when it failed. */
-  async #effect (cmd: VerifiedCommand): Promise<string | undefined> {
+  /** Runs a revoke or rotate; resolves to what it really did (a revoke may run and still revoke nothing). */
+  async #effect (cmd: VerifiedCommand): Promise<RevokeResult> {
     const credentials = this.#d.credentials()
     if (cmd.action === 'revoke') {
       const outcomes = await credentials.revoke(cmd.tool)
-      const failed = outcomes.find((o) => o.error !== undefined)
       const issuer = outcomes.find((o) => o.issuerError !== undefined)
       if (issuer !== undefined) this.#d.logger.warn({ tool: cmd.tool, error: issuer.issuerError }, 'fleet revoke: the issuer did not confirm the revocation')
       await this.#publishJwks()
-      return failed?.error
+      return revokeResult(outcomes)
     }
     const tools = cmd.tool === '*' ? Object.keys(credentials.status()) : [cmd.tool]
     const results = await Promise.allSettled(tools.map((t) => credentials.rotate(t)))
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-    return failed === undefined ? undefined : (failed.reason as { code?: string }).code ?? 'SIDEKEY_INTERNAL'
+    if (failed === undefined) return { result: 'applied' }
+    return { result: 'failed', error: (failed.reason as { code?: string }).code ?? 'SIDEKEY_INTERNAL' }
   }
 
-  #done (cmd: VerifiedCommand, result: 'applied' | 'failed' | 'not_configured', error?: string): void {
+  /** Audits and acknowledges an outcome; `detail` is the error code or the reason a revoke revoked nothing. */
+  #done (cmd: VerifiedCommand, result: RevokeResult['result'] | 'not_configured', detail?: string): void {
     const appliedAt = this.#clock.now()
-    this.#event(cmd, result === 'failed' ? 'failed' : 'applied', error, appliedAt)
-    this.#ack(cmd.jti, result === 'failed' ? `failed: ${error ?? 'error'}` : result, appliedAt, appliedAt - cmd.storedAt)
+    this.#event(cmd, result === 'not_configured' ? 'applied' : result, detail, appliedAt)
+    const answer = result === 'failed' || result === 'not_revocable' ? `${result}: ${detail ?? 'error'}` : result
+    this.#ack(cmd.jti, answer, appliedAt, appliedAt - cmd.storedAt)
   }
 
   #event (cmd: VerifiedCommand, result: FleetCommand['result'], error?: string, appliedAt?: number): void {
@@ -337,7 +340,10 @@ export class FleetAgent implements LockView {
       ...pick(claims, ['action', 'tool', 'instance', 'actor']), jti: keyJti, ...(kid === undefined ? {} : { kid }),
     })
     this.#d.audit.emit({ event: 'anomaly', kind: 'fleet_command_rejected', tool: typeof claims.tool === 'string' ? claims.tool : null, detail: `${reason}: cmd.${keyJti}` })
-    if (/^[A-Za-z0-9_-]{1,64}$/.test(keyJti)) this.#ack(keyJti, `rejected: ${reason}`, this.#clock.now())
+    // The answer is the outcome alone, under the key the command was stored at: nothing else of what the writer
+    // chose. A replay gets none: this jti was answered when it first came, and that answer stays true.
+    if (reason === 'replayed' || !/^[A-Za-z0-9_-]{1,64}$/.test(keyJti)) return
+    this.#ack(keyJti, `rejected: ${reason}`, this.#clock.now())
   }
 
   #ack (jti: string, result: string, appliedAt: number, lagMs?: number): void {

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { KV } from '@nats-io/kv'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { loadConfigFile } from '../config/load.js'
+import { loadOperatorConfigFile } from '../config/load.js'
 import { hostPort, type FleetConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { writeFileAtomic } from '../tls/atomic-write.js'
@@ -74,22 +74,34 @@ export async function fleetCommand (argv: readonly string[], io: Io): Promise<nu
       if (!/^(\*|[A-Za-z0-9_.-]{1,128})$/.test(input.instance)) return usage(io, `--instance expects an instance id or '*', got ${JSON.stringify(input.instance)}`)
       return withBucket(fleet, 'command', async (kv) => {
         const operators = await loadOperatorKeys(fleet.operator_keys)
+        if (!operators.has(key.kid)) {
+          io.stderr.write(`sidekey: warning: --key ${key.kid} is not among fleet.operator_keys: ` +
+            'sidecars that trust the same keys reject it\n')
+        }
         await pruneCommands(kv, await storedCommands(kv, operators, Date.now()), Date.now())
         const r = await issueCommand({ kv, key, input, waitMs, onAck: (a) => io.stdout.write(ackLine(a)) })
         io.stdout.write(`${input.action} ${input.tool} on ${input.instance === '*' ? 'every instance' : input.instance} (jti ${r.claims.jti})\n`)
-        const applied = r.live.length - r.pending.length
-        io.stdout.write(`${applied}/${r.live.length} instances applied in ${r.elapsedMs} ms\n`)
+        const live = new Set(r.live)
+        const answers = r.acks.filter((a) => live.has(a.instance)).map((a) => a.result)
+        const applied = answers.filter((a) => a === 'applied').length
+        io.stdout.write(`${applied}/${r.live.length} instances applied in ${r.elapsedMs} ms${otherOutcomes(answers)}\n`)
         if (r.live.length === 0) {
           io.stderr.write(`sidekey: no live instance ${input.instance === '*' ? 'in the fleet' : `named ${input.instance}`}; the command is stored and applies when they connect\n`)
           return 1
         }
-        if (r.pending.length === 0) return 0
-        const byInstance = new Map(r.acks.map((a) => [a.instance, a]))
-        io.stderr.write(`sidekey: not applied within ${str('wait') ?? '10s'}: ${r.pending.map((i) => `${i} (${byInstance.get(i)?.result ?? 'no answer'})`).join(', ')}\n`)
-        return 1
+        const wait = str('wait') ?? '10s'
+        if (r.pending.length > 0) io.stderr.write(`sidekey: no answer within ${wait} from ${r.pending.join(', ')}\n`)
+        return r.pending.length === 0 && answers.every(ackDone) ? 0 : 1
       })
     }
   }
+}
+
+/** `; 1 not revocable: file issuer: ...; 3 rejected: bad_signature`: every answer but applied, counted by result. */
+function otherOutcomes (results: readonly string[]): string {
+  const counts = new Map<string, number>()
+  for (const r of results) if (r !== 'applied') counts.set(r, (counts.get(r) ?? 0) + 1)
+  return [...counts].map(([r, n]) => `; ${n} ${r.replace(/^[a-z_]+/, (kind) => kind.replaceAll('_', ' '))}`).join('')
 }
 
 function ackLine (a: Ack): string {
@@ -172,10 +184,9 @@ async function jwks (kv: KV, serve: string | undefined, io: Io): Promise<number>
   return 0
 }
 
+/** The `fleet:` section of an operator's config (only that section is read: a sidecar's whole config works too). */
 export async function fleetOf (file: string): Promise<FleetConfig> {
-  const config = await loadConfigFile(file)
-  if (config.fleet === undefined) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `${file} has no fleet: section`)
-  return config.fleet
+  return (await loadOperatorConfigFile(file)).fleet
 }
 
 /** Connects once (a CLI does not wait for a broker that is down), runs `fn`, closes. */

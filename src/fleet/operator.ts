@@ -1,5 +1,5 @@
 import type { KV } from '@nats-io/kv'
-import { ackDone, KEYS, type Ack, type Heartbeat } from './bucket.js'
+import { KEYS, type Ack, type Heartbeat } from './bucket.js'
 import { MAX_COMMAND_LIFETIME_S, signCommand, verifyCommand, type CommandClaims, type CommandInput, type VerifiedCommand } from './command.js'
 import type { OperatorPrivateKey, OperatorPublicKey } from './keys.js'
 
@@ -23,7 +23,7 @@ export interface IssueResult {
   readonly acks: Ack[]
   /** Live instances the command named, at publication. */
   readonly live: string[]
-  /** Live instances with no "done" acknowledgement within the wait (missing, failed or rejected). */
+  /** Live instances that did not answer within the wait. */
   readonly pending: string[]
   /** From publication to the last acknowledgement (or the end of the wait). */
   readonly elapsedMs: number
@@ -31,7 +31,8 @@ export interface IssueResult {
 
 /**
  * What `sidekey fleet lock|unlock|revoke|rotate` does: signs the command, stores it as `cmd.<jti>` (create: never
- * overwrites), and collects acknowledgements until every live instance it names has applied it or `waitMs` passed.
+ * overwrites), and collects acknowledgements until every live instance it names has answered (applied, not
+ * revocable, failed or rejected: each answer is final) or `waitMs` passed.
  */
 export async function issueCommand (o: IssueOptions): Promise<IssueResult> {
   const now = o.now ?? Date.now
@@ -41,7 +42,7 @@ export async function issueCommand (o: IssueOptions): Promise<IssueResult> {
   const watch = await o.kv.watch({ key: KEYS.acks(claims.jti) })
   const started = performance.now()
   let last = started
-  const waitingFor = (): string[] => live.filter((i) => !ackDone(acks.get(i)?.result ?? ''))
+  const waitingFor = (): string[] => live.filter((i) => !acks.has(i))
   const collected = (async () => {
     for await (const e of watch) {
       if (e.operation !== 'PUT') continue
