@@ -7,6 +7,7 @@ import type { Config } from './config/schema.js'
 import { loadCa, loadOrCreateCa, type CertificateAuthority } from './tls/ca.js'
 import { writeCaBundle } from './tls/bundle.js'
 import { SidekeyError } from './errors.js'
+import { describeUpstream } from './proxy/upstream-target.js'
 
 const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
        sidekey --version
@@ -104,6 +105,11 @@ async function main (argv: string[]): Promise<number> {
         const { openWildcards, describeOpenWildcard } = await import('./config/public-suffix.js')
         for (const open of openWildcards(config.tools)) process.stderr.write(`sidekey: warning: ${describeOpenWildcard(open)}\n`)
         process.stdout.write(`${file}: ok\n`)
+        // Where a tool's credential goes when it is not the host it matches: worth a line an operator reads.
+        for (const [name, tool] of Object.entries(config.tools)) {
+          const line = describeUpstream(name, tool)
+          if (line !== undefined) process.stdout.write(`${line}\n`)
+        }
         return 0
       }
       case 'ca':

@@ -30,6 +30,8 @@ export interface AdminDeps {
   readonly uncovered?: () => readonly string[]
   /** Fleet control, when configured: its readiness (`required: true`) and its status (active locks). */
   readonly fleet?: () => FleetView | undefined
+  /** Where tools with `upstream:` are dialled, by tool: /status shows it as the tool's `upstream`. */
+  readonly upstreams?: () => Readonly<Record<string, object>>
 }
 
 export interface FleetView {
@@ -162,6 +164,9 @@ export class AdminServer {
     const tools: Record<string, object> = { ...this.#deps.credentials().status() }
     for (const name of this.#deps.uncovered?.() ?? []) {
       if (tools[name] !== undefined) tools[name] = { ...tools[name], servable: false, reason: 'ca_constraint' }
+    }
+    for (const [name, upstream] of Object.entries(this.#deps.upstreams?.() ?? {})) {
+      if (tools[name] !== undefined) tools[name] = { ...tools[name], upstream }
     }
     return tools
   }

@@ -76,6 +76,8 @@ export interface CredentialUsed {
   host_mismatch?: boolean
   /** The agent's X-Sidekey-Task for this call (an opaque id it chose; never a metric label: ids are unbounded). */
   task?: string
+  /** The origin dialled instead of `host` (the tool's `upstream:`): where the credential actually went. */
+  upstream?: string
 }
 
 /**

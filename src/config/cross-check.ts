@@ -61,7 +61,9 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
       }
     }
 
-    if (tool.plaintext === true) {
+    // With `upstream:`, the matched host is never dialled: the override's own rules apply to what is.
+    if (isRec(tool.upstream)) checkUpstream(tool, base, pins, ctx)
+    else if (tool.plaintext === true) {
       if (!isLoopbackHost(host.host, pins)) {
         const how = host.kind === 'name' ? `(e.g. resolve: { ${host.host}: 127.0.0.1 })` : `(an exact host name: ${host.kind === 'wildcard' ? 'a wildcard' : 'an IP literal'} cannot be pinned)`
         ctx.problem([...base, 'plaintext'], 'plaintext: true would send the credential over the network in clear; it is only ' +
@@ -85,6 +87,47 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
       ctx.problem(hostPath, `tool "${other}" already matches the same host, port and path_prefix; a request would match both ` +
         '(give one a more specific path_prefix or port, or merge them)')
     }
+  }
+}
+
+/**
+ * A tool's `upstream:` is dialled with the tool's credential, so it meets a tool host's rules: a name, or a public
+ * IP literal (a private one is a name pinned in resolve:); and plain http only as `plaintext: true` allows it, to a
+ * host pinned to loopback, so that a credential matched on https never crosses a network in clear.
+ */
+function checkUpstream (tool: Rec, base: KeyPath, pins: ReadonlyMap<string, string>, ctx: CheckContext): void {
+  const upstream = tool.upstream as Rec
+  if (typeof upstream.host !== 'string') return
+  const hostPath = [...base, 'upstream', 'host']
+  const parsed = parseToolHost(upstream.host)
+  if (!parsed.ok || parsed.kind === 'wildcard') {
+    const reason = parsed.ok
+      ? 'an upstream is one host: a wildcard cannot be dialled'
+      : parsed.reason.includes('path_prefix') ? 'a host has no path (the path sent is the agent\'s)' : parsed.reason.replace('match.', 'upstream.')
+    ctx.problem(hostPath, reason)
+    return
+  }
+  const shown = ctx.show(hostPath, upstream.host)
+  if (parsed.kind === 'ip') {
+    const kind = createAddressClassifier()(parsed.host)
+    if (kind !== undefined) {
+      ctx.problem(hostPath, `${shown} is ${kind === 'unspecified' ? 'an' : 'a'} ${kind} address; credentials are not sent to non-public IP ` +
+        'literals: name it and pin the name in resolve: (e.g. resolve: { mock.internal.test: 127.0.0.1 })')
+    } else if (upstream.scheme !== 'http' && upstream.tls_server_name === undefined) {
+      ctx.problem(hostPath, `an IP literal sends no TLS server name: set upstream.tls_server_name to the name ${shown}'s certificate carries`)
+    }
+  }
+  if (typeof upstream.tls_server_name === 'string' && checkHostName(normalizeHostName(upstream.tls_server_name)) !== undefined) {
+    ctx.problem([...base, 'upstream', 'tls_server_name'], 'tls_server_name is a DNS host name (what the certificate names), not an address')
+  }
+  if (upstream.scheme !== 'http') return
+  if (tool.plaintext !== true) {
+    ctx.problem([...base, 'upstream', 'scheme'], 'scheme: http sends the credential matched for this tool in clear (an agent\'s https call ' +
+      'too): it needs plaintext: true on the tool, and a host pinned to loopback')
+  } else if (!isLoopbackHost(parsed.host, pins)) {
+    const how = parsed.kind === 'name' ? `(e.g. resolve: { ${shown === JSON.stringify(parsed.host) ? parsed.host : 'mock.internal.test'}: 127.0.0.1 })` : ''
+    ctx.problem(hostPath, `scheme: http would send the credential over the network in clear; it is only allowed to a host pinned to a ` +
+      `loopback address in resolve: ${how}`.trimEnd())
   }
 }
 

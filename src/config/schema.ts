@@ -170,6 +170,19 @@ export const tool = z.strictObject({
   }).prefault({}),
   plaintext: z.boolean().default(false),
   /**
+   * Where matched traffic is dialled instead of match.host and port (a stand-in, an egress gateway): the match,
+   * credential and audit stay the tool's. `http` is a downgrade: cross-check.ts allows it as it allows `plaintext`.
+   */
+  upstream: z.strictObject({
+    host: nonEmpty,
+    scheme: z.enum(['https', 'http']).default('https'),
+    /** The scheme's default (443, 80) when absent, as in a URL. */
+    port: port.optional(),
+    /** The TLS server name sent and verified in the certificate; the upstream host by default. */
+    tls_server_name: nonEmpty.optional(),
+  }).refine((u) => u.scheme === 'https' || u.tls_server_name === undefined, 'tls_server_name applies to scheme https only')
+    .optional(),
+  /**
    * local_jwt only: a fresh token for every call, bound to it (htm, htu, jti, task), living `ttl` (60 s).
    * `true` is `{ ttl: 60s }`.
    */

@@ -21,6 +21,7 @@ import { checkPassThrough, connectPortAllowed, type Runtime } from './runtime.js
 import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
 import { UpstreamExchange } from './exchange.js'
 import { UpgradeResponse } from './upgrade.js'
+import { dialOf } from './upstream-target.js'
 
 /** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
 export interface RequestTarget {
@@ -83,11 +84,13 @@ export class RequestHandler {
       return
     }
     const tool = route.tool
+    const upstream = route.kind === 'tool' ? route.upstream : undefined
     const used = (status: number, credentialId: string | null, placeholder: PlaceholderState, extra: Partial<CredentialUsed> = {}): void => {
       rt.audit.emit({
         event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathWithoutQuery(path),
         status, duration_ms: round(performance.now() - started), client, placeholder, request_id: requestId,
-        ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...(task === undefined ? {} : { task }), ...extra,
+        ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...(task === undefined ? {} : { task }),
+        ...(upstream === undefined ? {} : { upstream: upstream.origin }), ...extra,
       })
     }
     const authority = route.kind === 'tool' ? formatAuthority(target.host, route.upstreamPort, route.upstreamScheme === 'https' ? 443 : 80) : ''
@@ -112,6 +115,8 @@ export class RequestHandler {
       return
     }
     const origin = `${route.upstreamScheme}://${authority}`
+    // The tool's `upstream:`: the connection goes there under its TLS name; Host and a token's URL stay the agent's.
+    const dial = dialOf(upstream, origin)
     const perCall = tool.config.per_call !== undefined
     // A per-call token is bound to what the upstream will see: method, and URL without the query (RFC 9449 htu).
     const credentialFor = (): Credential | undefined => perCall
@@ -133,8 +138,8 @@ export class RequestHandler {
     let scrub: ResponseScrub | undefined
     let response: UpstreamExchange | undefined
     try {
-      if (isSelf(rt, target.host, route.upstreamPort)) throw egressDenied(SELF, 'self')
-      release = this.#inFlight.acquire(origin, inFlightCap(rt))
+      if (isSelf(rt, upstream?.host ?? target.host, upstream?.port ?? route.upstreamPort)) throw egressDenied(SELF, 'self')
+      release = this.#inFlight.acquire(dial.origin, inFlightCap(rt))
       const body = await requestBody(req, rt.config.limits.replay_body_bytes)
       if (body.contentLength !== undefined && body.kept === undefined) base.headers.push('content-length', body.contentLength)
       const gone = new Departure()
@@ -148,7 +153,7 @@ export class RequestHandler {
       const send = async (cred: Credential): Promise<UpstreamExchange> => {
         const headers = base.headers.slice()
         const sentPath = await inject(tool, cred, headers, cleanPath, injected)
-        return await gone.watch(UpstreamExchange.start(rt.upstream, { origin, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null })).head
+        return await gone.watch(UpstreamExchange.start(rt.upstream, { ...dial, path: sentPath, method, headers, body: body.kept ?? body.stream ?? null })).head
       }
       const overhead = performance.now() - started
       if (res instanceof UpgradeResponse) {
@@ -168,7 +173,7 @@ export class RequestHandler {
         }
         const sentPath = await inject(tool, current, headers, cleanPath, injected)
         const messages = { scrubber, rewrite, found }
-        const status = await res.forward(rt.upstream, { origin, path: sentPath, method, headers, scrub, messages })
+        const status = await res.forward(rt.upstream, { ...dial, path: sentPath, method, headers, scrub, messages })
         used(status, current.id, placeholder, { overhead_ms: round(overhead), ...echoed(scrub) })
         return
       }

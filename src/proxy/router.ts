@@ -2,6 +2,7 @@ import { defaultStrip, type ToolConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { readingsOf } from '../net/path.js'
 import { pathWithoutQuery } from '../util/path.js'
+import { upstreamOverride, type UpstreamOverride } from './upstream-target.js'
 
 /**
  * Tool matching, kept apart from transport (as mockttp keeps matchers apart from its server).
@@ -21,10 +22,17 @@ export interface Tool {
   readonly methods: ReadonlySet<string> | undefined
   /** The headers stripped from the agent's request (config `strip`, filled by the loader), lower-cased. */
   readonly stripSet: ReadonlySet<string>
+  /** Config `upstream`: where its traffic is dialled instead of the matched host and port. */
+  readonly upstream: UpstreamOverride | undefined
 }
 
+/**
+ * `upstreamScheme`/`upstreamPort` are the matched origin's, as the agent and the real API know it (Host header,
+ * the URL a token is bound to); `upstream`, when the tool has one, is where the connection goes instead.
+ */
 export type Route =
-  | { readonly kind: 'tool', readonly tool: Tool, readonly upstreamScheme: 'http' | 'https', readonly upstreamPort: number }
+  | { readonly kind: 'tool', readonly tool: Tool, readonly upstreamScheme: 'http' | 'https', readonly upstreamPort: number,
+    readonly upstream?: UpstreamOverride }
   | { readonly kind: 'method_denied', readonly tool: Tool }
   | { readonly kind: 'none' }
 
@@ -55,6 +63,7 @@ export class Router {
         pathPrefix: config.match.path_prefix ?? '/',
         methods: config.match.methods === undefined ? undefined : new Set(config.match.methods),
         stripSet: new Set((config.strip ?? defaultStrip(config.inject)).map((h) => h.toLowerCase())),
+        upstream: upstreamOverride(config),
       }
       all.set(name, tool)
       ports.add(tool.port)
@@ -113,7 +122,8 @@ export class Router {
       if (!pathMatches(foldCase ? tool.pathPrefix.toLowerCase() : tool.pathPrefix, p)) continue
       if (tool.methods !== undefined && !tool.methods.has(method)) return { kind: 'method_denied', tool }
       const tls = scheme === 'https' || !tool.config.plaintext
-      return { kind: 'tool', tool, upstreamScheme: tls ? 'https' : 'http', upstreamPort: tool.port }
+      const route = { kind: 'tool', tool, upstreamScheme: tls ? 'https' : 'http', upstreamPort: tool.port } as const
+      return tool.upstream === undefined ? route : { ...route, upstream: tool.upstream }
     }
     return NONE
   }
@@ -121,7 +131,10 @@ export class Router {
   /** Why a request matched or not, in words: for diagnostics (mockttp-style matchers that explain themselves). */
   explain (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): string {
     const r = this.match(scheme, host, port, path, method)
-    if (r.kind === 'tool') return `tool ${r.tool.name}: ${r.upstreamScheme}://${host}:${r.upstreamPort}${r.tool.pathPrefix}`
+    if (r.kind === 'tool') {
+      const sent = r.upstream === undefined ? '' : ` sent to ${r.upstream.origin}`
+      return `tool ${r.tool.name}: ${r.upstreamScheme}://${host}:${r.upstreamPort}${r.tool.pathPrefix}${sent}`
+    }
     if (r.kind === 'method_denied') return `tool ${r.tool.name} does not allow ${method}`
     const hosts = this.candidates(host)
     if (hosts.length === 0) return `no tool for host ${host}`

@@ -13,6 +13,8 @@ import { messageScrub } from './ws-scrub.js'
 /** What handler.ts has built for the upstream: the same origin, injected headers and path as any request. */
 export interface UpgradeRequest {
   readonly origin: string
+  /** The TLS name for a tool's `upstream:` (upstream-target.ts); else the Host header's, as undici picks it. */
+  readonly servername?: string
   readonly path: string
   readonly method: string
   /** Flat [name, value, ...] from `upstreamHeaders` + `inject`: hop-by-hop gone, `Sec-WebSocket-*` kept. */
@@ -108,7 +110,7 @@ export class UpgradeResponse extends ServerResponse {
       // Any other status: the refusal's body is relayed like any answer's (scrub-response.ts).
       exchange.head.then((answer) => req.scrub.relay(this, req.method, answer)).then(() => resolve(exchange.statusCode), reject)
       const headers = withoutExtensions(req.headers)
-      const opts = { origin: req.origin, path: req.path, method: req.method, headers, upgrade: this.#protocol }
+      const opts = { origin: req.origin, servername: req.servername, path: req.path, method: req.method, headers, upgrade: this.#protocol }
       upstream.dispatch(opts, exchange)
     })
   }
