@@ -89,20 +89,46 @@ export const localJwtIssuer = z.strictObject({
   })
 })
 
+/**
+ * Instead of `token_url`: the protected resource (a remote MCP server's canonical URI). Its RFC 9728 metadata names
+ * the authorization server, whose RFC 8414 metadata names the token endpoint (credentials/issuers/discovery.ts);
+ * every token request carries it as RFC 8707 `resource`.
+ */
+const discovered = {
+  token_url: z.url({ protocol: /^https?$/ }).optional(),
+  resource: z.url({ protocol: /^https?$/ }).refine((v) => !v.includes('#'), 'a resource URI has no fragment (RFC 8707)').optional(),
+  /** With `resource`: the issuer to use among the resource's `authorization_servers` (the first one otherwise). */
+  authorization_server: z.url({ protocol: /^https?$/ }).optional(),
+  /** Scopes an upstream's 403 `insufficient_scope` may ask for on top of a tool's own (step-up); none by default. */
+  step_up_scopes: z.array(nonEmpty).optional(),
+}
+
+/** Exactly one of token_url and resource; authorization_server only with resource. */
+function oneTokenSource (c: { token_url?: string | undefined, resource?: string | undefined, authorization_server?: string | undefined },
+  ctx: z.RefinementCtx): void {
+  if (c.token_url !== undefined && c.resource !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['resource'], message: 'give token_url or resource (discovered), not both' })
+  } else if (c.token_url === undefined && c.resource === undefined) {
+    ctx.addIssue({ code: 'custom', path: [], message: 'needs token_url, or resource to discover the token endpoint from' })
+  } else if (c.token_url !== undefined && c.authorization_server !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['authorization_server'], message: 'authorization_server applies with resource only' })
+  }
+}
+
 export const clientCredentialsIssuer = z.strictObject({
   type: z.literal('oauth2_client_credentials'),
-  token_url: z.url({ protocol: /^https?$/ }),
+  ...discovered,
   ...clientAuth,
   client_id: nonEmpty,
   /** RFC 7009 token revocation endpoint: dropped tokens (fleet revoke) are revoked there too. */
   revocation_url: z.url({ protocol: /^https?$/ }).optional(),
   /** How the tool's audience is sent: RFC 8707 `resource`, Auth0-style `audience`, both, or none. */
   audience_param: z.enum(['resource', 'audience', 'both', 'none']).default('resource'),
-})
+}).superRefine(oneTokenSource)
 
 export const tokenExchangeIssuer = z.strictObject({
   type: z.literal('oauth2_token_exchange'),
-  token_url: z.url({ protocol: /^https?$/ }),
+  ...discovered,
   ...clientAuth,
   auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).default('none'),
   revocation_url: z.url({ protocol: /^https?$/ }).optional(),
@@ -112,7 +138,7 @@ export const tokenExchangeIssuer = z.strictObject({
   actor_token_type: nonEmpty.default('urn:ietf:params:oauth:token-type:jwt'),
   requested_token_type: nonEmpty.default('urn:ietf:params:oauth:token-type:access_token'),
   audience_param: z.enum(['resource', 'audience', 'both', 'none']).default('audience'),
-})
+}).superRefine(oneTokenSource)
 
 export const fileIssuer = z.strictObject({
   type: z.literal('file'),
@@ -198,6 +224,15 @@ export const tool = z.strictObject({
   scrub_body: z.boolean().optional(),
   /** Forward X-HTTP-Method-Override and its kin (checked against `match.methods`); stripped otherwise. */
   allow_method_override: z.boolean().default(false),
+  /**
+   * An MCP server (Streamable HTTP) behind this tool: the MCP tools, resources and prompts this credential may
+   * reach, as names or `*` globs (src/mcp/). `tools` is required; an absent `resources` or `prompts` allows all.
+   */
+  mcp: z.strictObject({
+    tools: z.array(z.string()),
+    resources: z.array(z.string()).optional(),
+    prompts: z.array(z.string()).optional(),
+  }).optional(),
   /** Accept `%2F` / `%5C` in this tool's paths (APIs such as GitLab's `projects/group%2Fname`); refused (400) otherwise. */
   allow_encoded_slash: z.boolean().default(false),
 })

@@ -33,7 +33,9 @@ const ASSERTION_TTL_S = 60
  *   const auth = createClientAuth('corp-idp', config, config.token_url)
  *   await auth.apply(form, headers) // before each POST to the token endpoint
  */
-export function createClientAuth (issuerName: string, config: ClientAuthConfig, tokenUrl: string): ClientAuth {
+export function createClientAuth (issuerName: string, config: ClientAuthConfig, tokenUrl: string | (() => string)): ClientAuth {
+  // A discovered token endpoint can change; an assertion names the one it is sent to now.
+  const audience = typeof tokenUrl === 'string' ? () => tokenUrl : tokenUrl
   const invalid = (msg: string): SidekeyError =>
     new SidekeyError('SIDEKEY_CONFIG_INVALID', `issuers.${issuerName}: ${msg}`)
   const method = config.auth_method
@@ -74,7 +76,7 @@ export function createClientAuth (issuerName: string, config: ClientAuthConfig, 
             .setProtectedHeader(kid === undefined ? { alg } : { alg, kid })
             .setIssuer(clientId)
             .setSubject(clientId)
-            .setAudience(tokenUrl)
+            .setAudience(audience())
             .setJti(randomUUID())
             .setIssuedAt(now)
             .setExpirationTime(now + ASSERTION_TTL_S)

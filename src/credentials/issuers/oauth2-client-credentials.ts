@@ -1,21 +1,20 @@
 import type { ClientCredentialsIssuerConfig } from '../../config/schema.js'
 import type { Issuer, IssuerFactory } from '../issuer.js'
-import { createClientAuth } from './client-auth.js'
-import { DpopKey } from '../dpop.js'
-import { createTokenEndpoint, revocation, setAudience, setScope } from './token-endpoint.js'
+import { createOAuthEndpoint } from './oauth-endpoint.js'
+import { setAudience, setScope } from './token-endpoint.js'
 
 /**
  * `oauth2_client_credentials` (RFC 6749 §4.4): one POST per fetch with `grant_type=client_credentials`, the tool's
  * scopes as `scope` and its audience as `resource` (RFC 8707) and/or `audience` per `audience_param`.
- * `params` are sent too, but cannot override the grant, scope, audience or client authentication.
+ * `params` are sent too, but cannot override the grant, scope, audience or client authentication. With `resource`
+ * instead of `token_url`, the token endpoint is discovered (oauth-endpoint.ts) and `resource` is always the configured one.
  *
  * @example
  *   const issuer = createClientCredentialsIssuer('corp-idp', config, { clock, dispatcher })
  *   const cred = await issuer.fetch({ tool: 'github', scopes: ['repo:read'], audience: 'https://api.github.com', instanceId, signal })
  */
 export const createClientCredentialsIssuer: IssuerFactory<ClientCredentialsIssuerConfig> = (name, config, deps): Issuer => {
-  const auth = createClientAuth(name, config, config.token_url)
-  const endpoint = createTokenEndpoint({ tokenUrl: config.token_url, auth, timeoutMs: config.timeout, deps, dpop: config.dpop ? new DpopKey() : undefined })
+  const endpoint = createOAuthEndpoint(name, config, deps)
   return {
     type: 'oauth2_client_credentials',
     fetch (req) {
@@ -26,6 +25,6 @@ export const createClientCredentialsIssuer: IssuerFactory<ClientCredentialsIssue
       setAudience(form, req.audience, config.audience_param)
       return endpoint.exchange(form, req.signal)
     },
-    ...revocation(config.revocation_url, auth, config.timeout, deps),
+    ...(endpoint.revoke === undefined ? {} : { revoke: endpoint.revoke }),
   }
 }

@@ -1,8 +1,7 @@
 import type { TokenExchangeIssuerConfig } from '../../config/schema.js'
 import type { Issuer, IssuerFactory } from '../issuer.js'
-import { createClientAuth } from './client-auth.js'
-import { DpopKey } from '../dpop.js'
-import { createTokenEndpoint, revocation, setAudience, setScope } from './token-endpoint.js'
+import { createOAuthEndpoint } from './oauth-endpoint.js'
+import { setAudience, setScope } from './token-endpoint.js'
 import { FileSource } from './watched-file.js'
 import { IssuerError } from '../../errors.js'
 
@@ -18,8 +17,7 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
  *   const cred = await issuer.fetch({ tool: 'crm', scopes: ['crm.read'], audience: 'https://crm.example', instanceId, signal })
  */
 export const createTokenExchangeIssuer: IssuerFactory<TokenExchangeIssuerConfig> = (name, config, deps): Issuer => {
-  const auth = createClientAuth(name, config, config.token_url)
-  const endpoint = createTokenEndpoint({ tokenUrl: config.token_url, auth, timeoutMs: config.timeout, deps, dpop: config.dpop ? new DpopKey() : undefined })
+  const endpoint = createOAuthEndpoint(name, config, deps)
   const subject = new FileSource(config.subject_token_file, 'subject_token_file')
   const actor = config.actor_token_file === undefined ? undefined : new FileSource(config.actor_token_file, 'actor_token_file')
 
@@ -46,6 +44,6 @@ export const createTokenExchangeIssuer: IssuerFactory<TokenExchangeIssuerConfig>
       setAudience(form, req.audience, config.audience_param)
       return endpoint.exchange(form, req.signal)
     },
-    ...revocation(config.revocation_url, auth, config.timeout, deps),
+    ...(endpoint.revoke === undefined ? {} : { revoke: endpoint.revoke }),
   }
 }

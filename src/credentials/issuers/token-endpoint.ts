@@ -3,6 +3,7 @@ import { IssuerError } from '../../errors.js'
 import type { IssuedCredential, Issuer, IssuerDeps } from '../issuer.js'
 import type { ClientAuth } from './client-auth.js'
 import type { DpopKey } from '../dpop.js'
+import type { Credential } from '../provider.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, usableToken } from './token-value.js'
 import { errorCode } from './watched-file.js'
 import { RETRY_AFTER_MAX_MS } from '../backoff.js'
@@ -66,7 +67,8 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
     const failed = (err: unknown): IssuerError => {
       if (signal.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} was aborted`)
       if (timeout.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} timed out after ${timeoutMs} ms`)
-      return new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
+      // `moved`: the endpoint may have gone; a discovered one is looked up again (oauth-endpoint.ts).
+      return new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`, { cause: { moved: true } })
     }
     const issuedAt = deps.clock.now()
     let res: Dispatcher.ResponseData
@@ -101,9 +103,10 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
       const code = oauthErrorCode(raw)
       if (dpop?.observe(tokenUrl, resHeaders, statusCode === 400 && code === 'use_dpop_nonce') === true && mayRetry) return NONCE_RETRY
       const retryAfterMs = statusCode === 429 || statusCode === 503 ? parseRetryAfter(resHeaders['retry-after']) : undefined
+      const moved = MOVED_STATUSES.has(statusCode) || code === 'invalid_client'
       throw new IssuerError('SIDEKEY_ISSUER_FAILED',
         `${where} answered HTTP ${statusCode}${code === undefined ? '' : ` (error ${code})`}`,
-        retryAfterMs === undefined ? {} : { retryAfterMs })
+        { ...(retryAfterMs === undefined ? {} : { retryAfterMs }), ...(moved ? { cause: { moved } } : {}) })
     }
     if (raw === undefined) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered with a body larger than ${MAX_TOKEN_BYTES} bytes`)
     dpop?.observe(tokenUrl, resHeaders, false)
@@ -113,8 +116,16 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
 
 const NONCE_RETRY = Symbol('retry with the new DPoP nonce')
 
+/** Answers that suggest the token endpoint is no longer where the metadata said (with `invalid_client`). */
+const MOVED_STATUSES = new Set([404, 405, 410])
+
+/** True for a token-endpoint failure that a fresh look at the authorization server's metadata might cure. */
+export function suggestsMoved (err: unknown): boolean {
+  return err instanceof IssuerError && (err.cause as { moved?: unknown } | undefined)?.moved === true
+}
+
 /** A URL as a dispatcher takes it: always through the issuer's own dispatcher, never undici's global one. */
-function originAndPath (url: string): { origin: string, path: string } {
+export function originAndPath (url: string): { origin: string, path: string } {
   const u = new URL(url)
   return { origin: u.origin, path: `${u.pathname}${u.search}` }
 }
@@ -129,32 +140,34 @@ function originAndPath (url: string): { origin: string, path: string } {
  */
 export function revocation (url: string | undefined, auth: ClientAuth, timeoutMs: number, deps: IssuerDeps): Pick<Issuer, 'revoke'> {
   if (url === undefined) return {}
+  return { revoke: (dropped, signal) => revokeAt(url, dropped, signal, auth, timeoutMs, deps) }
+}
+
+/** POSTs each dropped token to `url` (RFC 7009); resolves to how many were accepted, throws at the first failure. */
+export async function revokeAt (url: string, dropped: readonly Credential[], signal: AbortSignal, auth: ClientAuth,
+  timeoutMs: number, deps: IssuerDeps): Promise<number> {
   const where = `revocation endpoint ${new URL(url).host}`
-  return {
-    async revoke (dropped, signal) {
-      let revoked = 0
-      for (const cred of dropped) {
-        const form = new URLSearchParams({ token: cred.token.reveal(), token_type_hint: 'access_token' })
-        const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' }
-        await auth.apply(form, headers)
-        let statusCode: number
-        try {
-          const res = await deps.dispatcher.request({
-            ...originAndPath(url), method: 'POST', headers, body: form.toString(),
-            signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
-            ...({ maxRedirections: 0 } as object),
-          })
-          statusCode = res.statusCode
-          await res.body.dump()
-        } catch (err) {
-          throw new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
-        }
-        if (statusCode !== 200) throw new IssuerError('SIDEKEY_ISSUER_FAILED', `${where} answered HTTP ${statusCode}`)
-        revoked++
-      }
-      return revoked
-    },
+  let revoked = 0
+  for (const cred of dropped) {
+    const form = new URLSearchParams({ token: cred.token.reveal(), token_type_hint: 'access_token' })
+    const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' }
+    await auth.apply(form, headers)
+    let statusCode: number
+    try {
+      const res = await deps.dispatcher.request({
+        ...originAndPath(url), method: 'POST', headers, body: form.toString(),
+        signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
+        ...({ maxRedirections: 0 } as object),
+      })
+      statusCode = res.statusCode
+      await res.body.dump()
+    } catch (err) {
+      throw new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`)
+    }
+    if (statusCode !== 200) throw new IssuerError('SIDEKEY_ISSUER_FAILED', `${where} answered HTTP ${statusCode}`)
+    revoked++
   }
+  return revoked
 }
 
 /**
@@ -250,7 +263,7 @@ function oauthErrorCode (raw: Buffer | undefined): string | undefined {
 }
 
 /** The body, or undefined when it is larger than `max` (then the stream is destroyed unread). */
-async function readCapped (body: Body, contentLength: string | string[] | undefined, max: number): Promise<Buffer | undefined> {
+export async function readCapped (body: Body, contentLength: string | string[] | undefined, max: number): Promise<Buffer | undefined> {
   if (typeof contentLength === 'string' && Number(contentLength) > max) {
     discard(body)
     return undefined
@@ -268,10 +281,10 @@ async function readCapped (body: Body, contentLength: string | string[] | undefi
   return Buffer.concat(chunks)
 }
 
-type Body = AsyncIterable<Buffer> & { destroy (): unknown, on (event: 'error', fn: () => void): unknown }
+export type Body = AsyncIterable<Buffer> & { destroy (): unknown, on (event: 'error', fn: () => void): unknown }
 
 /** Drops a body unread; destroying it makes undici emit an abort error that nobody else would be listening for. */
-function discard (body: Body): void {
+export function discard (body: Body): void {
   body.on('error', () => {})
   body.destroy()
 }
