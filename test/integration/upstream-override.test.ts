@@ -19,8 +19,8 @@ const tokenFile = join(dir, 'token')
 writeFileSync(tokenFile, TOKEN)
 
 /** A TLS stand-in that records the TLS name each request came under, and every decrypted byte it was sent. */
-async function standIn (certName: string): Promise<Upstream & { sni: Array<string | false>, received: () => string, dials: () => number }> {
-  const sni: Array<string | false> = []
+async function standIn (certName: string): Promise<Upstream & { sni: Array<string | false | null>, received: () => string, dials: () => number }> {
+  const sni: Array<string | false | null> = []
   const up = await startUpstream({
     tls: await pki.cert(certName),
     handler: (req, res, seen) => {
