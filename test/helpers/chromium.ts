@@ -13,7 +13,13 @@ export interface Page {
   /** Console errors, uncaught exceptions and error log entries, as text. */
   readonly errors: string[]
   evaluate<T> (expression: string): Promise<T>
-  screenshot (): Promise<Buffer>
+  /**
+   * Lays the page out at `width` CSS pixels, as a phone would with `mobile` (the page's viewport meta honoured);
+   * resolves once the new width is in effect.
+   */
+  resize (width: number, height: number, mobile?: boolean): Promise<void>
+  /** The viewport, or with `fullPage` the whole document at the viewport's width. */
+  screenshot (opts?: { fullPage?: boolean }): Promise<Buffer>
   close (): Promise<void>
 }
 
@@ -46,14 +52,24 @@ export async function openPage (binary: string, url: string, timeoutMs = 30_000)
     const loaded = cdp.once('Page.loadEventFired', timeoutMs)
     await cdp.send('Page.navigate', { url })
     await loaded
+    const evaluate = async <T>(expression: string): Promise<T> => {
+      const r = await cdp.send('Runtime.evaluate', { expression, returnByValue: true, awaitPromise: true }) as { result: { value: T } }
+      return r.result.value
+    }
     return {
       errors,
-      async evaluate<T> (expression: string): Promise<T> {
-        const r = await cdp.send('Runtime.evaluate', { expression, returnByValue: true }) as { result: { value: T } }
-        return r.result.value
+      evaluate,
+      async resize (width: number, height: number, mobile = false): Promise<void> {
+        await cdp.send('Emulation.setDeviceMetricsOverride', { width, height, deviceScaleFactor: 1, mobile })
+        await evaluate('new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))')
       },
-      async screenshot (): Promise<Buffer> {
-        const r = await cdp.send('Page.captureScreenshot', { format: 'png', captureBeyondViewport: false }) as { data: string }
+      async screenshot (opts: { fullPage?: boolean } = {}): Promise<Buffer> {
+        let clip: Params | undefined
+        if (opts.fullPage === true) {
+          const size = await evaluate<[number, number]>('[document.documentElement.scrollWidth, document.documentElement.scrollHeight]')
+          clip = { x: 0, y: 0, width: size[0], height: size[1], scale: 1 }
+        }
+        const r = await cdp.send('Page.captureScreenshot', { format: 'png', captureBeyondViewport: clip !== undefined, ...(clip === undefined ? {} : { clip }) }) as { data: string }
         return Buffer.from(r.data, 'base64')
       },
       async close (): Promise<void> { cdp.close(); await stop() },

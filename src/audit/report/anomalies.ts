@@ -44,7 +44,7 @@ export function anomalyTable (log: AnomalyLog, colorOf: (kind: string) => string
   const rows = log.latest().map((e) => {
     const swatch = colorOf(e.kind)
     return [Number.isFinite(e.time) ? clock(e.time) : html(cut(e.at, 40)),
-      (swatch === undefined ? '' : `<i class="dot" style="background:${swatch}"></i>`) + html(cut(e.kind, 40)),
+      `<span class="nw">${swatch === undefined ? '' : `<i class="dot" style="background:${swatch}"></i>`}${html(cut(e.kind, 40))}</span>`,
       html(cut(e.tool, 60)), html(cut(e.instance, 60)), html(e.detail) + (e.suppressed > 0 ? ` <span class="note">(+${e.suppressed} suppressed)</span>` : '')]
   })
   const note = log.total > rows.length ? `the latest ${rows.length} of ${log.total} anomalies` : ''

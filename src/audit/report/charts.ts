@@ -35,13 +35,17 @@ export const cut = (s: string, max: number): string => s.length > max ? s.slice(
 const labelWidth = (labels: readonly string[], px: number, min: number, max: number): number =>
   Math.min(max, Math.max(min, Math.ceil(Math.max(0, ...labels.map((l) => l.length)) * px) + 12))
 
-/** A timestamp to the second, UTC, for tables. */
-export const clock = (ms: number): string => Number.isFinite(ms) ? new Date(ms).toISOString().slice(0, 19).replace('T', ' ') : '-'
+/** A timestamp to the second, UTC, as table HTML (kept on one line). */
+export const clock = (ms: number): string => Number.isFinite(ms) ? `<time>${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')}</time>` : '-'
 
-/** A table whose cells are HTML already escaped by the caller; it wraps on a narrow page instead of overflowing. */
+/**
+ * A table whose cells are HTML already escaped by the caller. Each cell names its column (`data-label`), so on a
+ * narrow page the page's CSS lays each row out as a card of `column: value` lines instead of a table too wide.
+ */
 export function dataTable (id: string, head: readonly string[], rows: ReadonlyArray<readonly string[]>, note = ''): string {
-  return `<table data-table="${html(id)}"><tr>${head.map((h) => `<th>${html(h)}</th>`).join('')}</tr>` +
-    rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('') + '</table>' +
+  const labels = head.map((h) => html(h))
+  return `<table data-table="${html(id)}"><tr>${labels.map((h) => `<th>${h}</th>`).join('')}</tr>` +
+    rows.map((r) => `<tr>${r.map((c, i) => `<td data-label="${labels[i] ?? ''}">${c}</td>`).join('')}</tr>`).join('') + '</table>' +
     (note === '' ? '' : `<p class="note">${html(note)}</p>`)
 }
 

@@ -97,7 +97,7 @@ export function renderRefusals (r: Refusals): string {
     const rows = r.destinations.rows()
     out.push('<h3>Denied destinations</h3>')
     out.push(barChart('denied', 'egress.denied by host and reason', rows.slice(0, 15).map((x) => ({
-      label: `${x.cells[0] === '' ? '(no host)' : x.cells[0]!} ${x.cells[2]!}`, value: x.count, color: hostNote(x.cells[0]!) === '' ? '#ff7f0e' : '#d62728',
+      label: `${x.cells[0] === '' ? '(no host)' : x.cells[0]!} (${x.cells[2]!})`, value: x.count, color: hostNote(x.cells[0]!) === '' ? '#ff7f0e' : '#d62728',
     }))))
     out.push(table('denied', ['host', 'port', 'reason', 'count', 'first', 'last', 'asked for', 'note'], rows.map((x) => {
       const note = hostNote(x.cells[0]!)

@@ -6,7 +6,7 @@ import { ScopeUsage, loadConfigOrReport, sinceWindow, type ScopesReport } from '
 import { readKeys } from '../verify/command.js'
 import { formatVerifyResult, NOT_AUTHENTICATED, TrailVerifier, type PublicJwk, type VerifyResult } from '../verify/verify.js'
 import { AnomalyLog, anomalyTable } from './anomalies.js'
-import { barChart, color, duration, histogram, html, timeSeries, type Series } from './charts.js'
+import { barChart, color, dataTable, duration, histogram, html, timeSeries, type Series } from './charts.js'
 import { Refusals, renderRefusals } from './refusals.js'
 
 /**
@@ -247,18 +247,21 @@ function quantileLabel (bins: readonly number[], known: number, q: number): stri
 
 const STATUS_COLOR = (code: string): string => code.startsWith('2') ? '#2ca02c' : code.startsWith('3') ? '#17becf' : code.startsWith('4') ? '#ff7f0e' : code.startsWith('5') ? '#d62728' : '#7f7f7f'
 
-// Narrow screens: charts scale down (max-width), tables and preformatted text wrap (overflow-wrap) rather than
-// widen the page; on a wide one the anomaly timeline and its table sit side by side, the age histograms two a row.
-const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 12px;color:#222}
+// Narrow screens: charts scale down (max-width), preformatted text wraps, and each table row becomes a card of
+// `column: value` lines (td's data-label) rather than widen the page; on a wide one the anomaly timeline and its
+// table sit side by side, the age histograms two a row.
+const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1360px;padding:0 12px;color:#222}
 h1{font-size:22px}h2{font-size:17px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px;margin:18px 0 6px}
 figure{margin:12px 0;max-width:720px}figcaption{font-weight:600;margin-bottom:4px}svg{max-width:100%;height:auto}
 svg text{font-size:11px;fill:#333}svg .tick{font-size:10px;fill:#666}.note{color:#666;font-size:12px;margin:2px 0}
 .legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i,.dot{display:inline-block;width:10px;height:10px;margin-right:4px}
 .dot{border-radius:50%}table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left;
-vertical-align:top;overflow-wrap:anywhere}pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
-.ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}.warn{color:#b26b00;font-weight:600}
+vertical-align:top}td{overflow-wrap:anywhere}time,.nw{white-space:nowrap}pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap;
+overflow-wrap:anywhere}.ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}.warn{color:#b26b00;font-weight:600}
 .banner{background:#d62728;color:#fff;font-weight:600;padding:8px 12px;border-radius:4px}
-.pair,.grid{display:flex;flex-wrap:wrap;gap:0 24px;align-items:flex-start}.pair>*{flex:1 1 460px;min-width:0}.grid>*{flex:1 1 460px}`
+.pair,.grid{display:flex;flex-wrap:wrap;gap:0 24px;align-items:flex-start}.pair>*,.grid>*{flex:1 1 560px;min-width:0}
+@media (max-width:640px){table,tbody,tr,td{display:block}tr:first-child{display:none}tr{border-bottom:1px solid #ddd;padding:4px 0}
+td{border:0;padding:1px 0}td:empty{display:none}td::before{content:attr(data-label) ": ";color:#666}}`
 
 export function renderReport (d: ReportData, generatedAt = new Date()): string {
   const out: string[] = []
@@ -308,11 +311,10 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
   out.push(scopesTable(d.scopes))
 
   if (d.tasks.size > 0) {
-    out.push('<h2 id="tasks">Tasks</h2><table data-table="tasks"><tr><th>task</th><th>calls</th><th>errors</th><th>tools</th></tr>')
-    for (const [task, t] of [...d.tasks].sort(([, a], [, b]) => b.calls - a.calls).slice(0, 100)) {
-      out.push(`<tr><td>${html(task)}</td><td>${t.calls}</td><td>${t.errors}</td><td>${html([...t.tools].join(', '))}</td></tr>`)
-    }
-    out.push('</table>' + (d.tasks.size > 100 || d.tasksOverflow > 0 ? `<p class="note">the 100 busiest of ${d.tasks.size}${d.tasksOverflow > 0 ? '+' : ''} tasks</p>` : ''))
+    const rows = [...d.tasks].sort(([, a], [, b]) => b.calls - a.calls).slice(0, 100)
+      .map(([task, t]) => [html(task), String(t.calls), String(t.errors), html([...t.tools].join(', '))])
+    out.push('<h2 id="tasks">Tasks</h2>' + dataTable('tasks', ['task', 'calls', 'errors', 'tools'], rows,
+      d.tasks.size > 100 || d.tasksOverflow > 0 ? `the 100 busiest of ${d.tasks.size}${d.tasksOverflow > 0 ? '+' : ''} tasks` : ''))
   }
 
   if (d.inventory.destinations.length > 0) {
@@ -351,11 +353,11 @@ function scopesTable (r: ScopesReport): string {
   const rows = r.tools.map((t) => {
     const g = t.granted
     const rec = [t.recommend.methods === undefined ? '' : `methods: [${t.recommend.methods.join(', ')}]`, t.recommend.path_prefix === undefined ? '' : `path_prefix: ${t.recommend.path_prefix}`].filter((s) => s !== '').join(' ')
-    return `<tr><td>${html(t.tool)}</td><td>${g === null ? '-' : html(`${g.methods?.join(',') ?? 'any'} ${g.path_prefix}`)}</td><td>${t.used.calls}</td>` +
-      `<td>${html(Object.keys(t.used.methods).join(','))}</td><td>${html(t.used.common_prefix ?? '-')}</td><td>${html(t.used.last_use ?? '-')}</td>` +
-      `<td>${t.unused ? '<b>unused</b> ' : ''}${html(rec)}</td></tr>`
+    return [html(t.tool), g === null ? '-' : html(`${g.methods?.join(',') ?? 'any'} ${g.path_prefix}`), String(t.used.calls),
+      html(Object.keys(t.used.methods).join(',')), html(t.used.common_prefix ?? '-'), html(t.used.last_use ?? '-'),
+      `${t.unused ? '<b>unused</b> ' : ''}${html(rec)}`]
   })
-  return `<table data-table="scopes"><tr><th>tool</th><th>granted</th><th>calls</th><th>methods</th><th>common prefix</th><th>last use</th><th>recommend</th></tr>${rows.join('')}</table>` +
+  return dataTable('scopes', ['tool', 'granted', 'calls', 'methods', 'common prefix', 'last use', 'recommend'], rows) +
     (r.patch === '' ? '' : `<pre>${html(r.patch)}</pre>`)
 }
 
