@@ -10,6 +10,7 @@ import { rawGets } from '../helpers/raw-get.js'
 import { bodyOf } from '../hardening/helpers.js'
 import { parseConfig } from '../../src/config/load.js'
 import { ConfigError } from '../../src/config/config-error.js'
+import { cli } from '../helpers/cli.js'
 
 // A tool's `upstream:` sends what it matches to a stand-in or an egress gateway: the agent keeps its base URL.
 const TOKEN = 'real-token-4f1c9a7e0b3d5a2c'
@@ -155,4 +156,17 @@ t.test('config: an override is held to a tool host\'s rules, and plain http to w
   t.match(problems(`  a: { ${api}, plaintext: true, upstream: { host: far.test, scheme: http } }`, pinned), /only allowed to a host pinned to a loopback address/)
   t.equal(problems(`  a: { ${api}, plaintext: true, upstream: { host: mock.test, scheme: http, port: 8080 } }`, pinned), '', 'http to loopback, allowed')
   t.equal(problems(`  a: { ${api}, upstream: { host: gateway.corp.test, port: 8443, tls_server_name: gw.corp.test } }`), '')
+})
+
+t.test('sidekey check names each tool sent elsewhere, and where', async (t) => {
+  const file = join(dir, 'check.yaml')
+  writeFileSync(file, config(`
+  api: { match: { host: api.tool.test }, issuer: file, upstream: { host: standin.test, port: 8443, tls_server_name: gw.corp.test } }
+  local: { match: { host: other.tool.test }, issuer: file, plaintext: true, upstream: { host: mock.test, scheme: http } }
+  plain: { match: { host: plain.tool.test }, issuer: file }`, 'resolve: { mock.test: 127.0.0.1 }').replace('{{CA_DIR}}', join(dir, 'ca')))
+  const { code, stdout } = await cli(['check', '--config', file, '--no-files'])
+  t.equal(code, 0, stdout)
+  t.match(stdout, 'tool api: api.tool.test:443 is sent to https://standin.test:8443, TLS name gw.corp.test\n')
+  t.match(stdout, 'tool local: other.tool.test:443 is sent to http://mock.test, in clear\n')
+  t.notMatch(stdout, 'tool plain')
 })
