@@ -41,6 +41,13 @@ export interface CredentialRevoked {
 }
 export interface CredentialExpired { event: 'credential.expired', tool: string, credential_id: string }
 
+/** What a `credential.used` line says of an MCP call. */
+export interface McpCallAudit {
+  readonly method: string
+  readonly name?: string
+  readonly batch?: readonly McpCallAudit[]
+}
+
 export interface CredentialUsed {
   event: 'credential.used'
   tool: string
@@ -76,6 +83,11 @@ export interface CredentialUsed {
   host_mismatch?: boolean
   /** The agent's X-Sidekey-Task for this call (an opaque id it chose; never a metric label: ids are unbounded). */
   task?: string
+  /**
+   * An MCP tool's call (src/mcp/): the JSON-RPC method and the MCP tool, resource or prompt it names (a batch: per
+   * member). With outcome `mcp_denied` the policy refused it and it never reached the server.
+   */
+  mcp?: McpCallAudit
   /** The origin dialled instead of `host` (the tool's `upstream:`): where the credential actually went. */
   upstream?: string
 }

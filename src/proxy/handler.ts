@@ -22,6 +22,7 @@ import { failureCode, OriginLimiter, relay, upstreamError } from './upstream.js'
 import { UpstreamExchange } from './exchange.js'
 import { UpgradeResponse } from './upgrade.js'
 import { dialOf } from './upstream-target.js'
+import { checkMcpRequest, mcpBodyTooLarge, mcpPolicyOf, mcpResponseFilter, readWholeBody, sendMcpRefusal, type McpCheck } from '../mcp/index.js'
 
 /** Where a request goes, as the agent addressed it (absolute-form URL, or the CONNECT target of its tunnel). */
 export interface RequestTarget {
@@ -85,12 +86,13 @@ export class RequestHandler {
     }
     const tool = route.tool
     const upstream = route.kind === 'tool' ? route.upstream : undefined
+    let mcpCall: Pick<CredentialUsed, 'mcp'> = {}
     const used = (status: number, credentialId: string | null, placeholder: PlaceholderState, extra: Partial<CredentialUsed> = {}): void => {
       rt.audit.emit({
         event: 'credential.used', tool: tool.name, credential_id: credentialId, method, host: target.host, path: pathWithoutQuery(path),
         status, duration_ms: round(performance.now() - started), client, placeholder, request_id: requestId,
         ...(target.hostMismatch === true ? { host_mismatch: true } : {}), ...(task === undefined ? {} : { task }),
-        ...(upstream === undefined ? {} : { upstream: upstream.origin }), ...extra,
+        ...(upstream === undefined ? {} : { upstream: upstream.origin }), ...mcpCall, ...extra,
       })
     }
     const authority = route.kind === 'tool' ? formatAuthority(target.host, route.upstreamPort, route.upstreamScheme === 'https' ? 443 : 80) : ''
@@ -140,7 +142,24 @@ export class RequestHandler {
     try {
       if (isSelf(rt, upstream?.host ?? target.host, upstream?.port ?? route.upstreamPort)) throw egressDenied(SELF, 'self')
       release = this.#inFlight.acquire(dial.origin, inFlightCap(rt))
-      const body = await requestBody(req, rt.config.limits.replay_body_bytes)
+      // MCP policy (src/mcp/): a tool with `mcp:` has each POSTed JSON-RPC body read whole and judged before a
+      // credential goes on it; a refusal is answered here and never reaches the server.
+      const mcp = mcpPolicyOf(tool.config)
+      let mcpCheck: McpCheck | undefined
+      let mcpBody: Buffer | undefined
+      if (mcp !== undefined && method === 'POST') {
+        mcpBody = await readWholeBody(req, rt.config.limits.replay_body_bytes)
+        mcpCheck = mcpBody === undefined ? { refusal: mcpBodyTooLarge(), lists: [] } : checkMcpRequest(mcp, req.headers, mcpBody)
+        if (mcpCheck.call !== undefined) mcpCall = { mcp: mcpCheck.call }
+        if (mcpCheck.refusal !== undefined) {
+          sendMcpRefusal(res, mcpCheck.refusal, requestId)
+          used(mcpCheck.refusal.status, null, placeholder, { outcome: mcpCheck.refusal.outcome, error: mcpCheck.refusal.code })
+          return
+        }
+      }
+      const checked = mcpCheck
+      const mcpFilter = mcp === undefined || checked === undefined ? undefined : (type: string | undefined) => mcpResponseFilter(mcp, checked, type)
+      const body: RequestBody = mcpBody !== undefined ? { kept: mcpBody } : await requestBody(req, rt.config.limits.replay_body_bytes)
       if (body.contentLength !== undefined && body.kept === undefined) base.headers.push('content-length', body.contentLength)
       const gone = new Departure()
       // After a complete answer this is a no-op; before it (h1 disconnect, h2 RST_STREAM) it cancels the upstream request.
@@ -196,7 +215,7 @@ export class RequestHandler {
           response = await send(current)
         }
       }
-      scrub = new ResponseScrub(scrubberFor(tool, current), tool.config.scrub_body === true)
+      scrub = new ResponseScrub(scrubberFor(tool, current), tool.config.scrub_body === true, mcpFilter)
       const bytesOut = await scrub.relay(res, method, response)
       used(response.statusCode, current.id, placeholder, { overhead_ms: round(overhead), bytes_out: bytesOut, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
     } catch (err) {

@@ -4,10 +4,10 @@ import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib'
 import { SidekeyError } from '../errors.js'
 import { readHead } from './body-head.js'
 import { downstreamHeaders } from './headers.js'
-import type { BodyOptions, Scrubber } from './scrub.js'
+import type { BodyOptions, BodyScan, Scrubber } from './scrub.js'
 import { EchoWatch } from './scrub-watch.js'
 import type { UpstreamExchange } from './exchange.js'
-import { readableSource, relay, type BodySource } from './upstream.js'
+import { readableSource, relay, type BodyFilter, type BodySource } from './upstream.js'
 
 /**
  * Content types searched for every spelling of the credential: what an error page, a redirect body, JSON, a debug
@@ -37,10 +37,13 @@ export class ResponseScrub {
   readonly #bodies: boolean
   #echoed: string[] | undefined
   #body: { readonly echoed: boolean } | undefined
+  readonly #rewrite: ((contentType: string | undefined) => BodyFilter | undefined) | undefined
 
-  constructor (scrubber: Scrubber, bodies: boolean) {
+  /** `rewrite`: a filter the body passes through before it is scrubbed (an MCP tool's list answers, src/mcp/). */
+  constructor (scrubber: Scrubber, bodies: boolean, rewrite?: (contentType: string | undefined) => BodyFilter | undefined) {
     this.#scrubber = scrubber
     this.#bodies = bodies
+    this.#rewrite = rewrite
   }
 
   /** Rewrites a flat header list in place (also a WebSocket 101's) and remembers the names that held the credential. */
@@ -66,7 +69,8 @@ export class ResponseScrub {
     }
     const options = bodyOptions(answer.field('content-type'))
     const codings = contentCodings(answer.field('content-encoding'))
-    if (!this.#bodies) {
+    const rewrite = this.#rewrite?.(answer.field('content-type'))
+    if (!this.#bodies && rewrite === undefined) {
       // Opted out: relayed as it comes, but an echo in its first bytes is still audited (when they can be read).
       const watch = codings.length === 0 ? new EchoWatch(this.#scrubber.body(options)) : undefined
       this.#body = watch
@@ -87,8 +91,9 @@ export class ResponseScrub {
     // Content-Encoding present but saying nothing: the first bytes tell whether it is gzip anyway.
     const sniff = decoder === undefined && answer.field('content-encoding') !== undefined
     const want = length <= WHOLE_BODY_BYTES ? WHOLE_BODY_BYTES + 1 : sniff ? GZIP_MAGIC.length : 0
-    const filter = this.#scrubber.body(options)
-    this.#body = filter
+    const scan = this.#scrubber.body(options)
+    this.#body = this.#bodies ? scan : new EchoWatch(scan)
+    const filter = rewrite === undefined ? this.#body as BodyScan : chained(rewrite, this.#body as BodyScan)
     const dropped = decoder === undefined ? ['content-length'] : ['content-length', 'content-encoding']
     if (want > 0) {
       const head = await readHead(source, want)
@@ -144,6 +149,14 @@ function bufferSource (bytes: Buffer): BodySource {
     },
     resume: () => {},
     cancel: () => {},
+  }
+}
+
+/** `first`'s output through `then`. */
+function chained (first: BodyFilter, then: BodyFilter): BodyFilter {
+  return {
+    push: (chunk) => then.push(first.push(chunk)),
+    end: () => Buffer.concat([then.push(first.end()), then.end()]),
   }
 }
 
