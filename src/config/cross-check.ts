@@ -200,6 +200,9 @@ function checkIssuers (issuers: unknown, pins: ReadonlyMap<string, string>, ctx:
     if (type !== 'oauth2_client_credentials' && type !== 'oauth2_token_exchange') continue
     if (typeof issuer.token_url === 'string') checkTokenUrl([...base, 'token_url'], issuer.token_url, pins, ctx)
     if (typeof issuer.revocation_url === 'string') checkTokenUrl([...base, 'revocation_url'], issuer.revocation_url, pins, ctx)
+    // Discovery GETs the resource's metadata and sends credentials where it points: the same rule for where it starts.
+    if (typeof issuer.resource === 'string') checkTokenUrl([...base, 'resource'], issuer.resource, pins, ctx)
+    if (typeof issuer.authorization_server === 'string') checkTokenUrl([...base, 'authorization_server'], issuer.authorization_server, pins, ctx)
     // Defaults as in schema.ts: client credentials authenticate with a secret, token exchange with none.
     const method = issuer.auth_method ?? (type === 'oauth2_client_credentials' ? 'client_secret_basic' : 'none')
     if (typeof method !== 'string') continue

@@ -8,6 +8,7 @@ import type { Issuer, IssuerDeps, JsonWebKeyPublic } from './issuer.js'
 import { createIssuer } from './issuers/index.js'
 import type { CallBinding, Credential, CredentialProvider, RevokeOutcome, ToolCredentialStatus } from './provider.js'
 import { CredentialRefresher, DEFAULT_ISSUER_TIMEOUT_MS } from './refresher.js'
+import { StepUpCache, stepUpScopes, type StepUpSpec } from './step-up.js'
 
 export interface CredentialManagerDeps {
   readonly clock: Clock
@@ -56,6 +57,9 @@ export class CredentialManager implements CredentialProvider {
   /** Tools with `per_call`: a signer bound to the tool's scopes, audience and token lifetime. */
   readonly #minters = new Map<string, (call: CallBinding) => Credential>()
   readonly #listeners = new Map<IssuerHandle, () => void>()
+  /** Tools whose issuer allows `step_up_scopes`, and the stepped-up credentials fetched for them. */
+  readonly #stepUpSpecs = new Map<string, StepUpSpec>()
+  #stepUps: StepUpCache | undefined
   #started: Promise<void> | undefined
   #closed: Promise<void> | undefined
 
@@ -65,6 +69,7 @@ export class CredentialManager implements CredentialProvider {
 
   static create (config: Readonly<Config>, deps: CredentialManagerDeps): CredentialManager {
     const manager = new CredentialManager(config.instance_id)
+    manager.#stepUps = new StepUpCache(deps.clock, deps.audit)
     const build = deps.createIssuer ?? createIssuer
     const random = deps.random ?? Math.random
     const prev = deps.previous
@@ -115,9 +120,14 @@ export class CredentialManager implements CredentialProvider {
         ...(carried === undefined ? {} : { carried }),
       })
       manager.#slots.set(spec.key, slot)
+      const stepUp = 'step_up_scopes' in handle.config ? handle.config.step_up_scopes ?? [] : []
       for (const [tool, toolConfig] of spec.tools) {
         manager.#toolSlots.set(tool, slot)
         const { issuer } = handle
+        if (stepUp.length > 0) {
+          manager.#stepUpSpecs.set(tool, { tool, issuerName: spec.issuer, issuer, scopes: spec.scopes, audience: spec.audience,
+            allowed: new Set(stepUp), instanceId: config.instance_id, timeoutMs: timeout })
+        }
         const perCall = toolConfig.per_call
         if (perCall === undefined || issuer.mint === undefined) continue
         const base = { tool, scopes: spec.scopes, audience: spec.audience, instanceId: config.instance_id, ttlMs: perCall.ttl }
@@ -170,6 +180,12 @@ export class CredentialManager implements CredentialProvider {
   async refreshRejected (tool: string, rejectedId: string): Promise<Credential | undefined> {
     const slot = this.#toolSlots.get(tool)
     return slot === undefined ? undefined : slot.refreshRejected(rejectedId, tool)
+  }
+
+  async stepUp (tool: string, scope: string): Promise<Credential | undefined> {
+    const spec = this.#stepUpSpecs.get(tool)
+    const scopes = spec === undefined || this.#closed !== undefined ? undefined : stepUpScopes(spec, scope)
+    return scopes === undefined ? undefined : this.#stepUps?.get(spec!, scopes)
   }
 
   async rotate (tool: string, opts: { revokePrevious?: boolean } = {}): Promise<Credential> {

@@ -78,6 +78,13 @@ export interface CredentialProvider {
    * or undefined when none could be had.
    */
   refreshRejected (tool: string, rejectedId: string): Promise<Credential | undefined>
+  /**
+   * The upstream answered 403 with `WWW-Authenticate: Bearer error="insufficient_scope", scope="<scope>"` (RFC 6750
+   * §3.1). When every scope named beyond the tool's own is in its issuer's `step_up_scopes`, resolves to a credential
+   * for the widened scopes (fetched once, shared, kept for half its life), to replay that one request with; else
+   * undefined: pass the 403 through. Never changes what `current` returns.
+   */
+  stepUp (tool: string, scope: string): Promise<Credential | undefined>
   /** Fetches a new credential now; with revokePrevious the old one is dropped at once. Throws for an unknown tool. */
   rotate (tool: string, opts?: { revokePrevious?: boolean }): Promise<Credential>
   /**
