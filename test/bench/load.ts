@@ -10,6 +10,7 @@ export interface LoadResult {
   errors: number
   seconds: number
   rps: number
+  meanms: number
   p50ms: number
   p99ms: number
   generator: 'wrk' | 'undici'
@@ -74,7 +75,7 @@ export async function undiciLoad (o: UndiciLoad): Promise<LoadResult> {
     await Promise.all(inflight)
   }
   const seconds = (performance.now() - t0) / 1000
-  return { requests: done - errors, errors, seconds, rps: (done - errors) / seconds, p50ms: hist.count === 0 ? 0 : hist.percentile(50) / 1e6, p99ms: hist.count === 0 ? 0 : hist.percentile(99) / 1e6, generator: 'undici' }
+  return { requests: done - errors, errors, seconds, rps: (done - errors) / seconds, meanms: hist.count === 0 ? 0 : hist.mean / 1e6, p50ms: hist.count === 0 ? 0 : hist.percentile(50) / 1e6, p99ms: hist.count === 0 ? 0 : hist.percentile(99) / 1e6, generator: 'undici' }
 }
 
 export function hasWrk (): boolean {
@@ -101,8 +102,8 @@ wrk.path = ${JSON.stringify(o.path)}
 ${headerLines}
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCHJSON {\\"requests\\":%d,\\"us\\":%d,\\"errors\\":%d,\\"p50\\":%d,\\"p99\\":%d}\\n",
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout, latency:percentile(50), latency:percentile(99)))
+  io.write(string.format("BENCHJSON {\\"requests\\":%d,\\"us\\":%d,\\"errors\\":%d,\\"mean\\":%d,\\"p50\\":%d,\\"p99\\":%d}\\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout, latency.mean, latency:percentile(50), latency:percentile(99)))
 end
 `)
   const seconds = Math.max(1, Math.round(o.durationMs / 1000))
@@ -116,7 +117,7 @@ end
   })
   const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '))
   if (line === undefined) throw new Error(`wrk printed no summary: ${out.slice(0, 500)}`)
-  const j = JSON.parse(line.slice(10)) as { requests: number, us: number, errors: number, p50: number, p99: number }
+  const j = JSON.parse(line.slice(10)) as { requests: number, us: number, errors: number, mean: number, p50: number, p99: number }
   const ok = Math.max(0, j.requests - j.errors)
-  return { requests: ok, errors: j.errors, seconds: j.us / 1e6, rps: ok / (j.us / 1e6), p50ms: j.p50 / 1000, p99ms: j.p99 / 1000, generator: 'wrk' }
+  return { requests: ok, errors: j.errors, seconds: j.us / 1e6, rps: ok / (j.us / 1e6), meanms: j.mean / 1000, p50ms: j.p50 / 1000, p99ms: j.p99 / 1000, generator: 'wrk' }
 }

@@ -1,13 +1,12 @@
 import { join } from 'node:path'
 import type { LookupFunction } from 'node:net'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
-import { LeafCache } from '../../src/tls/leaf-cache.js'
 import { startBare } from './bare.js'
 
 /**
  * Bench child: one proxy under test in its own process (so its RSS and CPU are its own).
  * `sidekey`: the real app from a YAML config, logger to a file through pino's async destination, metrics on.
- * `bare`: the minimal forwarder of bare.ts, reusing sidekey's CA and LeafCache for interception.
+ * `bare`: the minimal forwarder of bare.ts, with a CA of its own for interception.
  * IPC: receives a ProxyStart, answers `{ port, caPem }`; then `'rss'` → `{ rss, cpuUs }`, `'stop'` → exits.
  */
 
@@ -26,6 +25,9 @@ export interface ProxyStart {
 
 export const HTTP_HOST = 'plain.bench.test'
 export const HTTPS_HOST = 'api.bench.test'
+/** Names under the config's wildcard tool: no leaf until an agent first connects to one. */
+export const FRESH_HOST = 'new.fresh.bench.test'
+export const WARM_HOST = 'warm.fresh.bench.test'
 
 export function sidekeyYaml (s: ProxyStart): string {
   const perCall = s.perCall === undefined ? '' : '\n    per_call: true'
@@ -36,6 +38,8 @@ upstream_ca_file: ${s.upstreamCaFile}
 resolve:
   ${HTTPS_HOST}: 127.0.0.1
   ${HTTP_HOST}: 127.0.0.1
+  ${FRESH_HOST}: 127.0.0.1
+  ${WARM_HOST}: 127.0.0.1
 limits:
   max_connections: 4096
   # The 256-connection cell would otherwise meet the per-upstream cap (64 connections + 128 pending) by design.
@@ -49,6 +53,11 @@ tools:
     scopes: [read]
     audience: https://${HTTPS_HOST}
     placeholder: sidekey${perCall}
+  fresh:
+    match: { host: '*.fresh.bench.test', port: ${s.httpsPort} }
+    issuer: local
+    scopes: [read]
+    placeholder: sidekey
   plain:
     match: { host: ${HTTP_HOST}, port: ${s.httpPort} }
     issuer: local
@@ -82,8 +91,7 @@ async function start (s: ProxyStart): Promise<{ port: number, caPem: string, sto
     }
   }
   const ca = await loadOrCreateCa({ dir: join(s.dir, 'bare-ca'), validityMs: 30 * 86_400_000 })
-  const leaves = new LeafCache({ ca, validityMs: 86_400_000 })
-  const bare = await startBare(leaves, s.upstreamCaPem, loopbackLookup)
+  const bare = await startBare(ca, s.upstreamCaPem, loopbackLookup)
   return { port: bare.port, caPem: ca.certPem, stop: () => bare.close() }
 }
 

@@ -14,7 +14,7 @@ import { localJwtIssuer } from '../../src/config/schema.js'
 import { createLocalJwtIssuer } from '../../src/credentials/issuers/local-jwt.js'
 import { systemClock } from '../../src/util/clock.js'
 import { hasWrk, undiciLoad, wrkLoad, type LoadResult } from './load.js'
-import { HTTP_HOST, HTTPS_HOST, loopbackLookup, sidekeyYaml, type ProxyStart } from './proxy-server.js'
+import { FRESH_HOST, HTTP_HOST, HTTPS_HOST, WARM_HOST, loopbackLookup, sidekeyYaml, type ProxyStart } from './proxy-server.js'
 import { compileForChildren } from './compile.js'
 import { sniTable } from './sni.js'
 import { AuditChain } from '../../src/audit/trail/chain.js'
@@ -22,6 +22,7 @@ import { publicJwk, signCheckpoint } from '../../src/audit/trail/key.js'
 import { squidBinary, startSquid, type SquidStart } from './squid.js'
 import { processCpuUs, processTreeRss, stopChild } from './proc.js'
 import { scrubPerRequestTable, scrubTable } from './scrub.js'
+import { profileTable } from './profile.js'
 
 /**
  * `npm run bench`: sidekey against a bare undici forwarder (the in-run floor) and no proxy at all, on loopback,
@@ -42,6 +43,9 @@ import { scrubPerRequestTable, scrubTable } from './scrub.js'
  *   --baseline=CLI     also run another build of sidekey (its `cli.js`, e.g. an older checkout's dist/cli.js) as
  *                      'baseline', alternated with the others in the start, main, scale, rate and idle sections:
  *                      before and after in one run
+ *   --sections=profile added latency over direct (mean, p50, p99) at 1,000 req/s and at 16 connections, 0 B and 1 KiB
+ *                      bodies, HTTP and HTTPS; the first request after a restart to a tool host and to a new name
+ *                      (profile.ts); --samples=N fresh processes for the latter (default 5)
  *   --sections=sni     (not in the default set) distinct SNI names against the leaf cache: --sni-names=N per phase
  *                      (default 10,000; 50 with --smoke), each phase stopped after 120 s (sni.ts)
  */
@@ -58,6 +62,10 @@ interface Options {
   mintCold: number
   mintCached: number
   sniNames: number
+  /** profile: each cell's length, first-contact samples, the idle pause before the second contact. */
+  profileCellMs: number
+  samples: number
+  idleMs: number
   wrk: boolean
   only: 'http' | 'https' | undefined
   sections: Set<string>
@@ -91,12 +99,15 @@ function options (argv: string[]): Options {
     mintCold: smoke ? 3 : 20,
     mintCached: smoke ? 100 : 10_000,
     sniNames: Number(value('sni-names') ?? (smoke ? 50 : 10_000)),
+    profileCellMs: Number(value('duration') ?? (smoke ? 0.2 : quick ? 2 : 3)) * 1000,
+    samples: Number(value('samples') ?? (smoke ? 1 : 5)),
+    idleMs: smoke ? 200 : 2000,
     wrk: !smoke && !flag('no-wrk') && hasWrk(),
     only: only === 'http' || only === 'https' ? only : undefined,
     // The smoke run leaves out percall: two more sidekey children would not prove anything the main cells do not.
     // The smoke test (tap, 100 s budget beside other test files) runs the sections whose code differs most; chain,
     // scale, rate, heap and percall reuse cell() and startProxy() and are left to real runs.
-    sections: new Set((value('sections') ?? (smoke ? 'start,main,idle,mint,scrub' : 'start,main,chain,scale,rate,idle,heap,mint,percall,scrub')).split(',')),
+    sections: new Set((value('sections') ?? (smoke ? 'start,main,idle,mint,scrub' : 'start,main,chain,scale,rate,idle,heap,mint,percall,scrub,profile')).split(',')),
     profile: value('profile'),
     profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
     pin: !flag('no-pin') && cpus().length >= 2 && hasTaskset(),
@@ -150,7 +161,7 @@ async function startUpstreams (): Promise<{ child: ChildProcess, http: number, h
   const pki = await upstreamPki()
   const cert = await pki.cert(HTTPS_HOST)
   const child = fork(join(childDir, 'upstream-server.js'), [], { execArgv: [] })
-  child.send(cert)
+  child.send({ ...cert, sni: { [FRESH_HOST]: await pki.cert(FRESH_HOST), [WARM_HOST]: await pki.cert(WARM_HOST) } })
   const ports = await reply<{ http: number, https: number }>(child)
   return { child, ...ports, caFile: pki.caFile, caPem: readFileSync(pki.caFile, 'utf8') }
 }
@@ -246,7 +257,7 @@ interface Env {
 const HEADERS = { authorization: 'Bearer sidekey' }
 
 /** One bounded load against one target; the dispatcher is warmed (connections, tunnels, handshakes) first. */
-async function cell (env: Env, proto: Proto, target: Target, connections: number, durationMs: number, rate?: number): Promise<Cell> {
+async function cell (env: Env, proto: Proto, target: Target, connections: number, durationMs: number, rate?: number, resource = '/x'): Promise<Cell> {
   const { up } = env
   const host = proto === 'http' ? `${HTTP_HOST}:${up.http}` : `${HTTPS_HOST}:${up.https}`
   const proxy = target === 'direct' ? undefined : env.proxies[target]!
@@ -256,16 +267,16 @@ async function cell (env: Env, proto: Proto, target: Target, connections: number
   if (proto === 'http' && env.o.wrk && rate === undefined) {
     cpu0 = await proxy?.cpuUs() ?? 0
     const connectTo = `http://127.0.0.1:${proxy === undefined ? up.http : proxy.port}`
-    const path = proxy === undefined ? '/x' : `http://${host}/x`
+    const path = proxy === undefined ? resource : `http://${host}${resource}`
     result = await wrkLoad({ connectTo, path, headers: { Host: host, ...HEADERS }, connections, durationMs, dir: env.dir })
   } else {
     let dispatcher: Dispatcher
     let origin: string
-    let path = '/x'
+    let path = resource
     if (proto === 'http') {
       origin = `http://127.0.0.1:${proxy === undefined ? up.http : proxy.port}`
       dispatcher = new Pool(origin, { connections, pipelining: 1 })
-      if (proxy !== undefined) path = `http://${host}/x`
+      if (proxy !== undefined) path = `http://${host}${resource}`
     } else {
       origin = `https://${host}`
       dispatcher = proxy === undefined
@@ -350,7 +361,7 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
     const label = `${proto.toUpperCase()} (${d.generator}${proto === 'https' ? ', CONNECT + interception' : ', absolute-form'})`
     const vsSquid = (x: Summary): string => q === undefined ? '' : ` ${ratio(x.rps, q.rps)} | ${ratio(x.p99, q.p99)} |`
     out.push(`| ${label} | direct | ${f0(d.rps)} | ${f2(d.p50)} | ${f2(d.p99)} | – | – | – | 1.00× | – |${q === undefined ? '' : ' – | – |'} ${d.errors} |`)
-    out.push(`| ${label} | bare undici | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | ${f0(b.cpu)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× |${vsSquid(b)} ${b.errors} |`)
+    out.push(`| ${label} | bare (undici dispatch) | ${f0(b.rps)} | ${f2(b.p50)} | ${f2(b.p99)} | ${mb(b.rss)} | ${f0(b.cpu)} | 1.00× | ${ratio(b.rps, d.rps)} | 1.00× |${vsSquid(b)} ${b.errors} |`)
     if (q !== undefined) out.push(`| ${label} | squid ${proto === 'https' ? 'ssl-bump' : 'request_header_add'} | ${f0(q.rps)} | ${f2(q.p50)} | ${f2(q.p99)} | ${mb(q.rss)} | ${f0(q.cpu)} | ${ratio(q.rps, b.rps)} | ${ratio(q.rps, d.rps)} | ${ratio(q.p99, b.p99)} | 1.00× | 1.00× | ${q.errors} |`)
     if (base !== undefined) out.push(`| ${label} | baseline | ${f0(base.rps)} | ${f2(base.p50)} | ${f2(base.p99)} | ${mb(base.rss)} | ${f0(base.cpu)} | ${ratio(base.rps, b.rps)} | ${ratio(base.rps, d.rps)} | ${ratio(base.p99, b.p99)} |${vsSquid(base)} ${base.errors} |`)
     out.push(`| ${label} | **sidekey** | **${f0(s.rps)}** | ${f2(s.p50)} | ${f2(s.p99)} | ${mb(s.rss)} | ${f0(s.cpu)} | **${ratio(s.rps, b.rps)}** | ${ratio(s.rps, d.rps)} | ${ratio(s.p99, b.p99)} |${vsSquid(s)} ${s.errors} |`)
@@ -363,7 +374,8 @@ async function mainTable (env: Env, out: string[]): Promise<void> {
     const perRound = env.kinds.filter((k) => k !== 'sidekey').map((k) => {
       const theirs = runs.get(`${proto}/${k}`)!
       const m = (key: 'rps' | 'cpuPerReq' | 'p99ms'): string => `${median(mine.map((x, i) => x[key] / theirs[i]![key])).toFixed(2)}×`
-      return `×${k} req/s ${m('rps')}, CPU ${m('cpuPerReq')}, p99 ${m('p99ms')}`
+      const cpus = `sidekey ${f0(median(mine.map((x) => x.cpuPerReq)))} µs vs ${k} ${f0(median(theirs.map((x) => x.cpuPerReq)))} µs`
+      return `×${k} req/s ${m('rps')}, CPU per request ${m('cpuPerReq')} (${cpus}), p99 ${m('p99ms')}`
     })
     roundRatios.push(`${proto.toUpperCase()}: sidekey ${perRound.join('; ')}`)
   }
@@ -746,6 +758,25 @@ async function mintCost (n: number): Promise<Array<[string, number]>> {
   return rows
 }
 
+async function profile (env: Env, out: string[]): Promise<void> {
+  const { o } = env
+  // The undici generator for every cell, so that HTTP and HTTPS, open and closed loop are timed alike.
+  const undiciOnly = { ...env, o: { ...o, wrk: false } }
+  const created = new Set<string>()
+  await profileTable({
+    kinds: env.kinds, fresh: env.kinds.filter((k) => k === 'sidekey' || k === 'baseline'),
+    cellMs: o.profileCellMs, samples: o.samples, settleMs: o.idleMs / 2, idleMs: o.idleMs, upstream: env.up,
+    cell: async (c) => await cell(undiciOnly, c.proto, c.target as Target, c.connections, c.durationMs, c.rate, c.path),
+    start: async (kind) => {
+      const start = { ...env.start, dir: join(env.dir, `first-contact-${kind}`) }
+      // The first start creates the CA; the samples restart on it, as a sidecar restarts.
+      if (!created.has(kind)) { created.add(kind); await (await startProxy(kind as 'sidekey' | 'baseline', start, undefined, o.pin)).stop() }
+      return await startProxy(kind as 'sidekey' | 'baseline', start, undefined, o.pin)
+    },
+    progress,
+  }, out)
+}
+
 async function mintTable (env: Env, out: string[]): Promise<void> {
   const { o } = env
   const ca = await loadOrCreateCa({ dir: join(env.dir, 'mint-ca'), validityMs: 30 * 86_400_000 })
@@ -809,7 +840,7 @@ async function main (): Promise<void> {
     out.push(`## sidekey bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '')
     out.push(`Machine: ${machine()}. Everything on 127.0.0.1: upstream (HTTP + HTTPS, 1 KiB body), each proxy and the load generator are separate processes sharing the cores. ` +
       `sidekey runs as shipped (audit line on every request through pino's async destination to a file, metrics on); ` +
-      `"bare undici" is test/bench/bare.ts. HTTP load: ${o.wrk ? 'wrk -t1 with a Lua script (absolute-form)' : 'built-in undici generator'}; HTTPS load: undici ProxyAgent (CONNECT, TLS to the proxy's leaf).`, '')
+      `"bare" is test/bench/bare.ts (node:http in, undici dispatch out, one injected header: the floor). HTTP load: ${o.wrk ? 'wrk -t1 with a Lua script (absolute-form)' : 'built-in undici generator'}; HTTPS load: undici ProxyAgent (CONNECT, TLS to the proxy's leaf).`, '')
     if (o.sections.has('start')) await startTable(env, out)
     if (o.sections.has('main')) await mainTable(env, out)
     if (o.sections.has('chain')) await chainTable(env, out)
@@ -820,6 +851,7 @@ async function main (): Promise<void> {
     if (o.sections.has('mint')) await mintTable(env, out)
     if (o.sections.has('sni')) await sniTable({ dir: join(dir, 'sni'), cli: DIST_CLI, count: o.sniNames, timeLimitMs: 120_000, pinCpu: o.pin ? PROXY_CPU : undefined }, out)
     if (o.sections.has('percall')) await perCallTable(env, out)
+    if (o.sections.has('profile')) await profile(env, out)
     if (o.sections.has('scrub')) {
       scrubTable(out, o.durationMs / 5000)
       await scrubPerRequestTable(out, o.durationMs / 5000)
