@@ -10,12 +10,15 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
-import { createServer as createEverything } from '@modelcontextprotocol/server-everything/dist/server/index.js'
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { startSidekey } from '../helpers/sidekey.js'
 
 // server-everything (the MCP reference server) with sessions, as its own Streamable HTTP entry runs it, on
 // 127.0.0.1 behind a bearer check; the agent reaches it through sidekey with an allowlist.
 const TOKEN = 'everything-real-token-41c2'
+// The package ships no type declarations for its server factory.
+const EVERYTHING: string = '@modelcontextprotocol/server-everything/dist/server/index.js'
+const { createServer: createEverything } = await import(EVERYTHING) as { createServer: () => { server: McpServer } }
 const dir = mkdtempSync(join(tmpdir(), 'sidekey-mcp-all-'))
 writeFileSync(join(dir, 'token'), TOKEN)
 const sessions = new Map<string, StreamableHTTPServerTransport>()
