@@ -44,17 +44,13 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
  * @example
  *   const { fleet } = await loadOperatorConfigFile('operator.yaml')   // throws ConfigError
  */
-export async function loadOperatorConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): Promise<Readonly<OperatorConfig>> {
+export async function loadOperatorConfigFile (file: string, env: NodeJS.ProcessEnv = process.env):
+  Promise<Readonly<OperatorConfig>> {
   const text = await readConfigText(file)
   const tree = readYaml(text, env)
   const inFleet = (p: RawProblem): boolean => p.path.length === 0 || p.path[0] === 'fleet'
   const { found, add, show } = collector(tree)
-  let result: OperatorConfig | undefined
-  if (tree.data !== undefined) {
-    const parsed = operatorConfig.safeParse(tree.data, { jitless: true })
-    if (parsed.success) result = parsed.data
-    else for (const issue of parsed.error.issues) zodProblem(issue, tree, add, show)
-  }
+  const result = validate(operatorConfig, tree, add, show)
   const problems = [...(tree.data === undefined ? tree.problems : tree.problems.filter(inFleet)), ...found]
   if (problems.length > 0 || result === undefined) throw new ConfigError(file, finish(file, problems, tree.secrets))
   return deepFreeze(result)
@@ -89,13 +85,8 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   const tree = readYaml(text, env)
   const { found, add, show } = collector(tree)
 
-  let result: Config | undefined
+  const result = validate(config, tree, add, show)
   if (tree.data !== undefined) {
-    // Parsed once per start (and per reload): zod's default compiles a fast path with new Function for each object
-    // schema first, which costs more than the one parse it would speed up.
-    const parsed = config.safeParse(tree.data, { jitless: true })
-    if (parsed.success) result = parsed.data
-    else for (const issue of parsed.error.issues) zodProblem(issue, tree, add, show)
     crossCheck(tree.data, { problem: add, show })
     if (opts.files === true) for (const p of fileProblems(tree.data, env)) add(p.path, `${show(p.path, p.file)}: ${p.fault}`)
   }
@@ -106,13 +97,22 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
 }
 
 type Issue = z.core.$ZodIssue
+type AddProblem = (path: KeyPath, message: string, where?: 'key' | 'value') => void
+type ShowValue = (path: KeyPath, value: string) => string
+
+/** The tree's data by `schema`, or undefined with every problem added at its position. */
+function validate<S extends z.ZodType> (schema: S, tree: SourceTree, add: AddProblem, show: ShowValue): z.output<S> | undefined {
+  if (tree.data === undefined) return undefined
+  // Parsed once per start (and per reload): zod's default compiles a fast path with new Function for each object
+  // schema first, which costs more than the one parse it would speed up.
+  const parsed = schema.safeParse(tree.data, { jitless: true })
+  if (parsed.success) return parsed.data
+  for (const issue of parsed.error.issues) zodProblem(issue, tree, add, show)
+  return undefined
+}
 
 /** Where schema problems are gathered, each at its YAML position; `show` quotes a value unless it is hidden. */
-function collector (tree: SourceTree): {
-  found: RawProblem[]
-  add: (path: KeyPath, message: string, where?: 'key' | 'value') => void
-  show: (path: KeyPath, value: string) => string
-} {
+function collector (tree: SourceTree): { found: RawProblem[], add: AddProblem, show: ShowValue } {
   const found: RawProblem[] = []
   // A value the YAML stage already faulted (e.g. a missing variable) would only draw a second, confusing complaint.
   const faulted = new Set(tree.problems.map((p) => pathKey(p.path)))
