@@ -11,7 +11,8 @@ import { describeUpstream } from './proxy/upstream-target.js'
 
 const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
        sidekey --version
-       sidekey check --config FILE [--no-files]   (--no-files: skip checking the files it names, away from its machine)
+       sidekey check --config FILE [--no-files] [--discover]   (--no-files: skip checking the files it names, away from
+                                             its machine; --discover: fetch a resource: issuer's OAuth metadata now)
        sidekey ca --config FILE [--bundle OUT] [--rotate]
        sidekey audit [--json] [FILE...]      (reads stdin without FILE)
        sidekey audit scopes --config FILE [--since 30d|all] [--json] [FILE...]
@@ -59,7 +60,7 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write(configJsonSchemaText())
     return 0
   }
-  let values: { config?: string, listen?: string, admin?: string, bundle?: string, rotate?: boolean, help?: boolean, 'no-files'?: boolean }
+  let values: { config?: string, listen?: string, admin?: string, bundle?: string, rotate?: boolean, help?: boolean, 'no-files'?: boolean, discover?: boolean }
   try {
     ({ values } = parseArgs({
       args: rest,
@@ -70,6 +71,7 @@ async function main (argv: string[]): Promise<number> {
         bundle: { type: 'string' },
         rotate: { type: 'boolean' },
         'no-files': { type: 'boolean' },
+        discover: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -97,7 +99,7 @@ async function main (argv: string[]): Promise<number> {
         // Also what `run` would only meet later: files that are missing or unreadable, commands that cannot run.
         const config = await loadConfigFile(file, process.env, { files: values['no-files'] !== true })
         // The very checks `run` makes before it touches anything, so check cannot pass a config run refuses.
-        await preflight(config)
+        const { upstreamCa } = await preflight(config)
         const ca = await loadCa(config.ca.dir)
         const outside = ca === undefined ? [] : uncoveredTools(config, ca)
         if (outside.length > 0) process.stderr.write(`sidekey: warning: ${outside.map((n) => `tool ${n}`).join(', ')}: ${CA_COVERAGE_WARNING}\n`)
@@ -110,7 +112,11 @@ async function main (argv: string[]): Promise<number> {
           const line = describeUpstream(name, tool)
           if (line !== undefined) process.stdout.write(`${line}\n`)
         }
-        return 0
+        // Discovery is network: only on request, so check stays usable away from the issuer's network.
+        const { describeDiscovery } = await import('./credentials/issuers/discovery-check.js')
+        const discovery = await describeDiscovery(config, { network: values.discover === true, upstreamCa })
+        for (const line of discovery.lines) process.stdout.write(`${line}\n`)
+        return discovery.failed ? 1 : 0
       }
       case 'ca':
         return await caCommand(await loadConfigFile(file), values)

@@ -7,6 +7,7 @@ import {
 } from '../../../src/credentials/issuers/discovery.js'
 import type { ClientCredentialsIssuerConfig } from '../../../src/config/schema.js'
 import { parseConfig } from '../../../src/config/load.js'
+import { describeDiscovery } from '../../../src/credentials/issuers/discovery-check.js'
 import { IssuerError } from '../../../src/errors.js'
 import { systemClock } from '../../../src/util/clock.js'
 import { startOidcServer, type OidcServer } from '../../fixtures/issuers/oidc-server.js'
@@ -263,4 +264,25 @@ t.test('no secret in a discovery error', async (t) => {
   const err = await issuerFailure(issuer.fetch(credentialRequest()))
   t.match(err.message, 'answered HTTP 404')
   t.notMatch(everythingSaidBy(err), as.secrets['basic-client']!)
+})
+
+t.test('sidekey check: says discovery happens at run time; with --discover, what it finds or why not', async (t) => {
+  const rs = await resourceServer(t)
+  const resource = `${rs.origin}/mcp`
+  rs.routes.set(PRM_PATH, json({ resource, authorization_servers: [as.issuer] }))
+  const yaml = (res: string): string => ['instance_id: t', 'issuers:', '  mcp:', '    type: oauth2_client_credentials',
+    `    resource: ${res}`, '    client_id: basic-client', `    client_secret: ${JSON.stringify(as.secrets['basic-client'])}`,
+    '  local: { type: local_jwt }', 'tools: {}'].join('\n')
+  const offline = await describeDiscovery(parseConfig(yaml(resource), 'x.yaml', {}), { network: false })
+  t.same(offline, { failed: false, lines: [`issuer mcp: token endpoint discovered at run time from ${resource} (sidekey check --discover looks now)`] })
+  t.same(rs.paths(), [], 'nothing was fetched')
+
+  const found = await describeDiscovery(parseConfig(yaml(resource), 'x.yaml', {}), { network: true })
+  t.same(found, { failed: false, lines: [`issuer mcp: resource ${resource} -> authorization server ${as.issuer}, ` +
+    `token endpoint ${as.tokenUrl}, revocation endpoint ${as.revocationUrl}`] })
+
+  const missing = await describeDiscovery(parseConfig(yaml(`${rs.origin}/nothing`), 'x.yaml', {}), { network: true })
+  t.equal(missing.failed, true)
+  t.match(missing.lines, [/^issuer mcp: discovery failed: SIDEKEY_ISSUER_FAILED: discovery for resource .*\/nothing: no protected resource metadata/])
+  t.notMatch(JSON.stringify([found, missing]), as.secrets['basic-client']!)
 })
