@@ -103,7 +103,9 @@ function checkUpstream (tool: Rec, base: KeyPath, pins: ReadonlyMap<string, stri
   if (!parsed.ok || parsed.kind === 'wildcard') {
     const reason = parsed.ok
       ? 'an upstream is one host: a wildcard cannot be dialled'
-      : parsed.reason.includes('path_prefix') ? 'a host has no path (the path sent is the agent\'s)' : parsed.reason.replace('match.', 'upstream.')
+      : parsed.reason.includes('path_prefix')
+        ? 'a host has no path (the path sent is the agent\'s)'
+        : parsed.reason.replace('match.', 'upstream.')
     ctx.problem(hostPath, reason)
     return
   }
@@ -111,23 +113,29 @@ function checkUpstream (tool: Rec, base: KeyPath, pins: ReadonlyMap<string, stri
   if (parsed.kind === 'ip') {
     const kind = createAddressClassifier()(parsed.host)
     if (kind !== undefined) {
-      ctx.problem(hostPath, `${shown} is ${kind === 'unspecified' ? 'an' : 'a'} ${kind} address; credentials are not sent to non-public IP ` +
-        'literals: name it and pin the name in resolve: (e.g. resolve: { mock.internal.test: 127.0.0.1 })')
+      ctx.problem(hostPath, `${shown} is ${kind === 'unspecified' ? 'an' : 'a'} ${kind} address; credentials are not ` +
+        'sent to non-public IP literals: name it and pin the name in resolve: ' +
+        '(e.g. resolve: { mock.internal.test: 127.0.0.1 })')
     } else if (upstream.scheme !== 'http' && upstream.tls_server_name === undefined) {
-      ctx.problem(hostPath, `an IP literal sends no TLS server name: set upstream.tls_server_name to the name ${shown}'s certificate carries`)
+      ctx.problem(hostPath, 'an IP literal sends no TLS server name: set upstream.tls_server_name to the name ' +
+        `${shown}'s certificate carries`)
     }
   }
-  if (typeof upstream.tls_server_name === 'string' && checkHostName(normalizeHostName(upstream.tls_server_name)) !== undefined) {
-    ctx.problem([...base, 'upstream', 'tls_server_name'], 'tls_server_name is a DNS host name (what the certificate names), not an address')
+  const name = upstream.tls_server_name
+  if (typeof name === 'string' && checkHostName(normalizeHostName(name)) !== undefined) {
+    const path = [...base, 'upstream', 'tls_server_name']
+    ctx.problem(path, 'tls_server_name is a DNS host name (what the certificate names), not an address')
   }
   if (upstream.scheme !== 'http') return
   if (tool.plaintext !== true) {
-    ctx.problem([...base, 'upstream', 'scheme'], 'scheme: http sends the credential matched for this tool in clear (an agent\'s https call ' +
-      'too): it needs plaintext: true on the tool, and a host pinned to loopback')
+    ctx.problem([...base, 'upstream', 'scheme'], 'scheme: http sends the credential matched for this tool in clear ' +
+      '(an agent\'s https call too): it needs plaintext: true on the tool, and a host pinned to loopback')
   } else if (!isLoopbackHost(parsed.host, pins)) {
-    const how = parsed.kind === 'name' ? `(e.g. resolve: { ${shown === JSON.stringify(parsed.host) ? parsed.host : 'mock.internal.test'}: 127.0.0.1 })` : ''
-    ctx.problem(hostPath, `scheme: http would send the credential over the network in clear; it is only allowed to a host pinned to a ` +
-      `loopback address in resolve: ${how}`.trimEnd())
+    // The example pins the host itself, unless it must not be shown (it came from the environment).
+    const example = shown === JSON.stringify(parsed.host) ? parsed.host : 'mock.internal.test'
+    const how = parsed.kind === 'name' ? `(e.g. resolve: { ${example}: 127.0.0.1 })` : ''
+    ctx.problem(hostPath, 'scheme: http would send the credential over the network in clear; it is only allowed to a ' +
+      `host pinned to a loopback address in resolve: ${how}`.trimEnd())
   }
 }
 

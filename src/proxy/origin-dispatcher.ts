@@ -55,7 +55,9 @@ export function h2Origins (router: Router): ((origin: string) => boolean) | unde
   if (![...router.tools.values()].some((t) => tls(t) && t.config.http2)) return undefined
   // A tool with `upstream:` dials its override's origin, never its own host.
   const sentTo = new Map<string, Tool[]>()
-  for (const t of router.tools.values()) if (t.upstream !== undefined) sentTo.set(t.upstream.origin, [...sentTo.get(t.upstream.origin) ?? [], t])
+  for (const t of router.tools.values()) {
+    if (t.upstream !== undefined) sentTo.set(t.upstream.origin, [...sentTo.get(t.upstream.origin) ?? [], t])
+  }
   const cache = new Map<string, boolean>()
   return (origin) => {
     const known = cache.get(origin)
@@ -66,8 +68,8 @@ export function h2Origins (router: Router): ((origin: string) => boolean) | unde
       try { url = new URL(origin) } catch { url = undefined }
       if (url !== undefined) {
         const port = url.port === '' ? 443 : Number(url.port)
-        const matching = sentTo.get(origin) ??
-          router.candidates(url.hostname.replace(/\.$/, '')).filter((t) => t.upstream === undefined && tls(t) && t.port === port)
+        const dialsOwnHost = (t: Tool): boolean => t.upstream === undefined && tls(t) && t.port === port
+        const matching = sentTo.get(origin) ?? router.candidates(url.hostname.replace(/\.$/, '')).filter(dialsOwnHost)
         answer = matching.length > 0 && matching.every((t) => t.config.http2)
       }
     }

@@ -31,8 +31,10 @@ export interface Tool {
  * the URL a token is bound to); `upstream`, when the tool has one, is where the connection goes instead.
  */
 export type Route =
-  | { readonly kind: 'tool', readonly tool: Tool, readonly upstreamScheme: 'http' | 'https', readonly upstreamPort: number,
-    readonly upstream?: UpstreamOverride }
+  | {
+    readonly kind: 'tool', readonly tool: Tool, readonly upstreamScheme: 'http' | 'https', readonly upstreamPort: number,
+    readonly upstream?: UpstreamOverride
+  }
   | { readonly kind: 'method_denied', readonly tool: Tool }
   | { readonly kind: 'none' }
 

@@ -110,7 +110,8 @@ export class UpgradeResponse extends ServerResponse {
       // Any other status: the refusal's body is relayed like any answer's (scrub-response.ts).
       exchange.head.then((answer) => req.scrub.relay(this, req.method, answer)).then(() => resolve(exchange.statusCode), reject)
       const headers = withoutExtensions(req.headers)
-      const opts = { origin: req.origin, servername: req.servername, path: req.path, method: req.method, headers, upgrade: this.#protocol }
+      const { origin, servername, path, method } = req
+      const opts = { origin, servername, path, method, headers, upgrade: this.#protocol }
       upstream.dispatch(opts, exchange)
     })
   }

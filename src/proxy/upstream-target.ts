@@ -29,20 +29,24 @@ export function upstreamOverride (config: Readonly<ToolConfig>): UpstreamOverrid
   const defaultPort = u.scheme === 'https' ? 443 : 80
   const port = u.port ?? defaultPort
   const servername = u.scheme === 'http' ? undefined : u.tls_server_name ?? (ipFamily(host) === 0 ? host : undefined)
-  return { scheme: u.scheme, host, port, origin: `${u.scheme}://${formatAuthority(host, port, defaultPort)}`, servername }
+  const origin = `${u.scheme}://${formatAuthority(host, port, defaultPort)}`
+  return { scheme: u.scheme, host, port, origin, servername }
 }
 
+interface NamedTool { readonly name: string, readonly upstream: UpstreamOverride | undefined }
+
 /** /status's `upstream` of each tool that has one: the config's keys, with the defaults they came to. */
-export function upstreamStatuses (tools: Iterable<{ name: string, upstream: UpstreamOverride | undefined }>): Record<string, object> {
+export function upstreamStatuses (tools: Iterable<NamedTool>): Record<string, object> {
   const out: Record<string, object> = {}
   for (const { name, upstream: o } of tools) {
     if (o === undefined) continue
-    out[name] = { scheme: o.scheme, host: o.host, port: o.port, ...(o.servername === undefined ? {} : { tls_server_name: o.servername }) }
+    const tls = o.servername === undefined ? {} : { tls_server_name: o.servername }
+    out[name] = { scheme: o.scheme, host: o.host, port: o.port, ...tls }
   }
   return out
 }
 
-/** One line for `sidekey check`: `tool mock: api.example.com:443 is sent to https://127.0.0.1:8443 (TLS name …)`. */
+/** A line for `sidekey check`: `tool mock: api.example.com:443 is sent to https://mock.test:8443, TLS name …`. */
 export function describeUpstream (name: string, config: Readonly<ToolConfig>): string | undefined {
   const o = upstreamOverride(config)
   if (o === undefined) return undefined
@@ -51,10 +55,13 @@ export function describeUpstream (name: string, config: Readonly<ToolConfig>): s
   return `tool ${name}: ${matched} is sent to ${o.origin}${tls}`
 }
 
+/** Spread into undici's dispatch options. */
+export interface Dial { readonly origin: string, readonly servername?: string }
+
 /**
  * What a call routed to a tool dials, given the origin it matched: the tool's `upstream:` under its TLS name, else
  * that origin. Spread into undici's dispatch options (`servername` absent: undici takes the Host header's name).
  */
-export function dialOf (upstream: UpstreamOverride | undefined, origin: string): { readonly origin: string, readonly servername?: string } {
+export function dialOf (upstream: UpstreamOverride | undefined, origin: string): Dial {
   return upstream === undefined ? { origin } : { origin: upstream.origin, servername: upstream.servername }
 }

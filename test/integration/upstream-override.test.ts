@@ -20,7 +20,16 @@ const tokenFile = join(dir, 'token')
 writeFileSync(tokenFile, TOKEN)
 
 /** A TLS stand-in that records the TLS name each request came under, and every decrypted byte it was sent. */
-async function standIn (certName: string): Promise<Upstream & { sni: Array<string | false | null>, received: () => string, dials: () => number }> {
+interface StandIn extends Upstream {
+  /** The TLS name each request came under. */
+  sni: Array<string | false | null>
+  /** Every decrypted byte sent to it, as latin1. */
+  received: () => string
+  /** TCP connections accepted. */
+  dials: () => number
+}
+
+async function standIn (certName: string): Promise<StandIn> {
   const sni: Array<string | false | null> = []
   const up = await startUpstream({
     tls: await pki.cert(certName),
@@ -49,7 +58,7 @@ tools:
 ${tools}
 `
 
-t.test('the matched host, addressed absolute-form and through an intercepted CONNECT, reaches the stand-in', async (t) => {
+t.test('the matched host, absolute-form and through an intercepted CONNECT, reaches the stand-in', async (t) => {
   const gw = await standIn('gateway.corp.test')
   // api.tool.test is neither pinned nor in DNS: a dial to it would fail, so a 200 can only come from the stand-in.
   const sk = await startSidekey(t, config(`
@@ -71,7 +80,8 @@ t.test('the matched host, addressed absolute-form and through an intercepted CON
     t.equal(seen.url, '/v1/user')
     t.equal(gw.sni.at(-1), 'gateway.corp.test', `${how}: under the configured TLS name`)
     t.notOk(answer.text.includes(TOKEN), `${how}: the agent never read the credential back`)
-    t.match(bodyOf(answer.text), { host: 'api.tool.test', authorization: 'Bearer sidekey' }, `${how}: its echo was scrubbed`)
+    const echo = { host: 'api.tool.test', authorization: 'Bearer sidekey' }
+    t.match(bodyOf(answer.text), echo, `${how}: its echo was scrubbed`)
   }
   t.notOk(gw.received().includes('Bearer sidekey'), 'the placeholder never reached the stand-in')
 
@@ -79,29 +89,37 @@ t.test('the matched host, addressed absolute-form and through an intercepted CON
   const used = sk.log.events('credential.used')
   t.equal(used.length, 2)
   for (const line of used) {
-    t.match(line, { tool: 'api', host: 'api.tool.test', status: 200, upstream: `https://standin.test:${gw.port}` }, 'audited on the tool')
+    const upstream = `https://standin.test:${gw.port}`
+    t.match(line, { tool: 'api', host: 'api.tool.test', status: 200, upstream }, 'audited on the tool')
   }
   t.notOk(sk.log.text.includes(TOKEN), 'no credential in the log')
 
-  const status = await (await request(`${sk.adminUrl}/status`)).body.json() as { tools: Record<string, Record<string, unknown>> }
-  t.same(status.tools.api!.upstream, { scheme: 'https', host: 'standin.test', port: gw.port, tls_server_name: 'gateway.corp.test' })
+  const res = await request(`${sk.adminUrl}/status`)
+  const status = await res.body.json() as { tools: Record<string, { upstream?: unknown }> }
+  const shown = { scheme: 'https', host: 'standin.test', port: gw.port, tls_server_name: 'gateway.corp.test' }
+  t.same(status.tools.api!.upstream, shown)
 })
 
 t.test('plain http to a stand-in pinned to loopback, where plaintext: true allows it', async (t) => {
   const mock = await startUpstream()
   t.teardown(() => mock.close())
   const sk = await startSidekey(t, config(`
-  api: { match: { host: api.tool.test }, issuer: file, plaintext: true, upstream: { host: mock.test, scheme: http, port: ${mock.port} } }`,
+  api:
+    match: { host: api.tool.test }
+    issuer: file
+    plaintext: true
+    upstream: { host: mock.test, scheme: http, port: ${mock.port} }`,
   'resolve: { mock.test: 127.0.0.1 }'))
   for (const [how, get] of rawGets(sk.proxyPort, 'api.tool.test:443', 'api.tool.test', sk.caDir)) {
     t.equal((await get('/v1/user')).status, 200, how)
     t.match(mock.seen.at(-1), { tls: false, headers: { host: 'api.tool.test', authorization: `Bearer ${TOKEN}` } }, how)
   }
   await tick()
-  t.match(sk.log.events('credential.used'), [{ tool: 'api', upstream: `http://mock.test:${mock.port}` }, { tool: 'api' }])
+  const upstream = `http://mock.test:${mock.port}`
+  t.match(sk.log.events('credential.used'), [{ tool: 'api', upstream }, { tool: 'api', upstream }])
 })
 
-t.test('a certificate that does not carry the TLS name: 502, and not one byte of the request was written', async (t) => {
+t.test('a certificate not naming the TLS name: 502, and not one byte of the request was written', async (t) => {
   const gw = await standIn('gateway.corp.test')
   const sk = await startSidekey(t, config(`
   api: { match: { host: api.tool.test }, issuer: file, upstream: { host: standin.test, port: ${gw.port} } }`,
@@ -109,13 +127,15 @@ t.test('a certificate that does not carry the TLS name: 502, and not one byte of
   for (const [how, get] of rawGets(sk.proxyPort, 'api.tool.test:443', 'api.tool.test', sk.caDir)) {
     const answer = await get('/v1/user')
     t.equal(answer.status, 502, how)
-    t.match(bodyOf(answer.text), { error: 'upstream_tls_failed', tool: 'api', detail: 'upstream certificate does not name this host' })
+    const detail = 'upstream certificate does not name this host'
+    t.match(bodyOf(answer.text), { error: 'upstream_tls_failed', tool: 'api', detail })
   }
   t.ok(gw.dials() > 0, 'the stand-in was dialled (the name, not the connection, failed)')
   t.equal(gw.received(), '', 'no request byte (so no credential) reached it')
   t.equal(gw.seen.length, 0)
   await tick()
-  t.match(sk.log.events('credential.used').at(-1), { tool: 'api', status: 502, error: /^SIDEKEY_UPSTREAM_TLS:ERR_TLS_CERT_ALTNAME_INVALID/ })
+  const error = /^SIDEKEY_UPSTREAM_TLS:ERR_TLS_CERT_ALTNAME_INVALID/
+  t.match(sk.log.events('credential.used'), [{ tool: 'api', status: 502, error }, { tool: 'api', status: 502, error }])
 })
 
 t.test('an override whose name resolves to a private address is refused unless pinned', async (t) => {
@@ -133,7 +153,8 @@ t.test('an override whose name resolves to a private address is refused unless p
   }
   t.equal(gw.dials(), 0, 'never dialled')
   await tick()
-  t.match(sk.log.events('egress.denied'), [{ tool: 'api', host: 'api.tool.test', reason: 'private_address' }, { tool: 'api' }])
+  const denied = { tool: 'api', host: 'api.tool.test', reason: 'private_address' }
+  t.match(sk.log.events('egress.denied'), [denied, denied])
 })
 
 t.test('config: an override is held to a tool host\'s rules, and plain http to what plaintext allows', async (t) => {
@@ -147,26 +168,31 @@ t.test('config: an override is held to a tool host\'s rules, and plain http to w
     }
   }
   const api = 'match: { host: api.tool.test }, issuer: file'
-  t.match(problems(`  a: { ${api}, upstream: { host: 10.0.0.5 } }`), /upstream\.host.*private address; credentials are not sent to non-public IP literals/s)
+  t.match(problems(`  a: { ${api}, upstream: { host: 10.0.0.5 } }`), /upstream\.host.*private address; credentials/s)
   t.match(problems(`  a: { ${api}, upstream: { host: "*.corp.test" } }`), /a wildcard cannot be dialled/)
   t.match(problems(`  a: { ${api}, upstream: { host: 93.184.216.34 } }`), /IP literal sends no TLS server name/)
-  t.match(problems(`  a: { ${api}, upstream: { host: mock.test, scheme: http, tls_server_name: x.test } }`), /tls_server_name applies to scheme https only/)
+  t.match(problems(`  a: { ${api}, upstream: { host: mock.test, scheme: http, tls_server_name: x.test } }`),
+    /tls_server_name applies to scheme https only/)
   const pinned = 'resolve: { mock.test: 127.0.0.1, far.test: 192.0.2.10 }'
-  t.match(problems(`  a: { ${api}, upstream: { host: mock.test, scheme: http } }`, pinned), /scheme: http sends the credential .* it needs plaintext: true/s)
-  t.match(problems(`  a: { ${api}, plaintext: true, upstream: { host: far.test, scheme: http } }`, pinned), /only allowed to a host pinned to a loopback address/)
-  t.equal(problems(`  a: { ${api}, plaintext: true, upstream: { host: mock.test, scheme: http, port: 8080 } }`, pinned), '', 'http to loopback, allowed')
-  t.equal(problems(`  a: { ${api}, upstream: { host: gateway.corp.test, port: 8443, tls_server_name: gw.corp.test } }`), '')
+  t.match(problems(`  a: { ${api}, upstream: { host: mock.test, scheme: http } }`, pinned),
+    /scheme: http sends the credential .* it needs plaintext: true/s)
+  t.match(problems(`  a: { ${api}, plaintext: true, upstream: { host: far.test, scheme: http } }`, pinned),
+    /only allowed to a host pinned to a loopback address/)
+  const loopback = `  a: { ${api}, plaintext: true, upstream: { host: mock.test, scheme: http, port: 8080 } }`
+  t.equal(problems(loopback, pinned), '', 'http to loopback, allowed')
+  t.equal(problems(`  a: { ${api}, upstream: { host: gw.corp.test, port: 8443, tls_server_name: gw.corp.test } }`), '')
 })
 
 t.test('sidekey check names each tool sent elsewhere, and where', async (t) => {
   const file = join(dir, 'check.yaml')
-  writeFileSync(file, config(`
-  api: { match: { host: api.tool.test }, issuer: file, upstream: { host: standin.test, port: 8443, tls_server_name: gw.corp.test } }
-  local: { match: { host: other.tool.test }, issuer: file, plaintext: true, upstream: { host: mock.test, scheme: http } }
-  plain: { match: { host: plain.tool.test }, issuer: file }`, 'resolve: { mock.test: 127.0.0.1 }').replace('{{CA_DIR}}', join(dir, 'ca')))
+  const tools = `
+  api: { match: { host: api.tool.test }, issuer: file, upstream: { host: s.test, port: 843, tls_server_name: gw.test } }
+  local: { match: { host: b.tool.test }, issuer: file, plaintext: true, upstream: { host: mock.test, scheme: http } }
+  plain: { match: { host: plain.tool.test }, issuer: file }`
+  writeFileSync(file, config(tools, 'resolve: { mock.test: 127.0.0.1 }').replace('{{CA_DIR}}', join(dir, 'ca')))
   const { code, stdout } = await cli(['check', '--config', file, '--no-files'])
   t.equal(code, 0, stdout)
-  t.match(stdout, 'tool api: api.tool.test:443 is sent to https://standin.test:8443, TLS name gw.corp.test\n')
-  t.match(stdout, 'tool local: other.tool.test:443 is sent to http://mock.test, in clear\n')
+  t.match(stdout, 'tool api: api.tool.test:443 is sent to https://s.test:843, TLS name gw.test\n')
+  t.match(stdout, 'tool local: b.tool.test:443 is sent to http://mock.test, in clear\n')
   t.notMatch(stdout, 'tool plain')
 })
