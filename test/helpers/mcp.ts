@@ -83,13 +83,24 @@ async function readAll (req: IncomingMessage): Promise<Buffer> {
 }
 
 /** The SDK's Streamable HTTP client, through sidekey (absolute-form), with the agent's placeholder bearer token. */
-export async function connectThrough (proxyUrl: string, url: string, placeholder = 'placeholder'): Promise<Client> {
+export async function connectThrough (proxyUrl: string, url: string, client = new Client({ name: 'sidekey-test', version: '1.0.0' })): Promise<Client> {
   const dispatcher = new ProxyAgent({ uri: proxyUrl, proxyTunnel: false })
   const transport = new StreamableHTTPClientTransport(new URL(url), {
-    requestInit: { headers: { authorization: `Bearer ${placeholder}` } },
+    requestInit: { headers: { authorization: 'Bearer placeholder' } },
     fetch: (input, init) => undiciFetch(input as string, { ...(init as object), dispatcher }) as unknown as Promise<Response>,
   })
-  const client = new Client({ name: 'sidekey-test', version: '1.0.0' })
   await client.connect(transport)
   return client
+}
+
+/** A sidekey config with one plaintext MCP tool on 127.0.0.1 whose credential is read from `tokenFile`. */
+export function mcpToolYaml (host: string, port: number, tokenFile: string, mcp: string, extra = ''): string {
+  return `
+instance_id: mcp-test
+ca: { dir: {{CA_DIR}} }
+resolve: { ${host}: 127.0.0.1 }
+issuers: { token: { type: file, path: ${tokenFile} } }${extra}
+tools:
+  mcp-tool: { match: { host: ${host}, port: ${port} }, issuer: token, plaintext: true, mcp: ${mcp} }
+`
 }

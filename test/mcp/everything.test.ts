@@ -5,13 +5,12 @@ import { randomUUID } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fetch as undiciFetch, ProxyAgent } from 'undici'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { startSidekey } from '../helpers/sidekey.js'
+import { connectThrough, mcpToolYaml } from '../helpers/mcp.js'
 
 // server-everything (the MCP reference server) with sessions, as its own Streamable HTTP entry runs it, on
 // 127.0.0.1 behind a bearer check; the agent reaches it through sidekey with an allowlist.
@@ -53,27 +52,12 @@ t.teardown(async () => {
 const port = (http.address() as AddressInfo).port
 
 t.test('server-everything behind an allowlist: progress, sampling and elicitation flows of allowed tools work', async (t) => {
-  const sk = await startSidekey(t, `
-instance_id: mcp-everything
-ca: { dir: {{CA_DIR}} }
-resolve: { everything.tool.test: 127.0.0.1 }
-issuers: { all: { type: file, path: ${join(dir, 'token')} } }
-tools:
-  everything:
-    match: { host: everything.tool.test, port: ${port} }
-    issuer: all
-    plaintext: true
-    mcp: { tools: [echo, get-sum, trigger-long-running-operation, trigger-sampling-request, trigger-elicitation-request] }
-`)
-  const dispatcher = new ProxyAgent({ uri: sk.proxyUrl, proxyTunnel: false })
-  const transport = new StreamableHTTPClientTransport(new URL(`http://everything.tool.test:${port}/mcp`), {
-    requestInit: { headers: { authorization: 'Bearer placeholder' } },
-    fetch: (input, init) => undiciFetch(input as string, { ...(init as object), dispatcher }) as unknown as Promise<Response>,
-  })
+  const allowed = '{ tools: [echo, get-sum, trigger-long-running-operation, trigger-sampling-request, trigger-elicitation-request] }'
+  const sk = await startSidekey(t, mcpToolYaml('everything.tool.test', port, join(dir, 'token'), allowed))
   const client = new Client({ name: 'agent', version: '1.0.0' }, { capabilities: { sampling: {}, elicitation: {} } })
   client.setRequestHandler(CreateMessageRequestSchema, async () => ({ model: 'test-model', role: 'assistant', content: { type: 'text', text: 'sampled' } }))
   client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'decline' }))
-  await client.connect(transport)
+  await connectThrough(sk.proxyUrl, `http://everything.tool.test:${port}/mcp`, client)
   t.teardown(() => client.close())
 
   const tools = (await client.listTools()).tools.map((x) => x.name).sort()

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { request as httpRequest } from 'node:http'
 import { McpError } from '@modelcontextprotocol/sdk/types.js'
 import { startSidekey } from '../helpers/sidekey.js'
-import { connectThrough, startMcpUpstream } from '../helpers/mcp.js'
+import { connectThrough, mcpToolYaml, startMcpUpstream } from '../helpers/mcp.js'
 
 const TOKEN = 'real-mcp-token-7f3a9c'
 const dir = mkdtempSync(join(tmpdir(), 'sidekey-mcp-'))
@@ -66,15 +66,7 @@ tools:
 t.test('raw requests: SEP-2243 headers that disagree with the body, malformed bodies, batches, a body over the limit', async (t) => {
   const up = await startMcpUpstream(TOKEN, true)
   t.teardown(() => up.close())
-  const sk = await startSidekey(t, `
-instance_id: mcp-test
-ca: { dir: {{CA_DIR}} }
-resolve: { mcp.tool.test: 127.0.0.1 }
-limits: { replay_body_bytes: 4096 }
-issuers: { gh: { type: file, path: ${join(dir, 'token')} } }
-tools:
-  github-mcp: { match: { host: mcp.tool.test, port: ${up.port} }, issuer: gh, plaintext: true, mcp: { tools: [get_issue] } }
-`)
+  const sk = await startSidekey(t, mcpToolYaml('mcp.tool.test', up.port, join(dir, 'token'), '{ tools: [get_issue] }', '\nlimits: { replay_body_bytes: 4096 }'))
   // Absolute-form over plain HTTP, bytes as written (node:http).
   const post = (body: string, headers: Record<string, string> = {}): Promise<{ status: number, json: unknown }> => new Promise((resolve, reject) => {
     const req = httpRequest({
