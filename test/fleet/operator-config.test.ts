@@ -11,15 +11,21 @@ import { rejectionOf } from '../config/helpers.js'
  */
 const EXAMPLE = fileURLToPath(new URL('../../config/examples/operator/fleet-operator.yaml', import.meta.url))
 
-t.test('the shipped operator example: fleet: alone, loaded for the fleet verbs, refused as a sidecar config', async (t) => {
+t.test('the shipped operator example: fleet: alone, read by the fleet verbs, refused as a sidecar', async (t) => {
   const cfg = await loadOperatorConfigFile(EXAMPLE, {})
   t.match(cfg.fleet, {
     bucket: 'sidekey', operator_keys: './ops/operators.jwks',
-    nats: { servers: ['nats://nats.sidekey.svc:4222'], creds_file: './ops/operator.creds', tls: { ca_file: './ops/nats-ca.pem' } },
+    nats: {
+      servers: ['nats://nats.sidekey.svc:4222'],
+      creds_file: './ops/operator.creds',
+      tls: { ca_file: './ops/nats-ca.pem' },
+    },
   })
   const asSidecar = await rejectionOf(() => loadConfigFile(EXAMPLE, {}))
   const text = asSidecar.lines.join('\n')
-  for (const key of ['instance_id', 'issuers', 'tools']) t.match(text, new RegExp(`${key}: required key is missing`), `check still wants ${key}`)
+  for (const key of ['instance_id', 'issuers', 'tools']) {
+    t.match(text, new RegExp(`${key}: required key is missing`), `check still wants ${key}`)
+  }
 })
 
 t.test('a sidecar config works for the fleet verbs; only its fleet: section is read', async (t) => {
@@ -27,7 +33,9 @@ t.test('a sidecar config works for the fleet verbs; only its fleet: section is r
   const file = join(dir, 'sidecar.yaml')
   // A tool's secret from a variable the operator's shell does not have, and a tool mistake: neither stops a lock.
   writeFileSync(file, `instance_id: agent-0
-issuers: { mounted: { type: file, path: /run/secrets/key }, helper: { type: exec, command: [/bin/x, "\${HELPER_TOKEN}"] } }
+issuers:
+  mounted: { type: file, path: /run/secrets/key }
+  helper: { type: exec, command: [/bin/x, "\${HELPER_TOKEN}"] }
 tools:
   api: { match: { host: api.test }, issuer: mounted, colour: blue }
 fleet:
@@ -35,7 +43,7 @@ fleet:
   operator_keys: /etc/sidekey/operators.jwks
 `)
   const cfg = await loadOperatorConfigFile(file, {})
-  t.match(cfg.fleet, { bucket: 'sidekey', operator_keys: '/etc/sidekey/operators.jwks', nats: { servers: ['nats://127.0.0.1:4222'] } })
+  t.match(cfg.fleet, { operator_keys: '/etc/sidekey/operators.jwks', nats: { servers: ['nats://127.0.0.1:4222'] } })
   const asSidecar = await rejectionOf(() => loadConfigFile(file, {}))
   t.match(asSidecar.lines.join('\n'), /colour/, 'the sidecar load still names the tool mistake')
 })
@@ -55,5 +63,6 @@ fleeet: {}
   t.match(text, /bad\.yaml:4:\d+: fleeet: unknown key \(did you mean "fleet"\?\)/)
   const none = join(dir, 'none.yaml')
   writeFileSync(none, 'instance_id: a\nissuers: {}\ntools: {}\n')
-  t.match((await rejectionOf(() => loadOperatorConfigFile(none, {}))).lines.join('\n'), /fleet: required key is missing/)
+  const noFleet = await rejectionOf(() => loadOperatorConfigFile(none, {}))
+  t.match(noFleet.lines.join('\n'), /fleet: required key is missing/)
 })
