@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici'
 import { IssuerError } from '../../errors.js'
 import { ipFamily } from '../../net/family.js'
 import { classifyIp } from '../../net/ip.js'
-import { discard, originAndPath, readCapped } from './token-endpoint.js'
+import { discard, jsonObject, originAndPath, readCapped } from './token-endpoint.js'
 import { errorCode } from './watched-file.js'
 
 /** Metadata documents are small; a bigger answer is refused unread. */
@@ -170,16 +170,9 @@ async function getJson (url: string, req: DiscoveryRequest, where: string): Prom
   } catch (err) {
     throw failed(err)
   }
-  const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where}: ${url} answered ${why}`)
-  if (raw === undefined) throw bad(`with more than ${MAX_METADATA_BYTES} bytes`)
-  let json: unknown
-  try {
-    json = JSON.parse(raw.toString('utf8'))
-  } catch {
-    throw bad('with a body that is not JSON')
-  }
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad('with JSON that is not an object')
-  return json as Record<string, unknown>
+  const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where}: ${url} answered with ${why}`)
+  if (raw === undefined) throw bad(`more than ${MAX_METADATA_BYTES} bytes`)
+  return jsonObject(raw, bad)
 }
 
 function sameUrl (a: string, b: string): boolean {

@@ -176,14 +176,7 @@ export async function revokeAt (url: string, dropped: readonly Credential[], sig
  */
 export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string, dpop?: DpopKey): IssuedCredential {
   const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered HTTP 200 with ${why}`)
-  let json: unknown
-  try {
-    json = JSON.parse(raw.toString('utf8'))
-  } catch {
-    throw bad('a body that is not JSON')
-  }
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad('JSON that is not an object')
-  const body = json as Record<string, unknown>
+  const body = jsonObject(raw, bad)
   if (body.access_token === undefined) {
     const code = oauthErrorCode(raw)
     throw bad(code === undefined ? 'no access_token' : `no access_token (error ${code})`)
@@ -215,6 +208,18 @@ export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string
   }
   const credential = issuedCredential(value, issuedAt, expiresAt, facts)
   return dpop === undefined ? credential : { ...credential, dpop }
+}
+
+/** A body that must be a JSON object; `bad` builds the error naming what it was instead. */
+export function jsonObject (raw: Buffer, bad: (why: string) => Error): Record<string, unknown> {
+  let json: unknown
+  try {
+    json = JSON.parse(raw.toString('utf8'))
+  } catch {
+    throw bad('a body that is not JSON')
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad('JSON that is not an object')
+  return json as Record<string, unknown>
 }
 
 /**

@@ -8,6 +8,8 @@ import {
 import type { ClientCredentialsIssuerConfig } from '../../../src/config/schema.js'
 import { parseConfig } from '../../../src/config/load.js'
 import { describeDiscovery } from '../../../src/credentials/issuers/discovery-check.js'
+import { REDISCOVER_AFTER_MS } from '../../../src/credentials/issuers/oauth-endpoint.js'
+import { FakeClock } from '../fake-clock.js'
 import { IssuerError } from '../../../src/errors.js'
 import { systemClock } from '../../../src/util/clock.js'
 import { startOidcServer, type OidcServer } from '../../fixtures/issuers/oidc-server.js'
@@ -42,6 +44,18 @@ const config = (resource: string, over: Partial<ClientCredentialsIssuerConfig> =
   params: {},
   ...over,
 })
+
+/** A resource that is its own authorization server, whose token endpoint at `tokenPath` forwards to the real one. */
+async function ownAuthorizationServer (t: Test, tokenPath: string, extra: Record<string, string> | false = {}) {
+  const rs = await resourceServer(t)
+  const resource = `${rs.origin}/mcp`
+  rs.routes.set(PRM_PATH, json({ resource, authorization_servers: [rs.origin] }))
+  // Paths in `extra` (other endpoints) are on the same server.
+  const endpoints = Object.fromEntries(Object.entries(extra === false ? {} : extra).map(([k, v]) => [k, `${rs.origin}${v}`]))
+  rs.routes.set(ASM_PATH, json({ issuer: rs.origin, token_endpoint: `${rs.origin}${tokenPath}`, ...endpoints }))
+  if (extra !== false) rs.routes.set(tokenPath, forwardTo(as.tokenUrl))
+  return { rs, resource }
+}
 
 /** The access token as the MCP server would check it: signed by the authorization server, for this resource. */
 async function verifyFor (token: string, resource: string) {
@@ -131,11 +145,7 @@ t.test('authorization server metadata naming another issuer is refused (RFC 8414
 })
 
 t.test('a token endpoint that moved is discovered again and the request retried once', async (t) => {
-  const rs = await resourceServer(t)
-  const resource = `${rs.origin}/mcp`
-  rs.routes.set(PRM_PATH, json({ resource, authorization_servers: [rs.origin] }))
-  rs.routes.set(ASM_PATH, json({ issuer: rs.origin, token_endpoint: `${rs.origin}/old/token` }))
-  rs.routes.set('/old/token', forwardTo(as.tokenUrl))
+  const { rs, resource } = await ownAuthorizationServer(t, '/old/token')
   const issuer = createClientCredentialsIssuer('mcp', config(resource), issuerDeps(t))
   const first = await issuer.fetch(credentialRequest({ scopes: ['repo:read'] }))
   t.equal((await verifyFor(first.token.reveal(), resource)).aud, resource)
@@ -150,11 +160,7 @@ t.test('a token endpoint that moved is discovered again and the request retried 
 })
 
 t.test('rediscovery keeps the authorization server it first used', async (t) => {
-  const rs = await resourceServer(t)
-  const resource = `${rs.origin}/mcp`
-  rs.routes.set(PRM_PATH, json({ resource, authorization_servers: [rs.origin] }))
-  rs.routes.set(ASM_PATH, json({ issuer: rs.origin, token_endpoint: `${rs.origin}/old/token` }))
-  rs.routes.set('/old/token', forwardTo(as.tokenUrl))
+  const { rs, resource } = await ownAuthorizationServer(t, '/old/token')
   const issuer = createClientCredentialsIssuer('mcp', config(resource), issuerDeps(t))
   await issuer.fetch(credentialRequest())
   // The resource now names another authorization server: the client secret must not follow it there.
@@ -186,11 +192,7 @@ t.test('redirects are not followed and oversized metadata is refused', async (t)
 })
 
 t.test('revocation uses the discovered revocation_endpoint, with the same client authentication', async (t) => {
-  const rs = await resourceServer(t)
-  const resource = `${rs.origin}/mcp`
-  rs.routes.set(PRM_PATH, json({ resource, authorization_servers: [rs.origin] }))
-  rs.routes.set(ASM_PATH, json({ issuer: rs.origin, token_endpoint: `${rs.origin}/token`, revocation_endpoint: `${rs.origin}/revoke` }))
-  rs.routes.set('/token', forwardTo(as.tokenUrl))
+  const { rs, resource } = await ownAuthorizationServer(t, '/token', { revocation_endpoint: '/revoke' })
   rs.routes.set('/revoke', json({}))
   const issuer = createClientCredentialsIssuer('mcp', config(resource), issuerDeps(t))
   const cred = await issuer.fetch(credentialRequest({ scopes: ['repo:read'] }))
@@ -256,10 +258,7 @@ t.test('config: exactly one of token_url and resource, at the issuer\'s position
 })
 
 t.test('no secret in a discovery error', async (t) => {
-  const rs = await resourceServer(t)
-  const resource = `${rs.origin}/mcp`
-  rs.routes.set(PRM_PATH, json({ resource, authorization_servers: [rs.origin] }))
-  rs.routes.set(ASM_PATH, json({ issuer: rs.origin, token_endpoint: `${rs.origin}/gone` }))
+  const { resource } = await ownAuthorizationServer(t, '/gone', false)
   const issuer = createClientCredentialsIssuer('mcp', config(resource), issuerDeps(t))
   const err = await issuerFailure(issuer.fetch(credentialRequest()))
   t.match(err.message, 'answered HTTP 404')
@@ -285,4 +284,17 @@ t.test('sidekey check: says discovery happens at run time; with --discover, what
   t.equal(missing.failed, true)
   t.match(missing.lines, [/^issuer mcp: discovery failed: SIDEKEY_ISSUER_FAILED: discovery for resource .*\/nothing: no protected resource metadata/])
   t.notMatch(JSON.stringify([found, missing]), as.secrets['basic-client']!)
+})
+
+t.test('discovery is done again once it is 24 hours old', async (t) => {
+  const { rs, resource } = await ownAuthorizationServer(t, '/token')
+  const clock = new FakeClock()
+  const issuer = createClientCredentialsIssuer('mcp', config(resource), { ...issuerDeps(t), clock })
+  await issuer.fetch(credentialRequest())
+  await clock.advance(REDISCOVER_AFTER_MS - 1)
+  await issuer.fetch(credentialRequest())
+  t.same(rs.paths(), [PRM_PATH, ASM_PATH, '/token', '/token'], 'still fresh')
+  await clock.advance(1)
+  await issuer.fetch(credentialRequest())
+  t.same(rs.paths().slice(4), [PRM_PATH, ASM_PATH, '/token'])
 })
