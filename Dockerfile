@@ -23,7 +23,8 @@ RUN npm run build
 # node:24-bookworm-slim rather than gcr.io/distroless/nodejs24-debian12: the same Debian and Node build as the
 # stages above (one base to patch and pin), `node` on PATH so the exec-form ENTRYPOINT below and Kubernetes
 # `command:` overrides read the same everywhere, and `kubectl debug --target` finds a familiar userland.
-# npm, npx and corepack are deleted below, so the only interpreter an attacker finds is the node running sidekey.
+# npm, npx and corepack (all of /usr/local/lib/node_modules) are deleted below, so the only interpreter an attacker
+# finds is the node running sidekey.
 # To switch to distroless: use that base, keep USER, and write ENTRYPOINT ["/nodejs/bin/node", "/app/dist/cli.js"].
 FROM node:24-bookworm-slim
 # A 4 MiB young generation (V8's default grows to 16 MiB per semi-space): less RSS after load and with idle tunnels
@@ -33,8 +34,7 @@ ENV NODE_ENV=production \
     NODE_OPTIONS=--max-semi-space-size=4 \
     SIDEKEY_CONFIG=/etc/sidekey/sidekey.yaml
 WORKDIR /app
-RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack \
-           /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack \
+RUN rm -rf /usr/local/lib/node_modules /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack \
  && mkdir -p /var/lib/sidekey/ca /var/run/sidekey-ca /etc/sidekey \
  && chown 10001:10001 /var/lib/sidekey/ca /var/run/sidekey-ca \
  && chmod 0700 /var/lib/sidekey/ca

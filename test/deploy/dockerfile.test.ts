@@ -42,6 +42,9 @@ t.test('the runtime stage gets the bundled dist/ only: no node_modules, no sourc
   }
   t.notOk(copies.some((c) => c.sources.some((s) => /^(\.|\.\/|src|test|tsconfig.*)\/?$/.test(s))), 'no src/, test/, tsconfig or whole-context copy')
   t.notMatch(runs(runtime), /npm (ci|install|i)\b/, 'nothing is installed in the runtime stage')
+  // The base's global packages (npm, corepack) go as a whole: scripts/image/check-contents.sh refuses any
+  // node_modules directory in the built image, an empty one left behind included.
+  t.match(runs(runtime), /\brm -rf\b[^\n]* \/usr\/local\/lib\/node_modules(\s|$)/, 'the base\'s global node_modules is deleted')
 })
 
 t.test('runs as a numeric non-root user with a read-only root filesystem', async (t) => {
