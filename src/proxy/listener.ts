@@ -6,7 +6,8 @@ import type { LimitsConfig } from '../config/schema.js'
 import { egressDenied, NO_TOOL, SELF, SidekeyError } from '../errors.js'
 import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from '../net/host.js'
 import { targetsSelf } from '../net/self.js'
-import { RequestHandler, type RequestTarget } from './handler.js'
+import { RequestHandler } from './pipeline/handler.js'
+import type { RequestTarget } from './ingress/target.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { asSidekeyError, CLIENT_ERROR, sendError, sendRawError, type MarkedSocket } from './respond.js'
 import { connectPortAllowed, type Runtime } from './runtime.js'
@@ -16,6 +17,7 @@ import { CA_CONSTRAINT_DETAIL } from '../tls/leaf-cache.js'
 import { AgentH2 } from './h2.js'
 import { USUAL_METHODS } from './methods.js'
 import { listen } from '../util/listen.js'
+import { ingressEvent } from './pipeline/context.js'
 
 export interface ListenerOptions {
   /** Used heap over the heap limit, 0..1; past OVERLOAD_HEAP_RATIO new requests are refused (tests inject it). */
@@ -150,7 +152,7 @@ export class ProxyListener {
     } catch (err) {
       const e = err as SidekeyError
       sendError(res, e, this.nextRequestId())
-      rt.audit.emit({ event: 'egress.denied', host: '', port: 0, reason: e.status === 431 ? 'headers_too_large' : 'bad_request_target', client, method: req.method ?? '' })
+      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: e.status === 431 ? 'headers_too_large' : 'bad_request_target', client, method: req.method ?? '' })
       return
     }
     await this.#handler.handle(req, res, hostMismatch(req.headers.host, target) ? { ...target, hostMismatch: true } : target, client)
@@ -184,7 +186,7 @@ export class ProxyListener {
       sendError(res, e, requestId)
       const misdirect = e.status === 421
       // One event for every transport (plain or TLS tunnel, HTTP/1.1 or h2, or a TLS server name in tunnel.ts).
-      rt.audit.emit({
+      ingressEvent(rt, {
         event: 'egress.denied', host: ctx.host, port: ctx.port, reason: misdirect ? 'misdirected' : 'bad_request', client: ctx.client,
         method: req.method ?? '', request_id: requestId, path: pathWithoutQuery(pathAndQuery), ...(misdirect ? { requested: asked.slice(0, MAX_REQUESTED) } : {}),
       })
@@ -210,7 +212,7 @@ export class ProxyListener {
   #connectInTunnel (ctx: TunnelContext, requested: string, answer: (err: SidekeyError, requestId: string, headers: Record<string, string>) => void): void {
     const requestId = this.nextRequestId()
     answer(new SidekeyError('SIDEKEY_METHOD_DENIED', 'CONNECT inside a tunnel is refused', { status: 405 }), requestId, { allow: USUAL_METHODS })
-    this.#runtime().audit.emit({
+    ingressEvent(this.#runtime(), {
       event: 'egress.denied', host: ctx.host, port: ctx.port, reason: 'connect_in_tunnel', client: ctx.client, method: 'CONNECT', request_id: requestId,
       requested: requested.slice(0, MAX_REQUESTED),
     })
@@ -230,11 +232,11 @@ export class ProxyListener {
       target = parseAuthority(req.url ?? '', undefined)
     } catch (err) {
       sendRawError(socket, err as SidekeyError, requestId)
-      rt.audit.emit({ event: 'egress.denied', host: '', port: 0, reason: 'bad_connect_target', client, method: 'CONNECT', request_id: requestId })
+      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: 'bad_connect_target', client, method: 'CONNECT', request_id: requestId })
       return
     }
     const deny = (reason: string): void => {
-      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT', request_id: requestId })
+      ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT', request_id: requestId })
     }
     this.#tunnels.add(socket)
     socket.once('close', () => this.#tunnels.delete(socket))
@@ -264,7 +266,7 @@ export class ProxyListener {
     if (unmatched === 'tunnel' && portAllowed) {
       blindTunnel(rt, socket, head, target, requestId, {
         denied: deny,
-        passed: (status, error) => rt.audit.emit({ event: 'egress.passed', host: target.host, port: target.port, method: 'CONNECT', status, client, request_id: requestId, ...(error === undefined ? {} : { error }) }),
+        passed: (status, error) => ingressEvent(rt, { event: 'egress.passed', host: target.host, port: target.port, method: 'CONNECT', status, client, request_id: requestId, ...(error === undefined ? {} : { error }) }),
       })
       // A blind tunnel carries no requests to mark: it is cut when the connection's lifetime is up.
       const cut = setTimeout(() => socket.destroy(), Math.max(0, rt.config.limits.max_connection_lifetime - (Date.now() - (this.#born.get(socket) ?? Date.now()))))

@@ -9,6 +9,7 @@ import { isOwnAddress } from '../net/self.js'
 import { sendRawError } from './respond.js'
 import { failureCode, upstreamError } from './upstream.js'
 import { checkPassThrough, type Runtime } from './runtime.js'
+import { ingressEvent } from './pipeline/context.js'
 
 /** What a socket inside an intercepted tunnel was opened for. */
 export interface TunnelContext {
@@ -52,7 +53,7 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   } catch (err) {
     // A plaintext tool's host the CA does not cover, spoken to in TLS: the handshake cannot happen.
     const reason = err instanceof SidekeyError ? err.details.reason : undefined
-    if (typeof reason === 'string') rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT' })
+    if (typeof reason === 'string') ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT' })
     throw err
   }
   if (socket.destroyed) return
@@ -66,7 +67,7 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
       if (sni === target.host) { cb(null, context); return }
       // Audited like a misdirected request inside the tunnel (listener.ts); the handshake is aborted.
       handshaking = false
-      rt.audit.emit({ event: 'egress.denied', host: target.host, port: target.port, reason: 'misdirected', client, requested: servername.slice(0, MAX_REQUESTED) })
+      ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason: 'misdirected', client, requested: servername.slice(0, MAX_REQUESTED) })
       cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target', { status: 421 }), undefined)
     },
   })
@@ -75,7 +76,7 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   const failed = (alert: TlsClientAlert): void => {
     if (!handshaking) return
     handshaking = false
-    rt.audit.emit({ event: 'tls.client_error', host: target.host, port: target.port, client, alert })
+    ingressEvent(rt, { event: 'tls.client_error', host: target.host, port: target.port, client, alert })
   }
   const handshake = setTimeout(() => { failed('timeout'); tlsSocket.destroy() }, limits.tls_handshake_timeout)
   handshake.unref()
