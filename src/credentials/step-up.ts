@@ -26,7 +26,8 @@ const MAX_CHALLENGE_SCOPES = 16
  */
 export function stepUpScopes (spec: StepUpSpec, challenge: string): string[] | undefined {
   const asked = challenge.split(' ').filter((s) => s !== '')
-  if (asked.length === 0 || asked.length > MAX_CHALLENGE_SCOPES || !asked.every((s) => SCOPE_TOKEN.test(s))) return undefined
+  const usable = asked.length > 0 && asked.length <= MAX_CHALLENGE_SCOPES && asked.every((s) => SCOPE_TOKEN.test(s))
+  if (!usable) return undefined
   const own = new Set(spec.scopes)
   const extra = asked.filter((s) => !own.has(s))
   if (extra.length === 0 || !extra.every((s) => spec.allowed.has(s))) return undefined
@@ -66,8 +67,10 @@ export class StepUpCache {
   async #fetch (spec: StepUpSpec, scopes: readonly string[]): Promise<Credential | undefined> {
     const signal = AbortSignal.timeout(spec.timeoutMs)
     try {
-      const issued = await spec.issuer.fetch({ tool: spec.tool, scopes, audience: spec.audience, instanceId: spec.instanceId, signal })
-      const cred: Credential = { token: issued.token, id: issued.id, issuedAt: issued.issuedAt, expiresAt: issued.expiresAt, ...(issued.dpop === undefined ? {} : { dpop: issued.dpop }) }
+      const { tool, audience, instanceId } = spec
+      const issued = await spec.issuer.fetch({ tool, scopes, audience, instanceId, signal })
+      const { token, id, issuedAt, expiresAt, dpop } = issued
+      const cred: Credential = { token, id, issuedAt, expiresAt, ...(dpop === undefined ? {} : { dpop }) }
       this.audit.emit({
         event: 'credential.issued', tool: spec.tool, issuer: spec.issuerName, credential_id: cred.id,
         issued_at: new Date(cred.issuedAt).toISOString(),

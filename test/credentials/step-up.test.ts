@@ -3,10 +3,14 @@ import { harness, makeConfig } from './fakes.js'
 
 const MIN = 60_000
 
+const oauth = {
+  type: 'oauth2_client_credentials', resource: 'https://mcp.example.com/mcp', client_id: 'a', client_secret: 's',
+}
+
 /** An OAuth issuer that allows stepping up to repo:write; the harness builds a FakeIssuer in its place. */
 const issuers = {
-  mcp: { type: 'oauth2_client_credentials', resource: 'https://mcp.example.com/mcp', client_id: 'a', client_secret: 's', step_up_scopes: ['repo:write'] },
-  plain: { type: 'oauth2_client_credentials', resource: 'https://mcp.example.com/mcp', client_id: 'a', client_secret: 's' },
+  mcp: { ...oauth, step_up_scopes: ['repo:write'] },
+  plain: oauth,
 }
 
 function setUp (t: Test) {
@@ -31,7 +35,8 @@ t.test('an allowed insufficient_scope challenge gets one widened credential; cur
   t.equal(fake.calls.length, calls + 1)
   t.same(fake.calls.at(-1)?.scopes, ['repo:read', 'repo:write'], 'the tool\'s own scopes plus the one asked for')
   t.equal(fake.calls.at(-1)?.tool, 'reader')
-  t.match(h.sink.of('credential.issued').at(-1), { tool: 'reader', issuer: 'mcp', credential_id: a?.id, scopes: ['repo:read', 'repo:write'], reason: 'step_up' })
+  t.match(h.sink.of('credential.issued').at(-1),
+    { tool: 'reader', issuer: 'mcp', credential_id: a?.id, scopes: ['repo:read', 'repo:write'], reason: 'step_up' })
   t.equal(m.current('reader')?.id, before?.id, 'the tool\'s own credential is still what is injected first')
   t.equal(m.current('other')?.id, before?.id, 'a tool sharing the slot is not widened')
 
@@ -61,7 +66,9 @@ t.test('a failed step-up is audited and resolves to undefined', async (t) => {
   h.issuers.get('mcp')!.mode = 'fail'
   t.equal(await m.stepUp('reader', 'repo:write'), undefined)
   t.match(h.sink.of('credential.refresh_failed').at(-1), {
-    tool: 'reader', issuer: 'mcp', error: /^SIDEKEY_ISSUER_FAILED: token endpoint answered 500 \(step-up to repo:read repo:write\)$/,
+    tool: 'reader',
+    issuer: 'mcp',
+    error: /^SIDEKEY_ISSUER_FAILED: token endpoint answered 500 \(step-up to repo:read repo:write\)$/,
   })
   h.issuers.get('mcp')!.mode = 'ok'
   t.ok(await m.stepUp('reader', 'repo:write'), 'a failure is not cached')

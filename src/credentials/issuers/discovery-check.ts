@@ -16,8 +16,8 @@ export const CHECK_DISCOVERY_TIMEOUT_MS = 5_000
  * @example
  *   const { lines, failed } = await describeDiscovery(config, { network: true, upstreamCa })
  */
-export async function describeDiscovery (config: Readonly<Config>, opts: { network: boolean, upstreamCa?: string | undefined }):
-  Promise<{ lines: string[], failed: boolean }> {
+export async function describeDiscovery (config: Readonly<Config>,
+  opts: { network: boolean, upstreamCa?: string | undefined }): Promise<{ lines: string[], failed: boolean }> {
   const discovered = Object.entries(config.issuers).flatMap(([name, issuer]) =>
     'resource' in issuer && issuer.resource !== undefined ? [{ name, issuer, resource: issuer.resource }] : [])
   if (discovered.length === 0) return { lines: [], failed: false }
@@ -29,7 +29,9 @@ export async function describeDiscovery (config: Readonly<Config>, opts: { netwo
     }
   }
   const lookup = createLookup({ pins: config.resolve, blockPrivate: config.egress.block_private })
-  const ca = opts.upstreamCa === undefined ? {} : { secureContext: createSecureContext({ ca: [...rootCertificates, opts.upstreamCa] }) }
+  const ca = opts.upstreamCa === undefined
+    ? {}
+    : { secureContext: createSecureContext({ ca: [...rootCertificates, opts.upstreamCa] }) }
   const dispatcher = new Agent({ connect: { lookup, timeout: config.limits.connect_timeout, ...ca } })
   let failed = false
   try {
@@ -39,8 +41,10 @@ export async function describeDiscovery (config: Readonly<Config>, opts: { netwo
           resource, issuer: issuer.authorization_server, dispatcher, signal: new AbortController().signal,
           timeoutMs: Math.min(issuer.timeout, CHECK_DISCOVERY_TIMEOUT_MS),
         })
+        const { revocationEndpoint } = found
+        const revocation = revocationEndpoint === undefined ? '' : `, revocation endpoint ${revocationEndpoint}`
         return `issuer ${name}: resource ${found.resource} -> authorization server ${found.issuer}, ` +
-          `token endpoint ${found.tokenEndpoint}${found.revocationEndpoint === undefined ? '' : `, revocation endpoint ${found.revocationEndpoint}`}`
+          `token endpoint ${found.tokenEndpoint}${revocation}`
       } catch (err) {
         failed = true
         return `issuer ${name}: discovery failed: ${describeError(err)}`

@@ -36,7 +36,8 @@ export interface DiscoveryRequest {
  * URL either names must pass `checkDiscoveredUrl`. Redirects are not followed. Throws IssuerError.
  *
  * @example
- *   const server = await discover({ resource: 'https://mcp.example.com/mcp', issuer: undefined, timeoutMs, dispatcher, signal })
+ *   const server = await discover({ resource: 'https://mcp.example.com/mcp', issuer: undefined, timeoutMs,
+ *     dispatcher, signal })
  *   server.tokenEndpoint // 'https://auth.example.com/oauth/token'
  */
 export async function discover (req: DiscoveryRequest): Promise<DiscoveredServer> {
@@ -54,29 +55,37 @@ export async function discover (req: DiscoveryRequest): Promise<DiscoveredServer
   if (listed.length === 0) throw bad(`${prm.url} names no authorization_servers`)
   const chosen = req.issuer === undefined ? listed[0]! : listed.find((s) => sameIssuer(s, req.issuer!))
   if (chosen === undefined) {
-    throw bad(`${prm.url} no longer names authorization server ${req.issuer} (it names ${listed.slice(0, 3).map(shown).join(', ')}); ` +
+    const names = listed.slice(0, 3).map(shown).join(', ')
+    throw bad(`${prm.url} no longer names authorization server ${req.issuer} (it names ${names}); ` +
       'sidekey keeps the one it first used until a restart, or set authorization_server')
   }
   const issuerUrl = checkDiscoveredUrl(chosen, resource, 'authorization server', where)
 
-  const asm = await firstDocument(authorizationServerMetadataUrls(issuerUrl), req, where, 'authorization server metadata')
+  const asmUrls = authorizationServerMetadataUrls(issuerUrl)
+  const asm = await firstDocument(asmUrls, req, where, 'authorization server metadata')
   if (typeof asm.doc.issuer !== 'string' || !sameIssuer(asm.doc.issuer, chosen)) {
     throw bad(`${asm.url} names issuer ${shown(asm.doc.issuer)}, not ${chosen} where it was fetched (RFC 8414 §3.3)`)
   }
   if (typeof asm.doc.token_endpoint !== 'string') throw bad(`${asm.url} names no token_endpoint`)
   const tokenEndpoint = checkDiscoveredUrl(asm.doc.token_endpoint, resource, 'token_endpoint', where).href
   const revocation = asm.doc.revocation_endpoint
+  const revocationEndpoint = typeof revocation === 'string'
+    ? checkDiscoveredUrl(revocation, resource, 'revocation_endpoint', where).href
+    : undefined
   return {
     resource: resource.href,
     issuer: asm.doc.issuer,
     tokenEndpoint,
-    revocationEndpoint: typeof revocation === 'string' ? checkDiscoveredUrl(revocation, resource, 'revocation_endpoint', where).href : undefined,
+    revocationEndpoint,
     resourceMetadataUrl: prm.url,
     issuerMetadataUrl: asm.url,
   }
 }
 
-/** RFC 9728 §3.1: the well-known name goes between the host and the resource's path; then the root, as MCP clients fall back. */
+/**
+ * RFC 9728 §3.1: the well-known name goes between the host and the resource's path; then the root, as MCP clients
+ * fall back.
+ */
 export function protectedResourceMetadataUrls (resource: URL): string[] {
   const path = resource.pathname.replace(/\/$/, '')
   const root = `${resource.origin}/.well-known/oauth-protected-resource`
@@ -116,9 +125,10 @@ export function checkDiscoveredUrl (value: string, resource: URL, what: string, 
   if (url.protocol === 'http:' && !local) throw refuse(`is plain http while the resource is https`)
   const host = url.hostname.replace(/^\[|\]$/g, '')
   if (ipFamily(host) !== 0 && classifyIp(host) !== 'public' && !local && url.hostname !== resource.hostname) {
-    throw refuse(`is a ${classifyIp(host)} address, which a remote resource may not send sidekey's client credentials to`)
+    throw refuse(`is a ${classifyIp(host)} address, where a remote resource may not send sidekey's client credentials`)
   }
-  if (url.protocol === 'http:' && !(ipFamily(host) !== 0 && classifyIp(host) === 'loopback') && url.hostname !== resource.hostname) {
+  const loopback = ipFamily(host) !== 0 && classifyIp(host) === 'loopback'
+  if (url.protocol === 'http:' && !loopback && url.hostname !== resource.hostname) {
     throw refuse('is plain http to neither a loopback address nor the resource\'s own host')
   }
   return url
@@ -127,7 +137,8 @@ export function checkDiscoveredUrl (value: string, resource: URL, what: string, 
 interface Document { readonly url: string, readonly doc: Record<string, unknown> }
 
 /** GETs each candidate in turn: a 4xx, 3xx or 502 moves on to the next (as MCP clients do), anything else decides. */
-async function firstDocument (urls: readonly string[], req: DiscoveryRequest, where: string, what: string): Promise<Document> {
+async function firstDocument (urls: readonly string[], req: DiscoveryRequest, where: string,
+  what: string): Promise<Document> {
   let last = ''
   for (const url of urls) {
     const got = await getJson(url, req, where)
@@ -143,7 +154,9 @@ async function getJson (url: string, req: DiscoveryRequest, where: string): Prom
   const timeout = AbortSignal.timeout(req.timeoutMs)
   const failed = (err: unknown): IssuerError => {
     if (req.signal.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `${where}: request to ${url} was aborted`)
-    if (timeout.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `${where}: ${url} did not answer within ${req.timeoutMs} ms`)
+    if (timeout.aborted) {
+      return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `${where}: ${url} did not answer within ${req.timeoutMs} ms`)
+    }
     return new IssuerError('SIDEKEY_ISSUER_FAILED', `${where}: request to ${url} failed (${errorCode(err)})`)
   }
   let res: Dispatcher.ResponseData
@@ -170,7 +183,8 @@ async function getJson (url: string, req: DiscoveryRequest, where: string): Prom
   } catch (err) {
     throw failed(err)
   }
-  const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where}: ${url} answered with ${why}`)
+  const bad = (why: string): IssuerError =>
+    new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where}: ${url} answered with ${why}`)
   if (raw === undefined) throw bad(`more than ${MAX_METADATA_BYTES} bytes`)
   return jsonObject(raw, bad)
 }

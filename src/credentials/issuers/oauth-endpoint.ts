@@ -35,7 +35,10 @@ export function createOAuthEndpoint (name: string, config: ClientCredentialsIssu
   if (config.token_url !== undefined) {
     const auth = createClientAuth(name, config, config.token_url)
     const endpoint = createTokenEndpoint({ tokenUrl: config.token_url, auth, timeoutMs, deps, dpop })
-    return { exchange: (form, signal) => endpoint.exchange(form, signal), ...revocation(config.revocation_url, auth, timeoutMs, deps) }
+    return {
+      exchange: (form, signal) => endpoint.exchange(form, signal),
+      ...revocation(config.revocation_url, auth, timeoutMs, deps),
+    }
   }
   const resource = config.resource as string
   let pinned = config.authorization_server
@@ -47,7 +50,8 @@ export function createOAuthEndpoint (name: string, config: ClientCredentialsIssu
     inflight ??= discover({ resource, issuer: pinned, timeoutMs, dispatcher: deps.dispatcher, signal })
       .then((server) => {
         pinned = server.issuer
-        held = { server, endpoint: createTokenEndpoint({ tokenUrl: server.tokenEndpoint, auth, timeoutMs, deps, dpop }), at: deps.clock.now() }
+        const endpoint = createTokenEndpoint({ tokenUrl: server.tokenEndpoint, auth, timeoutMs, deps, dpop })
+        held = { server, endpoint, at: deps.clock.now() }
         return held
       })
       .finally(() => { inflight = undefined })
@@ -77,7 +81,8 @@ export function createOAuthEndpoint (name: string, config: ClientCredentialsIssu
       const server = (await fresh(signal)).held.server
       const url = config.revocation_url ?? server.revocationEndpoint
       if (url === undefined) {
-        throw new IssuerError('SIDEKEY_ISSUER_FAILED', `authorization server ${server.issuer} names no revocation_endpoint (set revocation_url)`)
+        throw new IssuerError('SIDEKEY_ISSUER_FAILED',
+          `authorization server ${server.issuer} names no revocation_endpoint (set revocation_url)`)
       }
       return revokeAt(url, dropped, signal, auth, timeoutMs, deps)
     },
