@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { TLS_CLIENT_ALERTS, type AnomalyKind, type AuditEvent, type CredentialUsed } from './events.js'
+import type { ApprovalDecided, ApprovalRequested } from './events.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import { systemClock, type Clock } from '../util/clock.js'
 
@@ -25,7 +26,7 @@ export const UNMATCHED_TOOL = '_unmatched'
 export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'OTHER'] as const
 export type MethodLabel = typeof METHODS[number]
 export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
-  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures', 'credential_echoed', 'fleet_command_rejected',
+  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures', 'credential_echoed', 'fleet_command_rejected', 'budget_exhausted',
 ] as const)
 /**
  * The `reason` label of sidekey_egress_denied_by_reason_total. An `egress.denied` event whose reason is not one
@@ -73,6 +74,8 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_fleet_watching',
   'sidekey_fleet_commands_total',
   'sidekey_fleet_apply_seconds',
+  'sidekey_budget_remaining',
+  'sidekey_budget_exhausted_total',
 ])
 
 export const EGRESS_MODES = ['deny', 'tunnel', 'inventory'] as const
@@ -82,6 +85,11 @@ export type EgressMode = typeof EGRESS_MODES[number]
 export const FLEET_APPLY_BUCKETS: readonly number[] = Object.freeze([0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 600])
 
 /** What the fleet gauges read at scrape time (`watching` absent reads 0: no watcher reports itself running). */
+/** Rows of a budget metric: one per tool and budget line. */
+export interface BudgetSource {
+  remaining (): ReadonlyArray<{ tool: string, budget: string, value: number }>
+  exhausted (): ReadonlyArray<{ tool: string, budget: string, value: number }>
+}
 export interface FleetConnectionSource { readonly connected: boolean, readonly watching?: boolean }
 
 export interface MetricsOptions {
@@ -132,6 +140,7 @@ export class SidekeyMetrics {
   readonly #tlsClient = new Map<string, Slot>(TLS_CLIENT_ALERTS.map((alert) => [alert, { labels: { alert }, value: 0 }]))
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
+  readonly #approvals: { readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'> }
   readonly #duration: Histogram<'tool'>
   readonly #overhead: Histogram<'tool'>
   #configured: readonly string[] = []
@@ -145,6 +154,11 @@ export class SidekeyMetrics {
     const registry = this.registry = new Registry()
     const registers = [registry]
     const self = this // prom-client calls collect() with the metric as `this`
+    this.#approvals = {
+      total: new Counter({ name: 'sidekey_approvals_total', help: 'Held calls decided, by tool and result (granted, denied, expired)', labelNames: ['tool', 'result'], registers }),
+      pending: new Gauge({ name: 'sidekey_approvals_pending', help: 'Calls held now, waiting for an approval', labelNames: ['tool'], registers }),
+      wait: new Histogram({ name: 'sidekey_approval_wait_seconds', help: 'Seconds from a call being held to its decision or timeout', labelNames: ['tool'], buckets: [1, 5, 15, 30, 60, 120, 300, 900], registers }),
+    }
 
     new Counter({
       name: 'sidekey_requests_total',
@@ -338,6 +352,31 @@ export class SidekeyMetrics {
     }
   }
 
+  /** Tools' budgets (src/budget/): what each has left, and the calls each refused. */
+  bindBudgets (source: BudgetSource): void {
+    const registers = [this.registry]
+    new Gauge({
+      name: 'sidekey_budget_remaining',
+      help: 'Requests or tokens a tool budget has left in its window (by: task, the task closest to its limit)',
+      labelNames: ['tool', 'budget'],
+      registers,
+      collect () {
+        this.reset()
+        for (const row of source.remaining()) this.set({ tool: row.tool, budget: row.budget }, row.value)
+      },
+    })
+    new Counter({
+      name: 'sidekey_budget_exhausted_total',
+      help: 'Calls refused 429 budget_exhausted, by tool and budget',
+      labelNames: ['tool', 'budget'],
+      registers,
+      collect () {
+        this.reset()
+        for (const row of source.exhausted()) this.inc({ tool: row.tool, budget: row.budget }, row.value)
+      },
+    })
+  }
+
   /** Updates the metrics an audit event feeds. Never throws for a well-typed event. */
   observe (event: AuditEvent): void {
     switch (event.event) {
@@ -362,6 +401,12 @@ export class SidekeyMetrics {
         if (slot !== undefined) slot.value++
         break
       }
+      case 'approval.requested':
+      case 'approval.granted':
+      case 'approval.denied':
+      case 'approval.expired':
+        this.#approval(event)
+        break
       case 'fleet.command': {
         const fleet = this.#fleet
         if (fleet === undefined) break
@@ -373,6 +418,16 @@ export class SidekeyMetrics {
       }
       default: break
     }
+  }
+
+  /** A held call: pending until its first decision or its timeout (a later decision on it is counted, not waited). */
+  #approval (event: ApprovalRequested | ApprovalDecided): void {
+    const tool = event.tool
+    if (event.event === 'approval.requested') return void this.#approvals.pending.inc({ tool })
+    this.#approvals.total.inc({ tool, result: event.event.slice('approval.'.length) })
+    if (event.after_timeout === true) return
+    this.#approvals.pending.dec({ tool })
+    this.#approvals.wait.observe({ tool }, event.wait_ms / 1000)
   }
 
   /** Counts events the hub dropped from its detector queue. */

@@ -171,12 +171,33 @@ const inject = z.strictObject({
   .refine((i) => i.format === undefined || i.header !== undefined, 'format applies to inject.header only')
   .refine((i) => i.format === undefined || i.format.includes('{token}'), 'format must contain {token}')
 
+/** One kind of call that waits for approval: HTTP by method and path prefix, MCP by `tools/call` name (`*` globs). */
+const approvalRule = z.strictObject({
+  methods: z.array(z.string().regex(/^[A-Z]+$/, 'methods are upper-case tokens like POST')).min(1).optional(),
+  path_prefix: z.string().startsWith('/').optional(),
+  mcp_tools: z.array(z.string().min(1)).min(1).optional(),
+}).refine((r) => r.methods !== undefined || r.path_prefix !== undefined || r.mcp_tools !== undefined,
+  'an approve rule names methods, a path_prefix or mcp_tools')
+
 const match = z.strictObject({
   host: nonEmpty,
   port: port.optional(),
   path_prefix: z.string().startsWith('/').optional(),
   methods: z.array(z.string().regex(/^[A-Z]+$/, 'methods are upper-case tokens like GET')).min(1).optional(),
 })
+
+/**
+ * One budget on a tool (src/budget/): at most `requests` calls, or `tokens` LLM tokens (read from the answers'
+ * usage), in any span of `per`, counted per instance, per `X-Sidekey-Task`, or across the fleet.
+ */
+export const budgetRule = z.strictObject({
+  requests: z.number().int().min(1).optional(),
+  tokens: z.number().int().min(1).optional(),
+  per: duration('1h').refine((ms) => ms >= 1000, 'per must be at least 1s'),
+  by: z.enum(['instance', 'task', 'fleet']).default('instance'),
+  /** by: fleet only: with the broker unreachable, refuse (deny) or spend this instance's share of it (local). */
+  on_broker_loss: z.enum(['deny', 'local']).default('deny'),
+}).refine((b) => (b.requests === undefined) !== (b.tokens === undefined), 'a budget sets exactly one of requests, tokens')
 
 export const tool = z.strictObject({
   match,
@@ -233,8 +254,19 @@ export const tool = z.strictObject({
     resources: z.array(z.string()).optional(),
     prompts: z.array(z.string()).optional(),
   }).optional(),
+  /** Calls a human (or an operator's signed command) approves, each exactly, before the credential goes on (src/approvals/). */
+  approve: z.array(approvalRule).min(1).optional(),
+  /** How long a held call waits; how long an approval given after it timed out lets the identical call through once. */
+  approval: z.strictObject({
+    timeout: duration('2m'),
+    valid_for: duration('15m'),
+    /** Receives each `approval.requested` as JSON (POST): https, or http to a loopback or pinned host. */
+    webhook: z.url({ protocol: /^https?$/ }).optional(),
+  }).optional(),
   /** Accept `%2F` / `%5C` in this tool's paths (APIs such as GitLab's `projects/group%2Fname`); refused (400) otherwise. */
   allow_encoded_slash: z.boolean().default(false),
+  /** Calls and LLM tokens this tool may spend per window: a runaway agent is refused (429) past them. */
+  budget: z.array(budgetRule).optional(),
 })
 
 export const anomaly = anomalyConfig
@@ -251,6 +283,23 @@ const http2 = z.strictObject({
   /** A session is closed once this many streams were reset by the agent early and they are half its streams or more. */
   max_premature_resets: z.number().int().min(1).default(100),
 }).prefault({})
+
+/**
+ * OpenTelemetry traces over OTLP/HTTP (src/tracing/): optional; without it no @opentelemetry module is loaded.
+ * Read at start only, like `fleet:`.
+ */
+export const tracing = z.strictObject({
+  /** The collector's OTLP/HTTP traces URL, e.g. `http://collector:4318/v1/traces`. */
+  endpoint: z.url({ protocol: /^https?$/ }),
+  /** The share of traces recorded when the agent sent no sampled parent (a sampled parent is always followed). */
+  ratio: z.number().min(0).max(1).default(0.01),
+  service_name: nonEmpty.default('sidekey'),
+  /** Spans waiting for export; past this many, new spans are dropped rather than held. */
+  max_queue: z.number().int().min(1).max(100_000).default(2048),
+  /** How long spans wait before a batch is sent. */
+  delay: duration('5s'),
+  export_timeout: duration('10s'),
+})
 
 /**
  * Fleet control over NATS JetStream (src/fleet/): optional; without it no broker is contacted and the NATS client
@@ -316,6 +365,7 @@ export const config = z.strictObject({
   shutdown_grace: duration('10s'),
   anomaly,
   fleet: fleet.optional(),
+  tracing: tracing.optional(),
   issuers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'issuer names use letters, digits, _ . -'), issuer),
   tools: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'tool names use letters, digits, _ . -'), tool),
 })
@@ -341,6 +391,7 @@ export type TokenExchangeIssuerConfig = z.output<typeof tokenExchangeIssuer>
 export type FileIssuerConfig = z.output<typeof fileIssuer>
 export type ExecIssuerConfig = z.output<typeof execIssuer>
 export type FleetConfig = z.output<typeof fleet>
+export type TracingConfig = z.output<typeof tracing>
 export type OperatorConfig = z.output<typeof operatorConfig>
 
 /**
