@@ -25,7 +25,9 @@ import type { FleetAgent } from './fleet/agent.js'
 import { AdminServer } from './admin/server.js'
 import { loadOrCreateAdminToken } from './admin/token.js'
 import { SidekeyError } from './errors.js'
+import { Budgets } from './budget/index.js'
 import { systemClock, type Clock } from './util/clock.js'
+import { createTracing, type Tracing } from './tracing/index.js'
 
 /** The version heartbeats report (package.json's, kept in step by a test). */
 export const VERSION = '0.1.0'
@@ -106,6 +108,8 @@ export class Sidekey {
       logger, metrics, instanceId: config.instance_id, clock,
       detectors: createDetectors(config.anomaly), rateLimit: anomalyRateLimit(config.anomaly),
     })
+    // Loaded only when configured, before the first credential fetch so that its refresh has a span.
+    const tracing = await createTracing(config.tracing, config.instance_id, VERSION)
     const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, clock, ...caConstraints(config) })
     const adminToken = await adminTokenOf(config, files)
     const chain = auditChainOf(logger)
@@ -116,7 +120,7 @@ export class Sidekey {
     const leaves = new LeafCache({ ca, validityMs: config.ca.leaf_validity, max: config.ca.leaf_cache_size, clock })
     let runtime: Runtime
     try {
-      runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set(), upstreamCa: files.upstreamCa })
+      runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set(), tracing, upstreamCa: files.upstreamCa, budgets: new Budgets(clock) })
     } catch (err) {
       // A start that fails still ends its run with a signed checkpoint.
       await trail?.close()
@@ -124,6 +128,7 @@ export class Sidekey {
     }
     metrics.bindCredentials(runtime.credentials)
     metrics.bindCa(ca, clock)
+    metrics.bindBudgets(runtime.budgets!)
     const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime, trail)
     app.#tokenDigest = adminToken.digest
     // Loaded only when configured: a config without `fleet:` never loads the NATS client.
@@ -211,7 +216,7 @@ export class Sidekey {
       const files = await preflight(config)
       tokenDigest = (await adminTokenOf(config, files)).digest
       next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
-        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, previous: old.credentials as CredentialManager, upstreamCa: files.upstreamCa,
+        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, tracing: old.tracing, budgets: old.budgets!, previous: old.credentials as CredentialManager, upstreamCa: files.upstreamCa,
       })
     } catch (err) {
       const e = err as SidekeyError & { problems?: unknown }
@@ -251,6 +256,7 @@ export class Sidekey {
     if (this.#fleet !== undefined) this.trail?.checkpoint(false)
     await this.#fleet?.close()
     await retire(rt)
+    await rt.tracing?.close()
     this.audit.close()
     this.logger.info('stopped')
     // The final signed checkpoint is the run's last line.
@@ -268,7 +274,10 @@ interface RuntimeDeps {
   dns: typeof dnsLookup | undefined
   ownPorts: ReadonlySet<number>
   locks?: LockView
+  /** Kept across reloads: a budget whose line is unchanged keeps its count. */
+  budgets: Budgets
   previous?: CredentialManager
+  tracing?: Tracing | undefined
 }
 
 async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promise<Runtime> {
@@ -278,9 +287,12 @@ async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promi
   const upstream = createUpstream(config, lookup, router, deps.upstreamCa)
   // Loaded (and its key read or made) only in inventory mode.
   const inventory = config.egress.unmatched === 'inventory' ? await (await import('./inventory/index.js')).createInventory(config.ca.dir) : undefined
-  const credentials = CredentialManager.create(config, { clock: deps.clock, audit: deps.audit, dispatcher: upstream, ...(deps.previous === undefined ? {} : { previous: deps.previous }) })
+  const credentials = CredentialManager.create(config, {
+    clock: deps.clock, audit: deps.audit, dispatcher: upstream, tracing: deps.tracing, ...(deps.previous === undefined ? {} : { previous: deps.previous }),
+  })
   await credentials.start()
-  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, locks: deps.locks ?? NO_LOCKS, ...(inventory === undefined ? {} : { inventory }) }
+  deps.budgets.configure(config.tools)
+  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, locks: deps.locks ?? NO_LOCKS, ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }), budgets: deps.budgets, ...(inventory === undefined ? {} : { inventory }) }
 }
 
 /** Lets a replaced runtime's requests finish, then frees its pools and timers. */

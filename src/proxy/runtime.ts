@@ -10,6 +10,8 @@ import { isBlockedIp } from '../net/ip.js'
 import type { Router } from './router.js'
 import type { Inventory } from '../inventory/index.js'
 import type { LockView } from './lock-view.js'
+import type { Tracing } from '../tracing/index.js'
+import type { Budgets } from '../budget/index.js'
 
 /**
  * Everything a request needs, built by app.ts from one config and swapped whole on reload: a request in flight
@@ -30,6 +32,10 @@ export interface Runtime {
   readonly inventory?: Inventory
   /** Tools locked by fleet control: refused with 403 tool_locked before any credential is used. */
   readonly locks: LockView
+  /** With `tracing:`: spans for each request (absent: tracing is off). */
+  readonly tracing?: Tracing
+  /** Tools' `budget:` counts; they outlive reloads (app.ts keeps one and reconfigures it). */
+  readonly budgets?: Budgets
 }
 
 /** The ports CONNECT may reach (RELIABILITY B1): `egress.connect_ports` and the ports tools name. */

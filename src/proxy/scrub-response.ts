@@ -38,12 +38,18 @@ export class ResponseScrub {
   #echoed: string[] | undefined
   #body: { readonly echoed: boolean } | undefined
   readonly #rewrite: ((contentType: string | undefined) => BodyFilter | undefined) | undefined
+  readonly #observe: ((chunk: Buffer) => void) | undefined
 
-  /** `rewrite`: a filter the body passes through before it is scrubbed (an MCP tool's list answers, src/mcp/). */
-  constructor (scrubber: Scrubber, bodies: boolean, rewrite?: (contentType: string | undefined) => BodyFilter | undefined) {
+  /**
+   * `rewrite`: a filter the body passes through before it is scrubbed (an MCP tool's list answers, src/mcp/).
+   * `observe`: sees the body bytes as the agent gets them, without holding them (a token budget's usage scanner).
+   */
+  constructor (scrubber: Scrubber, bodies: boolean, rewrite?: (contentType: string | undefined) => BodyFilter | undefined,
+    observe?: (chunk: Buffer) => void) {
     this.#scrubber = scrubber
     this.#bodies = bodies
     this.#rewrite = rewrite
+    this.#observe = observe
   }
 
   /** Rewrites a flat header list in place (also a WebSocket 101's) and remembers the names that held the credential. */
@@ -75,7 +81,7 @@ export class ResponseScrub {
       const watch = codings.length === 0 ? new EchoWatch(this.#scrubber.body(options)) : undefined
       this.#body = watch
       res.writeHead(status, flat)
-      return await relay(answer, res, watch)
+      return await relay(answer, res, observed(watch, this.#observe))
     }
     const transfer = answer.field('transfer-encoding')
     if (transfer !== undefined && transfer.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
@@ -103,12 +109,13 @@ export class ResponseScrub {
       }
       if (head.complete) {
         const out = Buffer.concat([filter.push(head.bytes), filter.end()])
+        this.#observe?.(out)
         res.writeHead(status, [...withoutFields(flat, dropped), 'content-length', String(out.length)])
         return await relay(bufferSource(out), res)
       }
     }
     res.writeHead(status, withoutFields(flat, dropped))
-    return await relay(source, res, filter)
+    return await relay(source, res, observed(filter, this.#observe))
   }
 
   /** Where the credential came back in this answer (header names, then `body`), or undefined. */
@@ -158,6 +165,18 @@ function chained (first: BodyFilter, then: BodyFilter): BodyFilter {
     push: (chunk) => then.push(first.push(chunk)),
     end: () => Buffer.concat([then.push(first.end()), then.end()]),
   }
+}
+
+/** `filter` (or the body as is) with its output shown to `observe`. */
+function observed (filter: BodyFilter | undefined, observe: ((chunk: Buffer) => void) | undefined): BodyFilter | undefined {
+  if (observe === undefined) return filter
+  const seen = (bytes: Buffer): Buffer => {
+    observe(bytes)
+    return bytes
+  }
+  return filter === undefined
+    ? { push: seen, end: () => Buffer.alloc(0) }
+    : { push: (chunk) => seen(filter.push(chunk)), end: () => seen(filter.end()) }
 }
 
 /** HEAD answers, 1xx, 204 and 304 have no body (RFC 9110 §6.4.1). */

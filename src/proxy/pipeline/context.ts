@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AuditEvent, CredentialUsed, EgressDenied, EgressPassed, PlaceholderState, TlsClientError } from '../../audit/events.js'
 import type { SidekeyError } from '../../errors.js'
 import type { ByteFilter, McpCall } from '../../mcp/index.js'
+import type { BudgetCharge } from '../../budget/index.js'
 import { pathWithoutQuery } from '../../util/path.js'
 import { sendError } from '../respond.js'
 import type { Tool } from '../router.js'
@@ -16,6 +17,8 @@ export interface Refusal {
   readonly headers?: Readonly<Record<string, string>>
   /** Answers the agent in place of respond.ts's error body (an MCP refusal, in JSON-RPC). */
   readonly answer?: (res: ServerResponse, requestId: string) => void
+  /** Fields the refusal's `credential.used` adds (`budget`: which budget ran out). */
+  readonly audit?: Pick<CredentialUsed, 'budget'>
 }
 
 type UsedExtra = Partial<Omit<CredentialUsed, 'event' | 'tool' | 'method' | 'host' | 'path' | 'client' | 'request_id'>>
@@ -45,6 +48,8 @@ export class RequestContext {
   credentialId: string | null = null
   /** An MCP tool's POST (src/mcp/): the call for the audit, the body judged (sent as read), the answer's filter. */
   mcp: { call?: McpCall, body?: Buffer, filter: (contentType: string | undefined) => ByteFilter | undefined } | undefined
+  /** The tool's token budgets this call is charged to: its answer is read for usage as it passes. */
+  budget: BudgetCharge | undefined
   #recorded = false
 
   constructor (rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, client: string, requestId: string) {
@@ -66,7 +71,7 @@ export class RequestContext {
     if (refusal.answer !== undefined) refusal.answer(this.res, this.requestId)
     else sendError(this.res, refusal.error, this.requestId, refusal.headers)
     if (this.tool === undefined) this.denied(refusal.outcome)
-    else this.used(refusal.error.status, { outcome: refusal.outcome, ...(refusal.answer === undefined ? {} : { error: refusal.error.code }) })
+    else this.used(refusal.error.status, { outcome: refusal.outcome, ...(refusal.answer === undefined ? {} : { error: refusal.error.code }), ...refusal.audit })
   }
 
   /** The tool's `credential.used`: a call that went out (or was refused after routing, with an outcome). */

@@ -75,7 +75,7 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
     }
     const streamed = body.stream !== undefined
     ;({ response, credential, replayed } = await replayOnce(ctx, out.source, { response: await send(credential), credential, send, streamed }))
-    scrub = new ResponseScrub(scrubberFor(tool, credential), tool.config.scrub_body === true, ctx.mcp?.filter)
+    scrub = new ResponseScrub(scrubberFor(tool, credential), tool.config.scrub_body === true, ctx.mcp?.filter, ctx.budget?.observe)
     const bytesOut = await scrub.relay(res, method, response)
     ctx.used(response.statusCode, { overhead_ms: overhead, bytes_out: bytesOut, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
   } catch (err) {
@@ -84,6 +84,8 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
     // An answer left unread by a failure on our side is cut, so its connection does not wait on it.
     response?.release()
     release?.()
+    // Tokens spent upstream are counted whether or not the answer reached its end.
+    ctx.budget?.settle(response?.statusCode)
   }
 }
 
