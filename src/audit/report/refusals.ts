@@ -42,6 +42,10 @@ export class Tally {
   }
 }
 
+/** The parts that are present, space-separated. */
+const words = (...parts: Array<string | undefined>): string =>
+  parts.filter((p) => p !== undefined && p !== '').join(' ')
+
 export class Refusals {
   readonly destinations = new Tally()
   readonly calls = new Tally()
@@ -49,26 +53,27 @@ export class Refusals {
 
   /** Takes the records that are refusals; ignores the rest. */
   add (rec: AuditRecord, time: number | undefined): void {
+    const tool = str(rec.tool) === undefined ? undefined : `tool ${str(rec.tool)}`
     if (rec.event === 'egress.denied') {
-      const host = str(rec.host) ?? ''
       const port = typeof rec.port === 'number' ? String(rec.port) : ''
-      const asked = [str(rec.method), str(rec.requested) ?? str(rec.path), str(rec.tool) === undefined ? undefined : `tool ${str(rec.tool)}`]
-      this.destinations.add([host, port, str(rec.reason) ?? '?'], time, asked.filter((s) => s !== undefined && s !== '').join(' '))
+      const asked = words(str(rec.method), str(rec.requested) ?? str(rec.path), tool)
+      this.destinations.add([str(rec.host) ?? '', port, str(rec.reason) ?? '?'], time, asked)
     } else if (rec.event === 'credential.used' && typeof rec.outcome === 'string' && rec.outcome !== '') {
-      const example = [str(rec.host), str(rec.path)].filter((s) => s !== undefined).join('')
-      this.calls.add([str(rec.tool) ?? '?', rec.outcome, str(rec.method) ?? '?', str(rec.placeholder) ?? ''], time, example)
+      const cells = [str(rec.tool) ?? '?', rec.outcome, str(rec.method) ?? '?', str(rec.placeholder) ?? '']
+      this.calls.add(cells, time, (str(rec.host) ?? '') + (str(rec.path) ?? ''))
     } else if (rec.event === 'admin.denied') {
-      const client = str(rec.client) ?? '?'
       // The port changes with every connection; the address is who asked.
-      const address = client.replace(/:\d+$/, '')
-      this.admin.add([str(rec.route) ?? '?', str(rec.reason) ?? '?', address], time, str(rec.tool) === undefined ? '' : `tool ${str(rec.tool)}`)
+      const address = (str(rec.client) ?? '?').replace(/:\d+$/, '')
+      this.admin.add([str(rec.route) ?? '?', str(rec.reason) ?? '?', address], time, words(tool))
     }
   }
 
   get total (): number { return this.destinations.total + this.calls.total + this.admin.total }
 }
 
-const CLOUD_METADATA = new Set(['169.254.169.254', '169.254.170.2', 'fd00:ec2::254', '100.100.100.200', 'metadata.google.internal', 'metadata'])
+const CLOUD_METADATA = new Set([
+  '169.254.169.254', '169.254.170.2', 'fd00:ec2::254', '100.100.100.200', 'metadata.google.internal', 'metadata',
+])
 
 /** Why a denied host deserves a second look: a cloud metadata endpoint, or an address no agent should reach. */
 export function hostNote (host: string): string {
@@ -79,43 +84,57 @@ export function hostNote (host: string): string {
   return cls === 'public' ? 'IP literal' : `${cls} address`
 }
 
-function table (id: string, head: string[], rows: string[][], tally: Tally): string {
-  const shown = Math.min(rows.length, SHOWN)
-  const note = rows.length > shown || tally.overflow > 0
-    ? `the ${shown} most frequent of ${rows.length}${tally.overflow > 0 ? '+' : ''} rows` +
-      (tally.overflow > 0 ? `; ${tally.overflow} events past the first ${MAX_ROWS} distinct rows are counted only in the total` : '')
+/**
+ * One tally as a table, most frequent first: its cells (each cut to its column's width), then count, first and
+ * last time, and the example under `exampleHead`; `extra` adds a last column from a row's cells.
+ */
+function table (id: string, columns: ReadonlyArray<readonly [string, number]>, exampleHead: string, tally: Tally,
+  extra?: { head: string, cell: (cells: readonly string[]) => string }): string {
+  const rows = tally.rows()
+  const shown = rows.slice(0, SHOWN)
+  const note = rows.length > shown.length || tally.overflow > 0
+    ? `the ${shown.length} most frequent of ${rows.length}${tally.overflow > 0 ? '+' : ''} rows` +
+      (tally.overflow > 0 ? `; ${tally.overflow} events past ${MAX_ROWS} distinct rows only in the total` : '')
     : ''
-  return dataTable(id, head, rows.slice(0, SHOWN), note)
+  const last = extra === undefined ? [] : [extra.head]
+  const head = [...columns.map(([h]) => h), 'count', 'first', 'last', exampleHead, ...last]
+  return dataTable(id, head, shown.map((x) => [
+    ...x.cells.map((c, i) => html(cut(c, columns[i]![1]))),
+    String(x.count), clock(x.first), clock(x.last), html(x.example),
+    ...(extra === undefined ? [] : [extra.cell(x.cells)]),
+  ]), note)
 }
+
+const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`
 
 export function renderRefusals (r: Refusals): string {
   const out = ['<h2 id="refusals">Refusals</h2>']
-  if (r.total === 0) return out[0] + '<p>Nothing was refused: no egress.denied, admin.denied, or call refused before its tool.</p>'
-  out.push(`<p>${r.destinations.total} destination${r.destinations.total === 1 ? '' : 's'} denied, ${r.calls.total} call${r.calls.total === 1 ? '' : 's'} ` +
-    `refused before reaching a tool, ${r.admin.total} admin request${r.admin.total === 1 ? '' : 's'} refused.</p>`)
+  if (r.total === 0) {
+    return out[0] + '<p>Nothing was refused: no egress.denied, admin.denied, or call refused before its tool.</p>'
+  }
+  out.push(`<p>${plural(r.destinations.total, 'destination')} denied, ` +
+    `${plural(r.calls.total, 'call')} refused before ` +
+    `reaching a tool, ${plural(r.admin.total, 'admin request')} refused.</p>`)
   if (r.destinations.total > 0) {
-    const rows = r.destinations.rows()
     out.push('<h3>Denied destinations</h3>')
-    out.push(barChart('denied', 'egress.denied by host and reason', rows.slice(0, 15).map((x) => ({
-      label: `${x.cells[0] === '' ? '(no host)' : x.cells[0]!} (${x.cells[2]!})`, value: x.count, color: hostNote(x.cells[0]!) === '' ? '#ff7f0e' : '#d62728',
+    out.push(barChart('denied', 'egress.denied by host and reason', r.destinations.rows().slice(0, 15).map((x) => ({
+      label: `${x.cells[0] === '' ? '(no host)' : x.cells[0]!} (${x.cells[2]!})`,
+      value: x.count,
+      color: hostNote(x.cells[0]!) === '' ? '#ff7f0e' : '#d62728',
     }))))
-    out.push(table('denied', ['host', 'port', 'reason', 'count', 'first', 'last', 'asked for', 'note'], rows.map((x) => {
-      const note = hostNote(x.cells[0]!)
-      return [html(cut(x.cells[0]!, 120)), html(x.cells[1]!), html(cut(x.cells[2]!, 60)), String(x.count), clock(x.first), clock(x.last),
-        html(x.example), note === '' ? '' : `<b class="bad">${html(note)}</b>`]
-    }), r.destinations))
+    out.push(table('denied', [['host', 120], ['port', 6], ['reason', 60]], 'asked for', r.destinations, {
+      head: 'note',
+      cell: ([host]) => { const note = hostNote(host!); return note === '' ? '' : `<b class="bad">${html(note)}</b>` },
+    }))
   }
   if (r.calls.total > 0) {
     out.push('<h3>Calls refused before their tool</h3>')
-    out.push(table('refused-calls', ['tool', 'outcome', 'method', 'placeholder', 'count', 'first', 'last', 'example'], r.calls.rows().map((x) =>
-      [html(cut(x.cells[0]!, 60)), `<b>${html(cut(x.cells[1]!, 60))}</b>`, html(cut(x.cells[2]!, 20)), html(cut(x.cells[3]!, 20)), String(x.count),
-        clock(x.first), clock(x.last), html(x.example)]), r.calls))
+    const columns = [['tool', 60], ['outcome', 60], ['method', 20], ['placeholder', 20]] as const
+    out.push(table('refused-calls', columns, 'example', r.calls))
   }
   if (r.admin.total > 0) {
     out.push('<h3>Admin requests refused</h3>')
-    out.push(table('admin-denied', ['route', 'reason', 'client', 'count', 'first', 'last', 'detail'], r.admin.rows().map((x) =>
-      [html(cut(x.cells[0]!, 20)), html(cut(x.cells[1]!, 40)), html(cut(x.cells[2]!, 60)), String(x.count), clock(x.first), clock(x.last),
-        html(x.example)]), r.admin))
+    out.push(table('admin-denied', [['route', 20], ['reason', 40], ['client', 60]], 'detail', r.admin))
   }
   return out.join('\n')
 }

@@ -1,10 +1,15 @@
 import { open } from 'node:fs/promises'
 import type { Config } from '../../config/schema.js'
-import { AuditInput, checkInputs, describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readFailed, readLines, str, type AuditIo, type AuditRecord, type InputCounts } from '../input.js'
+import {
+  AuditInput, checkInputs, describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readFailed, readLines, str,
+  type AuditIo, type AuditRecord, type InputCounts,
+} from '../input.js'
 import { InventoryUsage, formatInventory, type InventoryReport } from '../inventory.js'
 import { ScopeUsage, loadConfigOrReport, sinceWindow, type ScopesReport } from '../scopes.js'
 import { readKeys } from '../verify/command.js'
-import { formatVerifyResult, NOT_AUTHENTICATED, TrailVerifier, type PublicJwk, type VerifyResult } from '../verify/verify.js'
+import {
+  formatVerifyResult, NOT_AUTHENTICATED, TrailVerifier, type PublicJwk, type VerifyResult,
+} from '../verify/verify.js'
 import { AnomalyLog, anomalyTable } from './anomalies.js'
 import { barChart, color, dataTable, duration, histogram, html, timeSeries, type Series } from './charts.js'
 import { Refusals, renderRefusals } from './refusals.js'
@@ -28,7 +33,9 @@ const MAX_ERRORS = 50
 const OTHER = '(other)'
 
 /** Upper edges (seconds) of the credential-age bins; the last bin is open. */
-const AGE_EDGES = [10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14_400, 28_800, 43_200, 86_400, 172_800, 604_800, 2_592_000]
+const AGE_EDGES = [
+  10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14_400, 28_800, 43_200, 86_400, 172_800, 604_800, 2_592_000,
+]
 const AGE_LABELS = [...AGE_EDGES.map((s) => `≤${duration(s * 1000)}`), `>${duration(AGE_EDGES.at(-1)! * 1000)}`]
 
 /** Counts per time bin and series; the bin width doubles whenever the span would need more than MAX_BINS bins. */
@@ -164,7 +171,8 @@ export class ReportBuilder {
         const at = parseTime(rec.issued_at) ?? time
         if (cid === undefined || at === undefined) break
         const prev = this.#issuedAt.get(cid)
-        if ((prev === undefined && this.#issuedAt.size < MAX_CREDENTIALS) || (prev !== undefined && at < prev)) this.#issuedAt.set(cid, at)
+        const room = prev === undefined && this.#issuedAt.size < MAX_CREDENTIALS
+        if (room || (prev !== undefined && at < prev)) this.#issuedAt.set(cid, at)
         const waiting = this.#pending.get(cid)
         if (waiting !== undefined) {
           this.#pending.delete(cid)
@@ -177,12 +185,17 @@ export class ReportBuilder {
         if (time !== undefined) this.refreshFailures.add(time, tool)
         {
           const code = (str(rec.error) ?? 'unknown').split(/[\s:]/, 1)[0]!.slice(0, 80)
-          if (this.refreshErrors.has(code) || this.refreshErrors.size < MAX_ERRORS) this.refreshErrors.set(code, (this.refreshErrors.get(code) ?? 0) + 1)
+          if (this.refreshErrors.has(code) || this.refreshErrors.size < MAX_ERRORS) {
+            this.refreshErrors.set(code, (this.refreshErrors.get(code) ?? 0) + 1)
+          }
         }
         break
       case 'anomaly':
         this.anomalyLog.add(rec)
-        if (time !== undefined) this.anomalies.add(time, str(rec.kind) ?? 'unknown', typeof rec.suppressed === 'number' && rec.suppressed > 0 ? rec.suppressed : 1)
+        if (time !== undefined) {
+          const n = typeof rec.suppressed === 'number' && rec.suppressed > 0 ? rec.suppressed : 1
+          this.anomalies.add(time, str(rec.kind) ?? 'unknown', n)
+        }
         break
       default: break
     }
@@ -209,7 +222,10 @@ export class ReportBuilder {
 
   #age (tool: string): AgeAcc {
     let a = this.ages.get(tool)
-    if (a === undefined) this.ages.set(tool, a = { bins: new Array<number>(AGE_EDGES.length + 1).fill(0), known: 0, unknown: 0, issued: 0 })
+    if (a === undefined) {
+      a = { bins: new Array<number>(AGE_EDGES.length + 1).fill(0), known: 0, unknown: 0, issued: 0 }
+      this.ages.set(tool, a)
+    }
     return a
   }
 
@@ -224,12 +240,15 @@ export class ReportBuilder {
     if (error) t.errors++
   }
 
-  finish (input: InputCounts, config: Readonly<Config> | undefined, verify: VerifyResult | undefined, live = false): ReportData {
+  finish (input: InputCounts, config: Readonly<Config> | undefined, verify: VerifyResult | undefined, live = false)
+    : ReportData {
     for (const list of this.#pending.values()) for (const w of list) this.#age(w.tool).unknown++
     this.#pending.clear()
     return {
-      input, first: this.first, last: this.last, instances: this.instances.size, uses: this.uses, status: this.status, ages: this.ages,
-      anomalies: this.anomalies, anomalyLog: this.anomalyLog, refusals: this.refusals, refreshFailures: this.refreshFailures, refreshErrors: this.refreshErrors, tasks: this.tasks, tasksOverflow: this.tasksOverflow,
+      input, first: this.first, last: this.last, instances: this.instances.size, uses: this.uses, status: this.status,
+      ages: this.ages, anomalies: this.anomalies, anomalyLog: this.anomalyLog, refusals: this.refusals,
+      refreshFailures: this.refreshFailures, refreshErrors: this.refreshErrors, tasks: this.tasks,
+      tasksOverflow: this.tasksOverflow,
       scopes: this.scopes.result(config, input), inventory: this.inventory.result(input), verify, live,
     }
   }
@@ -245,7 +264,8 @@ function quantileLabel (bins: readonly number[], known: number, q: number): stri
   return '-'
 }
 
-const STATUS_COLOR = (code: string): string => code.startsWith('2') ? '#2ca02c' : code.startsWith('3') ? '#17becf' : code.startsWith('4') ? '#ff7f0e' : code.startsWith('5') ? '#d62728' : '#7f7f7f'
+const STATUS_COLORS: Record<string, string> = { 2: '#2ca02c', 3: '#17becf', 4: '#ff7f0e', 5: '#d62728' }
+const STATUS_COLOR = (code: string): string => STATUS_COLORS[code.charAt(0)] ?? '#7f7f7f'
 
 // Narrow screens: charts scale down (max-width), preformatted text wraps, and each table row becomes a card of
 // `column: value` lines (td's data-label) rather than widen the page; on a wide one the anomaly timeline and its
@@ -254,23 +274,34 @@ const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:
 h1{font-size:22px}h2{font-size:17px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px;margin:18px 0 6px}
 figure{margin:12px 0;max-width:720px}figcaption{font-weight:600;margin-bottom:4px}svg{max-width:100%;height:auto}
 svg text{font-size:11px;fill:#333}svg .tick{font-size:10px;fill:#666}.note{color:#666;font-size:12px;margin:2px 0}
-.legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i,.dot{display:inline-block;width:10px;height:10px;margin-right:4px}
-.dot{border-radius:50%}table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left;
-vertical-align:top}td{overflow-wrap:anywhere}time,.nw{white-space:nowrap}pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap;
-overflow-wrap:anywhere}.ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}.warn{color:#b26b00;font-weight:600}
+.legend span{display:inline-block;margin-right:12px;font-size:12px}
+.legend i,.dot{display:inline-block;width:10px;height:10px;margin-right:4px}.dot{border-radius:50%}
+table{border-collapse:collapse;font-size:12px}
+td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left;vertical-align:top}
+td{overflow-wrap:anywhere}time,.nw{white-space:nowrap}
+pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+.ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}.warn{color:#b26b00;font-weight:600}
 .banner{background:#d62728;color:#fff;font-weight:600;padding:8px 12px;border-radius:4px}
 .pair,.grid{display:flex;flex-wrap:wrap;gap:0 24px;align-items:flex-start}.pair>*,.grid>*{flex:1 1 560px;min-width:0}
-@media (max-width:640px){table,tbody,tr,td{display:block}tr:first-child{display:none}tr{border-bottom:1px solid #ddd;padding:4px 0}
+@media (max-width:640px){table,tbody,tr,td{display:block}tr:first-child{display:none}
+tr{border-bottom:1px solid #ddd;padding:4px 0}
 td{border:0;padding:1px 0}td:empty{display:none}td::before{content:attr(data-label) ": ";color:#666}}`
 
 export function renderReport (d: ReportData, generatedAt = new Date()): string {
   const out: string[] = []
-  const range = Number.isFinite(d.first) ? `${new Date(d.first).toISOString()} .. ${new Date(d.last).toISOString()}` : 'no timestamps'
-  out.push(`<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>sidekey audit report</title><style>${CSS}</style></head><body>`)
-  out.push(`<h1>sidekey audit report</h1><p>${d.input.events} events from ${d.instances} instance${d.instances === 1 ? '' : 's'}, ${html(range)}; ${d.input.lines} lines read` +
-    (d.input.skipped > 0 ? `; ${html(describeSkipped(d.input))}` : '') + `. Generated ${html(generatedAt.toISOString())}.</p>`)
-  out.push(`<p>At a glance: ${d.refusals.total} refused (${d.refusals.destinations.total} destinations, ${d.refusals.calls.total} calls, ` +
-    `${d.refusals.admin.total} admin requests), ${d.anomalyLog.total} anomalies.</p>`)
+  const range = Number.isFinite(d.first)
+    ? `${new Date(d.first).toISOString()} .. ${new Date(d.last).toISOString()}`
+    : 'no timestamps'
+  out.push('<!doctype html><html lang="en"><head><meta charset="utf-8">' +
+    '<meta name="viewport" content="width=device-width">' +
+    `<title>sidekey audit report</title><style>${CSS}</style></head><body>`)
+  const instances = `${d.instances} instance${d.instances === 1 ? '' : 's'}`
+  out.push(`<h1>sidekey audit report</h1><p>${d.input.events} events from ${instances}, ` +
+    `${html(range)}; ${d.input.lines} lines read` + (d.input.skipped > 0 ? `; ${html(describeSkipped(d.input))}` : '') +
+    `. Generated ${html(generatedAt.toISOString())}.</p>`)
+  const r = d.refusals
+  out.push(`<p>At a glance: ${r.total} refused (${r.destinations.total} destinations, ${r.calls.total} calls, ` +
+    `${r.admin.total} admin requests), ${d.anomalyLog.total} anomalies.</p>`)
 
   if (d.verify !== undefined) out.push(integritySection(d.input, d.verify, d.live))
 
@@ -279,8 +310,8 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
   out.push('<h2 id="anomalies">Anomalies</h2>')
   const an = d.anomalies.series()
   const kinds = new Map(an.series.map((s, i) => [s.name, color(i)]))
-  out.push(`<div class="pair">${timeSeries('anomalies', 'anomalies by kind on the timeline', an.start, an.width, an.series, 'dots')}` +
-    `<div>${anomalyTable(d.anomalyLog, (kind) => kinds.get(kind))}</div></div>`)
+  const timeline = timeSeries('anomalies', 'anomalies by kind on the timeline', an.start, an.width, an.series, 'dots')
+  out.push(`<div class="pair">${timeline}<div>${anomalyTable(d.anomalyLog, (kind) => kinds.get(kind))}</div></div>`)
 
   out.push('<h2 id="age">Credential age at use</h2><div class="grid">')
   const ageTools = [...d.ages].filter(([, a]) => a.known > 0 || a.unknown > 0).sort(([a], [b]) => a.localeCompare(b))
@@ -288,9 +319,12 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
   for (const [tool, a] of ageTools) {
     const note = a.known === 0
       ? `${a.unknown} uses, none whose credential.issued is in the trail`
-      : `${a.known} uses; p50 ${quantileLabel(a.bins, a.known, 0.5)}, p90 ${quantileLabel(a.bins, a.known, 0.9)}, max ${quantileLabel(a.bins, a.known, 1)}` +
-        (a.unknown > 0 ? `; ${a.unknown} uses whose credential was issued before the trail starts` : '') + `; ${a.issued} issued`
-    out.push(histogram(`age:${tool}`, `${tool}: age of the credential at each use`, a.bins.map((count, i) => ({ label: AGE_LABELS[i]!, count })), note))
+      : `${a.known} uses; p50 ${quantileLabel(a.bins, a.known, 0.5)}, p90 ${quantileLabel(a.bins, a.known, 0.9)}, ` +
+        `max ${quantileLabel(a.bins, a.known, 1)}` +
+        (a.unknown > 0 ? `; ${a.unknown} uses whose credential was issued before the trail starts` : '') +
+        `; ${a.issued} issued`
+    const bins = a.bins.map((count, i) => ({ label: AGE_LABELS[i]!, count }))
+    out.push(histogram(`age:${tool}`, `${tool}: age of the credential at each use`, bins, note))
   }
   out.push('</div>')
 
@@ -300,12 +334,15 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
 
   out.push('<h2 id="status">Status codes</h2>')
   const status = [...d.status].sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).slice(0, 30)
-  out.push(barChart('status', 'uses by tool and status (0: no response)', status.map(([k, v]) => ({ label: k, value: v, color: STATUS_COLOR(k.slice(k.lastIndexOf(' ') + 1)) }))))
+  out.push(barChart('status', 'uses by tool and status (0: no response)',
+    status.map(([k, v]) => ({ label: k, value: v, color: STATUS_COLOR(k.slice(k.lastIndexOf(' ') + 1)) }))))
 
   out.push('<h2 id="refresh">Refresh failures</h2>')
   const rf = d.refreshFailures.series()
-  out.push(timeSeries('refresh-failures', 'credential.refresh_failed by tool on the timeline', rf.start, rf.width, rf.series, 'dots'))
-  out.push(barChart('refresh-errors', 'refresh failures by error code', [...d.refreshErrors].sort(([, x], [, y]) => y - x).map(([k, v]) => ({ label: k, value: v }))))
+  const rfTitle = 'credential.refresh_failed by tool on the timeline'
+  out.push(timeSeries('refresh-failures', rfTitle, rf.start, rf.width, rf.series, 'dots'))
+  out.push(barChart('refresh-errors', 'refresh failures by error code',
+    [...d.refreshErrors].sort(([, x], [, y]) => y - x).map(([k, v]) => ({ label: k, value: v }))))
 
   out.push('<h2 id="scopes">Scope recommendations</h2>')
   out.push(scopesTable(d.scopes))
@@ -314,12 +351,15 @@ export function renderReport (d: ReportData, generatedAt = new Date()): string {
     const rows = [...d.tasks].sort(([, a], [, b]) => b.calls - a.calls).slice(0, 100)
       .map(([task, t]) => [html(task), String(t.calls), String(t.errors), html([...t.tools].join(', '))])
     out.push('<h2 id="tasks">Tasks</h2>' + dataTable('tasks', ['task', 'calls', 'errors', 'tools'], rows,
-      d.tasks.size > 100 || d.tasksOverflow > 0 ? `the 100 busiest of ${d.tasks.size}${d.tasksOverflow > 0 ? '+' : ''} tasks` : ''))
+      d.tasks.size > 100 || d.tasksOverflow > 0
+        ? `the 100 busiest of ${d.tasks.size}${d.tasksOverflow > 0 ? '+' : ''} tasks`
+        : ''))
   }
 
   if (d.inventory.destinations.length > 0) {
     out.push('<h2 id="inventory">Inventory</h2>')
-    out.push(barChart('inventory', 'calls per destination no tool covers', d.inventory.destinations.slice(0, 30).map((x) => ({ label: x.destination, value: x.calls }))))
+    out.push(barChart('inventory', 'calls per destination no tool covers',
+      d.inventory.destinations.slice(0, 30).map((x) => ({ label: x.destination, value: x.calls }))))
     out.push(`<pre data-table="inventory">${html(formatInventory(d.inventory))}</pre>`)
   }
   out.push('</body></html>\n')
@@ -335,16 +375,24 @@ function integritySection (input: InputCounts, v: VerifyResult, live: boolean): 
   const unsealed = describeUnsealed(input)
   if (unsealed !== '') banners.push(`Left out of this report: ${unsealed}.`)
   const unverifiable = v.runs === 0
-  if (unverifiable && input.events > 0) banners.push('No line of this trail is sealed: its integrity could not be verified, and nothing in this report is vouched for.')
+  if (unverifiable && input.events > 0) {
+    banners.push('No line of this trail is sealed: its integrity could not be verified, and nothing in this report ' +
+      'is vouched for.')
+  }
   const [cls, state, text] = v.intact
     ? ['ok', 'intact', 'intact']
-    : v.consistent ? ['warn', 'unauthenticated', NOT_AUTHENTICATED] : ['bad', unverifiable ? 'unverified' : 'broken', unverifiable ? 'NOT VERIFIED' : 'NOT INTACT']
+    : v.consistent
+      ? ['warn', 'unauthenticated', NOT_AUTHENTICATED]
+      : ['bad', unverifiable ? 'unverified' : 'broken', unverifiable ? 'NOT VERIFIED' : 'NOT INTACT']
   // A trail still being written ends after its last checkpoint; without --live that is a cut tail.
   const hint = !live && v.problems.some((p) => p.kind === 'tail')
-    ? '<p class="note" data-hint="live">A run ends after its last checkpoint: if the trail is still being written, run again with --live.</p>'
+    ? '<p class="note" data-hint="live">A run ends after its last checkpoint: if the trail is still being written, ' +
+      'run again with --live.</p>'
     : ''
-  return `<h2 id="verify">Trail integrity</h2>${banners.map((b) => `<p class="banner" data-banner="integrity">${html(b)}</p>`).join('')}` +
-    `<p class="${cls}" data-verify="${state}">${html(text)}${live ? ' (--live: the newest run of each instance may still be open)' : ''}</p>` +
+  const open = live ? ' (--live: the newest run of each instance may still be open)' : ''
+  const red = banners.map((b) => `<p class="banner" data-banner="integrity">${html(b)}</p>`).join('')
+  return `<h2 id="verify">Trail integrity</h2>${red}` +
+    `<p class="${cls}" data-verify="${state}">${html(text)}${open}</p>` +
     `${hint}<pre data-verify-text>${html(formatVerifyResult(v))}</pre>`
 }
 
@@ -352,8 +400,12 @@ function scopesTable (r: ScopesReport): string {
   if (r.tools.length === 0) return '<p>No tools in the trail (or config).</p>'
   const rows = r.tools.map((t) => {
     const g = t.granted
-    const rec = [t.recommend.methods === undefined ? '' : `methods: [${t.recommend.methods.join(', ')}]`, t.recommend.path_prefix === undefined ? '' : `path_prefix: ${t.recommend.path_prefix}`].filter((s) => s !== '').join(' ')
-    return [html(t.tool), g === null ? '-' : html(`${g.methods?.join(',') ?? 'any'} ${g.path_prefix}`), String(t.used.calls),
+    const rec = [
+      t.recommend.methods === undefined ? '' : `methods: [${t.recommend.methods.join(', ')}]`,
+      t.recommend.path_prefix === undefined ? '' : `path_prefix: ${t.recommend.path_prefix}`,
+    ].filter((s) => s !== '').join(' ')
+    return [html(t.tool), g === null ? '-' : html(`${g.methods?.join(',') ?? 'any'} ${g.path_prefix}`),
+      String(t.used.calls),
       html(Object.keys(t.used.methods).join(',')), html(t.used.common_prefix ?? '-'), html(t.used.last_use ?? '-'),
       `${t.unused ? '<b>unused</b> ' : ''}${html(rec)}`]
   })
@@ -361,7 +413,8 @@ function scopesTable (r: ScopesReport): string {
     (r.patch === '' ? '' : `<pre>${html(r.patch)}</pre>`)
 }
 
-const USAGE = 'usage: sidekey audit report --out report.html [--config FILE] [--keys JWKS]... [--live] [--since 30d|all] [FILE...]\n' +
+const USAGE = 'usage: sidekey audit report --out report.html [--config FILE] [--keys JWKS]... [--live]' +
+  ' [--since 30d|all] [FILE...]\n' +
   '  FILE may be .gz; none or - reads stdin\n' +
   '  --keys JWKS  the audit keys (GET /audit-key of each instance) the integrity section checks the trail against\n' +
   '  --live       the trail is still being written: the newest run of an instance may end after its last checkpoint\n'
@@ -369,8 +422,10 @@ const VERB = 'sidekey audit report'
 
 /** Exit codes: 0 written, 1 a file could not be read or written, 2 bad usage or config. */
 export async function reportCommand (args: string[], io: AuditIo): Promise<number> {
-  const parsed = parseVerbArgs(VERB, USAGE, args, { out: { type: 'string', short: 'o' }, config: { type: 'string', short: 'c' }, since: { type: 'string' },
-    keys: { type: 'string', multiple: true }, live: { type: 'boolean' } }, io)
+  const parsed = parseVerbArgs(VERB, USAGE, args, {
+    out: { type: 'string', short: 'o' }, config: { type: 'string', short: 'c' }, since: { type: 'string' },
+    keys: { type: 'string', multiple: true }, live: { type: 'boolean' },
+  }, io)
   if (typeof parsed === 'number') return parsed
   const { values, files } = parsed
   if (typeof values.out !== 'string') { io.stderr.write(`${VERB}: --out FILE is required\n${USAGE}`); return 2 }
