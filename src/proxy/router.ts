@@ -35,7 +35,6 @@ export type Route =
     readonly kind: 'tool', readonly tool: Tool, readonly upstreamScheme: 'http' | 'https', readonly upstreamPort: number,
     readonly upstream?: UpstreamOverride
   }
-  | { readonly kind: 'method_denied', readonly tool: Tool }
   | { readonly kind: 'none' }
 
 const NONE: Route = Object.freeze({ kind: 'none' })
@@ -94,8 +93,8 @@ export class Router {
    * case) would pick another tool or another answer. Only hosts where some tool has a `path_prefix` are checked:
    * elsewhere the path cannot change the route.
    */
-  route (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): Route {
-    const route = this.match(scheme, host, port, path, method)
+  route (scheme: 'http' | 'https', host: string, port: number, path: string): Route {
+    const route = this.match(scheme, host, port, path)
     // An escaped `/` or `\` means one thing to sidekey and, to many upstreams, another: refused on every tool's
     // path unless the tool's API needs it (GitLab's `projects/group%2Fname`) and says so.
     if (route.kind === 'tool' && !route.tool.config.allow_encoded_slash && ENCODED_SLASH.test(pathWithoutQuery(path))) {
@@ -103,8 +102,8 @@ export class Router {
     }
     if (!this.candidates(host).some((t) => t.pathPrefix !== '/')) return route
     const check = (how: string, reading: string | undefined): void => {
-      if (reading !== undefined && sameRoute(route, this.match(scheme, host, port, reading, method)) &&
-        sameRoute(route, this.match(scheme, host, port, reading, method, true))) return
+      if (reading !== undefined && sameRoute(route, this.match(scheme, host, port, reading)) &&
+        sameRoute(route, this.match(scheme, host, port, reading, true))) return
       throw new SidekeyError('SIDEKEY_BAD_REQUEST', `ambiguous path: ${how} it would take another route`, { status: 400 })
     }
     check('in another letter case', path)
@@ -115,14 +114,14 @@ export class Router {
   /**
    * The tool for a request. `scheme` is what the agent used; `path` must already be normalised
    * (dot segments resolved) so that a prefix cannot be escaped with `..`. `foldCase` compares prefixes ignoring
-   * letter case, as a case-insensitive upstream would.
+   * letter case, as a case-insensitive upstream would. The method plays no part: a tool's `match.methods` is a
+   * policy step of the request path (pipeline/policy.ts), so a refused method is refused by the tool it routes to.
    */
-  match (scheme: 'http' | 'https', host: string, port: number, path: string, method: string, foldCase = false): Route {
+  match (scheme: 'http' | 'https', host: string, port: number, path: string, foldCase = false): Route {
     const p = foldCase ? path.toLowerCase() : path
     for (const tool of this.candidates(host)) {
       if (!portMatches(tool, scheme, port)) continue
       if (!pathMatches(foldCase ? tool.pathPrefix.toLowerCase() : tool.pathPrefix, p)) continue
-      if (tool.methods !== undefined && !tool.methods.has(method)) return { kind: 'method_denied', tool }
       const tls = scheme === 'https' || !tool.config.plaintext
       const route = { kind: 'tool', tool, upstreamScheme: tls ? 'https' : 'http', upstreamPort: tool.port } as const
       return tool.upstream === undefined ? route : { ...route, upstream: tool.upstream }
@@ -131,13 +130,12 @@ export class Router {
   }
 
   /** Why a request matched or not, in words: for diagnostics (mockttp-style matchers that explain themselves). */
-  explain (scheme: 'http' | 'https', host: string, port: number, path: string, method: string): string {
-    const r = this.match(scheme, host, port, path, method)
+  explain (scheme: 'http' | 'https', host: string, port: number, path: string): string {
+    const r = this.match(scheme, host, port, path)
     if (r.kind === 'tool') {
       const sent = r.upstream === undefined ? '' : ` sent to ${r.upstream.origin}`
       return `tool ${r.tool.name}: ${r.upstreamScheme}://${host}:${r.upstreamPort}${r.tool.pathPrefix}${sent}`
     }
-    if (r.kind === 'method_denied') return `tool ${r.tool.name} does not allow ${method}`
     const hosts = this.candidates(host)
     if (hosts.length === 0) return `no tool for host ${host}`
     return `no tool for ${scheme}://${host}:${port}${path} (tools on this host: ${hosts.map((t) => `${t.name} port ${t.port} prefix ${t.pathPrefix}`).join(', ')})`

@@ -171,7 +171,7 @@ t.test('H4 property: the path the upstream receives is the one that was matched,
     }
     served++
     // The tool whose credential went is the tool the router gives for exactly the path the upstream received.
-    const route = router.route('https', 'api.a.test', P, got.upstreamUrl, method)
+    const route = router.route('https', 'api.a.test', P, got.upstreamUrl)
     return route.kind === 'tool' && route.tool.name === got.tool && got.upstreamUrl === normalizePath(path)
   }), { numRuns: 200 })
   t.comment(`end to end: ${served} served, ${refused} refused of 200`)

@@ -20,7 +20,10 @@ const router = new Router({ A: tool('/v1/safe/', ['GET']), G: tool('/v1/'), B: t
 function answer (target: string, method = 'POST'): string {
   try {
     const path = normalizePath(target).split('?')[0]!
-    return show(router.route('https', 'api.a.test', 443, path, method))
+    const route = router.route('https', 'api.a.test', 443, path)
+    // The method is the tool's own policy step after routing (pipeline/policy.ts): refused by the tool it routes to.
+    if (route.kind === 'tool' && route.tool.methods?.has(method) === false) return `method_denied:${route.tool.name}`
+    return show(route)
   } catch (err) {
     if (err instanceof SidekeyError && err.status === 400) return '400'
     throw err
@@ -88,12 +91,12 @@ const INTERPRETERS: Array<[string, (p: string) => string, boolean]> = [
 
 t.test('(b) an accepted path is the same route for every upstream reading of it', async (t) => {
   let accepted = 0
-  fc.assert(fc.property(basePath, fc.constantFrom('GET', 'POST'), (target, method) => {
+  fc.assert(fc.property(basePath, (target) => {
     let path: string
     let route: Route
     try {
       path = normalizePath(target)
-      route = router.route('https', 'api.a.test', 443, path, method)
+      route = router.route('https', 'api.a.test', 443, path)
     } catch {
       return true
     }
@@ -101,7 +104,7 @@ t.test('(b) an accepted path is the same route for every upstream reading of it'
     for (const [, read, fold] of INTERPRETERS) {
       let other: string
       try { other = read(path) } catch { continue }
-      if (show(router.match('https', 'api.a.test', 443, other, method, fold)) !== show(route)) return false
+      if (show(router.match('https', 'api.a.test', 443, other, fold)) !== show(route)) return false
     }
     return true
   }), { numRuns: 5000 })

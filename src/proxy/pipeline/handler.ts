@@ -45,8 +45,8 @@ export class RequestHandler {
     }
     ctx.tool = route.tool
     const routed = ctx as RoutedContext
-    const port = route.kind === 'tool' ? route.upstreamPort : target.port
-    const scheme = route.kind === 'tool' ? route.upstreamScheme : target.scheme
+    const port = route.upstreamPort
+    const scheme = route.upstreamScheme
     const authority = formatAuthority(target.host, port, defaultPort(scheme))
     const { headers, placeholder } = upstreamHeaders(req.rawHeaders, route.tool, authority)
     ctx.placeholder = placeholderState(routed, placeholder)
@@ -65,7 +65,7 @@ function routeOf (ctx: RequestContext): Route | undefined {
   try {
     ctx.task = checkRequestHeaders(ctx.req.rawHeaders)
     ctx.path = normalizePath(target.pathAndQuery)
-    return ctx.rt.router.route(target.scheme, target.host, target.port, pathWithoutQuery(ctx.path), ctx.method)
+    return ctx.rt.router.route(target.scheme, target.host, target.port, pathWithoutQuery(ctx.path))
   } catch (err) {
     const e = asSidekeyError(err)
     ctx.refuse({ error: e, outcome: e.details.reason === 'bad_task' ? 'bad_task' : 'bad_request' })
