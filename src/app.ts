@@ -23,6 +23,7 @@ import type { Runtime } from './proxy/runtime.js'
 import { NO_LOCKS, type LockView } from './proxy/lock-view.js'
 import type { FleetAgent } from './fleet/agent.js'
 import { AdminServer } from './admin/server.js'
+import { ApprovalDesk } from './approvals/index.js'
 import { loadOrCreateAdminToken } from './admin/token.js'
 import { SidekeyError } from './errors.js'
 import { Budgets } from './budget/index.js'
@@ -91,6 +92,7 @@ export class Sidekey {
       fleet: () => this.#fleet,
       uncovered: () => this.#uncovered,
       upstreams: () => upstreamStatuses(this.#runtime.router.tools.values()),
+      approvals: () => this.#runtime.approvals,
     })
   }
 
@@ -216,7 +218,7 @@ export class Sidekey {
       const files = await preflight(config)
       tokenDigest = (await adminTokenOf(config, files)).digest
       next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
-        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, tracing: old.tracing, budgets: old.budgets!, previous: old.credentials as CredentialManager, upstreamCa: files.upstreamCa,
+        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, approvals: old.approvals, tracing: old.tracing, budgets: old.budgets!, previous: old.credentials as CredentialManager, upstreamCa: files.upstreamCa,
       })
     } catch (err) {
       const e = err as SidekeyError & { problems?: unknown }
@@ -274,6 +276,7 @@ interface RuntimeDeps {
   dns: typeof dnsLookup | undefined
   ownPorts: ReadonlySet<number>
   locks?: LockView
+  approvals?: ApprovalDesk
   /** Kept across reloads: a budget whose line is unchanged keeps its count. */
   budgets: Budgets
   previous?: CredentialManager
@@ -292,7 +295,7 @@ async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promi
   })
   await credentials.start()
   deps.budgets.configure(config.tools)
-  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, locks: deps.locks ?? NO_LOCKS, ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }), budgets: deps.budgets, ...(inventory === undefined ? {} : { inventory }) }
+  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, locks: deps.locks ?? NO_LOCKS, approvals: deps.approvals ?? new ApprovalDesk(deps.audit), ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }), budgets: deps.budgets, ...(inventory === undefined ? {} : { inventory }) }
 }
 
 /** Lets a replaced runtime's requests finish, then frees its pools and timers. */

@@ -7,6 +7,8 @@ import type { AdminDenied, AuditSink } from '../audit/events.js'
 import { listen } from '../util/listen.js'
 import { systemClock, type Clock } from '../util/clock.js'
 import { RotateLimiter } from './rotate-limit.js'
+import type { ApprovalDesk } from '../approvals/index.js'
+import { decideApproval } from './approvals.js'
 
 export interface AdminDeps {
   /** The credentials of the config in force (changes on reload). */
@@ -32,6 +34,8 @@ export interface AdminDeps {
   readonly fleet?: () => FleetView | undefined
   /** Where tools with `upstream:` are dialled, by tool: /status shows it as the tool's `upstream`. */
   readonly upstreams?: () => Readonly<Record<string, object>>
+  /** Calls held for approval: listed by GET /approvals, decided by POST /approvals/ID. */
+  readonly approvals?: () => ApprovalDesk
 }
 
 export interface FleetView {
@@ -112,6 +116,13 @@ export class AdminServer {
         }
         return
       }
+      const approval = /^\/approvals\/([^/]+)$/.exec(path)
+      const desk = this.#deps.approvals?.()
+      if (approval !== null && desk !== undefined) {
+        const answer = await decideApproval(desk, decodeTool(approval[1]!), req)
+        send(res, answer.status, answer.body)
+        return
+      }
       send(res, 404, { error: 'not_found' })
       return
     }
@@ -151,6 +162,9 @@ export class AdminServer {
         else send(res, 200, jwks, { 'cache-control': 'max-age=60' })
         return
       }
+      case '/approvals':
+        send(res, 200, { approvals: this.#deps.approvals?.().list() ?? [] })
+        return
       case '/ca.pem':
         res.writeHead(200, { 'content-type': 'application/x-pem-file' })
         res.end(this.#deps.caPem())

@@ -10,6 +10,7 @@ import { isBlockedIp } from '../net/ip.js'
 import type { Router } from './router.js'
 import type { Inventory } from '../inventory/index.js'
 import type { LockView } from './lock-view.js'
+import type { ApprovalDesk } from '../approvals/index.js'
 import type { Tracing } from '../tracing/index.js'
 import type { Budgets } from '../budget/index.js'
 
@@ -32,6 +33,8 @@ export interface Runtime {
   readonly inventory?: Inventory
   /** Tools locked by fleet control: refused with 403 tool_locked before any credential is used. */
   readonly locks: LockView
+  /** Calls held for approval (src/approvals/): one desk per sidecar, kept across reloads. */
+  readonly approvals: ApprovalDesk
   /** With `tracing:`: spans for each request (absent: tracing is off). */
   readonly tracing?: Tracing
   /** Tools' `budget:` counts; they outlive reloads (app.ts keeps one and reconfigures it). */

@@ -48,6 +48,8 @@ export class RequestContext {
   credentialId: string | null = null
   /** An MCP tool's POST (src/mcp/): the call for the audit, the body judged (sent as read), the answer's filter. */
   mcp: { call?: McpCall, body?: Buffer, filter: (contentType: string | undefined) => ByteFilter | undefined } | undefined
+  /** The body a call waiting for approval was held with: the exact bytes approved are the bytes sent. */
+  heldBody: Buffer | undefined
   /** The tool's token budgets this call is charged to: its answer is read for usage as it passes. */
   budget: BudgetCharge | undefined
   #recorded = false

@@ -45,7 +45,7 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
   try {
     if (isSelf(rt, tool.upstream?.host ?? ctx.target.host, tool.upstream?.port ?? out.port)) throw egressDenied(SELF, 'self')
     release = inFlight.acquire(dial.origin, inFlightCap(rt))
-    const mcpBody = ctx.mcp?.body
+    const mcpBody = ctx.mcp?.body ?? ctx.heldBody
     const body = mcpBody !== undefined ? { kept: mcpBody } : await requestBody(req, rt.config.limits.replay_body_bytes)
     if (body.contentLength !== undefined && body.kept === undefined) out.headers.push('content-length', body.contentLength)
     const gone = new Departure()

@@ -2,6 +2,7 @@ import { SidekeyError } from '../../errors.js'
 import { methodRefusal } from '../methods.js'
 import type { Refusal, RoutedContext } from './context.js'
 import { mcpAllowed } from './mcp.js'
+import { approvalGiven } from './approval.js'
 import { withinBudget } from './budget.js'
 
 /**
@@ -30,7 +31,7 @@ export const placeholderPresent: PolicyStep = (ctx) => {
 }
 
 /** The policy every routed request passes, in order. New rules are new steps here, never branches in the handler. */
-export const POLICY: readonly PolicyStep[] = [methodAllowed, notLocked, placeholderPresent, mcpAllowed, withinBudget]
+export const POLICY: readonly PolicyStep[] = [methodAllowed, notLocked, placeholderPresent, mcpAllowed, approvalGiven, withinBudget]
 
 /** Runs the steps in order; the first refusal ends the request. */
 export async function firstRefusal (ctx: RoutedContext, steps: readonly PolicyStep[]): Promise<Refusal | undefined> {

@@ -1,0 +1,78 @@
+import type { ServerResponse } from 'node:http'
+import { SidekeyError, type ErrorCode } from '../../errors.js'
+import { approvalAnswer, deliverWebhook, needsApproval, previewOf, type Verdict } from '../../approvals/index.js'
+import { auditPath } from '../../audit/log.js'
+import { readWholeBody } from '../../mcp/index.js'
+import { pathWithoutQuery } from '../../util/path.js'
+import type { Refusal, RoutedContext } from './context.js'
+import type { PolicyStep } from './policy.js'
+
+const DEFAULT_TIMEOUT_MS = 120_000
+const DEFAULT_VALID_FOR_MS = 900_000
+
+/**
+ * A call matching the tool's `approve:` rules waits here, its body held, until it is approved (then it goes on with
+ * the credential, sending the very bytes that were approved), denied, or not decided in time. Every transport
+ * (h1, h2, WebSocket upgrade, MCP, a whole MCP batch) comes through this step before any credential is attached.
+ */
+export const approvalGiven: PolicyStep = async (ctx) => {
+  const config = ctx.tool.config
+  if (config.approve === undefined) return undefined
+  if (!needsApproval(config, { method: ctx.method, path: pathWithoutQuery(ctx.path), mcp: ctx.mcp?.call })) return undefined
+  const limit = ctx.rt.config.limits.replay_body_bytes
+  const body = ctx.mcp?.body ?? (hasBody(ctx) ? await readWholeBody(ctx.req, limit) : Buffer.alloc(0))
+  if (body === undefined) {
+    const message = `a call waiting for approval is held whole, and this body is larger than limits.replay_body_bytes (${limit})`
+    return refusal(ctx, 'SIDEKEY_APPROVAL_BODY_TOO_LARGE', 413, message, {}, undefined)
+  }
+  if (ctx.mcp === undefined) ctx.heldBody = body
+  const desk = ctx.rt.approvals
+  const settings = config.approval
+  const verdict = await desk.hold({
+    tool: ctx.tool.name, instance: ctx.rt.config.instance_id, method: ctx.method, host: ctx.target.host,
+    target: ctx.path, body, timeoutMs: settings?.timeout ?? DEFAULT_TIMEOUT_MS, validForMs: settings?.valid_for ?? DEFAULT_VALID_FOR_MS,
+    shown: {
+      path: auditPath(ctx.path), body_bytes: body.length, preview: previewOf(body), request_id: ctx.requestId, client: ctx.client,
+      ...(ctx.task === undefined ? {} : { task: ctx.task }), ...(ctx.mcp?.call === undefined ? {} : { mcp: ctx.mcp.call }),
+    },
+    ...(settings?.webhook === undefined ? {} : {
+      notify: (event) => deliverWebhook(settings.webhook!, event, ctx.rt.config.resolve, ctx.rt.audit),
+    }),
+  })
+  return verdict.kind === 'granted' ? undefined : refused(ctx, verdict)
+}
+
+/** A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 §6.3): a WebSocket upgrade. */
+function hasBody (ctx: RoutedContext): boolean {
+  return ctx.req.headers['content-length'] !== undefined || ctx.req.headers['transfer-encoding'] !== undefined
+}
+
+function refused (ctx: RoutedContext, verdict: Exclude<Verdict, { kind: 'granted' }>): Refusal {
+  const approval = verdict.id
+  if (verdict.kind === 'timeout') {
+    const message = `this call waited for approval ${approval} and none came in time; once it is approved, send it again unchanged`
+    return refusal(ctx, 'SIDEKEY_APPROVAL_TIMEOUT', 403, message, { approval, detail: `approval ${approval} not decided in time` })
+  }
+  const why = verdict.reason === undefined ? '' : `: ${verdict.reason}`
+  const message = `approval ${approval} was denied by ${verdict.by}${why}; do not retry this call`
+  return refusal(ctx, 'SIDEKEY_APPROVAL_DENIED', 403, message, { approval, by: verdict.by, detail: `approval ${approval} denied` })
+}
+
+function refusal (ctx: RoutedContext, code: ErrorCode, status: number, message: string, details: Record<string, string>,
+  mcpText: string | undefined = message): Refusal {
+  const error = new SidekeyError(code, message, { status, details: { tool: ctx.tool.name, ...details } })
+  const outcome = code === 'SIDEKEY_APPROVAL_DENIED' ? 'approval_denied' : code === 'SIDEKEY_APPROVAL_TIMEOUT' ? 'approval_timeout' : 'approval_body_too_large'
+  const body = ctx.mcp?.body
+  if (body === undefined || mcpText === undefined) return { error, outcome }
+  const text = `sidekey: ${mcpText}`
+  return { error, outcome, answer: (res, requestId) => sendJson(res, approvalAnswer(body, text), requestId, outcome) }
+}
+
+function sendJson (res: ServerResponse, body: string, requestId: string, reason: string): void {
+  if (res.headersSent) return void res.destroy()
+  res.writeHead(200, {
+    'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-sidekey-request-id': requestId,
+    'proxy-status': `sidekey; error=http_request_denied; details="${reason}"`,
+  })
+  res.end(body)
+}
