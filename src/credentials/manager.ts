@@ -8,6 +8,7 @@ import type { Issuer, IssuerDeps, JsonWebKeyPublic } from './issuer.js'
 import { createIssuer } from './issuers/index.js'
 import type { CallBinding, Credential, CredentialProvider, RevokeOutcome, ToolCredentialStatus } from './provider.js'
 import { CredentialRefresher, DEFAULT_ISSUER_TIMEOUT_MS } from './refresher.js'
+import type { Tracing } from '../tracing/index.js'
 import { StepUpCache, stepUpScopes, type StepUpSpec } from './step-up.js'
 
 export interface CredentialManagerDeps {
@@ -24,6 +25,8 @@ export interface CredentialManagerDeps {
   readonly previous?: CredentialManager
   /** Builds an issuer from its config; issuers/index.ts `createIssuer` by default. Tests pass fakes here. */
   readonly createIssuer?: (name: string, config: IssuerConfig, deps: IssuerDeps) => Issuer
+  /** With `tracing:`: a span per refresh. */
+  readonly tracing?: Tracing | undefined
 }
 
 /** An issuer with the config it was built from, shared by a manager and its successor across a reload. */
@@ -117,6 +120,7 @@ export class CredentialManager implements CredentialProvider {
         clock: deps.clock,
         audit: deps.audit,
         random,
+        tracing: deps.tracing,
         ...(carried === undefined ? {} : { carried }),
       })
       manager.#slots.set(spec.key, slot)

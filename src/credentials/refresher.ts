@@ -5,10 +5,11 @@ import { nextDelay } from './backoff.js'
 import type { IssuedCredential, Issuer } from './issuer.js'
 import type { Credential, RevokeOutcome, ToolCredentialStatus } from './provider.js'
 import { CredentialStore, isUsable, usableUntil } from './store.js'
+import { NO_TRACING, type Span, type Tracing } from '../tracing/index.js'
 
-/** An issuer call is abandoned after this long unless the issuer's config says otherwise (RELIABILITY E6). */
+/** An issuer call is abandoned after this long unless the issuer's config says otherwise (threat model: faults, issuer outages). */
 export const DEFAULT_ISSUER_TIMEOUT_MS = 10_000
-/** A refresh starts at the latest this long before expiry, or half the lifetime for shorter ones (RELIABILITY E2). */
+/** A refresh starts at the latest this long before expiry, or half the lifetime for shorter ones (threat model: faults, issuer outages). */
 export const MAX_REFRESH_LEAD_MS = 5 * 60_000
 /** How many rejected credential ids a slot remembers having force-refreshed for (bounded: ids only ever grow). */
 const FORCED_MEMORY = 16
@@ -51,6 +52,7 @@ export interface RefresherOptions {
   readonly audit: AuditSink
   readonly random: () => number
   readonly carried?: RefresherState
+  readonly tracing?: Tracing | undefined
 }
 
 /**
@@ -251,6 +253,18 @@ export class CredentialRefresher {
   }
 
   async #run (reason: RefreshReason, tool: string): Promise<RefreshOutcome> {
+    const span = (this.#o.tracing ?? NO_TRACING).root('credential refresh')
+    span.set('sidekey.tool', tool)
+    span.set('sidekey.issuer', this.#o.issuerName)
+    span.set('sidekey.refresh_reason', reason)
+    const outcome = await this.#fetch(reason, tool, span.child('issuer fetch', true))
+    if (outcome.ok) span.set('sidekey.credential_id', outcome.credential.id)
+    else span.fail(outcome.error.code)
+    span.end()
+    return outcome
+  }
+
+  async #fetch (reason: RefreshReason, tool: string, call: Span): Promise<RefreshOutcome> {
     const { clock, issuer, timeoutMs } = this.#o
     const controller = new AbortController()
     this.#controller = controller
@@ -271,8 +285,10 @@ export class CredentialRefresher {
         throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `issuer "${this.#o.issuerName}" returned a credential that has already expired`)
       }
     } catch (err) {
+      call.fail(err instanceof SidekeyError ? err.code : 'SIDEKEY_ISSUER_ERROR')
       return this.#failed(tool, err)
     } finally {
+      call.end()
       clock.clearTimeout(timer)
       this.#controller = undefined
     }

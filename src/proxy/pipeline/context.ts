@@ -8,6 +8,8 @@ import { sendError } from '../respond.js'
 import type { Tool } from '../router.js'
 import type { Runtime } from '../runtime.js'
 import type { RequestTarget } from '../ingress/target.js'
+import { NO_SPAN, type Span } from '../../tracing/index.js'
+import { endSpan } from '../../tracing/request-span.js'
 
 /** Why a request may not go on: the error to answer with, and the outcome its audit event records. */
 export interface Refusal {
@@ -52,6 +54,8 @@ export class RequestContext {
   heldBody: Buffer | undefined
   /** The tool's token budgets this call is charged to: its answer is read for usage as it passes. */
   budget: BudgetCharge | undefined
+  /** The request's span (NO_SPAN with tracing off); ended with the request's audit event, which names its trace. */
+  readonly span: Span
   #recorded = false
 
   constructor (rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, client: string, requestId: string) {
@@ -63,6 +67,7 @@ export class RequestContext {
     this.requestId = requestId
     this.method = req.method ?? 'GET'
     this.path = target.pathAndQuery
+    this.span = rt.tracing === undefined ? NO_SPAN : rt.tracing.request(req.headers)
   }
 
   /**
@@ -115,6 +120,7 @@ export class RequestContext {
   #emit (event: AuditEvent): void {
     if (this.#recorded) return
     this.#recorded = true
+    if (this.span !== NO_SPAN) endSpan(this.span, event, this.task)
     this.rt.audit.emit(event)
   }
 }

@@ -13,6 +13,7 @@ import { requestBody } from './body.js'
 import { round, type RoutedContext } from './context.js'
 import type { CredentialSource } from './credential.js'
 import { replayOnce } from './replay.js'
+import { withTraceparent } from '../../tracing/headers.js'
 import { answerFailure, inFlightCap, isSelf, reasonOf, type InFlight } from './shared.js'
 
 /** The upstream side of a routed call: where it is dialled, and the headers every attempt starts from. */
@@ -70,13 +71,26 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
     const send = async (cred: Credential): Promise<UpstreamExchange> => {
       ctx.credentialId = cred.id
       const { headers, path } = await prepared(cred)
+      // Until the answer's head: the connection (its own span, when one is opened) and time to the first byte.
+      const upstream = ctx.span.child('upstream request', true)
+      withTraceparent(headers, upstream)
+      rt.tracing?.dialing(upstream)
       const exchange = UpstreamExchange.start(rt.upstream, { ...dial, path, method, headers, body: body.kept ?? body.stream ?? null })
-      return await gone.watch(exchange).head
+      rt.tracing?.dialing(undefined)
+      try {
+        const head = await gone.watch(exchange).head
+        upstream.set('http.response.status_code', head.statusCode)
+        return head
+      } finally {
+        upstream.end()
+      }
     }
     const streamed = body.stream !== undefined
     ;({ response, credential, replayed } = await replayOnce(ctx, out.source, { response: await send(credential), credential, send, streamed }))
     scrub = new ResponseScrub(scrubberFor(tool, credential), tool.config.scrub_body === true, ctx.mcp?.filter, ctx.budget?.observe)
+    const relay = ctx.span.child('scrubbed relay')
     const bytesOut = await scrub.relay(res, method, response)
+    relay.end()
     ctx.used(response.statusCode, { overhead_ms: overhead, bytes_out: bytesOut, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
   } catch (err) {
     failed(ctx, out, err, replayed, scrub)

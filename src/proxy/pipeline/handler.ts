@@ -53,7 +53,9 @@ export class RequestHandler {
     const refusal = await firstRefusal(routed, POLICY)
     if (refusal !== undefined) return ctx.refuse(refusal)
     const source = credentialSource(routed, `${scheme}://${authority}`)
+    const waited = ctx.span.child('credential')
     const credential = source.next()
+    waited.end()
     if (credential === undefined) return ctx.refuse(credentialUnavailable(routed))
     await forward(routed, { source, port, headers }, credential, this.#inFlight)
   }
