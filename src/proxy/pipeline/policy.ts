@@ -36,8 +36,12 @@ export const POLICY: readonly PolicyStep[] = [methodAllowed, notLocked, placehol
 /** Runs the steps in order; the first refusal ends the request. */
 export async function firstRefusal (ctx: RoutedContext, steps: readonly PolicyStep[]): Promise<Refusal | undefined> {
   for (const step of steps) {
+    // A span per step, named by its function (`approvalGiven`, `withinBudget`): where a held call's time went.
+    const span = ctx.span.child(step.name)
     const verdict = step(ctx)
     const refusal = verdict instanceof Promise ? await verdict : verdict
+    if (refusal !== undefined) span.set('sidekey.outcome', refusal.outcome)
+    span.end()
     if (refusal !== undefined) return refusal
   }
   return undefined

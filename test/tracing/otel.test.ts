@@ -1,0 +1,117 @@
+import t from 'tap'
+import { ProxyAgent, request } from 'undici'
+import { startSidekey } from '../helpers/sidekey.js'
+import { startUpstream } from '../helpers/upstream.js'
+import { startOtlpReceiver, type ExportedSpan } from '../helpers/otlp.js'
+import { until } from '../helpers/fleet.js'
+
+// sidekey exports its spans to a real OTLP/HTTP receiver (protobuf, decoded by trace.proto's field numbers).
+const up = await startUpstream()
+t.teardown(() => up.close())
+const otlp = await startOtlpReceiver()
+t.teardown(() => otlp.close())
+
+const tracingYaml = (ratio: number): string => `
+instance_id: traced-1
+ca: { dir: {{CA_DIR}} }
+resolve: { api.tool.test: 127.0.0.1 }
+tracing: { endpoint: ${otlp.url}, ratio: ${ratio}, delay: 50ms }
+issuers: { local: { type: local_jwt } }
+tools:
+  api: { match: { host: api.tool.test, port: ${up.port} }, issuer: local, plaintext: true, placeholder: sk-placeholder-canary }
+`
+
+const AGENT_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'
+const AGENT_SPAN = '00f067aa0ba902b7'
+
+async function call (proxyUrl: string, path: string, headers: Record<string, string>): Promise<number> {
+  const agent = new ProxyAgent({ uri: proxyUrl, proxyTunnel: false })
+  try {
+    const res = await request(`http://api.tool.test:${up.port}${path}`, { dispatcher: agent, headers })
+    await res.body.dump()
+    return res.statusCode
+  } finally {
+    await agent.close()
+  }
+}
+
+const inTrace = (traceId: string): ExportedSpan[] => otlp.spans.filter((s) => s.traceId === traceId)
+
+t.test('the agent\'s traceparent is continued: agent span → sidekey request → its stages; the upstream hangs below', async (t) => {
+  const sk = await startSidekey(t, tracingYaml(0.0))
+  const status = await call(sk.proxyUrl, '/v1/items?api_key=query-canary-77', {
+    authorization: 'Bearer sk-placeholder-canary', traceparent: `00-${AGENT_TRACE}-${AGENT_SPAN}-01`, tracestate: 'vendor=agent1',
+    'x-sidekey-task': 'task-42',
+  })
+  t.equal(status, 200)
+  await until(() => inTrace(AGENT_TRACE).some((s) => s.name === 'scrubbed relay'), 'the request\'s spans exported')
+  const spans = inTrace(AGENT_TRACE)
+  const root = spans.find((s) => s.parentSpanId === AGENT_SPAN)
+  t.ok(root, 'a sampled parent is followed even at ratio 0')
+  t.equal(root!.name, 'GET api')
+  t.equal(root!.kind, 2, 'SPAN_KIND_SERVER')
+  t.match(root!.attributes, {
+    'sidekey.tool': 'api', 'http.request.method': 'GET', 'http.response.status_code': 200, 'url.path': '/v1/items',
+    'sidekey.task': 'task-42', 'server.address': 'api.tool.test',
+  })
+  t.match(root!.attributes['sidekey.credential_id'], /\S/, 'the credential id, not its value')
+  const children = spans.filter((s) => s.parentSpanId === root!.spanId).map((s) => s.name).sort()
+  // Policy steps others add (approvals, budgets) get spans of their own too: every step is named by its function.
+  for (const stage of ['credential', 'methodAllowed', 'notLocked', 'placeholderPresent', 'upstream request', 'scrubbed relay']) {
+    t.ok(children.includes(stage), `${stage} is a child of the request span`)
+  }
+  const upstreamSpan = spans.find((s) => s.name === 'upstream request')!
+  t.equal(upstreamSpan.kind, 3, 'SPAN_KIND_CLIENT')
+  const connect = spans.find((s) => s.name === 'upstream connect')
+  t.equal(connect?.parentSpanId, upstreamSpan.spanId, 'the first call opened a connection: its span is under the upstream request')
+
+  const seen = up.seen.at(-1)!
+  t.equal(seen.headers.traceparent, `00-${AGENT_TRACE}-${upstreamSpan.spanId}-01`, 'the upstream\'s parent is sidekey\'s upstream span')
+  t.equal(seen.headers.tracestate, 'vendor=agent1', 'tracestate goes on as the agent sent it')
+  t.equal(seen.rawHeaders.filter((h) => h.toLowerCase() === 'traceparent').length, 1, 'one traceparent upstream')
+
+  await sk.app.audit.settled()
+  const used = sk.log.events('credential.used').at(-1)!
+  t.equal(used.trace_id, AGENT_TRACE, 'the audit line names the trace')
+
+  const real = seen.headers.authorization!.replace(/^Bearer /, '')
+  t.match(real, /^eyJ/, 'the upstream saw the real credential')
+  const exported = Buffer.concat(otlp.bodies)
+  for (const secret of [real, 'sk-placeholder-canary', 'query-canary-77', 'api_key']) {
+    t.equal(exported.indexOf(secret), -1, `no exported byte holds ${secret === real ? 'the real credential' : secret}`)
+  }
+  t.ok(otlp.contentTypes.every((c) => c === 'application/x-protobuf'), 'OTLP/HTTP protobuf')
+})
+
+t.test('ratio 1 without a parent: a new trace, its refresh spans too; ratio 0: nothing recorded, trace still passed on', async (t) => {
+  const sk = await startSidekey(t, tracingYaml(1))
+  t.equal(await call(sk.proxyUrl, '/v1/new', { authorization: 'Bearer sk-placeholder-canary' }), 200)
+  await sk.app.audit.settled()
+  const traceId = sk.log.events('credential.used').at(-1)!.trace_id as string
+  t.match(traceId, /^[0-9a-f]{32}$/)
+  await until(() => inTrace(traceId).some((s) => s.name === 'GET api'), 'the new trace exported')
+  t.equal(inTrace(traceId).find((s) => s.name === 'GET api')!.parentSpanId, '', 'a root span')
+  t.equal(inTrace(traceId)[0]!.resource['service.name'], 'sidekey')
+  await until(() => otlp.spans.some((s) => s.name === 'credential refresh'), 'a refresh span')
+  const refresh = otlp.spans.find((s) => s.name === 'credential refresh' && s.resource['service.instance.id'] === 'traced-1')!
+  t.match(refresh.attributes, { 'sidekey.tool': 'api', 'sidekey.issuer': 'local', 'sidekey.refresh_reason': 'initial' })
+  t.ok(otlp.spans.some((s) => s.name === 'issuer fetch' && s.parentSpanId === refresh.spanId), 'the issuer call is its child')
+
+  const quiet = await startSidekey(t, tracingYaml(0))
+  const before = otlp.spans.length
+  t.equal(await call(quiet.proxyUrl, '/v1/unsampled', { authorization: 'Bearer sk-placeholder-canary' }), 200)
+  await quiet.app.audit.settled()
+  t.equal(quiet.log.events('credential.used').at(-1)!.trace_id, undefined, 'no trace_id when nothing was recorded')
+  t.match(up.seen.at(-1)!.headers.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/, 'an unsampled trace still goes upstream')
+  await quiet.app.close()
+  t.equal(otlp.spans.slice(before).filter((s) => s.name === 'GET api').length, 0, 'no request span exported at ratio 0')
+})
+
+t.test('without tracing: the agent\'s traceparent passes untouched and no trace_id is written', async (t) => {
+  const sk = await startSidekey(t, tracingYaml(1).replace(/^tracing:.*$/m, ''))
+  const traceparent = `00-${AGENT_TRACE}-${AGENT_SPAN}-01`
+  t.equal(await call(sk.proxyUrl, '/v1/off', { authorization: 'Bearer sk-placeholder-canary', traceparent }), 200)
+  t.equal(up.seen.at(-1)!.headers.traceparent, traceparent)
+  await sk.app.audit.settled()
+  t.equal(sk.log.events('credential.used').at(-1)!.trace_id, undefined)
+})
