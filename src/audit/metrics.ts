@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { TLS_CLIENT_ALERTS, type AnomalyKind, type AuditEvent, type CredentialUsed } from './events.js'
 import type { ApprovalDecided, ApprovalRequested } from './events.js'
-import type { ApprovalDecided, ApprovalRequested } from './events.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import { systemClock, type Clock } from '../util/clock.js'
 
@@ -142,7 +141,6 @@ export class SidekeyMetrics {
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
   readonly #approvals: { readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'> }
-  readonly #approvals: { readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'> }
   readonly #duration: Histogram<'tool'>
   readonly #overhead: Histogram<'tool'>
   #configured: readonly string[] = []
@@ -156,11 +154,6 @@ export class SidekeyMetrics {
     const registry = this.registry = new Registry()
     const registers = [registry]
     const self = this // prom-client calls collect() with the metric as `this`
-    this.#approvals = {
-      total: new Counter({ name: 'sidekey_approvals_total', help: 'Held calls decided, by tool and result (granted, denied, expired)', labelNames: ['tool', 'result'], registers }),
-      pending: new Gauge({ name: 'sidekey_approvals_pending', help: 'Calls held now, waiting for an approval', labelNames: ['tool'], registers }),
-      wait: new Histogram({ name: 'sidekey_approval_wait_seconds', help: 'Seconds from a call being held to its decision or timeout', labelNames: ['tool'], buckets: [1, 5, 15, 30, 60, 120, 300, 900], registers }),
-    }
     this.#approvals = {
       total: new Counter({ name: 'sidekey_approvals_total', help: 'Held calls decided, by tool and result (granted, denied, expired)', labelNames: ['tool', 'result'], registers }),
       pending: new Gauge({ name: 'sidekey_approvals_pending', help: 'Calls held now, waiting for an approval', labelNames: ['tool'], registers }),
@@ -414,12 +407,6 @@ export class SidekeyMetrics {
       case 'approval.expired':
         this.#approval(event)
         break
-      case 'approval.requested':
-      case 'approval.granted':
-      case 'approval.denied':
-      case 'approval.expired':
-        this.#approval(event)
-        break
       case 'fleet.command': {
         const fleet = this.#fleet
         if (fleet === undefined) break
@@ -431,16 +418,6 @@ export class SidekeyMetrics {
       }
       default: break
     }
-  }
-
-  /** A held call: pending until its first decision or its timeout (a later decision on it is counted, not waited). */
-  #approval (event: ApprovalRequested | ApprovalDecided): void {
-    const tool = event.tool
-    if (event.event === 'approval.requested') return void this.#approvals.pending.inc({ tool })
-    this.#approvals.total.inc({ tool, result: event.event.slice('approval.'.length) })
-    if (event.after_timeout === true) return
-    this.#approvals.pending.dec({ tool })
-    this.#approvals.wait.observe({ tool }, event.wait_ms / 1000)
   }
 
   /** A held call: pending until its first decision or its timeout (a later decision on it is counted, not waited). */

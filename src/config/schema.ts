@@ -179,14 +179,6 @@ const approvalRule = z.strictObject({
 }).refine((r) => r.methods !== undefined || r.path_prefix !== undefined || r.mcp_tools !== undefined,
   'an approve rule names methods, a path_prefix or mcp_tools')
 
-/** One kind of call that waits for approval: HTTP by method and path prefix, MCP by `tools/call` name (`*` globs). */
-const approvalRule = z.strictObject({
-  methods: z.array(z.string().regex(/^[A-Z]+$/, 'methods are upper-case tokens like POST')).min(1).optional(),
-  path_prefix: z.string().startsWith('/').optional(),
-  mcp_tools: z.array(z.string().min(1)).min(1).optional(),
-}).refine((r) => r.methods !== undefined || r.path_prefix !== undefined || r.mcp_tools !== undefined,
-  'an approve rule names methods, a path_prefix or mcp_tools')
-
 const match = z.strictObject({
   host: nonEmpty,
   port: port.optional(),
@@ -261,15 +253,6 @@ export const tool = z.strictObject({
     tools: z.array(z.string()),
     resources: z.array(z.string()).optional(),
     prompts: z.array(z.string()).optional(),
-  }).optional(),
-  /** Calls a human (or an operator's signed command) approves, each exactly, before the credential goes on (src/approvals/). */
-  approve: z.array(approvalRule).min(1).optional(),
-  /** How long a held call waits; how long an approval given after it timed out lets the identical call through once. */
-  approval: z.strictObject({
-    timeout: duration('2m'),
-    valid_for: duration('15m'),
-    /** Receives each `approval.requested` as JSON (POST): https, or http to a loopback or pinned host. */
-    webhook: z.url({ protocol: /^https?$/ }).optional(),
   }).optional(),
   /** Calls a human (or an operator's signed command) approves, each exactly, before the credential goes on (src/approvals/). */
   approve: z.array(approvalRule).min(1).optional(),
