@@ -1,6 +1,6 @@
 /**
  * The typed audit events: what the request and credential paths publish, and what the observation path
- * (log, metrics, anomaly detectors) consumes. Field names are the wire names of SPEC.md "Audit events".
+ * (log, metrics, anomaly detectors) consumes. Field names are the wire names the README's "Audit events" documents.
  * No event field ever holds a credential: only its `credential_id`.
  */
 
@@ -81,7 +81,7 @@ export interface CredentialUsed {
   echoed?: readonly string[]
   /** outcome budget_exhausted: the budget that ran out (`requests:50/1h/instance`). */
   budget?: string
-  /** Absolute-form request whose Host header named another authority than its URL; the URL's was used (RELIABILITY A5). */
+  /** Absolute-form request whose Host header named another authority than its URL; the URL's was used (threat model: the agent, credential scope). */
   host_mismatch?: boolean
   /** The agent's X-Sidekey-Task for this call (an opaque id it chose; never a metric label: ids are unbounded). */
   task?: string
@@ -330,62 +330,7 @@ export interface ApprovalWebhookFailed {
 
 export type ApprovalEvent = ApprovalRequested | ApprovalDecided | ApprovalWebhookFailed
 
-/** What every approval event says of the held call: which approval, of which tool, on which sidecar. */
-export interface ApprovalSubject {
-  /** The approval's id: what a human approves (`sidekey approvals approve ID`) and what an operator's command names. */
-  id: string
-  tool: string
-  instance: string
-  /** SHA-256 (hex) of the held request's body: an operator's command must name it too. */
-  body_sha256: string
-}
-
-/**
- * A call held for approval (src/approvals/): what it is, so a human can decide. `path` is redacted as every audit
- * path is; `preview` is the body's first bytes with anything secret-shaped replaced (docs/threat-model.md, "A log
- * reader"). The webhook receives this same JSON.
- */
-export interface ApprovalRequested extends ApprovalSubject {
-  event: 'approval.requested'
-  method: string
-  host: string
-  path: string
-  body_bytes: number
-  preview: string
-  request_id: string
-  client: string
-  task?: string
-  mcp?: McpCallAudit
-  /** When the call is refused as timed out (ISO 8601). */
-  timeout_at: string
-}
-
-/**
- * A decision on a held call: `granted` and `denied` name who (`admin`, or an operator key's kid); `expired` is the
- * timeout. An approval given after the call timed out lets the identical call through once within `valid_for`.
- */
-export interface ApprovalDecided extends ApprovalSubject {
-  event: 'approval.granted' | 'approval.denied' | 'approval.expired'
-  by?: string
-  reason?: string
-  /** Milliseconds from the request to this decision. */
-  wait_ms: number
-  /** A decision on a call that had already timed out (it no longer counts as pending). */
-  after_timeout?: boolean
-}
-
-/** The approval webhook could not be delivered: audited, and the call still waits for a decision. */
-export interface ApprovalWebhookFailed {
-  event: 'approval.webhook_failed'
-  id: string
-  tool: string
-  /** A stable reason (`status_500`, `timeout`, `redirect`, `ECONNREFUSED`): never the hook's answer. */
-  error: string
-}
-
-export type ApprovalEvent = ApprovalRequested | ApprovalDecided | ApprovalWebhookFailed
-
-export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | CredentialEchoed | EgressDenied | EgressPassed | EgressInventory | TlsClientError | Anomaly | FleetCommand | AdminDenied | ApprovalEvent | ApprovalEvent
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | CredentialEchoed | EgressDenied | EgressPassed | EgressInventory | TlsClientError | Anomaly | FleetCommand | AdminDenied | ApprovalEvent
 
 /** Where the request and credential paths publish. Implementations must not throw and must not block. */
 export interface AuditSink {
