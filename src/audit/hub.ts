@@ -191,7 +191,7 @@ export class AuditHub implements AuditSink {
       case 'credential.echoed':
       case 'egress.denied':
       case 'egress.passed': {
-        // The path never carries its query (SPEC) nor a credential-shaped segment (RELIABILITY D1/D4).
+        // The path never carries its query (README, "Audit events") nor a credential-shaped segment (threat model: a log reader).
         const path = event.path === undefined ? undefined : auditPath(event.path)
         this.#log.info(path === event.path ? event : { ...event, path })
         return

@@ -9,9 +9,9 @@ export { pathWithoutQuery }
  * The one logger factory: pino JSON lines, `time` as ISO-8601, `msg` as the message key, no pid/hostname noise.
  *
  * What keeps secrets and injected bytes out of the log:
- * - redaction of the field names that can carry a credential (RELIABILITY D1);
- * - URL-ish fields have secret query values replaced (D4);
- * - control characters are escaped (D3). pino's JSON encoding already escapes U+0000..U+001F (CR, LF, ESC, ...)
+ * - redaction of the field names that can carry a credential (threat model: a log reader);
+ * - URL-ish fields have secret query values replaced;
+ * - control characters are escaped. pino's JSON encoding already escapes U+0000..U+001F (CR, LF, ESC, ...)
  *   through JSON.stringify; what JSON leaves raw and a terminal may still act on is DEL, the C1 controls
  *   (U+0080..U+009F, e.g. the 8-bit CSI U+009B), the line/paragraph separators and the bidi overrides
  *   ("Trojan Source"). Those are rewritten to a visible `\uXXXX`.

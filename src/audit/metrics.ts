@@ -209,7 +209,7 @@ export class SidekeyMetrics {
       registers,
       collect () { self.#emitSlots(this, self.#anomalies.values()) },
     })
-    // SPEC's series has no labels; the breakdown is a second counter, so neither needs a sum to read.
+    // The documented series has no labels; the breakdown is a second counter, so neither needs a sum to read.
     new Counter({
       name: 'sidekey_egress_denied_total',
       help: 'Destinations refused because no tool matched or egress rules forbid them (one per egress.denied event).',

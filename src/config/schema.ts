@@ -272,7 +272,7 @@ export const tool = z.strictObject({
 export const anomaly = anomalyConfig
 
 /**
- * HTTP/2 from agents inside intercepted TLS tunnels (ALPN h2), with Envoy's edge limits (RELIABILITY F7).
+ * HTTP/2 from agents inside intercepted TLS tunnels (ALPN h2), with Envoy's edge limits (threat model: the agent, exhaustion).
  * The upstream leg has its own per-tool switch, `tools.NAME.http2`.
  */
 const http2 = z.strictObject({

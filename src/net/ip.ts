@@ -2,7 +2,7 @@ import { BlockList } from 'node:net'
 import { ipFamily } from './family.js'
 
 /**
- * Classifies IP addresses for SSRF protection (RELIABILITY B3/B4). Callers pass an address that has already been
+ * Classifies IP addresses for SSRF protection (threat model: the agent, open proxy and SSRF). Callers pass an address that has already been
  * parsed (WHATWG URL or the resolver), never a raw string from the agent: alternate encodings are normalised first.
  */
 

@@ -16,7 +16,7 @@ export interface ResolverOptions {
 
 /**
  * A `lookup` for net/tls/undici connects that resolves once, checks every address, and hands the socket only
- * the addresses it checked, so a name cannot rebind between check and connect (RELIABILITY B5/B6).
+ * the addresses it checked, so a name cannot rebind between check and connect (threat model: the agent, open proxy and SSRF).
  * IP literals never reach a lookup function in Node, so callers check them with `checkAddress` first.
  */
 export function createLookup (opts: ResolverOptions): LookupFunction {

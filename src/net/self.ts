@@ -3,7 +3,7 @@ import { ipFamily } from './family.js'
 import { classifyIp, isBlockedIp } from './ip.js'
 
 /**
- * RELIABILITY B7: sidekey must never be its own destination (loops, admin access). These checks look at the
+ * threat model: the agent, open proxy and SSRF: sidekey must never be its own destination (loops, admin access). These checks look at the
  * address a destination resolves to, so every spelling of "this machine" is caught: loopback and unspecified
  * in any encoding (the caller parsed them already), and the addresses of the local interfaces.
  */

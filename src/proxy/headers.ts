@@ -11,7 +11,7 @@ const TASK_ID = /^[A-Za-z0-9._~:/@+=-]{1,128}$/
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones a proxy must never pass on. `host` is rebuilt from the
  * URL authority, `expect` is answered by sidekey itself, and framing (content-length / transfer-encoding) is
- * regenerated for the upstream: never the agent's (RELIABILITY C2). X-Sidekey-Task is sidekey's own.
+ * regenerated for the upstream: never the agent's (threat model: the agent, smuggling). X-Sidekey-Task is sidekey's own.
  */
 const HOP_BY_HOP = new Set([
   'connection', 'proxy-connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
@@ -31,8 +31,8 @@ const RESPONSE_HOP_BY_HOP = new Set([
 ])
 
 /**
- * Validates the agent's raw header list in one pass: refuses a second Host (A6) and header names with
- * underscores (C6, Envoy's REJECT_REQUEST), which some upstreams would read as dashes. Returns the task id the
+ * Validates the agent's raw header list in one pass: refuses a second Host and header names with
+ * underscores (Envoy's REJECT_REQUEST), which some upstreams would read as dashes. Returns the task id the
  * agent sent in X-Sidekey-Task; a malformed or repeated one is refused (reason `bad_task`).
  */
 export function checkRequestHeaders (raw: readonly string[]): string | undefined {
@@ -65,7 +65,7 @@ export interface UpstreamHeaders {
 /**
  * Builds the upstream header list: drops hop-by-hop headers, the names `Connection` lists, and the tool's strip
  * list — all *before* injection, so a client naming the injected header in `Connection` cannot remove the
- * credential (RELIABILITY A13) — then sets Host to the authority. Method-override headers go unless the tool allows
+ * credential (threat model: the agent, credential scope) — then sets Host to the authority. Method-override headers go unless the tool allows
  * them; a tool whose bodies are scrubbed asks for `accept-encoding: identity`, as a compressed body cannot be
  * scrubbed as text. Injection happens in inject.ts.
  */

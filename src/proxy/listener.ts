@@ -24,7 +24,7 @@ export interface ListenerOptions {
   readonly heapUsedRatio?: () => number
 }
 
-/** Stop taking requests at 90 % of the heap limit (RELIABILITY "Memory overload"; Envoy stops at 98 %). */
+/** Stop taking requests at 90 % of the heap limit (threat model: the agent, exhaustion; Envoy stops at 98 %). */
 export const OVERLOAD_HEAP_RATIO = 0.9
 
 function heapUsedRatio (): number {
@@ -33,7 +33,7 @@ function heapUsedRatio (): number {
 }
 
 /**
- * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with RELIABILITY.md's limits.
+ * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with the limits that keep an exhausting agent out (docs/threat-model.md).
  * Requests inside intercepted tunnels are served by a second http.Server that never listens.
  */
 export class ProxyListener {
@@ -285,7 +285,7 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
     // Node refuses a headers timeout longer than the request timeout; the shorter one is what applies anyway.
     headersTimeout: limits.request_timeout > 0 ? Math.min(limits.headers_timeout, limits.request_timeout) : limits.headers_timeout,
     requestTimeout: limits.request_timeout,
-    // Twice a second, so a stalled header or body is cut within its timeout + 1 s (RELIABILITY F1), not + 2 s.
+    // Twice a second, so a stalled header or body is cut within its timeout + 1 s (threat model: the agent, exhaustion), not + 2 s.
     connectionsCheckingInterval: 500,
     keepAliveTimeout: limits.keep_alive_timeout,
     requireHostHeader: true,
@@ -296,7 +296,7 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   server.maxHeadersCount = limits.max_headers + 1
   server.maxRequestsPerSocket = limits.max_requests_per_socket
   // Stream idle: a connection on which nothing moves either way (a client that stopped reading its response, an
-  // upstream that stopped sending) is closed, and the exchange behind it is cancelled (RELIABILITY F2).
+  // upstream that stopped sending) is closed, and the exchange behind it is cancelled (threat model: the agent, exhaustion).
   server.timeout = limits.idle_timeout
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
@@ -313,7 +313,7 @@ function tooManyHeaders (req: IncomingMessage, limits: LimitsConfig): void {
   }
 }
 
-/** RELIABILITY A5: the URL authority wins over Host; a Host naming something else is worth an audit field. */
+/** threat model: the agent, credential scope: the URL authority wins over Host; a Host naming something else is worth an audit field. */
 function hostMismatch (hostHeader: string | undefined, target: RequestTarget): boolean {
   if (hostHeader === undefined) return false
   try {
@@ -335,7 +335,7 @@ function misdirected (): SidekeyError {
 /**
  * An absolute-form request target (RFC 9112 §3.2.2): only http and https, no userinfo (RFC 9110 §4.2.4), and
  * the authority — not the Host header — decides where the request goes. Origin-form is refused: sidekey never
- * routes by Host (RELIABILITY B8).
+ * routes by Host (threat model: the agent, open proxy and SSRF).
  */
 export function absoluteTarget (url: string): RequestTarget {
   const scheme = url.startsWith('http://') ? 'http' : url.startsWith('https://') ? 'https' : undefined

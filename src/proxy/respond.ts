@@ -103,7 +103,7 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
   if (close) res.once('finish', () => res.socket?.destroySoon())
 }
 
-/** Answers on a raw socket (CONNECT refusals, parse errors) and closes it without reading what follows (B2). */
+/** Answers on a raw socket (CONNECT refusals, parse errors) and closes it without reading what follows. */
 export function sendRawError (socket: Socket, err: SidekeyError, requestId: string, extraHeaders: Record<string, string> = {}): void {
   const body = errorBody(err, requestId)
   if (socket.writable) {

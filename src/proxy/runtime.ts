@@ -27,7 +27,7 @@ export interface Runtime {
   readonly resolver: ResolverOptions
   readonly audit: AuditSink
   readonly leaves: LeafCache
-  /** The proxy's and admin's own bound ports: never a destination (RELIABILITY B7). */
+  /** The proxy's and admin's own bound ports: never a destination (threat model: the agent, open proxy and SSRF). */
   readonly ownPorts: ReadonlySet<number>
   /** With `egress.unmatched: inventory`: where unmatched calls carry credentials. */
   readonly inventory?: Inventory
@@ -41,7 +41,7 @@ export interface Runtime {
   readonly budgets?: Budgets
 }
 
-/** The ports CONNECT may reach (RELIABILITY B1): `egress.connect_ports` and the ports tools name. */
+/** The ports CONNECT may reach (threat model: the agent, open proxy and SSRF): `egress.connect_ports` and the ports tools name. */
 export function connectPortAllowed (rt: Runtime, port: number): boolean {
   return rt.config.egress.connect_ports.includes(port) || rt.router.ports.has(port)
 }

@@ -26,7 +26,7 @@ export const MAX_REQUESTED = 300
 
 /**
  * Intercepts a CONNECT tunnel to a tool host: answers 200, peeks the first byte, and either terminates TLS with a
- * leaf for exactly the CONNECT target (a different SNI aborts the handshake, RELIABILITY A8) or reads plain HTTP
+ * leaf for exactly the CONNECT target (a different SNI aborts the handshake, threat model: the agent, credential scope) or reads plain HTTP
  * as it is (undici's ProxyAgent tunnels http:// this way). The decrypted stream is handed to `inner`, an http.Server
  * that never listens, with the tunnel's context attached.
  */
@@ -36,7 +36,7 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   socket.setTimeout(limits.idle_timeout, () => socket.destroy())
   socket.write(ESTABLISHED)
   // Before its first byte a tunnel is held to the headers timeout, like a request line: a client that connects and
-  // says nothing (or half-closes) must not keep a connection slot for the idle timeout (RELIABILITY F1/F3).
+  // says nothing (or half-closes) must not keep a connection slot for the idle timeout (threat model: the agent, exhaustion).
   const first = head.length > 0 ? head : await firstChunk(socket, limits.headers_timeout)
   if (first === undefined) { socket.destroy(); return }
   socket.unshift(first)
@@ -158,7 +158,7 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
     // From here on the tunnel is the agent's byte stream: no HTTP answer may be written into it.
     upstream.off('error', fail)
     upstream.off('timeout', connectTimeout)
-    // A name may resolve to this machine: judge the address actually dialled, before a byte is written (B7).
+    // A name may resolve to this machine: judge the address actually dialled, before a byte is written.
     if (rt.ownPorts.has(upstream.remotePort ?? 0) && isOwnAddress(upstream.remoteAddress ?? '')) {
       onDenied('self')
       sendRawError(socket, egressDenied(SELF, 'self'), requestId)

@@ -189,7 +189,7 @@ export interface BodyFilter {
 }
 
 /**
- * Exchanges in flight per upstream origin (RELIABILITY F5, Envoy's circuit breakers): undici holds at most
+ * Exchanges in flight per upstream origin (threat model: the agent, exhaustion, Envoy's circuit breakers): undici holds at most
  * `upstream_connections` per origin and queues the rest; past `upstream_pending` queued, a request is refused at
  * once (503) instead of waiting behind an upstream that does not answer.
  */

@@ -1,6 +1,6 @@
 /**
  * The request target without query and fragment: what the router matches and what the audit `path` field holds
- * (SPEC "Audit events").
+ * (README, "Audit events").
  *
  * @example
  *   pathWithoutQuery('/v1/chat?key=abc') === '/v1/chat'

@@ -60,7 +60,7 @@ t.test('a configured token_file: POST routes need its token (401 otherwise); rot
   t.notOk(existsSync(join(sk.caDir, 'admin-token')), 'no token is made beside the CA')
 })
 
-t.test('metrics: the SPEC series in Prometheus text format', async (t) => {
+t.test('metrics: the documented series in Prometheus text format', async (t) => {
   const res = await request(`http://api.tool.test:${up.port}/m`, { dispatcher: new (await import('undici')).ProxyAgent({ uri: sk.proxyUrl, proxyTunnel: false }) })
   await res.body.dump()
   const metrics = await (await admin('/metrics')).body.text()
@@ -70,7 +70,7 @@ t.test('metrics: the SPEC series in Prometheus text format', async (t) => {
     t.match(metrics, new RegExp(`^${name}`, 'm'), name)
   }
   t.match(metrics, /sidekey_requests_total\{tool="api",method="GET",code="200"\} 1/)
-  t.match(metrics, /^sidekey_egress_denied_total \d+$/m, 'SPEC: egress_denied_total has no labels')
+  t.match(metrics, /^sidekey_egress_denied_total \d+$/m, 'egress_denied_total has no labels, as documented')
 })
 
 t.test('JWKS and CA certificate are served; unknown routes 404; other methods 405', async (t) => {

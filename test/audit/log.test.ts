@@ -20,7 +20,7 @@ t.test('a line is short JSON: ISO time, msg, no pid or hostname; the chain seal 
   t.same(Object.keys(plainRecords()[0]!).sort(), ['level', 'msg', 'proxy', 'time'], 'chain: false writes the line unsealed')
 })
 
-t.test('control characters in logged strings cannot forge lines or drive a terminal (D3)', async (t) => {
+t.test('control characters in logged strings cannot forge lines or drive a terminal', async (t) => {
   const { logger, text, records } = memoryLogger()
   const nasty = 'a\r\n{"event":"forged"}\u001b[31mred\u0007\u0000\u007f\u009b2J\u2028\u2029\u202eevil'
   logger.info({ event: 'credential.used', host: nasty, path: `/x${nasty}`, nested: { header: nasty }, list: [nasty] }, nasty)
@@ -37,7 +37,7 @@ t.test('control characters in logged strings cannot forge lines or drive a termi
   t.match((rec.list as string[])[0], /\\u007f/)
 })
 
-t.test('fields that carry credentials are redacted wherever they sit (D1)', async (t) => {
+t.test('fields that carry credentials are redacted wherever they sit', async (t) => {
   const canary = 'sk-canary-0123456789abcdefCANARY'
   const { logger, text } = memoryLogger()
   logger.info({
@@ -55,7 +55,7 @@ t.test('fields that carry credentials are redacted wherever they sit (D1)', asyn
   t.match(out, /"url":"https:\/\/api.test\/v1\?access_token=\[REDACTED\]&q=1"/, 'the rest of the URL stays readable')
 })
 
-t.test('redactQuery redacts credential parameters only, whatever their case or encoding (D4)', async (t) => {
+t.test('redactQuery redacts credential parameters only, whatever their case or encoding', async (t) => {
   t.equal(redactQuery('/v1/x?key=abc&q=1#frag'), '/v1/x?key=[REDACTED]&q=1#frag')
   t.equal(redactQuery('https://h/p?Access_Token=a&TOKEN=b&api%5Fkey=c&apikey=d&code=e&client_secret=f&password=g&sig=h&signature=i&page=2'),
     'https://h/p?Access_Token=[REDACTED]&TOKEN=[REDACTED]&api%5Fkey=[REDACTED]&apikey=[REDACTED]&code=[REDACTED]&client_secret=[REDACTED]&password=[REDACTED]&sig=[REDACTED]&signature=[REDACTED]&page=2')

@@ -21,7 +21,7 @@ function samples (text: string, name: string): string[] {
   return text.split('\n').filter((l) => l.startsWith(name + '{') || l.startsWith(name + ' '))
 }
 
-t.test('every SPEC metric is exposed with its labels', async (t) => {
+t.test('every documented metric is exposed with its labels', async (t) => {
   const m = createMetrics({ tools: ['github', 'crm'] })
   m.bindCredentials({
     status: () => ({ github: status({}), crm: status({ credential_id: null, age_seconds: null, expires_in_seconds: null }) }),
@@ -53,7 +53,7 @@ t.test('every SPEC metric is exposed with its labels', async (t) => {
   ], 'both results of every configured tool exist from the start, so alerts see the first failure')
   t.ok(samples(text, 'sidekey_anomalies_total').includes('sidekey_anomalies_total{kind="new_endpoint"} 1'))
   t.equal(samples(text, 'sidekey_anomalies_total').length, 8, 'every kind pre-created at 0')
-  t.same(samples(text, 'sidekey_egress_denied_total'), ['sidekey_egress_denied_total 1'], 'SPEC: one series, no labels')
+  t.same(samples(text, 'sidekey_egress_denied_total'), ['sidekey_egress_denied_total 1'], 'one series, no labels, as documented')
   t.ok(samples(text, 'sidekey_egress_denied_by_reason_total').includes('sidekey_egress_denied_by_reason_total{reason="no_tool"} 1'))
   t.same(samples(text, 'sidekey_tool_ready').sort(), ['sidekey_tool_ready{tool="crm"} 0', 'sidekey_tool_ready{tool="github"} 1'])
   t.same(samples(text, 'sidekey_tools'), ['sidekey_tools 2'])
@@ -158,7 +158,7 @@ t.test('a failing credential provider costs the gauges, not the scrape', async (
   t.match(text, 'sidekey_audit_errors_total 1')
 })
 
-t.test('egress denials: one unlabelled SPEC counter plus a by-reason breakdown that sums to it', async (t) => {
+t.test('egress denials: one unlabelled documented counter plus a by-reason breakdown that sums to it', async (t) => {
   const m = createMetrics({ tools: ['a'], defaultMetrics: false })
   for (const reason of ['no_tool', 'no_tool', 'port', 'private_address', 'something new']) m.observe(denied({ reason }))
   const text = await m.text()

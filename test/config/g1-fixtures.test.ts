@@ -1,4 +1,4 @@
-// One broken config per RELIABILITY.md G1 case: each must be refused with exactly one problem, at the
+// One broken config per Threat model, faults, bad config case: each must be refused with exactly one problem, at the
 // position of the offending key or value, naming the key, in the `FILE:LINE:COL: key: message` form.
 import t from 'tap'
 import { loadConfigFile } from '../../src/config/load.js'

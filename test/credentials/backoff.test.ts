@@ -2,7 +2,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { BACKOFF_MAX_MS, RETRY_AFTER_MAX_MS, nextDelay } from '../../src/credentials/backoff.js'
 
-t.test('delays grow 1 s × 1.6 per attempt without jitter at the midpoint (RELIABILITY E4)', async (t) => {
+t.test('delays grow 1 s × 1.6 per attempt without jitter at the midpoint (threat model: faults, issuer outages)', async (t) => {
   const mid = (): number => 0.5
   t.same([1, 2, 3, 4, 5].map((n) => nextDelay(n, mid)), [1000, 1600, 2560, 4096, 6554])
 })

@@ -142,7 +142,7 @@ t.test('local_jwt through the manager: tokens verify against jwks(), which survi
   t.notOk(JSON.stringify(m2.status()).includes(cred.token.reveal()), 'nor in status')
 })
 
-t.test('start() never rejects when an issuer is down; the other tools are served (G3)', async (t) => {
+t.test('start() never rejects when an issuer is down; the other tools are served', async (t) => {
   const h = harness(t.teardown.bind(t))
   const m = h.manager(makeConfig({ up: {}, down: { issuer: 'broken' } }, { fake: { type: 'exec', command: ['x'] }, broken: { type: 'exec', command: ['y'] } }))
   h.issuers.get('broken')!.mode = 'fail'

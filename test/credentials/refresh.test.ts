@@ -13,7 +13,7 @@ function assertNoTokens (t: Test, h: ReturnType<typeof harness>, extra: unknown 
   t.same(leaked, [], 'no token in any emitted event or status')
 }
 
-t.test('refreshes at T/2: about one issuer call per half-life, and no gap across rotations (E2)', async (t) => {
+t.test('refreshes at T/2: about one issuer call per half-life, and no gap across rotations', async (t) => {
   const h = harness(t.teardown.bind(t), { random: Math.random })
   const m = h.manager(makeConfig({ github: {} }))
   await m.start()
@@ -44,7 +44,7 @@ t.test('a long-lived credential is refreshed no later than 5 min before expiry',
   t.equal(issuer.calls.length, 2, 'refreshed at expiry − 5 min, not at 99 % of the lifetime')
 })
 
-t.test('outage: the cached credential is served until expiresAt − skew, then fail closed, then recovery (E1)', async (t) => {
+t.test('outage: the cached credential is served until expiresAt − skew, then fail closed, then recovery', async (t) => {
   const h = harness(t.teardown.bind(t))
   const m = h.manager(makeConfig({ github: {}, other: { scopes: ['x'] } }))
   await m.start()
@@ -80,7 +80,7 @@ t.test('outage: the cached credential is served until expiresAt − skew, then f
   assertNoTokens(t, h, m.status())
 })
 
-t.test('500 concurrent refreshRejected at expiry make exactly one issuer call (E3)', async (t) => {
+t.test('500 concurrent refreshRejected at expiry make exactly one issuer call', async (t) => {
   const h = harness(t.teardown.bind(t))
   const m = h.manager(makeConfig({ github: {} }))
   await m.start()
@@ -103,13 +103,13 @@ t.test('500 concurrent refreshRejected at expiry make exactly one issuer call (E
   t.equal(h.sink.of('credential.issued').filter((e) => e.credential_id === fresh.id).length, 1)
 })
 
-t.test('retries follow 1 s ×1.6 backoff, capped at 120 s, and honour Retry-After (E4)', async (t) => {
+t.test('retries follow 1 s ×1.6 backoff, capped at 120 s, and honour Retry-After', async (t) => {
   const h = harness(t.teardown.bind(t)) // random() = 0.5: no jitter
   const m = h.manager(makeConfig({ github: {} }))
   const issuer = h.issuers.get('fake')!
   issuer.mode = 'fail'
   await m.start()
-  t.same(m.unready(), ['github'], 'start resolved on the first failure (G3)')
+  t.same(m.unready(), ['github'], 'start resolved on the first failure')
   t.equal(m.retryAfterSeconds('github'), 1)
   await h.clock.advance(20 * MIN)
   const gaps = issuer.callTimes.slice(1).map((at, i) => at - (issuer.callTimes[i] as number))
@@ -136,7 +136,7 @@ t.test('retries follow 1 s ×1.6 backoff, capped at 120 s, and honour Retry-Afte
   t.equal(h.sink.of('credential.issued').at(-1)?.reason, 'initial')
 })
 
-t.test('a hanging issuer is aborted by the timeout; the data path never waits (E6)', async (t) => {
+t.test('a hanging issuer is aborted by the timeout; the data path never waits', async (t) => {
   for (const [issuerConfig, timeout] of [[{ type: 'file', path: '/x' }, 10_000], [{ type: 'exec', command: ['x'], timeout: '3s' }, 3000]] as const) {
     const h = harness(t.teardown.bind(t))
     const m = h.manager(makeConfig({ github: {} }, { fake: issuerConfig }))
@@ -159,7 +159,7 @@ t.test('a hanging issuer is aborted by the timeout; the data path never waits (E
   }
 })
 
-t.test('refreshRejected twice with the same id makes one forced refresh, and never loops (E7)', async (t) => {
+t.test('refreshRejected twice with the same id makes one forced refresh, and never loops', async (t) => {
   const h = harness(t.teardown.bind(t))
   const m = h.manager(makeConfig({ github: {} }))
   await m.start()

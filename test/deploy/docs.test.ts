@@ -49,7 +49,7 @@ t.test('every file the user docs cite exists in the repository', async (t) => {
       const name = m[1] as string
       t.ok(existsSync(repoPath(join(dir, name))) || existsSync(repoPath(name)), `${doc}: mentions ${name}`)
     }
-    // The project's internal notes, cited by section ("RELIABILITY D6"), are not shipped either.
+    // The project's internal notes, cited by section ("threat model: a log reader"), are not shipped either.
     t.notMatch(body, /\b(?:RELIABILITY|SPEC|STYLE)\b/, `${doc}: no internal notes cited`)
   }
 })

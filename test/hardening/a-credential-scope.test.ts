@@ -1,4 +1,4 @@
-// RELIABILITY.md section A: a credential goes to its tool's (scheme, host, port) and nowhere else.
+// Threat model, the agent, credential scope: a credential goes to its tool's (scheme, host, port) and nowhere else.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -32,7 +32,7 @@ function redirecting (req: IncomingMessage, res: ServerResponse, seen: Seen): vo
 const upA = await startUpstream({ tls: await pki.cert('api.tool.test'), handler: redirecting })
 const upB = await startUpstream({ tls: await pki.cert('b.tool.test'), handler: redirecting })
 const rawPlain = await startRawUpstream()
-// A11: a self-signed upstream, one with a certificate for another name, one whose certificate has expired.
+// a self-signed upstream, one with a certificate for another name, one whose certificate has expired.
 const strangerCa = await loadOrCreateCa({ dir: mkdtempSync(join(tmpdir(), 'sidekey-stranger-')), validityMs: 2 * DAY })
 const stranger = await strangerCa.mintLeaf('selfsigned.tool.test', DAY)
 const upSelfSigned = await startUpstream({ tls: { certPem: stranger.certPem + strangerCa.chainPem, keyPem: stranger.keyPem } })
@@ -94,7 +94,7 @@ async function get (url: string, headers: Record<string, string> = { authorizati
 
 const total = (): number => upstreams.reduce((n, u) => n + u.seen.length, 0) + rawPlain.requests.length
 
-t.test('A1/A3: a redirect is passed through as sent; following it, B gets B\'s credential and never A\'s', async (t) => {
+t.test('a redirect is passed through as sent; following it, B gets B\'s credential and never A\'s', async (t) => {
   const bUrl = `https://b.tool.test:${upB.port}`
   const first = await get(`https://api.tool.test:${upA.port}/redirect?to=${encodeURIComponent(`${bUrl}/redirect?to=${encodeURIComponent(`${bUrl}/2`)}`)}`)
   t.equal(first.status, 302)
@@ -109,7 +109,7 @@ t.test('A1/A3: a redirect is passed through as sent; following it, B gets B\'s c
   t.notOk(upB.seen.some((s) => aTokens.has(s.headers.authorization)), 'no A token ever reached B')
 })
 
-t.test('A2: the same host on another port or scheme gets no credential (rule key is scheme, host, port)', async (t) => {
+t.test('the same host on another port or scheme gets no credential (rule key is scheme, host, port)', async (t) => {
   const before = total()
   // https://api.tool.test on B's port: the host is A's, the port is not. And plain http on A's port + 1.
   const other = await get(`https://api.tool.test:${upB.port}/`).catch((e: Error) => ({ status: /403/.test(e.message) ? 403 : 0 }))
@@ -119,7 +119,7 @@ t.test('A2: the same host on another port or scheme gets no credential (rule key
   t.equal(total(), before, 'nothing was forwarded')
 })
 
-t.test('A4: look-alike hosts are denied; case and one trailing dot are the same host', async (t) => {
+t.test('look-alike hosts are denied; case and one trailing dot are the same host', async (t) => {
   const p = upA.port
   for (const host of ['api.tool.test.evil.test', 'evilapi.tool.test', 'xn--pi-7kc.tool.test', 'api.tool.test..', 'api.tool.tes']) {
     const before = total()
@@ -147,7 +147,7 @@ t.test('A4: look-alike hosts are denied; case and one trailing dot are the same 
   }
 })
 
-t.test('A5: absolute URL decides, the Host header is replaced by its authority, and the mismatch is audited', async (t) => {
+t.test('absolute URL decides, the Host header is replaced by its authority, and the mismatch is audited', async (t) => {
   const before = rawPlain.requests.length
   const r = await raw(sk.proxyPort, `GET http://plain.tool.test:${rawPlain.port}/a5 HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n`)
   t.equal(r.status, 200)
@@ -158,7 +158,7 @@ t.test('A5: absolute URL decides, the Host header is replaced by its authority, 
   t.match(used, { tool: 'plain', host: 'plain.tool.test', host_mismatch: true })
 })
 
-t.test('A6/A7: two Host lines, or userinfo in the target, are 400 and the connection is closed', async (t) => {
+t.test('two Host lines, or userinfo in the target, are 400 and the connection is closed', async (t) => {
   const before = total()
   const two = await raw(sk.proxyPort, `GET http://plain.tool.test:${rawPlain.port}/ HTTP/1.1\r\nHost: plain.tool.test\r\nHost: evil.test\r\n\r\n`)
   t.equal(two.status, 400)
@@ -171,7 +171,7 @@ t.test('A6/A7: two Host lines, or userinfo in the target, are 400 and the connec
   t.equal(total(), before)
 })
 
-t.test('A8: CONNECT to A then a ClientHello for B: handshake aborted, no leaf for B, no upstream connection', async (t) => {
+t.test('CONNECT to A then a ClientHello for B: handshake aborted, no leaf for B, no upstream connection', async (t) => {
   const before = total()
   await t.rejects(tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'b.tool.test', sk.caDir))
   await t.rejects(tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'evil.test', sk.caDir))
@@ -184,7 +184,7 @@ t.test('A8: CONNECT to A then a ClientHello for B: handshake aborted, no leaf fo
   t.same(refused.map((e) => e.requested).filter((r) => r === 'b.tool.test' || r === 'evil.test').sort(), ['b.tool.test', 'evil.test'], 'each refused server name is audited')
 })
 
-t.test('A9: inside an intercepted tunnel, a Host that is not the CONNECT target is 421 and goes nowhere', async (t) => {
+t.test('inside an intercepted tunnel, a Host that is not the CONNECT target is 421 and goes nowhere', async (t) => {
   const before = total()
   for (const host of [`b.tool.test:${upB.port}`, `api.tool.test:${upB.port}`, 'api.tool.test', 'evil.test']) {
     const s = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'api.tool.test', sk.caDir)
@@ -203,7 +203,7 @@ t.test('A9: inside an intercepted tunnel, a Host that is not the CONNECT target 
   }
 })
 
-t.test('A10: plain-http absolute-form to an https tool goes upstream over TLS', async (t) => {
+t.test('plain-http absolute-form to an https tool goes upstream over TLS', async (t) => {
   const before = upA.seen.length
   const r = await get(`http://api.tool.test:${upA.port}/a10`)
   t.equal(r.status, 200)
@@ -211,7 +211,7 @@ t.test('A10: plain-http absolute-form to an https tool goes upstream over TLS', 
   t.equal(toolOf(upA.seen[before]!.headers.authorization), 'a')
 })
 
-t.test('A11: self-signed, wrong-name or expired upstream certificates are 502 and no request is written', async (t) => {
+t.test('self-signed, wrong-name or expired upstream certificates are 502 and no request is written', async (t) => {
   for (const [name, up, code] of [['selfsigned', upSelfSigned, /SIDEKEY_UPSTREAM_TLS/], ['wrongname', upWrongName, /SIDEKEY_UPSTREAM_TLS/], ['expired', upExpired, /CERT_HAS_EXPIRED/]] as const) {
     const r = await get(`https://${name}.tool.test:${up.port}/`)
     t.equal(r.status, 502, name)
@@ -226,7 +226,7 @@ t.test('A11: self-signed, wrong-name or expired upstream certificates are 502 an
   t.ok(sni.length > 0 && sni.every((n) => n.endsWith('.tool.test')), `SNI was the host name on every dial (${[...new Set(sni)].join(',')})`)
 })
 
-t.test('A12: placeholder, duplicate, lower-case Authorization and Proxy-Authorization are removed; exactly one injected value goes out', async (t) => {
+t.test('placeholder, duplicate, lower-case Authorization and Proxy-Authorization are removed; exactly one injected value goes out', async (t) => {
   const before = rawPlain.requests.length
   const r = await raw(sk.proxyPort, `GET http://plain.tool.test:${rawPlain.port}/a12 HTTP/1.1\r\nHost: plain.tool.test\r\n` +
     'Authorization: Bearer sidekey\r\nauthorization: Bearer other-value\r\nAUTHORIZATION: Basic eDp5\r\nX-Api-Key: sidekey\r\n' +
@@ -241,7 +241,7 @@ t.test('A12: placeholder, duplicate, lower-case Authorization and Proxy-Authoriz
   t.notMatch(seen.bytes.toString('latin1'), /sidekey|other-value|eDp5|cHJveHk/)
 })
 
-t.test('A13: Connection naming the injected header cannot remove the credential', async (t) => {
+t.test('Connection naming the injected header cannot remove the credential', async (t) => {
   for (const conn of ['close, Authorization', 'Authorization', 'keep-alive, authorization, x-api-key']) {
     const before = rawPlain.requests.length
     const r = await raw(sk.proxyPort, `GET http://plain.tool.test:${rawPlain.port}/a13 HTTP/1.1\r\nHost: plain.tool.test\r\nConnection: ${conn}\r\n\r\n`, { until: completeResponse })
@@ -250,7 +250,7 @@ t.test('A13: Connection naming the injected header cannot remove the credential'
   }
 })
 
-t.test('A14: a destination with no rule is 403 and is not forwarded unauthenticated', async (t) => {
+t.test('a destination with no rule is 403 and is not forwarded unauthenticated', async (t) => {
   const before = total()
   const r = await raw(sk.proxyPort, `GET http://127.0.0.1:${rawPlain.port}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`, { until: completeResponse })
   t.equal(r.status, 403)
@@ -260,7 +260,7 @@ t.test('A14: a destination with no rule is 403 and is not forwarded unauthentica
   t.equal(total(), before)
 })
 
-t.test('A15: an issuer that is down gives 503 with Retry-After; the placeholder is never forwarded', async (t) => {
+t.test('an issuer that is down gives 503 with Retry-After; the placeholder is never forwarded', async (t) => {
   const down = await startRawUpstream()
   t.teardown(() => down.close())
   const sk2 = await startSidekey(t, `
@@ -276,7 +276,7 @@ tools:
   t.equal(r.status, 503)
   t.match(r.text, /\r\nretry-after: \d+\r\n/i)
   const requestId = String(bodyOf(r.text).request_id)
-  t.same(bodyOf(r.text), { error: 'credential_unavailable', tool: 'plain', request_id: requestId }, "SPEC's body, with the request id (D2)")
+  t.same(bodyOf(r.text), { error: 'credential_unavailable', tool: 'plain', request_id: requestId }, 'the documented body, with the request id')
   t.match(r.text, new RegExp(`\\r\\nx-sidekey-request-id: ${requestId}\\r\\n`, 'i'), 'the same request id in a header')
   t.equal(down.connections, 0, 'nothing reached the upstream')
   const direct = await request(`${sk2.adminUrl}/readyz`, { dispatcher: new Agent() })

@@ -1,4 +1,4 @@
-// RELIABILITY.md section B: sidekey is not an open proxy and not an SSRF gadget.
+// Threat model, the agent, open proxy and SSRF: sidekey is not an open proxy and not an SSRF gadget.
 // Every test here runs behind guardEgress: a connect to anything outside loopback is refused in-process and recorded,
 // so a regression shows up as a recorded attempt, never as traffic leaving the machine.
 import t from 'tap'
@@ -20,9 +20,9 @@ const dns = fakeDns((name, call) => {
     case 'private.test': return ['10.1.2.3']
     case 'ula.test': return ['fd00::5']
     case 'loopback.test': return ['127.0.0.1']
-    case 'mixed.test': return [PUBLIC, '127.0.0.1'] // B6: one bad record spoils the name
+    case 'mixed.test': return [PUBLIC, '127.0.0.1'] // one bad record spoils the name
     case 'mixed6.test': return [PUBLIC, 'fe80::1']
-    // B5: public when checked the first time, loopback (where the upstream listens) on every later lookup.
+    // public when checked the first time, loopback (where the upstream listens) on every later lookup.
     case 'rebind-tool.test': case 'rebind-connect.test': case 'rebind-http.test': return call === 1 ? [PUBLIC] : ['127.0.0.1']
     default: return undefined
   }
@@ -54,7 +54,7 @@ const connect = (s: RunningSidekey, authority: string, extra = ''): Promise<Awai
 const get = (s: RunningSidekey, url: string, method = 'GET'): Promise<Awaited<ReturnType<typeof raw>>> =>
   raw(s.proxyPort, `${method} ${url} HTTP/1.1\r\nHost: x\r\n\r\n`, { until: (text) => completeResponse(text) || (method === 'HEAD' && text.includes('\r\n\r\n')) })
 
-t.test('B1: CONNECT to a port outside the allowlist is 403, then closed, and dials nothing', async (t) => {
+t.test('CONNECT to a port outside the allowlist is 403, then closed, and dials nothing', async (t) => {
   for (const s of [sk, deny]) {
     for (const authority of ['example.test:22', 'example.test:25', 'example.test:6379', `api.tool.test:22`, '8.8.8.8:25']) {
       const r = await connect(s, authority)
@@ -66,7 +66,7 @@ t.test('B1: CONNECT to a port outside the allowlist is 403, then closed, and dia
   t.equal(dns.calls.get('example.test'), undefined, 'not even resolved')
 })
 
-t.test('B2: a refused CONNECT with a request in the same write: 403, socket closed, trailing bytes never parsed', async (t) => {
+t.test('a refused CONNECT with a request in the same write: 403, socket closed, trailing bytes never parsed', async (t) => {
   const before = up.requests.length
   for (const s of [sk, deny]) {
     const r = await connect(s, 'example.test:22', `GET http://api.tool.test:${up.port}/smuggled HTTP/1.1\r\nHost: api.tool.test\r\n\r\n`)
@@ -83,7 +83,7 @@ const B3 = ['169.254.169.254', '169.254.170.2', '[fd00:ec2::254]', '100.100.100.
 const B4 = ['2852039166', '0xa9fea9fe', '0251.0376.0251.0376', '169.254.43518', '0xa9.0xfe.0xa9.0xfe', '[::ffff:169.254.169.254]', '[::ffff:a9fe:a9fe]',
   '[64:ff9b::a9fe:a9fe]', '[::ffff:0:a9fe:a9fe]', '[::169.254.169.254]', '[2002:a9fe:a9fe::1]', '127.1', '0x7f000001', '017700000001', '[0:0:0:0:0:ffff:7f00:1]']
 
-t.test('B3/B4: internal, metadata and special addresses in every encoding are 403, by CONNECT and by absolute-form', async (t) => {
+t.test('internal, metadata and special addresses in every encoding are 403, by CONNECT and by absolute-form', async (t) => {
   for (const host of [...B3, ...B4, 'metadata.google.internal', 'private.test', 'ula.test', 'loopback.test']) {
     const c = await connect(sk, `${host}:443`)
     t.equal(c.status, 403, `CONNECT ${host}:443`)
@@ -97,7 +97,7 @@ t.test('B3/B4: internal, metadata and special addresses in every encoding are 40
   t.ok(sk.log.events('egress.denied').some((e) => e.reason === 'private_address'))
 })
 
-t.test('B5: DNS rebinding: the address checked is the address dialled, and every dial checks again', async (t) => {
+t.test('DNS rebinding: the address checked is the address dialled, and every dial checks again', async (t) => {
   const cases: Array<[string, () => Promise<number | undefined>]> = [
     ['rebind-tool.test', async () => (await get(sk, `https://rebind-tool.test:${up.port}/`)).status], // a tool host, not pinned
     ['rebind-http.test', async () => (await get(sk, `http://rebind-http.test:${up.port}/`)).status], // unmatched: tunnel, absolute-form
@@ -118,7 +118,7 @@ t.test('B5: DNS rebinding: the address checked is the address dialled, and every
   t.equal(up.connections, 0, 'the loopback upstream never saw the rebound name')
 })
 
-t.test('B6: a name with any private record among its A/AAAA records is refused and not dialled', async (t) => {
+t.test('a name with any private record among its A/AAAA records is refused and not dialled', async (t) => {
   for (const name of ['mixed.test', 'mixed6.test']) {
     t.equal((await get(sk, `http://${name}:${up.port}/`)).status, 403, name)
     t.equal((await connect(sk, `${name}:443`)).status, 403, name)
@@ -127,7 +127,7 @@ t.test('B6: a name with any private record among its A/AAAA records is refused a
   t.equal(up.connections, 0)
 })
 
-t.test('B7: the proxy\'s own listener and admin port are never a destination', async (t) => {
+t.test('the proxy\'s own listener and admin port are never a destination', async (t) => {
   const adminPort = await freePort()
   const proxyPort = await freePort()
   // Even with private destinations allowed and both ports open to CONNECT, sidekey refuses itself.
@@ -148,7 +148,7 @@ t.test('B7: the proxy\'s own listener and admin port are never a destination', a
   t.notMatch(await metrics.body.text(), /sidekey_requests_total\{[^}]*code="200"/, 'nothing was served through the proxy to itself')
 })
 
-t.test('B8/B9: origin-form requests and non-http schemes are 400', async (t) => {
+t.test('origin-form requests and non-http schemes are 400', async (t) => {
   for (const s of [sk, deny]) {
     const origin = await raw(s.proxyPort, `GET / HTTP/1.1\r\nHost: api.tool.test:${up.port}\r\n\r\n`)
     t.equal(origin.status, 400, 'origin-form')
@@ -161,7 +161,7 @@ t.test('B8/B9: origin-form requests and non-http schemes are 400', async (t) => 
   t.equal(up.requests.length, 0)
 })
 
-t.test('B10: open-proxy probes (GET, HEAD, CONNECT to a loopback service nobody allowlisted) get nothing', async (t) => {
+t.test('open-proxy probes (GET, HEAD, CONNECT to a loopback service nobody allowlisted) get nothing', async (t) => {
   let probed = 0
   const probe = createServer((s) => { probed++; s.end('HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nopen-proxy!!') })
   await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
@@ -184,7 +184,7 @@ t.test('B10: open-proxy probes (GET, HEAD, CONNECT to a loopback service nobody 
   await eventually(() => sk.log.events('egress.denied').length > 0)
 })
 
-t.test('H7: a name pinned to a private address is exempt from block_private only on the ports of its tools', async (t) => {
+t.test('a name pinned to a private address is exempt from block_private only on the ports of its tools', async (t) => {
   // "Another local service": an admin API on loopback that the agent must not reach through the pin.
   let reached = 0
   const admin = createServer((s) => { reached++; s.end('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nadmin') })

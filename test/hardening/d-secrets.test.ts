@@ -1,4 +1,4 @@
-// RELIABILITY.md section D: no secret in any byte sidekey writes, escaped logs, and the interception CA.
+// Threat model, a log reader: no secret in any byte sidekey writes, escaped logs, and the interception CA.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { randomBytes, X509Certificate } from 'node:crypto'
@@ -36,7 +36,7 @@ const C = {
 }
 const ALL = Object.values(C)
 
-t.test('D1/D2/D4: a canary in every path appears in no log line, metric, status, error body or CLI output', async (t) => {
+t.test('a canary in every path appears in no log line, metric, status, error body or CLI output', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-canary-'))
   writeFileSync(join(dir, 'token'), C.file + '\n', { mode: 0o600 })
   // Token endpoint: /ok issues the oauth canary; /bad fails, quoting the client secret and another canary back.
@@ -137,7 +137,7 @@ tools:
   for (const [where, text] of [['log', sk.log.text], ['agent responses', agentSide.join('\n')], ['admin', adminSide.join('\n')], ['check', check.output], ['run', run.output]] as const) {
     t.same(leaks(text, ALL), [], `no canary in ${where}`)
   }
-  // D2: what the agent gets for a failure is a code, a request id and sidekey's own fixed words (`reason`, `detail`:
+  // what the agent gets for a failure is a code, a request id and sidekey's own fixed words (`reason`, `detail`:
   // what to do, never the upstream's error, an address, a path or a certificate detail).
   for (const text of agentSide.filter((s) => !/^HTTP\/1\.1 (200|401)/.test(s))) {
     const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>
@@ -145,11 +145,11 @@ tools:
     t.match(body, { error: String, request_id: String })
     t.notMatch(JSON.stringify(body), /ECONN|UND_ERR|CERT|\/tmp|stack|at |127\.0\.0\.1/)
   }
-  // D4: the agent's query values never reach the log, and the audit path has no query at all.
+  // the agent's query values never reach the log, and the audit path has no query at all.
   t.notMatch(sk.log.text, /access_token=|api_key=|[?&]key=/)
 })
 
-t.test('D3: control characters, ANSI escapes and bidi overrides in what gets logged are escaped', async (t) => {
+t.test('control characters, ANSI escapes and bidi overrides in what gets logged are escaped', async (t) => {
   const up = await startRawUpstream()
   t.teardown(() => up.close())
   const sk = await startSidekey(t, `
@@ -185,7 +185,7 @@ tools: { raw: { match: { host: raw.tool.test, port: ${up.port} }, issuer: local,
   for (const line of sk.log.text.trim().split('\n')) JSON.parse(line) // every line is still one JSON object
 })
 
-t.test('D5/D6/D7: the CA key stays private, the CA is constrained to the tools, and the served leaf is exact', async (t) => {
+t.test('the CA key stays private, the CA is constrained to the tools, and the served leaf is exact', async (t) => {
   const pki = await upstreamPki()
   const upstream = await startUpstream({ tls: await pki.cert('api.tool.test') })
   t.teardown(() => upstream.close())
@@ -215,7 +215,7 @@ tools: { api: { match: { host: api.tool.test, port: ${upstream.port} }, issuer: 
   for (let i = 0; i + 48 <= keyBody.length; i += 48) t.notOk(served.includes(keyBody.slice(i, i + 48)) || sk.log.text.includes(keyBody.slice(i, i + 48)), 'no key material served or logged')
   t.notOk(Object.values(process.env).some((v) => v?.includes(keyBody.slice(0, 48))), 'not in the environment')
 
-  // D7: what openssl sees through the proxy.
+  // what openssl sees through the proxy.
   const chain = await sClient(sk.proxyPort, `api.tool.test:${upstream.port}`, 'api.tool.test')
   t.ok(chain.length >= 2, `chain of ${chain.length}`)
   const [leaf, issuer] = chain.map((pem) => new X509Certificate(pem)) as [X509Certificate, X509Certificate]
@@ -228,7 +228,7 @@ tools: { api: { match: { host: api.tool.test, port: ${upstream.port} }, issuer: 
   const lifetime = Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)
   t.ok(lifetime > 2 * 86_400_000 - 3_600_000 && lifetime <= 2 * 86_400_000 + 3_600_000, `leaf validity is the configured 2d (${lifetime} ms)`)
   t.ok(leaf.checkIssued(issuer) && leaf.verify(issuer.publicKey), 'signed by the issuing CA')
-  // D6: the issuing CA sent with the leaf is constrained to the tool hosts.
+  // the issuing CA sent with the leaf is constrained to the tool hosts.
   t.match(await opensslText(chain[1]!), /X509v3 Name Constraints: critical\s+Permitted:\s+DNS:api\.tool\.test/)
   t.match(await opensslText(readFileSync(join(sk.caDir, 'ca.pem'), 'utf8')), /X509v3 Name Constraints: critical\s+Permitted:\s+DNS:api\.tool\.test/)
   // No leaf for anything else: a CONNECT elsewhere is refused, a wrong SNI gets no certificate.

@@ -1,4 +1,4 @@
-// RELIABILITY.md section E through the proxy (the credential engine's own tests cover E1-E7 in isolation):
+// Threat model, faults, issuer outages through the proxy (the credential engine's own tests cover E1-E7 in isolation):
 // E1 issuer outage while a token is cached, E7 an upstream 401 that no fresh token cures.
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
@@ -35,7 +35,7 @@ async function idp (t: Test, expiresIn: number): Promise<{ url: string, calls: (
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/token`, calls: () => calls, set: (m) => { mode = m } }
 }
 
-t.test('E1: an issuer outage while the token is valid changes nothing; past expiry the tool fails closed with 503', async (t) => {
+t.test('an issuer outage while the token is valid changes nothing; past expiry the tool fails closed with 503', async (t) => {
   // A one-hour token leaves far more fake time than the three outage steps can use (each ends by the 120 s backoff cap).
   const lifetimeMs = 3_600_000
   const issuer = await idp(t, lifetimeMs / 1000)
@@ -96,7 +96,7 @@ tools: { api: { match: { host: api.tool.test, port: ${up.port} }, issuer: idp, p
   t.equal((await get()).status, 200)
 })
 
-t.test('E7: an upstream 401 triggers at most one forced refresh and one replay; no refresh loop', async (t) => {
+t.test('an upstream 401 triggers at most one forced refresh and one replay; no refresh loop', async (t) => {
   const issuer = await idp(t, 3600)
   const up = await startRawUpstream((_req, socket) => socket.write('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n'))
   t.teardown(() => up.close())

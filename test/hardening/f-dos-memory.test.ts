@@ -1,4 +1,4 @@
-// RELIABILITY.md section F, memory: large bodies and announced sizes, measured on a sidecar running as its own
+// Threat model, the agent, exhaustion, memory: large bodies and announced sizes, measured on a sidecar running as its own
 // process so that its RSS is its own. (The rest of F: f-dos.test.ts.)
 import t from 'tap'
 import * as net from 'node:net'
@@ -18,7 +18,7 @@ issuers: { local: { type: local_jwt } }
 tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, plaintext: true } }
 `)
 
-t.test('F4: 64 MiB up and down through the proxy in constant memory', async (t) => {
+t.test('64 MiB up and down through the proxy in constant memory', async (t) => {
   const SIZE = 64 * MiB
   const chunk = Buffer.alloc(64 * 1024, 0x62)
   // Warm up (first request, JIT, pools), then take the baseline.
@@ -90,7 +90,7 @@ t.test('F4: 64 MiB up and down through the proxy in constant memory', async (t) 
   t.ok(upPeak < 96 * MiB && downPeak < SIZE / 2, 'and stays bounded for the 64 MiB transfers')
 })
 
-t.test('F6: declared sizes cost nothing until the bytes arrive (no amplification from Content-Length)', async (t) => {
+t.test('declared sizes cost nothing until the bytes arrive (no amplification from Content-Length)', async (t) => {
   // 200 connections each announcing a 1 MiB body (small enough to be kept for a 401 replay) and sending 64 bytes.
   const N = 200
   let sent = 0

@@ -1,4 +1,4 @@
-// RELIABILITY.md section F: slow, hostile and heavy clients and upstreams (memory under load: f-dos-memory.test.ts).
+// Threat model, the agent, exhaustion: slow, hostile and heavy clients and upstreams (memory under load: f-dos-memory.test.ts).
 // Timings are bounds, never assertions of speed; the measured figures are printed as comments for the closing note.
 import t from 'tap'
 import * as net from 'node:net'
@@ -24,7 +24,7 @@ const curl = await systemBinary('curl', 'curl')
 const sink = await sinkUpstream(t)
 const S = sink.port
 
-t.test('F1: slowloris sockets are reaped within headers_timeout + 1 s, while 20 concurrent clients are served', async (t) => {
+t.test('slowloris sockets are reaped within headers_timeout + 1 s, while 20 concurrent clients are served', async (t) => {
   const sk = await startSidekey(t, `
 instance_id: agent-f1
 ca: { dir: {{CA_DIR}} }
@@ -65,7 +65,7 @@ tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, pla
   t.equal(after.status, 200, 'serving normally afterwards')
 })
 
-t.test('F1/F3: an intercepted CONNECT that half-closes or says nothing frees its connection slot, not after the idle timeout', async (t) => {
+t.test('an intercepted CONNECT that half-closes or says nothing frees its connection slot, not after the idle timeout', async (t) => {
   const sk = await startSidekey(t, `
 instance_id: agent-f1c
 ca: { dir: {{CA_DIR}} }
@@ -90,7 +90,7 @@ tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, pla
   t.equal(after.status, 200, 'the listener serves afterwards')
 })
 
-t.test('H6: an h2 session whose TLS socket is ended (curl-style, no GOAWAY) frees its connection slot at once', async (t) => {
+t.test('an h2 session whose TLS socket is ended (curl-style, no GOAWAY) frees its connection slot at once', async (t) => {
   const pki = await upstreamPki()
   const up = await startUpstream({ tls: await pki.cert('h2.tool.test') })
   t.teardown(() => up.close())
@@ -134,7 +134,7 @@ tools: { h2: { match: { host: h2.tool.test, port: ${up.port} }, issuer: local } 
   }
 })
 
-t.test('F2: a slow body is cut by request_timeout; a slow reader is cut when idle, and backpressure bounds what is buffered', async (t) => {
+t.test('a slow body is cut by request_timeout; a slow reader is cut when idle, and backpressure bounds what is buffered', async (t) => {
   const sk = await startSidekey(t, `
 instance_id: agent-f2
 ca: { dir: {{CA_DIR}} }
@@ -182,7 +182,7 @@ tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, pla
   t.ok(slowBody < 3000 + 1000 + 3000, `slow body cut (${slowBody} ms)`)
 })
 
-t.test('F3: past max_connections new connections are refused at once; existing ones keep working; it recovers', async (t) => {
+t.test('past max_connections new connections are refused at once; existing ones keep working; it recovers', async (t) => {
   const sk = await startSidekey(t, `
 instance_id: agent-f3
 ca: { dir: {{CA_DIR}} }
@@ -231,7 +231,7 @@ tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, pla
   for (const s of held) s.destroy()
 })
 
-t.test('F5: an upstream that accepts and never answers gives 504; the per-upstream cap holds and refuses the excess', async (t) => {
+t.test('an upstream that accepts and never answers gives 504; the per-upstream cap holds and refuses the excess', async (t) => {
   const silent = await startRawUpstream(() => { /* read the request, never answer */ })
   t.teardown(() => silent.close())
   // A TLS upstream that never completes a handshake: the TCP connect succeeds, then nothing.

@@ -1,4 +1,4 @@
-// RELIABILITY.md section G: bad configs never start, never leak, and never replace a good one; a dead issuer at
+// Threat model, faults, bad config: bad configs never start, never leak, and never replace a good one; a dead issuer at
 // start-up does not stop the proxy, it fails closed. (Each G1 case in isolation: test/config/.)
 import t from 'tap'
 import { createServer } from 'node:http'
@@ -22,7 +22,7 @@ const adminGet = async (url: string): Promise<{ status: number, body: string }> 
   return { status: r.statusCode, body: await r.body.text() }
 }
 
-t.test('G1: every kind of bad config exits 2 before binding, one FILE:LINE:COL line per problem, no secret quoted', async (t) => {
+t.test('every kind of bad config exits 2 before binding, one FILE:LINE:COL line per problem, no secret quoted', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-g1-'))
   const write = (name: string, text: string): string => { const f = join(dir, name); writeFileSync(f, text); return f }
   const issuer = `issuers: { idp: { type: oauth2_client_credentials, token_url: "https://idp.test/token", client_id: a, client_secret: "${SECRET}" } }\n`
@@ -72,7 +72,7 @@ ${issuer}tools:
   t.notMatch([check, run, checkYaml, checkJson].map((r) => r.stdout + r.stderr).join('\n'), new RegExp(SECRET), 'no secret value in any message')
 })
 
-t.test('G2: a reload with a bad config is refused and logged; the running config keeps serving', async (t) => {
+t.test('a reload with a bad config is refused and logged; the running config keeps serving', async (t) => {
   const up = await startRawUpstream()
   t.teardown(() => up.close())
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-g2-'))
@@ -107,7 +107,7 @@ tools: { ${tool}: { match: { host: ${tool}.tool.test, port: ${up.port} }, issuer
   t.ok(sk.log.lines.some((l) => /outside the interception CA's name constraints/.test(String(l.msg)) && JSON.stringify(l.tools) === '["two"]'), 'the reload warns about a tool the CA cannot cover')
 })
 
-t.test('G3: started while the issuer is unreachable: the proxy serves, the tool fails closed, readiness says so, and it heals', async (t) => {
+t.test('started while the issuer is unreachable: the proxy serves, the tool fails closed, readiness says so, and it heals', async (t) => {
   const up = await startRawUpstream()
   t.teardown(() => up.close())
   // A port with nothing behind it yet; the issuer will appear there later.

@@ -1,4 +1,4 @@
-// RELIABILITY section H: the agent never reads the credential back. An upstream that echoes what it was sent (a
+// Threat model, the agent, read-back and path confusion: the agent never reads the credential back. An upstream that echoes what it was sent (a
 // redirect keeping the query, an error page quoting the key, a 401 body, WebSocket 101 headers, HEAD/OPTIONS
 // answers, a key split across body chunks, percent-encoded and base64 spellings) is answered to the agent with
 // the placeholder, through absolute-form, a plain CONNECT tunnel, a TLS CONNECT tunnel (HTTP/1.1) and HTTP/2; the
@@ -298,7 +298,7 @@ async function noEcho (t: Test, view: AgentView, tool: string, path: string, ech
   await anomaly(t, tool, path)
 }
 
-t.test('H1: a 301 keeping the query of a query-injected key comes back with the placeholder in Location and body', async (t) => {
+t.test('a 301 keeping the query of a query-injected key comes back with the placeholder in Location and body', async (t) => {
   for (const transport of ALL) {
     const path = `/q/${transport}/reflectloc`
     const view = await agentView(transport, 'GET', `${path}?q=1&api_key=sidekey`)
@@ -308,7 +308,7 @@ t.test('H1: a 301 keeping the query of a query-injected key comes back with the 
   }
 })
 
-t.test('H2: TRACE is refused 405 with Allow for every tool, even one whose methods list it; the upstream never sees it', async (t) => {
+t.test('TRACE is refused 405 with Allow for every tool, even one whose methods list it; the upstream never sees it', async (t) => {
   for (const transport of ALL) {
     for (const [tool, prefix, allow] of [['query', '/q', 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'], ['bearer', '/h', 'GET, HEAD']] as const) {
       const path = `${prefix}/${transport}/trace`
@@ -322,7 +322,7 @@ t.test('H2: TRACE is refused 405 with Allow for every tool, even one whose metho
   t.same(traces, [], 'no TRACE reached the upstream')
 })
 
-t.test('H3: an error page quoting the basic key (header and body) reaches the agent with the placeholder', async (t) => {
+t.test('an error page quoting the basic key (header and body) reaches the agent with the placeholder', async (t) => {
   for (const transport of ALL) {
     const path = `/b/${transport}/error`
     const view = await agentView(transport, 'GET', path, { authorization: 'Basic ' + Buffer.from('agent:sidekey').toString('base64') })
@@ -334,7 +334,7 @@ t.test('H3: an error page quoting the basic key (header and body) reaches the ag
   }
 })
 
-t.test('H4: a 401 body quoting the key after a failed replay is scrubbed', async (t) => {
+t.test('a 401 body quoting the key after a failed replay is scrubbed', async (t) => {
   for (const transport of ALL) {
     const path = `/b/${transport}/401`
     const view = await agentView(transport, 'GET', path)
@@ -344,7 +344,7 @@ t.test('H4: a 401 body quoting the key after a failed replay is scrubbed', async
   }
 })
 
-t.test('H5: WebSocket 101 headers and a refused handshake\'s body are scrubbed (HTTP/1.1 transports: h2 offers no WebSocket)', async (t) => {
+t.test('WebSocket 101 headers and a refused handshake\'s body are scrubbed (HTTP/1.1 transports: h2 offers no WebSocket)', async (t) => {
   for (const transport of H1) {
     for (const end of ['ws', 'refuse']) {
       const path = `/q/${transport}/${end}`
@@ -356,7 +356,7 @@ t.test('H5: WebSocket 101 headers and a refused handshake\'s body are scrubbed (
   }
 })
 
-t.test('H6: HEAD and OPTIONS answers are scrubbed (headers; the OPTIONS body of a basic tool)', async (t) => {
+t.test('HEAD and OPTIONS answers are scrubbed (headers; the OPTIONS body of a basic tool)', async (t) => {
   for (const transport of ALL) {
     const head = `/h/${transport}/head`
     const h = await agentView(transport, 'HEAD', head)
@@ -370,7 +370,7 @@ t.test('H6: HEAD and OPTIONS answers are scrubbed (headers; the OPTIONS body of 
   }
 })
 
-t.test('H7: a key split across body chunks is still caught', async (t) => {
+t.test('a key split across body chunks is still caught', async (t) => {
   for (const transport of ALL) {
     const path = `/q/${transport}/split`
     const view = await agentView(transport, 'GET', path)
@@ -379,7 +379,7 @@ t.test('H7: a key split across body chunks is still caught', async (t) => {
   }
 })
 
-t.test('H8: percent-encoded and base64 spellings in Set-Cookie, Link, other headers and the body are caught', async (t) => {
+t.test('percent-encoded and base64 spellings in Set-Cookie, Link, other headers and the body are caught', async (t) => {
   for (const transport of ALL) {
     const path = `/b/${transport}/encoded`
     const view = await agentView(transport, 'GET', path)
@@ -390,7 +390,7 @@ t.test('H8: percent-encoded and base64 spellings in Set-Cookie, Link, other head
   }
 })
 
-t.test('H9: bodies of scrubbed tools are asked for uncompressed; a gzip answer anyway is decoded and scrubbed; an unknown coding is refused', async (t) => {
+t.test('bodies of scrubbed tools are asked for uncompressed; a gzip answer anyway is decoded and scrubbed; an unknown coding is refused', async (t) => {
   for (const transport of ALL) {
     const path = `/q/${transport}/gzip`
     const view = await agentView(transport, 'GET', path, { 'accept-encoding': 'gzip, br' })
@@ -406,7 +406,7 @@ t.test('H9: bodies of scrubbed tools are asked for uncompressed; a gzip answer a
   }
 })
 
-t.test('H10: an httpbin-style echo of a header-injected bearer token is scrubbed by default (scrub_body defaults on)', async (t) => {
+t.test('an httpbin-style echo of a header-injected bearer token is scrubbed by default (scrub_body defaults on)', async (t) => {
   for (const transport of ALL) {
     const path = `/d/${transport}/anything`
     const view = await agentView(transport, 'GET', path, { authorization: 'Bearer sidekey' })
@@ -417,7 +417,7 @@ t.test('H10: an httpbin-style echo of a header-injected bearer token is scrubbed
   }
 })
 
-t.test('H11: method-override headers are stripped unless allowed, and when allowed are held to methods; TRACE refused', async (t) => {
+t.test('method-override headers are stripped unless allowed, and when allowed are held to methods; TRACE refused', async (t) => {
   for (const transport of ALL) {
     const stripped = await agentView(transport, 'GET', `/q/${transport}/ov`, { 'X-HTTP-Method-Override': 'DELETE', 'X-HTTP-Method': 'DELETE', 'X-Method-Override': 'DELETE' })
     t.match(JSON.parse(stripped.body), { method: 'GET' }, `${transport}: forwarded`)
@@ -432,7 +432,7 @@ t.test('H11: method-override headers are stripped unless allowed, and when allow
   }
 })
 
-t.test('H12: CONNECT written inside an intercepted tunnel (plain, TLS, h2) is answered 405 and audited', async (t) => {
+t.test('CONNECT written inside an intercepted tunnel (plain, TLS, h2) is answered 405 and audited', async (t) => {
   for (const transport of ['plain-tunnel', 'tls-tunnel', 'h2'] as const) {
     const view = transport === 'h2'
       ? await h2View('CONNECT', 'inner.test:443', {})
@@ -463,7 +463,7 @@ function heldIn (view: AgentView): string[] {
 
 const TLS_H1: readonly Transport[] = ['absolute', 'tls-tunnel']
 
-t.test('H13: bodies of every kind are scrubbed: UTF-16 (charset, byte order mark), octet-stream, multipart', async (t) => {
+t.test('bodies of every kind are scrubbed: UTF-16 (charset, byte order mark), octet-stream, multipart', async (t) => {
   for (const transport of TLS_H1) {
     for (const [end, decode] of [['utf16le', 'utf16le'], ['utf16bom', 'utf16be'], ['octet', 'latin1'], ['multipart', 'latin1']] as const) {
       const path = `/d/${transport}/${end}`
@@ -482,7 +482,7 @@ t.test('H13: bodies of every kind are scrubbed: UTF-16 (charset, byte order mark
   }
 })
 
-t.test('H14: \\u002B-escaped JSON (ASP.NET Core, either hex case) and a Location written with Python quote()', async (t) => {
+t.test('\\u002B-escaped JSON (ASP.NET Core, either hex case) and a Location written with Python quote()', async (t) => {
   for (const transport of TLS_H1) {
     const aspnet = `/d/${transport}/aspnet`
     const json = await agentView(transport, 'GET', aspnet)
@@ -499,7 +499,7 @@ t.test('H14: \\u002B-escaped JSON (ASP.NET Core, either hex case) and a Location
   }
 })
 
-t.test('H15: codings sidekey cannot read are refused 502, never relayed: gzip, chunked; gzip under an empty Content-Encoding; stacked', async (t) => {
+t.test('codings sidekey cannot read are refused 502, never relayed: gzip, chunked; gzip under an empty Content-Encoding; stacked', async (t) => {
   for (const transport of TLS_H1) {
     for (const [end, reason] of [['te-gzip', 'unscrubbable_transfer_coding'], ['ce-empty', 'unscrubbable_encoding'], ['ce-stacked', 'unscrubbable_encoding']]) {
       const path = `/f/${transport}/${end}`
@@ -512,7 +512,7 @@ t.test('H15: codings sidekey cannot read are refused 502, never relayed: gzip, c
   }
 })
 
-t.test('H16: with scrub_body: false the body is relayed as sent, but an echo in its first 64 KiB is audited and raises the anomaly', async (t) => {
+t.test('with scrub_body: false the body is relayed as sent, but an echo in its first 64 KiB is audited and raises the anomaly', async (t) => {
   for (const transport of TLS_H1) {
     const path = `/n/${transport}/anything`
     const view = await agentView(transport, 'GET', path)

@@ -1,4 +1,4 @@
-// RELIABILITY.md H4: one path, one route. Two tools share a host: A `/v1/safe/` (GET only) and G `/v1/`. Every
+// Threat model, the agent, read-back and path confusion: one path, one route. Two tools share a host: A `/v1/safe/` (GET only) and G `/v1/`. Every
 // spelling of a path is routed as its normal form, the upstream receives exactly that form, and a spelling that an
 // upstream could read as another route is refused with 400, through absolute-form and intercepted CONNECT (h1, h2).
 import t from 'tap'
@@ -118,7 +118,7 @@ const PROBES: Array<{ id: string, path: string, method: string, status: number, 
 ]
 
 for (const [name, send] of Object.entries(TRANSPORTS)) {
-  t.test(`H4: every probe through ${name}`, async (t) => {
+  t.test(`every probe through ${name}`, async (t) => {
     for (const p of PROBES) {
       const got = await send(p.method, p.path)
       const label = `${p.id} ${name} ${p.method} ${p.path}`
@@ -129,7 +129,7 @@ for (const [name, send] of Object.entries(TRANSPORTS)) {
   })
 }
 
-t.test('H4: refusals are audited: 400 as egress.denied bad_request, 403 as A\'s method_denied', async (t) => {
+t.test('refusals are audited: 400 as egress.denied bad_request, 403 as A\'s method_denied', async (t) => {
   await eventually(() => sk.log.events('egress.denied').filter((e) => e.reason === 'bad_request').length >= 3 * PROBES.filter((p) => p.status === 400).length)
   const denied = sk.log.events('egress.denied').filter((e) => e.reason === 'bad_request')
   t.ok(denied.every((e) => e.host === 'api.a.test' && typeof e.request_id === 'string'), 'each names the host and request')
@@ -141,7 +141,7 @@ t.test('H4: refusals are audited: 400 as egress.denied bad_request, 403 as A\'s 
   t.match(body.text, /ambiguous path: with empty segments merged/, 'the answer says why')
 })
 
-t.test('H4: a WebSocket upgrade is routed and sent in the same normal form', async (t) => {
+t.test('a WebSocket upgrade is routed and sent in the same normal form', async (t) => {
   const refused = await raw(sk.proxyPort, handshake(`http://${AUTHORITY}/v1//safe/ws`, AUTHORITY), { until: completeResponse })
   t.equal(refused.status, 400)
   const before = up.seen.length
@@ -160,7 +160,7 @@ const TRICKY = ['Safe', 'SAFE', '%73AFE', '%2E%2e', '%2f', '%2F', '%5c', '%252e'
 const segment = fc.oneof({ arbitrary: fc.constantFrom(...PLAIN), weight: 6 }, { arbitrary: fc.constantFrom(...TRICKY), weight: 1 })
 const anyPath = fc.tuple(fc.constantFrom('/v1/', '/v1/safe/', '/', '/%761/'), fc.array(segment, { minLength: 1, maxLength: 4 })).map(([head, s]) => head + s.join('/'))
 
-t.test('H4 property: the path the upstream receives is the one that was matched, through the running proxy', async (t) => {
+t.test('the path the upstream receives is the one that was matched, through the running proxy', async (t) => {
   let served = 0
   let refused = 0
   await fc.assert(fc.asyncProperty(anyPath, fc.constantFrom('GET', 'POST'), fc.constantFrom(...Object.keys(TRANSPORTS) as Array<keyof typeof TRANSPORTS>), async (path, method, transport) => {

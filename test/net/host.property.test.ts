@@ -1,4 +1,4 @@
-// Property tests for the host normaliser (RELIABILITY A4/B4): whatever the spelling, one host compares as one.
+// Property tests for the host normaliser (threat model: the agent, credential scope): whatever the spelling, one host compares as one.
 import t from 'tap'
 import fc from 'fast-check'
 import { isIP } from 'node:net'

@@ -1,4 +1,4 @@
-// Property tests for the IP classifier (RELIABILITY B3/B4): the class depends on the address, not its spelling.
+// Property tests for the IP classifier (threat model: the agent, open proxy and SSRF): the class depends on the address, not its spelling.
 import t from 'tap'
 import fc from 'fast-check'
 import { classifyIp, isBlockedIp } from '../../src/net/ip.js'

@@ -1,4 +1,4 @@
-// Property tests for one path, one route (RELIABILITY H4) at the normaliser + router level, many runs:
+// Property tests for one path, one route (threat model: the agent, read-back and path confusion) at the normaliser + router level, many runs:
 // (a) spellings that are the same path under RFC 3986 §6.2.2 get the same answer: the same tool, or the same refusal;
 // (b) a path that is accepted is read as the same route by upstreams that decode, merge and resolve it their own way
 //     (independent, plainly written interpreters: WHATWG URL, POSIX normalize, a servlet-style ;param strip, case).

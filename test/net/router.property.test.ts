@@ -1,4 +1,4 @@
-// Property tests for the tool matcher (RELIABILITY A2/A4): a credential's tool is chosen by exact (scheme, host,
+// Property tests for the tool matcher (threat model: the agent, credential scope): a credential's tool is chosen by exact (scheme, host,
 // port, path prefix), wildcards only where written, the most specific rule first, and nothing else.
 import t from 'tap'
 import fc from 'fast-check'

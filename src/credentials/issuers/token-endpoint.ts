@@ -29,7 +29,7 @@ export interface TokenEndpoint {
 export interface TokenEndpointOptions {
   readonly tokenUrl: string
   readonly auth: ClientAuth
-  /** Upper bound on the whole exchange, on top of the caller's signal (RELIABILITY E6: ≤ 10 s by default). */
+  /** Upper bound on the whole exchange, on top of the caller's signal (threat model: faults, issuer outages: ≤ 10 s by default). */
   readonly timeoutMs: number
   readonly deps: IssuerDeps
   /** `dpop: true`: each token request carries a proof of this key, and the token must come back bound to it. */
