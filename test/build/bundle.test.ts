@@ -34,6 +34,9 @@ t.test('a start loads none of what only some configs or commands need', async (t
   t.ok(inputs.some((i) => i.includes('node_modules/undici/lib/dispatcher/agent.js')), 'the closure is the real one (undici\'s Agent is in it)')
   const lazy: Array<[RegExp, string]> = [
     [/node_modules\/@nats-io\//, 'NATS (fleet:)'],
+    // @opentelemetry/api alone is prom-client's own dependency (exemplars), at start before tracing existed.
+    [/node_modules\/@opentelemetry\/(?!api\/)/, 'the OpenTelemetry SDK and exporter (tracing:)'],
+    [/^build\/tracing\/otel\.js$/, 'the OTLP exporter (tracing:)'],
     [/node_modules\/@smithy\//, 'the SigV4 signer (aws_sigv4 tools)'],
     [/node_modules\/(@peculiar|reflect-metadata|tsyringe|@peculiar\/asn1)/, 'the X.509 builder (creating a CA)'],
     [/node_modules\/jose\//, 'jose (private_key_jwt)'],

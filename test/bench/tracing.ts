@@ -1,0 +1,62 @@
+// Cost of tracing on the request path: the same sidekey config with tracing off, at ratio 0.01 and at 1, measured
+// in one run (relative numbers: the machine is shared). Spans go to a local OTLP receiver.
+// Run: TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/tracing.ts [requests]
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Pool } from 'undici'
+import { parseConfig } from '../../src/config/load.js'
+import { createLogger } from '../../src/audit/log.js'
+import { Sidekey } from '../../src/app.js'
+import { startUpstream } from '../helpers/upstream.js'
+import { startOtlpReceiver } from '../helpers/otlp.js'
+
+const requests = Number(process.argv[2] ?? 3000)
+const up = await startUpstream()
+const otlp = await startOtlpReceiver()
+const yaml = (tracing: string): string => `
+instance_id: bench
+ca: { dir: ${join(mkdtempSync(join(tmpdir(), 'sidekey-bench-')), 'ca')} }
+resolve: { api.tool.test: 127.0.0.1 }
+${tracing}
+issuers: { local: { type: local_jwt } }
+tools:
+  api: { match: { host: api.tool.test, port: ${up.port} }, issuer: local, plaintext: true, placeholder: sidekey }
+log: { level: silent }
+`
+const modes: Array<[string, string]> = [
+  ['off', ''], ['ratio 0.01', `tracing: { endpoint: ${otlp.url}, ratio: 0.01, delay: 1s }`],
+  ['ratio 1', `tracing: { endpoint: ${otlp.url}, ratio: 1, delay: 1s }`],
+]
+const apps = await Promise.all(modes.map(async ([, t]) => await Sidekey.start({
+  config: parseConfig(yaml(t), 'bench.yaml', {}), listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger: createLogger({ level: 'silent' }),
+})))
+const pools = apps.map((a) => new Pool(`http://${a.proxyAddress}`, { connections: 8 }))
+const one = async (pool: Pool): Promise<void> => {
+  const res = await pool.request({ method: 'GET', path: `http://api.tool.test:${up.port}/v1/x`, headers: { host: `api.tool.test:${up.port}`, authorization: 'Bearer sidekey' } })
+  await res.body.dump()
+}
+const totals = modes.map(() => ({ wall: 0, cpu: 0 }))
+// Rounds interleave the modes so that load on the machine falls on all three alike.
+for (let round = 0; round < 5; round++) {
+  for (let m = 0; m < modes.length; m++) {
+    const n = requests / 5
+    const cpu = process.cpuUsage()
+    const start = performance.now()
+    for (let i = 0; i < n; i += 8) await Promise.all(Array.from({ length: 8 }, () => one(pools[m]!)))
+    totals[m]!.wall += performance.now() - start
+    const used = process.cpuUsage(cpu)
+    totals[m]!.cpu += (used.user + used.system) / 1000
+  }
+}
+const base = totals[0]!
+for (let m = 0; m < modes.length; m++) {
+  const t = totals[m]!
+  console.log(`${modes[m]![0].padEnd(11)} ${(t.wall * 1000 / requests).toFixed(1)} us/req wall, ${(t.cpu * 1000 / requests).toFixed(1)} us/req CPU ` +
+    `(x${(t.cpu / base.cpu).toFixed(2)} CPU of off)`)
+}
+console.log(`spans exported: ${otlp.spans.length}`)
+await Promise.all(pools.map((p) => p.close()))
+await Promise.all(apps.map((a) => a.close()))
+await otlp.close()
+await up.close()
