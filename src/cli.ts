@@ -23,12 +23,13 @@ const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admi
        sidekey schema                        (the config's JSON Schema, as in config/sidekey.schema.json)
        sidekey fleet keygen|lock|unlock|revoke|rotate|status|jwks ...   (sidekey fleet --help)
        sidekey admin status|rotate TOOL [--revoke-previous]|reload [--config FILE]   (the admin port, with its token)
+       sidekey approvals list|approve ID|deny ID [--reason TEXT] [--config FILE]   (calls held for approval)
 
 --config defaults to $SIDEKEY_CONFIG, then config/sidekey.yaml.
 ca creates the CA if there is none and never replaces one; --rotate replaces it (every agent must then trust
 the new ca.pem, and running sidekeys must be restarted). --bundle writes the system's trusted roots plus the CA.`
 
-const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema', 'fleet', 'admin'])
+const VERBS = new Set(['run', 'check', 'ca', 'audit', 'schema', 'fleet', 'admin', 'approvals'])
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. */
 async function main (argv: string[]): Promise<number> {
@@ -55,6 +56,7 @@ async function main (argv: string[]): Promise<number> {
   }
   // Failures (config, an unreadable token) reach report() through main's rejection.
   if (verb === 'admin') return (await import('./admin/cli.js')).adminCommand(rest, { stdout: process.stdout, stderr: process.stderr })
+  if (verb === 'approvals') return (await import('./approvals/cli.js')).approvalsCommand(rest, { stdout: process.stdout, stderr: process.stderr })
   if (verb === 'schema') {
     const { configJsonSchemaText } = await import('./config/json-schema.js')
     process.stdout.write(configJsonSchemaText())

@@ -60,7 +60,7 @@ export async function adminCommand (argv: readonly string[], io: AdminIo): Promi
 }
 
 /** The address to dial for a listen address: a wildcard listener is reached on loopback. */
-function dialable (listen: string): string {
+export function dialable (listen: string): string {
   if (listen.startsWith('0.0.0.0:')) return `127.0.0.1:${listen.slice('0.0.0.0:'.length)}`
   if (listen.startsWith('[::]:')) return `[::1]:${listen.slice('[::]:'.length)}`
   return listen

@@ -163,7 +163,9 @@ export class AdminServer {
         return
       }
       case '/approvals':
-        send(res, 200, { approvals: this.#deps.approvals?.().list() ?? [] })
+        // The held bodies' previews are the agent's messages: read with the admin token, as decisions are made.
+        if (!this.#authorized(req)) send(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="sidekey-admin"' })
+        else send(res, 200, { approvals: this.#deps.approvals?.().list() ?? [] })
         return
       case '/ca.pem':
         res.writeHead(200, { 'content-type': 'application/x-pem-file' })
