@@ -142,6 +142,7 @@ export class Sidekey {
         // Each signed audit checkpoint is also kept off the node, in the bucket.
         trail?.onCheckpoint((cp) => { fleet.publishCheckpoint(cp) })
         app.#runtime = { ...app.#runtime, locks: fleet }
+        runtime.budgets!.useFleet(fleet.budgetLedger())
         metrics.bindFleet(fleet)
       } catch (err) {
         await (runtime.credentials as CredentialManager).close()

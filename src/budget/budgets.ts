@@ -1,7 +1,7 @@
 import type { ToolConfig } from '../config/schema.js'
 import { formatDuration } from '../util/duration.js'
 import type { Clock } from '../util/clock.js'
-import type { FleetBudgetSpec, FleetLedger } from './ledger.js'
+import type { FleetBudgetSpec, FleetLedger, FleetTake } from './ledger.js'
 import { UsageScanner } from './usage.js'
 import { SlidingWindow } from './window.js'
 
@@ -12,6 +12,9 @@ export const MAX_TASKS = 4096
 export const NO_TASK = '-'
 
 type BudgetConfig = NonNullable<ToolConfig['budget']>[number]
+
+/** A call's budget verdict: refused, admitted with tokens to count (a charge), or admitted. */
+export type Verdict = BudgetRefusal | BudgetCharge | undefined
 
 /** Why a call may not start: the budget that ran out (its label), and when it frees enough for one more. */
 export interface BudgetRefusal {
@@ -46,7 +49,7 @@ class Rule {
   }
 
   get spec (): FleetBudgetSpec {
-    return { limit: this.limit, perMs: this.config.per }
+    return { limit: this.limit, perMs: this.config.per, tokens: this.tokens }
   }
 
   /** The window counting `key`, made on first use; a task's is moved to the back of the LRU order. */
@@ -100,25 +103,57 @@ export class Budgets {
   /**
    * Admits a call or says which budget refuses it. An admitted call's request is counted now (reserved); its
    * tokens when the answer has passed. A call that would start over budget is refused; one running is never cut.
+   * Synchronous but for a fleet budget whose lease is spent (one broker round trip to lease more).
    */
-  admit (tool: string, task: string | undefined): BudgetRefusal | BudgetCharge | undefined {
+  admit (tool: string, task: string | undefined): Verdict | Promise<Verdict> {
     const rules = this.#rules.get(tool)
     if (rules === undefined) return undefined
     const now = this.#clock.now()
-    const taken: Rule[] = []
     for (const rule of rules) {
-      const refusal = this.#check(rule, task, now)
-      if (refusal === undefined) {
-        taken.push(rule)
-        continue
+      if (this.#fleet(rule)) continue
+      // A token budget admits a call while a token is left; a request budget while the call itself fits.
+      const waitMs = this.#local(rule, task).waitFor(1, now)
+      if (waitMs > 0) return this.#refusal(rule, task, waitMs, 'exhausted', now)
+    }
+    return this.#takeFleet(rules, 0, task, now, [])
+  }
+
+  /** Takes the fleet budgets from index `i` on, in order; a refusal gives back what was taken before it. */
+  #takeFleet (rules: readonly Rule[], i: number, task: string | undefined, now: number, taken: Rule[]): Verdict | Promise<Verdict> {
+    for (; i < rules.length; i++) {
+      const rule = rules[i]!
+      if (!this.#fleet(rule)) continue
+      const take = this.#ledger!.take(rule.fleetKey, rule.spec, rule.tokens ? 0 : 1)
+      const next = i + 1
+      if (take instanceof Promise) {
+        return take.then((t) => this.#taken(rule, t, task, now, taken) ?? this.#takeFleet(rules, next, task, now, taken))
       }
-      // A fleet lease taken for an earlier budget of this call goes back.
-      for (const t of taken) if (this.#fleet(t) && !t.tokens) this.#ledger!.spend(t.fleetKey, t.spec, -1)
-      return refusal
+      const refusal = this.#taken(rule, take, task, now, taken)
+      if (refusal !== undefined) return refusal
     }
     for (const rule of rules) if (!rule.tokens && !this.#fleet(rule)) this.#local(rule, task).add(1, now)
     const tokenRules = rules.filter((r) => r.tokens)
     return tokenRules.length === 0 ? undefined : new BudgetCharge(this, tokenRules, task)
+  }
+
+  /** A fleet take's outcome: undefined when the call may go on (from the lease, or this instance's share). */
+  #taken (rule: Rule, take: FleetTake, task: string | undefined, now: number, taken: Rule[]): BudgetRefusal | undefined {
+    let refusal: BudgetRefusal | undefined
+    if (!take.ok && take.why === 'unavailable' && rule.config.on_broker_loss === 'local') {
+      // Broker lost: this instance spends its share of the budget, counted here until the broker is back.
+      const share = rule.window(`${keyOf(rule, task)}\0share`, take.share ?? rule.limit)
+      const waitMs = share.waitFor(1, now)
+      if (waitMs > 0) refusal = this.#refusal(rule, task, waitMs, 'exhausted', now)
+      else if (!rule.tokens) share.add(1, now)
+    } else if (!take.ok) {
+      refusal = this.#refusal(rule, task, take.retryAfterMs, take.why, now)
+    }
+    if (refusal === undefined) {
+      taken.push(rule)
+      return undefined
+    }
+    for (const t of taken) if (!t.tokens) this.#ledger!.spend(t.fleetKey, t.spec, -1)
+    return refusal
   }
 
   /** What each budget has left (a `by: task` budget: the task closest to its limit), for the gauge. */
@@ -151,24 +186,10 @@ export class Budgets {
     }
   }
 
-  #check (rule: Rule, task: string | undefined, now: number): BudgetRefusal | undefined {
+  #refusal (rule: Rule, task: string | undefined, waitMs: number, why: BudgetRefusal['why'], now: number): BudgetRefusal {
     const key = keyOf(rule, task)
-    const amount = rule.tokens ? 0 : 1
-    let waitMs: number
-    let why: BudgetRefusal['why'] = 'exhausted'
-    if (this.#fleet(rule)) {
-      const take = this.#ledger!.take(rule.fleetKey, rule.spec, amount)
-      if (take.ok) return undefined
-      waitMs = take.retryAfterMs
-      why = take.why
-    } else {
-      // A token budget admits a call while a token is left; a request budget while the call itself fits.
-      waitMs = this.#local(rule, task).waitFor(Math.max(amount, 1), now)
-      if (waitMs === 0) return undefined
-    }
     rule.exhausted++
-    const until = rule.flagged.get(key) ?? -Infinity
-    const first = now >= until
+    const first = now >= (rule.flagged.get(key) ?? -Infinity)
     if (first) {
       rule.flagged.set(key, now + rule.config.per)
       if (rule.flagged.size > MAX_TASKS) rule.flagged.delete(rule.flagged.keys().next().value!)

@@ -1,2 +1,2 @@
-export { Budgets, BudgetCharge, MAX_TASKS, NO_TASK, type BudgetRefusal } from './budgets.js'
+export { Budgets, BudgetCharge, MAX_TASKS, NO_TASK, type BudgetRefusal, type Verdict } from './budgets.js'
 export type { FleetLedger, FleetBudgetSpec, FleetTake } from './ledger.js'

@@ -9,7 +9,7 @@ export interface FleetLedger {
    * fleet has spent it, and `retryAfterMs` says when the window turns; `unavailable`: the broker is out of reach
    * and no lease is left.
    */
-  take (key: string, spec: FleetBudgetSpec, amount: number): FleetTake
+  take (key: string, spec: FleetBudgetSpec, amount: number): FleetTake | Promise<FleetTake>
   /** Counts what was spent after the fact (an answer's tokens): taken from the lease, or owed to the bucket. */
   spend (key: string, spec: FleetBudgetSpec, amount: number): void
   /** What the fleet has left of budget `key` as this instance last saw it (the gauge). */
@@ -19,6 +19,14 @@ export interface FleetLedger {
 export interface FleetBudgetSpec {
   readonly limit: number
   readonly perMs: number
+  /** A token budget (leased in larger slices than a request budget). */
+  readonly tokens: boolean
 }
 
-export type FleetTake = { readonly ok: true } | { readonly ok: false, readonly why: 'exhausted' | 'unavailable', readonly retryAfterMs: number }
+export type FleetTake = { readonly ok: true } | {
+  readonly ok: false
+  readonly why: 'exhausted' | 'unavailable'
+  readonly retryAfterMs: number
+  /** `unavailable`: the limit divided among the instances last seen holding leases (`on_broker_loss: local`). */
+  readonly share?: number
+}

@@ -1,3 +1,4 @@
+import { FleetBudgetLedger } from './budget-ledger.js'
 import { readFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
@@ -75,6 +76,7 @@ export class FleetAgent implements LockView {
   #revisions = new Map<string, number>()
   #nc: NatsConnection | undefined
   #kv: KV | undefined
+  #budgets: FleetBudgetLedger | undefined
   #connected = false
   /** The bucket has been read once (readiness with `required: true`; an outage later does not undo it). */
   #readOnce = false
@@ -118,6 +120,12 @@ export class FleetAgent implements LockView {
 
   lockOf (tool: string): ToolLock | undefined {
     return this.#locks.lockOf(tool)
+  }
+
+  /** `by: fleet` budgets, counted in this bucket (src/fleet/budget-ledger.ts); leases given back at close. */
+  budgetLedger (): FleetBudgetLedger {
+    this.#budgets ??= new FleetBudgetLedger(() => this.#kv, () => this.#connected, this.#clock, this.#instance)
+    return this.#budgets
   }
 
   /** False while `required: true` and the bucket has not been read once. */
@@ -182,6 +190,7 @@ export class FleetAgent implements LockView {
     await this.#queue
     await this.#saving
     await this.#publishingCheckpoint
+    await this.#budgets?.giveBack()
     const nc = this.#nc
     this.#nc = undefined
     this.#connected = false

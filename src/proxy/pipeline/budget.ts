@@ -1,5 +1,6 @@
-import { BudgetCharge } from '../../budget/index.js'
+import { BudgetCharge, type Verdict } from '../../budget/index.js'
 import { SidekeyError } from '../../errors.js'
+import type { Refusal, RoutedContext } from './context.js'
 import type { PolicyStep } from './policy.js'
 
 /**
@@ -9,6 +10,10 @@ import type { PolicyStep } from './policy.js'
  */
 export const withinBudget: PolicyStep = (ctx) => {
   const verdict = ctx.rt.budgets?.admit(ctx.tool.name, ctx.task)
+  return verdict instanceof Promise ? verdict.then((v) => judged(ctx, v)) : judged(ctx, verdict)
+}
+
+function judged (ctx: RoutedContext, verdict: Verdict): Refusal | undefined {
   if (verdict === undefined) return undefined
   if (verdict instanceof BudgetCharge) {
     ctx.budget = verdict
