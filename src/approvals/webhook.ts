@@ -1,4 +1,4 @@
-import { Agent, request } from 'undici'
+import { Agent } from 'undici'
 import type { ApprovalRequested, AuditSink } from '../audit/events.js'
 import { createLookup } from '../net/resolver.js'
 
@@ -15,8 +15,9 @@ export async function deliverWebhook (url: string, event: ApprovalRequested, pin
   const dispatcher = new Agent({ connect: { lookup: createLookup({ pins, blockPrivate: false }), timeout: WEBHOOK_TIMEOUT_MS } })
   let error: string | undefined
   try {
-    const res = await request(url, {
-      method: 'POST', dispatcher, body: JSON.stringify(event), headers: { 'content-type': 'application/json' },
+    const { origin, pathname, search } = new URL(url)
+    const res = await dispatcher.request({
+      origin, path: pathname + search, method: 'POST', body: JSON.stringify(event), headers: { 'content-type': 'application/json' },
       headersTimeout: WEBHOOK_TIMEOUT_MS, bodyTimeout: WEBHOOK_TIMEOUT_MS, signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
     })
     await res.body.dump()
