@@ -32,8 +32,10 @@ export class OtelTracing implements Tracing {
   /** Connections being opened, per origin, oldest first: undici names no connection, only its origin. */
   readonly #connecting = new Map<string, Span[]>()
   readonly #unsubscribe: () => void
+  readonly #exportTimeout: number
 
   constructor (config: TracingConfig, instanceId: string, version: string) {
+    this.#exportTimeout = config.export_timeout
     this.#provider = new TracerProvider({
       resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.service_name, [ATTR_SERVICE_VERSION]: version, 'service.instance.id': instanceId }),
       sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.ratio) }),
@@ -60,9 +62,13 @@ export class OtelTracing implements Tracing {
     this.#dialing = span
   }
 
+  /** Sends what is queued, for at most `export_timeout`: a collector that is down never holds up a shutdown. */
   async close (): Promise<void> {
     this.#unsubscribe()
-    await this.#provider.shutdown()
+    let timer: NodeJS.Timeout | undefined
+    const cut = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.#exportTimeout) })
+    await Promise.race([this.#provider.shutdown().catch(() => {}), cut])
+    clearTimeout(timer)
   }
 
   #start (name: string, kind: SpanKind, parent: Context): Span {

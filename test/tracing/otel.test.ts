@@ -1,4 +1,6 @@
 import t from 'tap'
+import { createServer, type Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { ProxyAgent, request } from 'undici'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream } from '../helpers/upstream.js'
@@ -11,11 +13,11 @@ t.teardown(() => up.close())
 const otlp = await startOtlpReceiver()
 t.teardown(() => otlp.close())
 
-const tracingYaml = (ratio: number): string => `
+const tracingYaml = (ratio: number, endpoint = otlp.url, extra = ''): string => `
 instance_id: traced-1
 ca: { dir: {{CA_DIR}} }
 resolve: { api.tool.test: 127.0.0.1 }
-tracing: { endpoint: ${otlp.url}, ratio: ${ratio}, delay: 50ms }
+tracing: { endpoint: ${endpoint}, ratio: ${ratio}, delay: 50ms${extra} }
 issuers: { local: { type: local_jwt } }
 tools:
   api: { match: { host: api.tool.test, port: ${up.port} }, issuer: local, plaintext: true, placeholder: sk-placeholder-canary }
@@ -114,4 +116,18 @@ t.test('without tracing: the agent\'s traceparent passes untouched and no trace_
   t.equal(up.seen.at(-1)!.headers.traceparent, traceparent)
   await sk.app.audit.settled()
   t.equal(sk.log.events('credential.used').at(-1)!.trace_id, undefined)
+})
+
+t.test('a collector that accepts and never answers holds up no request; a full queue drops spans', async (t) => {
+  const held: Socket[] = []
+  const silent = createServer((socket) => { held.push(socket) })
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const s of held) s.destroy(); silent.close() })
+  const endpoint = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/v1/traces`
+  const sk = await startSidekey(t, tracingYaml(1, endpoint, ', max_queue: 4, export_timeout: 1s'))
+  const statuses: number[] = []
+  for (let i = 0; i < 30; i++) statuses.push(await call(sk.proxyUrl, `/v1/held/${i}`, { authorization: 'Bearer sk-placeholder-canary' }))
+  t.same(new Set(statuses), new Set([200]), '30 calls answered while every export hangs')
+  await until(() => held.length > 0, 'the exporter to have tried')
+  // The teardown's close must return too: the hung export is cut at export_timeout, and its failure is not close's.
 })

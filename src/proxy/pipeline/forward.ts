@@ -75,8 +75,12 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
       const upstream = ctx.span.child('upstream request', true)
       withTraceparent(headers, upstream)
       rt.tracing?.dialing(upstream)
-      const exchange = UpstreamExchange.start(rt.upstream, { ...dial, path, method, headers, body: body.kept ?? body.stream ?? null })
-      rt.tracing?.dialing(undefined)
+      let exchange: UpstreamExchange
+      try {
+        exchange = UpstreamExchange.start(rt.upstream, { ...dial, path, method, headers, body: body.kept ?? body.stream ?? null })
+      } finally {
+        rt.tracing?.dialing(undefined)
+      }
       try {
         const head = await gone.watch(exchange).head
         upstream.set('http.response.status_code', head.statusCode)
