@@ -44,6 +44,9 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     }
 
     checkCredentialShape(raw.issuers, tool, base, ctx)
+    // The approval webhook carries what the agent is doing: plain http stays on this machine, as a token URL does.
+    const webhook = isRec(tool.approval) ? tool.approval.webhook : undefined
+    if (typeof webhook === 'string') checkTokenUrl([...base, 'approval', 'webhook'], webhook, pins, ctx)
 
     const match = isRec(tool.match) ? tool.match : undefined
     if (match === undefined || typeof match.host !== 'string') continue
