@@ -4,6 +4,7 @@
 #
 #   docker build -t sidekey:0.1.0 .
 #   docker run --rm --read-only -v sidekey-ca:/var/lib/sidekey/ca sidekey:0.1.0 check
+#   sudo scripts/image/build-and-run.sh   (no Docker engine: buildah builds this file and runs the image, as CI does)
 #
 # Two stages: `build` compiles TypeScript and bundles it with its dependencies into dist/ (scripts/bundle.mjs),
 # and the runtime stage takes only dist/, so no node_modules, compiler, test framework or source file reaches the

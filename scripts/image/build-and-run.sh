@@ -23,6 +23,9 @@ done
 unshare --mount --net --pid --ipc --uts --fork true 2>/dev/null \
   || skip "this machine cannot make mount, network and pid namespaces (an unprivileged container?)"
 
+# vfs keeps a full copy of the file system per layer and container: about 1.5 GB at the peak.
+free_mb="$(df -Pm "${SIDEKEY_IMAGE_WORKDIR:-/var/tmp}" | awk 'NR == 2 { print $4 }')"
+[ "$free_mb" -ge 3000 ] || skip "${SIDEKEY_IMAGE_WORKDIR:-/var/tmp} has $free_mb MB free, under the 3000 MB needed"
 SIDEKEY_IMAGE_WORK="$(mktemp -d "${SIDEKEY_IMAGE_WORKDIR:-/var/tmp}/sidekey-image.XXXXXX")"
 export SIDEKEY_IMAGE_WORK
 cleanup () {

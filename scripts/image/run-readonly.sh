@@ -13,19 +13,24 @@ set -euo pipefail
 # The admin listener of the image's default config (config/examples/container.yaml), inside the container's netns.
 readyz=http://127.0.0.1:4751/readyz
 
-inside () {
-  local root="$RO_ROOT" uid="${RO_USER%%:*}" gid="${RO_USER#*:}" log="$SIDEKEY_IMAGE_WORK/readonly-run.log"
-  mount --bind "$root" "$root"
-  mount -t proc proc "$root/proc"
-  mount -t tmpfs -o mode=0755,size=1m tmpfs "$root/dev"
-  for dev in null zero full random urandom; do touch "$root/dev/$dev"; mount --bind "/dev/$dev" "$root/dev/$dev"; done
+# The container's file system: what fails here is this machine's (no mount or tmpfs in a namespace), not the image's.
+prepare () {
+  local root="$1" volume dev
+  mount --bind "$root" "$root" && mount -t proc proc "$root/proc" \
+    && mount -t tmpfs -o mode=0755,size=1m tmpfs "$root/dev" || return 1
+  for dev in null zero full random urandom; do
+    touch "$root/dev/$dev" && mount --bind "/dev/$dev" "$root/dev/$dev" || return 1
+  done
   for volume in $RO_VOLUMES; do
     mount -t tmpfs -o "size=16m,mode=$(stat -c %a "$root$volume"),uid=$(stat -c %u "$root$volume"),gid=$(stat -c %g \
-      "$root$volume")" tmpfs "$root$volume"
+      "$root$volume")" tmpfs "$root$volume" || return 1
   done
-  mount -o remount,bind,ro "$root"
-  ip link set lo up
-  hostname sidekey-image-test
+  mount -o remount,bind,ro "$root" && ip link set lo up && hostname sidekey-image-test
+}
+
+inside () {
+  local root="$RO_ROOT" uid="${RO_USER%%:*}" gid="${RO_USER#*:}" log="$SIDEKEY_IMAGE_WORK/readonly-run.log"
+  prepare "$root" || skip "cannot mount the container's file systems in a new mount namespace here"
 
   # env -i: the container sees the image's ENV and HOSTNAME only, as under a container engine.
   chroot --userspec="$uid:$gid" "$root" /usr/bin/env -i -C "$RO_WORKDIR" HOSTNAME=sidekey-image-test "$@" \
