@@ -14,6 +14,8 @@ export interface HeldCall {
   readonly shown: Omit<ApprovalRequested, 'event' | 'id' | 'tool' | 'instance' | 'body_sha256' | 'method' | 'host' | 'timeout_at'>
   readonly timeoutMs: number
   readonly validForMs: number
+  /** Aborted when the agent leaves (an SDK's own timeout): the call stops waiting, its approval stays open. */
+  readonly signal?: AbortSignal
   /** Tells someone a new approval waits (the tool's webhook); its failures are its own to audit. */
   readonly notify?: (event: ApprovalRequested) => Promise<void>
 }
@@ -84,11 +86,15 @@ export class ApprovalDesk {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#timeout(approval, waiter), call.timeoutMs)
       timer.unref()
+      // An agent that gave up must not be the call an approval releases: its identical retry is.
+      const gone = (): void => this.#timeout(approval, waiter)
       const waiter = (verdict: Verdict): void => {
         clearTimeout(timer)
+        call.signal?.removeEventListener('abort', gone)
         resolve(verdict)
       }
       approval.waiters.push(waiter)
+      call.signal?.addEventListener('abort', gone, { once: true })
     })
   }
 

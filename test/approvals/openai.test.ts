@@ -210,3 +210,17 @@ t.test('secret-shaped text in a held body is redacted in the event and the webho
   await call
   t.notOk(sk.log.text.includes(token), 'the token is in no log line')
 })
+
+t.test('an SDK that gives up and retries: the approval releases the retry it makes after, never an abandoned call', async (t) => {
+  const before = up.seen.length
+  const impatient = new OpenAI({ apiKey: 'placeholder', baseURL: `http://held.test:${up.port}/v1`, maxRetries: 1, timeout: 500, fetch: sk.fetch })
+  const err = await failure(impatient.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'pay invoice 7' }] }))
+  t.ok(err instanceof OpenAI.APIConnectionTimeoutError, 'the SDK timed out twice (one retry)')
+  const approval = await sk.heldCall('held', 'timed_out')
+  t.equal(sk.log.events('approval.requested').filter((e) => e.id === approval.id).length, 1, 'the retry joined the same approval')
+  t.equal(await decide(approval.id, 'approve'), 200)
+  t.equal(up.seen.length, before, 'the abandoned calls were not sent')
+  const answer = await chat('held', 'pay invoice 7')
+  t.equal(answer.object, 'chat.completion', 'the next identical call goes through')
+  t.equal(up.seen.length, before + 1, 'once')
+})

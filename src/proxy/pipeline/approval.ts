@@ -27,10 +27,12 @@ export const approvalGiven: PolicyStep = async (ctx) => {
   }
   if (ctx.mcp === undefined) ctx.heldBody = body
   const desk = ctx.rt.approvals
+  const left = new AbortController()
+  ctx.res.once('close', () => left.abort())
   const settings = config.approval
   const verdict = await desk.hold({
     tool: ctx.tool.name, instance: ctx.rt.config.instance_id, method: ctx.method, host: ctx.target.host,
-    target: ctx.path, body, timeoutMs: settings?.timeout ?? DEFAULT_TIMEOUT_MS, validForMs: settings?.valid_for ?? DEFAULT_VALID_FOR_MS,
+    target: ctx.path, body, signal: left.signal, timeoutMs: settings?.timeout ?? DEFAULT_TIMEOUT_MS, validForMs: settings?.valid_for ?? DEFAULT_VALID_FOR_MS,
     shown: {
       path: auditPath(ctx.path), body_bytes: body.length, preview: previewOf(body), request_id: ctx.requestId, client: ctx.client,
       ...(ctx.task === undefined ? {} : { task: ctx.task }), ...(ctx.mcp?.call === undefined ? {} : { mcp: ctx.mcp.call }),
