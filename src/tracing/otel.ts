@@ -1,10 +1,14 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { IncomingHttpHeaders } from 'node:http'
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span as OtelSpan, type TextMapGetter, type Tracer } from '@opentelemetry/api'
+import {
+  ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span as OtelSpan, type TextMapGetter, type Tracer,
+} from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 import { resourceFromAttributes } from '@opentelemetry/resources'
-import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace'
+import {
+  BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider,
+} from '@opentelemetry/sdk-trace'
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions'
 import type { TracingConfig } from '../config/schema.js'
 import type { Span, SpanValue, Tracing } from './index.js'
@@ -16,7 +20,9 @@ const HEADERS: TextMapGetter<IncomingHttpHeaders> = {
 
 /** What undici publishes around each upstream connection (DNS, TCP and TLS together: it shows no finer phase). */
 interface ConnectMessage {
-  readonly connectParams: { readonly protocol: string, readonly host: string, readonly hostname: string, readonly port: string }
+  readonly connectParams: {
+    readonly protocol: string, readonly host: string, readonly hostname: string, readonly port: string
+  }
   readonly error?: NodeJS.ErrnoException
 }
 
@@ -37,11 +43,14 @@ export class OtelTracing implements Tracing {
   constructor (config: TracingConfig, instanceId: string, version: string) {
     this.#exportTimeout = config.export_timeout
     this.#provider = new TracerProvider({
-      resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.service_name, [ATTR_SERVICE_VERSION]: version, 'service.instance.id': instanceId }),
+      resource: resourceFromAttributes({
+        [ATTR_SERVICE_NAME]: config.service_name, [ATTR_SERVICE_VERSION]: version, 'service.instance.id': instanceId,
+      }),
       sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.ratio) }),
       spanProcessors: [new BatchSpanProcessor({
         exporter: new OTLPTraceExporter({ url: config.endpoint, timeoutMillis: config.export_timeout }),
-        maxQueueSize: config.max_queue, maxExportBatchSize: Math.min(512, config.max_queue), scheduledDelayMillis: config.delay,
+        maxQueueSize: config.max_queue, maxExportBatchSize: Math.min(512, config.max_queue),
+        scheduledDelayMillis: config.delay,
         exportTimeoutMillis: config.export_timeout,
       })],
     })
@@ -50,7 +59,9 @@ export class OtelTracing implements Tracing {
   }
 
   request (headers: IncomingHttpHeaders): Span {
-    const parent = headers.traceparent === undefined ? ROOT_CONTEXT : this.#propagator.extract(ROOT_CONTEXT, headers, HEADERS)
+    const parent = headers.traceparent === undefined
+      ? ROOT_CONTEXT
+      : this.#propagator.extract(ROOT_CONTEXT, headers, HEADERS)
     return this.#start('sidekey request', SpanKind.SERVER, parent)
   }
 

@@ -29,7 +29,8 @@ export function endSpan (span: Span, event: AuditEvent, task: string | undefined
   if (task !== undefined) span.set('sidekey.task', task)
   const outcome = e.outcome ?? e.reason
   if (outcome !== undefined) span.set('sidekey.outcome', outcome)
-  if (e.error !== undefined || (e.status !== undefined && e.status >= 500)) span.fail(e.error ?? outcome ?? `http_${e.status}`)
+  const failed = e.error !== undefined || (e.status !== undefined && e.status >= 500)
+  if (failed) span.fail(e.error ?? outcome ?? `http_${e.status}`)
   span.rename(`${e.method ?? 'request'} ${e.tool ?? e.host ?? ''}`.trimEnd())
   if (span.traceId !== undefined) e.trace_id = span.traceId
   span.end()

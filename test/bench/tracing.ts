@@ -39,11 +39,14 @@ const modes: Array<[string, string]> = [
   ['off again', ''],
 ]
 const apps = await Promise.all(modes.map(async ([, t]) => await Sidekey.start({
-  config: parseConfig(yaml(t), 'bench.yaml', {}), listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger: createLogger({ level: 'silent' }),
+  config: parseConfig(yaml(t), 'bench.yaml', {}), listen: '127.0.0.1:0', admin: '127.0.0.1:0',
+  logger: createLogger({ level: 'silent' }),
 })))
 const pools = apps.map((a) => new Pool(`http://${a.proxyAddress}`, { connections: 8 }))
 const one = async (pool: Pool): Promise<void> => {
-  const res = await pool.request({ method: 'GET', path: `http://api.tool.test:${up.port}/v1/x`, headers: { host: `api.tool.test:${up.port}`, authorization: 'Bearer sidekey' } })
+  const host = `api.tool.test:${up.port}`
+  const headers = { host, authorization: 'Bearer sidekey' }
+  const res = await pool.request({ method: 'GET', path: `http://${host}/v1/x`, headers })
   await res.body.dump()
 }
 const totals = modes.map(() => ({ wall: 0, cpu: 0 }))
@@ -65,7 +68,8 @@ for (let round = 0; round < 6; round++) {
 const base = totals[0]!
 for (let m = 0; m < modes.length; m++) {
   const t = totals[m]!
-  console.log(`${modes[m]![0].padEnd(11)} ${(t.wall * 1000 / requests).toFixed(1)} us/req wall, ${(t.cpu * 1000 / requests).toFixed(1)} us/req CPU ` +
+  const perRequest = (ms: number): string => (ms * 1000 / requests).toFixed(1)
+  console.log(`${modes[m]![0].padEnd(11)} ${perRequest(t.wall)} us/req wall, ${perRequest(t.cpu)} us/req CPU ` +
     `(x${(t.cpu / base.cpu).toFixed(2)} CPU of off)`)
 }
 console.log(`exported: ${exported} bytes of OTLP`)

@@ -39,7 +39,8 @@ export async function startOtlpReceiver (): Promise<OtlpReceiver> {
       contentTypes.push(req.headers['content-type'] ?? '')
       if (req.method === 'POST' && req.url === '/v1/traces') spans.push(...decodeExport(body))
       // An empty ExportTraceServiceResponse: full success.
-      res.writeHead(req.url === '/v1/traces' ? 200 : 404, { 'content-type': 'application/x-protobuf', 'content-length': 0 })
+      const status = req.url === '/v1/traces' ? 200 : 404
+      res.writeHead(status, { 'content-type': 'application/x-protobuf', 'content-length': 0 })
       res.end()
     })
   })
@@ -53,7 +54,10 @@ export async function startOtlpReceiver (): Promise<OtlpReceiver> {
 
 type Field = { n: number, wire: number, int: bigint, bytes: Buffer }
 
-/** The protobuf wire format: (field number, wire type) tags, each followed by a varint, 64/32-bit or length-prefixed value. */
+/**
+ * The protobuf wire format: (field number, wire type) tags, each followed by a varint, a 64- or 32-bit value or a
+ * length-prefixed one.
+ */
 function fields (buf: Buffer): Field[] {
   const out: Field[] = []
   let i = 0
@@ -72,7 +76,9 @@ function fields (buf: Buffer): Field[] {
     const n = tag >>> 3
     const wire = tag & 7
     if (wire === 0) out.push({ n, wire, int: varint(), bytes: Buffer.alloc(0) })
-    else if (wire === 1) { out.push({ n, wire, int: buf.readBigUInt64LE(i), bytes: buf.subarray(i, i + 8) }); i += 8 } else if (wire === 5) {
+    else if (wire === 1) {
+      out.push({ n, wire, int: buf.readBigUInt64LE(i), bytes: buf.subarray(i, i + 8) }); i += 8
+    } else if (wire === 5) {
       out.push({ n, wire, int: BigInt(buf.readUInt32LE(i)), bytes: buf.subarray(i, i + 4) }); i += 4
     } else if (wire === 2) {
       const len = Number(varint())

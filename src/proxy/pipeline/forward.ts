@@ -77,7 +77,8 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
       rt.tracing?.dialing(upstream)
       let exchange: UpstreamExchange
       try {
-        exchange = UpstreamExchange.start(rt.upstream, { ...dial, path, method, headers, body: body.kept ?? body.stream ?? null })
+        const sent = body.kept ?? body.stream ?? null
+        exchange = UpstreamExchange.start(rt.upstream, { ...dial, path, method, headers, body: sent })
       } finally {
         rt.tracing?.dialing(undefined)
       }
