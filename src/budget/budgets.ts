@@ -44,6 +44,13 @@ class Rule {
     this.fleetKey = `${tool}.${index}`
   }
 
+  /** Takes over what `from` (the same budget line, before a reload) counted. */
+  inherit (from: Rule): void {
+    for (const [key, window] of from.windows) this.windows.set(key, window)
+    for (const [key, until] of from.flagged) this.flagged.set(key, until)
+    this.exhausted = from.exhausted
+  }
+
   get tokens (): boolean {
     return this.config.tokens !== undefined
   }
@@ -85,7 +92,8 @@ export class Budgets {
       next.set(name, tool.budget.map((config, i) => {
         const rule = new Rule(name, i, config)
         const kept = old[i]
-        return kept !== undefined && kept.label === rule.label ? kept : rule
+        if (kept !== undefined && kept.label === rule.label) rule.inherit(kept)
+        return rule
       }))
     }
     this.#rules = next

@@ -44,6 +44,12 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     }
 
     checkCredentialShape(raw.issuers, tool, base, ctx)
+    // Without a broker, a fleet budget would be counted on each instance: N times what was written.
+    if (Array.isArray(tool.budget) && raw.fleet === undefined) {
+      tool.budget.forEach((b, i) => {
+        if (isRec(b) && b.by === 'fleet') ctx.problem([...base, 'budget', i, 'by'], 'by: fleet needs a fleet: section (a broker to count in)')
+      })
+    }
     // The approval webhook carries what the agent is doing: plain http stays on this machine, as a token URL does.
     const webhook = isRec(tool.approval) ? tool.approval.webhook : undefined
     if (typeof webhook === 'string') checkTokenUrl([...base, 'approval', 'webhook'], webhook, pins, ctx)

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Budgets, BudgetCharge, MAX_TASKS } from '../../src/budget/index.js'
+import { Budgets, BudgetCharge, MAX_TASKS, type FleetLedger } from '../../src/budget/index.js'
 import { UsageScanner } from '../../src/budget/usage.js'
 import { SlidingWindow } from '../../src/budget/window.js'
 import { parseConfig } from '../../src/config/load.js'
@@ -92,4 +92,32 @@ t.test('a reload keeps the count of an unchanged budget line, and starts a chang
   failed.observe(Buffer.alloc(4000, 'x'))
   failed.settle(500)
   t.same(b.remaining().map((r) => r.value), [1, 100], 'an error answer without usage costs its request, no tokens')
+})
+
+t.test('by: fleet without a fleet: section is refused at load (it would count N times the budget)', async (t) => {
+  t.throws(() => budgets('[{ requests: 10, per: 1h, by: fleet }]'), /tools\.api\.budget\[0\]\.by: by: fleet needs a fleet: section/)
+  t.throws(() => budgets('[{ requests: 10, tokens: 5, per: 1h }]'), /exactly one of requests, tokens/)
+})
+
+t.test('fleet budget with the broker lost: deny refuses at once; local spends this instance\'s share', async (t) => {
+  const { b } = budgets('[{ requests: 9, per: 1h, by: instance }]')
+  const lost: FleetLedger = {
+    take: () => ({ ok: false, why: 'unavailable', retryAfterMs: 1000, share: 3 }),
+    spend: () => {},
+    remaining: () => 0,
+  }
+  const config = (onLoss: string): ReturnType<typeof parseConfig> => parseConfig(`
+instance_id: unit
+ca: { dir: /tmp/unused }
+issuers: { key: { type: file, path: /tmp/unused } }
+tools:
+  api: { match: { host: api.test }, issuer: key, budget: [{ requests: 9, per: 1h, by: fleet, on_broker_loss: ${onLoss} }] }
+fleet: { nats: { servers: [nats://127.0.0.1:4222] }, operator_keys: /tmp/unused }
+`, 'budget.yaml', {})
+  b.useFleet(lost)
+  b.configure(config('deny').tools)
+  t.match(b.admit('api', undefined), { why: 'unavailable', retryAfterSeconds: 1 })
+  b.configure(config('local').tools)
+  for (let i = 0; i < 3; i++) t.equal(b.admit('api', undefined), undefined, `call ${i + 1} of the share of 3`)
+  t.match(b.admit('api', undefined), { why: 'exhausted', budget: 'requests:9/1h/fleet' })
 })
