@@ -137,7 +137,8 @@ export class Sidekey {
     if (config.fleet !== undefined) {
       try {
         const { FleetAgent } = await import('./fleet/agent.js')
-        const fleet = await FleetAgent.create({ config: { ...config, fleet: config.fleet }, credentials: () => app.#runtime.credentials, audit, logger, clock, version: VERSION })
+        const fleet = await FleetAgent.create({ config: { ...config, fleet: config.fleet }, credentials: () => app.#runtime.credentials, audit, logger, clock, version: VERSION,
+          approvals: () => app.#runtime.approvals })
         app.#fleet = fleet
         // Each signed audit checkpoint is also kept off the node, in the bucket.
         trail?.onCheckpoint((cp) => { fleet.publishCheckpoint(cp) })

@@ -18,6 +18,8 @@ import { LockTable } from './locks.js'
 import { ReplayCache } from './replay.js'
 import { revokeResult, type RevokeResult } from './revoke-result.js'
 import { CommandWatch, errCode } from './watch.js'
+import type { ApprovalDesk } from '../approvals/index.js'
+import { decideApproval, publishApprovals } from './approvals.js'
 
 /** What fleet control may do to the credential path: the admin port's provider, no more. */
 export type FleetCredentials = Pick<CredentialProvider, 'rotate' | 'revoke' | 'status' | 'jwks'>
@@ -30,6 +32,8 @@ export interface FleetAgentDeps {
   readonly logger: Logger
   readonly version: string
   readonly clock?: Clock
+  /** Calls held for approval here: decided by signed approve/deny commands, published to the bucket as they come. */
+  readonly approvals?: () => ApprovalDesk
 }
 
 /** What /status shows of the fleet. */
@@ -114,6 +118,7 @@ export class FleetAgent implements LockView {
   /** Reads the operator keys (a bad file refuses to start) and the cached lock state. Does not connect. */
   static async create (deps: FleetAgentDeps): Promise<FleetAgent> {
     const agent = new FleetAgent(deps, await loadOperatorKeys(deps.config.fleet.operator_keys))
+    publishApprovals(deps.approvals?.(), () => agent.#kv)
     await agent.#restore()
     return agent
   }
@@ -288,6 +293,13 @@ export class FleetAgent implements LockView {
         const current = this.#locks.apply(cmd)
         if (current) this.#save(revision, cmd)
         this.#done(cmd, 'applied')
+        return
+      }
+      case 'approve':
+      case 'deny': {
+        const refused = decideApproval(this.#d.approvals?.(), cmd)
+        if (refused === undefined) this.#done(cmd, 'applied')
+        else this.#reject(refused, cmd, cmd.kid, cmd.jti)
         return
       }
       case 'revoke':

@@ -20,7 +20,9 @@ export const FLEET_USAGE = `usage: sidekey fleet keygen --out DIR [--key PEM]
        sidekey fleet lock|unlock|revoke|rotate --config FILE --key KEY --tool NAME|'*' [--instance ID|'*']
                      --reason TEXT [--actor NAME] [--wait 10s]
        sidekey fleet status --config FILE
-       sidekey fleet jwks --config FILE [--serve HOST:PORT]`
+       sidekey fleet jwks --config FILE [--serve HOST:PORT]
+       sidekey fleet approvals --config FILE
+       sidekey fleet approve|deny ID --config FILE --key KEY [--reason TEXT] [--wait 10s]`
 
 export interface Io {
   readonly stdout: NodeJS.WritableStream
@@ -30,6 +32,9 @@ export interface Io {
 /** `sidekey fleet …`; exit codes: 0 done, 1 not applied everywhere (or broker failure), 2 usage or config. */
 export async function fleetCommand (argv: readonly string[], io: Io): Promise<number> {
   const verb = argv[0]
+  if (verb === 'approvals' || verb === 'approve' || verb === 'deny') {
+    return (await import('./approval-cli.js')).fleetApprovalCommand(argv, io)
+  }
   let values: Record<string, string | boolean | undefined>
   try {
     ({ values } = parseArgs({

@@ -9,11 +9,13 @@ export const MAX_COMMAND_LIFETIME_S = 600
 export const CLOCK_SKEW_MS = 30_000
 
 export const ACTIONS = ['lock', 'unlock', 'revoke', 'rotate'] as const
-export type FleetAction = typeof ACTIONS[number]
+/** Decisions on a call held for approval (src/approvals/): they name the approval and its body's hash. */
+export const APPROVAL_ACTIONS = ['approve', 'deny'] as const
+export type FleetAction = typeof ACTIONS[number] | typeof APPROVAL_ACTIONS[number]
 
 const name = z.string().regex(/^(\*|[A-Za-z0-9_.-]{1,128})$/)
 const claims = z.strictObject({
-  action: z.enum(ACTIONS),
+  action: z.enum([...ACTIONS, ...APPROVAL_ACTIONS]),
   tool: name,
   instance: name,
   actor: z.string().min(1).max(200),
@@ -21,7 +23,11 @@ const claims = z.strictObject({
   jti: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/),
   iat: z.number().int().nonnegative(),
   exp: z.number().int().nonnegative(),
-})
+  /** approve and deny: the approval id and the held body's SHA-256, so one command decides one exact call. */
+  approval: z.string().regex(/^apr_[A-Za-z0-9_-]{16}$/).optional(),
+  body_sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+}).refine((c) => ((APPROVAL_ACTIONS as readonly string[]).includes(c.action)) ===
+  (c.approval !== undefined && c.body_sha256 !== undefined), 'approve and deny name approval and body_sha256; others neither')
 
 export type CommandClaims = z.output<typeof claims>
 
@@ -37,6 +43,7 @@ export interface VerifiedCommand extends CommandClaims {
 export type RejectReason =
   | 'malformed' | 'unsupported_alg' | 'unknown_key' | 'bad_signature'
   | 'lifetime_too_long' | 'not_yet_valid' | 'expired' | 'replayed' | 'key_mismatch'
+  | 'unknown_approval' | 'approval_mismatch'
 
 export type Verification =
   | { ok: true, command: VerifiedCommand }
@@ -55,6 +62,8 @@ export interface CommandInput {
   readonly reason: string
   /** Seconds the command stays fresh; at most MAX_COMMAND_LIFETIME_S. */
   readonly ttlSeconds?: number
+  readonly approval?: string
+  readonly body_sha256?: string
 }
 
 /** Signs a command with an operator key: a compact JWS with `kid`, claims as above. */
@@ -63,6 +72,7 @@ export async function signCommand (input: CommandInput, key: OperatorPrivateKey,
   const c = claims.parse({
     action: input.action, tool: input.tool, instance: input.instance, actor: input.actor, reason: input.reason,
     jti: randomUUID().replaceAll('-', ''), iat, exp: iat + Math.min(input.ttlSeconds ?? MAX_COMMAND_LIFETIME_S, MAX_COMMAND_LIFETIME_S),
+    ...(input.approval === undefined ? {} : { approval: input.approval, body_sha256: input.body_sha256 }),
   })
   const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(c)))
     .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'sidekey-command+jwt' })
