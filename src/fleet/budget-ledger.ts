@@ -54,6 +54,10 @@ export class FleetBudgetLedger implements FleetLedger {
     const lease = this.#lease(key, spec)
     if (lease.granted - lease.spent >= Math.max(amount, 1)) {
       lease.spent += amount
+      // Half the lease spent: the next is leased in the background, so calls need not wait for it.
+      if (lease.granted - lease.spent <= leaseSize(spec) / 2 && lease.fleet < spec.limit && this.#connected()) {
+        void this.#refill(key, spec, lease).catch(() => {})
+      }
       return OK
     }
     if (lease.fleet >= spec.limit) return this.#exhausted(spec)
@@ -113,8 +117,7 @@ export class FleetBudgetLedger implements FleetLedger {
   async #lease1 (key: string, spec: FleetBudgetSpec, lease: Lease): Promise<void> {
     const kv = this.#kv()
     if (kv === undefined) throw new Error('no bucket')
-    const slice = spec.limit * LEASE_SHARE
-    const want = Math.max(1, Math.ceil(spec.tokens ? slice : Math.min(slice, LEASE_MAX_REQUESTS)))
+    const want = leaseSize(spec)
     await this.#cas(kv, this.#id(key, lease.window), (value) => {
       const mine = value.leases[this.#instance] ?? 0
       // A reply lost to a broker restart: the bucket holds more for us than we knew; that lease is ours.
@@ -186,6 +189,12 @@ export class FleetBudgetLedger implements FleetLedger {
 }
 
 const OK: FleetTake = Object.freeze({ ok: true })
+
+/** What one lease takes: a tenth of the budget, at most LEASE_MAX_REQUESTS of a request budget, at least 1. */
+function leaseSize (spec: FleetBudgetSpec): number {
+  const slice = spec.limit * LEASE_SHARE
+  return Math.max(1, Math.ceil(spec.tokens ? slice : Math.min(slice, LEASE_MAX_REQUESTS)))
+}
 
 function sum (value: BudgetValue): number {
   let total = 0
