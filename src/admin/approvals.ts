@@ -21,7 +21,9 @@ export async function decideApproval (desk: ApprovalDesk, id: string, req: Incom
   return { status: 200, body: { id, decision: parsed.decision } }
 }
 
-async function readDecision (req: IncomingMessage): Promise<{ decision: 'approve' | 'deny', reason?: string } | undefined> {
+interface Decision { readonly decision: 'approve' | 'deny', readonly reason?: string }
+
+async function readDecision (req: IncomingMessage): Promise<Decision | undefined> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req) {

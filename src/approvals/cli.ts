@@ -18,7 +18,10 @@ export async function approvalsCommand (argv: readonly string[], io: AdminIo): P
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { config: { type: 'string', short: 'c' }, admin: { type: 'string' }, reason: { type: 'string' }, json: { type: 'boolean' } },
+      options: {
+        config: { type: 'string', short: 'c' }, admin: { type: 'string' }, reason: { type: 'string' },
+        json: { type: 'boolean' },
+      },
       strict: true,
       allowPositionals: true,
     })
@@ -53,7 +56,8 @@ export async function approvalsCommand (argv: readonly string[], io: AdminIo): P
     io.stderr.write(`sidekey: ${deciding ? `${verb} ${id!}` : 'list'} answered ${res.status}: ${text}\n`)
     return 1
   }
-  io.stdout.write((deciding || values.json === true ? text : listing(JSON.parse(text) as { approvals: PendingView[] })) + '\n')
+  const shown = deciding || values.json === true ? text : listing(JSON.parse(text) as { approvals: PendingView[] })
+  io.stdout.write(shown + '\n')
   return 0
 }
 
@@ -62,7 +66,8 @@ function listing (body: { approvals: PendingView[] }): string {
   if (body.approvals.length === 0) return 'no calls wait for approval'
   return body.approvals.map((a) => {
     const mcp = a.mcp === undefined ? '' : ` mcp ${a.mcp.method}${a.mcp.name === undefined ? '' : ` ${a.mcp.name}`}`
-    return `${a.id}  ${a.state}  ${a.tool}  ${a.method} ${a.host}${a.path}${mcp}  sha256:${a.body_sha256.slice(0, 12)}  ` +
+    return `${a.id}  ${a.state}  ${a.tool}  ${a.method} ${a.host}${a.path}${mcp}  ` +
+      `sha256:${a.body_sha256.slice(0, 12)}  ` +
       `${a.body_bytes} B  ${JSON.stringify(a.preview)}`
   }).join('\n')
 }

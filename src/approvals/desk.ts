@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { ApprovalDecided, ApprovalRequested, AuditSink } from '../audit/events.js'
+import type { ApprovalDecided, ApprovalRequested, ApprovalSubject, AuditSink } from '../audit/events.js'
 
 /** A call held for approval: what it is (for the approver), and what identifies it exactly (for the grant). */
 export interface HeldCall {
@@ -11,7 +11,7 @@ export interface HeldCall {
   readonly target: string
   readonly body: Buffer
   /** The event's fields a human reads: redacted path, preview, task, MCP call, request id, client. */
-  readonly shown: Omit<ApprovalRequested, 'event' | 'id' | 'tool' | 'instance' | 'body_sha256' | 'method' | 'host' | 'timeout_at'>
+  readonly shown: Omit<ApprovalRequested, keyof ApprovalSubject | 'event' | 'method' | 'host' | 'timeout_at'>
   readonly timeoutMs: number
   readonly validForMs: number
   /** Aborted when the agent leaves (an SDK's own timeout): the call stops waiting, its approval stays open. */
@@ -75,8 +75,8 @@ export class ApprovalDesk {
   hold (call: HeldCall): Promise<Verdict> {
     this.#sweep()
     const sha = createHash('sha256').update(call.body).digest('hex')
-    const key = createHash('sha256').update(JSON.stringify([call.tool, call.instance, call.method, call.host, call.target, sha]))
-      .digest('hex')
+    const exact = [call.tool, call.instance, call.method, call.host, call.target, sha]
+    const key = createHash('sha256').update(JSON.stringify(exact)).digest('hex')
     const grant = this.#grants.get(key)
     if (grant !== undefined) {
       this.#grants.delete(key)
@@ -163,7 +163,8 @@ export class ApprovalDesk {
     const { id, tool, instance, body_sha256 } = approval.requested
     const wait = Math.round(this.#now() - approval.at)
     this.#audit.emit({
-      event, id, tool, instance, body_sha256, ...extra, wait_ms: wait, ...(approval.timedOut ? { after_timeout: true } : {}),
+      event, id, tool, instance, body_sha256, ...extra, wait_ms: wait,
+      ...(approval.timedOut ? { after_timeout: true } : {}),
     })
   }
 

@@ -12,13 +12,16 @@ export const WEBHOOK_TIMEOUT_MS = 5000
  */
 export async function deliverWebhook (url: string, event: ApprovalRequested, pins: Readonly<Record<string, string>>,
   audit: AuditSink): Promise<void> {
-  const dispatcher = new Agent({ connect: { lookup: createLookup({ pins, blockPrivate: false }), timeout: WEBHOOK_TIMEOUT_MS } })
+  const lookup = createLookup({ pins, blockPrivate: false })
+  const dispatcher = new Agent({ connect: { lookup, timeout: WEBHOOK_TIMEOUT_MS } })
   let error: string | undefined
   try {
     const { origin, pathname, search } = new URL(url)
     const res = await dispatcher.request({
-      origin, path: pathname + search, method: 'POST', body: JSON.stringify(event), headers: { 'content-type': 'application/json' },
-      headersTimeout: WEBHOOK_TIMEOUT_MS, bodyTimeout: WEBHOOK_TIMEOUT_MS, signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
+      origin, path: pathname + search, method: 'POST', body: JSON.stringify(event),
+      headers: { 'content-type': 'application/json' },
+      headersTimeout: WEBHOOK_TIMEOUT_MS, bodyTimeout: WEBHOOK_TIMEOUT_MS,
+      signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
     })
     await res.body.dump()
     if (res.statusCode >= 300) error = res.statusCode < 400 ? 'redirect' : `status_${res.statusCode}`

@@ -22,8 +22,8 @@ export async function fleetApprovalCommand (argv: readonly string[], io: Io): Pr
     parsed = parseArgs({
       args: argv.slice(1),
       options: {
-        config: { type: 'string', short: 'c' }, key: { type: 'string' }, reason: { type: 'string' }, actor: { type: 'string' },
-        wait: { type: 'string' },
+        config: { type: 'string', short: 'c' }, key: { type: 'string' }, reason: { type: 'string' },
+        actor: { type: 'string' }, wait: { type: 'string' },
       },
       strict: true,
       allowPositionals: true,
@@ -37,9 +37,11 @@ export async function fleetApprovalCommand (argv: readonly string[], io: Io): Pr
   if (verb === 'approvals') {
     if (positionals.length > 0) return usage(io, 'approvals takes no argument')
     return withBucket(fleet, 'approvals', async (kv) => {
-      const held = (await values<ApprovalRequested>(kv, 'apr.>')).sort((a, b) => a.timeout_at.localeCompare(b.timeout_at))
+      const held = await values<ApprovalRequested>(kv, 'apr.>')
+      held.sort((a, b) => a.timeout_at.localeCompare(b.timeout_at))
       for (const a of held) {
-        io.stdout.write(`${a.id}  ${a.instance}  ${a.tool}  ${a.method} ${a.host}${a.path}  sha256:${a.body_sha256.slice(0, 12)}  ` +
+        io.stdout.write(`${a.id}  ${a.instance}  ${a.tool}  ${a.method} ${a.host}${a.path}  ` +
+          `sha256:${a.body_sha256.slice(0, 12)}  ` +
           `times out ${a.timeout_at}  ${JSON.stringify(a.preview)}\n`)
       }
       if (held.length === 0) io.stdout.write('no calls wait for approval\n')
@@ -47,7 +49,9 @@ export async function fleetApprovalCommand (argv: readonly string[], io: Io): Pr
     })
   }
   const id = positionals[0]
-  if (id === undefined || positionals.length > 1 || opts.key === undefined) return usage(io, `${verb ?? ''} needs ID and --key KEY`)
+  if (id === undefined || positionals.length > 1 || opts.key === undefined) {
+    return usage(io, `${verb ?? ''} needs ID and --key KEY`)
+  }
   const waitMs = parseDuration(opts.wait ?? '10s')
   if (waitMs === undefined) return usage(io, `--wait expects a duration like 10s, got ${JSON.stringify(opts.wait)}`)
   const key = await loadOperatorPrivateKey(opts.key)
@@ -59,12 +63,14 @@ export async function fleetApprovalCommand (argv: readonly string[], io: Io): Pr
     }
     const held = entry.json<ApprovalRequested>()
     const input = {
-      action: verb as 'approve' | 'deny', tool: held.tool, instance: held.instance, actor: opts.actor ?? userInfo().username,
-      reason: opts.reason ?? (verb === 'approve' ? 'approved' : 'denied'), approval: held.id, body_sha256: held.body_sha256,
+      action: verb as 'approve' | 'deny', tool: held.tool, instance: held.instance,
+      actor: opts.actor ?? userInfo().username, reason: opts.reason ?? (verb === 'approve' ? 'approved' : 'denied'),
+      approval: held.id, body_sha256: held.body_sha256,
     }
     const r = await issueCommand({ kv, key, input, waitMs })
     const ack = r.acks.find((a) => a.instance === held.instance)
-    io.stdout.write(`${verb} ${held.id} (${held.tool} on ${held.instance}, jti ${r.claims.jti}): ${ack?.result ?? 'no answer'}\n`)
+    const what = `${held.tool} on ${held.instance}, jti ${r.claims.jti}`
+    io.stdout.write(`${verb} ${held.id} (${what}): ${ack?.result ?? 'no answer'}\n`)
     if (ack !== undefined && ackDone(ack.result)) await kv.delete(approvalKey(held.id)).catch(() => {})
     return ack !== undefined && ackDone(ack.result) ? 0 : 1
   })

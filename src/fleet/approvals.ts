@@ -22,6 +22,7 @@ export function decideApproval (desk: ApprovalDesk | undefined, cmd: VerifiedCom
   const open = desk?.list().find((a) => a.id === cmd.approval)
   if (desk === undefined || open === undefined) return 'unknown_approval'
   if (open.tool !== cmd.tool || open.body_sha256 !== cmd.body_sha256) return 'approval_mismatch'
-  const decided = desk.decide(open.id, cmd.action === 'approve' ? 'approve' : 'deny', cmd.kid, cmd.reason, cmd.body_sha256)
+  const decision = cmd.action === 'approve' ? 'approve' : 'deny'
+  const decided = desk.decide(open.id, decision, cmd.kid, cmd.reason, cmd.body_sha256)
   return decided === 'decided' ? undefined : decided === 'hash_mismatch' ? 'approval_mismatch' : 'unknown_approval'
 }

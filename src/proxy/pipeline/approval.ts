@@ -9,6 +9,12 @@ import type { PolicyStep } from './policy.js'
 
 const DEFAULT_TIMEOUT_MS = 120_000
 const DEFAULT_VALID_FOR_MS = 900_000
+/** `credential.used`'s outcome for each refusal of this step. */
+const OUTCOMES: Partial<Record<ErrorCode, string>> = {
+  SIDEKEY_APPROVAL_DENIED: 'approval_denied',
+  SIDEKEY_APPROVAL_TIMEOUT: 'approval_timeout',
+  SIDEKEY_APPROVAL_BODY_TOO_LARGE: 'approval_body_too_large',
+}
 
 /**
  * A call matching the tool's `approve:` rules waits here, its body held, until it is approved (then it goes on with
@@ -18,11 +24,13 @@ const DEFAULT_VALID_FOR_MS = 900_000
 export const approvalGiven: PolicyStep = async (ctx) => {
   const config = ctx.tool.config
   if (config.approve === undefined) return undefined
-  if (!needsApproval(config, { method: ctx.method, path: pathWithoutQuery(ctx.path), mcp: ctx.mcp?.call })) return undefined
+  const shape = { method: ctx.method, path: pathWithoutQuery(ctx.path), mcp: ctx.mcp?.call }
+  if (!needsApproval(config, shape)) return undefined
   const limit = ctx.rt.config.limits.replay_body_bytes
   const body = ctx.mcp?.body ?? (hasBody(ctx) ? await readWholeBody(ctx.req, limit) : Buffer.alloc(0))
   if (body === undefined) {
-    const message = `a call waiting for approval is held whole, and this body is larger than limits.replay_body_bytes (${limit})`
+    const message = 'a call waiting for approval is held whole, and this body is larger than ' +
+      `limits.replay_body_bytes (${limit})`
     return refusal(ctx, 'SIDEKEY_APPROVAL_BODY_TOO_LARGE', 413, message, {}, undefined)
   }
   if (ctx.mcp === undefined) ctx.heldBody = body
@@ -32,10 +40,12 @@ export const approvalGiven: PolicyStep = async (ctx) => {
   const settings = config.approval
   const verdict = await desk.hold({
     tool: ctx.tool.name, instance: ctx.rt.config.instance_id, method: ctx.method, host: ctx.target.host,
-    target: ctx.path, body, signal: left.signal, timeoutMs: settings?.timeout ?? DEFAULT_TIMEOUT_MS, validForMs: settings?.valid_for ?? DEFAULT_VALID_FOR_MS,
+    target: ctx.path, body, signal: left.signal, timeoutMs: settings?.timeout ?? DEFAULT_TIMEOUT_MS,
+    validForMs: settings?.valid_for ?? DEFAULT_VALID_FOR_MS,
     shown: {
-      path: auditPath(ctx.path), body_bytes: body.length, preview: previewOf(body), request_id: ctx.requestId, client: ctx.client,
-      ...(ctx.task === undefined ? {} : { task: ctx.task }), ...(ctx.mcp?.call === undefined ? {} : { mcp: ctx.mcp.call }),
+      path: auditPath(ctx.path), body_bytes: body.length, preview: previewOf(body), request_id: ctx.requestId,
+      client: ctx.client, ...(ctx.task === undefined ? {} : { task: ctx.task }),
+      ...(ctx.mcp?.call === undefined ? {} : { mcp: ctx.mcp.call }),
     },
     ...(settings?.webhook === undefined ? {} : {
       notify: (event) => deliverWebhook(settings.webhook!, event, ctx.rt.config.resolve, ctx.rt.audit),
@@ -52,18 +62,21 @@ function hasBody (ctx: RoutedContext): boolean {
 function refused (ctx: RoutedContext, verdict: Exclude<Verdict, { kind: 'granted' }>): Refusal {
   const approval = verdict.id
   if (verdict.kind === 'timeout') {
-    const message = `this call waited for approval ${approval} and none came in time; once it is approved, send it again unchanged`
-    return refusal(ctx, 'SIDEKEY_APPROVAL_TIMEOUT', 403, message, { approval, detail: `approval ${approval} not decided in time` })
+    const message = `this call waited for approval ${approval} and none came in time; once it is approved, ` +
+      'send it again unchanged'
+    const detail = `approval ${approval} not decided in time`
+    return refusal(ctx, 'SIDEKEY_APPROVAL_TIMEOUT', 403, message, { approval, detail })
   }
   const why = verdict.reason === undefined ? '' : `: ${verdict.reason}`
   const message = `approval ${approval} was denied by ${verdict.by}${why}; do not retry this call`
-  return refusal(ctx, 'SIDEKEY_APPROVAL_DENIED', 403, message, { approval, by: verdict.by, detail: `approval ${approval} denied` })
+  const detail = `approval ${approval} denied`
+  return refusal(ctx, 'SIDEKEY_APPROVAL_DENIED', 403, message, { approval, by: verdict.by, detail })
 }
 
 function refusal (ctx: RoutedContext, code: ErrorCode, status: number, message: string, details: Record<string, string>,
   mcpText: string | undefined = message): Refusal {
   const error = new SidekeyError(code, message, { status, details: { tool: ctx.tool.name, ...details } })
-  const outcome = code === 'SIDEKEY_APPROVAL_DENIED' ? 'approval_denied' : code === 'SIDEKEY_APPROVAL_TIMEOUT' ? 'approval_timeout' : 'approval_body_too_large'
+  const outcome = OUTCOMES[code]!
   const body = ctx.mcp?.body
   if (body === undefined || mcpText === undefined) return { error, outcome }
   const text = `sidekey: ${mcpText}`
