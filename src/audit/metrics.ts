@@ -149,6 +149,7 @@ export class SidekeyMetrics {
   #credentials: CredentialStatusSource | undefined
   #ca: { readonly source: CaExpirySource, readonly clock: Clock } | undefined
   #fleet: { readonly commands: Counter<'action' | 'result'>, readonly apply: Histogram } | undefined
+  #budgets: BudgetSource | undefined
 
   constructor (opts: MetricsOptions) {
     const registry = this.registry = new Registry()
@@ -283,6 +284,7 @@ export class SidekeyMetrics {
     for (const reason of EGRESS_DENY_REASONS) this.#egress.set(reason, { labels: { reason }, value: 0 })
     this.#addTool(UNMATCHED_TOOL)
     this.setTools(opts.tools)
+    this.#declareBudgets(registers)
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: registry })
       for (const name of REMOVED_DEFAULT_METRICS) registry.removeSingleMetric(name)
@@ -354,7 +356,12 @@ export class SidekeyMetrics {
 
   /** Tools' budgets (src/budget/): what each has left, and the calls each refused. */
   bindBudgets (source: BudgetSource): void {
-    const registers = [this.registry]
+    this.#budgets = source
+  }
+
+  /** Declared from the start (empty until budgets are bound), as every other series is. */
+  #declareBudgets (registers: Registry[]): void {
+    const self = this
     new Gauge({
       name: 'sidekey_budget_remaining',
       help: 'Requests or tokens a tool budget has left in its window (by: task, the task closest to its limit)',
@@ -362,7 +369,7 @@ export class SidekeyMetrics {
       registers,
       collect () {
         this.reset()
-        for (const row of source.remaining()) this.set({ tool: row.tool, budget: row.budget }, row.value)
+        for (const row of self.#budgets?.remaining() ?? []) this.set({ tool: row.tool, budget: row.budget }, row.value)
       },
     })
     new Counter({
@@ -372,7 +379,7 @@ export class SidekeyMetrics {
       registers,
       collect () {
         this.reset()
-        for (const row of source.exhausted()) this.inc({ tool: row.tool, budget: row.budget }, row.value)
+        for (const row of self.#budgets?.exhausted() ?? []) this.inc({ tool: row.tool, budget: row.budget }, row.value)
       },
     })
   }

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { CA_CERT_FILE, CA_ISSUER_FILE } from '../../src/tls/ca.js'
 import { startSidekey } from '../helpers/sidekey.js'
-import { createMetrics, METRIC_NAMES, REMOVED_DEFAULT_METRICS, UNMATCHED_TOOL, codeLabel, methodLabel } from '../../src/audit/metrics.js'
+import { ANOMALY_KINDS, createMetrics, METRIC_NAMES, REMOVED_DEFAULT_METRICS, UNMATCHED_TOOL, codeLabel, methodLabel } from '../../src/audit/metrics.js'
 import type { ToolCredentialStatus } from '../../src/credentials/provider.js'
 import { ManualClock, denied, used } from './helpers.js'
 
@@ -52,7 +52,7 @@ t.test('every documented metric is exposed with its labels', async (t) => {
     'sidekey_credential_refresh_total{tool="github",result="success"} 1',
   ], 'both results of every configured tool exist from the start, so alerts see the first failure')
   t.ok(samples(text, 'sidekey_anomalies_total').includes('sidekey_anomalies_total{kind="new_endpoint"} 1'))
-  t.equal(samples(text, 'sidekey_anomalies_total').length, 8, 'every kind pre-created at 0')
+  t.equal(samples(text, 'sidekey_anomalies_total').length, ANOMALY_KINDS.length, 'every kind pre-created at 0')
   t.same(samples(text, 'sidekey_egress_denied_total'), ['sidekey_egress_denied_total 1'], 'one series, no labels, as documented')
   t.ok(samples(text, 'sidekey_egress_denied_by_reason_total').includes('sidekey_egress_denied_by_reason_total{reason="no_tool"} 1'))
   t.same(samples(text, 'sidekey_tool_ready').sort(), ['sidekey_tool_ready{tool="crm"} 0', 'sidekey_tool_ready{tool="github"} 1'])
