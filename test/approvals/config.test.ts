@@ -19,8 +19,9 @@ const problem = (text: string): string => {
   }
 }
 
-t.equal(problem(yaml('[{ methods: [POST], path_prefix: /send }]', ', approval: { webhook: https://hooks.example.com/x }')), '')
+const hook = (url: string): string => `, approval: { webhook: ${url} }`
+t.equal(problem(yaml('[{ methods: [POST], path_prefix: /send }]', hook('https://hooks.example.com/x'))), '')
 t.match(problem(yaml('[{}]')), /an approve rule names methods, a path_prefix or mcp_tools/)
-t.match(problem(yaml('[{ methods: [POST] }]', ', approval: { webhook: http://hooks.example.com/x }')),
+t.match(problem(yaml('[{ methods: [POST] }]', hook('http://hooks.example.com/x'))),
   /plain http:\/\/ to "hooks\.example\.com"/, 'a webhook in clear over the network is refused')
-t.equal(problem(yaml('[{ methods: [POST] }]', ', approval: { webhook: http://127.0.0.1:9/x }')), '', 'loopback may be plain http')
+t.equal(problem(yaml('[{ methods: [POST] }]', hook('http://127.0.0.1:9/x'))), '', 'loopback may be plain http')

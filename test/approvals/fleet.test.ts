@@ -52,7 +52,8 @@ fleet:
   await Promise.all(fleet.map((sk) => sk.app.fleet!.synced()))
   const send = (i: number, body: string): Promise<{ status: number, body: string }> => {
     const agent = new ProxyAgent({ uri: fleet[i]!.proxyUrl, proxyTunnel: false })
-    return request(`http://mail.test:${up.port}/send`, { method: 'POST', dispatcher: agent, body, headers: { 'content-type': 'application/json' } })
+    const headers = { 'content-type': 'application/json' }
+    return request(`http://mail.test:${up.port}/send`, { method: 'POST', dispatcher: agent, body, headers })
       .then(async (res) => ({ status: res.statusCode, body: await res.body.text() }))
       .finally(() => { void agent.close() })
   }
@@ -70,46 +71,52 @@ fleet:
   const calls = [send(0, body), send(1, body), send(2, '{"to":"eve@example.com"}')]
   await until(() => [0, 1, 2].every((i) => requested(i).length === 1), 'three held calls')
   const ids = [0, 1, 2].map((i) => requested(i)[0]!.id as string)
-  await until(async () => (await cli('approvals', '--config', operatorFile)).out.split('\n').filter((l) => l.startsWith('apr_')).length === 3,
-    'three approvals in the bucket')
+  const listed = async (): Promise<string[]> =>
+    (await cli('approvals', '--config', operatorFile)).out.split('\n').filter((l) => l.startsWith('apr_'))
+  await until(async () => (await listed()).length === 3, 'three approvals in the bucket')
   t.equal(up.seen.length, 0, 'nothing sent')
 
-  const approved = await cli('approve', ids[1]!, '--config', operatorFile, '--key', operator.pemFile, '--reason', 'checked')
+  const decide = (verb: string, id: string, ...more: string[]) =>
+    cli(verb, id, '--config', operatorFile, '--key', operator.pemFile, ...more)
+  const approved = await decide('approve', ids[1]!, '--reason', 'checked')
   t.equal(approved.code, 0, approved.out)
   const released = await calls[1]!
   t.equal(released.status, 200, 'the named call went through')
   t.equal(up.seen.length, 1, 'exactly one call sent')
   t.match(up.seen[0]!.headers.authorization, /^Bearer ey/, 'with the credential')
   t.match(fleet[1]!.log.events('approval.granted')[0], { id: ids[1], by: operator.key.kid, reason: 'checked' })
-  t.same([0, 2].map((i) => fleet[i]!.log.events('approval.granted').length), [0, 0], 'the same body on side-0 still waits')
+  const granted = [0, 2].map((i) => fleet[i]!.log.events('approval.granted').length)
+  t.same(granted, [0, 0], 'the same body on side-0 still waits')
 
   // Forged: a key the fleet does not trust.
-  const forged = await signCommand({ action: 'approve', tool: 'mail', instance: 'side-0', actor: 'x', reason: 'x', approval: ids[0],
-    body_sha256: requested(0)[0]!.body_sha256 as string }, stranger.key)
+  const command = (instance: number, approval: number, hashOf: number) => ({
+    action: 'approve' as const, tool: 'mail', instance: `side-${instance}`, actor: 'x', reason: 'x',
+    approval: ids[approval],
+    body_sha256: requested(hashOf)[0]!.body_sha256 as string,
+  })
+  const forged = await signCommand(command(0, 0, 0), stranger.key)
   await kv.create(KEYS.command(forged.claims.jti), forged.jws)
   await until(() => rejected(0).length === 1, 'forged approval rejected')
   t.match(rejected(0)[0], { error: 'unknown_key', action: 'approve' })
   t.equal(anomalies(0).length, 1, 'fleet_command_rejected raised')
 
   // Replayed: side-1's approval, signed again for side-0's call (another hash), and side-1's used one again.
-  const wrongHash = await signCommand({ action: 'approve', tool: 'mail', instance: 'side-0', actor: 'x', reason: 'x', approval: ids[0],
-    body_sha256: requested(2)[0]!.body_sha256 as string }, operator.key)
+  const wrongHash = await signCommand(command(0, 0, 2), operator.key)
   await kv.create(KEYS.command(wrongHash.claims.jti), wrongHash.jws)
   await until(() => rejected(0).length === 2, 'mismatched approval rejected')
   t.match(rejected(0)[1], { error: 'approval_mismatch' })
-  const again = await signCommand({ action: 'approve', tool: 'mail', instance: 'side-1', actor: 'x', reason: 'x', approval: ids[1],
-    body_sha256: requested(1)[0]!.body_sha256 as string }, operator.key)
+  const again = await signCommand(command(1, 1, 1), operator.key)
   await kv.create(KEYS.command(again.claims.jti), again.jws)
   await until(() => rejected(1).some((e) => e.error === 'unknown_approval'), 'used approval rejected')
   t.equal(anomalies(1).length, 2, 'side-1 raised one for the forged command (every sidecar checks it) and one here')
   t.equal(up.seen.length, 1, 'still one call sent')
 
-  const denied = await cli('deny', ids[0]!, '--config', operatorFile, '--key', operator.pemFile)
+  const denied = await decide('deny', ids[0]!)
   t.equal(denied.code, 0, denied.out)
   const refused = await calls[0]!
   t.equal(refused.status, 403)
   t.match(JSON.parse(refused.body), { error: 'approval_denied', by: operator.key.kid })
-  await cli('deny', ids[2]!, '--config', operatorFile, '--key', operator.pemFile)
+  await decide('deny', ids[2]!)
   t.equal((await calls[2]!).status, 403)
   t.equal(up.seen.length, 1)
 })

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { connectThrough, startMcpUpstream } from '../helpers/mcp.js'
 import { startUpstream } from '../helpers/upstream.js'
-import { startApprovals } from './helpers.js'
+import { startApprovals } from '../helpers/approvals.js'
 
 /** `mcp_tools` rules hold MCP calls (alone or in a batch, held whole) as HTTP rules hold HTTP calls, and upgrades. */
 
@@ -46,12 +46,13 @@ const client = await connectThrough(sk.proxyUrl, url)
 t.teardown(() => client.close())
 const named = (name: string) => up.received.filter((m) => (m.params as { name?: string } | undefined)?.name === name)
 
-t.test('a tool no rule names runs at once; a named one waits for approval, then runs with the real credential', async (t) => {
+t.test('a tool no rule names runs at once; a named one waits for approval, then runs with the token', async (t) => {
   const free = await client.callTool({ name: 'get_issue', arguments: { q: '1' } })
   t.match(free.content, [{ type: 'text', text: /get_issue ran/ }])
   const call = client.callTool({ name: 'delete_repo', arguments: { q: 'acme/old' } })
   const approval = await sk.heldCall('mcp-tool')
-  t.match(sk.log.events('approval.requested').find((e) => e.id === approval.id), { mcp: { method: 'tools/call', name: 'delete_repo' } })
+  const requested = sk.log.events('approval.requested').find((e) => e.id === approval.id)
+  t.match(requested, { mcp: { method: 'tools/call', name: 'delete_repo' } })
   t.same(named('delete_repo'), [], 'the server has not seen it')
   t.equal(await sk.decide(approval.id, 'approve'), 200)
   const result = await call
@@ -66,9 +67,11 @@ t.test('denied: the model reads an isError result naming the approval; the serve
   t.equal(await sk.decide(approval.id, 'deny', 'no searching for passwords'), 200)
   const result = await call
   t.equal(result.isError, true)
-  t.match(result.content, [{ type: 'text', text: new RegExp(`approval ${approval.id} was denied by admin: no searching`) }])
+  const text = new RegExp(`approval ${approval.id} was denied by admin: no searching`)
+  t.match(result.content, [{ type: 'text', text }])
   t.same(named('search_code'), [])
-  t.match(sk.log.events('credential.used').at(-1), { tool: 'mcp-tool', outcome: 'approval_denied', error: 'SIDEKEY_APPROVAL_DENIED' })
+  const used = sk.log.events('credential.used').at(-1)
+  t.match(used, { tool: 'mcp-tool', outcome: 'approval_denied', error: 'SIDEKEY_APPROVAL_DENIED' })
 })
 
 t.test('a batch with one named call is held whole, and answered whole when denied', async (t) => {
@@ -79,7 +82,10 @@ t.test('a batch with one named call is held whole, and answered whole when denie
   ]
   const call = request(url, {
     method: 'POST', dispatcher: sk.agent, body: JSON.stringify(batch),
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: 'Bearer placeholder' },
+    headers: {
+      'content-type': 'application/json', accept: 'application/json, text/event-stream',
+      authorization: 'Bearer placeholder',
+    },
   })
   const approval = await sk.heldCall('mcp-tool')
   t.match(sk.log.events('approval.requested').find((e) => e.id === approval.id)?.mcp, { method: 'batch' })
@@ -95,7 +101,8 @@ t.test('a WebSocket upgrade a rule names is held like any call: timed out, it ne
   const socket = connect(sk.proxyPort, '127.0.0.1')
   t.teardown(() => socket.destroy())
   socket.write(`GET http://ws.tool.test:${ws.port}/socket HTTP/1.1\r\nHost: ws.tool.test:${ws.port}\r\n` +
-    'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+    'Sec-WebSocket-Version: 13\r\n\r\n')
   let text = ''
   for await (const chunk of socket) {
     text += (chunk as Buffer).toString()

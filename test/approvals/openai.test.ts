@@ -11,7 +11,7 @@ import { startUpstream } from '../helpers/upstream.js'
 import { llm } from '../helpers/llm.js'
 import { until } from '../helpers/fleet.js'
 import { cli } from '../helpers/cli.js'
-import { startApprovals } from './helpers.js'
+import { startApprovals } from '../helpers/approvals.js'
 
 /**
  * A human approves the exact call before sidekey attaches the credential: the official OpenAI SDK through sidekey,
@@ -71,8 +71,9 @@ tools:
 const sk = await startApprovals(t, file)
 const { pending, heldCall, decide, counter } = sk
 
-function openai (host: string): OpenAI {
-  return new OpenAI({ apiKey: 'placeholder', baseURL: `http://${host}.test:${up.port}/v1`, maxRetries: 0, fetch: sk.fetch })
+function openai (host: string, opts: { maxRetries?: number, timeout?: number } = {}): OpenAI {
+  const baseURL = `http://${host}.test:${up.port}/v1`
+  return new OpenAI({ apiKey: 'placeholder', baseURL, maxRetries: 0, fetch: sk.fetch, ...opts })
 }
 
 function chat (host: string, text: string): Promise<OpenAI.Chat.Completions.ChatCompletion> {
@@ -80,7 +81,8 @@ function chat (host: string, text: string): Promise<OpenAI.Chat.Completions.Chat
 }
 
 type ApiError = InstanceType<typeof OpenAI.APIError>
-const failure = (call: Promise<unknown>): Promise<ApiError> => call.then(() => { throw new Error('expected a refusal') }, (e: unknown) => e as ApiError)
+const failure = (call: Promise<unknown>): Promise<ApiError> =>
+  call.then(() => { throw new Error('expected a refusal') }, (e: unknown) => e as ApiError)
 /** The SDK keeps only the body's `error` name; the approval id is in the Proxy-Status details too. */
 function approvalOf (err: ApiError): string {
   return /approval (apr_[\w-]+)/.exec(err.headers?.get('proxy-status') ?? '')?.[1] ?? 'none'
@@ -93,7 +95,9 @@ t.test('a held call waits, unsent; `sidekey approvals approve` sends it with the
   const approval = await heldCall('held')
   t.equal(up.seen.length, before, 'nothing reached the API while the call waits')
   const requested = sk.log.events('approval.requested').find((e) => e.id === approval.id)!
-  t.match(requested, { tool: 'held', instance: 'approvals-test', method: 'POST', host: 'held.test', path: '/v1/chat/completions' })
+  const expected = { tool: 'held', instance: 'approvals-test', method: 'POST', host: 'held.test' }
+  t.match(requested, { path: '/v1/chat/completions' })
+  t.match(requested, expected)
   t.match(requested.preview, /alice@example\.com/, 'the approver reads what is sent')
   await until(() => hooked.some((h) => h.id === approval.id), 'webhook delivered')
   const delivered = hooked.find((h) => h.id === approval.id)!
@@ -109,7 +113,8 @@ t.test('a held call waits, unsent; `sidekey approvals approve` sends it with the
   t.equal(up.seen.length, before + 1, 'sent once')
   const sent = up.seen.at(-1)!
   t.equal(sent.headers.authorization, `Bearer ${SECRET}`, 'the API saw the real credential')
-  t.equal(createHash('sha256').update(sent.body).digest('hex'), approval.body_sha256, 'the bytes sent are the bytes approved')
+  const sentHash = createHash('sha256').update(sent.body).digest('hex')
+  t.equal(sentHash, approval.body_sha256, 'the bytes sent are the bytes approved')
   t.match(sk.log.events('approval.granted').find((e) => e.id === approval.id), { by: 'admin', tool: 'held' })
   t.match(sk.log.events('credential.used').at(-1), { tool: 'held', status: 200 })
   t.equal(await counter('held', 'granted'), 1)
@@ -133,7 +138,7 @@ t.test('denied: 403 approval_denied, never sent', async (t) => {
   t.equal(await decide(approval.id, 'approve'), 404, 'a decided approval cannot be decided again')
 })
 
-t.test('timed out, approved afterwards: the identical call goes through once; a different body is held again', async (t) => {
+t.test('timed out, approved later: the identical call goes through once; another body is held again', async (t) => {
   const before = up.seen.length
   const err = await failure(chat('short', 'book the flight'))
   t.ok(err instanceof OpenAI.PermissionDeniedError)
@@ -190,7 +195,7 @@ t.test('a body too large to hold is refused, never sent unapproved; calls no rul
   t.equal(up.seen.length, before + 1)
 })
 
-t.test('secret-shaped text in a held body is redacted in the event and the webhook; admin needs the token', async (t) => {
+t.test('secret-shaped text in a held body is redacted in event and webhook; admin needs the token', async (t) => {
   const token = 'ghp_' + 'aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6'
   const call = failure(chat('held', `use ${token} to push`))
   const approval = await heldCall('held')
@@ -211,13 +216,15 @@ t.test('secret-shaped text in a held body is redacted in the event and the webho
   t.notOk(sk.log.text.includes(token), 'the token is in no log line')
 })
 
-t.test('an SDK that gives up and retries: the approval releases the retry it makes after, never an abandoned call', async (t) => {
+t.test('an SDK that gives up and retries: the approval releases a later retry, never an abandoned call', async (t) => {
   const before = up.seen.length
-  const impatient = new OpenAI({ apiKey: 'placeholder', baseURL: `http://held.test:${up.port}/v1`, maxRetries: 1, timeout: 500, fetch: sk.fetch })
-  const err = await failure(impatient.chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'pay invoice 7' }] }))
+  const impatient = openai('held', { maxRetries: 1, timeout: 500 })
+  const messages = [{ role: 'user' as const, content: 'pay invoice 7' }]
+  const err = await failure(impatient.chat.completions.create({ model: 'gpt-test', messages }))
   t.ok(err instanceof OpenAI.APIConnectionTimeoutError, 'the SDK timed out twice (one retry)')
   const approval = await sk.heldCall('held', 'timed_out')
-  t.equal(sk.log.events('approval.requested').filter((e) => e.id === approval.id).length, 1, 'the retry joined the same approval')
+  const asked = sk.log.events('approval.requested').filter((e) => e.id === approval.id)
+  t.equal(asked.length, 1, 'the retry joined the same approval')
   t.equal(await decide(approval.id, 'approve'), 200)
   t.equal(up.seen.length, before, 'the abandoned calls were not sent')
   const answer = await chat('held', 'pay invoice 7')

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs'
 import type { Test } from 'tap'
 import { fetch as undiciFetch, ProxyAgent, request } from 'undici'
-import { startSidekey, type RunningSidekey } from '../helpers/sidekey.js'
-import { until } from '../helpers/fleet.js'
+import { startSidekey, type RunningSidekey } from './sidekey.js'
+import { until } from './fleet.js'
 import { readAdminToken } from '../../src/admin/token.js'
 
 /** A pending approval as GET /approvals lists it. */
@@ -21,7 +21,7 @@ export interface ApprovalsSidekey extends RunningSidekey {
   counter: (tool: string, result: string) => Promise<number>
 }
 
-/** sidekey in-process from a config file (its ca.dir a real path, so `sidekey approvals --config FILE` finds the token). */
+/** sidekey in-process from a config file whose ca.dir is real: `sidekey approvals --config FILE` finds the token. */
 export async function startApprovals (t: Test, file: string): Promise<ApprovalsSidekey> {
   const sk = await startSidekey(t, readFileSync(file, 'utf8'))
   const agent = new ProxyAgent(sk.proxyUrl)
@@ -36,7 +36,8 @@ export async function startApprovals (t: Test, file: string): Promise<ApprovalsS
   return {
     ...sk,
     agent,
-    fetch: (input, init) => undiciFetch(input as string, { ...(init as object), dispatcher: agent }) as unknown as Promise<Response>,
+    fetch: (input, init) =>
+      undiciFetch(input as string, { ...(init as object), dispatcher: agent }) as unknown as Promise<Response>,
     pending,
     heldCall: async (tool, state = 'waiting') => {
       await until(async () => await find(tool, state) !== undefined, `${tool} ${state}`)
