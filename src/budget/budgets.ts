@@ -12,6 +12,8 @@ export const MAX_TASKS = 4096
 export const NO_TASK = '-'
 
 type BudgetConfig = NonNullable<ToolConfig['budget']>[number]
+/** A call's X-Sidekey-Task, if it sent one. */
+type Task = string | undefined
 
 /** A call's budget verdict: refused, admitted with tokens to count (a charge), or admitted. */
 export type Verdict = BudgetRefusal | BudgetCharge | undefined
@@ -40,7 +42,8 @@ class Rule {
   constructor (tool: string, index: number, config: BudgetConfig) {
     this.config = config
     this.limit = config.requests ?? config.tokens!
-    this.label = `${config.requests !== undefined ? 'requests' : 'tokens'}:${this.limit}/${formatDuration(config.per)}/${config.by}`
+    const kind = config.requests !== undefined ? 'requests' : 'tokens'
+    this.label = `${kind}:${this.limit}/${formatDuration(config.per)}/${config.by}`
     this.fleetKey = `${tool}.${index}`
   }
 
@@ -127,14 +130,15 @@ export class Budgets {
   }
 
   /** Takes the fleet budgets from index `i` on, in order; a refusal gives back what was taken before it. */
-  #takeFleet (rules: readonly Rule[], i: number, task: string | undefined, now: number, taken: Rule[]): Verdict | Promise<Verdict> {
+  #takeFleet (rules: readonly Rule[], i: number, task: Task, now: number, taken: Rule[]): Verdict | Promise<Verdict> {
     for (; i < rules.length; i++) {
       const rule = rules[i]!
       if (!this.#fleet(rule)) continue
       const take = this.#ledger!.take(rule.fleetKey, rule.spec, rule.tokens ? 0 : 1)
       const next = i + 1
       if (take instanceof Promise) {
-        return take.then((t) => this.#taken(rule, t, task, now, taken) ?? this.#takeFleet(rules, next, task, now, taken))
+        return take.then((t) => this.#taken(rule, t, task, now, taken) ??
+          this.#takeFleet(rules, next, task, now, taken))
       }
       const refusal = this.#taken(rule, take, task, now, taken)
       if (refusal !== undefined) return refusal
@@ -145,7 +149,7 @@ export class Budgets {
   }
 
   /** A fleet take's outcome: undefined when the call may go on (from the lease, or this instance's share). */
-  #taken (rule: Rule, take: FleetTake, task: string | undefined, now: number, taken: Rule[]): BudgetRefusal | undefined {
+  #taken (rule: Rule, take: FleetTake, task: Task, now: number, taken: Rule[]): BudgetRefusal | undefined {
     let refusal: BudgetRefusal | undefined
     if (!take.ok && take.why === 'unavailable' && rule.config.on_broker_loss === 'local') {
       // Broker lost: this instance spends its share of the budget, counted here until the broker is back.
@@ -181,7 +185,9 @@ export class Budgets {
 
   /** Calls refused per budget since start (the counter). */
   exhausted (): Array<{ tool: string, budget: string, value: number }> {
-    return [...this.#rules].flatMap(([tool, rules]) => rules.map((r) => ({ tool, budget: r.label, value: r.exhausted })))
+    return [...this.#rules].flatMap(([tool, rules]) => rules.map((r) => ({
+      tool, budget: r.label, value: r.exhausted,
+    })))
   }
 
   /** Counts an answer's tokens against the call's token budgets. */
@@ -194,7 +200,7 @@ export class Budgets {
     }
   }
 
-  #refusal (rule: Rule, task: string | undefined, waitMs: number, why: BudgetRefusal['why'], now: number): BudgetRefusal {
+  #refusal (rule: Rule, task: Task, waitMs: number, why: BudgetRefusal['why'], now: number): BudgetRefusal {
     const key = keyOf(rule, task)
     rule.exhausted++
     const first = now >= (rule.flagged.get(key) ?? -Infinity)

@@ -50,13 +50,14 @@ export class FleetBudgetLedger implements FleetLedger {
   }
 
   take (key: string, spec: FleetBudgetSpec, amount: number): FleetTake | Promise<FleetTake> {
-    if (!this.#connected() && this.#lease(key, spec).granted - this.#lease(key, spec).spent < Math.max(amount, 1)) return this.#lost(key, spec)
     const lease = this.#lease(key, spec)
-    if (lease.granted - lease.spent >= Math.max(amount, 1)) {
+    const left = lease.granted - lease.spent
+    if (!this.#connected() && left < Math.max(amount, 1)) return this.#lost(key, spec)
+    if (left >= Math.max(amount, 1)) {
       lease.spent += amount
       // Half the lease spent: the next is leased in the background, so calls need not wait for it.
       if (lease.granted - lease.spent <= leaseSize(spec) / 2 && lease.fleet < spec.limit && this.#connected()) {
-        void this.#refill(key, spec, lease).catch(() => {})
+        this.#refill(key, spec, lease).catch(() => {})
       }
       return OK
     }
@@ -68,7 +69,7 @@ export class FleetBudgetLedger implements FleetLedger {
     const lease = this.#lease(key, spec)
     lease.spent += amount
     // Tokens past the lease are owed: the next lease records them, so the fleet's sum stays what was spent.
-    if (lease.spent > lease.granted) void this.#refill(key, spec, lease).catch(() => {})
+    if (lease.spent > lease.granted) this.#refill(key, spec, lease).catch(() => {})
   }
 
   remaining (key: string, spec: FleetBudgetSpec): number {
@@ -137,7 +138,7 @@ export class FleetBudgetLedger implements FleetLedger {
   }
 
   /** Read, change, compare-and-set, again on a conflict; `done` sees the value that was written. */
-  async #cas (kv: KV, id: string, change: (value: BudgetValue) => boolean, done?: (value: BudgetValue) => void): Promise<void> {
+  async #cas (kv: KV, id: string, change: (v: BudgetValue) => boolean, done?: (v: BudgetValue) => void): Promise<void> {
     for (let i = 0; i < CAS_TRIES; i++) {
       const entry = await kv.get(id)
       const live = entry !== null && entry.operation === 'PUT'
@@ -173,9 +174,10 @@ export class FleetBudgetLedger implements FleetLedger {
     return `budget.${key}.${window}`
   }
 
-  /** The broker is out of reach and the lease is spent: `share` is this instance's part under `on_broker_loss: local`. */
+  /** Broker out of reach, lease spent: `share` is this instance's part (`on_broker_loss: local`). */
   #lost (key: string, spec: FleetBudgetSpec): FleetTake {
-    return { ok: false, why: 'unavailable', retryAfterMs: 1000, share: Math.max(1, Math.floor(spec.limit / this.#instances(key))) }
+    const share = Math.max(1, Math.floor(spec.limit / this.#instances(key)))
+    return { ok: false, why: 'unavailable', retryAfterMs: 1000, share }
   }
 
   /** Instances that held a lease of this budget when the bucket was last read (1 when none did). */

@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -30,7 +30,9 @@ t.teardown(() => agent.close())
 
 function openai (host: string): OpenAI {
   return new OpenAI({
-    apiKey: 'placeholder', baseURL: `http://${host}.test:${up.port}/v1`, maxRetries: 0,
+    apiKey: 'placeholder',
+    baseURL: `http://${host}.test:${up.port}/v1`,
+    maxRetries: 0,
     fetch: (input, init) => undiciFetch(input as string, { ...(init as object), dispatcher: agent }) as unknown as Promise<Response>,
   })
 }
@@ -46,7 +48,6 @@ async function counted (t: Test, tool: string, tokens: number): Promise<void> {
   await until(async () => await remaining(tool) === left, `${tool} at ${left}`)
   t.equal(await remaining(tool), left, `${tool}: ${tokens} tokens counted`)
 }
-type Test = typeof t
 
 t.test('OpenAI Chat Completions, JSON: total_tokens counted (not the number the model wrote); the call after the crossing is 429', async (t) => {
   const client = openai('chat-json')
@@ -106,7 +107,9 @@ t.test('OpenAI Responses API, JSON and streamed: input_tokens + output_tokens', 
 t.test('Anthropic Messages, JSON and streamed (message_start input, message_delta output)', async (t) => {
   const post = async (host: string, stream: boolean): Promise<string> => {
     const res = await request(`http://${host}.test:${up.port}/v1/messages`, {
-      method: 'POST', dispatcher: agent, headers: { 'x-api-key': 'placeholder', 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'x-api-key': 'placeholder', 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({ model: 'claude-test', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }], stream }),
     })
     t.equal(res.statusCode, 200)

@@ -71,7 +71,10 @@ function sse (res: ServerResponse, events: readonly string[]): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
   let i = 0
   const next = (): void => {
-    if (i === events.length) return void res.end()
+    if (i === events.length) {
+      res.end()
+      return
+    }
     res.write(events[i++])
     setImmediate(next)
   }

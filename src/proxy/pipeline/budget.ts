@@ -23,7 +23,8 @@ function judged (ctx: RoutedContext, verdict: Verdict): Refusal | undefined {
   if (verdict.first) {
     // After the request's own event (the refusal is answered and audited first).
     setImmediate(() => {
-      ctx.later({ event: 'anomaly', kind: 'budget_exhausted', tool, detail: `${verdict.budget} ${exhaustedWords(verdict.why)}` })
+      const detail = `${verdict.budget} ${exhaustedWords(verdict.why)}`
+      ctx.later({ event: 'anomaly', kind: 'budget_exhausted', tool, detail })
     })
   }
   const message = verdict.why === 'exhausted'
