@@ -16,7 +16,8 @@ const LIMIT = 100
 const WORKERS = 12
 const MAX_CALLS = 3000
 
-t.test('fleet budget: exactly 100 across three sidecars, with a broker restart mid-run', { skip: nats.skip }, async (t) => {
+const TITLE = 'fleet budget: exactly 100 across three sidecars, with a broker restart mid-run'
+t.test(TITLE, { skip: nats.skip }, async (t) => {
   if (!needBinary(t, nats)) return
   const broker = await startNats(t, nats.path!)
   const up = await startUpstream()
@@ -24,7 +25,9 @@ t.test('fleet budget: exactly 100 across three sidecars, with a broker restart m
   const dir = t.testdir({ key: 'sk-fleet-budget-secret-0001\n' })
   const operator = await operatorKey()
   const tool = (name: string, extra = ''): string =>
-    `  ${name}: { match: { host: ${name}.test, port: ${up.port} }, issuer: key, plaintext: true, budget: [{ requests: ${LIMIT}, per: 365d, by: fleet${extra} }] }`
+    `  ${name}: { match: { host: ${name}.test, port: ${up.port} }, issuer: key, plaintext: true,
+` +
+    `    budget: [{ requests: ${LIMIT}, per: 365d, by: fleet${extra} }] }`
   const yaml = (id: string): string => `
 instance_id: ${id}
 ca: { dir: {{CA_DIR}} }
@@ -55,7 +58,8 @@ fleet:
     const worker = async (): Promise<void> => {
       while (spent.size < agents.length && sent < MAX_CALLS) {
         const i = sent++
-        const res = await request(`http://${host}:${up.port}/send`, { method: 'POST', body: '{}', dispatcher: agents[i % agents.length]! })
+        const dispatcher = agents[i % agents.length]!
+        const res = await request(`http://${host}:${up.port}/send`, { method: 'POST', body: '{}', dispatcher })
         const body = await res.body.text()
         const outcome = res.statusCode === 200 ? 'sent' : JSON.parse(body).retry_after > 60 ? 'spent' : 'uncounted'
         outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1)
@@ -90,6 +94,7 @@ fleet:
   t.equal(restart.get('sent'), LIMIT, `across the restart, ${LIMIT} calls went out (${JSON.stringify([...restart])})`)
   t.equal(seen('restart.test'), LIMIT)
   t.ok((restart.get('uncounted') ?? 0) > 0, 'calls were refused while the broker was away (on_broker_loss: deny)')
-  const refused = fleet.flatMap((sk) => sk.log.events('credential.used').filter((e) => e.outcome === 'budget_exhausted'))
+  const refused = fleet.flatMap((sk) => sk.log.events('credential.used'))
+    .filter((e) => e.outcome === 'budget_exhausted')
   t.ok(refused.every((e) => e.budget === 'requests:100/365d/fleet'))
 })

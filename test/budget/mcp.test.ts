@@ -9,7 +9,8 @@ const TOKEN = 'real-mcp-token-budget-51c0'
 const dir = mkdtempSync(join(tmpdir(), 'sidekey-mcp-budget-'))
 writeFileSync(join(dir, 'token'), TOKEN)
 
-t.test('an MCP tool under a request budget: the SDK client gets 429 once the budget is spent; the server never sees that call', async (t) => {
+const TITLE = 'an MCP tool under a request budget: the SDK client gets 429 once it is spent; the server never sees it'
+t.test(TITLE, async (t) => {
   const up = await startMcpUpstream(TOKEN, true)
   t.teardown(() => up.close())
   const sk = await startSidekey(t, `
@@ -31,7 +32,8 @@ tools:
   const calls = (): number => up.received.filter((m) => m.method === 'tools/call').length
   let err: Error | undefined
   for (let i = 0; i < 10 && err === undefined; i++) {
-    err = await client.callTool({ name: 'get_issue', arguments: { q: String(i) } }).then(() => undefined, (e: unknown) => e as Error)
+    err = await client.callTool({ name: 'get_issue', arguments: { q: String(i) } })
+      .then(() => undefined, (e: unknown) => e as Error)
   }
   t.equal((err as { code?: number } | undefined)?.code, 429, 'the client sees the 429')
   t.match(err?.message, /budget_exhausted/)
@@ -39,5 +41,6 @@ tools:
   t.ok(calls() >= 1, `${calls()} tools/call went through before the budget ran out`)
   t.ok(up.authorizations.every((a) => a === `Bearer ${TOKEN}`))
   const refused = sk.log.events('credential.used').find((e) => e.outcome === 'budget_exhausted')
-  t.match(refused, { tool: 'github-mcp', status: 429, budget: 'requests:5/1h/task', mcp: { method: 'tools/call', name: 'get_issue' } })
+  const mcp = { method: 'tools/call', name: 'get_issue' }
+  t.match(refused, { tool: 'github-mcp', status: 429, budget: 'requests:5/1h/task', mcp })
 })

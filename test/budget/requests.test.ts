@@ -33,10 +33,13 @@ tools:
 const agent = new ProxyAgent(sk.proxyUrl)
 t.teardown(() => agent.close())
 
-async function call (host: string, task?: string): Promise<{ status: number, headers: Record<string, unknown>, text: string }> {
+interface Answer { status: number, headers: Record<string, unknown>, text: string }
+
+async function call (host: string, task?: string): Promise<Answer> {
   const headers: Record<string, string> = { authorization: 'Bearer placeholder' }
   if (task !== undefined) headers['x-sidekey-task'] = task
-  const res = await request(`http://${host}:${up.port}/send`, { method: 'POST', body: '{}', headers, dispatcher: agent })
+  const url = `http://${host}:${up.port}/send`
+  const res = await request(url, { method: 'POST', body: '{}', headers, dispatcher: agent })
   return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
 }
 
@@ -47,7 +50,7 @@ async function metric (name: string, labels: string): Promise<number | undefined
   return line === undefined ? undefined : Number(line.split(' ').pop())
 }
 
-t.test('by instance: 50 calls go out with the real key; the 51st is 429 with Retry-After and never reaches the upstream', async (t) => {
+t.test('by instance: 50 calls go out with the real key; the 51st is 429 with Retry-After, never sent', async (t) => {
   for (let i = 0; i < 50; i++) t.equal((await call('mail.test')).status, 200)
   t.equal(seenBy('mail.test'), 50)
   t.ok(up.seen.every((s) => s.headers.authorization === `Bearer ${SECRET}`), 'the upstream saw the real key')
@@ -58,7 +61,8 @@ t.test('by instance: 50 calls go out with the real key; the 51st is 429 with Ret
   // The window errs long by up to one of its 30 slots: the hour and two minutes at most.
   t.ok(retry > 3480 && retry <= 3720, `Retry-After ${retry} s: when the first calls leave the window`)
   t.match(refused.headers['proxy-status'], /^sidekey; error=http_request_denied/)
-  t.match(JSON.parse(refused.text), { error: 'budget_exhausted', tool: 'mail', budget: 'requests:50/1h/instance', retry_after: retry })
+  const body = { error: 'budget_exhausted', tool: 'mail', budget: 'requests:50/1h/instance', retry_after: retry }
+  t.match(JSON.parse(refused.text), body)
   t.notOk(refused.text.includes(SECRET))
   t.equal((await call('mail.test')).status, 429, 'still spent')
   t.equal(seenBy('mail.test'), 50, 'the upstream never saw the refused calls')

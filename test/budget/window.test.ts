@@ -12,7 +12,8 @@ t.test('sliding window: at most the limit in any hour; what was spent comes back
   w.add(4, 0)
   w.add(6, 30 * 60_000)
   t.equal(w.remaining(59 * 60_000), 0)
-  t.equal(w.waitFor(1, 59 * 60_000), HOUR + 2 * 60_000 - 59 * 60_000, 'the first four leave once their slot is an hour old')
+  const freed = HOUR + 2 * 60_000 - 59 * 60_000
+  t.equal(w.waitFor(1, 59 * 60_000), freed, 'the first four leave once their slot is an hour old')
   t.equal(w.remaining(HOUR + 2 * 60_000), 4, 'the four spent at 0:00 are back at 1:02')
   t.equal(w.waitFor(5, HOUR + 2 * 60_000), 30 * 60_000, 'five fit once the 0:30 slot leaves too')
   t.equal(w.remaining(2 * HOUR), 10)
@@ -26,13 +27,17 @@ t.test('sliding window: at most the limit in any hour; what was spent comes back
       times.push(now)
     }
   }
-  for (let i = 10; i < times.length; i++) t.ok(times[i]! - times[i - 10]! >= HOUR, `call ${i} is an hour after call ${i - 10}`)
+  for (let i = 10; i < times.length; i++) {
+    t.ok(times[i]! - times[i - 10]! >= HOUR, `call ${i} is an hour after call ${i - 10}`)
+  }
 })
 
-t.test('usage scanner: every split of an Anthropic stream counts 367; text the model wrote does not count', async (t) => {
+t.test('usage scanner: every split of an Anthropic stream counts 367; the model\'s text does not count', async (t) => {
   const stream = Buffer.from([
-    'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":300,"output_tokens":1}}}\n\n',
-    'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"\\"output_tokens\\": 99999"}}\n\n',
+    'event: message_start\n',
+    'data: {"type":"message_start","message":{"usage":{"input_tokens":300,"output_tokens":1}}}\n\n',
+    'event: content_block_delta\n',
+    'data: {"type":"content_block_delta","delta":{"text":"\\"output_tokens\\": 99999"}}\n\n',
     'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":67}}\n\n',
   ].join(''))
   for (let cut = 0; cut <= stream.length; cut++) {
@@ -95,7 +100,8 @@ t.test('a reload keeps the count of an unchanged budget line, and starts a chang
 })
 
 t.test('by: fleet without a fleet: section is refused at load (it would count N times the budget)', async (t) => {
-  t.throws(() => budgets('[{ requests: 10, per: 1h, by: fleet }]'), /tools\.api\.budget\[0\]\.by: by: fleet needs a fleet: section/)
+  const where = /tools\.api\.budget\[0\]\.by: by: fleet needs a fleet: section/
+  t.throws(() => budgets('[{ requests: 10, per: 1h, by: fleet }]'), where)
   t.throws(() => budgets('[{ requests: 10, tokens: 5, per: 1h }]'), /exactly one of requests, tokens/)
 })
 
@@ -111,7 +117,10 @@ instance_id: unit
 ca: { dir: /tmp/unused }
 issuers: { key: { type: file, path: /tmp/unused } }
 tools:
-  api: { match: { host: api.test }, issuer: key, budget: [{ requests: 9, per: 1h, by: fleet, on_broker_loss: ${onLoss} }] }
+  api:
+    match: { host: api.test }
+    issuer: key
+    budget: [{ requests: 9, per: 1h, by: fleet, on_broker_loss: ${onLoss} }]
 fleet: { nats: { servers: [nats://127.0.0.1:4222] }, operator_keys: /tmp/unused }
 `, 'budget.yaml', {})
   b.useFleet(lost)
