@@ -14,7 +14,7 @@ import { systemClock } from '../../src/util/clock.js'
  * What a budget check adds per call, in-process: a request budget by instance and by task (1,000 tasks in turn),
  * a token budget's admission plus its usage scan of a streamed answer, and a `by: fleet` budget against a real
  * nats-server on 127.0.0.1 (a lease of 5 taken by compare-and-set, so one broker round trip per five calls).
- * Run: TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/budget.ts
+ * Run: node --import=./test/loader/register.mjs test/bench/budget.ts
  */
 function budgets (rule: string, fleet = ''): Budgets {
   const config = parseConfig(`
@@ -38,10 +38,17 @@ function perCallUs (what: string, n: number, fn: (i: number) => void): void {
 }
 
 // A 60-chunk Chat Completions stream with its usage chunk, as relayed in 4 KiB pieces.
-const chunk = (content: string): string => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }], usage: null })}\n\n`
+const chunk = (content: string): string => {
+  const event = { id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }], usage: null }
+  return `data: ${JSON.stringify(event)}\n\n`
+}
+const usage = { prompt_tokens: 100, completion_tokens: 60, total_tokens: 160 }
 const stream = Buffer.from(Array.from({ length: 60 }, (_, i) => chunk(`token ${i} `)).join('') +
-  `data: ${JSON.stringify({ id: 'c', choices: [], usage: { prompt_tokens: 100, completion_tokens: 60, total_tokens: 160 } })}\n\ndata: [DONE]\n\n`)
-const pieces = Array.from({ length: Math.ceil(stream.length / 4096) }, (_, i) => stream.subarray(i * 4096, (i + 1) * 4096))
+  `data: ${JSON.stringify({ id: 'c', choices: [], usage })}\n\n` +
+  'data: [DONE]\n\n')
+const PIECE = 4096 // bytes per relayed piece
+const pieces: Buffer[] = []
+for (let at = 0; at < stream.length; at += PIECE) pieces.push(stream.subarray(at, at + PIECE))
 
 console.log(`streamed answer ${stream.length} B in ${pieces.length} pieces\n`)
 console.log('| per call (local) | CPU µs |\n| --- | ---: |')
@@ -51,7 +58,9 @@ const tasks = budgets('{ requests: 1000000000, per: 1h, by: task }')
 const names = Array.from({ length: 1000 }, (_, i) => `task-${i}`)
 perCallUs('requests, by: task (1,000 tasks in turn)', 200_000, (i) => { tasks.admit('api', names[i % 1000]) })
 const tokens = budgets('{ tokens: 1000000000000, per: 24h }')
-perCallUs('tokens: admission and settle, no body', 200_000, () => { (tokens.admit('api', undefined) as BudgetCharge).settle(200) })
+perCallUs('tokens: admission and settle, no body', 200_000, () => {
+  (tokens.admit('api', undefined) as BudgetCharge).settle(200)
+})
 perCallUs(`tokens: usage scan of the ${stream.length} B stream`, 20_000, () => {
   const u = new UsageScanner()
   for (const p of pieces) u.push(p)
@@ -61,7 +70,8 @@ perCallUs(`tokens: usage scan of the ${stream.length} B stream`, 20_000, () => {
 const bin = process.env.NATS_SERVER ?? 'nats-server'
 const store = mkdtempSync(join(tmpdir(), 'bench-nats-'))
 const port = 14_000 + Math.floor(Math.random() * 1000)
-const child = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store], { stdio: ['ignore', 'ignore', 'pipe'] })
+const args = ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', store]
+const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] })
 try {
   await new Promise<void>((resolve, reject) => {
     let text = ''
@@ -72,7 +82,8 @@ try {
   const config = fleetSchema.parse({ nats: { servers: [`nats://127.0.0.1:${port}`] }, operator_keys: '/unused' })
   const { nc, kv } = await openBucket(config, { servers: config.nats.servers })
   const ledger = new FleetBudgetLedger(() => kv, () => true, systemClock, 'bench')
-  const fleet = budgets('{ requests: 1000000000, per: 365d, by: fleet }', `fleet: { nats: { servers: [nats://127.0.0.1:${port}] }, operator_keys: /unused }\n`)
+  const fleetYaml = `fleet: { nats: { servers: [nats://127.0.0.1:${port}] }, operator_keys: /unused }\n`
+  const fleet = budgets('{ requests: 1000000000, per: 365d, by: fleet }', fleetYaml)
   fleet.useFleet(ledger)
   const run = async (label: string, n: number, gapMs: number): Promise<void> => {
     const waits: number[] = []
@@ -89,10 +100,11 @@ try {
     }
     const used = process.cpuUsage(cpu)
     waits.sort((a, b) => a - b)
-    const q = (p: number): string => (waits[Math.min(waits.length - 1, Math.floor(p * waits.length))]! * 1000).toFixed(1)
-    console.log(`| ${label} | ${((used.user + used.system) / n).toFixed(1)} | ${(busy * 1000 / n).toFixed(1)} | ${q(0.5)} / ${q(0.99)} |`)
+    const q = (p: number): string => (waits[Math.min(n - 1, Math.floor(p * n))]! * 1000).toFixed(1)
+    const cpuUs = ((used.user + used.system) / n).toFixed(1)
+    console.log(`| ${label} | ${cpuUs} | ${(busy * 1000 / n).toFixed(1)} | ${q(0.5)} / ${q(0.99)} |`)
   }
-  console.log('\n| by: fleet (a lease of 5 per compare-and-set) | CPU µs per call | wait µs, mean | wait µs, p50 / p99 |')
+  console.log('\n| by: fleet (a lease of 5) | CPU µs per call | wait µs, mean | wait µs, p50 / p99 |')
   console.log('| --- | ---: | ---: | ---: |')
   await run('5,000 calls back to back', 5_000, 0)
   await run('1,000 calls 1 ms apart', 1_000, 1)
