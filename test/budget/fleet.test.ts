@@ -1,6 +1,7 @@
 import t from 'tap'
 import { ProxyAgent, request } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
+import { llm } from '../helpers/llm.js'
 import { startSidekey, type RunningSidekey } from '../helpers/sidekey.js'
 import { needBinary } from '../helpers/system-binary.js'
 import { natsBinary, startNats } from '../helpers/nats.js'
@@ -16,12 +17,14 @@ const LIMIT = 100
 const WORKERS = 12
 const MAX_CALLS = 3000
 
-const TITLE = 'fleet budget: exactly 100 across three sidecars, with a broker restart mid-run'
+const TITLE = 'fleet budget: exactly 100 requests across three sidecars, also across a broker restart; tokens too'
 t.test(TITLE, { skip: nats.skip }, async (t) => {
   if (!needBinary(t, nats)) return
   const broker = await startNats(t, nats.path!)
   const up = await startUpstream()
   t.teardown(() => up.close())
+  const llmUp = await startUpstream({ handler: llm })
+  t.teardown(() => llmUp.close())
   const dir = t.testdir({ key: 'sk-fleet-budget-secret-0001\n' })
   const operator = await operatorKey()
   const tool = (name: string, extra = ''): string =>
@@ -31,11 +34,13 @@ t.test(TITLE, { skip: nats.skip }, async (t) => {
   const yaml = (id: string): string => `
 instance_id: ${id}
 ca: { dir: {{CA_DIR}} }
-resolve: { steady.test: 127.0.0.1, restart.test: 127.0.0.1 }
+resolve: { steady.test: 127.0.0.1, restart.test: 127.0.0.1, tokens.test: 127.0.0.1 }
 issuers: { key: { type: file, path: ${dir}/key } }
 tools:
 ${tool('steady')}
 ${tool('restart')}
+  tokens: { match: { host: tokens.test, port: ${llmUp.port} }, issuer: key, plaintext: true,
+    budget: [{ tokens: 1000, per: 365d, by: fleet }] }
 fleet:
   nats: { servers: [${broker.url}] }
   operator_keys: ${operator.jwksFile}
@@ -97,4 +102,20 @@ fleet:
   const refused = fleet.flatMap((sk) => sk.log.events('credential.used'))
     .filter((e) => e.outcome === 'budget_exhausted')
   t.ok(refused.every((e) => e.budget === 'requests:100/365d/fleet'))
+
+  // Tokens are counted after the fact: each sidecar may finish one call past its lease, so 1000 tokens at 123 a
+  // call let 9 to 11 calls through (at least 9: the leases sum to the budget before any is refused).
+  const refusedBy = new Set<number>()
+  let passed = 0
+  for (let i = 0; i < 40 && refusedBy.size < agents.length; i++) {
+    const res = await request(`http://tokens.test:${llmUp.port}/v1/chat/completions`, {
+      method: 'POST', body: '{"model":"gpt-test"}', dispatcher: agents[i % agents.length]!,
+    })
+    await res.body.dump()
+    if (res.statusCode === 200) passed++
+    else if (res.statusCode === 429) refusedBy.add(i % agents.length)
+  }
+  t.equal(refusedBy.size, 3, 'every sidecar refuses once the fleet has spent the tokens')
+  t.ok(passed >= 9 && passed <= 11, `${passed} calls of 123 tokens went out under a fleet budget of 1000`)
+  t.equal(llmUp.seen.length, passed)
 })
