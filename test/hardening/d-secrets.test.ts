@@ -19,7 +19,7 @@ const ROOT = join(import.meta.dirname, '..', '..')
 function cli (args: string[]): Promise<{ code: number | null, output: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], {
-      cwd: ROOT, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: ROOT, env: process.env, stdio: ['ignore', 'pipe', 'pipe'],
     })
     let output = ''
     child.stdout.on('data', (c: Buffer) => { output += c.toString() })

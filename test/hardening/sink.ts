@@ -49,7 +49,7 @@ export async function sidekeyProcess (t: Test, yaml: string): Promise<{ port: nu
   writeFileSync(file, yaml.replaceAll('{{CA_DIR}}', join(dir, 'ca')))
   const root = join(import.meta.dirname, '..', '..')
   const child = spawn(process.execPath, [join(root, 'dist', 'cli.js'), 'run', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], {
-    cwd: root, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'inherit'],
+    cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'inherit'],
   })
   t.teardown(() => { child.kill('SIGTERM') })
   const listening = await listeningLine(child, 60_000)

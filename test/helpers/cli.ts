@@ -12,7 +12,7 @@ export function cli (args: readonly string[], _opts: { built?: boolean } = {}): 
   const entry = [join(root, 'dist', 'cli.js')]
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...entry, ...args], {
-      cwd: root, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stdout = ''
     let stderr = ''

@@ -35,7 +35,8 @@ t.test('1, 2. a refused run changes nothing on disk, and check refuses the same 
 
   const check = await cli(['check', '--config', bad])
   t.equal(check.code, 2, 'check refuses what run refuses')
-  t.match(check.stderr, /upstream_ca_file .*missing\.pem cannot be read \(ENOENT\)/)
+  // check names the unreadable file at its position in the config, as it does every file the config names.
+  t.match(check.stdout, /:\d+:\d+: upstream_ca_file: ".*missing\.pem": no such file/)
   t.equal(await readFile(join(caDir, 'ca.pem'), 'utf8'), before, 'check changed nothing')
 
   // Other things run refuses before it touches anything: an empty admin token, a file with no certificate, a port
