@@ -150,7 +150,7 @@ t.test('setDetectors swaps the detector set on reload', async (t) => {
   t.equal(anomalies(records()).length, 1, 'the new rate limit applies')
 })
 
-t.test('a canary credential in any field that could carry it never reaches the log or the metrics (D4)', async (t) => {
+t.test('a canary credential in any field that could carry it never reaches the log or the metrics', async (t) => {
   const canary = 'sk-canaryZ9x8c7v6b5n4m3l2k1j0'
   const forms = [canary, encodeURIComponent(canary), Buffer.from(canary).toString('base64'), Buffer.from(canary).toString('base64url')]
   const { hub, text, metrics, clock } = setup()
