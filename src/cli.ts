@@ -7,7 +7,7 @@ import type { Config } from './config/schema.js'
 import { loadCa, loadOrCreateCa, type CertificateAuthority } from './tls/ca.js'
 import { writeCaBundle } from './tls/bundle.js'
 import { SidekeyError } from './errors.js'
-import { describeUpstream } from './proxy/upstream-target.js'
+import { describeUpstream } from './proxy/upstream/upstream-target.js'
 
 const USAGE = `usage: sidekey [run] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT]
        sidekey --version
@@ -134,12 +134,12 @@ async function main (argv: string[]): Promise<number> {
 async function audit (args: string[]): Promise<number> {
   const io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }
   switch (args[0]) {
-    case 'scopes': return (await import('./audit/scopes.js')).scopesCommand(args.slice(1), io)
-    case 'tasks': return (await import('./audit/tasks.js')).tasksCommand(args.slice(1), io)
-    case 'verify': return (await import('./audit/verify/command.js')).verifyCommand(args.slice(1), io)
-    case 'inventory': return (await import('./audit/inventory.js')).inventoryCommand(args.slice(1), io)
-    case 'report': return (await import('./audit/report/report.js')).reportCommand(args.slice(1), io)
-    default: return (await import('./audit/summary.js')).auditCommand(args, io)
+    case 'scopes': return (await import('./reports/scopes.js')).scopesCommand(args.slice(1), io)
+    case 'tasks': return (await import('./reports/tasks.js')).tasksCommand(args.slice(1), io)
+    case 'verify': return (await import('./reports/verify/command.js')).verifyCommand(args.slice(1), io)
+    case 'inventory': return (await import('./reports/inventory-report.js')).inventoryCommand(args.slice(1), io)
+    case 'report': return (await import('./reports/report/report.js')).reportCommand(args.slice(1), io)
+    default: return (await import('./reports/summary.js')).auditCommand(args, io)
   }
 }
 

@@ -3,7 +3,7 @@ import { chmod, mkdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Config } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
-import { writeFileAtomic } from '../tls/atomic-write.js'
+import { writeFileAtomic } from '../util/atomic-write.js'
 
 /** The generated admin token's file name, in the CA directory, when `admin.token_file` is not set. */
 export const ADMIN_TOKEN_FILE = 'admin-token'

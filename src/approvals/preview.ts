@@ -1,4 +1,4 @@
-import { looksLikeSecret, secretKind } from '../audit/anomaly/secret-shape.js'
+import { looksLikeSecret, secretKind } from '../secrets/secret-shape.js'
 
 /** How much of a held body the approver reads: enough for a message's recipient and first lines. */
 export const PREVIEW_BYTES = 512

@@ -1,5 +1,5 @@
 import { pino } from 'pino'
-import { replacePathSecrets } from './anomaly/secret-shape.js'
+import { replacePathSecrets } from '../secrets/secret-shape.js'
 import { pathWithoutQuery } from '../util/path.js'
 import { AuditChain } from './trail/chain.js'
 

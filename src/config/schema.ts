@@ -1,6 +1,6 @@
 import * as z from 'zod'
 import { formatDuration, parseDuration } from '../util/duration.js'
-import { anomalyConfig } from '../audit/anomaly/config.js'
+import { anomalyConfig } from '../anomaly/config.js'
 
 /**
  * The one config schema: unknown keys are rejected (strictObject), defaults are filled here and nowhere else.

@@ -1,5 +1,5 @@
 import type { CarriedCredential } from '../audit/events.js'
-import { looksLikeSecret, secretKind } from '../audit/anomaly/secret-shape.js'
+import { looksLikeSecret, secretKind } from '../secrets/secret-shape.js'
 import { SECRET_QUERY_PARAMS } from '../audit/log.js'
 import type { FingerprintKey } from './key.js'
 

@@ -2,7 +2,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto'
 import { link, mkdir, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SidekeyError } from '../errors.js'
-import { writeFileAtomic } from '../tls/atomic-write.js'
+import { writeFileAtomic } from '../util/atomic-write.js'
 
 /**
  * The key inventory fingerprints are made with: 32 random bytes, made on first start in inventory mode and kept

@@ -3,7 +3,7 @@ import { filterListAnswers } from './list-filter.js'
 import type { McpPolicy } from './policy.js'
 import { SseFilter } from './sse-filter.js'
 
-/** Rewrites a body as it streams (structurally proxy/upstream.ts's BodyFilter). */
+/** Rewrites a body as it streams (structurally proxy/upstream/upstream.ts's BodyFilter). */
 export interface ByteFilter {
   push (chunk: Buffer): Buffer
   end (): Buffer

@@ -1,5 +1,5 @@
 import type { PlaceholderState } from '../audit/events.js'
-import { looksLikeSecret } from '../audit/anomaly/secret-shape.js'
+import { looksLikeSecret } from '../secrets/secret-shape.js'
 import { SidekeyError } from '../errors.js'
 import type { Tool } from './router.js'
 

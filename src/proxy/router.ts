@@ -2,7 +2,7 @@ import { defaultStrip, type ToolConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { readingsOf } from '../net/path.js'
 import { pathWithoutQuery } from '../util/path.js'
-import { upstreamOverride, type UpstreamOverride } from './upstream-target.js'
+import { upstreamOverride, type UpstreamOverride } from './upstream/upstream-target.js'
 
 /**
  * Tool matching, kept apart from transport (as mockttp keeps matchers apart from its server).

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { rootCertificates } from 'node:tls'
 import { SidekeyError } from '../errors.js'
-import { writeFileAtomic } from './atomic-write.js'
+import { writeFileAtomic } from '../util/atomic-write.js'
 
 /**
  * Where systems keep the roots they trust as one PEM file, most common first (Debian/Ubuntu/Alpine, Fedora/RHEL,

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { readFile } from 'node:fs/promises'
 import { parse } from 'yaml'
-import { METRIC_NAMES, createMetrics } from '../../src/audit/metrics.js'
+import { METRIC_NAMES, createMetrics } from '../../src/metrics/metrics.js'
 import { exprsOf, metricFamily, parsePromql } from './promql.js'
 
 const deploy = new URL('../../deploy/', import.meta.url)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { AuditHub, type AuditMetrics } from '../../src/audit/hub.js'
-import { createMetrics } from '../../src/audit/metrics.js'
-import { anomalyConfig, createDetectors, type Detector } from '../../src/audit/anomaly/index.js'
+import { createMetrics } from '../../src/metrics/metrics.js'
+import { anomalyConfig, createDetectors, type Detector } from '../../src/anomaly/index.js'
 import type { AuditEvent } from '../../src/audit/events.js'
 import { ManualClock, denied, memoryLogger, used } from './helpers.js'
 

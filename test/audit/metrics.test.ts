@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { CA_CERT_FILE, CA_ISSUER_FILE } from '../../src/tls/ca.js'
 import { startSidekey } from '../helpers/sidekey.js'
-import { ANOMALY_KINDS, createMetrics, METRIC_NAMES, REMOVED_DEFAULT_METRICS, UNMATCHED_TOOL, codeLabel, methodLabel } from '../../src/audit/metrics.js'
+import { ANOMALY_KINDS, createMetrics, METRIC_NAMES, REMOVED_DEFAULT_METRICS, UNMATCHED_TOOL, codeLabel, methodLabel } from '../../src/metrics/metrics.js'
 import type { ToolCredentialStatus } from '../../src/credentials/provider.js'
 import { ManualClock, denied, used } from './helpers.js'
 

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { auditPath } from '../../src/audit/log.js'
-import { pathShape } from '../../src/audit/anomaly/path-shape.js'
+import { pathShape } from '../../src/secrets/path-shape.js'
 
 const DISCORD = 'aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA7bC9dE1fG3hI5jK7lM9nO1pQ3rS'
 const SLACK = '/services/T0123ABCD/B0456EFGH/xYzAbCdEfGhIjKlMnOpQrStUv'

@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Writable } from 'node:stream'
-import { grantablePrefix, scopesCommand, sinceWindow, type ScopesReport } from '../../src/audit/scopes.js'
+import { grantablePrefix, scopesCommand, sinceWindow, type ScopesReport } from '../../src/reports/scopes.js'
 import { cli } from '../helpers/cli.js'
 import { loadConfigFile } from '../../src/config/load.js'
 

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
-import { auditCommand, formatSummary, summarise } from '../../src/audit/summary.js'
-import { HOLD_BYTES } from '../../src/audit/input.js'
+import { auditCommand, formatSummary, summarise } from '../../src/reports/summary.js'
+import { HOLD_BYTES } from '../../src/reports/input.js'
 import { sealTrail } from './trail-generator.js'
 
 const at = (sec: number): string => new Date(Date.parse('2026-01-01T00:00:00Z') + sec * 1000).toISOString()

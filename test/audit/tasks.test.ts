@@ -1,6 +1,6 @@
 import t from 'tap'
 import { PassThrough, Writable } from 'node:stream'
-import { formatTasks, summariseTasks, tasksCommand } from '../../src/audit/tasks.js'
+import { formatTasks, summariseTasks, tasksCommand } from '../../src/reports/tasks.js'
 
 const at = (sec: number): string => new Date(Date.parse('2026-01-01T00:00:00Z') + sec * 1000).toISOString()
 const use = (sec: number | undefined, o: Record<string, unknown>): string =>

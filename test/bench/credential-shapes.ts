@@ -1,7 +1,7 @@
 // Per-request CPU of the credential shapes that compute something per call: SigV4 re-signing and DPoP proofs.
 // Run: node --import=./test/loader/register.mjs test/bench/credential-shapes.ts
 // CPU time (process.cpuUsage) over N calls after a warm-up; wall time is printed too but moves with machine load.
-import { signSigV4, type SigV4Target } from '../../src/proxy/aws-sigv4.js'
+import { signSigV4, type SigV4Target } from '../../src/proxy/inject/aws-sigv4.js'
 import { DpopKey } from '../../src/credentials/dpop.js'
 
 const N = Number(process.env.N ?? 20_000)

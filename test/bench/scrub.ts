@@ -1,14 +1,14 @@
 import type { ServerResponse } from 'node:http'
 import { Writable } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { UpstreamExchange } from '../../src/proxy/exchange.js'
+import { UpstreamExchange } from '../../src/proxy/upstream/exchange.js'
 import { downstreamHeaders } from '../../src/proxy/headers.js'
-import { relay } from '../../src/proxy/upstream.js'
-import { Scrubber, basicNeedles, tokenNeedles } from '../../src/proxy/scrub.js'
-import { ResponseScrub } from '../../src/proxy/scrub-response.js'
+import { relay } from '../../src/proxy/upstream/upstream.js'
+import { Scrubber, basicNeedles, tokenNeedles } from '../../src/proxy/scrub/scrub.js'
+import { ResponseScrub } from '../../src/proxy/scrub/scrub-response.js'
 
 /**
- * The cost of response scrubbing (src/proxy/scrub.ts), measured in the bench process: a typical answer's headers
+ * The cost of response scrubbing (src/proxy/scrub/scrub.ts), measured in the bench process: a typical answer's headers
  * scrubbed (always on), and text bodies streamed through a body scrubber (per tool, `scrub_body`) in the chunk
  * sizes undici delivers. No needle occurs: the common case. `scale` 1 is the full run (200,000 header sets, 256 MiB
  * of body per chunk size).
@@ -26,7 +26,7 @@ export function scrubTable (out: string[], scale: number): void {
   for (let i = 0; i < 1000; i++) scrubber.headers(headers.slice())
   const headerNs = cpuNs(() => { for (let i = 0; i < rounds; i++) scrubber.headers(headers.slice()) }) / rounds
   const copyNs = cpuNs(() => { for (let i = 0; i < rounds; i++) headers.slice() }) / rounds
-  out.push('### Response scrubbing (src/proxy/scrub.ts, in the bench process)', '')
+  out.push('### Response scrubbing (src/proxy/scrub/scrub.ts, in the bench process)', '')
   out.push(`Needles of one basic-auth credential (${token.length}-byte token, ${new Set(basicNeedles('agent', token, 'sidekey').map((n) => n.secret)).size} ` +
     'distinct spellings: raw, base64 and base64url at 3 alignments, the exact basic value; its encoded spellings equal the raw one). ' +
     'No needle occurs in the input (the common case). ' +
@@ -63,7 +63,7 @@ interface Answer { readonly name: string, readonly headers: string[], readonly c
 /**
  * What body scrubbing costs per request with the default (`scrub_body: true`) against the opt-out (`false`: the
  * body relayed unchanged, its first 64 KiB searched for an echo), on LLM-sized answers. The whole response path of
- * src/proxy/scrub-response.ts runs in the bench process: an upstream exchange fed as undici feeds it, relayed into
+ * src/proxy/scrub/scrub-response.ts runs in the bench process: an upstream exchange fed as undici feeds it, relayed into
  * a writable that takes what the agent would get. The two modes alternate in rounds; medians of the rounds.
  */
 export async function scrubPerRequestTable (out: string[], scale: number): Promise<void> {

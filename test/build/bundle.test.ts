@@ -42,7 +42,7 @@ t.test('a start loads none of what only some configs or commands need', async (t
     [/node_modules\/jose\//, 'jose (private_key_jwt)'],
     [/node_modules\/(@prometheus-io|@lezer)\//, 'the PromQL parser'],
     [/^build\/fleet\//, 'fleet control'],
-    [/^build\/audit\/(verify|report)\//, 'the audit verify and report commands'],
+    [/^build\/reports\//, 'the offline readers of the trail (reports: summary, tasks, scopes, inventory, verify, report)'],
     [/node_modules\/undici\/lib\/(web\/websocket|web\/cookies|mock|cache|interceptor)\//, 'undici beyond its Agent (scripts/undici-core.js)'],
     [/node_modules\/tldts/, 'the Public Suffix List (sidekey check)'],
     [/node_modules\/zod\/.*locales\/(?!en\.js)/, 'zod\'s other locales (zod is imported as a namespace, so the bundler can shake them)'],

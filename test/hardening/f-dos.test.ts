@@ -297,7 +297,7 @@ tools: { sink: { match: { host: sink.tool.test, port: ${S} }, issuer: local, pla
 
 t.test('memory overload: at 90 % of the heap limit new requests and tunnels get 503 and a closed connection', async (t) => {
   const { parseConfig } = await import('../../src/config/load.js')
-  const { ProxyListener } = await import('../../src/proxy/listener.js')
+  const { ProxyListener } = await import('../../src/proxy/ingress/listener.js')
   const { Router } = await import('../../src/proxy/router.js')
   const { createLookup } = await import('../../src/net/resolver.js')
   const config = parseConfig(`instance_id: overload

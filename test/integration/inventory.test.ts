@@ -12,7 +12,7 @@ import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki, type Seen } from '../helpers/upstream.js'
 import { systemBinary, needBinary } from '../helpers/system-binary.js'
 import { cli } from '../helpers/cli.js'
-import { inventoryCommand, type InventoryReport } from '../../src/audit/inventory.js'
+import { inventoryCommand, type InventoryReport } from '../../src/reports/inventory-report.js'
 import { ConfigError, parseConfig } from '../../src/config/load.js'
 import { INVENTORY_KEY_FILE } from '../../src/inventory/key.js'
 

@@ -7,7 +7,7 @@ import { Writable } from 'node:stream'
 import { request, ProxyAgent } from 'undici'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { startSidekey, tick } from '../helpers/sidekey.js'
-import { tasksCommand } from '../../src/audit/tasks.js'
+import { tasksCommand } from '../../src/reports/tasks.js'
 import { raw, statusOf } from '../hardening/helpers.js'
 import { auditLine, connectTo, handshake, readHead, startWsUpstream, tlsTunnel } from '../protocols/helpers.js'
 

@@ -1,13 +1,13 @@
-// The WebSocket message search on its own (src/proxy/ws-scrub.ts over ws-frames.ts): whatever the fragmentation,
+// The WebSocket message search on its own (src/proxy/scrub/ws-scrub.ts over ws-frames.ts): whatever the fragmentation,
 // the control frames between fragments, the masking and where the socket cuts the byte stream, the agent reads
 // every message with the key replaced (rewrite) or the stream byte for byte (report only), and a find is reported
 // once. Frames no peer may send fail the stream.
 import t from 'tap'
 import fc from 'fast-check'
 import type { Transform } from 'node:stream'
-import { Scrubber, tokenNeedles } from '../../src/proxy/scrub.js'
-import { messageScrub } from '../../src/proxy/ws-scrub.js'
-import { WsProtocolError } from '../../src/proxy/ws-frames.js'
+import { Scrubber, tokenNeedles } from '../../src/proxy/scrub/scrub.js'
+import { messageScrub } from '../../src/proxy/scrub/ws-scrub.js'
+import { WsProtocolError } from '../../src/proxy/scrub/ws-frames.js'
 
 const SECRET = 'k3y-0123456789abcdef'
 const scrubber = new Scrubber(tokenNeedles(SECRET, 'sidekey'))

@@ -1,9 +1,9 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { signSigV4, type SigV4Target } from '../../src/proxy/aws-sigv4.js'
+import { signSigV4, type SigV4Target } from '../../src/proxy/inject/aws-sigv4.js'
 import { awsKeyCredential, awsKeySet } from '../../src/credentials/aws-keys.js'
-import { awsAccessKeyId } from '../../src/proxy/inject.js'
+import { awsAccessKeyId } from '../../src/proxy/inject/inject.js'
 import { systemBinary } from '../helpers/system-binary.js'
 
 const keys = { accessKeyId: 'AKIAUNITTESTKEY00000', secretAccessKey: 'unit/secret+key', sessionToken: 'unit-session-token' }

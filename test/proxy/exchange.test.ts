@@ -1,7 +1,7 @@
 import t from 'tap'
 import { Agent } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
-import { UpstreamExchange } from '../../src/proxy/exchange.js'
+import { UpstreamExchange } from '../../src/proxy/upstream/exchange.js'
 
 /** The upstream exchange's paths the proxy tests reach rarely: interim answers, discarding, cancelling, a Readable body. */
 t.test('an upstream exchange: head, fields, dump, stream, cancel and release', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { queryParam, withQueryParam } from '../../src/proxy/inject.js'
+import { queryParam, withQueryParam } from '../../src/proxy/inject/inject.js'
 
 t.test('query injection replaces only its own parameter and keeps the others byte for byte', async (t) => {
   t.equal(withQueryParam('/s?q=a%20b&api_key=sidekey&sig=x*y~z', 'api_key', 'T$&k'), '/s?q=a%20b&sig=x*y~z&api_key=T%24%26k')

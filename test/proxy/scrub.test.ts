@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { basicNeedles, Scrubber, SPELLINGS, tokenNeedles, type BodyOptions } from '../../src/proxy/scrub.js'
+import { basicNeedles, Scrubber, SPELLINGS, tokenNeedles, type BodyOptions } from '../../src/proxy/scrub/scrub.js'
 import { leaks } from '../hardening/helpers.js'
 
 const TOKEN = 'canary-0123456789abcdef/+x='

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { errorCode, upstreamError } from '../../src/proxy/upstream.js'
+import { errorCode, upstreamError } from '../../src/proxy/upstream/upstream.js'
 
 t.test('a cancelled exchange (AbortError DOMException, numeric code) maps to an upstream failure instead of throwing', async (t) => {
   const err = new DOMException('This operation was aborted', 'AbortError')

@@ -2,7 +2,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SidekeyError } from '../../errors.js'
-import { writeFileAtomic } from '../../tls/atomic-write.js'
+import { writeFileAtomic } from '../../util/atomic-write.js'
 
 /**
  * The instance's audit key (Ed25519, node:crypto only: made or loaded in well under a millisecond) and the signed

@@ -1,6 +1,6 @@
 import type { PlaceholderState } from '../../audit/events.js'
 import { classifyPlaceholder, wholeValue } from '../headers.js'
-import { awsAccessKeyId, queryParam } from '../inject.js'
+import { awsAccessKeyId, queryParam } from '../inject/inject.js'
 import type { RoutedContext } from './context.js'
 
 /**

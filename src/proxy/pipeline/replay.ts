@@ -1,7 +1,7 @@
 import { bearerChallenge } from '../../credentials/challenge.js'
 import { isNonceChallenge } from '../../credentials/dpop.js'
 import type { Credential } from '../../credentials/provider.js'
-import type { UpstreamExchange } from '../exchange.js'
+import type { UpstreamExchange } from '../upstream/exchange.js'
 import type { RoutedContext } from './context.js'
 import type { CredentialSource } from './credential.js'
 

@@ -2,7 +2,7 @@ import { SidekeyError } from '../../errors.js'
 import { targetsSelf } from '../../net/self.js'
 import { sendError } from '../respond.js'
 import type { Runtime } from '../runtime.js'
-import { upstreamError } from '../upstream.js'
+import { upstreamError } from '../upstream/upstream.js'
 import type { RequestContext } from './context.js'
 
 /** Counts exchanges in flight per upstream origin (upstream.ts's OriginLimiter), shared by every request. */

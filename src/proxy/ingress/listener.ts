@@ -1,0 +1,382 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { getHeapStatistics } from 'node:v8'
+import type { LimitsConfig } from '../../config/schema.js'
+import { egressDenied, NO_TOOL, SELF, SidekeyError } from '../../errors.js'
+import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from '../../net/host.js'
+import { targetsSelf } from '../../net/self.js'
+import { RequestHandler } from '../pipeline/handler.js'
+import type { RequestTarget } from './target.js'
+import { pathWithoutQuery } from '../../util/path.js'
+import { asSidekeyError, CLIENT_ERROR, sendError, sendRawError, type MarkedSocket } from '../respond.js'
+import { connectPortAllowed, type Runtime } from '../runtime.js'
+import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
+import { upgradeResponse } from './upgrade.js'
+import { CA_CONSTRAINT_DETAIL } from '../../tls/leaf-cache.js'
+import { AgentH2 } from './h2.js'
+import { USUAL_METHODS } from '../methods.js'
+import { listen } from '../../util/listen.js'
+import { ingressEvent } from '../pipeline/context.js'
+
+export interface ListenerOptions {
+  /** Used heap over the heap limit, 0..1; past OVERLOAD_HEAP_RATIO new requests are refused (tests inject it). */
+  readonly heapUsedRatio?: () => number
+}
+
+/** Stop taking requests at 90 % of the heap limit (threat model: the agent, exhaustion; Envoy stops at 98 %). */
+export const OVERLOAD_HEAP_RATIO = 0.9
+
+function heapUsedRatio (): number {
+  const h = getHeapStatistics()
+  return h.used_heap_size / h.heap_size_limit
+}
+
+/**
+ * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with the limits that keep an exhausting agent out (docs/threat-model.md).
+ * Requests inside intercepted tunnels are served by a second http.Server that never listens.
+ */
+export class ProxyListener {
+  readonly #runtime: () => Runtime
+  readonly #outer: Server
+  readonly #inner: Server
+  readonly #handler: RequestHandler
+  readonly #h2: AgentH2
+  readonly #contexts = new WeakMap<object, TunnelContext>()
+  readonly #tunnels = new Set<Socket>()
+  readonly #idPrefix = randomBytes(4).toString('hex')
+  /** When each client connection (or intercepted TLS session) began, for `max_connection_lifetime`. */
+  readonly #born = new WeakMap<object, number>()
+  readonly #heapUsedRatio: () => number
+  #nextId = 0
+  #draining = false
+
+  constructor (runtime: () => Runtime, opts: ListenerOptions = {}) {
+    this.#runtime = runtime
+    this.#heapUsedRatio = opts.heapUsedRatio ?? heapUsedRatio
+    const limits = runtime().config.limits
+    this.#handler = new RequestHandler(runtime, () => this.nextRequestId())
+    this.#outer = makeServer(limits, (req, res) => { this.#onRequest(req, res).catch((err) => this.#crashed(res, err)) })
+    this.#outer.maxConnections = limits.max_connections
+    this.#outer.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => { void this.#onConnect(req, socket, head) })
+    this.#inner = makeServer(limits, (req, res) => { this.#onTunnelRequest(req, res).catch((err) => this.#crashed(res, err)) })
+    // Node starts tracking connections (headers/request timeouts, closeIdleConnections) on 'listening'; the inner
+    // server never listens, so without this a slowloris inside an intercepted tunnel would only meet the idle timeout.
+    this.#inner.emit('listening')
+    const born = (socket: Socket): void => { if (!this.#born.has(socket)) this.#born.set(socket, Date.now()) }
+    this.#outer.on('connection', born)
+    this.#inner.on('connection', born)
+    // Upgrades (WebSocket) take the same path as any request, answered on the raw socket (upgrade.ts).
+    const upgrade = (onRequest: (req: IncomingMessage, res: ServerResponse) => Promise<void>) => (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+      this.#tunnels.add(socket)
+      socket.once('close', () => this.#tunnels.delete(socket))
+      const res = upgradeResponse(req, socket, head, this.#runtime().config.limits.idle_timeout)
+      if (res !== undefined) onRequest(req, res).catch((err) => this.#crashed(res, err))
+    }
+    this.#outer.on('upgrade', upgrade((req, res) => this.#onRequest(req, res)))
+    this.#inner.on('upgrade', upgrade((req, res) => this.#onTunnelRequest(req, res)))
+    this.#h2 = new AgentH2(runtime().config, (req, res, ctx) => { this.#onTunnelRequest(req, res, ctx).catch((err) => this.#crashed(res, err)) },
+      (authority, res, ctx) => this.#connectInTunnel(ctx, authority, (err, id, headers) => sendError(res, err, id, headers)))
+    // A CONNECT inside an intercepted HTTP/1.1 tunnel (plain or TLS): answered and audited, not dropped.
+    this.#inner.on('connect', (req: IncomingMessage, socket: Socket) => {
+      const ctx = this.#contexts.get(socket)
+      if (ctx === undefined) { socket.destroy(); return }
+      this.#connectInTunnel(ctx, req.url ?? '', (err, id, headers) => sendRawError(socket, err, id, headers))
+    })
+  }
+
+  listen (host: string, port: number): Promise<AddressInfo> {
+    return listen(this.#outer, host, port)
+  }
+
+  /**
+   * Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts what is left. While draining,
+   * every response is a connection's last, and connections (intercepted tunnels included) are closed as soon as
+   * they are idle.
+   */
+  async close (graceMs: number): Promise<void> {
+    this.#draining = true
+    const closed = new Promise<void>((resolve) => this.#outer.close(() => resolve()))
+    this.#inner.close(() => {})
+    this.#h2.close()
+    const closeIdle = (): void => {
+      this.#outer.closeIdleConnections()
+      this.#inner.closeIdleConnections()
+    }
+    closeIdle()
+    const sweep = setInterval(closeIdle, 100)
+    const timer = setTimeout(() => {
+      this.#outer.closeAllConnections()
+      this.#inner.closeAllConnections()
+      for (const s of this.#tunnels) s.destroy()
+    }, graceMs)
+    timer.unref()
+    await closed
+    clearInterval(sweep)
+    clearTimeout(timer)
+  }
+
+  /** A request handler bug must cost one request, not the sidecar: answer 500 (no detail) and keep serving. */
+  #crashed (res: ServerResponse, err: unknown): void {
+    sendError(res, asSidekeyError(err), this.nextRequestId())
+  }
+
+  nextRequestId (): string {
+    return `${this.#idPrefix}-${(++this.#nextId).toString(36)}`
+  }
+
+  /**
+   * Before any request is looked at: refused when the heap is nearly full (503, connection closed), and marked
+   * to close after its response once the connection has lived `max_connection_lifetime`, so rules and tokens
+   * are re-evaluated on a fresh connection.
+   */
+  #admit (req: IncomingMessage, res: ServerResponse, limits: LimitsConfig): boolean {
+    const h2 = req.httpVersionMajor === 2
+    if (this.#heapUsedRatio() >= OVERLOAD_HEAP_RATIO) {
+      sendError(res, overloaded(), this.nextRequestId(), h2 ? {} : { connection: 'close' })
+      return false
+    }
+    const born = this.#born.get(req.socket)
+    if (!h2 && (this.#draining || (born !== undefined && Date.now() - born >= limits.max_connection_lifetime))) res.shouldKeepAlive = false
+    return true
+  }
+
+  async #onRequest (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const rt = this.#runtime()
+    if (!this.#admit(req, res, rt.config.limits)) return
+    const client = `${req.socket.remoteAddress}:${req.socket.remotePort}`
+    let target: RequestTarget
+    try {
+      tooManyHeaders(req, rt.config.limits)
+      target = absoluteTarget(req.url ?? '')
+    } catch (err) {
+      const e = err as SidekeyError
+      sendError(res, e, this.nextRequestId())
+      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: e.status === 431 ? 'headers_too_large' : 'bad_request_target', client, method: req.method ?? '' })
+      return
+    }
+    await this.#handler.handle(req, res, hostMismatch(req.headers.host, target) ? { ...target, hostMismatch: true } : target, client)
+  }
+
+  async #onTunnelRequest (req: IncomingMessage, res: ServerResponse, context?: TunnelContext): Promise<void> {
+    const rt = this.#runtime()
+    const ctx = context ?? this.#contexts.get(req.socket)
+    if (ctx === undefined) { res.destroy(); return }
+    if (!this.#admit(req, res, rt.config.limits)) return
+    const scheme = ctx.tls ? 'https' : 'http'
+    let pathAndQuery = req.url ?? ''
+    let asked = ''
+    try {
+      tooManyHeaders(req, rt.config.limits)
+      if (!pathAndQuery.startsWith('/')) {
+        // absolute-form inside a tunnel: its authority must be the tunnel's
+        const t = absoluteTarget(pathAndQuery)
+        asked = `${t.scheme}://${formatAuthority(t.host, t.port, t.scheme === 'https' ? 443 : 80)}`
+        pathAndQuery = t.pathAndQuery
+        if (t.host !== ctx.host || t.port !== ctx.port || t.scheme !== scheme) throw misdirected()
+      }
+      const hostHeader = req.headers.host
+      if (hostHeader === undefined) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'missing Host header', { status: 400 })
+      asked = hostHeader
+      const a = parseAuthority(hostHeader, ctx.tls ? 443 : 80)
+      if (a.host !== ctx.host || a.port !== ctx.port) throw misdirected()
+    } catch (err) {
+      const e = err as SidekeyError
+      const requestId = this.nextRequestId()
+      sendError(res, e, requestId)
+      const misdirect = e.status === 421
+      // One event for every transport (plain or TLS tunnel, HTTP/1.1 or h2, or a TLS server name in tunnel.ts).
+      ingressEvent(rt, {
+        event: 'egress.denied', host: ctx.host, port: ctx.port, reason: misdirect ? 'misdirected' : 'bad_request', client: ctx.client,
+        method: req.method ?? '', request_id: requestId, path: pathWithoutQuery(pathAndQuery), ...(misdirect ? { requested: asked.slice(0, MAX_REQUESTED) } : {}),
+      })
+      return
+    }
+    await this.#handler.handle(req, res, { scheme, host: ctx.host, port: ctx.port, pathAndQuery, tunnel: true }, ctx.client)
+  }
+
+  async #intercept (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string): Promise<void> {
+    try {
+      await intercept(rt, socket, head, target, client, this.#inner, this.#contexts, rt.config.http2.enabled ? this.#h2 : undefined)
+    } catch {
+      socket.destroy()
+    }
+  }
+
+  /**
+   * A CONNECT sent inside an intercepted tunnel asks the tool's host for another tunnel, which carries no credential
+   * and is never served. The request is well formed, so not 400: the tunnel's end plays the origin server, which
+   * answers a method it does not allow with 405 and `Allow` (RFC 9110 §15.5.6). An HTTP/1.1 connection is closed
+   * after it: a client may already be sending tunnel bytes that must not be read as requests.
+   */
+  #connectInTunnel (ctx: TunnelContext, requested: string, answer: (err: SidekeyError, requestId: string, headers: Record<string, string>) => void): void {
+    const requestId = this.nextRequestId()
+    answer(new SidekeyError('SIDEKEY_METHOD_DENIED', 'CONNECT inside a tunnel is refused', { status: 405 }), requestId, { allow: USUAL_METHODS })
+    ingressEvent(this.#runtime(), {
+      event: 'egress.denied', host: ctx.host, port: ctx.port, reason: 'connect_in_tunnel', client: ctx.client, method: 'CONNECT', request_id: requestId,
+      requested: requested.slice(0, MAX_REQUESTED),
+    })
+  }
+
+  async #onConnect (req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const rt = this.#runtime()
+    const client = `${socket.remoteAddress}:${socket.remotePort}`
+    const requestId = this.nextRequestId()
+    socket.on('error', () => socket.destroy())
+    if (this.#heapUsedRatio() >= OVERLOAD_HEAP_RATIO) {
+      sendRawError(socket, overloaded(), requestId)
+      return
+    }
+    let target: { host: string, port: number }
+    try {
+      target = parseAuthority(req.url ?? '', undefined)
+    } catch (err) {
+      sendRawError(socket, err as SidekeyError, requestId)
+      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: 'bad_connect_target', client, method: 'CONNECT', request_id: requestId })
+      return
+    }
+    const deny = (reason: string): void => {
+      ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT', request_id: requestId })
+    }
+    this.#tunnels.add(socket)
+    socket.once('close', () => this.#tunnels.delete(socket))
+    if (rt.router.ownsHost(target.host, target.port)) {
+      // A leaf the CA may not sign would end in a bare TLS abort: refuse the CONNECT with a reason instead, unless a
+      // plaintext tool owns the host (plain HTTP in the tunnel needs no leaf).
+      if (!rt.leaves.permits(target.host) && !rt.router.candidates(target.host).some((t) => t.config.plaintext)) {
+        deny('ca_constraint')
+        sendRawError(socket, egressDenied(CA_CONSTRAINT_DETAIL, 'ca_constraint'), requestId)
+        return
+      }
+      await this.#intercept(rt, socket, head, target, client)
+      return
+    }
+    const portAllowed = connectPortAllowed(rt, target.port)
+    const unmatched = rt.config.egress.unmatched
+    if (unmatched !== 'deny' && portAllowed && targetsSelf(target.host, target.port, rt.ownPorts, rt.resolver.pins)) {
+      deny('self')
+      sendRawError(socket, egressDenied(SELF, 'self'), requestId)
+      return
+    }
+    if (unmatched === 'inventory' && portAllowed) {
+      // Intercepted like a tool host, so each request inside is seen (and passed through, handler.ts).
+      await this.#intercept(rt, socket, head, target, client)
+      return
+    }
+    if (unmatched === 'tunnel' && portAllowed) {
+      blindTunnel(rt, socket, head, target, requestId, {
+        denied: deny,
+        passed: (status, error) => ingressEvent(rt, { event: 'egress.passed', host: target.host, port: target.port, method: 'CONNECT', status, client, request_id: requestId, ...(error === undefined ? {} : { error }) }),
+      })
+      // A blind tunnel carries no requests to mark: it is cut when the connection's lifetime is up.
+      const cut = setTimeout(() => socket.destroy(), Math.max(0, rt.config.limits.max_connection_lifetime - (Date.now() - (this.#born.get(socket) ?? Date.now()))))
+      cut.unref()
+      socket.once('close', () => clearTimeout(cut))
+      return
+    }
+    deny(portAllowed ? 'no_tool' : 'port')
+    sendRawError(socket, portAllowed ? egressDenied(NO_TOOL, 'no_tool') : egressDenied(`CONNECT to port ${target.port} is not allowed (egress.connect_ports)`, 'port'), requestId)
+  }
+}
+
+function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const server = createServer({
+    maxHeaderSize: limits.max_header_bytes,
+    // Node refuses a headers timeout longer than the request timeout; the shorter one is what applies anyway.
+    headersTimeout: limits.request_timeout > 0 ? Math.min(limits.headers_timeout, limits.request_timeout) : limits.headers_timeout,
+    requestTimeout: limits.request_timeout,
+    // Twice a second, so a stalled header or body is cut within its timeout + 1 s (threat model: the agent, exhaustion), not + 2 s.
+    connectionsCheckingInterval: 500,
+    keepAliveTimeout: limits.keep_alive_timeout,
+    requireHostHeader: true,
+    joinDuplicateHeaders: false,
+    insecureHTTPParser: false,
+  }, onRequest)
+  // One more than the limit, so that "too many" is seen and answered with 431 instead of silently truncated.
+  server.maxHeadersCount = limits.max_headers + 1
+  server.maxRequestsPerSocket = limits.max_requests_per_socket
+  // Stream idle: a connection on which nothing moves either way (a client that stopped reading its response, an
+  // upstream that stopped sending) is closed, and the exchange behind it is cancelled (threat model: the agent, exhaustion).
+  server.timeout = limits.idle_timeout
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    ;(socket as MarkedSocket)[CLIENT_ERROR] = { status, code: err.code ?? 'unknown' }
+    sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'malformed request', { status }), '-')
+  })
+  return server
+}
+
+function tooManyHeaders (req: IncomingMessage, limits: LimitsConfig): void {
+  if (req.rawHeaders.length / 2 > limits.max_headers) {
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'too many header fields', { status: 431 })
+  }
+}
+
+/** threat model: the agent, credential scope: the URL authority wins over Host; a Host naming something else is worth an audit field. */
+function hostMismatch (hostHeader: string | undefined, target: RequestTarget): boolean {
+  if (hostHeader === undefined) return false
+  try {
+    const a = parseAuthority(hostHeader, target.scheme === 'https' ? 443 : 80)
+    return a.host !== target.host || a.port !== target.port
+  } catch {
+    return true
+  }
+}
+
+function overloaded (): SidekeyError {
+  return new SidekeyError('SIDEKEY_OVERLOADED', 'sidekey is short of memory', { status: 503 })
+}
+
+function misdirected (): SidekeyError {
+  return new SidekeyError('SIDEKEY_MISDIRECTED', 'request authority does not match the CONNECT target', { status: 421 })
+}
+
+/**
+ * An absolute-form request target (RFC 9112 §3.2.2): only http and https, no userinfo (RFC 9110 §4.2.4), and
+ * the authority — not the Host header — decides where the request goes. Origin-form is refused: sidekey never
+ * routes by Host (threat model: the agent, open proxy and SSRF).
+ */
+export function absoluteTarget (url: string): RequestTarget {
+  const scheme = url.startsWith('http://') ? 'http' : url.startsWith('https://') ? 'https' : undefined
+  if (scheme === undefined) {
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target', { status: 400 })
+  }
+  const fast = canonicalTarget(url, scheme)
+  if (fast !== undefined) return fast
+  // The authority ends where WHATWG URL ends it for a special scheme; the path after it is kept as the agent wrote
+  // it, for net/path.ts (URL would resolve `%2e` and read `\` as `/` on its own terms).
+  const start = scheme.length + 3
+  const end = url.slice(start).search(/[/?#\\]/)
+  const authority = end < 0 ? url.slice(start) : url.slice(start, start + end)
+  if (authority.includes('@')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'userinfo in request target', { status: 400 })
+  let parsed: URL
+  try {
+    if (authority === '') throw new Error('empty authority')
+    parsed = new URL(`${scheme}://${authority}/`)
+  } catch {
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid request target', { status: 400 })
+  }
+  const host = normalizeHost(parsed.hostname)
+  const port = parsed.port === '' ? (scheme === 'https' ? 443 : 80) : Number(parsed.port)
+  const rest = end < 0 ? '' : url.slice(start + end)
+  return { scheme, host, port, pathAndQuery: rest.startsWith('/') ? rest : '/' + rest, tunnel: false }
+}
+
+/**
+ * `scheme://host[:port]/path[?query]` already in the form `new URL()` would give back: canonical host, port 1-65535
+ * without leading zeros, a path of RFC 3986 pchars without `%` or dot segments, a non-empty query without the
+ * characters URL would percent-encode, no fragment. Anything else takes the URL parser (undefined).
+ */
+const CANONICAL_TARGET = /^https?:\/\/([a-z0-9.-]+)(?::([1-9]\d{0,4}))?(\/[A-Za-z0-9\-._~!$&()*+,;=:@/]*)(\?[A-Za-z0-9\-._~!$&()*+,;=:@/?%]+)?$/
+
+function canonicalTarget (url: string, scheme: 'http' | 'https'): RequestTarget | undefined {
+  const m = CANONICAL_TARGET.exec(url)
+  if (m === null) return undefined
+  const host = m[1]!
+  const path = m[3]!
+  if (!isCanonicalHost(host) || path.includes('/.')) return undefined
+  const port = m[2] === undefined ? (scheme === 'https' ? 443 : 80) : Number(m[2])
+  if (port > 65535) return undefined
+  return { scheme, host, port, pathAndQuery: m[4] === undefined ? path : path + m[4], tunnel: false }
+}
