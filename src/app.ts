@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises'
 import { createHash, X509Certificate } from 'node:crypto'
 import type { lookup as dnsLookup } from 'node:dns'
 import type { Logger } from 'pino'
-import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
 import { loadConfigFile } from './config/load.js'
 import { AuditHub } from './audit/hub.js'
@@ -28,6 +27,7 @@ import { loadOrCreateAdminToken } from './admin/token.js'
 import { SidekeyError } from './errors.js'
 import { Budgets } from './budget/index.js'
 import { systemClock, type Clock } from './util/clock.js'
+import { Closers } from './util/closers.js'
 import { createTracing, type Tracing } from './tracing/index.js'
 
 /** The version heartbeats report (package.json's, kept in step by a test). */
@@ -63,6 +63,9 @@ export class Sidekey {
   readonly #proxy: ProxyListener
   readonly #admin: AdminServer
   #runtime: Runtime
+  /** The runtime's credential manager, as built (the request path sees it as a CredentialProvider). */
+  #manager: CredentialManager
+  readonly #closers: Closers
   #tokenDigest: Buffer | undefined
   #proxyAddress = ''
   #adminAddress = ''
@@ -70,15 +73,18 @@ export class Sidekey {
   #fleet: FleetAgent | undefined
   #uncovered: readonly string[] = []
 
-  private constructor (opts: StartOptions, logger: Logger, metrics: SidekeyMetrics, audit: AuditHub, ca: CertificateAuthority, leaves: LeafCache, runtime: Runtime, trail: AuditTrail | undefined) {
+  private constructor (opts: StartOptions, parts: Parts, live: Live, closers: Closers) {
+    const { logger, metrics, audit, ca, leaves, trail } = parts
     this.#opts = opts
+    this.#closers = closers
     this.trail = trail
     this.logger = logger
     this.metrics = metrics
     this.audit = audit
     this.ca = ca
     this.#leaves = leaves
-    this.#runtime = runtime
+    this.#runtime = live.runtime
+    this.#manager = live.credentials
     this.#proxy = new ProxyListener(() => this.#runtime)
     this.#admin = new AdminServer({
       credentials: () => this.#runtime.credentials,
@@ -114,72 +120,85 @@ export class Sidekey {
     const tracing = await createTracing(config.tracing, config.instance_id, VERSION)
     const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, clock, ...caConstraints(config) })
     const adminToken = await adminTokenOf(config, files)
+    // Released in reverse: the logger flushed last, after the trail's final checkpoint, after the "stopped" line.
+    const closers = new Closers()
+    closers.add(() => flushLogger(logger))
     const chain = auditChainOf(logger)
     // Opened before anything else is logged, so that audit.started is line 1 of the run.
     const trail = chain === undefined
       ? undefined
       : await AuditTrail.open({ logger, chain, dir: config.ca.dir, instanceId: config.instance_id, every: config.audit.checkpoint_every, clock })
+    closers.add(() => trail?.close())
+    closers.add(() => { audit.close(); logger.info('stopped') })
+    closers.add(() => tracing?.close())
     const leaves = new LeafCache({ ca, validityMs: config.ca.leaf_validity, max: config.ca.leaf_cache_size, clock })
-    let runtime: Runtime
     try {
-      runtime = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set(), tracing, upstreamCa: files.upstreamCa, budgets: new Budgets(clock) })
+      const live = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set(), tracing, upstreamCa: files.upstreamCa, budgets: new Budgets(clock) })
+      const app = new Sidekey(opts, { logger, metrics, audit, ca, leaves, trail }, live, closers)
+      // The live runtime at shutdown, whichever reload built it.
+      closers.add(() => retire(app.#runtime, app.#manager))
+      metrics.bindCredentials(live.runtime.credentials)
+      metrics.bindCa(ca, clock)
+      metrics.bindBudgets(live.runtime.budgets!)
+      app.#tokenDigest = adminToken.digest
+      await app.#startFleet(config, clock, trail)
+      await app.#listen(config)
+      app.#fleet?.start()
+      logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, ca_fingerprint: ca.fingerprint256, admin_token: adminToken.path, tools: Object.keys(config.tools) }, 'listening')
+      app.#egressMode(config)
+      app.#reportCoverage(config)
+      // The tool hosts' leaves, minted in the background: the first CONNECT to a tool then costs what a later one does.
+      void leaves.prewarm(toolLeafHosts(config.tools))
+      closers.add(() => leaves.stopPrewarm())
+      return app
     } catch (err) {
-      // A start that fails still ends its run with a signed checkpoint.
-      await trail?.close()
+      // A start that fails releases what it built, and still ends its run with a signed checkpoint.
+      await closers.close()
       throw err
     }
-    metrics.bindCredentials(runtime.credentials)
-    metrics.bindCa(ca, clock)
-    metrics.bindBudgets(runtime.budgets!)
-    const app = new Sidekey(opts, logger, metrics, audit, ca, leaves, runtime, trail)
-    app.#tokenDigest = adminToken.digest
-    // Loaded only when configured: a config without `fleet:` never loads the NATS client.
-    if (config.fleet !== undefined) {
-      try {
-        const { FleetAgent } = await import('./fleet/agent.js')
-        const fleet = await FleetAgent.create({ config: { ...config, fleet: config.fleet }, credentials: () => app.#runtime.credentials, audit, logger, clock, version: VERSION,
-          approvals: () => app.#runtime.approvals })
-        app.#fleet = fleet
-        // Each signed audit checkpoint is also kept off the node, in the bucket.
-        trail?.onCheckpoint((cp) => { fleet.publishCheckpoint(cp) })
-        app.#runtime = { ...app.#runtime, locks: fleet }
-        runtime.budgets!.useFleet(fleet.budgetLedger())
-        metrics.bindFleet(fleet)
-      } catch (err) {
-        await (runtime.credentials as CredentialManager).close()
-        await trail?.close()
-        throw err
-      }
-    }
+  }
+
+  /** Fleet control, loaded only when configured: a config without `fleet:` never loads the NATS client. */
+  async #startFleet (config: Readonly<Config>, clock: Clock, trail: AuditTrail | undefined): Promise<void> {
+    if (config.fleet === undefined) return
+    const { FleetAgent } = await import('./fleet/agent.js')
+    const fleet = await FleetAgent.create({
+      config: { ...config, fleet: config.fleet }, credentials: () => this.#runtime.credentials, audit: this.audit, logger: this.logger,
+      clock, version: VERSION, approvals: () => this.#runtime.approvals,
+    })
+    this.#fleet = fleet
+    this.#closers.add(async () => {
+      // The bucket gets a checkpoint of everything served (the final one comes after the fleet is closed).
+      this.trail?.checkpoint(false)
+      await fleet.close()
+    })
+    // Each signed audit checkpoint is also kept off the node, in the bucket.
+    trail?.onCheckpoint((cp) => { fleet.publishCheckpoint(cp) })
+    this.#runtime = { ...this.#runtime, locks: fleet }
+    this.#runtime.budgets!.useFleet(fleet.budgetLedger())
+    this.metrics.bindFleet(fleet)
+  }
+
+  /** Binds the proxy and admin listeners; shutdown drains in-flight requests for up to `shutdown_grace`. */
+  async #listen (config: Readonly<Config>): Promise<void> {
+    this.#closers.add(() => Promise.all([this.#proxy.close(this.#runtime.config.shutdown_grace), this.#admin.close()]))
     let binding = 'proxy'
     let address = config.listen
     try {
       const [proxyHost, proxyPort] = splitHostPort(config.listen)
-      const p = await app.#proxy.listen(proxyHost, proxyPort)
+      const p = await this.#proxy.listen(proxyHost, proxyPort)
       binding = 'admin'
       address = config.admin.listen
       const [adminHost, adminPort] = splitHostPort(config.admin.listen)
-      const a = await app.#admin.listen(adminHost, adminPort)
-      app.#proxyAddress = hostPort(p.address, p.port)
-      app.#adminAddress = hostPort(a.address, a.port)
-      app.#runtime = { ...app.#runtime, ownPorts: new Set([p.port, a.port]) }
+      const a = await this.#admin.listen(adminHost, adminPort)
+      this.#proxyAddress = hostPort(p.address, p.port)
+      this.#adminAddress = hostPort(a.address, a.port)
+      this.#runtime = { ...this.#runtime, ownPorts: new Set([p.port, a.port]) }
     } catch (err) {
-      await app.#proxy.close(0)
-      await app.#admin.close()
-      await (runtime.credentials as CredentialManager).close()
-      await app.#fleet?.close()
-      await trail?.close()
       const code = (err as NodeJS.ErrnoException).code ?? 'error'
       const hint = code === 'EADDRINUSE' ? ' (another process, or another sidekey, holds it: pick another port with --listen/--admin or the config)' : ''
       throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen on ${binding} address ${address}: ${code}${hint}`, { cause: err })
     }
-    app.#fleet?.start()
-    logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, ca_fingerprint: ca.fingerprint256, admin_token: adminToken.path, tools: Object.keys(config.tools) }, 'listening')
-    app.#egressMode(config)
-    app.#reportCoverage(config)
-    // The tool hosts' leaves, minted in the background: the first CONNECT to a tool then costs what a later one does.
-    void leaves.prewarm(toolLeafHosts(config.tools))
-    return app
   }
 
   /** Tools whose host the CA cannot sign for: warned about, shown in /status and the metric, refused per CONNECT. */
@@ -193,7 +212,7 @@ export class Sidekey {
   get proxyAddress (): string { return this.#proxyAddress }
   get adminAddress (): string { return this.#adminAddress }
   get config (): Readonly<Config> { return this.#runtime.config }
-  get credentials (): CredentialManager { return this.#runtime.credentials as CredentialManager }
+  get credentials (): CredentialManager { return this.#manager }
   /** Fleet control, when the config has a `fleet:` section. */
   get fleet (): FleetAgent | undefined { return this.#fleet }
   /** The interception leaves (tests and the bench read which hosts have one). */
@@ -212,7 +231,7 @@ export class Sidekey {
   async #reload (): Promise<void> {
     const old = this.#runtime
     let config: Readonly<Config>
-    let next: Runtime
+    let next: Live
     let tokenDigest: Buffer
     try {
       config = this.#opts.configFile === undefined ? old.config : withOverrides(await loadConfigFile(this.#opts.configFile, this.#opts.env), this.#opts)
@@ -220,7 +239,7 @@ export class Sidekey {
       const files = await preflight(config)
       tokenDigest = (await adminTokenOf(config, files)).digest
       next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
-        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, approvals: old.approvals, tracing: old.tracing, budgets: old.budgets!, previous: old.credentials as CredentialManager, upstreamCa: files.upstreamCa,
+        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, approvals: old.approvals, tracing: old.tracing, budgets: old.budgets!, previous: this.#manager, upstreamCa: files.upstreamCa,
       })
     } catch (err) {
       const e = err as SidekeyError & { problems?: unknown }
@@ -229,9 +248,11 @@ export class Sidekey {
       throw err
     }
     this.#tokenDigest = tokenDigest
-    this.#runtime = next
+    const oldManager = this.#manager
+    this.#runtime = next.runtime
+    this.#manager = next.credentials
     this.metrics.setTools(Object.keys(config.tools))
-    this.metrics.bindCredentials(next.credentials)
+    this.metrics.bindCredentials(next.runtime.credentials)
     if (config.egress.unmatched !== old.config.egress.unmatched) this.#egressMode(config)
     this.audit.setDetectors(createDetectors(config.anomaly), anomalyRateLimit(config.anomaly))
     this.trail?.setEvery(config.audit.checkpoint_every)
@@ -239,7 +260,7 @@ export class Sidekey {
     // A reload never replaces the CA: a tool host added since it was made is refused (fails closed) and reported.
     this.#reportCoverage(config)
     void this.#leaves.prewarm(toolLeafHosts(config.tools))
-    void retire(old)
+    void retire(old, oldManager)
   }
 
   /** Shows `egress.unmatched` in the metrics; inventory mode is loud in the log too. */
@@ -253,19 +274,7 @@ export class Sidekey {
 
   /** Stops accepting, drains in-flight requests for up to `shutdown_grace`, then releases everything. */
   async close (): Promise<void> {
-    const rt = this.#runtime
-    this.#leaves.stopPrewarm()
-    await Promise.all([this.#proxy.close(rt.config.shutdown_grace), this.#admin.close()])
-    // The bucket gets a checkpoint of everything served (the final one comes after the fleet is closed).
-    if (this.#fleet !== undefined) this.trail?.checkpoint(false)
-    await this.#fleet?.close()
-    await retire(rt)
-    await rt.tracing?.close()
-    this.audit.close()
-    this.logger.info('stopped')
-    // The final signed checkpoint is the run's last line.
-    await this.trail?.close()
-    await flushLogger(this.logger)
+    await this.#closers.close()
   }
 }
 
@@ -285,7 +294,23 @@ interface RuntimeDeps {
   tracing?: Tracing | undefined
 }
 
-async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promise<Runtime> {
+/** A runtime and its credential manager as built: the request path sees only the runtime's narrow interfaces. */
+interface Live {
+  readonly runtime: Runtime
+  readonly credentials: CredentialManager
+}
+
+/** What a start builds before the runtime. */
+interface Parts {
+  readonly logger: Logger
+  readonly metrics: SidekeyMetrics
+  readonly audit: AuditHub
+  readonly ca: CertificateAuthority
+  readonly leaves: LeafCache
+  readonly trail: AuditTrail | undefined
+}
+
+async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promise<Live> {
   const resolver: ResolverOptions = { pins: config.resolve, blockPrivate: config.egress.block_private, ...(deps.dns === undefined ? {} : { dns: deps.dns }) }
   const lookup = createLookup(resolver)
   const router = new Router(config.tools)
@@ -297,13 +322,18 @@ async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promi
   })
   await credentials.start()
   deps.budgets.configure(config.tools)
-  return { config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts, locks: deps.locks ?? NO_LOCKS, approvals: deps.approvals ?? new ApprovalDesk(deps.audit), ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }), budgets: deps.budgets, ...(inventory === undefined ? {} : { inventory }) }
+  const runtime: Runtime = {
+    config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts,
+    locks: deps.locks ?? NO_LOCKS, approvals: deps.approvals ?? new ApprovalDesk(deps.audit), budgets: deps.budgets,
+    ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }), ...(inventory === undefined ? {} : { inventory }),
+  }
+  return { runtime, credentials }
 }
 
 /** Lets a replaced runtime's requests finish, then frees its pools and timers. */
-async function retire (rt: Runtime): Promise<void> {
-  await (rt.credentials as CredentialManager).close()
-  await (rt.upstream as Dispatcher).close().catch(() => {})
+async function retire (rt: Runtime, credentials: CredentialManager): Promise<void> {
+  await credentials.close()
+  await rt.upstream.close().catch(() => {})
 }
 
 function withOverrides (config: Readonly<Config>, opts: StartOptions): Readonly<Config> {
