@@ -24,7 +24,7 @@ export class ConfigError extends SidekeyError {
   constructor (file: string, problems: readonly ConfigProblem[]) {
     const n = problems.length
     super('SIDEKEY_CONFIG_INVALID', `${file}: ${n} config problem${n === 1 ? '' : 's'}\n${formatProblems(problems).join('\n')}`,
-      { status: 500, expose: false })
+      { expose: false })
     this.name = 'ConfigError'
     this.problems = Object.freeze(problems.map((p) => Object.freeze({ ...p })))
   }

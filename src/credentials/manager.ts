@@ -204,7 +204,7 @@ export class CredentialManager implements CredentialProvider {
   #slotOf (tool: string): CredentialRefresher {
     const slot = this.#toolSlots.get(tool)
     if (slot === undefined) {
-      throw new SidekeyError('SIDEKEY_UNKNOWN_TOOL', `unknown tool ${JSON.stringify(tool)}`, { status: 404, details: { tool } })
+      throw new SidekeyError('SIDEKEY_UNKNOWN_TOOL', `unknown tool ${JSON.stringify(tool)}`, { details: { tool } })
     }
     return slot
   }

@@ -17,7 +17,8 @@ import { loadOperatorKeys, type OperatorPublicKey } from './keys.js'
 import { LockTable } from './locks.js'
 import { ReplayCache } from './replay.js'
 import { revokeResult, type RevokeResult } from './revoke-result.js'
-import { CommandWatch, errCode } from './watch.js'
+import { CommandWatch } from './watch.js'
+import { errorCode } from '../errors.js'
 import type { ApprovalDesk } from '../approvals/index.js'
 import { decideApproval, publishApprovals } from './approvals.js'
 
@@ -234,7 +235,7 @@ export class FleetAgent implements LockView {
 
   #retry (err: unknown): void {
     if (this.#closed) return
-    this.#d.logger.warn({ err: { code: errCode(err) }, retry_in_ms: this.#retryMs }, 'fleet broker unavailable; serving from config and the cached state')
+    this.#d.logger.warn({ err: { code: errorCode(err) }, retry_in_ms: this.#retryMs }, 'fleet broker unavailable; serving from config and the cached state')
     this.#timer = this.#clock.setTimeout(() => { void this.#connect() }, this.#retryMs)
     this.#timer.unref?.()
     this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS)

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { KV, KvEntry } from '@nats-io/kv'
 import { JetStreamApiCodes } from '@nats-io/jetstream'
 import type { Clock, Timer } from '../util/clock.js'
+import { errorCode } from '../errors.js'
 
 /** Why commands stopped arriving; logged once per outage. */
 export type WatchLoss =
@@ -90,7 +91,7 @@ export class CommandWatch {
     const retryInMs = this.#kv !== undefined && this.#timer === undefined ? this.#schedule() : undefined
     if (this.#lost !== undefined) return
     this.#lost = { reason, at: this.#d.clock.now() }
-    const fields = { reason, ...(err === undefined ? {} : { err: { code: errCode(err) } }), retry_in_ms: retryInMs }
+    const fields = { reason, ...(err === undefined ? {} : { err: { code: errorCode(err) } }), retry_in_ms: retryInMs }
     this.#d.logger.warn(fields, WATCH_LOG.lost)
   }
 
@@ -196,7 +197,3 @@ function isStreamMissing (err: unknown): boolean {
   return (err as { code?: unknown }).code === JetStreamApiCodes.StreamNotFound
 }
 
-/** A stable, secret-free code for a log line. */
-export function errCode (err: unknown): string {
-  return String((err as { code?: unknown }).code ?? (err as Error).name ?? 'error')
-}

@@ -14,7 +14,7 @@ export interface McpRefusal {
   readonly status: 200 | 400 | 413
   readonly body: string
   readonly outcome: 'mcp_denied' | 'bad_request'
-  readonly code: 'SIDEKEY_MCP_DENIED' | 'SIDEKEY_MCP_BAD_REQUEST'
+  readonly code: 'SIDEKEY_MCP_DENIED' | 'SIDEKEY_MCP_BAD_REQUEST' | 'SIDEKEY_MCP_BODY_TOO_LARGE'
   /** Fixed words for Proxy-Status: never a name the agent sent. */
   readonly reason: string
 }
@@ -22,9 +22,10 @@ export interface McpRefusal {
 type Id = string | number | null
 
 /** A body sidekey cannot judge (malformed, too large) or whose SEP-2243 headers disagree with it: HTTP 400. */
-export function badRequest (code: number, message: string, reason: string, status: 400 | 413 = 400): McpRefusal {
+export function badRequest (code: number, message: string, reason: string, tooLarge = false): McpRefusal {
   const body = JSON.stringify({ jsonrpc: '2.0', id: null, error: { code, message: `sidekey: ${message}` } })
-  return { status, body, outcome: 'bad_request', code: 'SIDEKEY_MCP_BAD_REQUEST', reason }
+  if (tooLarge) return { status: 413, body, outcome: 'bad_request', code: 'SIDEKEY_MCP_BODY_TOO_LARGE', reason }
+  return { status: 400, body, outcome: 'bad_request', code: 'SIDEKEY_MCP_BAD_REQUEST', reason }
 }
 
 /**
@@ -53,5 +54,5 @@ export function denied (answers: object | object[]): McpRefusal {
 
 /** A POSTed body over `limits.replay_body_bytes`: sidekey cannot judge it, so it is not sent. */
 export function mcpBodyTooLarge (): McpRefusal {
-  return badRequest(INVALID_REQUEST, 'the MCP request body is larger than limits.replay_body_bytes', 'mcp_body_too_large', 413)
+  return badRequest(INVALID_REQUEST, 'the MCP request body is larger than limits.replay_body_bytes', 'mcp_body_too_large', true)
 }

@@ -43,7 +43,7 @@ function parseUrlHost (host: string): string {
 }
 
 function badHost (): SidekeyError {
-  return new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host', { status: 400 })
+  return new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host')
 }
 
 export interface Authority { host: string, port: number }

@@ -153,5 +153,5 @@ function unsafeChar (): SidekeyError {
 }
 
 function badPath (message: string): SidekeyError {
-  return new SidekeyError('SIDEKEY_BAD_REQUEST', message, { status: 400 })
+  return new SidekeyError('SIDEKEY_BAD_REQUEST', message)
 }

@@ -40,15 +40,15 @@ export function checkRequestHeaders (raw: readonly string[]): string | undefined
   let task: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
-    if (name.includes('_')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'header names with underscores are refused', { status: 400 })
+    if (name.includes('_')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'header names with underscores are refused')
     if (name.length === 4 && name.toLowerCase() === 'host') {
-      if (host) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'more than one Host header', { status: 400 })
+      if (host) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'more than one Host header')
       host = true
     } else if (name.length === TASK_HEADER.length && name.toLowerCase() === TASK_HEADER) {
       const value = raw[i + 1]!
       if (task !== undefined || !TASK_ID.test(value)) {
         throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'X-Sidekey-Task must be sent once, 1 to 128 characters of A-Z a-z 0-9 . _ ~ : / @ + = -',
-          { status: 400, details: { reason: 'bad_task' } })
+          { details: { reason: 'bad_task' } })
       }
       task = value
     }

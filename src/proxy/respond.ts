@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { STATUS_CODES } from 'node:http'
-import { SidekeyError } from '../errors.js'
+import { ERRORS, SidekeyError } from '../errors.js'
 
 /**
  * The one place errors become answers to the agent. Bodies carry a stable error name, the documented fields
@@ -10,23 +10,6 @@ import { SidekeyError } from '../errors.js'
  * message, raw upstream error or secret. Every error also carries an RFC 9209 `Proxy-Status` header, which proxy
  * aware clients show even when they hide the body (a refused CONNECT).
  */
-const ERROR_NAMES: Record<string, string> = {
-  SIDEKEY_BAD_REQUEST: 'bad_request',
-  SIDEKEY_MISDIRECTED: 'misdirected_request',
-  SIDEKEY_EGRESS_DENIED: 'egress_denied',
-  SIDEKEY_METHOD_DENIED: 'method_denied',
-  SIDEKEY_PLACEHOLDER_REQUIRED: 'placeholder_required',
-  SIDEKEY_TOOL_LOCKED: 'tool_locked',
-  SIDEKEY_APPROVAL_DENIED: 'approval_denied',
-  SIDEKEY_APPROVAL_TIMEOUT: 'approval_timeout',
-  SIDEKEY_APPROVAL_BODY_TOO_LARGE: 'approval_body_too_large',
-  SIDEKEY_BUDGET_EXHAUSTED: 'budget_exhausted',
-  SIDEKEY_CREDENTIAL_UNAVAILABLE: 'credential_unavailable',
-  SIDEKEY_UPSTREAM_FAILED: 'upstream_failed',
-  SIDEKEY_UPSTREAM_TIMEOUT: 'upstream_timeout',
-  SIDEKEY_UPSTREAM_TLS: 'upstream_tls_failed',
-  SIDEKEY_OVERLOADED: 'overloaded',
-}
 
 /**
  * Set on a client socket by the server's `clientError` handler: what the agent was answered there (400/431 for a
@@ -37,22 +20,7 @@ export const CLIENT_ERROR: unique symbol = Symbol('sidekey.clientError')
 
 export type MarkedSocket = Socket & { [CLIENT_ERROR]?: { readonly status: number, readonly code: string } }
 
-/** RFC 9209 §2.3 error types, by code; refusals by their reason where that says more. */
-const PROXY_STATUS_TYPES: Record<string, string> = {
-  SIDEKEY_BAD_REQUEST: 'http_request_error',
-  SIDEKEY_MISDIRECTED: 'http_request_denied',
-  SIDEKEY_EGRESS_DENIED: 'http_request_denied',
-  SIDEKEY_METHOD_DENIED: 'http_request_denied',
-  SIDEKEY_APPROVAL_DENIED: 'http_request_denied',
-  SIDEKEY_APPROVAL_TIMEOUT: 'http_request_denied',
-  SIDEKEY_APPROVAL_BODY_TOO_LARGE: 'http_request_error',
-  SIDEKEY_BUDGET_EXHAUSTED: 'http_request_denied',
-  SIDEKEY_CREDENTIAL_UNAVAILABLE: 'proxy_internal_response',
-  SIDEKEY_UPSTREAM_FAILED: 'destination_unavailable',
-  SIDEKEY_UPSTREAM_TIMEOUT: 'connection_timeout',
-  SIDEKEY_UPSTREAM_TLS: 'tls_protocol_error',
-  SIDEKEY_OVERLOADED: 'connection_limit_reached',
-}
+/** RFC 9209 §2.3 error types where a refusal's reason says more than its code (errors.ts has the code's). */
 const REASON_TYPES: Record<string, string> = {
   private_address: 'destination_ip_prohibited',
   self: 'proxy_loop_detected',
@@ -62,7 +30,7 @@ const REASON_TYPES: Record<string, string> = {
 /** `sidekey; error=destination_ip_prohibited; details="…"` (RFC 9209): the type, and the body's words if safe to show. */
 export function proxyStatus (err: SidekeyError): string {
   const reason = err.details.reason
-  const type = err.proxyStatus ?? (typeof reason === 'string' ? REASON_TYPES[reason] : undefined) ?? PROXY_STATUS_TYPES[err.code] ?? 'proxy_internal_error'
+  const type = err.proxyStatus ?? (typeof reason === 'string' ? REASON_TYPES[reason] : undefined) ?? ERRORS[err.code].proxyStatus
   const detail = err.details.detail ?? (err.expose ? err.message : undefined)
   return detail === undefined ? `sidekey; error=${type}` : `sidekey; error=${type}; details=${sfString(String(detail))}`
 }
@@ -73,11 +41,11 @@ function sfString (text: string): string {
 }
 
 export function asSidekeyError (err: unknown): SidekeyError {
-  return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { status: 500, cause: err })
+  return err instanceof SidekeyError ? err : new SidekeyError('SIDEKEY_INTERNAL', 'internal error', { cause: err })
 }
 
 export function errorBody (err: SidekeyError, requestId: string): string {
-  const body: Record<string, string | number> = { error: ERROR_NAMES[err.code] ?? 'internal_error', ...err.details, request_id: requestId }
+  const body: Record<string, string | number> = { error: ERRORS[err.code].name, ...err.details, request_id: requestId }
   if (err.expose) body.message = err.message
   return JSON.stringify(body)
 }

@@ -98,13 +98,13 @@ export class Router {
     // An escaped `/` or `\` means one thing to sidekey and, to many upstreams, another: refused on every tool's
     // path unless the tool's API needs it (GitLab's `projects/group%2Fname`) and says so.
     if (route.kind === 'tool' && !route.tool.config.allow_encoded_slash && ENCODED_SLASH.test(pathWithoutQuery(path))) {
-      throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'an escaped / or \\ in the path (set allow_encoded_slash on the tool if its API needs one)', { status: 400 })
+      throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'an escaped / or \\ in the path (set allow_encoded_slash on the tool if its API needs one)')
     }
     if (!this.candidates(host).some((t) => t.pathPrefix !== '/')) return route
     const check = (how: string, reading: string | undefined): void => {
       if (reading !== undefined && sameRoute(route, this.match(scheme, host, port, reading)) &&
         sameRoute(route, this.match(scheme, host, port, reading, true))) return
-      throw new SidekeyError('SIDEKEY_BAD_REQUEST', `ambiguous path: ${how} it would take another route`, { status: 400 })
+      throw new SidekeyError('SIDEKEY_BAD_REQUEST', `ambiguous path: ${how} it would take another route`)
     }
     check('in another letter case', path)
     for (const r of readingsOf(path)) check(r.how, r.path)

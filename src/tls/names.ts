@@ -11,13 +11,13 @@ const HOST_CHARS = /^[a-z0-9.:-]+$/
 /** Throws SIDEKEY_BAD_REQUEST unless `host` is a plain DNS name or an IP literal we can put in a SAN. */
 export function assertLeafHost (host: string): void {
   if (host.length === 0 || host.length > 253 || !HOST_CHARS.test(host)) {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host for a TLS certificate', { status: 400 })
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host for a TLS certificate')
   }
   if (host.includes(':') && ipFamily(host) !== 6) {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid IPv6 address for a TLS certificate', { status: 400 })
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid IPv6 address for a TLS certificate')
   }
   if (ipFamily(host) === 0 && (host.startsWith('.') || host.endsWith('.') || host.includes('..'))) {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host for a TLS certificate', { status: 400 })
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid host for a TLS certificate')
   }
 }
 
@@ -25,7 +25,7 @@ export function assertLeafHost (host: string): void {
 export function ipBytes (ip: string): Uint8Array {
   const family = ipFamily(ip)
   if (family === 4) return new Uint8Array(ip.split('.').map(Number))
-  if (family !== 6 || ip.includes('%')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid IP address', { status: 400 })
+  if (family !== 6 || ip.includes('%')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid IP address')
   let text = ip
   const tail: number[] = []
   const lastColon = text.lastIndexOf(':')

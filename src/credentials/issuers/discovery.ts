@@ -3,7 +3,7 @@ import { IssuerError } from '../../errors.js'
 import { ipFamily } from '../../net/family.js'
 import { classifyIp } from '../../net/ip.js'
 import { discard, jsonObject, originAndPath, readCapped } from './token-endpoint.js'
-import { errorCode } from './watched-file.js'
+import { errorCode } from '../../errors.js'
 
 /** Metadata documents are small; a bigger answer is refused unread. */
 export const MAX_METADATA_BYTES = 64 * 1024

@@ -5,7 +5,7 @@ import { IssuerError } from '../../errors.js'
 import type { CredentialRequest, Issuer, IssuerFactory } from '../issuer.js'
 import { awsKeyCredential, isAwsKeyDocument } from '../aws-keys.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, sanitizeForMessage, usableToken } from './token-value.js'
-import { errorCode } from './watched-file.js'
+import { errorCode } from '../../errors.js'
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$/
 

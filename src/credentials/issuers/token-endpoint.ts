@@ -5,7 +5,7 @@ import type { ClientAuth } from './client-auth.js'
 import type { DpopKey } from '../dpop.js'
 import type { Credential } from '../provider.js'
 import { issuedCredential, jwtFacts, MAX_TOKEN_BYTES, usableToken } from './token-value.js'
-import { errorCode } from './watched-file.js'
+import { errorCode } from '../../errors.js'
 import { RETRY_AFTER_MAX_MS } from '../backoff.js'
 
 /** Lifetime assumed when a response has neither `expires_in` nor a JWT `exp` (RFC 6749 §5.1 leaves it open). */

@@ -3,6 +3,7 @@ import { readFile, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { IssuerError } from '../../errors.js'
 import { MAX_TOKEN_BYTES } from './token-value.js'
+import { errorCode } from '../../errors.js'
 
 /**
  * A small secret file (client secret, subject token, key, mounted token) read again only when it changed:
@@ -56,13 +57,6 @@ export class FileSource {
   }
 }
 
-/** A stable error code (ENOENT, EACCES...) or the error's class name: never the message, which may quote input. */
-export function errorCode (err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code
-  if (typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code)) return code
-  const name = (err as { name?: unknown } | null)?.name
-  return typeof name === 'string' && /^[A-Za-z]{1,40}$/.test(name) ? name : 'unknown error'
-}
 
 /**
  * Watches the directory holding `path` and calls `onEvent` (debounced) after anything happened in it.

@@ -105,7 +105,7 @@ export class AgentH2 {
       stream.once('aborted', () => {
         premature++
         if (premature >= this.#maxResets && premature * 2 >= streams && !session.destroyed) {
-          session.destroy(new SidekeyError('SIDEKEY_OVERLOADED', 'too many premature stream resets', { status: 503 }), constants.NGHTTP2_ENHANCE_YOUR_CALM)
+          session.destroy(new SidekeyError('SIDEKEY_OVERLOADED', 'too many premature stream resets'), constants.NGHTTP2_ENHANCE_YOUR_CALM)
         }
       })
     })
@@ -133,7 +133,7 @@ export class AgentH2 {
 export function asHttp1Request (req: Http2ServerRequest): IncomingMessage {
   const authority = req.headers[':authority']
   const scheme = req.headers[':scheme']
-  if (scheme !== 'https') throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'h2 requests in a TLS tunnel use the https scheme', { status: 400 })
+  if (scheme !== 'https') throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'h2 requests in a TLS tunnel use the https scheme')
   const raw: string[] = []
   const cookies: string[] = []
   let host: string | undefined
@@ -142,7 +142,7 @@ export function asHttp1Request (req: Http2ServerRequest): IncomingMessage {
     const name = src[i]!
     const value = src[i + 1]!
     if (name.startsWith(':')) {
-      if (!PSEUDO.has(name)) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'unknown pseudo-header', { status: 400 })
+      if (!PSEUDO.has(name)) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'unknown pseudo-header')
       continue
     }
     if (name === 'cookie') { cookies.push(value); continue }
@@ -150,7 +150,7 @@ export function asHttp1Request (req: Http2ServerRequest): IncomingMessage {
     raw.push(name, value)
   }
   if (authority !== undefined && host !== undefined && authority !== host) {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', ':authority and Host differ', { status: 400 })
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', ':authority and Host differ')
   }
   if (host === undefined && authority !== undefined) raw.unshift('host', authority)
   if (cookies.length > 0) raw.push('cookie', cookies.join('; '))

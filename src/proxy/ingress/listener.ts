@@ -152,7 +152,7 @@ export class ProxyListener {
     } catch (err) {
       const e = err as SidekeyError
       sendError(res, e, this.nextRequestId())
-      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: e.status === 431 ? 'headers_too_large' : 'bad_request_target', client, method: req.method ?? '' })
+      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: e.code === 'SIDEKEY_HEADERS_TOO_LARGE' ? 'headers_too_large' : 'bad_request_target', client, method: req.method ?? '' })
       return
     }
     await this.#handler.handle(req, res, hostMismatch(req.headers.host, target) ? { ...target, hostMismatch: true } : target, client)
@@ -176,7 +176,7 @@ export class ProxyListener {
         if (t.host !== ctx.host || t.port !== ctx.port || t.scheme !== scheme) throw misdirected()
       }
       const hostHeader = req.headers.host
-      if (hostHeader === undefined) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'missing Host header', { status: 400 })
+      if (hostHeader === undefined) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'missing Host header')
       asked = hostHeader
       const a = parseAuthority(hostHeader, ctx.tls ? 443 : 80)
       if (a.host !== ctx.host || a.port !== ctx.port) throw misdirected()
@@ -211,7 +211,7 @@ export class ProxyListener {
    */
   #connectInTunnel (ctx: TunnelContext, requested: string, answer: (err: SidekeyError, requestId: string, headers: Record<string, string>) => void): void {
     const requestId = this.nextRequestId()
-    answer(new SidekeyError('SIDEKEY_METHOD_DENIED', 'CONNECT inside a tunnel is refused', { status: 405 }), requestId, { allow: USUAL_METHODS })
+    answer(new SidekeyError('SIDEKEY_METHOD_NOT_ALLOWED', 'CONNECT inside a tunnel is refused'), requestId, { allow: USUAL_METHODS })
     ingressEvent(this.#runtime(), {
       event: 'egress.denied', host: ctx.host, port: ctx.port, reason: 'connect_in_tunnel', client: ctx.client, method: 'CONNECT', request_id: requestId,
       requested: requested.slice(0, MAX_REQUESTED),
@@ -300,16 +300,17 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   server.timeout = limits.idle_timeout
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
-    ;(socket as MarkedSocket)[CLIENT_ERROR] = { status, code: err.code ?? 'unknown' }
-    sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'malformed request', { status }), '-')
+    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'SIDEKEY_HEADERS_TOO_LARGE' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'SIDEKEY_REQUEST_TIMEOUT' : 'SIDEKEY_BAD_REQUEST'
+    const refusal = new SidekeyError(code, 'malformed request')
+    ;(socket as MarkedSocket)[CLIENT_ERROR] = { status: refusal.status, code: err.code ?? 'unknown' }
+    sendRawError(socket, refusal, '-')
   })
   return server
 }
 
 function tooManyHeaders (req: IncomingMessage, limits: LimitsConfig): void {
   if (req.rawHeaders.length / 2 > limits.max_headers) {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'too many header fields', { status: 431 })
+    throw new SidekeyError('SIDEKEY_HEADERS_TOO_LARGE', 'too many header fields')
   }
 }
 
@@ -325,11 +326,11 @@ function hostMismatch (hostHeader: string | undefined, target: RequestTarget): b
 }
 
 function overloaded (): SidekeyError {
-  return new SidekeyError('SIDEKEY_OVERLOADED', 'sidekey is short of memory', { status: 503 })
+  return new SidekeyError('SIDEKEY_OVERLOADED', 'sidekey is short of memory')
 }
 
 function misdirected (): SidekeyError {
-  return new SidekeyError('SIDEKEY_MISDIRECTED', 'request authority does not match the CONNECT target', { status: 421 })
+  return new SidekeyError('SIDEKEY_MISDIRECTED', 'request authority does not match the CONNECT target')
 }
 
 /**
@@ -340,7 +341,7 @@ function misdirected (): SidekeyError {
 export function absoluteTarget (url: string): RequestTarget {
   const scheme = url.startsWith('http://') ? 'http' : url.startsWith('https://') ? 'https' : undefined
   if (scheme === undefined) {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target', { status: 400 })
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target')
   }
   const fast = canonicalTarget(url, scheme)
   if (fast !== undefined) return fast
@@ -349,13 +350,13 @@ export function absoluteTarget (url: string): RequestTarget {
   const start = scheme.length + 3
   const end = url.slice(start).search(/[/?#\\]/)
   const authority = end < 0 ? url.slice(start) : url.slice(start, start + end)
-  if (authority.includes('@')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'userinfo in request target', { status: 400 })
+  if (authority.includes('@')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'userinfo in request target')
   let parsed: URL
   try {
     if (authority === '') throw new Error('empty authority')
     parsed = new URL(`${scheme}://${authority}/`)
   } catch {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid request target', { status: 400 })
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid request target')
   }
   const host = normalizeHost(parsed.hostname)
   const port = parsed.port === '' ? (scheme === 'https' ? 443 : 80) : Number(parsed.port)

@@ -68,7 +68,7 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
       // Audited like a misdirected request inside the tunnel (listener.ts); the handshake is aborted.
       handshaking = false
       ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason: 'misdirected', client, requested: servername.slice(0, MAX_REQUESTED) })
-      cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target', { status: 421 }), undefined)
+      cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target'), undefined)
     },
   })
   // A handshake that fails on the agent's side (it does not trust sidekey's CA) is reported once, with its alert.
@@ -151,7 +151,7 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
     sendRawError(socket, e, requestId)
     upstream.destroy()
   }
-  const connectTimeout = (): void => fail(new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { status: 504 }))
+  const connectTimeout = (): void => fail(new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out'))
   upstream.once('timeout', connectTimeout)
   upstream.once('error', fail)
   upstream.once('connect', () => {

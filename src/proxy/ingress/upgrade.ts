@@ -46,7 +46,7 @@ export function upgradeResponse (req: IncomingMessage, socket: Socket, head: Buf
   // The parser stops at the end of the headers, so a body would sit unparsed in `head`: refuse it (a desync, as with bytes after a refused CONNECT).
   const cl = req.headers['content-length']
   if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) {
-    sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'a request body with an upgrade is refused', { status: 400 }), '-')
+    sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'a request body with an upgrade is refused'), '-')
     return undefined
   }
   // Frames the client sent before our 101 are delivered upstream after the upstream's 101.
@@ -98,13 +98,13 @@ export class UpgradeResponse extends ServerResponse {
           socket.destroy()
           const detail = 'the upstream answered with Sec-WebSocket-Extensions, which sidekey does not offer'
           const message = 'upstream negotiated a WebSocket extension that was not offered'
-          reject(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', message, { status: 502, details: { reason: 'ws_extension', detail } }))
+          reject(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', message, { details: { reason: 'ws_extension', detail } }))
           return
         }
         this.#join(req, headers, socket)
         resolve(statusCode)
       })
-      const left = (): void => exchange.cancel(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away', { status: 502 }))
+      const left = (): void => exchange.cancel(new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'agent went away'))
       if (this.#client.destroyed) left()
       else this.#client.once('close', left)
       // Any other status: the refusal's body is relayed like any answer's (scrub-response.ts).

@@ -103,7 +103,7 @@ function payloadHashFor (agent: string | undefined, target: SigV4Target): string
 }
 
 function refused (target: SigV4Target, why: string): SidekeyError {
-  return new SidekeyError('SIDEKEY_BAD_REQUEST', `tool ${target.tool}: cannot re-sign this request: ${why}`, { status: 400, details: { tool: target.tool } })
+  return new SidekeyError('SIDEKEY_BAD_REQUEST', `tool ${target.tool}: cannot re-sign this request: ${why}`, { details: { tool: target.tool } })
 }
 
 /** `SignedHeaders=a;b;c` of the agent's SigV4 Authorization, lower-cased; undefined when there is none. */

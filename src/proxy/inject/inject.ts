@@ -61,7 +61,7 @@ async function injectSigV4 (tool: Tool, spec: { service: string, region: string 
 }
 
 function notThisShape (tool: Tool, what: string): SidekeyError {
-  return new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', `the credential of tool ${tool.name} ${what}`, { status: 503, expose: true, details: { tool: tool.name } })
+  return new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', `the credential of tool ${tool.name} ${what}`, { expose: true, details: { tool: tool.name } })
 }
 
 /**

@@ -31,7 +31,7 @@ export const approvalGiven: PolicyStep = async (ctx) => {
   if (body === undefined) {
     const message = 'a call waiting for approval is held whole, and this body is larger than ' +
       `limits.replay_body_bytes (${limit})`
-    return refusal(ctx, 'SIDEKEY_APPROVAL_BODY_TOO_LARGE', 413, message, {}, undefined)
+    return refusal(ctx, 'SIDEKEY_APPROVAL_BODY_TOO_LARGE', message, {}, undefined)
   }
   if (ctx.mcp === undefined) ctx.heldBody = body
   const desk = ctx.rt.approvals
@@ -65,17 +65,17 @@ function refused (ctx: RoutedContext, verdict: Exclude<Verdict, { kind: 'granted
     const message = `this call waited for approval ${approval} and none came in time; once it is approved, ` +
       'send it again unchanged'
     const detail = `approval ${approval} not decided in time`
-    return refusal(ctx, 'SIDEKEY_APPROVAL_TIMEOUT', 403, message, { approval, detail })
+    return refusal(ctx, 'SIDEKEY_APPROVAL_TIMEOUT', message, { approval, detail })
   }
   const why = verdict.reason === undefined ? '' : `: ${verdict.reason}`
   const message = `approval ${approval} was denied by ${verdict.by}${why}; do not retry this call`
   const detail = `approval ${approval} denied`
-  return refusal(ctx, 'SIDEKEY_APPROVAL_DENIED', 403, message, { approval, by: verdict.by, detail })
+  return refusal(ctx, 'SIDEKEY_APPROVAL_DENIED', message, { approval, by: verdict.by, detail })
 }
 
-function refusal (ctx: RoutedContext, code: ErrorCode, status: number, message: string, details: Record<string, string>,
+function refusal (ctx: RoutedContext, code: ErrorCode, message: string, details: Record<string, string>,
   mcpText: string | undefined = message): Refusal {
-  const error = new SidekeyError(code, message, { status, details: { tool: ctx.tool.name, ...details } })
+  const error = new SidekeyError(code, message, { details: { tool: ctx.tool.name, ...details } })
   const outcome = OUTCOMES[code]!
   const body = ctx.mcp?.body
   if (body === undefined || mcpText === undefined) return { error, outcome }

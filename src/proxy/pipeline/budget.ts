@@ -32,7 +32,7 @@ function judged (ctx: RoutedContext, verdict: Verdict): Refusal | undefined {
     : `this tool's fleet budget ${verdict.budget} cannot be counted while the fleet broker is unreachable`
   const details = { tool, budget: verdict.budget, retry_after: verdict.retryAfterSeconds }
   return {
-    error: new SidekeyError('SIDEKEY_BUDGET_EXHAUSTED', message, { status: 429, details }),
+    error: new SidekeyError('SIDEKEY_BUDGET_EXHAUSTED', message, { details }),
     outcome: 'budget_exhausted',
     headers: { 'retry-after': String(verdict.retryAfterSeconds) },
     audit: { budget: verdict.budget },

@@ -15,7 +15,7 @@ export const mcpAllowed: PolicyStep = async (ctx) => {
   const refusal = check.refusal
   if (refusal === undefined) return undefined
   return {
-    error: new SidekeyError(refusal.code, refusal.reason, { status: refusal.status }),
+    error: new SidekeyError(refusal.code, refusal.reason),
     outcome: refusal.outcome,
     answer: (res, requestId) => sendMcpRefusal(res, refusal, requestId),
   }

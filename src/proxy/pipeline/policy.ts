@@ -20,14 +20,14 @@ export const methodAllowed: PolicyStep = (ctx) => {
 /** A tool locked by fleet control is refused before its credential is touched. */
 export const notLocked: PolicyStep = (ctx) => {
   if (ctx.rt.locks.lockOf(ctx.tool.name) === undefined) return undefined
-  return { error: new SidekeyError('SIDEKEY_TOOL_LOCKED', 'this tool is locked by fleet control', { status: 403, expose: false, details: { tool: ctx.tool.name } }), outcome: 'locked' }
+  return { error: new SidekeyError('SIDEKEY_TOOL_LOCKED', 'this tool is locked by fleet control', { expose: false, details: { tool: ctx.tool.name } }), outcome: 'locked' }
 }
 
 /** `require_placeholder`: only calls that carried the placeholder (and nothing else) where the credential goes. */
 export const placeholderPresent: PolicyStep = (ctx) => {
   if (!ctx.tool.config.require_placeholder || ctx.placeholder === 'stripped') return undefined
   const message = 'this tool only accepts calls carrying the placeholder where the credential goes'
-  return { error: new SidekeyError('SIDEKEY_PLACEHOLDER_REQUIRED', message, { status: 403, details: { tool: ctx.tool.name } }), outcome: 'placeholder_required' }
+  return { error: new SidekeyError('SIDEKEY_PLACEHOLDER_REQUIRED', message, { details: { tool: ctx.tool.name } }), outcome: 'placeholder_required' }
 }
 
 /** The policy every routed request passes, in order. New rules are new steps here, never branches in the handler. */

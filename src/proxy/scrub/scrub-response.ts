@@ -144,7 +144,7 @@ function contentCodings (value: string | undefined): string[] {
 /** Cuts the answer and names what could not be read; the agent gets a 502 with no byte of the body. */
 function unreadable (answer: UpstreamExchange, reason: string, what: string): SidekeyError {
   answer.cancel(new Error('unscrubbable answer'))
-  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', `upstream answered in ${what} that cannot be scrubbed`, { status: 502, details: { reason } })
+  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', `upstream answered in ${what} that cannot be scrubbed`, { details: { reason } })
 }
 
 /** A body already in hand, as a source for relay(). */

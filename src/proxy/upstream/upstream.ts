@@ -68,25 +68,28 @@ const HINTS: ReadonlyMap<string, { detail: string, type: string }> = new Map(UPS
 export function upstreamError (err: unknown): SidekeyError {
   if (err instanceof SidekeyError) return err
   // Not every error's code is a string: a DOMException's is a number (an AbortError from a cancelled request is 20).
-  const codes = errorCode(err).split('/')
+  const codes = codeChain(err).split('/')
   const hint = codes.map((c) => HINTS.get(c)).find((h) => h !== undefined)
   const opts = { expose: false, cause: err, ...(hint === undefined ? {} : { details: { detail: hint.detail }, proxyStatus: hint.type }) }
   if (codes.some((c) => c === 'UND_ERR_CONNECT_TIMEOUT' || c === 'UND_ERR_HEADERS_TIMEOUT' || c === 'ETIMEDOUT')) {
-    return new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { status: 504, ...opts })
+    return new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { ...opts })
   }
   if (codes.some((c) => TLS_CODES.has(c) || c.startsWith('ERR_TLS') || c.startsWith('ERR_SSL'))) {
-    return new SidekeyError('SIDEKEY_UPSTREAM_TLS', 'upstream TLS failed', { status: 502, ...opts })
+    return new SidekeyError('SIDEKEY_UPSTREAM_TLS', 'upstream TLS failed', { ...opts })
   }
-  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream failed', { status: 502, ...opts })
+  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', 'upstream failed', { ...opts })
 }
 
 /** `SIDEKEY_UPSTREAM_TLS:CERT_HAS_EXPIRED`: what failed, for an audit line; never a message. */
 export function failureCode (err: unknown): string {
-  return `${upstreamError(err).code}:${errorCode(err)}`
+  return `${upstreamError(err).code}:${codeChain(err)}`
 }
 
-/** The error's code for logs: never its message, which for foreign errors may quote what we sent. */
-export function errorCode (err: unknown): string {
+/**
+ * The error's code and its cause's (`UND_ERR_SOCKET/ECONNRESET`), for audit lines: never a message, which may quote
+ * what we sent.
+ */
+export function codeChain (err: unknown): string {
   const e = err as { code?: unknown, cause?: { code?: unknown } }
   const own = typeof e?.code === 'string' ? e.code : undefined
   const cause = typeof e?.cause?.code === 'string' ? e.cause.code : undefined
@@ -199,7 +202,7 @@ export class OriginLimiter {
   /** Counts one exchange to `origin`, or throws SIDEKEY_OVERLOADED; call the returned function exactly when it ends. */
   acquire (origin: string, max: number): () => void {
     const n = this.#inFlight.get(origin) ?? 0
-    if (n >= max) throw new SidekeyError('SIDEKEY_OVERLOADED', 'too many requests waiting for this upstream', { status: 503 })
+    if (n >= max) throw new SidekeyError('SIDEKEY_OVERLOADED', 'too many requests waiting for this upstream')
     this.#inFlight.set(origin, n + 1)
     let released = false
     return () => {
