@@ -384,7 +384,6 @@ export type Config = z.output<typeof config>
 export type ToolConfig = z.output<typeof tool>
 export type IssuerConfig = z.output<typeof issuer>
 export type LimitsConfig = Config['limits']
-export type Http2Config = Config['http2']
 export type LocalJwtIssuerConfig = z.output<typeof localJwtIssuer>
 export type ClientCredentialsIssuerConfig = z.output<typeof clientCredentialsIssuer>
 export type TokenExchangeIssuerConfig = z.output<typeof tokenExchangeIssuer>

@@ -49,11 +49,6 @@ export type Verification =
   | { ok: true, command: VerifiedCommand }
   | { ok: false, reason: RejectReason, claims?: Partial<CommandClaims>, kid?: string }
 
-/** The bucket key a command is stored under. The CLI creates it (create fails when it exists). */
-export function commandKey (jti: string): string {
-  return `cmd.${jti}`
-}
-
 export interface CommandInput {
   readonly action: FleetAction
   readonly tool: string

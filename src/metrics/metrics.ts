@@ -36,7 +36,6 @@ export const EGRESS_DENY_REASONS = [
   'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected', 'connect_in_tunnel', 'ca_constraint',
   'bad_request', 'bad_task', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
 ] as const
-export type EgressDenyReason = typeof EGRESS_DENY_REASONS[number]
 
 /**
  * prom-client defaults that `promtool check metrics` rejects (gauges named `_total`). Each is the sum of its

@@ -64,14 +64,6 @@ function notThisShape (tool: Tool, what: string): SidekeyError {
   return new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', `the credential of tool ${tool.name} ${what}`, { expose: true, details: { tool: tool.name } })
 }
 
-/**
- * Every spelling of what `inject` puts on the wire for this credential, each paired with the placeholder spelled
- * alike: the needles response scrubbing (scrub.ts) looks for. A new injection shape adds its own spellings here.
- */
-export function injectedNeedles (tool: Tool, credential: Credential): Needle[] {
-  return needlesOf(tool, credentialNeedles(credential))
-}
-
 function needlesOf (tool: Tool, secrets: readonly string[]): Needle[] {
   const placeholder = tool.config.placeholder ?? DEFAULT_PLACEHOLDER
   const basic = tool.config.inject.basic
