@@ -113,8 +113,12 @@ export class Sidekey {
     const clock = opts.clock ?? systemClock
     const metrics = createMetrics({ tools: Object.keys(config.tools) })
     const audit = new AuditHub({
-      logger, metrics, instanceId: config.instance_id, clock,
-      detectors: createDetectors(config.anomaly), rateLimit: anomalyRateLimit(config.anomaly),
+      logger,
+      metrics,
+      instanceId: config.instance_id,
+      clock,
+      detectors: createDetectors(config.anomaly),
+      rateLimit: anomalyRateLimit(config.anomaly),
     })
     // Loaded only when configured, before the first credential fetch so that its refresh has a span.
     const tracing = await createTracing(config.tracing, config.instance_id, VERSION)
@@ -163,8 +167,13 @@ export class Sidekey {
     if (config.fleet === undefined) return
     const { FleetAgent } = await import('./fleet/agent.js')
     const fleet = await FleetAgent.create({
-      config: { ...config, fleet: config.fleet }, credentials: () => this.#runtime.credentials, audit: this.audit, logger: this.logger,
-      clock, version: VERSION, approvals: () => this.#runtime.approvals,
+      config: { ...config, fleet: config.fleet },
+      credentials: () => this.#runtime.credentials,
+      audit: this.audit,
+      logger: this.logger,
+      clock,
+      version: VERSION,
+      approvals: () => this.#runtime.approvals,
     })
     this.#fleet = fleet
     this.#closers.add(async () => {
@@ -323,9 +332,20 @@ async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promi
   await credentials.start()
   deps.budgets.configure(config.tools)
   const runtime: Runtime = {
-    config, router, credentials, upstream, lookup, resolver, audit: deps.audit, leaves: deps.leaves, ownPorts: deps.ownPorts,
-    locks: deps.locks ?? NO_LOCKS, approvals: deps.approvals ?? new ApprovalDesk(deps.audit), budgets: deps.budgets,
-    ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }), ...(inventory === undefined ? {} : { inventory }),
+    config,
+    router,
+    credentials,
+    upstream,
+    lookup,
+    resolver,
+    audit: deps.audit,
+    leaves: deps.leaves,
+    ownPorts: deps.ownPorts,
+    locks: deps.locks ?? NO_LOCKS,
+    approvals: deps.approvals ?? new ApprovalDesk(deps.audit),
+    budgets: deps.budgets,
+    ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }),
+    ...(inventory === undefined ? {} : { inventory }),
   }
   return { runtime, credentials }
 }

@@ -41,7 +41,7 @@ async function demo (): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, 20))
   const used = audit.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.event === 'credential.used')
   out(`\naudit  : ${JSON.stringify(used)}`)
-  out(`         (the audit line names the instance and the credential_id — never the token)`)
+  out('         (the audit line names the instance and the credential_id — never the token)')
   await app.close()
   echo.close()
 }

@@ -19,7 +19,9 @@ export async function approvalsCommand (argv: readonly string[], io: AdminIo): P
     parsed = parseArgs({
       args: [...argv],
       options: {
-        config: { type: 'string', short: 'c' }, admin: { type: 'string' }, reason: { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        admin: { type: 'string' },
+        reason: { type: 'string' },
         json: { type: 'boolean' },
       },
       strict: true,
@@ -44,8 +46,10 @@ export async function approvalsCommand (argv: readonly string[], io: AdminIo): P
   let res: Response
   try {
     res = await fetch(url, {
-      method: deciding ? 'POST' : 'GET', headers: { ...headers, 'content-type': 'application/json' },
-      ...(deciding ? { body: JSON.stringify(decision) } : {}), signal: AbortSignal.timeout(30_000),
+      method: deciding ? 'POST' : 'GET',
+      headers: { ...headers, 'content-type': 'application/json' },
+      ...(deciding ? { body: JSON.stringify(decision) } : {}),
+      signal: AbortSignal.timeout(30_000),
     })
   } catch (err) {
     const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name

@@ -134,11 +134,23 @@ export class ApprovalDesk {
     const at = this.#now()
     const id = `apr_${randomBytes(12).toString('base64url')}`
     const requested: ApprovalRequested = {
-      event: 'approval.requested', id, tool: call.tool, instance: call.instance, body_sha256: sha, method: call.method,
-      host: call.host, ...call.shown, timeout_at: new Date(at + call.timeoutMs).toISOString(),
+      event: 'approval.requested',
+      id,
+      tool: call.tool,
+      instance: call.instance,
+      body_sha256: sha,
+      method: call.method,
+      host: call.host,
+      ...call.shown,
+      timeout_at: new Date(at + call.timeoutMs).toISOString(),
     }
     const approval: Approval = {
-      requested, key, at, keepUntil: at + call.timeoutMs + call.validForMs, validForMs: call.validForMs, waiters: [],
+      requested,
+      key,
+      at,
+      keepUntil: at + call.timeoutMs + call.validForMs,
+      validForMs: call.validForMs,
+      waiters: [],
       timedOut: false,
     }
     this.#byId.set(id, approval)
@@ -163,7 +175,13 @@ export class ApprovalDesk {
     const { id, tool, instance, body_sha256 } = approval.requested
     const wait = Math.round(this.#now() - approval.at)
     this.#audit.emit({
-      event, id, tool, instance, body_sha256, ...extra, wait_ms: wait,
+      event,
+      id,
+      tool,
+      instance,
+      body_sha256,
+      ...extra,
+      wait_ms: wait,
       ...(approval.timedOut ? { after_timeout: true } : {}),
     })
   }

@@ -18,9 +18,13 @@ export async function deliverWebhook (url: string, event: ApprovalRequested, pin
   try {
     const { origin, pathname, search } = new URL(url)
     const res = await dispatcher.request({
-      origin, path: pathname + search, method: 'POST', body: JSON.stringify(event),
+      origin,
+      path: pathname + search,
+      method: 'POST',
+      body: JSON.stringify(event),
       headers: { 'content-type': 'application/json' },
-      headersTimeout: WEBHOOK_TIMEOUT_MS, bodyTimeout: WEBHOOK_TIMEOUT_MS,
+      headersTimeout: WEBHOOK_TIMEOUT_MS,
+      bodyTimeout: WEBHOOK_TIMEOUT_MS,
       signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
     })
     await res.body.dump()

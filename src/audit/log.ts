@@ -113,9 +113,9 @@ interface InFlight {
 }
 
 // Characters JSON leaves raw that terminals or log viewers may act on (see the module comment).
-// eslint-disable-next-line no-control-regex
+
 const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
-// eslint-disable-next-line no-control-regex
+
 const UNSAFE_G = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
 // eslint-disable-next-line no-control-regex
 const ALL_CONTROL_G = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g

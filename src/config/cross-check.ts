@@ -167,7 +167,7 @@ function checkCredentialShape (issuers: unknown, tool: Rec, base: KeyPath, ctx: 
   }
   if (tool.per_call === undefined || tool.per_call === false) return
   if (typeof type === 'string' && type !== 'local_jwt') {
-    ctx.problem([...base, 'per_call'], `per_call needs a local_jwt issuer (a token is signed for each call with sidekey's own keys); ` +
+    ctx.problem([...base, 'per_call'], 'per_call needs a local_jwt issuer (a token is signed for each call with sidekey\'s own keys); ' +
       `issuer ${ctx.show([...base, 'issuer'], String(tool.issuer))} is ${type}`, 'key')
   }
   if (isRec(tool.refresh) && tool.refresh.max_uses !== undefined) {
@@ -260,7 +260,7 @@ function checkTokenUrl (path: KeyPath, value: string, pins: ReadonlyMap<string, 
   if (isLoopbackHost(host, pins)) return
   const shown = ctx.show(path, host)
   if (isLocalhostName(host)) {
-    ctx.problem(path, `plain http:// carries this issuer's client credentials and tokens in clear, so it must surely stay on this machine: ` +
+    ctx.problem(path, 'plain http:// carries this issuer\'s client credentials and tokens in clear, so it must surely stay on this machine: ' +
       `${shown} unpinned is whatever the system resolver says (and is refused while egress.block_private is on); ` +
       `write http://127.0.0.1:PORT/... or pin it (e.g. resolve: { ${shown === JSON.stringify(host) ? host : 'localhost'}: 127.0.0.1 })`)
     return

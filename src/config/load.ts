@@ -45,7 +45,7 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
  *   const { fleet } = await loadOperatorConfigFile('operator.yaml')   // throws ConfigError
  */
 export async function loadOperatorConfigFile (file: string, env: NodeJS.ProcessEnv = process.env):
-  Promise<Readonly<OperatorConfig>> {
+Promise<Readonly<OperatorConfig>> {
   const text = await readConfigText(file)
   const tree = readYaml(text, env)
   const inFleet = (p: RawProblem): boolean => p.path.length === 0 || p.path[0] === 'fleet'
@@ -182,8 +182,15 @@ function positionOf (tree: SourceTree, path: KeyPath, where: 'key' | 'value'): P
 
 /** Keys the schema accepts at `path` (following discriminated unions by the raw `type`), for "did you mean". */
 function expectedKeys (data: unknown, path: KeyPath): string[] {
-  type Def = { type: string, shape?: Record<string, unknown>, innerType?: unknown, in?: unknown, valueType?: unknown,
-    options?: unknown[], discriminator?: string }
+  type Def = {
+    type: string,
+    shape?: Record<string, unknown>,
+    innerType?: unknown,
+    in?: unknown,
+    valueType?: unknown,
+    options?: unknown[],
+    discriminator?: string
+  }
   const defOf = (s: unknown): Def => (s as { _zod: { def: Def } })._zod.def
   const unwrap = (s: unknown): unknown => {
     for (let d = defOf(s); ; d = defOf(s)) {

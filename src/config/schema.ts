@@ -370,7 +370,6 @@ export const config = z.strictObject({
   tools: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'tool names use letters, digits, _ . -'), tool),
 })
 
-
 /**
  * What the operator's `sidekey fleet` verbs read: `fleet:` only. A sidecar's own config works too; its other
  * sections are accepted unread (a broken tool must not stop an emergency lock), an unknown top-level key is refused.

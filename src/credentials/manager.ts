@@ -129,8 +129,16 @@ export class CredentialManager implements CredentialProvider {
         manager.#toolSlots.set(tool, slot)
         const { issuer } = handle
         if (stepUp.length > 0) {
-          manager.#stepUpSpecs.set(tool, { tool, issuerName: spec.issuer, issuer, scopes: spec.scopes, audience: spec.audience,
-            allowed: new Set(stepUp), instanceId: config.instance_id, timeoutMs: timeout })
+          manager.#stepUpSpecs.set(tool, {
+            tool,
+            issuerName: spec.issuer,
+            issuer,
+            scopes: spec.scopes,
+            audience: spec.audience,
+            allowed: new Set(stepUp),
+            instanceId: config.instance_id,
+            timeoutMs: timeout
+          })
         }
         const perCall = toolConfig.per_call
         if (perCall === undefined || issuer.mint === undefined) continue

@@ -200,8 +200,11 @@ export class CredentialRefresher {
     }
     const unchanged = keep !== undefined && (before.current?.id === keep || before.previous?.id === keep)
     return {
-      dropped: dropped.size, revokedAtIssuer, unchanged,
-      issuerType: this.#o.issuer.type, revocable: this.#o.issuer.revoke !== undefined,
+      dropped: dropped.size,
+      revokedAtIssuer,
+      unchanged,
+      issuerType: this.#o.issuer.type,
+      revocable: this.#o.issuer.revoke !== undefined,
       ...(outcome.ok ? { credential: outcome.credential } : { error: outcome.error.code }),
       ...(issuerError === undefined ? {} : { issuerError }),
     }

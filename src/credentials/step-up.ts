@@ -72,16 +72,24 @@ export class StepUpCache {
       const { token, id, issuedAt, expiresAt, dpop } = issued
       const cred: Credential = { token, id, issuedAt, expiresAt, ...(dpop === undefined ? {} : { dpop }) }
       this.audit.emit({
-        event: 'credential.issued', tool: spec.tool, issuer: spec.issuerName, credential_id: cred.id,
+        event: 'credential.issued',
+        tool: spec.tool,
+        issuer: spec.issuerName,
+        credential_id: cred.id,
         issued_at: new Date(cred.issuedAt).toISOString(),
         expires_at: cred.expiresAt === undefined ? null : new Date(cred.expiresAt).toISOString(),
-        scopes, reason: 'step_up',
+        scopes,
+        reason: 'step_up',
       })
       return cred
     } catch (err) {
       this.audit.emit({
-        event: 'credential.refresh_failed', tool: spec.tool, issuer: spec.issuerName,
-        error: `${describeError(err, [])} (step-up to ${scopes.join(' ')})`, attempt: 1, retry_in_ms: 0,
+        event: 'credential.refresh_failed',
+        tool: spec.tool,
+        issuer: spec.issuerName,
+        error: `${describeError(err, [])} (step-up to ${scopes.join(' ')})`,
+        attempt: 1,
+        retry_in_ms: 0,
       })
       return undefined
     }

@@ -349,8 +349,15 @@ export class FleetAgent implements LockView {
 
   #event (cmd: VerifiedCommand, result: FleetCommand['result'], error?: string, appliedAt?: number): void {
     this.#d.audit.emit({
-      event: 'fleet.command', result, action: cmd.action, tool: cmd.tool, instance: cmd.instance, jti: cmd.jti,
-      actor: cmd.actor, kid: cmd.kid, reason: cmd.reason,
+      event: 'fleet.command',
+      result,
+      action: cmd.action,
+      tool: cmd.tool,
+      instance: cmd.instance,
+      jti: cmd.jti,
+      actor: cmd.actor,
+      kid: cmd.kid,
+      reason: cmd.reason,
       ...(appliedAt === undefined ? {} : { lag_ms: Math.max(0, appliedAt - cmd.iat * 1000) }),
       ...(error === undefined ? {} : { error }),
     })
@@ -358,8 +365,12 @@ export class FleetAgent implements LockView {
 
   #reject (reason: string, claims: Partial<VerifiedCommand>, kid: string | undefined, keyJti: string): void {
     this.#d.audit.emit({
-      event: 'fleet.command', result: 'rejected', error: reason,
-      ...pick(claims, ['action', 'tool', 'instance', 'actor']), jti: keyJti, ...(kid === undefined ? {} : { kid }),
+      event: 'fleet.command',
+      result: 'rejected',
+      error: reason,
+      ...pick(claims, ['action', 'tool', 'instance', 'actor']),
+      jti: keyJti,
+      ...(kid === undefined ? {} : { kid }),
     })
     this.#d.audit.emit({ event: 'anomaly', kind: 'fleet_command_rejected', tool: typeof claims.tool === 'string' ? claims.tool : null, detail: `${reason}: cmd.${keyJti}` })
     // The answer is the outcome alone, under the key the command was stored at: nothing else of what the writer

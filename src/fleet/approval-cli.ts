@@ -22,8 +22,11 @@ export async function fleetApprovalCommand (argv: readonly string[], io: Io): Pr
     parsed = parseArgs({
       args: argv.slice(1),
       options: {
-        config: { type: 'string', short: 'c' }, key: { type: 'string' }, reason: { type: 'string' },
-        actor: { type: 'string' }, wait: { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        key: { type: 'string' },
+        reason: { type: 'string' },
+        actor: { type: 'string' },
+        wait: { type: 'string' },
       },
       strict: true,
       allowPositionals: true,
@@ -63,9 +66,13 @@ export async function fleetApprovalCommand (argv: readonly string[], io: Io): Pr
     }
     const held = entry.json<ApprovalRequested>()
     const input = {
-      action: verb as 'approve' | 'deny', tool: held.tool, instance: held.instance,
-      actor: opts.actor ?? userInfo().username, reason: opts.reason ?? (verb === 'approve' ? 'approved' : 'denied'),
-      approval: held.id, body_sha256: held.body_sha256,
+      action: verb as 'approve' | 'deny',
+      tool: held.tool,
+      instance: held.instance,
+      actor: opts.actor ?? userInfo().username,
+      reason: opts.reason ?? (verb === 'approve' ? 'approved' : 'denied'),
+      approval: held.id,
+      body_sha256: held.body_sha256,
     }
     const r = await issueCommand({ kv, key, input, waitMs })
     const ack = r.acks.find((a) => a.instance === held.instance)

@@ -40,8 +40,14 @@ export async function fleetCommand (argv: readonly string[], io: Io): Promise<nu
     ({ values } = parseArgs({
       args: argv.slice(1),
       options: {
-        config: { type: 'string', short: 'c' }, key: { type: 'string' }, out: { type: 'string' }, tool: { type: 'string' },
-        instance: { type: 'string' }, reason: { type: 'string' }, actor: { type: 'string' }, wait: { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        key: { type: 'string' },
+        out: { type: 'string' },
+        tool: { type: 'string' },
+        instance: { type: 'string' },
+        reason: { type: 'string' },
+        actor: { type: 'string' },
+        wait: { type: 'string' },
         serve: { type: 'string' },
       },
       strict: true,

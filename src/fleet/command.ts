@@ -65,8 +65,14 @@ export interface CommandInput {
 export async function signCommand (input: CommandInput, key: OperatorPrivateKey, now = Date.now()): Promise<{ jws: string, claims: CommandClaims }> {
   const iat = Math.floor(now / 1000)
   const c = claims.parse({
-    action: input.action, tool: input.tool, instance: input.instance, actor: input.actor, reason: input.reason,
-    jti: randomUUID().replaceAll('-', ''), iat, exp: iat + Math.min(input.ttlSeconds ?? MAX_COMMAND_LIFETIME_S, MAX_COMMAND_LIFETIME_S),
+    action: input.action,
+    tool: input.tool,
+    instance: input.instance,
+    actor: input.actor,
+    reason: input.reason,
+    jti: randomUUID().replaceAll('-', ''),
+    iat,
+    exp: iat + Math.min(input.ttlSeconds ?? MAX_COMMAND_LIFETIME_S, MAX_COMMAND_LIFETIME_S),
     ...(input.approval === undefined ? {} : { approval: input.approval, body_sha256: input.body_sha256 }),
   })
   const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(c)))

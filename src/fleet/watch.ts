@@ -189,11 +189,12 @@ export class CommandWatch {
 
 /** No live `cmd.` key: nothing in the bucket to wait for before watching. */
 async function noCommands (kv: KV): Promise<boolean> {
-  for await (const _ of await kv.keys('cmd.>')) return false
-  return true
+  const keys = (await kv.keys('cmd.>'))[Symbol.asyncIterator]()
+  const first = await keys.next()
+  await keys.return?.()
+  return first.done === true
 }
 
 function isStreamMissing (err: unknown): boolean {
   return (err as { code?: unknown }).code === JetStreamApiCodes.StreamNotFound
 }
-

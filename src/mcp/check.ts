@@ -33,7 +33,10 @@ type Id = string | number | null
 
 /** Methods whose Mcp-Name header mirrors a member of `params` (SEP-2243). */
 const NAME_SOURCES: Readonly<Record<string, 'name' | 'uri'>> = {
-  'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri', 'resources/subscribe': 'uri',
+  'tools/call': 'name',
+  'prompts/get': 'name',
+  'resources/read': 'uri',
+  'resources/subscribe': 'uri',
   'resources/unsubscribe': 'uri',
 }
 

@@ -429,7 +429,10 @@ export class SidekeyMetrics {
   /** A held call: pending until its first decision or its timeout (a later decision on it is counted, not waited). */
   #approval (event: ApprovalRequested | ApprovalDecided): void {
     const tool = event.tool
-    if (event.event === 'approval.requested') return void this.#approvals.pending.inc({ tool })
+    if (event.event === 'approval.requested') {
+      this.#approvals.pending.inc({ tool })
+      return
+    }
     this.#approvals.total.inc({ tool, result: event.event.slice('approval.'.length) })
     if (event.after_timeout === true) return
     this.#approvals.pending.dec({ tool })

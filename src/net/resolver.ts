@@ -49,7 +49,6 @@ export function checkAddress (host: string, opts: ResolverOptions): void {
   if (ipFamily(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)) throw egressDenied(`${host} is a private or special address (egress.block_private)`, 'private_address')
 }
 
-
 /** Resolves a host the way a connect would, for callers that must know the address (the self-loop check). */
 export function resolveChecked (host: string, lookup: LookupFunction): Promise<string> {
   if (ipFamily(host) !== 0) return Promise.resolve(host)

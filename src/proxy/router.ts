@@ -32,7 +32,10 @@ export interface Tool {
  */
 export type Route =
   | {
-    readonly kind: 'tool', readonly tool: Tool, readonly upstreamScheme: 'http' | 'https', readonly upstreamPort: number,
+    readonly kind: 'tool',
+    readonly tool: Tool,
+    readonly upstreamScheme: 'http' | 'https',
+    readonly upstreamPort: number,
     readonly upstream?: UpstreamOverride
   }
   | { readonly kind: 'none' }

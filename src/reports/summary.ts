@@ -167,10 +167,24 @@ function toolAcc (inst: InstanceAcc, name: string): ToolAcc {
   if (acc === undefined) {
     acc = {
       summary: {
-        uses: 0, credentials: 0, credential_ids: [], age_at_use_seconds: { known: 0, unknown: 0, p50: null, p90: null, max: null },
-        status: {}, outcomes: {}, unexpected_credential: 0, anomalies: {}, issued: 0, refresh_failures: 0, first_use: null, last_use: null,
+        uses: 0,
+        credentials: 0,
+        credential_ids: [],
+        age_at_use_seconds: { known: 0, unknown: 0, p50: null, p90: null, max: null },
+        status: {},
+        outcomes: {},
+        unexpected_credential: 0,
+        anomalies: {},
+        issued: 0,
+        refresh_failures: 0,
+        first_use: null,
+        last_use: null,
       },
-      ids: new Set(), useTimes: [], useIds: [], firstMs: Infinity, lastMs: -Infinity,
+      ids: new Set(),
+      useTimes: [],
+      useIds: [],
+      firstMs: Infinity,
+      lastMs: -Infinity,
     }
     inst.tools.set(name, acc)
   }

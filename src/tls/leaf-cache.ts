@@ -25,7 +25,6 @@ const RENEW_AT_FRACTION = 0.8
 /** What the agent and the audit are told when a tool host lies outside the CA's name constraints. */
 export const CA_CONSTRAINT_DETAIL = "host is outside the interception CA's name constraints: the operator must run sidekey ca --rotate"
 
-
 /**
  * TLS contexts for intercepted hosts, one fresh leaf per host: bounded LRU, one mint in flight per host,
  * failures not cached. Hosts arrive already normalised (lower case, no port, no brackets).

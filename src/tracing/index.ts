@@ -60,7 +60,7 @@ export const NO_TRACING: Tracing = {
 
 /** The OpenTelemetry exporter, loaded only when `tracing:` is set: without it no @opentelemetry module is read. */
 export async function createTracing (
-  config: TracingConfig | undefined, instanceId: string, version: string,
+  config: TracingConfig | undefined, instanceId: string, version: string
 ): Promise<Tracing> {
   if (config === undefined) return NO_TRACING
   const { OtelTracing } = await import('./otel.js')

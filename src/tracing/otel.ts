@@ -49,7 +49,8 @@ export class OtelTracing implements Tracing {
       sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.ratio) }),
       spanProcessors: [new BatchSpanProcessor({
         exporter: new OTLPTraceExporter({ url: config.endpoint, timeoutMillis: config.export_timeout }),
-        maxQueueSize: config.max_queue, maxExportBatchSize: Math.min(512, config.max_queue),
+        maxQueueSize: config.max_queue,
+        maxExportBatchSize: Math.min(512, config.max_queue),
         scheduledDelayMillis: config.delay,
         exportTimeoutMillis: config.export_timeout,
       })],

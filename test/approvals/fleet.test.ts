@@ -90,7 +90,11 @@ fleet:
 
   // Forged: a key the fleet does not trust.
   const command = (instance: number, approval: number, hashOf: number) => ({
-    action: 'approve' as const, tool: 'mail', instance: `side-${instance}`, actor: 'x', reason: 'x',
+    action: 'approve' as const,
+    tool: 'mail',
+    instance: `side-${instance}`,
+    actor: 'x',
+    reason: 'x',
     approval: ids[approval],
     body_sha256: requested(hashOf)[0]!.body_sha256 as string,
   })

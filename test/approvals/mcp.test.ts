@@ -81,9 +81,12 @@ t.test('a batch with one named call is held whole, and answered whole when denie
     { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'delete_repo', arguments: { q: 'acme/prod' } } },
   ]
   const call = request(url, {
-    method: 'POST', dispatcher: sk.agent, body: JSON.stringify(batch),
+    method: 'POST',
+    dispatcher: sk.agent,
+    body: JSON.stringify(batch),
     headers: {
-      'content-type': 'application/json', accept: 'application/json, text/event-stream',
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
       authorization: 'Bearer placeholder',
     },
   })

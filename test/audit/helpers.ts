@@ -45,9 +45,18 @@ export class ManualClock implements Clock {
 let seq = 0
 export function used (over: Partial<CredentialUsed> = {}): CredentialUsed {
   return {
-    event: 'credential.used', tool: 'github', credential_id: 'cred-1', method: 'GET', host: 'api.github.com',
-    path: '/repos/acme/app', status: 200, duration_ms: 12, client: '127.0.0.1:50000', placeholder: 'stripped',
-    request_id: `req-${++seq}`, ...over,
+    event: 'credential.used',
+    tool: 'github',
+    credential_id: 'cred-1',
+    method: 'GET',
+    host: 'api.github.com',
+    path: '/repos/acme/app',
+    status: 200,
+    duration_ms: 12,
+    client: '127.0.0.1:50000',
+    placeholder: 'stripped',
+    request_id: `req-${++seq}`,
+    ...over,
   }
 }
 

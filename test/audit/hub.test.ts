@@ -10,8 +10,12 @@ function setup (opts: { detectors?: Detector[], maxQueue?: number, clock?: Manua
   const metrics = createMetrics({ tools: ['github', 'crm'], defaultMetrics: false })
   const clock = opts.clock ?? new ManualClock()
   const hub = new AuditHub({
-    logger: log.logger, metrics, instanceId: 'agent-7', clock,
-    detectors: opts.detectors ?? createDetectors(anomalyConfig.parse({})), maxQueue: opts.maxQueue,
+    logger: log.logger,
+    metrics,
+    instanceId: 'agent-7',
+    clock,
+    detectors: opts.detectors ?? createDetectors(anomalyConfig.parse({})),
+    maxQueue: opts.maxQueue,
   })
   return { ...log, metrics, hub, clock }
 }

@@ -41,10 +41,14 @@ t.test('fields that carry credentials are redacted wherever they sit', async (t)
   const canary = 'sk-canary-0123456789abcdefCANARY'
   const { logger, text } = memoryLogger()
   logger.info({
-    authorization: `Bearer ${canary}`, token: canary, client_secret: canary, access_token: canary,
+    authorization: `Bearer ${canary}`,
+    token: canary,
+    client_secret: canary,
+    access_token: canary,
     headers: { authorization: canary, 'x-api-key': canary, cookie: canary },
     req: { headers: { authorization: canary } },
-    secret: new Secret(canary), wrapped: { value: new Secret(canary) },
+    secret: new Secret(canary),
+    wrapped: { value: new Secret(canary) },
     url: `https://api.test/v1?access_token=${canary}&q=1`,
     path: `/v1?api_key=${encodeURIComponent(canary)}`,
   }, 'request')

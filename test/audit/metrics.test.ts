@@ -11,8 +11,16 @@ import { ManualClock, denied, used } from './helpers.js'
 
 function status (over: Partial<ToolCredentialStatus>): ToolCredentialStatus {
   return {
-    issuer: 'local', credential_id: 'c1', issued_at: null, expires_at: null, age_seconds: 30, expires_in_seconds: 570,
-    shared_with: [], last_refresh: null, next_refresh_at: null, ...over,
+    issuer: 'local',
+    credential_id: 'c1',
+    issued_at: null,
+    expires_at: null,
+    age_seconds: 30,
+    expires_in_seconds: 570,
+    shared_with: [],
+    last_refresh: null,
+    next_refresh_at: null,
+    ...over,
   }
 }
 

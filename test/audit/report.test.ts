@@ -66,14 +66,44 @@ const hostile = JSON.stringify({ time: '2026-11-01T00:00:01Z', instance_id: 'age
 const at = (s: number): Record<string, unknown> =>
   ({ level: 30, time: new Date(Date.now() - s * 1000).toISOString(), instance_id: 'agent-b' })
 const newer = [
-  { ...at(900), event: 'credential.used', tool: 'openai', credential_id: null, method: 'POST', host: 'api.openai.com',
-    path: '/v1/chat/completions', status: 429, outcome: 'budget_exhausted' },
-  { ...at(800), event: 'credential.used', tool: 'github', credential_id: null, method: 'DELETE', host: 'api.github.com',
-    path: '/repos/acme/widget', status: 403, outcome: 'approval_timeout' },
-  { ...at(700), event: 'egress.denied', host: '<svg onload=alert(2)>.evil', port: 443, reason: 'no_tool',
-    method: 'CONNECT', requested: '"><img src=x>' },
-  { ...at(600), event: 'anomaly', kind: 'unmatched_destination', tool: null,
-    detail: 'CONNECT <svg onload=alert(3)>:443 denied (no_tool)' },
+  {
+    ...at(900),
+    event: 'credential.used',
+    tool: 'openai',
+    credential_id: null,
+    method: 'POST',
+    host: 'api.openai.com',
+    path: '/v1/chat/completions',
+    status: 429,
+    outcome: 'budget_exhausted'
+  },
+  {
+    ...at(800),
+    event: 'credential.used',
+    tool: 'github',
+    credential_id: null,
+    method: 'DELETE',
+    host: 'api.github.com',
+    path: '/repos/acme/widget',
+    status: 403,
+    outcome: 'approval_timeout'
+  },
+  {
+    ...at(700),
+    event: 'egress.denied',
+    host: '<svg onload=alert(2)>.evil',
+    port: 443,
+    reason: 'no_tool',
+    method: 'CONNECT',
+    requested: '"><img src=x>'
+  },
+  {
+    ...at(600),
+    event: 'anomaly',
+    kind: 'unmatched_destination',
+    tool: null,
+    detail: 'CONNECT <svg onload=alert(3)>:443 denied (no_tool)'
+  },
 ].map((l) => JSON.stringify(l))
 const trail = join(dir, 'audit.log')
 // The synthetic part sealed as sidekey writes it: in a sealed trail, a line without a seal would be left out.

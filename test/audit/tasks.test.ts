@@ -24,7 +24,10 @@ t.test('summariseTasks: per task, its tools, calls, statuses, span and instances
   t.equal(r.without_task, 1)
   t.same(Object.keys(r.tasks), ['t-1', 't-2', 'evil\u009b', 't-3'], 'by first call; a task without time last')
   t.same(r.tasks['t-1'], {
-    calls: 3, first: at(10), last: at(15), instances: ['a', 'b'],
+    calls: 3,
+    first: at(10),
+    last: at(15),
+    instances: ['a', 'b'],
     tools: { github: { calls: 2, status: { 200: 1, 401: 1 } }, jira: { calls: 1, status: { 200: 1 } } },
   })
   t.same(r.tasks['t-3'], { calls: 1, first: null, last: null, instances: [], tools: { '(none)': { calls: 1, status: { 0: 1 } } } })

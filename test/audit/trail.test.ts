@@ -182,7 +182,6 @@ t.test('re-signed with another key: the signature fails; with the key swapped in
   t.match(await expectProblem(t, rewritten, 'key', 1, { keys: a1.jwks.keys }), /instance agent-a: its audit key .* is not among --keys/)
 })
 
-
 /** The probe's rewrite: one call removed, every seq and chain after it recomputed, re-signed with a fresh key. */
 const removedCall = a1.lines[mid]!
 const forgedTrail = rechain(a1.lines.filter((_, i) => i !== mid), 0, (l) => l.includes('"event":"audit.started"') ? l.replace(JSON.stringify(a1.jwks.keys[0]), JSON.stringify(mallory.publicJwk)) : l, mallory)
@@ -244,7 +243,6 @@ t.test('appended unsealed lines: verify fails naming each line; the reports leav
   t.match(scopes.stdout, /used {7}200 calls/)
   t.notMatch(scopes.stdout, /fabricated/)
 })
-
 
 t.test('across a restart: the second run names the first run\'s final checkpoint, same key', async (t) => {
   const started = parse(a2.lines[0]!)

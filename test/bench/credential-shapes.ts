@@ -7,10 +7,17 @@ import { DpopKey } from '../../src/credentials/dpop.js'
 const N = Number(process.env.N ?? 20_000)
 const keys = { accessKeyId: 'AKIAMEASURE000000000', secretAccessKey: 'secret/measure', sessionToken: 'tok'.repeat(100) }
 const s3: SigV4Target = {
-  tool: 't', service: 's3', region: 'us-east-1', method: 'GET', pathAndQuery: '/bucket/some/key%20x?list-type=2&prefix=a%2Fb',
+  tool: 't',
+  service: 's3',
+  region: 'us-east-1',
+  method: 'GET',
+  pathAndQuery: '/bucket/some/key%20x?list-type=2&prefix=a%2Fb',
   agentAuthorization: 'AWS4-HMAC-SHA256 Credential=SIDEKEY/20260101/us-east-1/s3/aws4_request, ' +
     'SignedHeaders=amz-sdk-invocation-id;amz-sdk-request;host;x-amz-content-sha256;x-amz-date;x-amz-user-agent, Signature=00',
-  body: undefined, streamed: false, bodyLimit: 1 << 20, contentLength: undefined,
+  body: undefined,
+  streamed: false,
+  bodyLimit: 1 << 20,
+  contentLength: undefined,
 }
 // What the AWS SDK for JavaScript v3 sends for a GetObject, as sidekey holds it after stripping.
 const s3Headers = ['host', 's3.example.com', 'x-amz-content-sha256', 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',

@@ -143,7 +143,6 @@ let baselineCli = ''
 /** Every cell's requests: enough that no cell ever stops on the count before its time is up. */
 const MAX_REQUESTS = 10_000_000
 
-
 function reply<T> (child: ChildProcess): Promise<T> {
   return new Promise((resolve, reject) => {
     const onExit = (code: number | null): void => reject(new Error(`bench child exited (${code})`))
@@ -178,7 +177,10 @@ async function startProxy (kind: 'sidekey' | 'bare' | 'baseline', start: Omit<Pr
   child.send({ kind, ...start })
   const { port, caPem } = await reply<{ port: number, caPem: string }>(child)
   return {
-    kind, child, port, caPem,
+    kind,
+    child,
+    port,
+    caPem,
     rss: async () => { child.send('rss'); return (await reply<{ rss: number }>(child)).rss },
     cpuUs: async () => { child.send('rss'); return (await reply<{ cpuUs: number }>(child)).cpuUs },
     stop: async () => { await stopChild(child, () => child.send('stop')) },
@@ -203,7 +205,10 @@ async function sidekeyCli (start: Omit<ProxyStart, 'kind'>, profileDir: string |
   const listening = await listeningInLog(logFile, from, child)
   const pid = child.pid!
   return {
-    kind, child, port: Number(listening.proxy.split(':').pop()), caPem: readFileSync(listening.ca, 'utf8'),
+    kind,
+    child,
+    port: Number(listening.proxy.split(':').pop()),
+    caPem: readFileSync(listening.ca, 'utf8'),
     rss: async () => processTreeRss(pid),
     cpuUs: async () => processCpuUs(pid),
     stop: async () => { await stopChild(child, () => child.kill('SIGTERM')) },
@@ -389,8 +394,9 @@ async function startTable (env: Env, out: string[]): Promise<void> {
   // sidekey twice: with Node's default heap, and with the image's NODE_OPTIONS (Dockerfile).
   const rows: Array<{ name: string, start: (settleMs: number) => Promise<Started> }> = env.kinds.flatMap((kind) => kind === 'sidekey'
     ? [{ name: 'sidekey', start: (ms: number) => sidekeyCliStart(env, ms, '') }, { name: `sidekey, ${IMAGE_NODE_OPTIONS}`, start: (ms: number) => sidekeyCliStart(env, ms, IMAGE_NODE_OPTIONS) }]
-    : kind === 'baseline' ? [{ name: 'baseline', start: (ms: number) => sidekeyCliStart(env, ms, '', baselineCli) }]
-    : kind === 'bare' ? [{ name: 'bare', start: (ms: number) => bareStart(env, ms) }] : [{ name: 'squid', start: (ms: number) => squidStart(env, ms) }])
+    : kind === 'baseline'
+      ? [{ name: 'baseline', start: (ms: number) => sidekeyCliStart(env, ms, '', baselineCli) }]
+      : kind === 'bare' ? [{ name: 'bare', start: (ms: number) => bareStart(env, ms) }] : [{ name: 'squid', start: (ms: number) => squidStart(env, ms) }])
   const seen = new Map<string, Started[]>()
   // Alternated, so that the machine's drift falls on every proxy alike; the last start of each also waits to settle.
   for (let i = 0; i < o.starts; i++) {
@@ -764,8 +770,13 @@ async function profile (env: Env, out: string[]): Promise<void> {
   const undiciOnly = { ...env, o: { ...o, wrk: false } }
   const created = new Set<string>()
   await profileTable({
-    kinds: env.kinds, fresh: env.kinds.filter((k) => k === 'sidekey' || k === 'baseline'),
-    cellMs: o.profileCellMs, samples: o.samples, settleMs: o.idleMs / 2, idleMs: o.idleMs, upstream: env.up,
+    kinds: env.kinds,
+    fresh: env.kinds.filter((k) => k === 'sidekey' || k === 'baseline'),
+    cellMs: o.profileCellMs,
+    samples: o.samples,
+    settleMs: o.idleMs / 2,
+    idleMs: o.idleMs,
+    upstream: env.up,
     cell: async (c) => await cell(undiciOnly, c.proto, c.target as Target, c.connections, c.durationMs, c.rate, c.path),
     start: async (kind) => {
       const start = { ...env.start, dir: join(env.dir, `first-contact-${kind}`) }
@@ -839,7 +850,7 @@ async function main (): Promise<void> {
     const env: Env = { o, dir, up, proxies: { sidekey, bare, ...(squid === undefined ? {} : { squid }), ...(baseline === undefined ? {} : { baseline }) }, kinds, start, served: 0 }
     out.push(`## sidekey bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '')
     out.push(`Machine: ${machine()}. Everything on 127.0.0.1: upstream (HTTP + HTTPS, 1 KiB body), each proxy and the load generator are separate processes sharing the cores. ` +
-      `sidekey runs as shipped (audit line on every request through pino's async destination to a file, metrics on); ` +
+      'sidekey runs as shipped (audit line on every request through pino\'s async destination to a file, metrics on); ' +
       `"bare" is test/bench/bare.ts (node:http in, undici dispatch out, one injected header: the floor). HTTP load: ${o.wrk ? 'wrk -t1 with a Lua script (absolute-form)' : 'built-in undici generator'}; HTTPS load: undici ProxyAgent (CONNECT, TLS to the proxy's leaf).`, '')
     if (o.sections.has('start')) await startTable(env, out)
     if (o.sections.has('main')) await mainTable(env, out)

@@ -39,7 +39,9 @@ const modes: Array<[string, string]> = [
   ['off again', ''],
 ]
 const apps = await Promise.all(modes.map(async ([, t]) => await Sidekey.start({
-  config: parseConfig(yaml(t), 'bench.yaml', {}), listen: '127.0.0.1:0', admin: '127.0.0.1:0',
+  config: parseConfig(yaml(t), 'bench.yaml', {}),
+  listen: '127.0.0.1:0',
+  admin: '127.0.0.1:0',
   logger: createLogger({ level: 'silent' }),
 })))
 const pools = apps.map((a) => new Pool(`http://${a.proxyAddress}`, { connections: 8 }))

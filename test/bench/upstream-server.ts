@@ -29,7 +29,9 @@ process.once('message', (msg: Pem & { sni?: Record<string, Pem> }) => {
   const contexts = new Map(Object.entries(msg.sni ?? {}).map(([name, pem]) => [name, createSecureContext({ cert: pem.certPem, key: pem.keyPem })]))
   const http = createHttpServer({ keepAliveTimeout: 60_000 }, onRequest)
   const https = createHttpsServer({
-    cert: msg.certPem, key: msg.keyPem, keepAliveTimeout: 60_000,
+    cert: msg.certPem,
+    key: msg.keyPem,
+    keepAliveTimeout: 60_000,
     SNICallback: (name, cb) => { cb(null, contexts.get(name)) },
   }, onRequest)
   let listening = 0

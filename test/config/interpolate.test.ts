@@ -56,7 +56,7 @@ t.test('interpolated plain scalars take their YAML type; quoted ones stay string
 
 t.test('an environment value never appears in a message, even when the schema would quote it', async (t) => {
   const env = { GRACE: 'CANARY-grace', PIN: 'CANARY-pin', ISSUER: 'CANARY-issuer', HOST: 'CANARY-host.example.com/x' }
-  const text = minimal(`  api:\n    match: { host: "\${HOST}" }\n    issuer: \${ISSUER}\n`,
+  const text = minimal('  api:\n    match: { host: "${HOST}" }\n    issuer: ${ISSUER}\n',
     'shutdown_grace: ${GRACE}\nresolve:\n  a.example.com: ${PIN}\n')
   const { error, lines } = await rejectionOf(() => parseConfig(text, 'x.yaml', env))
   t.same(lines, [

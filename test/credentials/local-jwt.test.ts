@@ -38,8 +38,14 @@ t.test('tokens carry exactly iss, sub, aud, scope, tool, jti, iat, exp and verif
   const payload = await verify(cred.token.reveal(), issuer, clock)
   const iat = Math.floor(clock.now() / 1000)
   t.same(payload, {
-    iss: 'https://sidekey.test', sub: 'agent-7', aud: 'https://api.github.test', scope: 'repo:read issues:write',
-    tool: 'github', jti: cred.id, iat, exp: iat + 600,
+    iss: 'https://sidekey.test',
+    sub: 'agent-7',
+    aud: 'https://api.github.test',
+    scope: 'repo:read issues:write',
+    tool: 'github',
+    jti: cred.id,
+    iat,
+    exp: iat + 600,
   })
   t.match(cred.id, /^[0-9a-f-]{36}$/, 'jti is a random UUID')
   t.equal(cred.issuedAt, iat * 1000)

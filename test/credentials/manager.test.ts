@@ -74,8 +74,18 @@ t.test('the store drops the previous credential on revoke, and keeps it otherwis
   const sink = new RecordingSink()
   const issuer = new FakeIssuer(clock, 10 * MIN)
   const slot = new CredentialRefresher({
-    issuerName: 'fake', issuer, tools: ['github'], scopes: [], audience: undefined, instanceId: 'i', refreshAt: 0.5,
-    refreshJitter: 0, timeoutMs: 10_000, clock, audit: sink, random: () => 0.5,
+    issuerName: 'fake',
+    issuer,
+    tools: ['github'],
+    scopes: [],
+    audience: undefined,
+    instanceId: 'i',
+    refreshAt: 0.5,
+    refreshJitter: 0,
+    timeoutMs: 10_000,
+    clock,
+    audit: sink,
+    random: () => 0.5,
   })
   t.teardown(() => slot.close())
   await slot.start()
@@ -151,8 +161,14 @@ t.test('start() never rejects when an issuer is down; the other tools are served
   t.equal(m.current('down'), undefined)
   t.same(m.unready(), ['down'])
   t.same(m.status().down, {
-    issuer: 'broken', credential_id: null, issued_at: null, expires_at: null, age_seconds: null, expires_in_seconds: null,
-    shared_with: [], last_refresh: { result: 'failure', at: new Date(h.clock.now()).toISOString(), error: 'SIDEKEY_ISSUER_FAILED: token endpoint answered 500' },
+    issuer: 'broken',
+    credential_id: null,
+    issued_at: null,
+    expires_at: null,
+    age_seconds: null,
+    expires_in_seconds: null,
+    shared_with: [],
+    last_refresh: { result: 'failure', at: new Date(h.clock.now()).toISOString(), error: 'SIDEKEY_ISSUER_FAILED: token endpoint answered 500' },
     next_refresh_at: new Date(h.clock.now() + 1000).toISOString(),
   })
   t.equal(m.retryAfterSeconds('down'), 1)

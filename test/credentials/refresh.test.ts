@@ -242,7 +242,9 @@ t.test('an already expired credential, a thrown string or a synchronous throw ar
   t.equal(h.sink.of('credential.refresh_failed')[0]?.error, 'SIDEKEY_ISSUER_RESPONSE: issuer "fake" returned a credential that has already expired')
   t.equal(h.sink.of('credential.refresh_failed')[0]?.retry_in_ms, 1000, 'and backs off like any failure')
 
-  issuer.failure = () => { throw 'plain string' }
+  // Not an Error: what a careless issuer library might throw.
+  const plain: unknown = 'plain string'
+  issuer.failure = () => { throw plain }
   issuer.mode = 'fail'
   await t.rejects(m.rotate('github'), { code: 'SIDEKEY_ISSUER_FAILED', message: 'issuer call failed' })
   issuer.fetch = () => { throw new RangeError('') }

@@ -54,7 +54,10 @@ const url = `https://httpbin.org:${tool.port}/headers`
 /** The tool got a JWT minted for this pod and this tool, not the placeholder; the use is audited. */
 function assertInjected (t: Test, seenBefore: number): void {
   const seen = tool.seen[seenBefore]
-  if (seen === undefined) return void t.fail('the tool saw no request')
+  if (seen === undefined) {
+    t.fail('the tool saw no request')
+    return
+  }
   const auth = String(seen.headers.authorization)
   t.match(auth, /^Bearer eyJ/, 'a Bearer JWT arrived')
   t.notMatch(auth, /sidekey$/, 'not the placeholder')

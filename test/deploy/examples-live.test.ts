@@ -69,7 +69,13 @@ async function signAsAgent (service: string, at: Target, body: string): Promise<
   const credentials = { accessKeyId: 'SIDEKEY', secretAccessKey: 'sidekey' }
   const signer = new SignatureV4({ service, region: 'us-east-1', credentials, sha256: Hash.bind(null, 'sha256') })
   const signed = await signer.sign({
-    method: 'POST', protocol: 'https:', hostname: at.host, port: at.port, path: at.path, query: {}, body,
+    method: 'POST',
+    protocol: 'https:',
+    hostname: at.host,
+    port: at.port,
+    path: at.path,
+    query: {},
+    body,
     headers: { host: `${at.host}:${at.port}`, 'content-type': 'application/json' },
   })
   return signed.headers
@@ -142,7 +148,9 @@ t.test('S3: the SDK signs with SIDEKEY, S3 sees the real key; another key is a 4
   const host = 'acme-agent-artifacts.s3.us-east-1.amazonaws.com'
   const { sk, upstream, sidekeyCa } = await serve(t, 's3.yaml', host)
   const s3 = (accessKeyId: string): S3Client => new S3Client({
-    region: 'us-east-1', credentials: { accessKeyId, secretAccessKey: 'sidekey' }, maxAttempts: 1,
+    region: 'us-east-1',
+    credentials: { accessKeyId, secretAccessKey: 'sidekey' },
+    maxAttempts: 1,
     endpoint: `https://s3.us-east-1.amazonaws.com:${upstream.port}`,
     requestHandler: new NodeHttpHandler({ httpsAgent: new TunnelAgent(sk.proxyPort, sidekeyCa) }),
   })

@@ -138,4 +138,3 @@ t.test('token exchange: the projected token is exchanged per tool, with and with
     t.type(tool.audience, 'string', `${tool.match.host}: audience`)
   }
 })
-

@@ -11,7 +11,7 @@ tools:
 ${fleet}`
 
 t.test('fleet: defaults, and every mistake named with its position', async (t) => {
-  const ok = parseConfig(`instance_id: t\nissuers: { local: { type: local_jwt } }\ntools: {}\nfleet:\n  nats: { servers: [nats://n:4222], creds_file: /c }\n  operator_keys: /k\n`, 'ok.yaml', {})
+  const ok = parseConfig('instance_id: t\nissuers: { local: { type: local_jwt } }\ntools: {}\nfleet:\n  nats: { servers: [nats://n:4222], creds_file: /c }\n  operator_keys: /k\n', 'ok.yaml', {})
   t.match(ok.fleet, { bucket: 'sidekey', required: false, heartbeat: 10_000, operator_keys: '/k', nats: { servers: ['nats://n:4222'], creds_file: '/c' } })
   t.equal(parseConfig('instance_id: t\nissuers: {}\ntools: {}\n', 'none.yaml', {}).fleet, undefined, 'optional: absent means no broker')
 

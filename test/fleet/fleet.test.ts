@@ -212,4 +212,3 @@ fleet:
     t.match(await ready.body.json(), { ready: false, fleet: 'not_synced' })
   })
 })
-

@@ -14,7 +14,8 @@ const EXAMPLE = fileURLToPath(new URL('../../config/examples/operator/fleet-oper
 t.test('the shipped operator example: fleet: alone, read by the fleet verbs, refused as a sidecar', async (t) => {
   const cfg = await loadOperatorConfigFile(EXAMPLE, {})
   t.match(cfg.fleet, {
-    bucket: 'sidekey', operator_keys: './ops/operators.jwks',
+    bucket: 'sidekey',
+    operator_keys: './ops/operators.jwks',
     nats: {
       servers: ['nats://nats.sidekey.svc:4222'],
       creds_file: './ops/operator.creds',

@@ -255,7 +255,7 @@ t.test('a destination with no rule is 403 and is not forwarded unauthenticated',
   const r = await raw(sk.proxyPort, `GET http://127.0.0.1:${rawPlain.port}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`, { until: completeResponse })
   t.equal(r.status, 403)
   t.match(bodyOf(r.text), { error: 'egress_denied' })
-  const c = await raw(sk.proxyPort, `CONNECT nowhere.test:443 HTTP/1.1\r\nHost: nowhere.test:443\r\n\r\n`)
+  const c = await raw(sk.proxyPort, 'CONNECT nowhere.test:443 HTTP/1.1\r\nHost: nowhere.test:443\r\n\r\n')
   t.equal(c.status, 403)
   t.equal(total(), before)
 })

@@ -51,7 +51,7 @@ t.test('ambiguous framing and malformed header lines are 400, the connection is 
     'CL hex': `${HEAD}Content-Length: 0x5\r\n\r\nhello`,
     'TE not ending in chunked': `${HEAD}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n`,
     'TE identity': `${HEAD}Transfer-Encoding: identity\r\n\r\n`,
-    'xchunked': `${HEAD}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n`,
+    xchunked: `${HEAD}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n`,
     'chunked with junk': `${HEAD}Transfer-Encoding: chunked-false\r\n\r\n0\r\n\r\n`,
     'duplicate TE': `${HEAD}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
     'obs-fold': `${HEAD}X-A: a\r\n b\r\n\r\n`,
@@ -168,7 +168,7 @@ t.test('pipelined requests to different hosts are each judged on their own', asy
   t.same(allowedThenDenied.text.match(/HTTP\/1\.1 (\d{3})/g), ['HTTP/1.1 200', 'HTTP/1.1 403'])
   const deniedThenAllowed = await raw(sk.proxyPort, pair('evil.test', 'raw.tool.test'), { until: twoAnswers })
   t.same(deniedThenAllowed.text.match(/HTTP\/1\.1 (\d{3})/g), ['HTTP/1.1 403', 'HTTP/1.1 200'])
-  t.same(up.requests.slice(before).map((r) => r.line), [`GET /one HTTP/1.1`, `GET /two HTTP/1.1`], 'only the allowed requests went out')
+  t.same(up.requests.slice(before).map((r) => r.line), ['GET /one HTTP/1.1', 'GET /two HTTP/1.1'], 'only the allowed requests went out')
   // Two tools on one address and port: each request carries its own tool's credential, on its own pool.
   const tools = await raw(sk.proxyPort, pair('raw.tool.test', 'raw2.tool.test'), { until: twoAnswers })
   t.same(tools.text.match(/HTTP\/1\.1 (\d{3})/g), ['HTTP/1.1 200', 'HTTP/1.1 200'])

@@ -31,8 +31,14 @@ function cli (args: string[]): Promise<{ code: number | null, output: string }> 
 
 const canary = (name: string): string => `canary-${name}-${randomBytes(8).toString('hex')}/+x=`
 const C = {
-  file: canary('file'), oauth: canary('oauth'), clientSecret: canary('client-secret'), badSecret: canary('bad-secret'),
-  issuerBody: canary('issuer-body'), agentQuery: canary('agent-query'), crash: canary('crash'), config: canary('config'),
+  file: canary('file'),
+  oauth: canary('oauth'),
+  clientSecret: canary('client-secret'),
+  badSecret: canary('bad-secret'),
+  issuerBody: canary('issuer-body'),
+  agentQuery: canary('agent-query'),
+  crash: canary('crash'),
+  config: canary('config'),
 }
 const ALL = Object.values(C)
 
@@ -60,7 +66,7 @@ t.test('a canary in every path appears in no log line, metric, status, error bod
     const auth = headerValues(req, 'authorization')[0] ?? ''
     const path = req.line.split(' ')[1] ?? ''
     if (path.startsWith('/garble')) socket.end(`HTTP/1.1 200 OK\r\nX-Echo: ${auth}\r\nbroken header ${auth}\r\n\r\n`)
-    else if (path.startsWith('/401')) socket.write(`HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n`)
+    else if (path.startsWith('/401')) socket.write('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n')
     else socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')
   })
   t.teardown(() => up.close())
@@ -174,7 +180,7 @@ tools: { raw: { match: { host: raw.tool.test, port: ${up.port} }, issuer: local,
     const r = await raw(sk.proxyPort, Buffer.concat([Buffer.from('GET http://denied.test/a'), Buffer.from(bytes), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]))
     t.equal(r.status, 400, `raw bytes ${bytes.join(',')} in the target are refused`)
   }
-  const esc = await raw(sk.proxyPort, `GET http://denied.test/ HTTP/1.1\r\nHost: x\r\nX-A: \u001b[31m\r\n\r\n`)
+  const esc = await raw(sk.proxyPort, 'GET http://denied.test/ HTTP/1.1\r\nHost: x\r\nX-A: \u001b[31m\r\n\r\n')
   t.equal(esc.status, 400, 'ESC in a header value is refused by the parser')
   await tick()
   t.equal(sk.log.events('egress.denied').filter((e) => e.path === '/p%0d%0aX-Injected:%201%1b[31mred%e2%80%ae%c2%9bx').length, 2, 'logged as sent')
@@ -264,4 +270,3 @@ function opensslText (pem: string): Promise<string> {
     child.stdin.end(pem)
   })
 }
-

@@ -310,7 +310,12 @@ resolve: { sink.tool.test: 127.0.0.1 }
   const upstream = new Agent()
   t.teardown(() => upstream.close())
   const runtime = {
-    config, router: new Router(config.tools), upstream, lookup: createLookup(resolver), resolver, ownPorts: new Set<number>(),
+    config,
+    router: new Router(config.tools),
+    upstream,
+    lookup: createLookup(resolver),
+    resolver,
+    ownPorts: new Set<number>(),
     audit: { emit: (e: unknown) => { events.push(e) } },
     credentials: { current: () => undefined, retryAfterSeconds: () => 1 },
     leaves: {},
@@ -333,4 +338,3 @@ resolve: { sink.tool.test: 127.0.0.1 }
   ratio = 0.5
   t.match((await raw(port, get, { until: completeResponse })).text, /credential_unavailable/, 'back to normal below the mark')
 })
-

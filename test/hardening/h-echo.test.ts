@@ -93,8 +93,11 @@ async function answer (req: IncomingMessage, res: ServerResponse): Promise<void>
     }
     case 'encoded':
       res.writeHead(200, {
-        'content-type': 'application/json', 'set-cookie': [`session=${encodeURIComponent(key)}; Secure`, `b=${Buffer.from(`x${key}`).toString('base64')}`],
-        link: `<https://${HOST}/next?api_key=${encodeURIComponent(key)}>; rel="next"`, 'x-b64': Buffer.from(`aa${key}!`).toString('base64'), 'x-auth': auth,
+        'content-type': 'application/json',
+        'set-cookie': [`session=${encodeURIComponent(key)}; Secure`, `b=${Buffer.from(`x${key}`).toString('base64')}`],
+        link: `<https://${HOST}/next?api_key=${encodeURIComponent(key)}>; rel="next"`,
+        'x-b64': Buffer.from(`aa${key}!`).toString('base64'),
+        'x-auth': auth,
       })
       res.end(JSON.stringify({ echo: spelled(key, auth) }))
       return
@@ -133,8 +136,11 @@ async function answer (req: IncomingMessage, res: ServerResponse): Promise<void>
       res.end(`{"upper":"${unicodeEscaped(key, (h) => h.toUpperCase())}","lower":"${unicodeEscaped(key, (h) => h)}"}`)
       return
     case 'pyloc': // a redirect built with Python's urllib.parse.quote() (safe='/'), and quote_plus() in a header
-      res.writeHead(302, { location: `https://${HOST}/callback?token=${pythonQuoted(key, '/')}`,
-        'x-next': `token=${pythonQuoted(key, '')}`, 'content-length': 0 })
+      res.writeHead(302, {
+        location: `https://${HOST}/callback?token=${pythonQuoted(key, '/')}`,
+        'x-next': `token=${pythonQuoted(key, '')}`,
+        'content-length': 0
+      })
       res.end()
       return
     default:

@@ -100,7 +100,10 @@ export async function startRawUpstream (responder: RawResponder = okResponder): 
   const sockets = new Set<net.Socket>()
   const buffers = new Map<net.Socket, Buffer>()
   const up: RawUpstream = {
-    port: 0, connections: 0, requests: [], close: async () => {},
+    port: 0,
+    connections: 0,
+    requests: [],
+    close: async () => {},
     pending: () => [...buffers.values()].reduce((n, b) => n + b.length, 0),
   }
   const server = net.createServer((socket) => {

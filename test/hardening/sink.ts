@@ -41,7 +41,6 @@ export async function sinkUpstream (t: Test): Promise<Sink> {
   return { port: (server.address() as net.AddressInfo).port, received: () => received, sent: () => sent, server }
 }
 
-
 /** Starts `sidekey run` as its own process (the built bundle, as shipped), so that its RSS is the sidecar's alone. */
 export async function sidekeyProcess (t: Test, yaml: string): Promise<{ port: number, rss: () => number, caPem: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-f4-'))

@@ -45,7 +45,8 @@ export async function startApprovals (t: Test, file: string): Promise<ApprovalsS
     },
     decide: async (id, decision, reason) => {
       const res = await request(`${sk.adminUrl}/approvals/${id}`, {
-        method: 'POST', headers: { authorization, 'content-type': 'application/json' },
+        method: 'POST',
+        headers: { authorization, 'content-type': 'application/json' },
         body: JSON.stringify({ decision, ...(reason === undefined ? {} : { reason }) }),
       })
       await res.body.dump()

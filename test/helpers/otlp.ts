@@ -47,7 +47,10 @@ export async function startOtlpReceiver (): Promise<OtlpReceiver> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
   return {
-    url: `http://127.0.0.1:${port}/v1/traces`, spans, bodies, contentTypes,
+    url: `http://127.0.0.1:${port}/v1/traces`,
+    spans,
+    bodies,
+    contentTypes,
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }),
   }
 }
@@ -128,9 +131,13 @@ function span (f: Field[], resource: Record<string, string | number | boolean>):
   const hex = (n: number): string => f.find((x) => x.n === n)?.bytes.toString('hex') ?? ''
   const status = f.find((x) => x.n === 15)
   return {
-    traceId: hex(1), spanId: hex(2), parentSpanId: hex(4), name: f.find((x) => x.n === 5)?.bytes.toString('utf8') ?? '',
+    traceId: hex(1),
+    spanId: hex(2),
+    parentSpanId: hex(4),
+    name: f.find((x) => x.n === 5)?.bytes.toString('utf8') ?? '',
     kind: Number(f.find((x) => x.n === 6)?.int ?? 0n),
     statusCode: status === undefined ? 0 : Number(fields(status.bytes).find((x) => x.n === 3)?.int ?? 0n),
-    attributes: keyValues(f.filter((x) => x.n === 9)), resource,
+    attributes: keyValues(f.filter((x) => x.n === 9)),
+    resource,
   }
 }

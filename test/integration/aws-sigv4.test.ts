@@ -115,7 +115,10 @@ tools:
 
   t.test('the judge is a judge: real keys sent directly pass, a wrong secret is refused', async (t) => {
     const direct = (secretAccessKey: string): S3Client => new S3Client({
-      region: 'us-east-1', forcePathStyle: true, maxAttempts: 1, endpoint: `https://s3.tool.test:${s3.port}`,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      maxAttempts: 1,
+      endpoint: `https://s3.tool.test:${s3.port}`,
       credentials: { accessKeyId: KEY_B.AccessKeyId, secretAccessKey },
       // Straight to the judge (s3.tool.test is only a name: the agent dials 127.0.0.1 with that SNI).
       requestHandler: new NodeHttpHandler({ httpsAgent: new HttpsAgent({ ca: caPem, lookup: (_h, _o, cb) => { cb(null, [{ address: '127.0.0.1', family: 4 }]) } }) }),
@@ -130,9 +133,12 @@ tools:
   })
 
   t.test('require_placeholder: the real key id sent through the proxy is refused and audited', async (t) => {
-    const leaked = new S3Client({ ...{ region: 'us-east-1', forcePathStyle: true, maxAttempts: 1 }, endpoint: `https://s3.tool.test:${s3.port}`,
+    const leaked = new S3Client({
+      ...{ region: 'us-east-1', forcePathStyle: true, maxAttempts: 1 },
+      endpoint: `https://s3.tool.test:${s3.port}`,
       credentials: { accessKeyId: KEY_A.AccessKeyId, secretAccessKey: KEY_A.SecretAccessKey },
-      requestHandler: new NodeHttpHandler({ httpsAgent: new TunnelAgent(sk.proxyPort, sidekeyCa) }) })
+      requestHandler: new NodeHttpHandler({ httpsAgent: new TunnelAgent(sk.proxyPort, sidekeyCa) })
+    })
     t.teardown(() => leaked.destroy())
     const reached = s3.verdicts.length
     const err = await leaked.send(new ListObjectsV2Command({ Bucket: 'bucket' })).then(() => undefined, (e: { $metadata?: { httpStatusCode?: number } }) => e)

@@ -190,7 +190,7 @@ t.test('sidekey check explains inventory with a name-constrained CA, at the key'
   const text = 'instance_id: x\negress:\n  unmatched: inventory\nissuers: {}\ntools: {}\n'
   const err = await (async () => { try { parseConfig(text, 'inv.yaml', {}); return undefined } catch (e) { return e } })()
   t.ok(err instanceof ConfigError)
-  t.match((err as ConfigError).problems, [{ line: 3, col: 14, path: "egress.unmatched", message: /inventory intercepts TLS .* set ca\.name_constraints: false/ }])
+  t.match((err as ConfigError).problems, [{ line: 3, col: 14, path: 'egress.unmatched', message: /inventory intercepts TLS .* set ca\.name_constraints: false/ }])
   t.doesNotThrow(() => parseConfig(text + 'ca: { name_constraints: false }\n', 'inv.yaml', {}))
   t.equal((await readFile(join(sk.caDir, INVENTORY_KEY_FILE), 'utf8')).trim().length, 44)
 })

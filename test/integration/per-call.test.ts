@@ -15,7 +15,6 @@ import { auditLine } from '../protocols/helpers.js'
  * would: verify against sidekey's JWKS, then hold `htm` and `htu` to the request it actually got.
  */
 const pki = await upstreamPki()
-let jwks: ReturnType<typeof createRemoteJWKSet> | undefined
 /** The downstream's own URL for a request: its scheme, the Host it was addressed as, the path without query. */
 const urlOf = (req: IncomingMessage, tls: boolean): string => `${tls ? 'https' : 'http'}://${req.headers.host ?? ''}${(req.url ?? '').split('?')[0]}`
 /** Tokens the downstream accepted, with their claims. */
@@ -26,7 +25,7 @@ const downstream = (tls: boolean): UpstreamHandler => (req, res) => {
   const refuse = (why: string): void => { res.writeHead(401, { 'content-type': 'text/plain' }); res.end(why) }
   const token = String(req.headers.authorization ?? '').replace(/^Bearer /, '')
   if ((req.url ?? '').startsWith('/flaky') && !flaky.has(req.url!)) { flaky.add(req.url!); refuse('not yet'); return }
-  jwtVerify(token, jwks!, { issuer: 'https://sidekey.test' }).then(({ payload }) => {
+  jwtVerify(token, jwks, { issuer: 'https://sidekey.test' }).then(({ payload }) => {
     if (payload.htm !== req.method) { refuse(`htm ${String(payload.htm)} is not ${req.method}`); return }
     if (payload.htu !== urlOf(req, tls)) { refuse(`htu ${String(payload.htu)} is not ${urlOf(req, tls)}`); return }
     accepted.push(payload)
@@ -51,7 +50,7 @@ tools:
   api: { match: { host: api.call.test, port: ${tlsUp.port} }, issuer: ed, scopes: [read], audience: https://api.call.test, per_call: true }
   plain: { match: { host: plain.call.test, port: ${plainUp.port} }, issuer: ec, plaintext: true, per_call: { ttl: 20s } }
 `)
-jwks = createRemoteJWKSet(new URL(`${sk.adminUrl}/.well-known/jwks.json`))
+const jwks = createRemoteJWKSet(new URL(`${sk.adminUrl}/.well-known/jwks.json`))
 const tunnelled = new ProxyAgent({ uri: sk.proxyUrl, requestTls: { ca: readFileSync(join(sk.caDir, 'ca.pem'), 'utf8') } })
 const direct = new ProxyAgent({ uri: sk.proxyUrl, proxyTunnel: false })
 t.teardown(() => tunnelled.close())

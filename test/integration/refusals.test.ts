@@ -32,7 +32,7 @@ tools:
   t.equal(up.seen.length, 0)
 
   const refusals: Array<[string, string, RegExp]> = [
-    ['no_tool', `GET http://elsewhere.test/ HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n`, /error=http_request_denied; details="no tool matches this destination"/],
+    ['no_tool', 'GET http://elsewhere.test/ HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n', /error=http_request_denied; details="no tool matches this destination"/],
     ['port', 'CONNECT elsewhere.test:25 HTTP/1.1\r\nHost: elsewhere.test:25\r\n\r\n', /error=http_request_denied; details="CONNECT to port 25 is not allowed/],
     ['no_tool', 'CONNECT elsewhere.test:443 HTTP/1.1\r\nHost: elsewhere.test:443\r\n\r\n', /error=http_request_denied; details="no tool matches/],
     ['bad_connect_target', 'CONNECT nonsense HTTP/1.1\r\nHost: nonsense\r\n\r\n', /error=http_request_error; details=/],

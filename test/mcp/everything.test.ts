@@ -24,7 +24,10 @@ const sessions = new Map<string, StreamableHTTPServerTransport>()
 const seenTools: string[] = []
 const http = createServer((req, res) => {
   void (async () => {
-    if (req.headers.authorization !== `Bearer ${TOKEN}`) return void res.writeHead(401).end()
+    if (req.headers.authorization !== `Bearer ${TOKEN}`) {
+      res.writeHead(401).end()
+      return
+    }
     const id = req.headers['mcp-session-id'] as string | undefined
     let transport = id === undefined ? undefined : sessions.get(id)
     let body: unknown

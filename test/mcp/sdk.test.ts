@@ -70,7 +70,10 @@ t.test('raw requests: SEP-2243 headers that disagree with the body, malformed bo
   // Absolute-form over plain HTTP, bytes as written (node:http).
   const post = (body: string, headers: Record<string, string> = {}): Promise<{ status: number, json: unknown }> => new Promise((resolve, reject) => {
     const req = httpRequest({
-      host: '127.0.0.1', port: sk.proxyPort, method: 'POST', path: `http://mcp.tool.test:${up.port}/mcp`,
+      host: '127.0.0.1',
+      port: sk.proxyPort,
+      method: 'POST',
+      path: `http://mcp.tool.test:${up.port}/mcp`,
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: 'Bearer x', ...headers },
     }, (res) => {
       const chunks: Buffer[] = []

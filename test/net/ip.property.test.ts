@@ -52,7 +52,7 @@ t.test('IPv6 classes do not depend on how the address is written', async (t) => 
   const special = fc.oneof(
     fc.ipV6(),
     fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 7, maxLength: 7 }).chain((w) =>
-      fc.constantFrom('fc', 'fd', 'fe8', 'fe9', 'fea', 'feb', 'ff0').map((p) => `${p}${p.length === 2 ? '00' : '0'}:${w.map((x) => x.toString(16)).join(':')}`)),
+      fc.constantFrom('fc', 'fd', 'fe8', 'fe9', 'fea', 'feb', 'ff0').map((p) => `${p}${p.length === 2 ? '00' : '0'}:${w.map((x) => x.toString(16)).join(':')}`))
   )
   fc.assert(fc.property(special, (v6) => {
     const cls = classifyIp(v6)

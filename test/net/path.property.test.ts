@@ -12,7 +12,8 @@ import { SidekeyError } from '../../src/errors.js'
 
 const tool = (prefix: string, methods?: string[]): ToolConfig => toolSchema.parse({
   match: { host: 'api.a.test', path_prefix: prefix, ...(methods === undefined ? {} : { methods }) },
-  issuer: 'i', http2: false,
+  issuer: 'i',
+  http2: false,
 })
 const router = new Router({ A: tool('/v1/safe/', ['GET']), G: tool('/v1/'), B: tool('/v2/Admin/'), C: tool('/v2/') })
 
@@ -41,7 +42,7 @@ const respelling = (path: string): fc.Arbitrary<string> => {
   const segments = path.slice(1).split('/')
   return fc.tuple(
     fc.array(fc.nat(3), { minLength: path.length, maxLength: path.length }),
-    fc.array(fc.constantFrom('', '', './', 'zz/../', '%2e/', 'q%7e/%2E%2e/'), { minLength: segments.length, maxLength: segments.length }),
+    fc.array(fc.constantFrom('', '', './', 'zz/../', '%2e/', 'q%7e/%2E%2e/'), { minLength: segments.length, maxLength: segments.length })
   ).map(([coins, inserts]) => {
     const spelt = segments.map((seg, i) => {
       let out = ''

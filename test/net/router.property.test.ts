@@ -36,7 +36,9 @@ function build (list: Spec[]): Router {
   list.forEach((s, i) => {
     tools[`t${i}`] = toolSchema.parse({
       match: { host: s.host, ...(s.port === undefined ? {} : { port: s.port }), ...(s.prefix === undefined ? {} : { path_prefix: s.prefix }), ...(s.methods === undefined ? {} : { methods: s.methods }) },
-      issuer: 'i', plaintext: s.plaintext, http2: false,
+      issuer: 'i',
+      plaintext: s.plaintext,
+      http2: false,
     })
   })
   return new Router(tools)
@@ -97,4 +99,3 @@ t.test('ownsHost agrees with match on some path', async (t) => {
   }), { numRuns: 3000 })
   t.pass()
 })
-

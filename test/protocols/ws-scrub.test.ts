@@ -94,32 +94,32 @@ t.test('any fragmentation, pings between fragments, masking, socket cuts: the ke
   const stream = fc.array(message, { minLength: 1, maxLength: 5 })
   const socketCuts = fc.array(fc.nat(), { maxLength: 12 })
   await fc.assert(fc.asyncProperty(stream, fc.boolean(), socketCuts, async (messages, masked, socketCuts) => {
-      const mask = masked ? Buffer.from([0xa1, 0x00, 0x5c, 0xff]) : undefined
-      const frames: Buffer[] = []
-      let pings = 0
-      for (const m of messages) {
-        const payload = Buffer.from(m.before + (m.keyed ? SECRET : '') + m.after)
-        const pieces = cut(payload, m.cuts)
-        pieces.forEach((piece, i) => {
-          frames.push(wire(i === pieces.length - 1, i === 0 ? (m.binary ? 2 : 1) : 0, piece, mask))
-          if (m.pings && i < pieces.length - 1) frames.push(wire(true, 9, Buffer.from(`p${pings++}`), mask))
-        })
-      }
-      const bytes = Buffer.concat(frames)
-      const keyed = messages.some((m) => m.keyed)
-      const rewritten = await through(true, cut(bytes, socketCuts))
-      const got = read(rewritten.out)
-      const expected = messages.map((m) => ({
-        opcode: m.binary ? 2 : 1, text: Buffer.from(m.before + (m.keyed ? 'sidekey' : '') + m.after).toString('latin1'),
-      }))
-      t.same(got.messages, expected)
-      t.equal(rewritten.found, keyed ? 1 : 0)
-      const sent = Array.from({ length: pings }, (_, i) => ({ opcode: 9, text: `p${i}` }))
-      t.same(got.controls, sent, 'pings pass, in order')
-      const watched = await through(false, cut(bytes, socketCuts))
-      t.ok(watched.out.equals(bytes), 'report only: the bytes pass as they came')
-      t.equal(watched.found, keyed ? 1 : 0)
-    }), { numRuns: 150 })
+    const mask = masked ? Buffer.from([0xa1, 0x00, 0x5c, 0xff]) : undefined
+    const frames: Buffer[] = []
+    let pings = 0
+    for (const m of messages) {
+      const payload = Buffer.from(m.before + (m.keyed ? SECRET : '') + m.after)
+      const pieces = cut(payload, m.cuts)
+      pieces.forEach((piece, i) => {
+        frames.push(wire(i === pieces.length - 1, i === 0 ? (m.binary ? 2 : 1) : 0, piece, mask))
+        if (m.pings && i < pieces.length - 1) frames.push(wire(true, 9, Buffer.from(`p${pings++}`), mask))
+      })
+    }
+    const bytes = Buffer.concat(frames)
+    const keyed = messages.some((m) => m.keyed)
+    const rewritten = await through(true, cut(bytes, socketCuts))
+    const got = read(rewritten.out)
+    const expected = messages.map((m) => ({
+      opcode: m.binary ? 2 : 1, text: Buffer.from(m.before + (m.keyed ? 'sidekey' : '') + m.after).toString('latin1'),
+    }))
+    t.same(got.messages, expected)
+    t.equal(rewritten.found, keyed ? 1 : 0)
+    const sent = Array.from({ length: pings }, (_, i) => ({ opcode: 9, text: `p${i}` }))
+    t.same(got.controls, sent, 'pings pass, in order')
+    const watched = await through(false, cut(bytes, socketCuts))
+    t.ok(watched.out.equals(bytes), 'report only: the bytes pass as they came')
+    t.equal(watched.found, keyed ? 1 : 0)
+  }), { numRuns: 150 })
 })
 
 t.test('7-, 16- and 64-bit lengths at their edges, fed in 7-byte pieces', async (t) => {

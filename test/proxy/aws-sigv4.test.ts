@@ -8,8 +8,16 @@ import { systemBinary } from '../helpers/system-binary.js'
 
 const keys = { accessKeyId: 'AKIAUNITTESTKEY00000', secretAccessKey: 'unit/secret+key', sessionToken: 'unit-session-token' }
 const base: SigV4Target = {
-  tool: 'api', service: 'execute-api', region: 'eu-west-1', method: 'POST', pathAndQuery: '/prod/items/a%20b?z=1&a=x%2Fy&flag',
-  agentAuthorization: undefined, body: Buffer.from('{"n":1}'), streamed: false, bodyLimit: 1024, contentLength: '7',
+  tool: 'api',
+  service: 'execute-api',
+  region: 'eu-west-1',
+  method: 'POST',
+  pathAndQuery: '/prod/items/a%20b?z=1&a=x%2Fy&flag',
+  agentAuthorization: undefined,
+  body: Buffer.from('{"n":1}'),
+  streamed: false,
+  bodyLimit: 1024,
+  contentLength: '7',
 }
 const date = new Date('2026-01-02T03:04:05Z')
 
@@ -41,7 +49,11 @@ t.test('a service other than S3: the kept body is hashed, no x-amz-content-sha25
 t.test('the agent\'s SignedHeaders list is kept: a header it did not sign is not signed either', async (t) => {
   const headers = ['host', 'h.test', 'x-extra', 'added-by-a-middlebox', 'x-amz-content-sha256', 'UNSIGNED-PAYLOAD']
   await signSigV4(headers, { ...keys, sessionToken: undefined }, {
-    ...base, service: 's3', method: 'GET', body: undefined, contentLength: undefined,
+    ...base,
+    service: 's3',
+    method: 'GET',
+    body: undefined,
+    contentLength: undefined,
     agentAuthorization: 'AWS4-HMAC-SHA256 Credential=sidekey/20260102/eu-west-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=00',
   }, date)
   t.match(headers[headers.indexOf('authorization') + 1], /SignedHeaders=host;x-amz-content-sha256;x-amz-date,/)

@@ -34,7 +34,7 @@ t.test('every spelling the canary can take is a needle: raw, percent-encoded, ba
   for (const form of spellings) t.same(leaks(scrubber.text(`x${form}y`), [TOKEN]), [], form)
   const basic = Buffer.from(`agent:${TOKEN}`).toString('base64')
   t.equal(scrubber.text(`Basic ${basic}`), `Basic ${Buffer.from('agent:sidekey').toString('base64')}`, 'the exact basic value becomes the placeholder\'s')
-  t.equal(scrubber.text(`?k=${encodeURIComponent(TOKEN)}&z`), `?k=sidekey&z`)
+  t.equal(scrubber.text(`?k=${encodeURIComponent(TOKEN)}&z`), '?k=sidekey&z')
   t.equal(scrubber.text(`?k=${encodeURIComponent(TOKEN).toLowerCase()}`), '?k=sidekey', 'lower-case hex')
   t.equal(scrubber.text('nothing here'), 'nothing here')
   t.equal(scrubber.text('$& $\''), '$& $\'', 'replacement patterns are not expanded')

@@ -38,10 +38,14 @@ t.test('a real TLS server using the cache as SNICallback is trusted by node for 
   t.equal(await tlsGet(port, { ca: ca.certPem, servername: 'other.tool.test' }), 'ok other.tool.test')
   t.same(spy.calls, ['api.tool.test', 'other.tool.test'], 'one mint per host')
   // The server's leaf is exactly for the requested host, and the chain is sent (the client only trusts the anchor).
-  await t.rejects(tlsGet(port, { ca: ca.certPem, servername: 'api.tool.test', checkServerIdentity: (host, cert) => {
-    t.equal(cert.subjectaltname, 'DNS:api.tool.test')
-    return new Error('seen')
-  } }), { message: 'seen' })
+  await t.rejects(tlsGet(port, {
+    ca: ca.certPem,
+    servername: 'api.tool.test',
+    checkServerIdentity: (host, cert) => {
+      t.equal(cert.subjectaltname, 'DNS:api.tool.test')
+      return new Error('seen')
+    }
+  }), { message: 'seen' })
   // TLS below 1.2 is not offered.
   await t.rejects(tlsGet(port, { ca: ca.certPem, servername: 'api.tool.test', minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0' }))
 })
@@ -124,10 +128,14 @@ t.test('the cached context carries a leaf valid for the configured time', async 
   const port = await tlsServer(t, {
     SNICallback: (name, cb) => { leaves.secureContext(name).then((ctx) => cb(null, ctx), (err: Error) => cb(err)) },
   })
-  await t.rejects(tlsGet(port, { ca: ca.certPem, servername: 'api.tool.test', checkServerIdentity: (_host, cert) => {
-    seen = cert.valid_to
-    return new Error('stop')
-  } }))
+  await t.rejects(tlsGet(port, {
+    ca: ca.certPem,
+    servername: 'api.tool.test',
+    checkServerIdentity: (_host, cert) => {
+      seen = cert.valid_to
+      return new Error('stop')
+    }
+  }))
   t.ok(seen !== undefined && Date.parse(seen) <= clock.now() + 10 * DAY)
   t.ok(new X509Certificate(ca.certPem).ca)
 })

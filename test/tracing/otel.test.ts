@@ -46,7 +46,8 @@ const inTrace = (traceId: string): ExportedSpan[] => otlp.spans.filter((s) => s.
 t.test('the agent\'s traceparent is continued: agent span → request → stages; the upstream below', async (t) => {
   const sk = await startSidekey(t, tracingYaml(0.0))
   const status = await call(sk.proxyUrl, '/v1/items?api_key=query-canary-77', {
-    authorization: 'Bearer sk-placeholder-canary', traceparent: `00-${AGENT_TRACE}-${AGENT_SPAN}-01`,
+    authorization: 'Bearer sk-placeholder-canary',
+    traceparent: `00-${AGENT_TRACE}-${AGENT_SPAN}-01`,
     tracestate: 'vendor=agent1',
     'x-sidekey-task': 'task-42',
   })
@@ -58,8 +59,12 @@ t.test('the agent\'s traceparent is continued: agent span → request → stages
   t.equal(root!.name, 'GET api')
   t.equal(root!.kind, 2, 'SPAN_KIND_SERVER')
   t.match(root!.attributes, {
-    'sidekey.tool': 'api', 'http.request.method': 'GET', 'http.response.status_code': 200, 'url.path': '/v1/items',
-    'sidekey.task': 'task-42', 'server.address': 'api.tool.test',
+    'sidekey.tool': 'api',
+    'http.request.method': 'GET',
+    'http.response.status_code': 200,
+    'url.path': '/v1/items',
+    'sidekey.task': 'task-42',
+    'server.address': 'api.tool.test',
   })
   t.match(root!.attributes['sidekey.credential_id'], /\S/, 'the credential id, not its value')
   const children = spans.filter((s) => s.parentSpanId === root!.spanId).map((s) => s.name).sort()

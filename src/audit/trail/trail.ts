@@ -71,7 +71,10 @@ export class AuditTrail {
     const previous = last !== undefined && verifyCheckpoint(last.jws, key.publicJwk).ok ? last : undefined
     const trail = new AuditTrail(opts, key)
     trail.#log.info({
-      event: 'audit.started', format: TRAIL_FORMAT, key: key.publicJwk, previous: previous ?? null,
+      event: 'audit.started',
+      format: TRAIL_FORMAT,
+      key: key.publicJwk,
+      previous: previous ?? null,
       checkpoint_every: { events: opts.every.events, interval_ms: opts.every.interval },
     })
     opts.chain.checkpointEvery(opts.every.events, () => { trail.checkpoint(false) })

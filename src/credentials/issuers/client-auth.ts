@@ -123,7 +123,7 @@ function secretSource (config: ClientAuthConfig, invalid: (m: string) => Sidekey
 
 interface SigningKey { readonly key: KeyObject, readonly alg: string, readonly kid: string | undefined }
 
-const EC_ALGS: Record<string, string> = { 'prime256v1': 'ES256', 'secp384r1': 'ES384', 'secp521r1': 'ES512' }
+const EC_ALGS: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' }
 const ALGS_BY_TYPE: Record<string, readonly string[]> = {
   ec: ['ES256', 'ES384', 'ES512'],
   rsa: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'],

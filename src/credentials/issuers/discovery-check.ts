@@ -38,7 +38,10 @@ export async function describeDiscovery (config: Readonly<Config>,
     const lines = await Promise.all(discovered.map(async ({ name, issuer, resource }) => {
       try {
         const found = await discover({
-          resource, issuer: issuer.authorization_server, dispatcher, signal: new AbortController().signal,
+          resource,
+          issuer: issuer.authorization_server,
+          dispatcher,
+          signal: new AbortController().signal,
           timeoutMs: Math.min(issuer.timeout, CHECK_DISCOVERY_TIMEOUT_MS),
         })
         const { revocationEndpoint } = found

@@ -122,7 +122,7 @@ export function checkDiscoveredUrl (value: string, resource: URL, what: string, 
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw refuse('is not http(s)')
   if (url.username !== '' || url.password !== '') throw refuse('carries credentials')
   const local = resource.protocol === 'http:'
-  if (url.protocol === 'http:' && !local) throw refuse(`is plain http while the resource is https`)
+  if (url.protocol === 'http:' && !local) throw refuse('is plain http while the resource is https')
   const host = url.hostname.replace(/^\[|\]$/g, '')
   if (ipFamily(host) !== 0 && classifyIp(host) !== 'public' && !local && url.hostname !== resource.hostname) {
     throw refuse(`is a ${classifyIp(host)} address, where a remote resource may not send sidekey's client credentials`)

@@ -155,8 +155,13 @@ export async function revokeAt (url: string, dropped: readonly Credential[], sig
     let statusCode: number
     try {
       const res = await deps.dispatcher.request({
-        ...originAndPath(url), method: 'POST', headers, body: form.toString(),
-        signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
+        ...originAndPath(url),
+        method: 'POST',
+        headers,
+        body: form.toString(),
+        signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
         ...({ maxRedirections: 0 } as object),
       })
       statusCode = res.statusCode

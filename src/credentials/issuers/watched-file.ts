@@ -57,7 +57,6 @@ export class FileSource {
   }
 }
 
-
 /**
  * Watches the directory holding `path` and calls `onEvent` (debounced) after anything happened in it.
  * Watching the directory, not the file, is what sees atomic replacements: a rename over the file (Vault Agent,

@@ -187,8 +187,15 @@ export class ProxyListener {
       const misdirect = e.status === 421
       // One event for every transport (plain or TLS tunnel, HTTP/1.1 or h2, or a TLS server name in tunnel.ts).
       ingressEvent(rt, {
-        event: 'egress.denied', host: ctx.host, port: ctx.port, reason: misdirect ? 'misdirected' : 'bad_request', client: ctx.client,
-        method: req.method ?? '', request_id: requestId, path: pathWithoutQuery(pathAndQuery), ...(misdirect ? { requested: asked.slice(0, MAX_REQUESTED) } : {}),
+        event: 'egress.denied',
+        host: ctx.host,
+        port: ctx.port,
+        reason: misdirect ? 'misdirected' : 'bad_request',
+        client: ctx.client,
+        method: req.method ?? '',
+        request_id: requestId,
+        path: pathWithoutQuery(pathAndQuery),
+        ...(misdirect ? { requested: asked.slice(0, MAX_REQUESTED) } : {}),
       })
       return
     }
@@ -213,7 +220,13 @@ export class ProxyListener {
     const requestId = this.nextRequestId()
     answer(new SidekeyError('SIDEKEY_METHOD_NOT_ALLOWED', 'CONNECT inside a tunnel is refused'), requestId, { allow: USUAL_METHODS })
     ingressEvent(this.#runtime(), {
-      event: 'egress.denied', host: ctx.host, port: ctx.port, reason: 'connect_in_tunnel', client: ctx.client, method: 'CONNECT', request_id: requestId,
+      event: 'egress.denied',
+      host: ctx.host,
+      port: ctx.port,
+      reason: 'connect_in_tunnel',
+      client: ctx.client,
+      method: 'CONNECT',
+      request_id: requestId,
       requested: requested.slice(0, MAX_REQUESTED),
     })
   }

@@ -150,4 +150,3 @@ function withoutExtensions (flat: string[]): string[] {
   }
   return out
 }
-

@@ -39,17 +39,29 @@ export const approvalGiven: PolicyStep = async (ctx) => {
   ctx.res.once('close', () => left.abort())
   const settings = config.approval
   const verdict = await desk.hold({
-    tool: ctx.tool.name, instance: ctx.rt.config.instance_id, method: ctx.method, host: ctx.target.host,
-    target: ctx.path, body, signal: left.signal, timeoutMs: settings?.timeout ?? DEFAULT_TIMEOUT_MS,
+    tool: ctx.tool.name,
+    instance: ctx.rt.config.instance_id,
+    method: ctx.method,
+    host: ctx.target.host,
+    target: ctx.path,
+    body,
+    signal: left.signal,
+    timeoutMs: settings?.timeout ?? DEFAULT_TIMEOUT_MS,
     validForMs: settings?.valid_for ?? DEFAULT_VALID_FOR_MS,
     shown: {
-      path: auditPath(ctx.path), body_bytes: body.length, preview: previewOf(body), request_id: ctx.requestId,
-      client: ctx.client, ...(ctx.task === undefined ? {} : { task: ctx.task }),
+      path: auditPath(ctx.path),
+      body_bytes: body.length,
+      preview: previewOf(body),
+      request_id: ctx.requestId,
+      client: ctx.client,
+      ...(ctx.task === undefined ? {} : { task: ctx.task }),
       ...(ctx.mcp?.call === undefined ? {} : { mcp: ctx.mcp.call }),
     },
-    ...(settings?.webhook === undefined ? {} : {
-      notify: (event) => deliverWebhook(settings.webhook!, event, ctx.rt.config.resolve, ctx.rt.audit),
-    }),
+    ...(settings?.webhook === undefined
+      ? {}
+      : {
+          notify: (event) => deliverWebhook(settings.webhook!, event, ctx.rt.config.resolve, ctx.rt.audit),
+        }),
   })
   return verdict.kind === 'granted' ? undefined : refused(ctx, verdict)
 }
@@ -84,9 +96,14 @@ function refusal (ctx: RoutedContext, code: ErrorCode, message: string, details:
 }
 
 function sendJson (res: ServerResponse, body: string, requestId: string, reason: string): void {
-  if (res.headersSent) return void res.destroy()
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
   res.writeHead(200, {
-    'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-sidekey-request-id': requestId,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'x-sidekey-request-id': requestId,
     'proxy-status': `sidekey; error=http_request_denied; details="${reason}"`,
   })
   res.end(body)

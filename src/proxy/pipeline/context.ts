@@ -85,20 +85,37 @@ export class RequestContext {
   used (status: number, extra: UsedExtra = {}): void {
     if (this.tool === undefined) throw new Error('credential.used needs a routed request')
     this.#emit({
-      event: 'credential.used', tool: this.tool.name, credential_id: this.credentialId, method: this.method, host: this.target.host,
-      path: pathWithoutQuery(this.path), status, duration_ms: this.elapsed(), client: this.client, placeholder: this.placeholder,
-      request_id: this.requestId, ...(this.target.hostMismatch === true ? { host_mismatch: true } : {}),
+      event: 'credential.used',
+      tool: this.tool.name,
+      credential_id: this.credentialId,
+      method: this.method,
+      host: this.target.host,
+      path: pathWithoutQuery(this.path),
+      status,
+      duration_ms: this.elapsed(),
+      client: this.client,
+      placeholder: this.placeholder,
+      request_id: this.requestId,
+      ...(this.target.hostMismatch === true ? { host_mismatch: true } : {}),
       ...(this.task === undefined ? {} : { task: this.task }),
       ...(this.tool.upstream === undefined ? {} : { upstream: this.tool.upstream.origin }),
-      ...(this.mcp?.call === undefined ? {} : { mcp: this.mcp.call }), ...extra,
+      ...(this.mcp?.call === undefined ? {} : { mcp: this.mcp.call }),
+      ...extra,
     })
   }
 
   /** `egress.denied`: refused before (or instead of) a tool's call, with the audit reason. */
   denied (reason: string, port = this.target.port): void {
     this.#emit({
-      event: 'egress.denied', host: this.target.host, port, reason, client: this.client, method: this.method, request_id: this.requestId,
-      path: pathWithoutQuery(this.path), ...(this.tool === undefined ? {} : { tool: this.tool.name }),
+      event: 'egress.denied',
+      host: this.target.host,
+      port,
+      reason,
+      client: this.client,
+      method: this.method,
+      request_id: this.requestId,
+      path: pathWithoutQuery(this.path),
+      ...(this.tool === undefined ? {} : { tool: this.tool.name }),
     })
   }
 

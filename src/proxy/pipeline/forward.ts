@@ -54,8 +54,13 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
     res.once('close', () => gone.abort())
     if (res.destroyed) gone.abort()
     const injected: InjectRequest = {
-      method, origin, agentAuthorization: req.headers.authorization, body: body.kept, streamed: body.stream !== undefined,
-      contentLength: body.contentLength, bodyLimit: rt.config.limits.replay_body_bytes,
+      method,
+      origin,
+      agentAuthorization: req.headers.authorization,
+      body: body.kept,
+      streamed: body.stream !== undefined,
+      contentLength: body.contentLength,
+      bodyLimit: rt.config.limits.replay_body_bytes,
     }
     const prepared = async (cred: Credential): Promise<{ headers: string[], path: string }> => {
       const headers = out.headers.slice()
@@ -117,9 +122,18 @@ async function forwardUpgrade (ctx: RoutedContext, res: UpgradeResponse, up: Upg
   const rewrite = tool.config.scrub_body === true
   const found = (from: 'upstream' | 'agent'): void => {
     ctx.later({
-      event: 'credential.echoed', tool: tool.name, credential_id: up.credential.id, method, host: ctx.target.host,
-      path: pathWithoutQuery(ctx.path), client: ctx.client, request_id: ctx.requestId, echoed: ['ws'], from,
-      replaced: from === 'upstream' && rewrite, ...(ctx.task === undefined ? {} : { task: ctx.task }),
+      event: 'credential.echoed',
+      tool: tool.name,
+      credential_id: up.credential.id,
+      method,
+      host: ctx.target.host,
+      path: pathWithoutQuery(ctx.path),
+      client: ctx.client,
+      request_id: ctx.requestId,
+      echoed: ['ws'],
+      from,
+      replaced: from === 'upstream' && rewrite,
+      ...(ctx.task === undefined ? {} : { task: ctx.task }),
     })
   }
   const { origin, servername, headers, path, scrub, scrubber } = up

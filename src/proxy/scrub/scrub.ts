@@ -167,7 +167,8 @@ export class Scrubber {
   }
 
   #compile (): Compiled {
-    return this.#compiled ??= compile(this.#needles())
+    this.#compiled ??= compile(this.#needles())
+    return this.#compiled
   }
 
   /** `value` with every needle replaced; the same string when none occurs. */
@@ -247,7 +248,6 @@ function encoded (s: string, encoding: BodyEncoding): Buffer {
   const le = Buffer.from(s, 'utf16le')
   return encoding === 'utf-16le' ? le : le.swap16()
 }
-
 
 /** Holds a body's first two bytes until its byte order mark (or its absence) picks the scrubber for the rest. */
 class ByteOrderMarked implements BodyScan {

@@ -47,8 +47,11 @@ const TLS_CODES = new Set([
  * error's code: fixed words that name no host, path or certificate content.
  */
 const UPSTREAM_HINTS: ReadonlyArray<{ codes: readonly string[], detail: string, type: string }> = [
-  { codes: ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT'],
-    detail: 'upstream certificate not trusted: set upstream_ca_file', type: 'tls_certificate_error' },
+  {
+    codes: ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT'],
+    detail: 'upstream certificate not trusted: set upstream_ca_file',
+    type: 'tls_certificate_error'
+  },
   { codes: ['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID'], detail: 'upstream certificate expired or not yet valid', type: 'tls_certificate_error' },
   { codes: ['ERR_TLS_CERT_ALTNAME_INVALID'], detail: 'upstream certificate does not name this host', type: 'tls_certificate_error' },
   { codes: ['CERT_SIGNATURE_FAILURE'], detail: 'upstream certificate signature is invalid', type: 'tls_certificate_error' },

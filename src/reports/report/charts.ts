@@ -127,7 +127,9 @@ export function timeSeries (id: string, title: string, start: number, width: num
     const row = 20 + si * 18
     const label = `<text x="${left - 6}" y="${row + 4}" text-anchor="end" class="tick">${html(names[si]!)}</text>`
     return `<g><title>${html(s.name)}</title>${label}</g>` +
-      s.values.map((v, i) => v === 0 ? '' : `<circle cx="${x(i).toFixed(1)}" cy="${row}" ` +
+      s.values.map((v, i) => v === 0
+        ? ''
+        : `<circle cx="${x(i).toFixed(1)}" cy="${row}" ` +
         `r="${Math.min(7, 2 + Math.log2(1 + v)).toFixed(1)}" ` +
         `fill="${color(si)}"><title>${html(s.name)} at ${iso(start + i * width)}: ${v}</title></circle>`).join('')
   }).join('')

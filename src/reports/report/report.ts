@@ -245,11 +245,24 @@ export class ReportBuilder {
     for (const list of this.#pending.values()) for (const w of list) this.#age(w.tool).unknown++
     this.#pending.clear()
     return {
-      input, first: this.first, last: this.last, instances: this.instances.size, uses: this.uses, status: this.status,
-      ages: this.ages, anomalies: this.anomalies, anomalyLog: this.anomalyLog, refusals: this.refusals,
-      refreshFailures: this.refreshFailures, refreshErrors: this.refreshErrors, tasks: this.tasks,
+      input,
+      first: this.first,
+      last: this.last,
+      instances: this.instances.size,
+      uses: this.uses,
+      status: this.status,
+      ages: this.ages,
+      anomalies: this.anomalies,
+      anomalyLog: this.anomalyLog,
+      refusals: this.refusals,
+      refreshFailures: this.refreshFailures,
+      refreshErrors: this.refreshErrors,
+      tasks: this.tasks,
       tasksOverflow: this.tasksOverflow,
-      scopes: this.scopes.result(config, input), inventory: this.inventory.result(input), verify, live,
+      scopes: this.scopes.result(config, input),
+      inventory: this.inventory.result(input),
+      verify,
+      live,
     }
   }
 }
@@ -423,8 +436,11 @@ const VERB = 'sidekey audit report'
 /** Exit codes: 0 written, 1 a file could not be read or written, 2 bad usage or config. */
 export async function reportCommand (args: string[], io: AuditIo): Promise<number> {
   const parsed = parseVerbArgs(VERB, USAGE, args, {
-    out: { type: 'string', short: 'o' }, config: { type: 'string', short: 'c' }, since: { type: 'string' },
-    keys: { type: 'string', multiple: true }, live: { type: 'boolean' },
+    out: { type: 'string', short: 'o' },
+    config: { type: 'string', short: 'c' },
+    since: { type: 'string' },
+    keys: { type: 'string', multiple: true },
+    live: { type: 'boolean' },
   }, io)
   if (typeof parsed === 'number') return parsed
   const { values, files } = parsed

@@ -535,9 +535,27 @@ export function formatVerifyResult (r: VerifyResult, esc: (s: string) => string 
 
 function newRun (runId: string, order: number): Run {
   return {
-    runId, order, instanceId: null, jwk: undefined, trust: 'none', started: false, expected: 1, prev: '', firstSeq: 0, lastSeq: 0,
-    lines: 0, events: 0, checkpoints: 0, lastCheckpoint: undefined, recentCheckpoints: [], recent: new Map(), closed: false,
-    previous: undefined, gap: undefined, problem: undefined, anchored: false,
+    runId,
+    order,
+    instanceId: null,
+    jwk: undefined,
+    trust: 'none',
+    started: false,
+    expected: 1,
+    prev: '',
+    firstSeq: 0,
+    lastSeq: 0,
+    lines: 0,
+    events: 0,
+    checkpoints: 0,
+    lastCheckpoint: undefined,
+    recentCheckpoints: [],
+    recent: new Map(),
+    closed: false,
+    previous: undefined,
+    gap: undefined,
+    problem: undefined,
+    anchored: false,
   }
 }
 
@@ -547,8 +565,16 @@ function problem (run: Run, seq: number, kind: ProblemKind, message: string): vo
 
 function summary (r: Run): RunSummary {
   return {
-    run_id: r.runId, instance_id: r.instanceId, kid: typeof r.jwk?.kid === 'string' ? r.jwk.kid : null, trust: r.trust,
-    first_seq: r.firstSeq, last_seq: r.lastSeq, lines: r.lines, events: r.events, checkpoints: r.checkpoints, closed: r.closed,
+    run_id: r.runId,
+    instance_id: r.instanceId,
+    kid: typeof r.jwk?.kid === 'string' ? r.jwk.kid : null,
+    trust: r.trust,
+    first_seq: r.firstSeq,
+    last_seq: r.lastSeq,
+    lines: r.lines,
+    events: r.events,
+    checkpoints: r.checkpoints,
+    closed: r.closed,
     previous: r.previous === undefined ? null : { run_id: r.previous.run_id, seq: r.previous.seq },
     pending: r.closed || r.problem !== undefined ? 0 : r.lastSeq - (r.lastCheckpoint?.line ?? 0),
     problem: r.problem === undefined ? null : { ...r.problem, instance_id: r.instanceId },

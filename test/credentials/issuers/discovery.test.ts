@@ -284,14 +284,18 @@ t.test('sidekey check: says discovery happens at run time; with --discover, what
     `    client_secret: ${JSON.stringify(as.secrets['basic-client'])}`,
     '  local: { type: local_jwt }', 'tools: {}'].join('\n')
   const offline = await describeDiscovery(parseConfig(yaml(resource), 'x.yaml', {}), { network: false })
-  t.same(offline, { failed: false,
+  t.same(offline, {
+    failed: false,
     lines: [`issuer mcp: token endpoint discovered at run time from ${resource} (sidekey check --discover looks now)`],
   })
   t.same(rs.paths(), [], 'nothing was fetched')
 
   const found = await describeDiscovery(parseConfig(yaml(resource), 'x.yaml', {}), { network: true })
-  t.same(found, { failed: false, lines: [`issuer mcp: resource ${resource} -> authorization server ${as.issuer}, ` +
-    `token endpoint ${as.tokenUrl}, revocation endpoint ${as.revocationUrl}`] })
+  t.same(found, {
+    failed: false,
+    lines: [`issuer mcp: resource ${resource} -> authorization server ${as.issuer}, ` +
+    `token endpoint ${as.tokenUrl}, revocation endpoint ${as.revocationUrl}`]
+  })
 
   const missing = await describeDiscovery(parseConfig(yaml(`${rs.origin}/nothing`), 'x.yaml', {}), { network: true })
   t.equal(missing.failed, true)
