@@ -117,8 +117,8 @@ interface InFlight {
 const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
 
 const UNSAFE_G = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
-// eslint-disable-next-line no-control-regex
-const ALL_CONTROL_G = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+// \p{Cc} is U+0000-U+001F and U+007F-U+009F: every C0 and C1 control.
+const ALL_CONTROL_G = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu
 
 const hex4 = (c: string): string => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0')
 
