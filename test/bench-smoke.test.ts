@@ -8,8 +8,8 @@ const script = fileURLToPath(new URL('./bench/run.ts', import.meta.url))
 
 t.test('the bench starts, runs a tiny bounded load and prints the Markdown table', async (t) => {
   const { code, stdout } = await new Promise<{ code: number | null, stdout: string }>((resolve) => {
-    const child = execFile(process.execPath, ['--import=./test/loader/register.mjs', script, '--smoke'], {
-      env: process.env, timeout: 100_000, maxBuffer: 1 << 20,
+    const child = execFile(process.execPath, ['--import=@tapjs/typescript/import', script, '--smoke'], {
+      env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' }, timeout: 100_000, maxBuffer: 1 << 20,
     }, (_err, stdout) => resolve({ code: child.exitCode, stdout }))
   })
   t.equal(code, 0)

@@ -1,5 +1,5 @@
 // Writes a synthetic audit trail of N lines, for measuring `sidekey audit report` at scale:
-//   node --import=./test/loader/register.mjs test/bench/audit-trail.ts /tmp/trail.log 1000000
+//   TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/audit-trail.ts /tmp/trail.log 1000000
 //   time node dist/cli.js audit report --out /tmp/report.html /tmp/trail.log
 import { createWriteStream } from 'node:fs'
 import { syntheticTrail } from '../audit/trail-generator.js'

@@ -14,7 +14,7 @@ import { systemClock } from '../../src/util/clock.js'
  * What a budget check adds per call, in-process: a request budget by instance and by task (1,000 tasks in turn),
  * a token budget's admission plus its usage scan of a streamed answer, and a `by: fleet` budget against a real
  * nats-server on 127.0.0.1 (a lease of 5 taken by compare-and-set, so one broker round trip per five calls).
- * Run: node --import=./test/loader/register.mjs test/bench/budget.ts
+ * Run: TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/budget.ts
  */
 function budgets (rule: string, fleet = ''): Budgets {
   const config = parseConfig(`

@@ -1,5 +1,5 @@
 // Per-request CPU of the credential shapes that compute something per call: SigV4 re-signing and DPoP proofs.
-// Run: node --import=./test/loader/register.mjs test/bench/credential-shapes.ts
+// Run: TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/credential-shapes.ts
 // CPU time (process.cpuUsage) over N calls after a warm-up; wall time is printed too but moves with machine load.
 import { signSigV4, type SigV4Target } from '../../src/proxy/inject/aws-sigv4.js'
 import { DpopKey } from '../../src/credentials/dpop.js'

@@ -5,7 +5,7 @@ import { mcpResponseFilter } from '../../src/mcp/response.js'
 /**
  * The CPU sidekey spends reading MCP traffic, per call, in-process: judging a `tools/call` with a 2 KiB argument
  * (JSON.parse of the same bytes as the floor), and filtering a 200-tool `tools/list` answer to 20 tools, as one JSON
- * body and as one SSE event. Run: node --import=./test/loader/register.mjs test/bench/mcp.ts
+ * body and as one SSE event. Run: TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/mcp.ts
  */
 const policy: McpPolicy = { tools: matcher(['get_*', 'search_code', 'tool_1?']) }
 const call = Buffer.from(JSON.stringify({

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 
 /**
  * Summarises a `node --cpu-prof` profile: self time by function and by file (package), top N.
- * Usage: node --import=./test/loader/register.mjs test/bench/profile-summary.ts FILE.cpuprofile [N]
+ * Usage: TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/profile-summary.ts FILE.cpuprofile [N]
  */
 
 interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, children?: number[] }

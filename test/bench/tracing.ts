@@ -1,6 +1,6 @@
 // Cost of tracing on the request path: the same sidekey config with tracing off, at ratio 0.01 and at 1, measured
 // in one run (relative numbers: the machine is shared). CPU is the whole process: client, sidekeys, upstream.
-// Run: node --import=./test/loader/register.mjs test/bench/tracing.ts [requests]
+// Run: TS_NODE_TRANSPILE_ONLY=1 node --import=@tapjs/typescript/import test/bench/tracing.ts [requests]
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
