@@ -21,11 +21,17 @@ const OUTCOMES: Partial<Record<ErrorCode, string>> = {
  * the credential, sending the very bytes that were approved), denied, or not decided in time. Every transport
  * (h1, h2, WebSocket upgrade, MCP, a whole MCP batch) comes through this step before any credential is attached.
  */
-export const approvalGiven: PolicyStep = async (ctx) => {
+export const approvalGiven: PolicyStep = (ctx) => {
   const config = ctx.tool.config
   if (config.approve === undefined) return undefined
   const shape = { method: ctx.method, path: pathWithoutQuery(ctx.path), mcp: ctx.mcp?.call }
-  if (!needsApproval(config, shape)) return undefined
+  // Answered at once for every call that needs no approval: no promise, no turn of the event loop.
+  return needsApproval(config, shape) ? held(ctx) : undefined
+}
+
+/** Holds the call, with its body, until it is decided or its time is up. */
+async function held (ctx: RoutedContext): Promise<Refusal | undefined> {
+  const config = ctx.tool.config
   const limit = ctx.rt.config.limits.replay_body_bytes
   const body = ctx.mcp?.body ?? (hasBody(ctx) ? await readWholeBody(ctx.req, limit) : Buffer.alloc(0))
   if (body === undefined) {
