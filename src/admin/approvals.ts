@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import type { ApprovalDesk } from '../approvals/index.js'
+import { readWholeBody } from '../util/whole-body.js'
 
 /** A decision body is a few words: anything longer is refused unread. */
 const MAX_DECISION_BYTES = 4096
@@ -24,15 +25,10 @@ export async function decideApproval (desk: ApprovalDesk, id: string, req: Incom
 interface Decision { readonly decision: 'approve' | 'deny', readonly reason?: string }
 
 async function readDecision (req: IncomingMessage): Promise<Decision | undefined> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > MAX_DECISION_BYTES) return undefined
-    chunks.push(chunk as Buffer)
-  }
+  const body = await readWholeBody(req, MAX_DECISION_BYTES)
+  if (body === undefined) return undefined
   let value: unknown
-  try { value = JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { return undefined }
+  try { value = JSON.parse(body.toString('utf8')) } catch { return undefined }
   if (typeof value !== 'object' || value === null) return undefined
   const { decision, reason } = value as { decision?: unknown, reason?: unknown }
   if (decision !== 'approve' && decision !== 'deny') return undefined

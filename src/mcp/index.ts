@@ -6,6 +6,5 @@
 export { checkMcpRequest, type McpCall, type McpCheck } from './check.js'
 export { mcpPolicyOf, type McpPolicy } from './policy.js'
 export { mcpResponseFilter, type ByteFilter } from './response.js'
-export { readWholeBody } from './body.js'
 export { sendMcpRefusal } from './send.js'
 export { badRequest, mcpBodyTooLarge, type McpRefusal } from './refusal.js'

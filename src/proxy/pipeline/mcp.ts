@@ -1,5 +1,6 @@
 import { SidekeyError } from '../../errors.js'
-import { checkMcpRequest, mcpBodyTooLarge, mcpPolicyOf, mcpResponseFilter, readWholeBody, sendMcpRefusal } from '../../mcp/index.js'
+import { checkMcpRequest, mcpBodyTooLarge, mcpPolicyOf, mcpResponseFilter, sendMcpRefusal } from '../../mcp/index.js'
+import { readWholeBody } from '../../util/whole-body.js'
 import type { McpPolicy } from '../../mcp/index.js'
 import type { Refusal, RoutedContext } from './context.js'
 import type { PolicyStep } from './policy.js'

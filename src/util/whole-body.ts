@@ -1,8 +1,9 @@
 import type { IncomingMessage } from 'node:http'
 
 /**
- * An MCP request body read whole, whatever its framing (Content-Length or chunked), to be judged before it is sent.
- * Undefined once it passes `limit` bytes: such a body is refused, never passed on unread.
+ * A request body read whole, whatever its framing (Content-Length or chunked): an MCP call or a held call to be
+ * judged before it is sent, an admin decision. Undefined once it passes `limit` bytes: such a body is refused, never
+ * passed on unread.
  */
 export async function readWholeBody (req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const declared = Number(req.headers['content-length'] ?? 0)
