@@ -72,7 +72,12 @@ fleet:
     t.match(lock.stdout, /^ok +agent-1 +applied/m)
     t.match(lock.stdout, /^1\/1 instances applied in \d+ ms$/m)
     t.equal(await call(fleet[1]!, 'api.test'), 403, 'agent-1 refuses the locked tool')
-    const status = await cli(['fleet', 'status', '--config', operatorConfig])
+    // A lock shows in status once the instance's next heartbeat carries it: asked again until it does (bounded).
+    let status = await cli(['fleet', 'status', '--config', operatorConfig])
+    await until(async () => {
+      status = await cli(['fleet', 'status', '--config', operatorConfig])
+      return /locked api by oncall/.test(status.stdout)
+    }, 'the lock in fleet status')
     t.equal(status.code, 0, status.stderr)
     t.match(status.stdout, /instances \(3 live of 3 seen\)/)
     t.match(status.stdout, /locked api by oncall at .*: operator config test/)
