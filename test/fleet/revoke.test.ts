@@ -18,8 +18,6 @@ import { fleetJwks } from '../../src/fleet/operator.js'
  */
 const nats = await natsBinary
 
-const sidekeyCli = (args: string[]): ReturnType<typeof cli> => cli(args, { built: true })
-
 t.test('fleet revoke against oidc-provider, and the fleet JWKS', { skip: nats.skip }, async (t) => {
   if (!needBinary(t, nats)) return
   const broker = await startNats(t, nats.path!)
@@ -43,7 +41,7 @@ t.test('fleet revoke against oidc-provider, and the fleet JWKS', { skip: nats.sk
   t.teardown(() => up.close())
 
   const dir = t.testdir({})
-  const keygen = await sidekeyCli(['fleet', 'keygen', '--out', join(dir, 'ops')])
+  const keygen = await cli(['fleet', 'keygen', '--out', join(dir, 'ops')])
   t.equal(keygen.code, 0, keygen.stderr)
   const pem = join(dir, 'ops', 'operator.pem')
   t.equal(statSync(pem).mode & 0o777, 0o600, 'the private key is mode 0600')
@@ -93,7 +91,7 @@ fleet:
         if (s !== 200) failed++
       }
     })()
-    const r = await sidekeyCli(['fleet', 'revoke', '--config', configFile, '--key', pem, '--tool', 'repo', '--instance', 'agent-a', '--reason', 'token leaked in a CI log', '--actor', 'oncall'])
+    const r = await cli(['fleet', 'revoke', '--config', configFile, '--key', pem, '--tool', 'repo', '--instance', 'agent-a', '--reason', 'token leaked in a CI log', '--actor', 'oncall'])
     running = false
     await traffic
     t.equal(r.code, 0, r.stderr)
@@ -114,14 +112,14 @@ fleet:
   t.test('fleet JWKS: a token from agent-a verifies against the union until agent-a is revoked', async (t) => {
     t.equal(await callA('internal.test'), 200)
     const token = up.seen.at(-1)!.headers.authorization!.replace(/^Bearer /, '')
-    const printed = await sidekeyCli(['fleet', 'jwks', '--config', configFile])
+    const printed = await cli(['fleet', 'jwks', '--config', configFile])
     t.equal(printed.code, 0, printed.stderr)
     const union = JSON.parse(printed.stdout) as { keys: Array<{ kid: string }> }
     t.equal(union.keys.length, 2, 'one key per instance')
     await jwtVerify(token, createLocalJWKSet(union as never), { audience: 'https://internal.test' })
     t.pass('verifies against the union')
     const started = performance.now()
-    const r = await sidekeyCli(['fleet', 'revoke', '--config', configFile, '--key', pem, '--tool', '*', '--instance', 'agent-a', '--reason', 'pod compromised'])
+    const r = await cli(['fleet', 'revoke', '--config', configFile, '--key', pem, '--tool', '*', '--instance', 'agent-a', '--reason', 'pod compromised'])
     t.equal(r.code, 0, r.stderr)
     await until(async () => {
       try {
@@ -137,17 +135,17 @@ fleet:
   })
 
   t.test('status, lock with a missing instance, and bad usage', async (t) => {
-    const s = await sidekeyCli(['fleet', 'status', '--config', configFile])
+    const s = await cli(['fleet', 'status', '--config', configFile])
     t.equal(s.code, 0, s.stderr)
     t.match(s.stdout, /instances \(2 live of 2 seen\)/)
     t.match(s.stdout, /revoke repo on agent-a by oncall: token leaked in a CI log {2}acks 1 applied, 0 not/)
-    const ghost = await sidekeyCli(['fleet', 'lock', '--config', configFile, '--key', pem, '--tool', 'repo', '--instance', 'ghost', '--reason', 'x', '--wait', '1s'])
+    const ghost = await cli(['fleet', 'lock', '--config', configFile, '--key', pem, '--tool', 'repo', '--instance', 'ghost', '--reason', 'x', '--wait', '1s'])
     t.equal(ghost.code, 1)
     t.match(ghost.stderr, /no live instance named ghost/)
-    const bad = await sidekeyCli(['fleet', 'lock', '--config', configFile])
+    const bad = await cli(['fleet', 'lock', '--config', configFile])
     t.equal(bad.code, 2)
     t.match(bad.stderr, /lock needs --key, --tool, --reason/)
-    t.equal((await sidekeyCli(['fleet', 'frobnicate'])).code, 2)
-    t.equal((await sidekeyCli(['fleet', '--help'])).code, 0)
+    t.equal((await cli(['fleet', 'frobnicate'])).code, 2)
+    t.equal((await cli(['fleet', '--help'])).code, 0)
   })
 })

@@ -5,9 +5,9 @@ import { fileURLToPath } from 'node:url'
 /**
  * Runs `sidekey ARGS` as a user runs it: the bundled dist/cli.js (`npm test` builds first; run `npm run build`
  * before a single test file after changing src/). Spawning the sources through ts-node cost ~1.9 s a start against
- * ~0.2 s for the bundle. `built` is kept for the callers that said so explicitly.
+ * ~0.2 s for the bundle.
  */
-export function cli (args: readonly string[], _opts: { built?: boolean } = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+export function cli (args: readonly string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
   const root = fileURLToPath(new URL('../..', import.meta.url))
   const entry = [join(root, 'dist', 'cli.js')]
   return new Promise((resolve) => {

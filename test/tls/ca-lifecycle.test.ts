@@ -4,13 +4,10 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { rootCertificates } from 'node:tls'
 import t from 'tap'
-import { cli as sourceCli } from '../helpers/cli.js'
+import { cli } from '../helpers/cli.js'
 import { systemRoots, writeCaBundle } from '../../src/tls/bundle.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { DAY, openssl, tempDir } from './helpers.js'
-
-/** The built CLI (`npm test` builds first): many runs here, each seconds faster than from the sources. */
-const cli = (args: readonly string[]): ReturnType<typeof sourceCli> => sourceCli(args, { built: true })
 
 /** A config for `hosts` whose CA lives in `caDir`; `extra` is appended as top-level YAML. */
 function config (caDir: string, hosts: readonly string[], extra = ''): string {
