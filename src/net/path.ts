@@ -107,10 +107,10 @@ export interface Reading {
 
 /**
  * The other ways an upstream may read a normalised path, each brought back to normal form: escapes decoded once
- * more (`%252e` is `.`, repeated while `%25` remains), `%2F` and `%5C` taken as `/` and `%3B` as `;`, `;params`
- * dropped from segments (servlet containers), empty segments merged (nginx's `merge_slashes`), and every
- * combination of these, in that order, before dot segments are removed. Case-folding is the router's: it reads
- * the prefixes, not the path. None when nothing in the path can be read another way.
+ * more (`%252e` is `.`, repeated while `%25` remains), `%2F` and `%5C` taken as `/` (or `%5C` as a `\` inside a
+ * segment) and `%3B` as `;`, `;params` dropped from segments (servlet containers), empty segments merged (nginx's
+ * `merge_slashes`), and every combination of these, in that order, before dot segments are removed. Case-folding
+ * is the router's: it reads the prefixes, not the path. None when nothing in the path can be read another way.
  */
 export function readingsOf (path: string): Reading[] {
   if (!REREADS.some((w) => w.applies(path))) return []
@@ -134,10 +134,16 @@ interface Reread {
   reread (path: string): string
 }
 
+const withoutParams: Reread = { how: 'without ;parameters', applies: (p) => p.includes(';'), reread: (p) => p.replace(/;[^/]*/g, '') }
+
 const REREADS: readonly Reread[] = [
   { how: 'decoded once more', applies: (p) => p.includes('%25'), reread: decodedAgain },
+  // Servlet containers drop `;params` before decoding, so a `%3B` segment outlives them as `;`; others after.
+  withoutParams,
   { how: 'with %2F or %5C read as / (and %3B as ;)', applies: (p) => /%2F|%5C|%3B/.test(p), reread: (p) => p.replace(/%2F|%5C/g, '/').replaceAll('%3B', ';') },
-  { how: 'without ;parameters', applies: (p) => p.includes(';'), reread: (p) => p.replace(/;[^/]*/g, '') },
+  // A POSIX-style decoder (servlet, nginx) reads %5C as a backslash inside a segment, which a later `..` removes.
+  { how: 'with %2F read as /, %5C as \\ (and %3B as ;)', applies: (p) => p.includes('%5C'), reread: (p) => p.replaceAll('%2F', '/').replaceAll('%5C', '\\').replaceAll('%3B', ';') },
+  withoutParams,
   { how: 'with empty segments merged', applies: (p) => p.includes('//'), reread: (p) => p.replace(/\/{2,}/g, '/') },
 ]
 

@@ -8,6 +8,8 @@ import { startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
 
 const run = promisify(execFile)
+// Asked before the first subtest: a top-level await between subtests can outlive them, and tap ends the root then.
+const hasRequests = await run('python3', ['-c', 'import requests']).then(() => true, () => false)
 
 const pki = await upstreamPki()
 const tlsUpstream = await startUpstream({ tls: await pki.cert('api.tool.test') })
@@ -109,7 +111,6 @@ t.test('unmatched destinations get 403 and reach nothing', async (t) => {
   t.ok(sk.log.events('egress.denied').some((e) => e.host === 'elsewhere.test' && e.instance_id === 'agent-7'))
 })
 
-const hasRequests = await run('python3', ['-c', 'import requests']).then(() => true, () => false)
 t.test('Python requests through the proxy', { skip: hasRequests ? false : 'python3 with requests is not installed' }, async (t) => {
   const before = tlsUpstream.seen.length
   const script = `import requests,sys

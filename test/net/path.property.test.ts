@@ -124,6 +124,8 @@ t.test('the probes of the adversarial report', async (t) => {
     ['/v1/safe/%2e%2e/admin', 'POST', 'tool:G'], ['/v1/x/%252e%252e/y', 'POST', 'tool:G'], ['/v1/Other', 'POST', 'tool:G'],
     ['/v2/admin/x', 'POST', '400'], ['/v2/ADMIN/x', 'POST', '400'], ['/v2/Admin/x', 'POST', 'tool:B'], ['/v2/other/x', 'POST', 'tool:C'],
     ['/v1/x/%2F/y', 'POST', '400'], ['/v1/x;a=b/y', 'POST', 'tool:G'], ['/v1/x//y', 'POST', 'tool:G'],
+    // No tool as sent; a servlet reads `..;` as `..` and %5C as a backslash inside a segment, so `/v1` (tool G).
+    ['/..;/%2F/v1/%5C/..;', 'POST', '400'], ['/..;/%2f/v2/%3B/..;', 'POST', '400'],
   ]
   for (const [path, method, expected] of probes) t.equal(answer(path, method), expected, `${method} ${JSON.stringify(path)}`)
   t.equal(normalizePath('/a/%7e%7E%41%3a%3A/./b/../c?q=%2f&r=..%2F&s=%7e'), '/a/~~A%3A%3A/c?q=%2f&r=..%2F&s=%7e', 'unreserved decoded, hex upper-cased, dots removed, query untouched')
