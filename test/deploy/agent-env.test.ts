@@ -66,6 +66,8 @@ function assertInjected (t: Test, seenBefore: number): void {
   t.match(used, { instance_id: POD, tool: 'httpbin', host: 'httpbin.org', status: 200, placeholder: 'stripped' })
 }
 
+// Probed before the first subtest: a top-level await between subtests can outlive them, and tap ends the root then.
+const hasRequests = await run('python3', ['-c', 'import requests']).then(() => true, () => false)
 t.test('curl with the agent container\'s environment', async (t) => {
   const before = tool.seen.length
   const { stdout } = await run('curl', ['-sS', '-H', 'Authorization: Bearer sidekey', url], { env })
@@ -94,7 +96,6 @@ t.test('Node fetch with NODE_USE_ENV_PROXY=1 alone', { skip: envProxy ? false : 
   assertInjected(t, before)
 })
 
-const hasRequests = await run('python3', ['-c', 'import requests']).then(() => true, () => false)
 t.test('Python requests with REQUESTS_CA_BUNDLE', { skip: hasRequests ? false : 'python3 requests not installed' }, async (t) => {
   const before = tool.seen.length
   const script = 'import sys, requests; r = requests.get(sys.argv[1], headers={"Authorization": "Bearer sidekey"}, timeout=10); print(r.status_code)'

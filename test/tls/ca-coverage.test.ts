@@ -11,6 +11,8 @@ import { upstreamPki } from '../helpers/upstream.js'
 import { LineLimiter } from '../../src/audit/line-limit.js'
 import { DAY, tempDir } from './helpers.js'
 
+// Probed before the first subtest: a top-level await between subtests can outlive them, and tap ends the root then.
+const curl = await systemBinary('curl', 'curl')
 t.test('3. a tool host the CA cannot cover: warned at start and reload, refused per CONNECT with a reason, shown in /status and a metric; the CA is never replaced', async (t) => {
   const dir = await tempDir(t)
   const caDir = join(dir, 'ca')
@@ -56,8 +58,6 @@ ${hosts.map((h) => `  ${h[0]}: { match: { host: ${h} }, issuer: local }`).join('
   t.same(sk.log.lines.filter((l) => /outside the interception CA/.test(String(l.msg))).at(-1)?.tools, ['c', 'd'])
   t.match(await (await request(`${sk.adminUrl}/metrics`)).body.text(), 'sidekey_tool_ca_covered{tool="d"} 0')
 })
-
-const curl = await systemBinary('curl', 'curl')
 
 t.test('8. an agent that does not trust the CA: its failed handshake is audited with the alert, counted, and rate-limited', { skip: curl.skip }, async (t) => {
   if (!needBinary(t, curl) || curl.path === undefined) return
