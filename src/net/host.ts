@@ -3,9 +3,9 @@ import { ipFamily } from './family.js'
 import { SidekeyError } from '../errors.js'
 
 /**
- * Host names as sidekey compares them (threat model: the agent, credential scope): lowercase, one trailing dot removed, IDNA to ASCII,
- * IPv4 in any encoding (decimal, hex, octal, short forms) rewritten to dotted quad by the WHATWG URL parser,
- * IPv6 compressed, without brackets. Anything else that does not survive that is refused.
+ * Host names as sidekey compares them (threat model: the agent, credential scope): lowercase, one trailing dot
+ * removed, IDNA to ASCII, IPv4 in any encoding (decimal, hex, octal, short forms) rewritten to dotted quad by the
+ * WHATWG URL parser, IPv6 compressed, without brackets. Anything else that does not survive that is refused.
  */
 export function normalizeHost (raw: string): string {
   // Already canonical (the usual case): what the slow path below would return unchanged, without two URL parses.

@@ -2,8 +2,9 @@ import { BlockList } from 'node:net'
 import { ipFamily } from './family.js'
 
 /**
- * Classifies IP addresses for SSRF protection (threat model: the agent, open proxy and SSRF). Callers pass an address that has already been
- * parsed (WHATWG URL or the resolver), never a raw string from the agent: alternate encodings are normalised first.
+ * Classifies IP addresses for SSRF protection (threat model: the agent, open proxy and SSRF). Callers pass an
+ * address that has already been parsed (WHATWG URL or the resolver), never a raw string from the agent: alternate
+ * encodings are normalised first.
  */
 
 const V4_SPECIAL: ReadonlyArray<readonly [string, number, IpClass]> = [
@@ -35,7 +36,8 @@ const V6_SPECIAL: ReadonlyArray<readonly [string, number, IpClass]> = [
   ['2001:db8::', 32, 'reserved'],
 ]
 
-export type IpClass = 'public' | 'unspecified' | 'private' | 'cgnat' | 'loopback' | 'link-local' | 'reserved' | 'multicast'
+export type IpClass =
+  'public' | 'unspecified' | 'private' | 'cgnat' | 'loopback' | 'link-local' | 'reserved' | 'multicast'
 
 const lists = new Map<IpClass, BlockList>()
 for (const [net, prefix, cls] of V4_SPECIAL) listFor(cls).addSubnet(net, prefix, 'ipv4')
@@ -46,17 +48,22 @@ function listFor (cls: IpClass): BlockList {
   return l
 }
 
-/** IPv4 embedded in IPv4-mapped (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d), IPv4-compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses. */
+/**
+ * IPv4 embedded in IPv4-mapped (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d), IPv4-compatible, NAT64
+ * (64:ff9b::/96) and 6to4 (2002::/16) addresses.
+ */
 function embeddedV4 (v6: string): string | undefined {
   const words = expandV6(v6)
   if (words === undefined) return undefined
   const v4 = (hi: number, lo: number): string => `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`
   const zero = (from: number, to: number): boolean => words.slice(from, to).every((w) => w === 0)
   if (zero(0, 5) && words[5] === 0xffff) return v4(words[6]!, words[7]!)
-  if (zero(0, 4) && words[4] === 0xffff && words[5] === 0) return v4(words[6]!, words[7]!) // SIIT IPv4-translated ::ffff:0:0/96 (RFC 2765)
+  // SIIT IPv4-translated ::ffff:0:0/96 (RFC 2765)
+  if (zero(0, 4) && words[4] === 0xffff && words[5] === 0) return v4(words[6]!, words[7]!)
   if (zero(0, 6) && (words[6]! !== 0 || words[7]! > 1)) return v4(words[6]!, words[7]!)
   if (words[0] === 0x64 && words[1] === 0xff9b && zero(2, 6)) return v4(words[6]!, words[7]!)
-  if (words[0] === 0x64 && words[1] === 0xff9b && words[2] === 1) return v4(words[6]!, words[7]!) // 64:ff9b:1::/48 local NAT64
+  // 64:ff9b:1::/48 local NAT64
+  if (words[0] === 0x64 && words[1] === 0xff9b && words[2] === 1) return v4(words[6]!, words[7]!)
   if (words[0] === 0x2002) return v4(words[1]!, words[2]!)
   return undefined
 }

@@ -134,15 +134,25 @@ interface Reread {
   reread (path: string): string
 }
 
-const withoutParams: Reread = { how: 'without ;parameters', applies: (p) => p.includes(';'), reread: (p) => p.replace(/;[^/]*/g, '') }
+const withoutParams: Reread = {
+  how: 'without ;parameters', applies: (p) => p.includes(';'), reread: (p) => p.replace(/;[^/]*/g, ''),
+}
 
 const REREADS: readonly Reread[] = [
   { how: 'decoded once more', applies: (p) => p.includes('%25'), reread: decodedAgain },
   // Servlet containers drop `;params` before decoding, so a `%3B` segment outlives them as `;`; others after.
   withoutParams,
-  { how: 'with %2F or %5C read as / (and %3B as ;)', applies: (p) => /%2F|%5C|%3B/.test(p), reread: (p) => p.replace(/%2F|%5C/g, '/').replaceAll('%3B', ';') },
+  {
+    how: 'with %2F or %5C read as / (and %3B as ;)',
+    applies: (p) => /%2F|%5C|%3B/.test(p),
+    reread: (p) => p.replace(/%2F|%5C/g, '/').replaceAll('%3B', ';'),
+  },
   // A POSIX-style decoder (servlet, nginx) reads %5C as a backslash inside a segment, which a later `..` removes.
-  { how: 'with %2F read as /, %5C as \\ (and %3B as ;)', applies: (p) => p.includes('%5C'), reread: (p) => p.replaceAll('%2F', '/').replaceAll('%5C', '\\').replaceAll('%3B', ';') },
+  {
+    how: 'with %2F read as /, %5C as \\ (and %3B as ;)',
+    applies: (p) => p.includes('%5C'),
+    reread: (p) => p.replaceAll('%2F', '/').replaceAll('%5C', '\\').replaceAll('%3B', ';'),
+  },
   withoutParams,
   { how: 'with empty segments merged', applies: (p) => p.includes('//'), reread: (p) => p.replace(/\/{2,}/g, '/') },
 ]

@@ -16,8 +16,8 @@ export interface ResolverOptions {
 
 /**
  * A `lookup` for net/tls/undici connects that resolves once, checks every address, and hands the socket only
- * the addresses it checked, so a name cannot rebind between check and connect (threat model: the agent, open proxy and SSRF).
- * IP literals never reach a lookup function in Node, so callers check them with `checkAddress` first.
+ * the addresses it checked, so a name cannot rebind between check and connect (threat model: the agent, open proxy
+ * and SSRF). IP literals never reach a lookup function in Node, so callers check them with `checkAddress` first.
  */
 export function createLookup (opts: ResolverOptions): LookupFunction {
   const dns = opts.dns ?? dnsLookup
@@ -35,7 +35,12 @@ export function createLookup (opts: ResolverOptions): LookupFunction {
       if (err !== null) { callback(err, '', 0); return }
       if (opts.blockPrivate) {
         const bad = addresses.find((a) => isBlockedIp(a.address))
-        if (bad !== undefined || addresses.length === 0) { callback(egressDenied(`${hostname} resolves to a private or special address (egress.block_private; pin it in resolve: to allow it)`, 'private_address'), '', 0); return }
+        if (bad !== undefined || addresses.length === 0) {
+          const why = `${hostname} resolves to a private or special address ` +
+            '(egress.block_private; pin it in resolve: to allow it)'
+          callback(egressDenied(why, 'private_address'), '', 0)
+          return
+        }
       }
       if (all) (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses)
       else callback(null, addresses[0]!.address, addresses[0]!.family)
@@ -46,7 +51,8 @@ export function createLookup (opts: ResolverOptions): LookupFunction {
 /** Checks a destination before any connection: IP literals are not passed to `lookup` by Node. */
 export function checkAddress (host: string, opts: ResolverOptions): void {
   if (opts.pins[host] !== undefined || !opts.blockPrivate) return
-  if (ipFamily(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)) throw egressDenied(`${host} is a private or special address (egress.block_private)`, 'private_address')
+  const blocked = ipFamily(host) !== 0 ? isBlockedIp(host) : isLocalhostName(host)
+  if (blocked) throw egressDenied(`${host} is a private or special address (egress.block_private)`, 'private_address')
 }
 
 /** Resolves a host the way a connect would, for callers that must know the address (the self-loop check). */

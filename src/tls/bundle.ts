@@ -30,7 +30,8 @@ const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
  * CA found there (a bundle written earlier) is left out: a rotated CA must not stay trusted through the bundle.
  */
 export async function systemRoots (env: NodeJS.ProcessEnv = process.env): Promise<Roots> {
-  const files = env.SSL_CERT_FILE === undefined || env.SSL_CERT_FILE === '' ? SYSTEM_ROOT_FILES : [env.SSL_CERT_FILE, ...SYSTEM_ROOT_FILES]
+  const custom = env.SSL_CERT_FILE === undefined || env.SSL_CERT_FILE === '' ? [] : [env.SSL_CERT_FILE]
+  const files = [...custom, ...SYSTEM_ROOT_FILES]
   for (const file of files) {
     let text: string
     try {
@@ -64,13 +65,16 @@ export function caBundle (caPem: string, roots: readonly string[] = rootCertific
  * `sidekey ca --bundle OUT`: writes the system roots plus the CA to `out` atomically, mode 0644 (only public
  * certificates). Resolves with the absolute path written and where the roots came from.
  */
-export async function writeCaBundle (out: string, caPem: string, env: NodeJS.ProcessEnv = process.env): Promise<{ path: string, source: string }> {
+export async function writeCaBundle (
+  out: string, caPem: string, env: NodeJS.ProcessEnv = process.env
+): Promise<{ path: string, source: string }> {
   const roots = await systemRoots(env)
   const path = resolve(out)
   try {
     await writeFileAtomic(path, caBundle(caPem, roots.pems), 0o644)
   } catch (err) {
-    throw new SidekeyError('SIDEKEY_CA_FAILED', `cannot write CA bundle ${out} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err })
+    const code = (err as NodeJS.ErrnoException).code ?? 'error'
+    throw new SidekeyError('SIDEKEY_CA_FAILED', `cannot write CA bundle ${out} (${code})`, { cause: err })
   }
   return { path, source: roots.source }
 }

@@ -5,7 +5,9 @@ import { join } from 'node:path'
 import { SidekeyError } from '../errors.js'
 import { type Clock, systemClock } from '../util/clock.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
-import { basicConstraintsCa, type CertificateFields, certificateFields, findExtension, OCTET_STRING, tlvContents, toPem } from './der.js'
+import {
+  basicConstraintsCa, type CertificateFields, certificateFields, findExtension, OCTET_STRING, tlvContents, toPem,
+} from './der.js'
 import { leafCertificate, leafSharedExtensions, leafTbs } from './leaf.js'
 import { assertLeafHost, decodeNameConstraints, encodeNameConstraints, normaliseConstraints, permits } from './names.js'
 
@@ -99,7 +101,8 @@ export async function loadOrCreateCa (opts: LoadOrCreateCaOptions): Promise<Cert
   if (loaded !== undefined && loaded.issuer === loaded.anchor) {
     // Only a CA sidekey made (anchor + ca-issuer.pem) is replaced; an operator's own key is never overwritten.
     const why = expiring ? 'expires within a day' : 'is to be rotated'
-    throw fail(`${paths.cert} ${why} and was not created by sidekey (no ${CA_ISSUER_FILE}); replace it, or remove ${paths.dir} to let sidekey create one`)
+    throw fail(`${paths.cert} ${why} and was not created by sidekey (no ${CA_ISSUER_FILE}); ` +
+      `replace it, or remove ${paths.dir} to let sidekey create one`)
   }
   await ensureDir(paths.dir)
   const wantedNc = constraints === undefined ? undefined : Buffer.from(encodeNameConstraints(constraints))
@@ -181,8 +184,12 @@ class LocalCa implements CertificateAuthority {
   async mintLeaf (host: string, validityMs: number): Promise<LeafCertificate> {
     assertLeafHost(host)
     const now = this.#clock.now()
-    if (this.notAfter.getTime() <= now) throw new SidekeyError('SIDEKEY_CA_FAILED', 'the interception CA has expired; restart sidekey to renew it')
-    if (!Number.isFinite(validityMs) || validityMs <= 0) throw new SidekeyError('SIDEKEY_CA_FAILED', 'leaf validity must be positive')
+    if (this.notAfter.getTime() <= now) {
+      throw new SidekeyError('SIDEKEY_CA_FAILED', 'the interception CA has expired; restart sidekey to renew it')
+    }
+    if (!Number.isFinite(validityMs) || validityMs <= 0) {
+      throw new SidekeyError('SIDEKEY_CA_FAILED', 'leaf validity must be positive')
+    }
     const keys = await subtle.generateKey(EC, true, ['sign', 'verify'])
     const notAfter = new Date(Math.min(now + validityMs, this.notAfter.getTime()))
     const tbs = leafTbs({
@@ -196,7 +203,8 @@ class LocalCa implements CertificateAuthority {
     })
     const signature = new Uint8Array(await subtle.sign(SIGN, this.#signingKey, tbs))
     const pkcs8 = new Uint8Array(await subtle.exportKey('pkcs8', keys.privateKey))
-    return { certPem: toPem('CERTIFICATE', leafCertificate(tbs, signature)), keyPem: toPem('PRIVATE KEY', pkcs8), notAfter }
+    const certPem = toPem('CERTIFICATE', leafCertificate(tbs, signature))
+    return { certPem, keyPem: toPem('PRIVATE KEY', pkcs8), notAfter }
   }
 }
 
@@ -296,12 +304,16 @@ async function loadMaterial (paths: Paths): Promise<Material | undefined> {
     st = await stat(paths.key)
   } catch (err) {
     // ca.pem is written last, so a missing key is not a half-finished creation: someone removed it.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw fail(`${paths.key} is missing; remove ${paths.dir} to create a new CA (agents must then trust the new ${CA_CERT_FILE})`)
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw fail(`${paths.key} is missing; remove ${paths.dir} to create a new CA ` +
+        `(agents must then trust the new ${CA_CERT_FILE})`)
+    }
     throw fsFail('stat', paths.key, err)
   }
   if (!st.isFile()) throw fail(`${paths.key} is not a regular file`)
   if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
-    throw fail(`${paths.key} is accessible by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run chmod 600 on it`)
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0')
+    throw fail(`${paths.key} is accessible by group or others (mode ${mode}); run chmod 600 on it`)
   }
   const keyData = await readIfPresent(paths.key)
   if (keyData === undefined) throw fail(`${paths.key} is missing`)
@@ -312,11 +324,14 @@ async function loadMaterial (paths: Paths): Promise<Material | undefined> {
   }
 }
 
-async function importSigningKey (keyData: Buffer, issuer: CaCertificate, keyPath: string, certPath: string): Promise<CryptoKey> {
+async function importSigningKey (
+  keyData: Buffer, issuer: CaCertificate, keyPath: string, certPath: string
+): Promise<CryptoKey> {
   let pkcs8: Buffer
   try {
     const key = createPrivateKey({ key: keyData, format: 'pem' })
-    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error('not P-256')
+    const p256 = key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1'
+    if (!p256) throw new Error('not P-256')
     const pub = createPublicKey(key).export({ type: 'spki', format: 'der' })
     if (!pub.equals(issuer.fields.spki)) {
       throw fail(`${keyPath} does not match the certificate in ${certPath}`)
@@ -334,13 +349,17 @@ async function importSigningKey (keyData: Buffer, issuer: CaCertificate, keyPath
   }
 }
 
-async function createMaterial (paths: Paths, validityMs: number, nameConstraints: Buffer | undefined, now: number): Promise<Material> {
+async function createMaterial (
+  paths: Paths, validityMs: number, nameConstraints: Buffer | undefined, now: number
+): Promise<Material> {
   // Loaded here, never at start-up: see the note at the top of this file.
   const { x509 } = await import('./x509.js')
   const id = randomBytes(8).toString('hex')
   const notBefore = new Date(now - MINUTE)
   const notAfter = new Date(now - MINUTE + validityMs)
-  const nc = nameConstraints === undefined ? [] : [new x509.Extension('2.5.29.30' /* nameConstraints */, true, nameConstraints)]
+  const nc = nameConstraints === undefined
+    ? []
+    : [new x509.Extension('2.5.29.30' /* nameConstraints */, true, nameConstraints)]
   const caUsage = new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)
 
   // The anchor's key is never extractable and never leaves this function.

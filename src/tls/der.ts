@@ -120,7 +120,9 @@ export function certificateFields (certDer: Uint8Array): CertificateFields {
   const extensions = fields.slice(first + 6).find((f) => f.tag === 0xa3)
   return {
     subject: certDer.slice(subject.start, subject.end),
-    notAfter: parseTime(notAfter.tag, Buffer.from(certDer.subarray(notAfter.valueStart, notAfter.end)).toString('latin1')),
+    notAfter: parseTime(
+      notAfter.tag, Buffer.from(certDer.subarray(notAfter.valueStart, notAfter.end)).toString('latin1')
+    ),
     spki: certDer.slice(spki.start, spki.end),
     extensions: extensions === undefined ? [] : readExtensions(certDer, readTlv(certDer, extensions.valueStart)),
   }

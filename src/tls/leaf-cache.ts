@@ -23,7 +23,8 @@ interface Entry {
 const RENEW_AT_FRACTION = 0.8
 
 /** What the agent and the audit are told when a tool host lies outside the CA's name constraints. */
-export const CA_CONSTRAINT_DETAIL = "host is outside the interception CA's name constraints: the operator must run sidekey ca --rotate"
+export const CA_CONSTRAINT_DETAIL =
+  "host is outside the interception CA's name constraints: the operator must run sidekey ca --rotate"
 
 /**
  * TLS contexts for intercepted hosts, one fresh leaf per host: bounded LRU, one mint in flight per host,
@@ -45,8 +46,12 @@ export class LeafCache {
 
   constructor (opts: LeafCacheOptions) {
     const max = opts.max ?? 1000
-    if (!Number.isInteger(max) || max < 1) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', 'leaf cache size must be a positive integer')
-    if (!Number.isFinite(opts.validityMs) || opts.validityMs <= 0) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', 'leaf validity must be positive')
+    if (!Number.isInteger(max) || max < 1) {
+      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', 'leaf cache size must be a positive integer')
+    }
+    if (!Number.isFinite(opts.validityMs) || opts.validityMs <= 0) {
+      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', 'leaf validity must be positive')
+    }
     this.#ca = opts.ca
     this.#validityMs = opts.validityMs
     this.#clock = opts.clock ?? systemClock
@@ -86,10 +91,10 @@ export class LeafCache {
 
   /**
    * Mints leaves for `hosts` in the background, one at a time, so that the first CONNECT to each costs what a later
-   * one does. At most the cache's size of mints; a host already cached (or being minted), malformed or refused by the CA is
-   * skipped, and a failure is not cached (the request path mints again and reports it). Each mint waits its turn
-   * behind pending I/O, so a request that needs another leaf never queues behind this. A later call replaces a run
-   * still going (a reload's hosts replace the start's). Resolves to the number minted.
+   * one does. At most the cache's size of mints; a host already cached (or being minted), malformed or refused by
+   * the CA is skipped, and a failure is not cached (the request path mints again and reports it). Each mint waits
+   * its turn behind pending I/O, so a request that needs another leaf never queues behind this. A later call
+   * replaces a run still going (a reload's hosts replace the start's). Resolves to the number minted.
    */
   async prewarm (hosts: Iterable<string>): Promise<number> {
     const run = ++this.#prewarmRun
@@ -119,7 +124,8 @@ export class LeafCache {
   async #mint (host: string): Promise<SecureContext> {
     const mintedAt = this.#clock.now()
     const leaf = await this.#ca.mintLeaf(host, this.#validityMs)
-    const context = createSecureContext({ key: leaf.keyPem, cert: leaf.certPem + this.#ca.chainPem, minVersion: 'TLSv1.2' })
+    const cert = leaf.certPem + this.#ca.chainPem
+    const context = createSecureContext({ key: leaf.keyPem, cert, minVersion: 'TLSv1.2' })
     this.#cache.set(host, { context, renewAt: mintedAt + RENEW_AT_FRACTION * (leaf.notAfter.getTime() - mintedAt) })
     return context
   }

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto'
 import { ipFamily } from '../net/family.js'
-import { ascii, BIT_STRING, BOOLEAN, OCTET_STRING, OID, SEQUENCE, SET, time, tlv, unsignedInteger, UTF8_STRING } from './der.js'
+import {
+  ascii, BIT_STRING, BOOLEAN, OCTET_STRING, OID, SEQUENCE, SET, time, tlv, unsignedInteger, UTF8_STRING,
+} from './der.js'
 import { encodeSan } from './names.js'
 
 /**

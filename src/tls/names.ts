@@ -58,7 +58,9 @@ export function normaliseConstraints (names: readonly string[]): string[] {
     const bare = name.startsWith('.') ? name.slice(1) : name
     const ok = ipFamily(name) !== 0 || (bare.length > 0 && /^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(bare))
     if (!ok || name.length > 253) {
-      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `CA name constraint ${JSON.stringify(raw)} is not a host name, *.suffix or IP address`)
+      const what = JSON.stringify(raw)
+      const why = `CA name constraint ${what} is not a host name, *.suffix or IP address`
+      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', why)
     }
     out.add(ipFamily(name) === 6 ? ipKey(name) : name)
   }
