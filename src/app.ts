@@ -1,9 +1,9 @@
-import { readFile } from 'node:fs/promises'
-import { createHash, X509Certificate } from 'node:crypto'
 import type { lookup as dnsLookup } from 'node:dns'
 import type { Logger } from 'pino'
 import type { Config } from './config/schema.js'
 import { loadConfigFile } from './config/load.js'
+import { preflight, type Preflight } from './config/preflight.js'
+import { CA_COVERAGE_WARNING, caConstraints, uncoveredTools } from './config/ca-coverage.js'
 import { AuditHub } from './audit/hub.js'
 import { auditChainOf, createLogger, flushLogger } from './audit/log.js'
 import { AuditTrail } from './audit/trail/trail.js'
@@ -361,20 +361,6 @@ function withOverrides (config: Readonly<Config>, opts: StartOptions): Readonly<
   return Object.freeze({ ...config, listen: opts.listen ?? config.listen, admin: Object.freeze({ ...config.admin, listen: opts.admin ?? config.admin.listen }) })
 }
 
-/** The CA's name constraints when `ca.name_constraints` is on: the tool hosts (`*.x` as `.x`). */
-export function caConstraints (config: Readonly<Config>): { nameConstraints?: string[] } {
-  if (!config.ca.name_constraints) return {}
-  return { nameConstraints: Object.values(config.tools).map((t) => t.match.host.startsWith('*.') ? t.match.host.slice(1) : t.match.host) }
-}
-
-export const CA_COVERAGE_WARNING = 'these tools are outside the interception CA\'s name constraints: CONNECTs to them are refused (ca_constraint) ' +
-  'until the CA is replaced with sidekey ca --rotate (then restart sidekey, and every agent must trust the new ca.pem)'
-
-/** Tools whose host the CA's name constraints do not cover (a wildcard is probed with one name under it). */
-export function uncoveredTools (config: Readonly<Config>, ca: Pick<CertificateAuthority, 'permits'>): string[] {
-  return Object.entries(config.tools).filter(([, t]) => !ca.permits(t.match.host.replace(/^\*\./, 'x.'))).map(([name]) => name)
-}
-
 /**
  * The admin token every admin POST needs: `admin.token_file`'s (read by preflight), else the one sidekey makes (once)
  * beside the CA, where `sidekey admin` finds it too. Only its path is ever logged.
@@ -382,44 +368,6 @@ export function uncoveredTools (config: Readonly<Config>, ca: Pick<CertificateAu
 async function adminTokenOf (config: Readonly<Config>, files: Preflight): Promise<{ path: string, digest: Buffer }> {
   if (files.tokenDigest !== undefined && config.admin.token_file !== undefined) return { path: config.admin.token_file, digest: files.tokenDigest }
   return loadOrCreateAdminToken(config.ca.dir)
-}
-
-/** What a config needs from disk besides itself, read before anything is created, bound or fetched. */
-export interface Preflight {
-  /** SHA-256 of `admin.token_file`'s token. */
-  readonly tokenDigest: Buffer | undefined
-  /** `upstream_ca_file`'s certificates (PEM). */
-  readonly upstreamCa: string | undefined
-}
-
-/**
- * Everything `run` (and a reload) refuses a valid-looking config for, in one place, so `sidekey check` refuses
- * exactly the same (it calls this too). Throws SIDEKEY_CONFIG_INVALID naming each file; never quotes contents.
- */
-export async function preflight (config: Readonly<Config>): Promise<Preflight> {
-  const problems: string[] = []
-  const read = async (key: string, file: string | undefined): Promise<string | undefined> => {
-    if (file === undefined) return undefined
-    try {
-      return await readFile(file, 'utf8')
-    } catch (err) {
-      problems.push(`${key} ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-      return undefined
-    }
-  }
-  const [token, upstreamCa] = await Promise.all([read('admin.token_file', config.admin.token_file), read('upstream_ca_file', config.upstream_ca_file)])
-  if (token !== undefined && token.trim() === '') problems.push(`admin.token_file ${config.admin.token_file} is empty`)
-  if (upstreamCa !== undefined && !holdsCertificate(upstreamCa)) problems.push(`upstream_ca_file ${config.upstream_ca_file} holds no PEM certificate`)
-  if (problems.length > 0) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', problems.join('; '))
-  return { tokenDigest: token === undefined ? undefined : createHash('sha256').update(token.trim()).digest(), upstreamCa }
-}
-
-function holdsCertificate (pem: string): boolean {
-  try {
-    return new X509Certificate(pem).raw.length > 0
-  } catch {
-    return false
-  }
 }
 
 function requireFile (opts: StartOptions): string {

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { CA_COVERAGE_WARNING, Sidekey, VERSION, caConstraints, preflight, uncoveredTools } from './app.js'
+import { Sidekey, VERSION } from './app.js'
+import { preflight } from './config/preflight.js'
+import { CA_COVERAGE_WARNING, caConstraints, uncoveredTools } from './config/ca-coverage.js'
 import { ConfigError, formatProblems, loadConfigFile } from './config/load.js'
 import { hostPort as hostPortSchema } from './config/schema.js'
 import type { Config } from './config/schema.js'

@@ -309,7 +309,7 @@ export class SidekeyMetrics {
     for (const tool of tools) this.#addTool(tool)
   }
 
-  /** Tools the CA cannot cover (app.ts uncoveredTools), on start and reload: sidekey_tool_ca_covered reads it. */
+  /** Tools the CA cannot cover (config/ca-coverage.ts uncoveredTools), on start and reload: sidekey_tool_ca_covered reads it. */
   setUncovered (tools: readonly string[]): void {
     this.#uncovered = new Set(tools)
   }

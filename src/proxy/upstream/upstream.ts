@@ -10,7 +10,7 @@ import type { Router } from '../router.js'
 /**
  * The upstream client: one undici Agent, which keeps a keep-alive pool per origin (scheme, host, port; the SNI
  * is the host). It connects through the checked `lookup`, so pins and SSRF checks apply to every dial, and
- * verifies upstream TLS against the system roots plus `upstream_ca_file` (`upstreamCa`, read by app.ts's preflight).
+ * verifies upstream TLS against the system roots plus `upstream_ca_file` (`upstreamCa`, read by config/preflight.ts).
  */
 export function createUpstream (config: Readonly<Config>, lookup: LookupFunction, router: Router, upstreamCa?: string): Dispatcher {
   const limits = config.limits
