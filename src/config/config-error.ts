@@ -7,7 +7,10 @@ export interface ConfigProblem {
   readonly col: number
   /** Dotted key path, e.g. `tools.github.match.host`; `[0]` for list items, `["a.b"]` for keys with dots. */
   readonly path: string
-  /** Starts with the key path (`tools.github.issuer: unknown issuer "corp"`); never carries a secret or an environment value. */
+  /**
+   * Starts with the key path (`tools.github.issuer: unknown issuer "corp"`); never carries a secret or an
+   * environment value.
+   */
   readonly message: string
 }
 
@@ -16,15 +19,15 @@ export interface ConfigProblem {
  *
  * @example
  *   try { await loadConfigFile(file) } catch (err) {
- *     if (err instanceof ConfigError) for (const line of formatProblems(err.problems)) process.stderr.write(line + '\n')
- *   }
+ *     if (err instanceof ConfigError) for (const line of formatProblems(err.problems)) process.stderr.write(line +
+ * '\n')   }
  */
 export class ConfigError extends SidekeyError {
   readonly problems: readonly ConfigProblem[]
   constructor (file: string, problems: readonly ConfigProblem[]) {
     const n = problems.length
-    super('SIDEKEY_CONFIG_INVALID', `${file}: ${n} config problem${n === 1 ? '' : 's'}\n${formatProblems(problems).join('\n')}`,
-      { expose: false })
+    const lines = formatProblems(problems).join('\n')
+    super('SIDEKEY_CONFIG_INVALID', `${file}: ${n} config problem${n === 1 ? '' : 's'}\n${lines}`, { expose: false })
     this.name = 'ConfigError'
     this.problems = Object.freeze(problems.map((p) => Object.freeze({ ...p })))
   }

@@ -47,7 +47,9 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     // Without a broker, a fleet budget would be counted on each instance: N times what was written.
     if (Array.isArray(tool.budget) && raw.fleet === undefined) {
       tool.budget.forEach((b, i) => {
-        if (isRec(b) && b.by === 'fleet') ctx.problem([...base, 'budget', i, 'by'], 'by: fleet needs a fleet: section (a broker to count in)')
+        if (isRec(b) && b.by === 'fleet') {
+          ctx.problem([...base, 'budget', i, 'by'], 'by: fleet needs a fleet: section (a broker to count in)')
+        }
       })
     }
     // The approval webhook carries what the agent is doing: plain http stays on this machine, as a token URL does.
@@ -65,8 +67,10 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     if (host.kind === 'ip') {
       const kind = classify(host.host)
       if (kind !== undefined) {
-        ctx.problem(hostPath, `${ctx.show(hostPath, match.host)} is ${kind === 'unspecified' ? 'an' : 'a'} ${kind} address; credentials are not sent to ` +
-          'non-public IP literals: give the tool a host name and pin it in resolve: (e.g. resolve: { api.internal.test: 10.0.0.5 })')
+        const article = kind === 'unspecified' ? 'an' : 'a'
+        ctx.problem(hostPath, `${ctx.show(hostPath, match.host)} is ${article} ${kind} address; ` +
+          'credentials are not sent to non-public IP literals: give the tool a host name and pin it in resolve: ' +
+          '(e.g. resolve: { api.internal.test: 10.0.0.5 })')
       }
     }
 
@@ -74,8 +78,12 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     if (isRec(tool.upstream)) checkUpstream(tool, base, pins, ctx)
     else if (tool.plaintext === true) {
       if (!isLoopbackHost(host.host, pins)) {
-        const how = host.kind === 'name' ? `(e.g. resolve: { ${host.host}: 127.0.0.1 })` : `(an exact host name: ${host.kind === 'wildcard' ? 'a wildcard' : 'an IP literal'} cannot be pinned)`
-        ctx.problem([...base, 'plaintext'], 'plaintext: true would send the credential over the network in clear; it is only ' +
+        const unpinnable = host.kind === 'wildcard' ? 'a wildcard' : 'an IP literal'
+        const how = host.kind === 'name'
+          ? `(e.g. resolve: { ${host.host}: 127.0.0.1 })`
+          : `(an exact host name: ${unpinnable} cannot be pinned)`
+        ctx.problem([...base, 'plaintext'], 'plaintext: true would send the credential over the network in clear; ' +
+          'it is only ' +
           `allowed when match.host is pinned to a loopback address in resolve: ${how}`)
       }
     }
@@ -86,15 +94,18 @@ export function crossCheck (raw: unknown, ctx: CheckContext): void {
     // Requests are matched in normal form (net/path.ts): a prefix in any other form would never match.
     const normal = normalPrefix(prefix)
     if (normal !== prefix) {
-      ctx.problem([...base, 'match', 'path_prefix'], `path_prefix ${ctx.show([...base, 'match', 'path_prefix'], prefix)} is not a normalised path ` +
-        (normal === undefined ? '(no query, fragment, backslash, control bytes or bad escapes)' : `(write it as ${JSON.stringify(normal)})`))
+      const prefixPath = [...base, 'match', 'path_prefix']
+      const hint = normal === undefined
+        ? '(no query, fragment, backslash, control bytes or bad escapes)'
+        : `(write it as ${JSON.stringify(normal)})`
+      ctx.problem(prefixPath, `path_prefix ${ctx.show(prefixPath, prefix)} is not a normalised path ${hint}`)
     }
     const route = `${host.host} ${port} ${prefix}`
     const other = seen.get(route)
     if (other === undefined) seen.set(route, name)
     else {
-      ctx.problem(hostPath, `tool "${other}" already matches the same host, port and path_prefix; a request would match both ` +
-        '(give one a more specific path_prefix or port, or merge them)')
+      ctx.problem(hostPath, `tool "${other}" already matches the same host, port and path_prefix; ` +
+        'a request would match both (give one a more specific path_prefix or port, or merge them)')
     }
   }
 }
@@ -155,23 +166,27 @@ function checkUpstream (tool: Rec, base: KeyPath, pins: ReadonlyMap<string, stri
  */
 function checkCredentialShape (issuers: unknown, tool: Rec, base: KeyPath, ctx: CheckContext): void {
   const inject = isRec(tool.inject) ? tool.inject : undefined
-  const issuer = isRec(issuers) && typeof tool.issuer === 'string' && Object.hasOwn(issuers, tool.issuer) ? issuers[tool.issuer] : undefined
+  const issuer = isRec(issuers) && typeof tool.issuer === 'string' && Object.hasOwn(issuers, tool.issuer)
+    ? issuers[tool.issuer]
+    : undefined
   const type = isRec(issuer) ? issuer.type : undefined
   if (inject?.aws_sigv4 !== undefined && typeof type === 'string' && type !== 'file' && type !== 'exec') {
-    ctx.problem([...base, 'issuer'], `inject.aws_sigv4 signs with an AWS key set, which a ${type} issuer does not hand out: ` +
-      'use a file issuer (a file holding credential_process JSON) or an exec issuer (a credential_process helper)')
+    ctx.problem([...base, 'issuer'], `inject.aws_sigv4 signs with an AWS key set, which a ${type} issuer does not ` +
+      'hand out: use a file issuer (a file holding credential_process JSON) or an exec issuer ' +
+      '(a credential_process helper)')
   }
   if (tool.require_placeholder === true && typeof tool.placeholder !== 'string') {
-    ctx.problem([...base, 'require_placeholder'], 'require_placeholder: true needs placeholder: the value the agent must send where the credential goes ' +
-      '(for aws_sigv4, the access key id its SDK is configured with)')
+    ctx.problem([...base, 'require_placeholder'], 'require_placeholder: true needs placeholder: the value the agent ' +
+      'must send where the credential goes (for aws_sigv4, the access key id its SDK is configured with)')
   }
   if (tool.per_call === undefined || tool.per_call === false) return
   if (typeof type === 'string' && type !== 'local_jwt') {
-    ctx.problem([...base, 'per_call'], 'per_call needs a local_jwt issuer (a token is signed for each call with sidekey\'s own keys); ' +
-      `issuer ${ctx.show([...base, 'issuer'], String(tool.issuer))} is ${type}`, 'key')
+    ctx.problem([...base, 'per_call'], 'per_call needs a local_jwt issuer (a token is signed for each call with ' +
+      `sidekey's own keys); issuer ${ctx.show([...base, 'issuer'], String(tool.issuer))} is ${type}`, 'key')
   }
   if (isRec(tool.refresh) && tool.refresh.max_uses !== undefined) {
-    ctx.problem([...base, 'refresh', 'max_uses'], 'max_uses has no effect with per_call: every call already gets its own token', 'key')
+    const why = 'max_uses has no effect with per_call: every call already gets its own token'
+    ctx.problem([...base, 'refresh', 'max_uses'], why, 'key')
   }
 }
 
@@ -183,9 +198,10 @@ function checkInventory (raw: Rec, ctx: CheckContext): void {
   if (!isRec(raw.egress) || raw.egress.unmatched !== 'inventory') return
   const ca = isRec(raw.ca) ? raw.ca : undefined
   if (ca?.name_constraints === false) return
-  ctx.problem(['egress', 'unmatched'], 'inventory intercepts TLS to every destination no tool covers, so it needs a CA that may sign for any host: ' +
-    'set ca.name_constraints: false (a CA the agent trusts for every host: keep it to the inventory phase, then turn the constraints back on, ' +
-    'which makes a new CA the agent must trust again)')
+  ctx.problem(['egress', 'unmatched'], 'inventory intercepts TLS to every destination no tool covers, so it needs ' +
+    'a CA that may sign for any host: set ca.name_constraints: false (a CA the agent trusts for every host: ' +
+    'keep it to the inventory phase, then turn the constraints back on, which makes a new CA the agent must ' +
+    'trust again)')
 }
 
 /** Checks `resolve:` and returns its pins by normalised host name. */
@@ -201,8 +217,10 @@ function checkResolve (resolve: unknown, ctx: CheckContext): Map<string, string>
     if (reason !== undefined) ctx.problem(path, reason, 'key')
     else if (twice) ctx.problem(path, `${name} is pinned twice`, 'key')
     if (typeof ip !== 'string') continue
-    if (ipFamily(ip) === 0) ctx.problem(path, `${ctx.show(path, ip)} is not an IP address (resolve: pins host names to addresses, like curl --resolve)`)
-    else if (reason === undefined && !twice) pins.set(name, ip)
+    if (ipFamily(ip) === 0) {
+      const why = 'is not an IP address (resolve: pins host names to addresses, like curl --resolve)'
+      ctx.problem(path, `${ctx.show(path, ip)} ${why}`)
+    } else if (reason === undefined && !twice) pins.set(name, ip)
   }
   return pins
 }
@@ -216,10 +234,14 @@ function checkIssuers (issuers: unknown, pins: ReadonlyMap<string, string>, ctx:
     const type = issuer.type
     if (type !== 'oauth2_client_credentials' && type !== 'oauth2_token_exchange') continue
     if (typeof issuer.token_url === 'string') checkTokenUrl([...base, 'token_url'], issuer.token_url, pins, ctx)
-    if (typeof issuer.revocation_url === 'string') checkTokenUrl([...base, 'revocation_url'], issuer.revocation_url, pins, ctx)
+    if (typeof issuer.revocation_url === 'string') {
+      checkTokenUrl([...base, 'revocation_url'], issuer.revocation_url, pins, ctx)
+    }
     // Discovery GETs the resource's metadata and sends credentials where it points: the same rule for where it starts.
     if (typeof issuer.resource === 'string') checkTokenUrl([...base, 'resource'], issuer.resource, pins, ctx)
-    if (typeof issuer.authorization_server === 'string') checkTokenUrl([...base, 'authorization_server'], issuer.authorization_server, pins, ctx)
+    if (typeof issuer.authorization_server === 'string') {
+      checkTokenUrl([...base, 'authorization_server'], issuer.authorization_server, pins, ctx)
+    }
     // Defaults as in schema.ts: client credentials authenticate with a secret, token exchange with none.
     const method = issuer.auth_method ?? (type === 'oauth2_client_credentials' ? 'client_secret_basic' : 'none')
     if (typeof method !== 'string') continue
@@ -260,15 +282,18 @@ function checkTokenUrl (path: KeyPath, value: string, pins: ReadonlyMap<string, 
   if (isLoopbackHost(host, pins)) return
   const shown = ctx.show(path, host)
   if (isLocalhostName(host)) {
-    ctx.problem(path, 'plain http:// carries this issuer\'s client credentials and tokens in clear, so it must surely stay on this machine: ' +
-      `${shown} unpinned is whatever the system resolver says (and is refused while egress.block_private is on); ` +
-      `write http://127.0.0.1:PORT/... or pin it (e.g. resolve: { ${shown === JSON.stringify(host) ? host : 'localhost'}: 127.0.0.1 })`)
+    const example = shown === JSON.stringify(host) ? host : 'localhost'
+    ctx.problem(path, 'plain http:// carries this issuer\'s client credentials and tokens in clear, so it must ' +
+      `surely stay on this machine: ${shown} unpinned is whatever the system resolver says (and is refused while ` +
+      'egress.block_private is on); write http://127.0.0.1:PORT/... or pin it ' +
+      `(e.g. resolve: { ${example}: 127.0.0.1 })`)
     return
   }
   // The example pins the host itself, unless it is an address or must not be shown (it came from the environment).
   const name = ipFamily(host) === 0 && shown === JSON.stringify(host) ? host : 'idp.internal.test'
-  ctx.problem(path, `plain http:// to ${shown} would send this issuer's client credentials and tokens over the network in clear; ` +
-    `use https://, or for an issuer on this machine a loopback address (http://127.0.0.1:PORT/...) or a host name pinned to one in resolve: (e.g. resolve: { ${name}: 127.0.0.1 })`)
+  ctx.problem(path, `plain http:// to ${shown} would send this issuer's client credentials and tokens over the ` +
+    'network in clear; use https://, or for an issuer on this machine a loopback address (http://127.0.0.1:PORT/...) ' +
+    `or a host name pinned to one in resolve: (e.g. resolve: { ${name}: 127.0.0.1 })`)
 }
 
 function normalPrefix (prefix: string): string | undefined {

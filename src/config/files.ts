@@ -23,7 +23,8 @@ export function fileProblems (data: unknown, env: NodeJS.ProcessEnv = process.en
       if (typeof v === 'string' && namesFile(key, value)) {
         const fault = unreadable(v)
         if (fault !== undefined) problems.push({ path: at, file: v, fault })
-      } else if (key === 'command' && (value as { type?: unknown }).type === 'exec' && Array.isArray(v) && typeof v[0] === 'string') {
+      } else if (key === 'command' && (value as { type?: unknown }).type === 'exec' &&
+        Array.isArray(v) && typeof v[0] === 'string') {
         const fault = notExecutable(v[0], env)
         if (fault !== undefined) problems.push({ path: [...at, 0], file: v[0], fault })
       } else {

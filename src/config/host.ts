@@ -70,7 +70,8 @@ export function parseToolHost (written: string): ToolHost {
   const reason = checkHostName(name)
   if (reason !== undefined) return fail(reason)
   if (wildcard && !name.includes('.')) {
-    return fail(`"*.${name}" would match every host under a top-level domain; use at least two labels (e.g. *.example.${name})`)
+    return fail(`"*.${name}" would match every host under a top-level domain; ` +
+      `use at least two labels (e.g. *.example.${name})`)
   }
   return { ok: true, kind: wildcard ? 'wildcard' : 'name', host }
 }
@@ -82,6 +83,8 @@ export function checkHostName (name: string): string | undefined {
   if (!labels.every((l) => LABEL.test(l))) return 'not a valid host name (letters, digits, "-" and "." only)'
   // URL parsers read `127.1` or `0x7f.1` as IPv4 addresses, so such a "name" could smuggle in an address.
   const last = labels[labels.length - 1] as string
-  if (/^(?:\d+|0x[0-9a-f]*)$/.test(last) && !isIPv4(name)) return 'looks like a partial IP address; write a host name or a full IP address'
+  if (/^(?:\d+|0x[0-9a-f]*)$/.test(last) && !isIPv4(name)) {
+    return 'looks like a partial IP address; write a host name or a full IP address'
+  }
   return undefined
 }

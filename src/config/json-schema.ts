@@ -16,7 +16,8 @@ export function configJsonSchema (): Record<string, unknown> {
     $schema: schema.$schema,
     $id: 'https://sidekey.local/sidekey.schema.json',
     title: 'sidekey configuration',
-    description: 'sidekey: a credential sidecar forward proxy. Reference: docs/configuration.md. Validate fully with `sidekey check --config FILE`.',
+    description: 'sidekey: a credential sidecar forward proxy. Reference: docs/configuration.md. ' +
+      'Validate fully with `sidekey check --config FILE`.',
     ...Object.fromEntries(Object.entries(schema).filter(([k]) => k !== '$schema')),
   }
 }
@@ -49,7 +50,9 @@ export function schemaKeys (): SchemaKey[] {
         walk(v, p)
       }
     }
-    if (n.additionalProperties !== undefined && typeof n.additionalProperties === 'object') walk(n.additionalProperties, `${path}.<name>`)
+    if (n.additionalProperties !== undefined && typeof n.additionalProperties === 'object') {
+      walk(n.additionalProperties, `${path}.<name>`)
+    }
     if (n.items !== undefined && typeof n.items === 'object') walk(n.items, path)
   }
   walk(configJsonSchema(), '')

@@ -33,7 +33,9 @@ export interface ParseOptions {
  * @example
  *   const cfg = await loadConfigFile('config/sidekey.yaml')   // throws ConfigError
  */
-export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}): Promise<Readonly<Config>> {
+export async function loadConfigFile (
+  file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}
+): Promise<Readonly<Config>> {
   return parseConfig(await readConfigText(file), file, env, opts)
 }
 
@@ -80,15 +82,21 @@ async function readConfigText (file: string): Promise<string> {
  *
  * @example parseConfig('instance_id: a\nissuers: {}\ntools: {}\n', 'inline.yaml')
  */
-export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}): Readonly<Config> {
-  if (text.length > MAX_BYTES) throw new ConfigError(file, [atStart(file, `the file is larger than ${MAX_BYTES} bytes`)])
+export function parseConfig (
+  text: string, file: string, env: NodeJS.ProcessEnv = process.env, opts: ParseOptions = {}
+): Readonly<Config> {
+  if (text.length > MAX_BYTES) {
+    throw new ConfigError(file, [atStart(file, `the file is larger than ${MAX_BYTES} bytes`)])
+  }
   const tree = readYaml(text, env)
   const { found, add, show } = collector(tree)
 
   const result = validate(config, tree, add, show)
   if (tree.data !== undefined) {
     crossCheck(tree.data, { problem: add, show })
-    if (opts.files === true) for (const p of fileProblems(tree.data, env)) add(p.path, `${show(p.path, p.file)}: ${p.fault}`)
+    if (opts.files === true) {
+      for (const p of fileProblems(tree.data, env)) add(p.path, `${show(p.path, p.file)}: ${p.fault}`)
+    }
   }
 
   const problems = [...tree.problems, ...found]
@@ -101,7 +109,9 @@ type AddProblem = (path: KeyPath, message: string, where?: 'key' | 'value') => v
 type ShowValue = (path: KeyPath, value: string) => string
 
 /** The tree's data by `schema`, or undefined with every problem added at its position. */
-function validate<S extends z.ZodType> (schema: S, tree: SourceTree, add: AddProblem, show: ShowValue): z.output<S> | undefined {
+function validate<S extends z.ZodType> (
+  schema: S, tree: SourceTree, add: AddProblem, show: ShowValue
+): z.output<S> | undefined {
   if (tree.data === undefined) return undefined
   // Parsed once per start (and per reload): zod's default compiles a fast path with new Function for each object
   // schema first, which costs more than the one parse it would speed up.
@@ -124,13 +134,17 @@ function collector (tree: SourceTree): { found: RawProblem[], add: AddProblem, s
   return { found, add, show }
 }
 
-function zodProblem (issue: Issue, tree: SourceTree, add: (path: KeyPath, message: string, where?: 'key' | 'value') => void,
-  show: (path: KeyPath, value: string) => string): void {
+function zodProblem (
+  issue: Issue, tree: SourceTree, add: (path: KeyPath, message: string, where?: 'key' | 'value') => void,
+  show: (path: KeyPath, value: string) => string
+): void {
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol')
   const raw = valueAt(tree.data, path)
   switch (issue.code) {
     case 'unrecognized_keys':
-      for (const key of issue.keys) add([...path, key], `unknown key${suggest(key, expectedKeys(tree.data, path))}`, 'key')
+      for (const key of issue.keys) {
+        add([...path, key], `unknown key${suggest(key, expectedKeys(tree.data, path))}`, 'key')
+      }
       return
     case 'invalid_key':
       add(path, issue.issues[0]?.message ?? 'invalid key', 'key')
@@ -206,7 +220,9 @@ function expectedKeys (data: unknown, path: KeyPath): string[] {
       const tag = (value as Record<string, unknown> | undefined)?.[d.discriminator]
       for (const o of d.options) {
         const shape = defOf(unwrap(o)).shape
-        const lit = shape?.[d.discriminator] === undefined ? undefined : defOf(unwrap(shape[d.discriminator])) as { values?: unknown[] }
+        const lit = shape?.[d.discriminator] === undefined
+          ? undefined
+          : defOf(unwrap(shape[d.discriminator])) as { values?: unknown[] }
         if (shape !== undefined && lit?.values?.includes(tag) === true) return shape
       }
     }
@@ -256,7 +272,8 @@ function finish (file: string, problems: readonly RawProblem[], secrets: Readonl
   return problems
     .map((p) => {
       const path = renderPath(p.path)
-      return { file, line: p.pos.line, col: p.pos.col, path, message: `${path === '' ? '' : `${path}: `}${scrub(p.message)}` }
+      const message = `${path === '' ? '' : `${path}: `}${scrub(p.message)}`
+      return { file, line: p.pos.line, col: p.pos.col, path, message }
     })
     .sort((a, b) => a.line - b.line || a.col - b.col)
 }

@@ -31,7 +31,9 @@ const PRIVATE = 2
 const sectionOf = (flags: number): SuffixSection => (flags & ICANN) !== 0 ? 'ICANN' : 'private'
 
 /** Each wildcard tool whose suffix is, or has below it, a public suffix; in the tools' order. */
-export function openWildcards (tools: Readonly<Record<string, { readonly match: { readonly host: string } }>>): OpenWildcard[] {
+export function openWildcards (
+  tools: Readonly<Record<string, { readonly match: { readonly host: string } }>>
+): OpenWildcard[] {
   const open: OpenWildcard[] = []
   for (const [tool, { match }] of Object.entries(tools)) {
     const host = match.host.toLowerCase().replace(/\.$/, '')
@@ -49,7 +51,8 @@ export function describeOpenWildcard (w: OpenWildcard): string {
     ? 'a public suffix (ICANN section of the Public Suffix List): anyone can register a name under it'
     : 'a suffix whose names its provider hands out to customers (private section of the Public Suffix List): ' +
       'anyone with an account there can get a name under it'
-  const where = w.rule === w.suffix ? `${w.suffix} is ${who}` : `it covers ${w.rule}${w.more > 0 ? ` (and ${w.more} more)` : ''}, ${who}`
+  const more = w.more > 0 ? ` (and ${w.more} more)` : ''
+  const where = w.rule === w.suffix ? `${w.suffix} is ${who}` : `it covers ${w.rule}${more}, ${who}`
   return `tool ${w.tool}: match.host "*.${w.suffix}": ${where} and receive this tool's credential; ` +
     'list the exact hosts instead, or a wildcard under a domain you own'
 }
@@ -61,7 +64,8 @@ function ruleAt (suffix: string): Pick<OpenWildcard, 'rule' | 'section' | 'more'
   if (r.publicSuffix === null || !(r.isIcann === true || r.isPrivate === true)) return undefined
   // The suffix of `probe` is the rule's match: `suffix`, or `probe` itself under a `*.suffix` rule.
   if (r.publicSuffix.length < suffix.length) return undefined
-  return { rule: r.publicSuffix === suffix ? suffix : `*.${suffix}`, section: r.isIcann === true ? 'ICANN' : 'private', more: 0 }
+  const rule = r.publicSuffix === suffix ? suffix : `*.${suffix}`
+  return { rule, section: r.isIcann === true ? 'ICANN' : 'private', more: 0 }
 }
 
 let edgeOffsets: Uint32Array | undefined
@@ -80,7 +84,9 @@ function rulesBelow (suffix: string): Pick<OpenWildcard, 'rule' | 'section' | 'm
   let node = rulesRoot
   for (const label of suffix.split('.').reverse()) {
     let next = -1
-    for (let e = edgeStart[node]!; e < edgeStart[node + 1]! && next === -1; e++) if (labelOf(e) === label) next = edgeChild[e]!
+    for (let e = edgeStart[node]!; e < edgeStart[node + 1]! && next === -1; e++) {
+      if (labelOf(e) === label) next = edgeChild[e]!
+    }
     if (next === -1) return undefined
     node = next
   }

@@ -22,7 +22,8 @@ const duration = (def: string) => z.union([z.string(), z.number()])
 
 /** `HOST:PORT`, `[v6]:PORT`; port 0 picks a free one. */
 // abort: a value that is not HOST:PORT at all gets that one message, not also a complaint about its port.
-export const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'expected HOST:PORT', abort: true })
+export const hostPort = z.string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'expected HOST:PORT', abort: true })
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535')
 
 const port = z.number().int().min(1).max(65535)
@@ -62,7 +63,8 @@ const clientAuth = {
   client_secret: nonEmpty.optional(),
   client_secret_file: nonEmpty.optional(),
   private_key_file: nonEmpty.optional(),
-  auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).default('client_secret_basic'),
+  auth_method: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'])
+    .default('client_secret_basic'),
   timeout: duration('10s'),
   /** RFC 9449: prove possession of an in-memory ES256 key on each token request and call, so tokens are bound to it. */
   dpop: z.boolean().default(false),
@@ -84,7 +86,8 @@ export const localJwtIssuer = z.strictObject({
   ctx.addIssue({
     code: 'custom',
     path: ['rotate_every'],
-    message: `rotate_every (${formatDuration(c.rotate_every)}) must be at least ttl (${formatDuration(c.ttl)}) and overlap (${formatDuration(c.overlap)}), ` +
+    message: `rotate_every (${formatDuration(c.rotate_every)}) must be at least ttl (${formatDuration(c.ttl)}) ` +
+      `and overlap (${formatDuration(c.overlap)}), ` +
       'so that the JWKS holds only the current and the previous key and every token it signed still verifies',
   })
 })
@@ -96,7 +99,8 @@ export const localJwtIssuer = z.strictObject({
  */
 const discovered = {
   token_url: z.url({ protocol: /^https?$/ }).optional(),
-  resource: z.url({ protocol: /^https?$/ }).refine((v) => !v.includes('#'), 'a resource URI has no fragment (RFC 8707)').optional(),
+  resource: z.url({ protocol: /^https?$/ })
+    .refine((v) => !v.includes('#'), 'a resource URI has no fragment (RFC 8707)').optional(),
   /** With `resource`: the issuer to use among the resource's `authorization_servers` (the first one otherwise). */
   authorization_server: z.url({ protocol: /^https?$/ }).optional(),
   /** Scopes an upstream's 403 `insufficient_scope` may ask for on top of a tool's own (step-up); none by default. */
@@ -104,14 +108,18 @@ const discovered = {
 }
 
 /** Exactly one of token_url and resource; authorization_server only with resource. */
-function oneTokenSource (c: { token_url?: string | undefined, resource?: string | undefined, authorization_server?: string | undefined },
-  ctx: z.RefinementCtx): void {
+function oneTokenSource (
+  c: { token_url?: string | undefined, resource?: string | undefined, authorization_server?: string | undefined },
+  ctx: z.RefinementCtx
+): void {
   if (c.token_url !== undefined && c.resource !== undefined) {
     ctx.addIssue({ code: 'custom', path: ['resource'], message: 'give token_url or resource (discovered), not both' })
   } else if (c.token_url === undefined && c.resource === undefined) {
-    ctx.addIssue({ code: 'custom', path: [], message: 'needs token_url, or resource to discover the token endpoint from' })
+    const message = 'needs token_url, or resource to discover the token endpoint from'
+    ctx.addIssue({ code: 'custom', path: [], message })
   } else if (c.token_url !== undefined && c.authorization_server !== undefined) {
-    ctx.addIssue({ code: 'custom', path: ['authorization_server'], message: 'authorization_server applies with resource only' })
+    const message = 'authorization_server applies with resource only'
+    ctx.addIssue({ code: 'custom', path: ['authorization_server'], message })
   }
 }
 
@@ -154,7 +162,9 @@ export const execIssuer = z.strictObject({
   env: z.record(z.string(), z.string()).default({}),
 })
 
-export const issuer = z.discriminatedUnion('type', [localJwtIssuer, clientCredentialsIssuer, tokenExchangeIssuer, fileIssuer, execIssuer])
+export const issuer = z.discriminatedUnion('type', [
+  localJwtIssuer, clientCredentialsIssuer, tokenExchangeIssuer, fileIssuer, execIssuer,
+])
 
 const inject = z.strictObject({
   header: nonEmpty.optional(),
@@ -197,7 +207,8 @@ export const budgetRule = z.strictObject({
   by: z.enum(['instance', 'task', 'fleet']).default('instance'),
   /** by: fleet only: with the broker unreachable, refuse (deny) or spend this instance's share of it (local). */
   on_broker_loss: z.enum(['deny', 'local']).default('deny'),
-}).refine((b) => (b.requests === undefined) !== (b.tokens === undefined), 'a budget sets exactly one of requests, tokens')
+}).refine((b) => (b.requests === undefined) !== (b.tokens === undefined),
+  'a budget sets exactly one of requests, tokens')
 
 export const tool = z.strictObject({
   match,
@@ -227,7 +238,8 @@ export const tool = z.strictObject({
     port: port.optional(),
     /** The TLS server name sent and verified in the certificate; the upstream host by default. */
     tls_server_name: nonEmpty.optional(),
-  }).refine((u) => u.scheme === 'https' || u.tls_server_name === undefined, 'tls_server_name applies to scheme https only')
+  }).refine((u) => u.scheme === 'https' || u.tls_server_name === undefined,
+    'tls_server_name applies to scheme https only')
     .optional(),
   /**
    * local_jwt only: a fresh token for every call, bound to it (htm, htu, jti, task), living `ttl` (60 s).
@@ -254,7 +266,10 @@ export const tool = z.strictObject({
     resources: z.array(z.string()).optional(),
     prompts: z.array(z.string()).optional(),
   }).optional(),
-  /** Calls a human (or an operator's signed command) approves, each exactly, before the credential goes on (src/approvals/). */
+  /**
+   * Calls a human (or an operator's signed command) approves, each exactly, before the credential goes on
+   * (src/approvals/).
+   */
   approve: z.array(approvalRule).min(1).optional(),
   /** How long a held call waits; how long an approval given after it timed out lets the identical call through once. */
   approval: z.strictObject({
@@ -263,7 +278,9 @@ export const tool = z.strictObject({
     /** Receives each `approval.requested` as JSON (POST): https, or http to a loopback or pinned host. */
     webhook: z.url({ protocol: /^https?$/ }).optional(),
   }).optional(),
-  /** Accept `%2F` / `%5C` in this tool's paths (APIs such as GitLab's `projects/group%2Fname`); refused (400) otherwise. */
+  /**
+   * Accept `%2F` / `%5C` in this tool's paths (APIs such as GitLab's `projects/group%2Fname`); refused (400) otherwise.
+   */
   allow_encoded_slash: z.boolean().default(false),
   /** Calls and LLM tokens this tool may spend per window: a runaway agent is refused (429) past them. */
   budget: z.array(budgetRule).optional(),
@@ -272,8 +289,8 @@ export const tool = z.strictObject({
 export const anomaly = anomalyConfig
 
 /**
- * HTTP/2 from agents inside intercepted TLS tunnels (ALPN h2), with Envoy's edge limits (threat model: the agent, exhaustion).
- * The upstream leg has its own per-tool switch, `tools.NAME.http2`.
+ * HTTP/2 from agents inside intercepted TLS tunnels (ALPN h2), with Envoy's edge limits (threat model: the agent,
+ * exhaustion). The upstream leg has its own per-tool switch, `tools.NAME.http2`.
  */
 const http2 = z.strictObject({
   enabled: z.boolean().default(true),
@@ -317,10 +334,12 @@ export const fleet = z.strictObject({
       ca_file: nonEmpty.optional(),
       cert_file: nonEmpty.optional(),
       key_file: nonEmpty.optional(),
-    }).refine((t) => (t.cert_file === undefined) === (t.key_file === undefined), 'tls.cert_file and tls.key_file go together').optional(),
+    }).refine((t) => (t.cert_file === undefined) === (t.key_file === undefined),
+      'tls.cert_file and tls.key_file go together').optional(),
   }).refine((n) => [n.token_file, n.user ?? n.password_file, n.creds_file].filter((v) => v !== undefined).length <= 1,
     'nats takes one of token_file, user + password_file, creds_file')
-    .refine((n) => (n.user === undefined) === (n.password_file === undefined), 'nats.user and nats.password_file go together'),
+    .refine((n) => (n.user === undefined) === (n.password_file === undefined),
+      'nats.user and nats.password_file go together'),
   /** The JetStream key-value bucket holding the fleet state (created when missing). */
   bucket: z.string().regex(/^[A-Za-z0-9_-]+$/, 'bucket names use letters, digits, _ and -').default('sidekey'),
   /** Public keys allowed to sign commands: a JWKS file or a PEM public key. */
@@ -353,7 +372,10 @@ export const config = z.strictObject({
   http2,
   egress,
   audit: z.strictObject({
-    /** A signed audit.checkpoint after this many log lines or this long (when a line was written since), and at shutdown. */
+    /**
+     * A signed audit.checkpoint after this many log lines or this long (when a line was written since), and at
+     * shutdown.
+     */
     checkpoint_every: z.strictObject({
       events: z.number().int().min(1).default(1000),
       interval: duration('60s').refine((ms) => ms >= 1000, 'interval must be at least 1s'),

@@ -82,7 +82,9 @@ export function readYaml (text: string, env: NodeJS.ProcessEnv): SourceTree {
     if (tooBig) return undefined
     if (++visits > MAX_NODES || depth > MAX_DEPTH) {
       tooBig = true
-      problems.push({ path, pos: key ?? START, message: `YAML: the document is too large or too deep (over ${MAX_NODES} values or ${MAX_DEPTH} levels, aliases included)` })
+      const message = 'YAML: the document is too large or too deep ' +
+        `(over ${MAX_NODES} values or ${MAX_DEPTH} levels, aliases included)`
+      problems.push({ path, pos: key ?? START, message })
       return undefined
     }
     const pos = at(rangeStart(node))
@@ -137,7 +139,9 @@ export function readYaml (text: string, env: NodeJS.ProcessEnv): SourceTree {
     return null // an empty document
   }
 
-  const scalar = (node: Scalar, path: KeyPath, key: Position | undefined, pos: Position, hiddenByKey: boolean): unknown => {
+  const scalar = (
+    node: Scalar, path: KeyPath, key: Position | undefined, pos: Position, hiddenByKey: boolean
+  ): unknown => {
     let value: unknown = node.value
     let hidden = hiddenByKey
     if (typeof value === 'string') {
@@ -145,7 +149,10 @@ export function readYaml (text: string, env: NodeJS.ProcessEnv): SourceTree {
       if (r.error !== undefined) problems.push({ path, pos, message: r.error })
       if (r.missing.length > 0) {
         const names = r.missing.join(', ')
-        problems.push({ path, pos, message: `environment variable${r.missing.length > 1 ? 's' : ''} ${names} ${r.missing.length > 1 ? 'are' : 'is'} not set (write \${${r.missing[0]}:-default} to give a default)` })
+        const many = r.missing.length > 1
+        const message = `environment variable${many ? 's' : ''} ${names} ${many ? 'are' : 'is'} not set ` +
+          `(write \${${r.missing[0]}:-default} to give a default)`
+        problems.push({ path, pos, message })
       }
       for (const v of r.envValues) if (v !== '') secrets.add(v)
       if (r.envValues.length > 0) hidden = true
