@@ -22,6 +22,8 @@ export interface CallCredentialRequest extends Omit<CredentialRequest, 'signal'>
   readonly url: string
   /** The agent's X-Sidekey-Task, when it sent one. */
   readonly task: string | undefined
+  /** An MCP call's method and the tool, prompt or resource it names: the `mcp_*` claims. */
+  readonly mcp?: { readonly method: string, readonly name?: string }
 }
 
 /** A credential as an issuer hands it out. */

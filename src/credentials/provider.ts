@@ -8,6 +8,8 @@ export interface CallBinding {
   readonly url: string
   /** The agent's X-Sidekey-Task, when it sent one. */
   readonly task: string | undefined
+  /** An MCP tool's JSON-RPC call (`batch` for a batch, without a name): the token names it for the server to check. */
+  readonly mcp?: { readonly method: string, readonly name?: string }
 }
 
 /** A credential held for a tool. */

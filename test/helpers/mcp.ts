@@ -6,6 +6,10 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
+
+/** Reads a request's Authorization header into the token's claims, or undefined to answer 401. */
+export type McpTokenCheck = (authorization: string | undefined) => Promise<Record<string, unknown> | undefined>
 
 export interface McpUpstream {
   port: number
@@ -13,6 +17,8 @@ export interface McpUpstream {
   received: Array<Record<string, unknown>>
   /** The Authorization headers it saw. */
   authorizations: Array<string | undefined>
+  /** With a token check: the claims of each token it accepted. */
+  claims: Array<Record<string, unknown>>
   /** Opens the gate `gated_progress` waits behind after its first progress notification. */
   release: () => void
   close: () => Promise<void>
@@ -20,20 +26,27 @@ export interface McpUpstream {
 
 /**
  * The MCP SDK's own server (stateless Streamable HTTP, a fresh McpServer per request), answering only calls that
- * carry `Bearer ${token}`. `json` picks JSON answers over SSE streams. Tools: get_issue, search_code, delete_repo,
- * gated_progress (a progress notification, then its result once `release()` is called).
+ * carry `Bearer ${token}`, or a token `token` (a check) accepts. `json` picks JSON answers over SSE streams. Tools:
+ * get_issue, search_code, delete_repo, gated_progress (a progress notification, then its result once `release()` is
+ * called). With a check, the tools refuse (`isError`) a token whose `mcp_tool` claim names another tool, as a server
+ * relying on per-call tokens would.
  */
-export async function startMcpUpstream (token: string, json: boolean): Promise<McpUpstream> {
+export async function startMcpUpstream (token: string | McpTokenCheck, json: boolean): Promise<McpUpstream> {
   const received: Array<Record<string, unknown>> = []
   const authorizations: Array<string | undefined> = []
+  const claims: Array<Record<string, unknown>> = []
   let open: () => void = () => {}
   let gate = new Promise<void>((resolve) => { open = resolve })
   const mcpServer = (): McpServer => {
     const s = new McpServer({ name: 'test-upstream', version: '1.0.0' })
     for (const name of ['get_issue', 'search_code', 'delete_repo']) {
-      s.registerTool(name, { description: name, inputSchema: { q: z.string().optional() } }, async (args) => ({
-        content: [{ type: 'text', text: `${name} ran with ${JSON.stringify(args)}` }],
-      }))
+      s.registerTool(name, { description: name, inputSchema: { q: z.string().optional() } }, async (args, extra) => {
+        const named = extra.authInfo?.extra?.mcp_tool
+        if (extra.authInfo !== undefined && named !== name) {
+          return { isError: true, content: [{ type: 'text', text: `the token names ${String(named)}, not ${name}` }] }
+        }
+        return { content: [{ type: 'text', text: `${name} ran with ${JSON.stringify(args)}` }] }
+      })
     }
     s.registerTool('gated_progress', { description: 'progress, then a result' }, async (extra) => {
       const progressToken = extra._meta?.progressToken
@@ -50,9 +63,18 @@ export async function startMcpUpstream (token: string, json: boolean): Promise<M
   const server: Server = createServer((req, res) => {
     void (async () => {
       authorizations.push(req.headers.authorization)
-      if (req.headers.authorization !== `Bearer ${token}`) {
+      const accepted = typeof token === 'string'
+        ? (req.headers.authorization === `Bearer ${token}` ? {} : undefined)
+        : await token(req.headers.authorization).catch(() => undefined)
+      if (accepted === undefined) {
         res.writeHead(401, { 'www-authenticate': 'Bearer' }).end()
         return
+      }
+      if (typeof token !== 'string') {
+        claims.push(accepted)
+        const bearer = (req.headers.authorization ?? '').replace(/^Bearer /, '')
+        const auth: AuthInfo = { token: bearer, clientId: 'sidekey', scopes: [], extra: accepted }
+        Object.assign(req, { auth })
       }
       const body = req.method === 'POST' ? JSON.parse((await readAll(req)).toString()) as unknown : undefined
       for (const m of Array.isArray(body) ? body : body === undefined ? [] : [body]) received.push(m as Record<string, unknown>)
@@ -68,6 +90,7 @@ export async function startMcpUpstream (token: string, json: boolean): Promise<M
     port: (server.address() as AddressInfo).port,
     received,
     authorizations,
+    claims,
     release: () => {
       open()
       gate = new Promise<void>((resolve) => { open = resolve })

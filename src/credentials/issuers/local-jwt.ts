@@ -5,6 +5,7 @@ import { IssuerError } from '../../errors.js'
 import type { Clock, Timer } from '../../util/clock.js'
 import { Secret } from '../../util/secret.js'
 import type { CallCredentialRequest, CredentialRequest, IssuedCredential, Issuer, IssuerDeps, IssuerFactory, JsonWebKeyPublic } from '../issuer.js'
+import { mcpClaims } from '../mcp-claims.js'
 
 /** When generating a signing key failed (it should not), try again after this long rather than spin. */
 const KEYGEN_RETRY_MS = 60_000
@@ -85,6 +86,7 @@ class LocalJwtIssuer implements Issuer {
     if (ttlSeconds > this.#longestTtlSeconds) this.#longestTtlSeconds = ttlSeconds
     const bound: Record<string, unknown> = { htm: request.method, htu: request.url }
     if (request.task !== undefined) bound.task = request.task
+    if (request.mcp !== undefined) Object.assign(bound, mcpClaims(request.mcp))
     return this.#sign(key, request, ttlSeconds, bound)
   }
 

@@ -15,10 +15,10 @@ export interface CredentialSource {
 export function credentialSource (ctx: RoutedContext, origin: string): CredentialSource {
   const { rt, tool, method } = ctx
   const perCall = tool.config.per_call !== undefined
-  // A per-call token is bound to what the upstream will see: method, and URL without the query (RFC 9449 htu).
-  const next = perCall
-    ? () => rt.credentials.mint(tool.name, { method, url: origin + pathWithoutQuery(ctx.path), task: ctx.task })
-    : () => rt.credentials.current(tool.name)
+  // A per-call token is bound to what the upstream will see: method, URL without the query (RFC 9449 htu), and
+  // an MCP tool's JSON-RPC call (read by the MCP policy step before this).
+  const call = () => ({ method, url: origin + pathWithoutQuery(ctx.path), task: ctx.task, mcp: ctx.mcp?.call })
+  const next = perCall ? () => rt.credentials.mint(tool.name, call()) : () => rt.credentials.current(tool.name)
   return { origin, perCall, next }
 }
 
