@@ -40,6 +40,7 @@ export class AuthFailuresDetector implements Detector {
     if (now - oldest > this.#opts.windowMs) return undefined
     ring.size = 0
     const secs = Math.max(1, Math.round((now - oldest) / 1000))
-    return { kind: this.kind, tool: event.tool, detail: `${n} responses with status 401/403 from the upstream within ${secs}s (last: ${event.status})` }
+    const detail = `${n} responses with status 401/403 from the upstream within ${secs}s (last: ${event.status})`
+    return { kind: this.kind, tool: event.tool, detail }
   }
 }

@@ -1,6 +1,9 @@
 import type { AnomalyKind, AuditEvent } from '../audit/events.js'
 
-/** What a detector reports; the hub turns it into an `anomaly` event. `detail` never holds a secret, a query or a header value. */
+/**
+ * What a detector reports; the hub turns it into an `anomaly` event. `detail` never holds a secret, a query or a
+ * header value.
+ */
 export interface AnomalyFinding {
   readonly kind: AnomalyKind
   readonly tool: string | null

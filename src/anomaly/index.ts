@@ -15,8 +15,8 @@ export { AnomalyRateLimiter, type RateLimitOptions } from './rate-limit.js'
 export { looksLikeSecret } from '../secrets/secret-shape.js'
 export { pathShape } from '../secrets/path-shape.js'
 export {
-  AuthFailuresDetector, CredentialEchoedDetector, MethodDeniedDetector, NewEndpointDetector, RateSpikeDetector, UnexpectedCredentialDetector,
-  UnmatchedDestinationDetector,
+  AuthFailuresDetector, CredentialEchoedDetector, MethodDeniedDetector, NewEndpointDetector, RateSpikeDetector,
+  UnexpectedCredentialDetector, UnmatchedDestinationDetector,
 }
 
 /**
@@ -33,14 +33,22 @@ export function createDetectors (config: AnomalyConfig): Detector[] {
   if (config.method_denied.enabled) out.push(new MethodDeniedDetector())
   if (config.credential_echoed.enabled) out.push(new CredentialEchoedDetector())
   if (config.new_endpoint.enabled) {
-    out.push(new NewEndpointDetector({ learningWindowMs: config.new_endpoint.learning_window, maxShapes: config.new_endpoint.max_shapes }))
+    const n = config.new_endpoint
+    out.push(new NewEndpointDetector({ learningWindowMs: n.learning_window, maxShapes: n.max_shapes }))
   }
   if (config.rate_spike.enabled) {
     const r = config.rate_spike
-    out.push(new RateSpikeDetector({ windowMs: r.window, factor: r.factor, minCount: r.min_count, baselineWindows: r.baseline_windows, warmupWindows: r.warmup_windows }))
+    out.push(new RateSpikeDetector({
+      windowMs: r.window,
+      factor: r.factor,
+      minCount: r.min_count,
+      baselineWindows: r.baseline_windows,
+      warmupWindows: r.warmup_windows,
+    }))
   }
   if (config.auth_failures.enabled) {
-    out.push(new AuthFailuresDetector({ threshold: config.auth_failures.threshold, windowMs: config.auth_failures.window }))
+    const a = config.auth_failures
+    out.push(new AuthFailuresDetector({ threshold: a.threshold, windowMs: a.window }))
   }
   return out
 }

@@ -8,6 +8,7 @@ export class MethodDeniedDetector implements Detector {
 
   observe (event: AuditEvent): AnomalyFinding | undefined {
     if (event.event !== 'credential.used' || event.outcome !== 'method_denied') return undefined
-    return { kind: this.kind, tool: event.tool, detail: `${event.method} ${pathShape(event.path)} refused: method not allowed for this tool` }
+    const detail = `${event.method} ${pathShape(event.path)} refused: method not allowed for this tool`
+    return { kind: this.kind, tool: event.tool, detail }
   }
 }

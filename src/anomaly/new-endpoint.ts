@@ -36,7 +36,9 @@ export class NewEndpointDetector implements Detector {
     if (state.shapes.size >= this.#opts.maxShapes) {
       if (state.full) return undefined
       state.full = true
-      return { kind: this.kind, tool: event.tool, detail: `more than ${this.#opts.maxShapes} endpoint shapes; new endpoints are no longer tracked for this tool` }
+      const detail = `more than ${this.#opts.maxShapes} endpoint shapes; ` +
+        'new endpoints are no longer tracked for this tool'
+      return { kind: this.kind, tool: event.tool, detail }
     }
     state.shapes.add(key)
     if (now - state.firstSeen <= this.#opts.learningWindowMs) return undefined

@@ -7,7 +7,9 @@ export interface RateLimitOptions {
   windowMs: number
 }
 
-interface Window { readonly kind: AnomalyKind, readonly tool: string | null, start: number, count: number, suppressed: number }
+interface Window {
+  readonly kind: AnomalyKind, readonly tool: string | null, start: number, count: number, suppressed: number
+}
 
 const MAX_KEYS = 10_000
 
@@ -55,7 +57,8 @@ export class AnomalyRateLimiter {
   nextDue (): number | undefined {
     let due: number | undefined
     for (const w of this.#windows.values()) {
-      if (w.suppressed > 0 && (due === undefined || w.start + this.#opts.windowMs < due)) due = w.start + this.#opts.windowMs
+      const end = w.start + this.#opts.windowMs
+      if (w.suppressed > 0 && (due === undefined || end < due)) due = end
     }
     return due
   }
@@ -67,7 +70,10 @@ export class AnomalyRateLimiter {
       const ended = now - w.start >= this.#opts.windowMs
       if (w.suppressed > 0 && (ended || force)) {
         const secs = Math.max(1, Math.round(Math.min(now - w.start, this.#opts.windowMs) / 1000))
-        out.push({ kind: w.kind, tool: w.tool, suppressed: w.suppressed, detail: `${w.suppressed} more ${w.kind} anomalies suppressed in ${secs}s (rate limit ${this.#opts.max} per ${Math.round(this.#opts.windowMs / 1000)}s)` })
+        const per = Math.round(this.#opts.windowMs / 1000)
+        const detail = `${w.suppressed} more ${w.kind} anomalies suppressed in ${secs}s ` +
+          `(rate limit ${this.#opts.max} per ${per}s)`
+        out.push({ kind: w.kind, tool: w.tool, suppressed: w.suppressed, detail })
         this.#windows.delete(key)
       } else if (ended) {
         this.#windows.delete(key)

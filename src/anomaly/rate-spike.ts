@@ -47,7 +47,8 @@ export class RateSpikeDetector implements Detector {
     if (s.count <= bar) return undefined
     s.fired = true
     const per = Math.round(this.#opts.windowMs / 1000)
-    return { kind: this.kind, tool: event.tool, detail: `${s.count} requests in ${per}s, baseline ${s.baseline.toFixed(1)} per ${per}s` }
+    const detail = `${s.count} requests in ${per}s, baseline ${s.baseline.toFixed(1)} per ${per}s`
+    return { kind: this.kind, tool: event.tool, detail }
   }
 
   #roll (s: ToolState, bucket: number): void {

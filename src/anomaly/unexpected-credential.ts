@@ -15,7 +15,8 @@ export class UnexpectedCredentialDetector implements Detector {
     return {
       kind: this.kind,
       tool: event.tool,
-      detail: `${event.method} ${pathShape(event.path)}: the agent sent a credential other than the placeholder (stripped, not forwarded)`,
+      detail: `${event.method} ${pathShape(event.path)}: the agent sent a credential other than the placeholder ` +
+        '(stripped, not forwarded)',
     }
   }
 }

@@ -16,7 +16,9 @@ export interface CredentialIssued {
   scopes: readonly string[]
   /** Other tools sharing this credential. */
   shared_with?: readonly string[]
-  /** Why it was fetched: initial, scheduled, rotate, rejected (upstream 401), changed (source file changed), max_uses. */
+  /**
+   * Why it was fetched: initial, scheduled, rotate, rejected (upstream 401), changed (source file changed), max_uses.
+   */
   reason?: string
 }
 
@@ -62,11 +64,16 @@ export interface CredentialUsed {
   client: string
   placeholder: PlaceholderState
   request_id: string
-  /** Set when the request was refused before reaching upstream (method_denied, misdirected, credential_unavailable, ...). */
+  /**
+   * Set when the request was refused before reaching upstream (method_denied, misdirected, credential_unavailable,
+   * ...).
+   */
   outcome?: string
   /** For failures: a stable error code (e.g. `SIDEKEY_UPSTREAM_TLS/CERT_HAS_EXPIRED`), never a message. */
   error?: string
-  /** For failures: the hint the agent got in its error body (`upstream certificate not trusted: set upstream_ca_file`). */
+  /**
+   * For failures: the hint the agent got in its error body (`upstream certificate not trusted: set upstream_ca_file`).
+   */
   detail?: string
   /** Milliseconds of the exchange spent in sidekey itself (before the upstream request was sent). */
   overhead_ms?: number
@@ -81,7 +88,10 @@ export interface CredentialUsed {
   echoed?: readonly string[]
   /** outcome budget_exhausted: the budget that ran out (`requests:50/1h/instance`). */
   budget?: string
-  /** Absolute-form request whose Host header named another authority than its URL; the URL's was used (threat model: the agent, credential scope). */
+  /**
+   * Absolute-form request whose Host header named another authority than its URL; the URL's was used (threat
+   * model: the agent, credential scope).
+   */
   host_mismatch?: boolean
   /** The agent's X-Sidekey-Task for this call (an opaque id it chose; never a metric label: ids are unbounded). */
   task?: string
@@ -130,7 +140,9 @@ export interface EgressDenied {
   request_id?: string
   /** The path without its query. */
   path?: string
-  /** `misdirected`: the authority (Host, absolute URL, or TLS server name) the agent named inside a tunnel to `host`. */
+  /**
+   * `misdirected`: the authority (Host, absolute URL, or TLS server name) the agent named inside a tunnel to `host`.
+   */
   requested?: string
   /** The tool whose request was refused when dialling its upstream (e.g. `private_address`: an unpinned name). */
   tool?: string
@@ -164,7 +176,9 @@ export interface EgressPassed {
 
 /** Where a credential sat in a request, as `egress.inventory` records it: never the value. */
 export interface CarriedCredential {
-  /** `authorization` (a scheme other than Basic), `basic` (Authorization: Basic), `header` (another header), `query`. */
+  /**
+   * `authorization` (a scheme other than Basic), `basic` (Authorization: Basic), `header` (another header), `query`.
+   */
   placement: 'authorization' | 'basic' | 'header' | 'query'
   /** The header or query parameter name, lower-cased for headers. */
   name: string
@@ -219,8 +233,9 @@ export type TlsClientAlert = typeof TLS_CLIENT_ALERTS[number]
 
 /** Every value `alert` takes (the metric's label): a fixed set, whatever the client sends. */
 export const TLS_CLIENT_ALERTS = [
-  'unknown_ca', 'bad_certificate', 'certificate_unknown', 'certificate_expired', 'certificate_revoked', 'unsupported_certificate',
-  'decrypt_error', 'handshake_failure', 'protocol_version', 'internal_error', 'closed', 'timeout', 'other',
+  'unknown_ca', 'bad_certificate', 'certificate_unknown', 'certificate_expired', 'certificate_revoked',
+  'unsupported_certificate', 'decrypt_error', 'handshake_failure', 'protocol_version', 'internal_error', 'closed',
+  'timeout', 'other',
 ] as const
 
 export interface Anomaly {
@@ -230,8 +245,8 @@ export interface Anomaly {
   detail: string
 }
 
-export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' | 'rate_spike' | 'auth_failures' |
-  'credential_echoed' | 'fleet_command_rejected' | 'budget_exhausted'
+export type AnomalyKind = 'unmatched_destination' | 'unexpected_credential' | 'method_denied' | 'new_endpoint' |
+  'rate_spike' | 'auth_failures' | 'credential_echoed' | 'fleet_command_rejected' | 'budget_exhausted'
 
 /**
  * A fleet command this sidecar saw (src/fleet/): `applied`, `failed` (verified, but the effect failed, e.g. the
@@ -269,11 +284,14 @@ export interface AdminDenied {
   route: '/reload' | '/rotate' | 'other'
   /** The caller's address as `IP:PORT`. */
   client: string
-  reason: 'unauthorized' | 'rate_limited'
+  reason: typeof ADMIN_DENIED_REASONS[number]
   /** A configured tool named by the route. */
   tool?: string
   retry_after_s?: number
 }
+
+/** Every value `AdminDenied.reason` takes (the metric's label). */
+export const ADMIN_DENIED_REASONS = ['unauthorized', 'rate_limited'] as const
 
 /** What every approval event says of the held call: which approval, of which tool, on which sidecar. */
 export interface ApprovalSubject {
@@ -330,7 +348,9 @@ export interface ApprovalWebhookFailed {
 
 export type ApprovalEvent = ApprovalRequested | ApprovalDecided | ApprovalWebhookFailed
 
-export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired | CredentialUsed | CredentialEchoed | EgressDenied | EgressPassed | EgressInventory | TlsClientError | Anomaly | FleetCommand | AdminDenied | ApprovalEvent
+export type AuditEvent = CredentialIssued | CredentialRefreshFailed | CredentialRevoked | CredentialExpired |
+  CredentialUsed | CredentialEchoed | EgressDenied | EgressPassed | EgressInventory | TlsClientError | Anomaly |
+  FleetCommand | AdminDenied | ApprovalEvent
 
 /** Where the request and credential paths publish. Implementations must not throw and must not block. */
 export interface AuditSink {

@@ -37,8 +37,8 @@ const DEFAULT_MAX_QUEUE = 10_000
  * `emit` never throws and never waits; after `close()` it still logs and counts, without detection.
  *
  * @example
- *   const hub = new AuditHub({ logger, metrics, instanceId: config.instance_id, detectors: createDetectors(config.anomaly) })
- *   hub.emit({ event: 'credential.used', tool: 'github', ... })
+ *   const hub = new AuditHub({ logger, metrics, instanceId: config.instance_id, detectors:
+ * createDetectors(config.anomaly) })   hub.emit({ event: 'credential.used', tool: 'github', ... })
  *   hub.close()
  */
 export class AuditHub implements AuditSink {
@@ -141,7 +141,9 @@ export class AuditHub implements AuditSink {
           this.#countError()
           continue
         }
-        if (finding !== undefined) this.#anomaly({ event: 'anomaly', kind: finding.kind, tool: finding.tool, detail: finding.detail }, now)
+        if (finding !== undefined) {
+          this.#anomaly({ event: 'anomaly', kind: finding.kind, tool: finding.tool, detail: finding.detail }, now)
+        }
       }
     }
     const idle = this.#idle
@@ -191,7 +193,8 @@ export class AuditHub implements AuditSink {
       case 'credential.echoed':
       case 'egress.denied':
       case 'egress.passed': {
-        // The path never carries its query (README, "Audit events") nor a credential-shaped segment (threat model: a log reader).
+        // The path never carries its query (README, "Audit events") nor a credential-shaped segment (threat model:
+        // a log reader).
         const path = event.path === undefined ? undefined : auditPath(event.path)
         this.#log.info(path === event.path ? event : { ...event, path })
         return
@@ -210,12 +213,13 @@ export class AuditHub implements AuditSink {
 }
 
 /**
- * Events one agent can repeat on every connection, and that say the same thing each time: a failed client
- * handshake, a CONNECT to a host the CA cannot cover. Their lines are rate-limited per host (and alert); the
- * metrics count every one.
+ * Events one caller can repeat at will, and that say the same thing each time: a failed client handshake, a CONNECT
+ * to a host the CA cannot cover, a refused admin write (a token guesser on the admin port). Their lines are
+ * rate-limited per host and alert, or per admin route and reason; the metrics count every one.
  */
 function noisyKey (event: AuditEvent): string | undefined {
   if (event.event === 'tls.client_error') return `${event.event} ${event.host} ${event.alert}`
   if (event.event === 'egress.denied' && event.reason === 'ca_constraint') return `${event.event} ${event.host}`
+  if (event.event === 'admin.denied') return `${event.event} ${event.route} ${event.reason}`
   return undefined
 }

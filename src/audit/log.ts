@@ -136,7 +136,9 @@ export function escapeAllControl (value: string): string {
 }
 
 /** Keys whose string values are URLs or request targets: their secret query values are redacted. */
-const URL_KEYS = new Set(['url', 'uri', 'href', 'location', 'target', 'path', 'token_url', 'redirect', 'referer', 'referrer'])
+const URL_KEYS = new Set([
+  'url', 'uri', 'href', 'location', 'target', 'path', 'token_url', 'redirect', 'referer', 'referrer',
+])
 
 const MAX_DEPTH = 4
 

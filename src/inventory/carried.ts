@@ -14,11 +14,13 @@ import type { FingerprintKey } from './key.js'
  */
 
 /** Header names that hold a credential by name. */
-const CREDENTIAL_NAME = /(?:^|-)(?:api-?key|apikey|key|token|secret|auth|signature|session|password|credential|pat)s?(?:$|-)/
+const CREDENTIAL_NAME =
+  /(?:^|-)(?:api-?key|apikey|key|token|secret|auth|signature|session|password|credential|pat)s?(?:$|-)/
 /** Headers that are never a credential (or not the agent's to an API: proxy-authorization is sidekey's own). */
 const NOT_CREDENTIAL = new Set([
-  'host', 'content-type', 'content-length', 'content-encoding', 'accept', 'accept-encoding', 'accept-language', 'user-agent',
-  'connection', 'cookie', 'if-none-match', 'if-match', 'etag', 'referer', 'origin', 'traceparent', 'tracestate', 'baggage',
+  'host', 'content-type', 'content-length', 'content-encoding', 'accept', 'accept-encoding', 'accept-language',
+  'user-agent', 'connection', 'cookie', 'if-none-match', 'if-match', 'etag', 'referer', 'origin', 'traceparent',
+  'tracestate', 'baggage',
   'x-request-id', 'cache-control', 'pragma', 'date', 'proxy-authorization', 'proxy-connection', 'te', 'upgrade',
   'transfer-encoding', 'keep-alive', 'expect', 'range', 'x-amz-content-sha256', 'x-amz-date',
 ])
@@ -26,17 +28,26 @@ const NOT_CREDENTIAL = new Set([
 const MAX_CARRIED = 8
 const MAX_NAME = 64
 
-export function carriedCredentials (rawHeaders: readonly string[], pathAndQuery: string, key: FingerprintKey): CarriedCredential[] {
+export function carriedCredentials (
+  rawHeaders: readonly string[], pathAndQuery: string, key: FingerprintKey
+): CarriedCredential[] {
   const out: CarriedCredential[] = []
-  const add = (placement: CarriedCredential['placement'], name: string, value: string, kindOf: string, scheme?: string): void => {
+  const add: Add = (placement, name, value, kindOf, scheme) => {
     if (out.length >= MAX_CARRIED || value === '') return
-    out.push({ placement, name: name.slice(0, MAX_NAME), ...(scheme === undefined ? {} : { scheme: scheme.slice(0, MAX_NAME) }), kind: secretKind(kindOf), fingerprint: key.fingerprint(value) })
+    out.push({
+      placement,
+      name: name.slice(0, MAX_NAME),
+      ...(scheme === undefined ? {} : { scheme: scheme.slice(0, MAX_NAME) }),
+      kind: secretKind(kindOf),
+      fingerprint: key.fingerprint(value),
+    })
   }
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!.toLowerCase()
     const value = rawHeaders[i + 1]!.trim()
     if (name === 'authorization') authorization(value, add)
-    else if (!NOT_CREDENTIAL.has(name) && !name.startsWith(':') && (CREDENTIAL_NAME.test(name) || looksLikeSecret(value))) {
+    else if (!NOT_CREDENTIAL.has(name) && !name.startsWith(':') &&
+      (CREDENTIAL_NAME.test(name) || looksLikeSecret(value))) {
       add('header', name, value, lastToken(value))
     }
   }
@@ -53,7 +64,9 @@ export function carriedCredentials (rawHeaders: readonly string[], pathAndQuery:
   return out
 }
 
-type Add = (placement: CarriedCredential['placement'], name: string, value: string, kindOf: string, scheme?: string) => void
+type Add = (
+  placement: CarriedCredential['placement'], name: string, value: string, kindOf: string, scheme?: string
+) => void
 
 function authorization (value: string, add: Add): void {
   const space = value.indexOf(' ')
@@ -64,7 +77,8 @@ function authorization (value: string, add: Add): void {
   const decoded = Buffer.from(rest, 'base64').toString('utf8')
   const colon = decoded.indexOf(':')
   // Some APIs put the key in the user name with an empty password (Stripe), most in the password.
-  const secret = colon === -1 ? decoded : decoded.slice(colon + 1) === '' ? decoded.slice(0, colon) : decoded.slice(colon + 1)
+  const password = decoded.slice(colon + 1)
+  const secret = colon === -1 ? decoded : password === '' ? decoded.slice(0, colon) : password
   add('basic', 'authorization', decoded, secret)
 }
 

@@ -41,7 +41,10 @@ async function readKey (path: string): Promise<Buffer | undefined> {
     throw keyError(path, err)
   }
   const key = Buffer.from(text.trim(), 'base64')
-  if (key.length !== KEY_BYTES) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `${path} is not an inventory key (${KEY_BYTES} bytes, base64): remove it to make a new one`)
+  if (key.length !== KEY_BYTES) {
+    const why = `${path} is not an inventory key (${KEY_BYTES} bytes, base64): remove it to make a new one`
+    throw new SidekeyError('SIDEKEY_CONFIG_INVALID', why)
+  }
   return key
 }
 
@@ -63,5 +66,7 @@ async function createKey (dir: string, path: string): Promise<Buffer> {
 }
 
 function keyError (path: string, err: unknown): SidekeyError {
-  return new SidekeyError('SIDEKEY_CONFIG_INVALID', `the inventory key ${path} cannot be read or made (${(err as NodeJS.ErrnoException | undefined)?.code ?? 'error'})`, { cause: err })
+  const code = (err as NodeJS.ErrnoException | undefined)?.code ?? 'error'
+  const why = `the inventory key ${path} cannot be read or made (${code})`
+  return new SidekeyError('SIDEKEY_CONFIG_INVALID', why, { cause: err })
 }

@@ -1,4 +1,6 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import {
+  createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject,
+} from 'node:crypto'
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SidekeyError } from '../../errors.js'
@@ -62,12 +64,14 @@ export async function loadOrCreateAuditKey (dir: string): Promise<AuditKey> {
   try {
     const st = await stat(path)
     if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
-      throw fail(`${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run chmod 600 on it`)
+      const mode = (st.mode & 0o777).toString(8).padStart(4, '0')
+      throw fail(`${path} is accessible by group or others (mode ${mode}); run chmod 600 on it`)
     }
     pem = await readFile(path)
   } catch (err) {
     if (err instanceof SidekeyError) throw err
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fail(`cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, err)
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'ENOENT') throw fail(`cannot read ${path} (${code ?? 'error'})`, err)
   }
   if (pem !== undefined) {
     let privateKey: KeyObject
@@ -132,10 +136,22 @@ export function verifyCheckpoint (jws: string, jwk: { x?: unknown, crv?: unknown
   if (!verify(null, Buffer.from(`${parts[0]}.${parts[1]}`), key, Buffer.from(parts[2]!, 'base64url'))) {
     return { ok: false, why: 'signature does not verify' }
   }
-  if (typeof claims.run_id !== 'string' || typeof claims.seq !== 'number' || typeof claims.chain !== 'string' || typeof claims.iss !== 'string') {
+  if (typeof claims.run_id !== 'string' || typeof claims.seq !== 'number' || typeof claims.chain !== 'string' ||
+    typeof claims.iss !== 'string') {
     return { ok: false, why: 'signed claims lack run_id, seq, chain or iss' }
   }
-  return { ok: true, claims: { iss: claims.iss, run_id: claims.run_id, seq: claims.seq, chain: claims.chain, final: claims.final === true, iat: typeof claims.iat === 'number' ? claims.iat : 0 }, kid: typeof header.kid === 'string' ? header.kid : undefined }
+  return {
+    ok: true,
+    claims: {
+      iss: claims.iss,
+      run_id: claims.run_id,
+      seq: claims.seq,
+      chain: claims.chain,
+      final: claims.final === true,
+      iat: typeof claims.iat === 'number' ? claims.iat : 0,
+    },
+    kid: typeof header.kid === 'string' ? header.kid : undefined,
+  }
 }
 
 /** The last checkpoint written in `dir`, or undefined (none yet, or unreadable: then the next run says so). */

@@ -1,7 +1,10 @@
 import type { Logger } from 'pino'
 import { systemClock, type Clock, type Timer } from '../../util/clock.js'
 import { AuditChain } from './chain.js'
-import { loadOrCreateAuditKey, readLastCheckpoint, signCheckpoint, verifyCheckpoint, writeLastCheckpoint, type AuditJwk, type AuditKey, type SignedCheckpoint } from './key.js'
+import {
+  loadOrCreateAuditKey, readLastCheckpoint, signCheckpoint, verifyCheckpoint, writeLastCheckpoint,
+  type AuditJwk, type AuditKey, type SignedCheckpoint,
+} from './key.js'
 
 /** Written in `audit.started`: what a verifier must understand to check this run. */
 export const TRAIL_FORMAT = 'sidekey-audit/1'
@@ -35,8 +38,8 @@ export type CheckpointListener = (checkpoint: SignedCheckpoint) => void
  * checkpoint is then still caught by the copy elsewhere.
  *
  * @example
- *   const trail = await AuditTrail.open({ logger, chain, dir: config.ca.dir, instanceId, every: { events: 1000, interval: 60_000 } })
- *   const stop = trail.onCheckpoint((cp) => publish(`sidekey.audit.${cp.iss}`, cp.jws))
+ *   const trail = await AuditTrail.open({ logger, chain, dir: config.ca.dir, instanceId, every: { events: 1000,
+ * interval: 60_000 } })   const stop = trail.onCheckpoint((cp) => publish(`sidekey.audit.${cp.iss}`, cp.jws))
  *   await trail.close()
  */
 export class AuditTrail {
@@ -101,7 +104,8 @@ export class AuditTrail {
     if (this.#closed) return undefined
     const chain = this.#chain
     if (!final && chain.sinceCheckpoint === 0) return undefined
-    const claims = { iss: this.#instanceId, run_id: chain.runId, seq: chain.seq, chain: chain.last, final, iat: Math.floor(this.#clock.now() / 1000) }
+    const iat = Math.floor(this.#clock.now() / 1000)
+    const claims = { iss: this.#instanceId, run_id: chain.runId, seq: chain.seq, chain: chain.last, final, iat }
     const cp: SignedCheckpoint = { ...claims, jws: signCheckpoint(this.key, claims) }
     this.#log.info({ event: 'audit.checkpoint', checkpoint: { seq: cp.seq, chain: cp.chain, final }, jws: cp.jws })
     chain.checkpointed()
@@ -151,7 +155,9 @@ export class AuditTrail {
         try {
           await writeLastCheckpoint(this.#dir, next)
         } catch (err) {
-          this.#log.warn({ err: { code: (err as NodeJS.ErrnoException).code ?? 'error' }, dir: this.#dir }, 'cannot keep the last audit checkpoint on disk: the next run cannot name it')
+          const code = (err as NodeJS.ErrnoException).code ?? 'error'
+          this.#log.warn({ err: { code }, dir: this.#dir },
+            'cannot keep the last audit checkpoint on disk: the next run cannot name it')
         }
       }
       this.#saving = undefined
