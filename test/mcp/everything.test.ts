@@ -1,58 +1,21 @@
 import t from 'tap'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { randomUUID } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
-import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { connectThrough, mcpToolYaml } from '../helpers/mcp.js'
+import { startEverything } from '../helpers/mcp-everything.js'
 
 // server-everything (the MCP reference server) with sessions, as its own Streamable HTTP entry runs it, on
 // 127.0.0.1 behind a bearer check; the agent reaches it through sidekey with an allowlist.
 const TOKEN = 'everything-real-token-41c2'
-// The package ships no type declarations for its server factory.
-const EVERYTHING: string = '@modelcontextprotocol/server-everything/dist/server/index.js'
-const { createServer: createEverything } = await import(EVERYTHING) as { createServer: () => { server: McpServer } }
 const dir = mkdtempSync(join(tmpdir(), 'sidekey-mcp-all-'))
 writeFileSync(join(dir, 'token'), TOKEN)
-const sessions = new Map<string, StreamableHTTPServerTransport>()
-const seenTools: string[] = []
-const http = createServer((req, res) => {
-  void (async () => {
-    if (req.headers.authorization !== `Bearer ${TOKEN}`) {
-      res.writeHead(401).end()
-      return
-    }
-    const id = req.headers['mcp-session-id'] as string | undefined
-    let transport = id === undefined ? undefined : sessions.get(id)
-    let body: unknown
-    if (req.method === 'POST') {
-      const chunks: Buffer[] = []
-      for await (const c of req) chunks.push(c as Buffer)
-      body = JSON.parse(Buffer.concat(chunks).toString())
-      const m = body as { method?: string, params?: { name?: string } }
-      if (m.method === 'tools/call') seenTools.push(m.params!.name!)
-    }
-    if (transport === undefined) {
-      const { server } = createEverything()
-      transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), onsessioninitialized: (sid) => { sessions.set(sid, transport!) } })
-      await server.connect(transport)
-    }
-    await transport.handleRequest(req, res, body)
-  })()
-})
-await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
-t.teardown(async () => {
-  for (const s of sessions.values()) await s.close()
-  http.closeAllConnections()
-  http.close()
-})
-const port = (http.address() as AddressInfo).port
+const upstream = await startEverything(TOKEN)
+t.teardown(() => upstream.close())
+const port = upstream.port
 
 t.test('server-everything behind an allowlist: progress, sampling and elicitation flows of allowed tools work', async (t) => {
   const allowed = '{ tools: [echo, get-sum, trigger-long-running-operation, trigger-sampling-request, trigger-elicitation-request] }'
@@ -73,6 +36,6 @@ t.test('server-everything behind an allowlist: progress, sampling and elicitatio
   t.match((await client.callTool({ name: 'trigger-elicitation-request', arguments: {} })).content, [{ text: /decline/ }])
   const refused = await client.callTool({ name: 'get-env', arguments: {} })
   t.equal(refused.isError, true)
-  t.notOk(seenTools.includes('get-env'), 'get-env (it would print the server environment) never reached the server')
+  t.notOk(upstream.calledTools.includes('get-env'), 'get-env (it would print the server environment) never reached the server')
   t.notOk(sk.log.text.includes(TOKEN))
 })
