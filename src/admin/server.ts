@@ -55,7 +55,8 @@ export class AdminServer {
   constructor (deps: AdminDeps) {
     this.#deps = deps
     this.#rotations = new RotateLimiter(deps.clock ?? systemClock)
-    this.#server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, maxHeaderSize: 16384 }, (req, res) => {
+    const limits = { headersTimeout: 10_000, requestTimeout: 30_000, maxHeaderSize: 16384 }
+    this.#server = createServer(limits, (req, res) => {
       this.#route(req, res).catch((err: unknown) => send(res, statusOf(err), { error: codeOf(err) }))
     })
     this.#server.keepAliveTimeout = 5000
@@ -87,8 +88,10 @@ export class AdminServer {
           await this.#deps.reload()
           send(res, 200, { reloaded: true })
         } catch (err) {
-          const problems = (err as { problems?: ReadonlyArray<{ file: string, line: number, col: number, message: string }> }).problems
-          send(res, 400, { error: 'config_invalid', problems: (problems ?? []).map((p) => `${p.file}:${p.line}:${p.col}: ${p.message}`) })
+          type Problem = { file: string, line: number, col: number, message: string }
+          const problems = (err as { problems?: readonly Problem[] }).problems
+          const lines = (problems ?? []).map((p) => `${p.file}:${p.line}:${p.col}: ${p.message}`)
+          send(res, 400, { error: 'config_invalid', problems: lines })
         }
         return
       }
@@ -110,9 +113,11 @@ export class AdminServer {
         }
         try {
           const c = await credentials.rotate(tool, { revokePrevious: url.searchParams.get('revoke') === 'previous' })
-          send(res, 200, { tool, credential_id: c.id, issued_at: iso(c.issuedAt), expires_at: c.expiresAt === undefined ? null : iso(c.expiresAt) })
+          const expiresAt = c.expiresAt === undefined ? null : iso(c.expiresAt)
+          send(res, 200, { tool, credential_id: c.id, issued_at: iso(c.issuedAt), expires_at: expiresAt })
         } catch (err) {
-          send(res, statusOf(err) === 404 ? 404 : 502, { error: statusOf(err) === 404 ? 'unknown_tool' : 'rotation_failed', tool })
+          const unknown = statusOf(err) === 404
+          send(res, unknown ? 404 : 502, { error: unknown ? 'unknown_tool' : 'rotation_failed', tool })
         }
         return
       }
@@ -164,8 +169,9 @@ export class AdminServer {
       }
       case '/approvals':
         // The held bodies' previews are the agent's messages: read with the admin token, as decisions are made.
-        if (!this.#authorized(req)) send(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="sidekey-admin"' })
-        else send(res, 200, { approvals: this.#deps.approvals?.().list() ?? [] })
+        if (!this.#authorized(req)) {
+          send(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="sidekey-admin"' })
+        } else send(res, 200, { approvals: this.#deps.approvals?.().list() ?? [] })
         return
       case '/ca.pem':
         res.writeHead(200, { 'content-type': 'application/x-pem-file' })
@@ -210,7 +216,12 @@ export class AdminServer {
 
 function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers })
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    ...headers,
+  })
   res.end(text)
 }
 

@@ -23,7 +23,9 @@ export function tokenDigest (text: string): Buffer {
  * that a CLI reading it never sees half a token. The admin port is reachable from anything sharing sidekey's network
  * namespace (the agent, under compose), so its writes are never open. A file others can read is refused.
  */
-export async function loadOrCreateAdminToken (dir: string): Promise<{ path: string, digest: Buffer, created: boolean }> {
+export async function loadOrCreateAdminToken (
+  dir: string
+): Promise<{ path: string, digest: Buffer, created: boolean }> {
   const path = join(dir, ADMIN_TOKEN_FILE)
   const text = await readPrivate(path)
   if (text !== undefined) {
@@ -36,7 +38,8 @@ export async function loadOrCreateAdminToken (dir: string): Promise<{ path: stri
     if (made !== undefined) await chmod(dir, 0o700)
     await writeFileAtomic(path, token + '\n', 0o600)
   } catch (err) {
-    throw new SidekeyError('SIDEKEY_INTERNAL', `cannot write ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err })
+    const code = (err as NodeJS.ErrnoException).code ?? 'error'
+    throw new SidekeyError('SIDEKEY_INTERNAL', `cannot write ${path} (${code})`, { cause: err })
   }
   return { path, digest: tokenDigest(token), created: true }
 }
@@ -49,7 +52,8 @@ export async function readAdminToken (config: Pick<Config, 'admin' | 'ca'>): Pro
     text = await readFile(path, 'utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error'
-    const hint = code === 'ENOENT' && config.admin.token_file === undefined ? ': sidekey makes it at its first start' : ''
+    const made = code === 'ENOENT' && config.admin.token_file === undefined
+    const hint = made ? ': sidekey makes it at its first start' : ''
     throw fail(`cannot read the admin token ${path} (${code})${hint}`, err)
   }
   if (text.trim() === '') throw fail(`the admin token ${path} is empty`)
@@ -60,7 +64,8 @@ async function readPrivate (path: string): Promise<string | undefined> {
   try {
     const st = await stat(path)
     if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
-      throw fail(`${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run chmod 600 on it`)
+      const mode = (st.mode & 0o777).toString(8).padStart(4, '0')
+      throw fail(`${path} is accessible by group or others (mode ${mode}); run chmod 600 on it`)
     }
     return await readFile(path, 'utf8')
   } catch (err) {

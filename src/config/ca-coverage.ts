@@ -4,7 +4,8 @@ import type { Config } from './schema.js'
 export function caConstraints (config: Readonly<Config>): { nameConstraints?: string[] } {
   if (!config.ca.name_constraints) return {}
   return {
-    nameConstraints: Object.values(config.tools).map((t) => t.match.host.startsWith('*.') ? t.match.host.slice(1) : t.match.host),
+    nameConstraints: Object.values(config.tools)
+      .map((t) => t.match.host.startsWith('*.') ? t.match.host.slice(1) : t.match.host),
   }
 }
 
@@ -17,5 +18,7 @@ export const CA_COVERAGE_WARNING = 'these tools are outside the interception CA\
  * anything that answers `permits`, so config/ needs nothing from tls/.
  */
 export function uncoveredTools (config: Readonly<Config>, ca: { permits (host: string): boolean }): string[] {
-  return Object.entries(config.tools).filter(([, t]) => !ca.permits(t.match.host.replace(/^\*\./, 'x.'))).map(([name]) => name)
+  return Object.entries(config.tools)
+    .filter(([, t]) => !ca.permits(t.match.host.replace(/^\*\./, 'x.')))
+    .map(([name]) => name)
 }

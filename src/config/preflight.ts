@@ -35,7 +35,8 @@ export async function preflight (config: Readonly<Config>): Promise<Preflight> {
     problems.push(`upstream_ca_file ${config.upstream_ca_file} holds no PEM certificate`)
   }
   if (problems.length > 0) throw new SidekeyError('SIDEKEY_CONFIG_INVALID', problems.join('; '))
-  return { tokenDigest: token === undefined ? undefined : createHash('sha256').update(token.trim()).digest(), upstreamCa }
+  const tokenDigest = token === undefined ? undefined : createHash('sha256').update(token.trim()).digest()
+  return { tokenDigest, upstreamCa }
 }
 
 function holdsCertificate (pem: string): boolean {

@@ -12,7 +12,9 @@ import type { LockView, ToolLock } from '../proxy/lock-view.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
 import { systemClock, type Clock, type Timer } from '../util/clock.js'
 import { ackDone, KEYS, natsOptions, openBucket, type Ack, type Heartbeat } from './bucket.js'
-import { CLOCK_SKEW_MS, MAX_COMMAND_LIFETIME_S, verifyCommand, type VerifiedCommand, type Verification } from './command.js'
+import {
+  CLOCK_SKEW_MS, MAX_COMMAND_LIFETIME_S, verifyCommand, type VerifiedCommand, type Verification,
+} from './command.js'
 import { loadOperatorKeys, type OperatorPublicKey } from './keys.js'
 import { LockTable } from './locks.js'
 import { ReplayCache } from './replay.js'
@@ -151,7 +153,8 @@ export class FleetAgent implements LockView {
   }
 
   status (): FleetStatus {
-    return { connected: this.#connected, synced: this.#watch.watching, bucket: this.#cfg.bucket, locks: this.#locks.active() }
+    const synced = this.#watch.watching
+    return { connected: this.#connected, synced, bucket: this.#cfg.bucket, locks: this.#locks.active() }
   }
 
   /**
@@ -167,9 +170,18 @@ export class FleetAgent implements LockView {
   #flushCheckpoint (): void {
     const kv = this.#kv
     const cp = this.#checkpoint
-    if (kv === undefined || cp === undefined || this.#closed || !this.#connected || this.#publishingCheckpoint !== undefined) return
+    if (kv === undefined || cp === undefined || this.#closed || !this.#connected) return
+    if (this.#publishingCheckpoint !== undefined) return
     this.#checkpoint = undefined
-    const value = { instance: this.#instance, run_id: cp.run_id, seq: cp.seq, chain: cp.chain, final: cp.final, iat: cp.iat, jws: cp.jws }
+    const value = {
+      instance: this.#instance,
+      run_id: cp.run_id,
+      seq: cp.seq,
+      chain: cp.chain,
+      final: cp.final,
+      iat: cp.iat,
+      jws: cp.jws,
+    }
     this.#publishingCheckpoint = kv.put(KEYS.checkpoint(this.#instance), JSON.stringify(value)).then(
       () => {
         this.#publishingCheckpoint = undefined
@@ -208,7 +220,9 @@ export class FleetAgent implements LockView {
     try {
       const options = await natsOptions(this.#cfg, `sidekey ${this.#instance}`)
       // Once connected the client reconnects by itself, for ever; the watcher below survives it.
-      const { nc, kv } = await openBucket(this.#cfg, { ...options, maxReconnectAttempts: -1, reconnectTimeWait: 1000, pingInterval: 10_000, maxPingOut: 2 })
+      const { nc, kv } = await openBucket(this.#cfg, {
+        ...options, maxReconnectAttempts: -1, reconnectTimeWait: 1000, pingInterval: 10_000, maxPingOut: 2,
+      })
       if (this.#closed) {
         await nc.close()
         return
@@ -235,7 +249,8 @@ export class FleetAgent implements LockView {
 
   #retry (err: unknown): void {
     if (this.#closed) return
-    this.#d.logger.warn({ err: { code: errorCode(err) }, retry_in_ms: this.#retryMs }, 'fleet broker unavailable; serving from config and the cached state')
+    this.#d.logger.warn({ err: { code: errorCode(err) }, retry_in_ms: this.#retryMs },
+      'fleet broker unavailable; serving from config and the cached state')
     this.#timer = this.#clock.setTimeout(() => { void this.#connect() }, this.#retryMs)
     this.#timer.unref?.()
     this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS)
@@ -314,7 +329,8 @@ export class FleetAgent implements LockView {
         }
         // The effect waits on an issuer: run it beside the queue, so a lock behind it applies at once.
         const effect = this.#effect(cmd).then(
-          (r) => this.#done(cmd, r.result, r.result === 'failed' ? r.error : r.result === 'applied' ? undefined : r.reason),
+          (r) => this.#done(cmd, r.result,
+            r.result === 'failed' ? r.error : r.result === 'applied' ? undefined : r.reason),
           () => this.#done(cmd, 'failed', 'SIDEKEY_INTERNAL'))
         this.#pending.add(effect)
         void effect.finally(() => this.#pending.delete(effect))
@@ -328,7 +344,10 @@ export class FleetAgent implements LockView {
     if (cmd.action === 'revoke') {
       const outcomes = await credentials.revoke(cmd.tool)
       const issuer = outcomes.find((o) => o.issuerError !== undefined)
-      if (issuer !== undefined) this.#d.logger.warn({ tool: cmd.tool, error: issuer.issuerError }, 'fleet revoke: the issuer did not confirm the revocation')
+      if (issuer !== undefined) {
+        this.#d.logger.warn({ tool: cmd.tool, error: issuer.issuerError },
+          'fleet revoke: the issuer did not confirm the revocation')
+      }
       await this.#publishJwks()
       return revokeResult(outcomes)
     }
@@ -372,7 +391,8 @@ export class FleetAgent implements LockView {
       jti: keyJti,
       ...(kid === undefined ? {} : { kid }),
     })
-    this.#d.audit.emit({ event: 'anomaly', kind: 'fleet_command_rejected', tool: typeof claims.tool === 'string' ? claims.tool : null, detail: `${reason}: cmd.${keyJti}` })
+    const tool = typeof claims.tool === 'string' ? claims.tool : null
+    this.#d.audit.emit({ event: 'anomaly', kind: 'fleet_command_rejected', tool, detail: `${reason}: cmd.${keyJti}` })
     // The answer is the outcome alone, under the key the command was stored at: nothing else of what the writer
     // chose. A replay gets none: this jti was answered when it first came, and that answer stays true.
     if (reason === 'replayed' || !/^[A-Za-z0-9_-]{1,64}$/.test(keyJti)) return
@@ -382,9 +402,16 @@ export class FleetAgent implements LockView {
   #ack (jti: string, result: string, appliedAt: number, lagMs?: number): void {
     const kv = this.#kv
     if (kv === undefined || this.#closed) return
-    const ack: Ack = { instance: this.#instance, jti, applied_at: new Date(appliedAt).toISOString(), result, ...(lagMs === undefined ? {} : { lag_ms: Math.max(0, lagMs) }) }
+    const ack: Ack = {
+      instance: this.#instance,
+      jti,
+      applied_at: new Date(appliedAt).toISOString(),
+      result,
+      ...(lagMs === undefined ? {} : { lag_ms: Math.max(0, lagMs) }),
+    }
     kv.put(KEYS.ack(jti, this.#instance), JSON.stringify(ack)).catch((err: unknown) => {
-      this.#d.logger.warn({ jti, err: { code: (err as { code?: string }).code ?? 'error' } }, 'fleet: acknowledgement not written')
+      const code = (err as { code?: string }).code ?? 'error'
+      this.#d.logger.warn({ jti, err: { code } }, 'fleet: acknowledgement not written')
     })
     if (!ackDone(result)) this.#d.logger.warn({ jti, result }, 'fleet command not applied')
   }
@@ -392,7 +419,13 @@ export class FleetAgent implements LockView {
   #heartbeat (): void {
     const kv = this.#kv
     if (kv === undefined || this.#closed) return
-    const hb: Heartbeat = { instance: this.#instance, version: this.#d.version, last_seen: new Date(this.#clock.now()).toISOString(), heartbeat_ms: this.#cfg.heartbeat, locks: this.#locks.active() }
+    const hb: Heartbeat = {
+      instance: this.#instance,
+      version: this.#d.version,
+      last_seen: new Date(this.#clock.now()).toISOString(),
+      heartbeat_ms: this.#cfg.heartbeat,
+      locks: this.#locks.active(),
+    }
     kv.put(KEYS.heartbeat(this.#instance), JSON.stringify(hb)).catch(() => {})
     void this.#watch.probe()
     void this.#publishJwks()
@@ -410,7 +443,8 @@ export class FleetAgent implements LockView {
     const text = JSON.stringify(keys)
     if (text === this.#publishedJwks) return
     try {
-      await kv.put(KEYS.jwks(this.#instance), JSON.stringify({ instance: this.#instance, keys, updated_at: new Date(this.#clock.now()).toISOString() }))
+      const updatedAt = new Date(this.#clock.now()).toISOString()
+      await kv.put(KEYS.jwks(this.#instance), JSON.stringify({ instance: this.#instance, keys, updated_at: updatedAt }))
       this.#publishedJwks = text
     } catch { /* the next heartbeat tries again */ }
   }
@@ -421,7 +455,9 @@ export class FleetAgent implements LockView {
     try {
       state = JSON.parse(await readFile(this.#stateFile, 'utf8')) as StateFile
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#d.logger.warn({ file: this.#stateFile }, 'fleet state file unreadable; waiting for the bucket')
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.#d.logger.warn({ file: this.#stateFile }, 'fleet state file unreadable; waiting for the bucket')
+      }
       return
     }
     const now = this.#clock.now()
@@ -430,12 +466,16 @@ export class FleetAgent implements LockView {
       const v = await verifyCommand(c.jws, this.#keys, c.stored_at, now)
       if (!v.ok || (v.command.action !== 'lock' && v.command.action !== 'unlock')) continue
       if (v.command.instance !== '*' && v.command.instance !== this.#instance) continue
-      this.#seen.add(v.command.jti, c.revision, Math.max(v.command.exp * 1000 + CLOCK_SKEW_MS, now + MAX_COMMAND_LIFETIME_S * 1000), now)
+      const until = Math.max(v.command.exp * 1000 + CLOCK_SKEW_MS, now + MAX_COMMAND_LIFETIME_S * 1000)
+      this.#seen.add(v.command.jti, c.revision, until, now)
       this.#locks.apply(v.command)
       this.#revisions.set(v.command.jti, c.revision)
     }
     const locks = this.#locks.active()
-    if (locks.length > 0) this.#d.logger.info({ locks: locks.map((l) => l.tool), file: this.#stateFile }, 'fleet locks restored from the state file')
+    if (locks.length > 0) {
+      this.#d.logger.info({ locks: locks.map((l) => l.tool), file: this.#stateFile },
+        'fleet locks restored from the state file')
+    }
   }
 
   /** Writes the lock commands in force to the state file; coalesced, atomic. */
@@ -450,11 +490,16 @@ export class FleetAgent implements LockView {
         this.#saveAgain = false
         const commands = this.#locks.commands()
         this.#revisions = new Map(commands.map((c) => [c.jti, this.#revisions.get(c.jti) ?? 0]))
-        const state: StateFile = { version: 1, commands: commands.map((c) => ({ jws: c.jws, stored_at: c.storedAt, revision: this.#revisions.get(c.jti)! })) }
+        const state: StateFile = {
+          version: 1,
+          commands: commands.map((c) => ({ jws: c.jws, stored_at: c.storedAt, revision: this.#revisions.get(c.jti)! })),
+        }
         try {
           await writeFileAtomic(this.#stateFile, JSON.stringify(state) + '\n', 0o600)
         } catch (err) {
-          this.#d.logger.warn({ file: this.#stateFile, err: { code: (err as NodeJS.ErrnoException).code ?? 'error' } }, 'fleet state file not written: a restart relies on the bucket')
+          const code = (err as NodeJS.ErrnoException).code ?? 'error'
+          this.#d.logger.warn({ file: this.#stateFile, err: { code } },
+            'fleet state file not written: a restart relies on the bucket')
         }
       } while (this.#saveAgain)
     })().finally(() => { this.#saving = undefined })

@@ -25,7 +25,8 @@ export const KEYS = {
 
 /** One bucket key token for any instance id: characters a key cannot hold (dots split tokens) become `=XX`. */
 export function keyToken (value: string): string {
-  return value.replace(/[^A-Za-z0-9_-]/g, (c) => [...Buffer.from(c)].map((b) => `=${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''))
+  const escape = (b: number): string => `=${b.toString(16).toUpperCase().padStart(2, '0')}`
+  return value.replace(/[^A-Za-z0-9_-]/g, (c) => [...Buffer.from(c)].map(escape).join(''))
 }
 
 export interface Ack {
@@ -60,7 +61,10 @@ export async function natsOptions (config: FleetConfig, name: string): Promise<C
     opts.user = n.user
     opts.pass = await readSecret(n.password_file, 'fleet.nats.password_file')
   }
-  if (n.creds_file !== undefined) opts.authenticator = credsAuthenticator(new TextEncoder().encode(await readSecret(n.creds_file, 'fleet.nats.creds_file')))
+  if (n.creds_file !== undefined) {
+    const creds = await readSecret(n.creds_file, 'fleet.nats.creds_file')
+    opts.authenticator = credsAuthenticator(new TextEncoder().encode(creds))
+  }
   if (n.tls !== undefined) {
     opts.tls = {
       ...(n.tls.ca_file === undefined ? {} : { caFile: n.tls.ca_file }),
@@ -72,7 +76,9 @@ export async function natsOptions (config: FleetConfig, name: string): Promise<C
 }
 
 /** Connects and opens (creating when missing) the fleet bucket: one value per key. */
-export async function openBucket (config: FleetConfig, options: ConnectionOptions): Promise<{ nc: NatsConnection, kv: KV }> {
+export async function openBucket (
+  config: FleetConfig, options: ConnectionOptions
+): Promise<{ nc: NatsConnection, kv: KV }> {
   const nc = await connect(options)
   try {
     const kv = await new Kvm(nc).create(config.bucket, { history: 1 })
@@ -90,6 +96,7 @@ async function readSecret (file: string, key: string): Promise<string> {
     return text
   } catch (err) {
     if (err instanceof SidekeyError) throw err
-    throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `${key} ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    const code = (err as NodeJS.ErrnoException).code ?? 'error'
+    throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `${key} ${file} cannot be read (${code})`)
   }
 }

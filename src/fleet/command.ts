@@ -26,8 +26,11 @@ const claims = z.strictObject({
   /** approve and deny: the approval id and the held body's SHA-256, so one command decides one exact call. */
   approval: z.string().regex(/^apr_[A-Za-z0-9_-]{16}$/).optional(),
   body_sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
-}).refine((c) => ((APPROVAL_ACTIONS as readonly string[]).includes(c.action)) ===
-  (c.approval !== undefined && c.body_sha256 !== undefined), 'approve and deny name approval and body_sha256; others neither')
+}).refine(
+  (c) => ((APPROVAL_ACTIONS as readonly string[]).includes(c.action)) ===
+    (c.approval !== undefined && c.body_sha256 !== undefined),
+  'approve and deny name approval and body_sha256; others neither'
+)
 
 export type CommandClaims = z.output<typeof claims>
 
@@ -62,7 +65,9 @@ export interface CommandInput {
 }
 
 /** Signs a command with an operator key: a compact JWS with `kid`, claims as above. */
-export async function signCommand (input: CommandInput, key: OperatorPrivateKey, now = Date.now()): Promise<{ jws: string, claims: CommandClaims }> {
+export async function signCommand (
+  input: CommandInput, key: OperatorPrivateKey, now = Date.now()
+): Promise<{ jws: string, claims: CommandClaims }> {
   const iat = Math.floor(now / 1000)
   const c = claims.parse({
     action: input.action,
@@ -88,8 +93,12 @@ export async function signCommand (input: CommandInput, key: OperatorPrivateKey,
  * (a replay by anyone who can write the bucket) is refused, because the writer cannot choose the broker's timestamp.
  * The replay cache (jti seen) is the caller's.
  */
-export async function verifyCommand (jws: string, keys: ReadonlyMap<string, OperatorPublicKey>, storedAt: number, now: number): Promise<Verification> {
-  if (jws.length > 8192 || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(jws)) return { ok: false, reason: 'malformed' }
+export async function verifyCommand (
+  jws: string, keys: ReadonlyMap<string, OperatorPublicKey>, storedAt: number, now: number
+): Promise<Verification> {
+  if (jws.length > 8192 || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(jws)) {
+    return { ok: false, reason: 'malformed' }
+  }
   let header: ReturnType<typeof decodeProtectedHeader>
   try {
     header = decodeProtectedHeader(jws)
@@ -98,7 +107,12 @@ export async function verifyCommand (jws: string, keys: ReadonlyMap<string, Oper
   }
   const kid = typeof header.kid === 'string' ? header.kid : undefined
   const unverified = peekClaims(jws)
-  const fail = (reason: RejectReason): Verification => ({ ok: false, reason, ...(unverified === undefined ? {} : { claims: unverified }), ...(kid === undefined ? {} : { kid }) })
+  const fail = (reason: RejectReason): Verification => ({
+    ok: false,
+    reason,
+    ...(unverified === undefined ? {} : { claims: unverified }),
+    ...(kid === undefined ? {} : { kid }),
+  })
   if (header.alg !== 'ES256' && header.alg !== 'EdDSA') return fail('unsupported_alg')
   const key = kid === undefined ? undefined : keys.get(kid)
   if (key === undefined) return fail('unknown_key')

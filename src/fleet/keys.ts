@@ -56,7 +56,9 @@ export async function parseOperatorKeys (text: string, file: string): Promise<Ma
   if (!Array.isArray(jwks?.keys) || jwks.keys.length === 0) throw invalid(`fleet.operator_keys ${file} holds no keys`)
   for (const [i, raw] of jwks.keys.entries()) {
     const jwk = raw as JWK
-    if (jwk === null || typeof jwk !== 'object' || 'd' in jwk) throw invalid(`fleet.operator_keys ${file}: key ${i} is not a public JWK`)
+    if (jwk === null || typeof jwk !== 'object' || 'd' in jwk) {
+      throw invalid(`fleet.operator_keys ${file}: key ${i} is not a public JWK`)
+    }
     let key: KeyObject
     try {
       key = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' })

@@ -45,5 +45,6 @@ export class LockTable implements LockView {
 }
 
 function view (cmd: VerifiedCommand): ToolLock {
-  return { tool: cmd.tool, actor: cmd.actor, reason: cmd.reason, at: new Date(cmd.iat * 1000).toISOString(), jti: cmd.jti }
+  const at = new Date(cmd.iat * 1000).toISOString()
+  return { tool: cmd.tool, actor: cmd.actor, reason: cmd.reason, at, jti: cmd.jti }
 }

@@ -1,6 +1,8 @@
 import type { KV } from '@nats-io/kv'
 import { KEYS, type Ack, type Heartbeat } from './bucket.js'
-import { MAX_COMMAND_LIFETIME_S, signCommand, verifyCommand, type CommandClaims, type CommandInput, type VerifiedCommand } from './command.js'
+import {
+  MAX_COMMAND_LIFETIME_S, signCommand, verifyCommand, type CommandClaims, type CommandInput, type VerifiedCommand,
+} from './command.js'
 import type { OperatorPrivateKey, OperatorPublicKey } from './keys.js'
 
 /** An instance is live while its last heartbeat is younger than this many heartbeat intervals. */
@@ -36,7 +38,8 @@ export interface IssueResult {
  */
 export async function issueCommand (o: IssueOptions): Promise<IssueResult> {
   const now = o.now ?? Date.now
-  const live = (await liveInstances(o.kv, now())).map((h) => h.instance).filter((i) => o.input.instance === '*' || i === o.input.instance)
+  const live = (await liveInstances(o.kv, now())).map((h) => h.instance)
+    .filter((i) => o.input.instance === '*' || i === o.input.instance)
   const { jws, claims } = await signCommand(o.input, o.key, now())
   const acks = new Map<string, Ack>()
   const watch = await o.kv.watch({ key: KEYS.acks(claims.jti) })
@@ -59,7 +62,8 @@ export async function issueCommand (o: IssueOptions): Promise<IssueResult> {
   await Promise.race([collected, new Promise((resolve) => { timer = setTimeout(resolve, o.waitMs) })])
   clearTimeout(timer)
   watch.stop()
-  return { claims, jws, acks: [...acks.values()], live, pending: waitingFor(), elapsedMs: Math.round((waitingFor().length === 0 ? last : performance.now()) - started) }
+  const elapsedMs = Math.round((waitingFor().length === 0 ? last : performance.now()) - started)
+  return { claims, jws, acks: [...acks.values()], live, pending: waitingFor(), elapsedMs }
 }
 
 /** Instances whose heartbeat is recent, sorted by id. */
@@ -95,21 +99,31 @@ export async function fleetJwks (kv: KV): Promise<{ keys: Array<Record<string, u
   const byKid = new Map<string, Record<string, unknown>>()
   for (const entry of await values<{ keys?: unknown }>(kv, 'jwks.>')) {
     if (!Array.isArray(entry.keys)) continue
-    for (const k of entry.keys as Array<Record<string, unknown>>) if (typeof k?.kid === 'string' && !byKid.has(k.kid)) byKid.set(k.kid, k)
+    for (const k of entry.keys as Array<Record<string, unknown>>) {
+      if (typeof k?.kid === 'string' && !byKid.has(k.kid)) byKid.set(k.kid, k)
+    }
   }
   return { keys: [...byKid.values()] }
 }
 
-export interface StoredCommand { readonly key: string, readonly storedAt: number, readonly command: VerifiedCommand | undefined, readonly reason?: string }
+export interface StoredCommand {
+  readonly key: string
+  readonly storedAt: number
+  readonly command: VerifiedCommand | undefined
+  readonly reason?: string
+}
 
 /** The commands in the bucket, verified against the operator keys (a forged one shows as rejected). */
-export async function storedCommands (kv: KV, keys: ReadonlyMap<string, OperatorPublicKey>, now: number): Promise<StoredCommand[]> {
+export async function storedCommands (
+  kv: KV, keys: ReadonlyMap<string, OperatorPublicKey>, now: number
+): Promise<StoredCommand[]> {
   const out: StoredCommand[] = []
   for (const key of await keysOf(kv, 'cmd.>')) {
     const e = await kv.get(key)
     if (e === null || e.operation !== 'PUT') continue
     const v = await verifyCommand(e.string(), keys, e.created.getTime(), now)
-    out.push(v.ok ? { key, storedAt: e.created.getTime(), command: v.command } : { key, storedAt: e.created.getTime(), command: undefined, reason: v.reason })
+    const storedAt = e.created.getTime()
+    out.push(v.ok ? { key, storedAt, command: v.command } : { key, storedAt, command: undefined, reason: v.reason })
   }
   return out.sort((a, b) => (a.command?.iat ?? 0) - (b.command?.iat ?? 0))
 }
@@ -133,7 +147,9 @@ export async function pruneCommands (kv: KV, stored: readonly StoredCommand[], n
   for (const s of stored) {
     const c = s.command
     // What never verified goes once it could no longer be fresh anyway; a verified command once it expired.
-    const expired = c === undefined ? s.storedAt + MAX_COMMAND_LIFETIME_S * 1000 < now : !keep.has(c.jti) && c.exp * 1000 <= now
+    const expired = c === undefined
+      ? s.storedAt + MAX_COMMAND_LIFETIME_S * 1000 < now
+      : !keep.has(c.jti) && c.exp * 1000 <= now
     if (!expired) continue
     for await (const k of await kv.keys(KEYS.acks(s.key.slice('cmd.'.length)))) await kv.purge(k)
     await kv.purge(s.key)
