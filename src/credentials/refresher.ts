@@ -7,9 +7,15 @@ import type { Credential, RevokeOutcome, ToolCredentialStatus } from './provider
 import { CredentialStore, isUsable, usableUntil } from './store.js'
 import { NO_TRACING, type Span, type Tracing } from '../tracing/index.js'
 
-/** An issuer call is abandoned after this long unless the issuer's config says otherwise (threat model: faults, issuer outages). */
+/**
+ * An issuer call is abandoned after this long unless the issuer's config says otherwise (threat model: faults,
+ * issuer outages).
+ */
 export const DEFAULT_ISSUER_TIMEOUT_MS = 10_000
-/** A refresh starts at the latest this long before expiry, or half the lifetime for shorter ones (threat model: faults, issuer outages). */
+/**
+ * A refresh starts at the latest this long before expiry, or half the lifetime for shorter ones (threat model:
+ * faults, issuer outages).
+ */
 export const MAX_REFRESH_LEAD_MS = 5 * 60_000
 /** How many rejected credential ids a slot remembers having force-refreshed for (bounded: ids only ever grow). */
 const FORCED_MEMORY = 16

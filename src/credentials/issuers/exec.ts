@@ -19,7 +19,8 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\
  * to run the command by hand.
  *
  * @example
- *   const issuer = createExecIssuer('helper', { type: 'exec', command: ['/usr/local/bin/get-token', '--tool', 'crm'], timeout: 10_000, env: {} }, deps)
+ *   const issuer = createExecIssuer('helper', { type: 'exec', command: ['/usr/local/bin/get-token', '--tool',
+ * 'crm'], timeout: 10_000, env: {} }, deps)
  */
 export const createExecIssuer: IssuerFactory<ExecIssuerConfig> = (_name, config, deps): Issuer => {
   const [command, ...args] = config.command as [string, ...string[]]

@@ -32,8 +32,8 @@ interface RetiredKey { readonly key: SigningKey, readonly dropAt: number }
  *
  * @example
  *   const issuer = createLocalJwtIssuer('local', config.issuers.local, { clock, dispatcher })
- *   const cred = await issuer.fetch({ tool: 'demo', scopes: ['read'], audience: 'https://api.test', instanceId, signal })
- *   // cred.token.reveal() verifies against createLocalJWKSet({ keys: issuer.jwks() })
+ *   const cred = await issuer.fetch({ tool: 'demo', scopes: ['read'], audience: 'https://api.test', instanceId,
+ * signal })   // cred.token.reveal() verifies against createLocalJWKSet({ keys: issuer.jwks() })
  */
 export const createLocalJwtIssuer: IssuerFactory<LocalJwtIssuerConfig> = (name, config, deps) =>
   new LocalJwtIssuer(name, config, deps)
@@ -236,7 +236,10 @@ function jwkThumbprint (jwk: JsonWebKey): string {
   return createHash('sha256').update(JSON.stringify(required)).digest('base64url')
 }
 
-/** node:crypto's hash and options for a JWS algorithm (RFC 7518 §3): JOSE wants raw r||s for ECDSA, PSS salt = hash length. */
+/**
+ * node:crypto's hash and options for a JWS algorithm (RFC 7518 §3): JOSE wants raw r||s for ECDSA, PSS salt = hash
+ * length.
+ */
 function signerFor (alg: LocalJwtIssuerConfig['alg'], key: KeyObject): SigningKey['signer'] {
   switch (alg) {
     case 'ES256': return { hash: 'sha256', key: { key, dsaEncoding: 'ieee-p1363' } }

@@ -14,7 +14,8 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
  *
  * @example
  *   const issuer = createTokenExchangeIssuer('exchange', config, { clock, dispatcher })
- *   const cred = await issuer.fetch({ tool: 'crm', scopes: ['crm.read'], audience: 'https://crm.example', instanceId, signal })
+ *   const cred = await issuer.fetch({ tool: 'crm', scopes: ['crm.read'], audience: 'https://crm.example',
+ * instanceId, signal })
  */
 export const createTokenExchangeIssuer: IssuerFactory<TokenExchangeIssuerConfig> = (name, config, deps): Issuer => {
   const endpoint = createOAuthEndpoint(name, config, deps)

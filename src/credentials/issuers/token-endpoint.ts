@@ -29,7 +29,10 @@ export interface TokenEndpoint {
 export interface TokenEndpointOptions {
   readonly tokenUrl: string
   readonly auth: ClientAuth
-  /** Upper bound on the whole exchange, on top of the caller's signal (threat model: faults, issuer outages: ≤ 10 s by default). */
+  /**
+   * Upper bound on the whole exchange, on top of the caller's signal (threat model: faults, issuer outages: ≤ 10 s
+   * by default).
+   */
   readonly timeoutMs: number
   readonly deps: IssuerDeps
   /** `dpop: true`: each token request carries a proof of this key, and the token must come back bound to it. */
@@ -136,7 +139,8 @@ export function originAndPath (url: string): { origin: string, path: string } {
  * accepted (HTTP 200); throws IssuerError naming the first failure (never the token). Without a URL, nothing.
  *
  * @example
- *   return { type: 'oauth2_client_credentials', fetch, ...revocation(config.revocation_url, auth, config.timeout, deps) }
+ *   return { type: 'oauth2_client_credentials', fetch, ...revocation(config.revocation_url, auth, config.timeout,
+ * deps) }
  */
 export function revocation (url: string | undefined, auth: ClientAuth, timeoutMs: number, deps: IssuerDeps): Pick<Issuer, 'revoke'> {
   if (url === undefined) return {}

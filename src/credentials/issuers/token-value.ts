@@ -2,7 +2,10 @@ import { IssuerError } from '../../errors.js'
 import { Secret } from '../../util/secret.js'
 import type { IssuedCredential } from '../issuer.js'
 
-/** No credential is trusted for longer than this, whatever its source claims (threat model: faults, issuer outages: TTL capped). */
+/**
+ * No credential is trusted for longer than this, whatever its source claims (threat model: faults, issuer outages:
+ * TTL capped).
+ */
 export const MAX_LIFETIME_MS = 24 * 3_600_000
 
 /** The largest token or token response any issuer accepts. */
