@@ -3,6 +3,7 @@ import { TLS_CLIENT_ALERTS, type AnomalyKind, type AuditEvent, type CredentialUs
 import type { ApprovalDecided, ApprovalRequested } from '../audit/events.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import { systemClock, type Clock } from '../util/clock.js'
+import { McpCallMetrics } from './mcp-calls.js'
 
 /**
  * Every sidekey_* metric, declared here and nowhere else, on a registry owned by this instance (two sidekeys in
@@ -76,6 +77,7 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_budget_remaining',
   'sidekey_budget_exhausted_total',
 ])
+  'sidekey_mcp_calls_total',
 
 export const EGRESS_MODES = ['deny', 'tunnel', 'inventory'] as const
 export type EgressMode = typeof EGRESS_MODES[number]
@@ -133,6 +135,8 @@ export function codeLabel (status: number): number {
 export class SidekeyMetrics {
   readonly registry: Registry
   readonly #tools = new Map<string, ToolSlots>()
+  /** MCP tool calls by the `mcp.tools` entry allowing them: app.ts sets the entries on start and reload. */
+  readonly mcp: McpCallMetrics
   readonly #anomalies = new Map<AnomalyKind, Slot>()
   readonly #egress = new Map<string, Slot>()
   readonly #egressTotal: Slot = { labels: {}, value: 0 }
@@ -293,6 +297,7 @@ export class SidekeyMetrics {
   get contentType (): string { return this.registry.contentType }
 
   /** The Prometheus text exposition of every metric. */
+    this.mcp = new McpCallMetrics(registers)
   text (): Promise<string> { return this.registry.metrics() }
 
   /**
@@ -470,6 +475,7 @@ export class SidekeyMetrics {
       requests: METHODS.map(() => new Map<number, Slot>()),
       duration: this.#duration.labels({ tool }),
       overhead: this.#overhead.labels({ tool }),
+    if (e.mcp !== undefined) this.mcp.observe(e)
       refreshSuccess: { labels: { tool, result: 'success' }, value: 0 },
       refreshFailure: { labels: { tool, result: 'failure' }, value: 0 },
     })

@@ -1,4 +1,5 @@
-import { createServer } from 'node:http'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
@@ -20,13 +21,14 @@ const { createServer: createEverything } = await import(EVERYTHING) as { createS
 /**
  * An MCP server with sessions on 127.0.0.1, as server-everything's own Streamable HTTP entry runs it (a server
  * per session, made by `factory`: by default server-everything, the MCP reference server), answering only
- * requests that carry `Bearer ${token}`.
+ * requests that carry `Bearer ${token}`; over HTTPS with `tls`.
  */
-export async function startEverything (token: string, factory: () => { server: McpServer } = createEverything): Promise<SessionUpstream> {
+export async function startEverything (token: string, factory: () => { server: McpServer } = createEverything,
+  tls?: { certPem: string, keyPem: string }): Promise<SessionUpstream> {
   const sessions = new Map<string, StreamableHTTPServerTransport>()
   const calledTools: string[] = []
   const authorizations: Array<string | undefined> = []
-  const http = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     void (async () => {
       authorizations.push(req.headers.authorization)
       if (req.headers.authorization !== `Bearer ${token}`) {
@@ -54,7 +56,8 @@ export async function startEverything (token: string, factory: () => { server: M
       }
       await transport.handleRequest(req, res, body)
     })()
-  })
+  }
+  const http = tls === undefined ? createServer(onRequest) : createTlsServer({ cert: tls.certPem, key: tls.keyPem }, onRequest)
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
   return {
     port: (http.address() as AddressInfo).port,
