@@ -8,6 +8,7 @@ import { AuditHub } from './audit/hub.js'
 import { auditChainOf, createLogger, flushLogger } from './audit/log.js'
 import { AuditTrail } from './audit/trail/trail.js'
 import { createMetrics, type SidekeyMetrics } from './metrics/metrics.js'
+import { mcpToolEntries } from './mcp/index.js'
 import { anomalyRateLimit, createDetectors } from './anomaly/index.js'
 import { CredentialManager } from './credentials/manager.js'
 import { loadOrCreateCa, type CertificateAuthority } from './tls/ca.js'
@@ -112,6 +113,7 @@ export class Sidekey {
     const logger = opts.logger ?? createLogger({ level: config.log.level })
     const clock = opts.clock ?? systemClock
     const metrics = createMetrics({ tools: Object.keys(config.tools) })
+    metrics.mcp.setTools(mcpToolEntries(config.tools))
     const audit = new AuditHub({
       logger,
       metrics,
@@ -261,6 +263,7 @@ export class Sidekey {
     this.#runtime = next.runtime
     this.#manager = next.credentials
     this.metrics.setTools(Object.keys(config.tools))
+    this.metrics.mcp.setTools(mcpToolEntries(config.tools))
     this.metrics.bindCredentials(next.runtime.credentials)
     if (config.egress.unmatched !== old.config.egress.unmatched) this.#egressMode(config)
     this.audit.setDetectors(createDetectors(config.anomaly), anomalyRateLimit(config.anomaly))

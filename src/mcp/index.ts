@@ -4,7 +4,7 @@
  * `sendMcpRefusal`, and relays the answer through `mcpResponseFilter`; everything else passes as for any tool.
  */
 export { checkMcpRequest, type McpCall, type McpCheck } from './check.js'
-export { mcpPolicyOf, type McpPolicy } from './policy.js'
+export { mcpPolicyOf, mcpToolEntries, type McpPolicy } from './policy.js'
 export { mcpResponseFilter, type ByteFilter } from './response.js'
 export { sendMcpRefusal } from './send.js'
 export { badRequest, mcpBodyTooLarge, type McpRefusal } from './refusal.js'

@@ -21,6 +21,8 @@ export type McpKind = 'tools' | 'resources' | 'prompts'
 /** One kind's allowlist: exact names, and `*` globs (any run of characters, `/` included). */
 export interface NameMatcher {
   allows (name: string): boolean
+  /** The entry allowing `name`: the name itself when listed, else the first glob matching it; else undefined. */
+  entry (name: string): string | undefined
 }
 
 /** What a tool's `mcp:` section allows; a kind without a matcher is not restricted. */
@@ -50,11 +52,27 @@ export function mcpPolicyOf (tool: ToolConfig): McpPolicy | undefined {
 
 export function matcher (patterns: readonly string[]): NameMatcher {
   const exact = new Set(patterns.filter((p) => !p.includes('*')))
-  const globs = patterns.filter((p) => p.includes('*')).map(globRegExp)
-  return { allows: (name) => exact.has(name) || globs.some((g) => g.test(name)) }
+  const globs = patterns.filter((p) => p.includes('*')).map((glob) => ({ glob, test: globRegExp(glob) }))
+  return {
+    allows: (name) => exact.has(name) || globs.some((g) => g.test.test(name)),
+    entry: (name) => exact.has(name) ? name : globs.find((g) => g.test.test(name))?.glob,
+  }
 }
 
 function globRegExp (glob: string): RegExp {
   const body = glob.split('*').map((part) => part.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')).join('[^]*')
   return new RegExp(`^${body}$`)
+}
+
+/**
+ * For each tool with `mcp:`, the entry of its `tools` list that allows an MCP tool name (undefined: none does): the
+ * metrics label MCP tool calls by it, so the label takes only values the config wrote.
+ */
+export function mcpToolEntries (tools: Readonly<Record<string, ToolConfig>>): Map<string, NameMatcher['entry']> {
+  const out = new Map<string, NameMatcher['entry']>()
+  for (const [name, tool] of Object.entries(tools)) {
+    const policy = mcpPolicyOf(tool)
+    if (policy !== undefined) out.set(name, (mcpTool) => policy.tools.entry(mcpTool))
+  }
+  return out
 }
