@@ -25,19 +25,31 @@ export function isAwsKeyDocument (json: unknown): json is Record<string, unknown
  * the expiry `Expiration` (capped like every credential). `where` names the source in errors, never a value.
  */
 export function awsKeyCredential (doc: Record<string, unknown>, issuedAt: number, where: string): IssuedCredential {
-  if (doc.Version !== 1) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} holds AWS keys without "Version": 1`)
+  if (doc.Version !== 1) {
+    throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} holds AWS keys without "Version": 1`)
+  }
   const part = (field: string, required: boolean): string | undefined => {
     const v = doc[field]
     if (v === undefined && !required) return undefined
-    if (typeof v !== 'string' || !KEY_PART.test(v)) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} has no usable ${field}`)
+    if (typeof v !== 'string' || !KEY_PART.test(v)) {
+      throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} has no usable ${field}`)
+    }
     return v
   }
-  const keys: AwsKeySet = { accessKeyId: part('AccessKeyId', true)!, secretAccessKey: part('SecretAccessKey', true)!, sessionToken: part('SessionToken', false) }
+  const keys: AwsKeySet = {
+    accessKeyId: part('AccessKeyId', true)!,
+    secretAccessKey: part('SecretAccessKey', true)!,
+    sessionToken: part('SessionToken', false),
+  }
   let expiresAt: number | undefined
   if (doc.Expiration !== undefined) {
     expiresAt = typeof doc.Expiration === 'string' ? Date.parse(doc.Expiration) : NaN
-    if (Number.isNaN(expiresAt)) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} has an Expiration that is not an ISO 8601 time`)
-    if (!(expiresAt > issuedAt)) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} holds AWS keys that have already expired`)
+    if (Number.isNaN(expiresAt)) {
+      throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} has an Expiration that is not an ISO 8601 time`)
+    }
+    if (!(expiresAt > issuedAt)) {
+      throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} holds AWS keys that have already expired`)
+    }
   }
   const token = new Secret(JSON.stringify(keys))
   parsed.set(token, keys)

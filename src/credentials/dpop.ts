@@ -39,14 +39,17 @@ export class DpopKey {
     if (accessToken !== undefined) claims.ath = createHash('sha256').update(accessToken).digest('base64url')
     if (nonce !== undefined) claims.nonce = nonce
     const input = `${this.#header}.${b64json(claims)}`
-    return `${input}.${sign('sha256', Buffer.from(input), { key: this.#privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`
+    const signature = sign('sha256', Buffer.from(input), { key: this.#privateKey, dsaEncoding: 'ieee-p1363' })
+    return `${input}.${signature.toString('base64url')}`
   }
 
   /**
    * Records a `DPoP-Nonce` the server at `url` sent. Returns true when the answer was a nonce challenge
    * (`use_dpop_nonce`, RFC 9449 §8 and §9) with a new nonce: then the request is worth one retry.
    */
-  observe (url: string, headers: Readonly<Record<string, string | string[] | undefined>>, challenged: boolean): boolean {
+  observe (
+    url: string, headers: Readonly<Record<string, string | string[] | undefined>>, challenged: boolean
+  ): boolean {
     const raw = headers['dpop-nonce']
     const nonce = Array.isArray(raw) ? raw[0] : raw
     if (nonce === undefined || !NONCE.test(nonce)) return false

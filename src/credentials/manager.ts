@@ -40,7 +40,13 @@ interface IssuerHandle {
   handedOver: boolean
 }
 
-interface SlotSpec { readonly key: string, readonly issuer: string, readonly scopes: readonly string[], readonly audience: string | undefined, readonly tools: Array<[string, ToolConfig]> }
+interface SlotSpec {
+  readonly key: string
+  readonly issuer: string
+  readonly scopes: readonly string[]
+  readonly audience: string | undefined
+  readonly tools: Array<[string, ToolConfig]>
+}
 
 /**
  * The credential path: one refresher per credential slot (issuer, sorted scopes, audience), tools mapped to slots.
@@ -88,14 +94,16 @@ export class CredentialManager implements CredentialProvider {
         adopted.add(name)
         manager.#handles.set(name, { ...old, handedOver: false })
       } else {
-        manager.#handles.set(name, subscribe(name, issuerConfig, build(name, issuerConfig, { clock: deps.clock, dispatcher: deps.dispatcher })))
+        const issuer = build(name, issuerConfig, { clock: deps.clock, dispatcher: deps.dispatcher })
+        manager.#handles.set(name, subscribe(name, issuerConfig, issuer))
       }
     }
 
     for (const spec of slotSpecs(config)) {
       const handle = manager.#handles.get(spec.issuer)
       if (handle === undefined) {
-        throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `tool "${spec.tools[0]?.[0]}" names unknown issuer "${spec.issuer}"`)
+        const why = `tool "${spec.tools[0]?.[0]}" names unknown issuer "${spec.issuer}"`
+        throw new SidekeyError('SIDEKEY_CONFIG_INVALID', why)
       }
       // A slot's credentials survive a reload only when they would be fetched the same way for the same instance.
       const oldSlot = prevSlots.get(spec.key)
@@ -142,7 +150,9 @@ export class CredentialManager implements CredentialProvider {
         }
         const perCall = toolConfig.per_call
         if (perCall === undefined || issuer.mint === undefined) continue
-        const base = { tool, scopes: spec.scopes, audience: spec.audience, instanceId: config.instance_id, ttlMs: perCall.ttl }
+        const base = {
+          tool, scopes: spec.scopes, audience: spec.audience, instanceId: config.instance_id, ttlMs: perCall.ttl,
+        }
         manager.#minters.set(tool, (call) => issuer.mint!({ ...base, ...call }))
       }
     }
@@ -256,8 +266,9 @@ function slotSpecs (config: Readonly<Config>): SlotSpec[] {
     const scopes = [...new Set(tool.scopes)].sort()
     const key = JSON.stringify([tool.issuer, scopes, tool.audience ?? null])
     const spec = specs.get(key)
-    if (spec === undefined) specs.set(key, { key, issuer: tool.issuer, scopes, audience: tool.audience, tools: [[name, tool]] })
-    else spec.tools.push([name, tool])
+    if (spec === undefined) {
+      specs.set(key, { key, issuer: tool.issuer, scopes, audience: tool.audience, tools: [[name, tool]] })
+    } else spec.tools.push([name, tool])
   }
   return [...specs.values()]
 }

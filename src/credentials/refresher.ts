@@ -193,8 +193,12 @@ export class CredentialRefresher {
     const outcome = await this.refresh('revoke', tool)
     const keep = outcome.ok ? outcome.credential.id : undefined
     const dropped = new Map<string, Credential>()
-    for (const c of [before.current, before.previous, ...this.#store.retain(keep)]) if (c !== undefined && c.id !== keep) dropped.set(c.id, c)
-    for (const c of dropped.values()) this.#o.audit.emit({ event: 'credential.revoked', tool, credential_id: c.id, reason: 'fleet' })
+    for (const c of [before.current, before.previous, ...this.#store.retain(keep)]) {
+      if (c !== undefined && c.id !== keep) dropped.set(c.id, c)
+    }
+    for (const c of dropped.values()) {
+      this.#o.audit.emit({ event: 'credential.revoked', tool, credential_id: c.id, reason: 'fleet' })
+    }
     let revokedAtIssuer = 0
     let issuerError: string | undefined
     if (this.#o.issuer.revoke !== undefined) {
@@ -237,7 +241,9 @@ export class CredentialRefresher {
       last_refresh: last === undefined
         ? null
         : { result: last.result, at: iso(last.at), ...(last.error === undefined ? {} : { error: last.error }) },
-      next_refresh_at: this.#inflight !== undefined || this.#nextAttemptAt === undefined ? null : iso(this.#nextAttemptAt),
+      next_refresh_at: this.#inflight !== undefined || this.#nextAttemptAt === undefined
+        ? null
+        : iso(this.#nextAttemptAt),
     }
   }
 
@@ -291,7 +297,8 @@ export class CredentialRefresher {
         signal: controller.signal,
       })), controller.signal)
       if (!isUsable(issued, clock.now())) {
-        throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `issuer "${this.#o.issuerName}" returned a credential that has already expired`)
+        const why = `issuer "${this.#o.issuerName}" returned a credential that has already expired`
+        throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', why)
       }
     } catch (err) {
       call.fail(err instanceof SidekeyError ? err.code : 'SIDEKEY_ISSUER_ERROR')
@@ -306,7 +313,14 @@ export class CredentialRefresher {
   }
 
   #succeeded (reason: RefreshReason, tool: string, issued: IssuedCredential): RefreshOutcome {
-    const cred: Credential = { token: issued.token, id: issued.id, issuedAt: issued.issuedAt, expiresAt: issued.expiresAt, ...(issued.kind === undefined ? {} : { kind: issued.kind }), ...(issued.dpop === undefined ? {} : { dpop: issued.dpop }) }
+    const cred: Credential = {
+      token: issued.token,
+      id: issued.id,
+      issuedAt: issued.issuedAt,
+      expiresAt: issued.expiresAt,
+      ...(issued.kind === undefined ? {} : { kind: issued.kind }),
+      ...(issued.dpop === undefined ? {} : { dpop: issued.dpop }),
+    }
     const isNew = this.#store.put(cred)
     this.#failures = 0
     this.#lastRefresh = { result: 'success', at: this.#o.clock.now() }
@@ -424,10 +438,14 @@ const REDACTED = '[REDACTED]'
  * Drops what looks like a credential from a foreign error message: known tokens, `Bearer x`, `token=x`-style pairs
  * and long base64/JWT-like runs; strips control characters and bounds the length.
  */
+/** `name: value` and `name=value` pairs whose name says the value is secret: the value is redacted. */
+const SECRET_FIELD =
+  /((?:token|secret|password|passwd|assertion|key|code|authorization|cookie)["']?\s*[:=]\s*["']?)[^\s"'&,;]+/gi
+
 export function sanitizeErrorText (text: string, secrets: readonly string[] = []): string {
   const out = scrubKnown(text, secrets)
     .replace(/\b(bearer|basic)\s+\S+/gi, `$1 ${REDACTED}`)
-    .replace(/((?:token|secret|password|passwd|assertion|key|code|authorization|cookie)["']?\s*[:=]\s*["']?)[^\s"'&,;]+/gi, `$1${REDACTED}`)
+    .replace(SECRET_FIELD, `$1${REDACTED}`)
     .replace(/[A-Za-z0-9+/_=.~-]{20,}/g, REDACTED)
   return bound(out)
 }

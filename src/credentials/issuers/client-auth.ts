@@ -33,7 +33,9 @@ const ASSERTION_TTL_S = 60
  *   const auth = createClientAuth('corp-idp', config, config.token_url)
  *   await auth.apply(form, headers) // before each POST to the token endpoint
  */
-export function createClientAuth (issuerName: string, config: ClientAuthConfig, tokenUrl: string | (() => string)): ClientAuth {
+export function createClientAuth (
+  issuerName: string, config: ClientAuthConfig, tokenUrl: string | (() => string)
+): ClientAuth {
   // A discovered token endpoint can change; an assertion names the one it is sent to now.
   const audience = typeof tokenUrl === 'string' ? () => tokenUrl : tokenUrl
   const invalid = (msg: string): SidekeyError =>
@@ -54,7 +56,8 @@ export function createClientAuth (issuerName: string, config: ClientAuthConfig, 
             form.set('client_secret', value)
           } else {
             // RFC 6749 §2.3.1: both parts are form-urlencoded before they are joined and base64-encoded.
-            headers.authorization = `Basic ${Buffer.from(`${formEncode(clientId)}:${formEncode(value)}`).toString('base64')}`
+            const pair = `${formEncode(clientId)}:${formEncode(value)}`
+            headers.authorization = `Basic ${Buffer.from(pair).toString('base64')}`
           }
         },
       }
@@ -102,7 +105,9 @@ export function formEncode (value: string): string {
   return new URLSearchParams([['', value]]).toString().slice(1)
 }
 
-function secretSource (config: ClientAuthConfig, invalid: (m: string) => SidekeyError, method: string): () => Promise<Secret> {
+function secretSource (
+  config: ClientAuthConfig, invalid: (m: string) => SidekeyError, method: string
+): () => Promise<Secret> {
   if (config.client_secret !== undefined && config.client_secret_file !== undefined) {
     throw invalid('give client_secret or client_secret_file, not both')
   }
@@ -110,7 +115,9 @@ function secretSource (config: ClientAuthConfig, invalid: (m: string) => Sidekey
     const secret = new Secret(config.client_secret)
     return async () => secret
   }
-  if (config.client_secret_file === undefined) throw invalid(`auth_method ${method} needs client_secret_file or client_secret`)
+  if (config.client_secret_file === undefined) {
+    throw invalid(`auth_method ${method} needs client_secret_file or client_secret`)
+  }
   const file = new FileSource(config.client_secret_file, 'client_secret_file')
   let current: Secret | undefined
   return async () => {
@@ -164,7 +171,9 @@ function importSigningKey (text: string, path: string): SigningKey {
   }
   const type = key.asymmetricKeyType ?? ''
   const allowed = ALGS_BY_TYPE[type]
-  if (allowed === undefined) throw unusable(`holds a ${type || 'non-asymmetric'} key, which cannot sign client assertions`)
+  if (allowed === undefined) {
+    throw unusable(`holds a ${type || 'non-asymmetric'} key, which cannot sign client assertions`)
+  }
   const kid = typeof jwk?.kid === 'string' ? jwk.kid : undefined
   if (typeof jwk?.alg === 'string') {
     if (!allowed.includes(jwk.alg)) throw unusable(`names alg ${jwk.alg}, which does not fit its ${type} key`)

@@ -32,7 +32,9 @@ export const createExecIssuer: IssuerFactory<ExecIssuerConfig> = (_name, config,
       const run = await runCommand(command, args, commandEnv(config.env, req), config.timeout, req.signal, label)
       const hint = (): string => run.stderrBytes === 0 ? '' : ` (stderr: ${run.stderrBytes} bytes, not quoted)`
       if (run.exitCode !== 0) {
-        const how = run.exitCode === null ? `was killed by ${run.exitSignal ?? 'a signal'}` : `exited with code ${run.exitCode}`
+        const how = run.exitCode === null
+          ? `was killed by ${run.exitSignal ?? 'a signal'}`
+          : `exited with code ${run.exitCode}`
         throw new IssuerError('SIDEKEY_ISSUER_FAILED', `${label} ${how}${hint()}`)
       }
       let out: unknown
@@ -51,11 +53,15 @@ export const createExecIssuer: IssuerFactory<ExecIssuerConfig> = (_name, config,
       let expiresAt: number | undefined
       if (expiresAtText !== undefined) {
         const at = typeof expiresAtText === 'string' && RFC3339.test(expiresAtText) ? Date.parse(expiresAtText) : NaN
-        if (Number.isNaN(at)) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${label} printed an expires_at that is not an RFC 3339 time`)
+        if (Number.isNaN(at)) {
+          const why = `${label} printed an expires_at that is not an RFC 3339 time`
+          throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', why)
+        }
         expiresAt = at
       } else if (expiresIn !== undefined) {
         if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn <= 0) {
-          throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${label} printed an expires_in that is not a positive number`)
+          const why = `${label} printed an expires_in that is not a positive number`
+          throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', why)
         }
         expiresAt = issuedAt + expiresIn * 1000
       } else {
@@ -91,7 +97,9 @@ interface RunResult {
 }
 
 /** One run of the command; rejects (after the process is gone) on spawn failure, timeout, abort or too much output. */
-function runCommand (command: string, args: string[], env: Record<string, string>, timeoutMs: number, signal: AbortSignal, label: string): Promise<RunResult> {
+function runCommand (
+  command: string, args: string[], env: Record<string, string>, timeoutMs: number, signal: AbortSignal, label: string
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) {
       reject(new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `${label} was not started: the fetch was aborted`))
@@ -100,7 +108,13 @@ function runCommand (command: string, args: string[], env: Record<string, string
     let child: ChildProcess
     try {
       // detached: the command leads its own process group, so a timeout can kill everything it started.
-      child = spawn(command, args, { shell: false, env, stdio: ['ignore', 'pipe', 'pipe'], detached: process.platform !== 'win32', windowsHide: true })
+      child = spawn(command, args, {
+        shell: false,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: process.platform !== 'win32',
+        windowsHide: true,
+      })
     } catch (err) {
       reject(new IssuerError('SIDEKEY_ISSUER_FAILED', `${label} could not be started (${errorCode(err)})`))
       return
@@ -122,7 +136,9 @@ function runCommand (command: string, args: string[], env: Record<string, string
     const timer = setTimeout(() => {
       stop(new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `${label} timed out after ${timeoutMs} ms and was killed`))
     }, timeoutMs)
-    const onAbort = (): void => { stop(new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `${label} was killed: the fetch was aborted`)) }
+    const onAbort = (): void => {
+      stop(new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `${label} was killed: the fetch was aborted`))
+    }
     signal.addEventListener('abort', onAbort, { once: true })
 
     const settle = (result: RunResult | undefined): void => {

@@ -64,7 +64,9 @@ export const createFileIssuer: IssuerFactory<FileIssuerConfig> = (_name, config,
         const keys = awsKeyDocument(text)
         if (keys !== undefined) return awsKeyCredential(keys, issuedAt, `path ${config.path}`)
       }
-      const value = config.json_field === undefined ? usableToken(text, `path ${config.path}`) : fieldOf(text, config.json_field, config.path)
+      const value = config.json_field === undefined
+        ? usableToken(text, `path ${config.path}`)
+        : fieldOf(text, config.json_field, config.path)
       const facts = jwtFacts(value)
       if (facts?.expiresAt !== undefined && !(facts.expiresAt > issuedAt)) {
         throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `path ${config.path} holds a JWT that is already expired`)

@@ -22,7 +22,8 @@ export function createIssuer (name: string, config: IssuerConfig, deps: IssuerDe
     case 'exec': return createExecIssuer(name, config, deps)
     default: {
       const unknown: never = config
-      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `issuer "${name}" has unknown type ${String((unknown as { type: unknown }).type)}`)
+      const type = String((unknown as { type: unknown }).type)
+      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', `issuer "${name}" has unknown type ${type}`)
     }
   }
 }

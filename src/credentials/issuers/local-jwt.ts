@@ -1,10 +1,14 @@
-import { createHash, generateKeyPair, constants, randomUUID, sign, type JsonWebKey, type KeyObject, type SignKeyObjectInput } from 'node:crypto'
+import {
+  createHash, generateKeyPair, constants, randomUUID, sign, type JsonWebKey, type KeyObject, type SignKeyObjectInput,
+} from 'node:crypto'
 import { promisify } from 'node:util'
 import type { LocalJwtIssuerConfig } from '../../config/schema.js'
 import { IssuerError } from '../../errors.js'
 import type { Clock, Timer } from '../../util/clock.js'
 import { Secret } from '../../util/secret.js'
-import type { CallCredentialRequest, CredentialRequest, IssuedCredential, Issuer, IssuerDeps, IssuerFactory, JsonWebKeyPublic } from '../issuer.js'
+import type {
+  CallCredentialRequest, CredentialRequest, IssuedCredential, Issuer, IssuerDeps, IssuerFactory, JsonWebKeyPublic,
+} from '../issuer.js'
 import { mcpClaims } from '../mcp-claims.js'
 
 /** When generating a signing key failed (it should not), try again after this long rather than spin. */
@@ -68,7 +72,8 @@ class LocalJwtIssuer implements Issuer {
     try {
       key = await this.#signingKey()
     } catch (err) {
-      throw new IssuerError('SIDEKEY_ISSUER_FAILED', `local_jwt issuer "${this.#name}" could not generate a signing key`, { cause: err })
+      const why = `local_jwt issuer "${this.#name}" could not generate a signing key`
+      throw new IssuerError('SIDEKEY_ISSUER_FAILED', why, { cause: err })
     }
     return this.#sign(key, request, this.#ttlSeconds, undefined)
   }
@@ -79,7 +84,9 @@ class LocalJwtIssuer implements Issuer {
    */
   mint (request: CallCredentialRequest): IssuedCredential {
     const key = this.#current
-    if (key === undefined) throw new IssuerError('SIDEKEY_ISSUER_FAILED', `local_jwt issuer "${this.#name}" has no signing key yet`)
+    if (key === undefined) {
+      throw new IssuerError('SIDEKEY_ISSUER_FAILED', `local_jwt issuer "${this.#name}" has no signing key yet`)
+    }
     const now = this.#clock.now()
     if (this.#rotationDue(now)) this.#rotate().catch(() => this.#armRetry())
     const ttlSeconds = Math.max(1, Math.ceil(request.ttlMs / 1000))
@@ -91,11 +98,16 @@ class LocalJwtIssuer implements Issuer {
   }
 
   /** Signs today's claims (plus `extra`) with node:crypto: one code path for pooled and per-call tokens. */
-  #sign (key: SigningKey, request: Omit<CredentialRequest, 'signal'>, ttlSeconds: number, extra: Record<string, unknown> | undefined): IssuedCredential {
+  #sign (
+    key: SigningKey, request: Omit<CredentialRequest, 'signal'>, ttlSeconds: number,
+    extra: Record<string, unknown> | undefined
+  ): IssuedCredential {
     const iat = Math.floor(this.#clock.now() / 1000)
     const exp = iat + ttlSeconds
     const jti = randomUUID()
-    const claims: Record<string, unknown> = { iss: this.#config.issuer, sub: request.instanceId, jti, iat, exp, tool: request.tool }
+    const claims: Record<string, unknown> = {
+      iss: this.#config.issuer, sub: request.instanceId, jti, iat, exp, tool: request.tool,
+    }
     if (request.audience !== undefined) claims.aud = request.audience
     // No scopes requested means no scope claim, like aud without an audience (RFC 9068 makes scope optional).
     if (request.scopes.length > 0) claims.scope = request.scopes.join(' ')
@@ -107,7 +119,8 @@ class LocalJwtIssuer implements Issuer {
     } catch (err) {
       throw new IssuerError('SIDEKEY_ISSUER_FAILED', `local_jwt issuer "${this.#name}" could not sign`, { cause: err })
     }
-    return { token: new Secret(`${input}.${signature.toString('base64url')}`), id: jti, issuedAt: iat * 1000, expiresAt: exp * 1000 }
+    const token = new Secret(`${input}.${signature.toString('base64url')}`)
+    return { token, id: jti, issuedAt: iat * 1000, expiresAt: exp * 1000 }
   }
 
   jwks (): readonly JsonWebKeyPublic[] {
@@ -164,7 +177,9 @@ class LocalJwtIssuer implements Issuer {
       const now = this.#clock.now()
       const old = this.#current
       // Tokens signed with the old key up to now stay valid for their ttl: keep it at least that long.
-      if (old !== undefined) this.#retired.push({ key: old, dropAt: now + Math.max(this.#config.overlap, this.#longestTtlSeconds * 1000) })
+      if (old !== undefined) {
+        this.#retired.push({ key: old, dropAt: now + Math.max(this.#config.overlap, this.#longestTtlSeconds * 1000) })
+      }
       const key: SigningKey = { ...fresh, since: now }
       this.#current = key
       this.#arm()
@@ -215,7 +230,8 @@ async function generateSigningKey (alg: LocalJwtIssuerConfig['alg']): Promise<Om
   const { privateKey, publicKey } = await newKeyPair(alg)
   const exported = publicKey.export({ format: 'jwk' })
   const kid = jwkThumbprint(exported)
-  const jwk: JsonWebKeyPublic = Object.freeze({ ...exported, kty: exported.kty as string, kid, alg, use: 'sig' as const })
+  const jwk: JsonWebKeyPublic =
+    Object.freeze({ ...exported, kty: exported.kty as string, kid, alg, use: 'sig' as const })
   const header = Buffer.from(JSON.stringify({ alg, kid, typ: 'JWT' })).toString('base64url')
   return { kid, signer: signerFor(alg, privateKey), header, jwk }
 }
@@ -232,7 +248,9 @@ function newKeyPair (alg: LocalJwtIssuerConfig['alg']): Promise<{ privateKey: Ke
 
 /** RFC 7638: SHA-256 over the key type's required members, in lexicographic order, no spaces. */
 function jwkThumbprint (jwk: JsonWebKey): string {
-  const required = jwk.kty === 'RSA' ? { e: jwk.e, kty: jwk.kty, n: jwk.n } : jwk.kty === 'EC' ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
+  const required = jwk.kty === 'RSA'
+    ? { e: jwk.e, kty: jwk.kty, n: jwk.n }
+    : jwk.kty === 'EC' ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
   return createHash('sha256').update(JSON.stringify(required)).digest('base64url')
 }
 

@@ -15,7 +15,9 @@ import { setAudience, setScope } from './token-endpoint.js'
  *   const cred = await issuer.fetch({ tool: 'github', scopes: ['repo:read'], audience: 'https://api.github.com',
  * instanceId, signal })
  */
-export const createClientCredentialsIssuer: IssuerFactory<ClientCredentialsIssuerConfig> = (name, config, deps): Issuer => {
+export const createClientCredentialsIssuer: IssuerFactory<ClientCredentialsIssuerConfig> = (
+  name, config, deps
+): Issuer => {
   const endpoint = createOAuthEndpoint(name, config, deps)
   return {
     type: 'oauth2_client_credentials',

@@ -20,7 +20,9 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
 export const createTokenExchangeIssuer: IssuerFactory<TokenExchangeIssuerConfig> = (name, config, deps): Issuer => {
   const endpoint = createOAuthEndpoint(name, config, deps)
   const subject = new FileSource(config.subject_token_file, 'subject_token_file')
-  const actor = config.actor_token_file === undefined ? undefined : new FileSource(config.actor_token_file, 'actor_token_file')
+  const actor = config.actor_token_file === undefined
+    ? undefined
+    : new FileSource(config.actor_token_file, 'actor_token_file')
 
   const readToken = async (file: FileSource): Promise<string> => {
     const { text } = await file.read()

@@ -58,7 +58,9 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
     },
   }
 
-  async function post (form: URLSearchParams, signal: AbortSignal, mayRetry: boolean): Promise<IssuedCredential | typeof NONCE_RETRY> {
+  async function post (
+    form: URLSearchParams, signal: AbortSignal, mayRetry: boolean
+  ): Promise<IssuedCredential | typeof NONCE_RETRY> {
     const headers: Record<string, string> = {
       accept: 'application/json',
       'content-type': 'application/x-www-form-urlencoded',
@@ -69,9 +71,12 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
     const both = AbortSignal.any([signal, timeout])
     const failed = (err: unknown): IssuerError => {
       if (signal.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} was aborted`)
-      if (timeout.aborted) return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} timed out after ${timeoutMs} ms`)
+      if (timeout.aborted) {
+        return new IssuerError('SIDEKEY_ISSUER_TIMEOUT', `request to ${where} timed out after ${timeoutMs} ms`)
+      }
       // `moved`: the endpoint may have gone; a discovered one is looked up again (oauth-endpoint.ts).
-      return new IssuerError('SIDEKEY_ISSUER_FAILED', `request to ${where} failed (${errorCode(err)})`, { cause: { moved: true } })
+      const why = `request to ${where} failed (${errorCode(err)})`
+      return new IssuerError('SIDEKEY_ISSUER_FAILED', why, { cause: { moved: true } })
     }
     const issuedAt = deps.clock.now()
     let res: Dispatcher.ResponseData
@@ -94,7 +99,8 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
     const { statusCode, headers: resHeaders, body } = res
     if (statusCode >= 300 && statusCode < 400) {
       discard(body)
-      throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered a redirect (HTTP ${statusCode}), which is not followed`)
+      const why = `${where} answered a redirect (HTTP ${statusCode}), which is not followed`
+      throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', why)
     }
     let raw: Buffer | undefined
     try {
@@ -104,14 +110,20 @@ export function createTokenEndpoint (opts: TokenEndpointOptions): TokenEndpoint 
     }
     if (statusCode !== 200) {
       const code = oauthErrorCode(raw)
-      if (dpop?.observe(tokenUrl, resHeaders, statusCode === 400 && code === 'use_dpop_nonce') === true && mayRetry) return NONCE_RETRY
-      const retryAfterMs = statusCode === 429 || statusCode === 503 ? parseRetryAfter(resHeaders['retry-after']) : undefined
+      const nonceAsked = statusCode === 400 && code === 'use_dpop_nonce'
+      if (dpop?.observe(tokenUrl, resHeaders, nonceAsked) === true && mayRetry) return NONCE_RETRY
+      const retryAfterMs = statusCode === 429 || statusCode === 503
+        ? parseRetryAfter(resHeaders['retry-after'])
+        : undefined
       const moved = MOVED_STATUSES.has(statusCode) || code === 'invalid_client'
       throw new IssuerError('SIDEKEY_ISSUER_FAILED',
         `${where} answered HTTP ${statusCode}${code === undefined ? '' : ` (error ${code})`}`,
         { ...(retryAfterMs === undefined ? {} : { retryAfterMs }), ...(moved ? { cause: { moved } } : {}) })
     }
-    if (raw === undefined) throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered with a body larger than ${MAX_TOKEN_BYTES} bytes`)
+    if (raw === undefined) {
+      const why = `${where} answered with a body larger than ${MAX_TOKEN_BYTES} bytes`
+      throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', why)
+    }
     dpop?.observe(tokenUrl, resHeaders, false)
     return parseTokenResponse(raw, issuedAt, where, dpop)
   }
@@ -142,7 +154,9 @@ export function originAndPath (url: string): { origin: string, path: string } {
  *   return { type: 'oauth2_client_credentials', fetch, ...revocation(config.revocation_url, auth, config.timeout,
  * deps) }
  */
-export function revocation (url: string | undefined, auth: ClientAuth, timeoutMs: number, deps: IssuerDeps): Pick<Issuer, 'revoke'> {
+export function revocation (
+  url: string | undefined, auth: ClientAuth, timeoutMs: number, deps: IssuerDeps
+): Pick<Issuer, 'revoke'> {
   if (url === undefined) return {}
   return { revoke: (dropped, signal) => revokeAt(url, dropped, signal, auth, timeoutMs, deps) }
 }
@@ -154,7 +168,10 @@ export async function revokeAt (url: string, dropped: readonly Credential[], sig
   let revoked = 0
   for (const cred of dropped) {
     const form = new URLSearchParams({ token: cred.token.reveal(), token_type_hint: 'access_token' })
-    const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' }
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      'content-type': 'application/x-www-form-urlencoded',
+    }
     await auth.apply(form, headers)
     let statusCode: number
     try {
@@ -184,7 +201,8 @@ export async function revokeAt (url: string, dropped: readonly Credential[], sig
  * quoted in an error except an RFC 6749 `error` code of lowercase letters and underscores.
  */
 export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string, dpop?: DpopKey): IssuedCredential {
-  const bad = (why: string): IssuerError => new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered HTTP 200 with ${why}`)
+  const bad = (why: string): IssuerError =>
+    new IssuerError('SIDEKEY_ISSUER_RESPONSE', `${where} answered HTTP 200 with ${why}`)
   const body = jsonObject(raw, bad)
   if (body.access_token === undefined) {
     const code = oauthErrorCode(raw)
@@ -195,7 +213,8 @@ export function parseTokenResponse (raw: Buffer, issuedAt: number, where: string
   const expected = dpop === undefined ? /^(bearer|n_a)$/i : /^dpop$/i
   if ((dpop !== undefined || tokenType !== undefined) && (typeof tokenType !== 'string' || !expected.test(tokenType))) {
     throw bad(typeof tokenType === 'string' && /^[A-Za-z0-9_-]{1,32}$/.test(tokenType)
-      ? `token_type ${tokenType}, not ${dpop === undefined ? 'Bearer' : 'DPoP (dpop: true asks for a token bound to sidekey\'s key)'}`
+      ? `token_type ${tokenType}, not ` +
+        (dpop === undefined ? 'Bearer' : 'DPoP (dpop: true asks for a token bound to sidekey\'s key)')
       : 'an unusable token_type')
   }
   const facts = jwtFacts(value)
@@ -277,7 +296,9 @@ function oauthErrorCode (raw: Buffer | undefined): string | undefined {
 }
 
 /** The body, or undefined when it is larger than `max` (then the stream is destroyed unread). */
-export async function readCapped (body: Body, contentLength: string | string[] | undefined, max: number): Promise<Buffer | undefined> {
+export async function readCapped (
+  body: Body, contentLength: string | string[] | undefined, max: number
+): Promise<Buffer | undefined> {
   if (typeof contentLength === 'string' && Number(contentLength) > max) {
     discard(body)
     return undefined

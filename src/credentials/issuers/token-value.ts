@@ -42,7 +42,8 @@ function jsonObject (segment: string): Record<string, unknown> | undefined {
   if (!BASE64URL.test(segment)) return undefined
   try {
     const value: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'))
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : undefined
+    const isRecord = typeof value === 'object' && value !== null && !Array.isArray(value)
+    return isRecord ? value as Record<string, unknown> : undefined
   } catch {
     return undefined
   }
@@ -72,7 +73,9 @@ export function usableToken (value: unknown, what: string): string {
  * Builds the credential handed to the engine: the id is the JWT `jti` when there is one, else the fingerprint;
  * the expiry is capped at MAX_LIFETIME_MS after `issuedAt`, and one at or before `issuedAt` is refused.
  */
-export function issuedCredential (value: string, issuedAt: number, expiresAt: number | undefined, facts = jwtFacts(value)): IssuedCredential {
+export function issuedCredential (
+  value: string, issuedAt: number, expiresAt: number | undefined, facts = jwtFacts(value)
+): IssuedCredential {
   const token = new Secret(value)
   if (expiresAt !== undefined && !(expiresAt > issuedAt)) {
     throw new IssuerError('SIDEKEY_ISSUER_RESPONSE', 'the credential is already expired')

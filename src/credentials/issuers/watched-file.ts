@@ -34,7 +34,9 @@ export class FileSource {
     let buf: Buffer
     try {
       const st = await stat(this.path, { bigint: true })
-      if (!st.isFile()) throw new IssuerError('SIDEKEY_ISSUER_FAILED', `${this.label} ${this.path} is not a regular file`)
+      if (!st.isFile()) {
+        throw new IssuerError('SIDEKEY_ISSUER_FAILED', `${this.label} ${this.path} is not a regular file`)
+      }
       stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
       if (stamp === this.#stamp && this.#text !== undefined) return { text: this.#text, changed: false }
       if (st.size > BigInt(this.#maxBytes)) throw this.#tooLarge()
