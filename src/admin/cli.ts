@@ -3,18 +3,11 @@ import { loadConfigFile } from '../config/load.js'
 import { hostPort } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { readAdminToken } from './token.js'
+import type { Io } from '../util/io.js'
+import { ADMIN_USAGE } from './usage.js'
 
-export const ADMIN_USAGE = `usage: sidekey admin status [--config FILE] [--admin HOST:PORT]
-       sidekey admin rotate TOOL [--revoke-previous] [--config FILE] [--admin HOST:PORT]
-       sidekey admin reload [--config FILE] [--admin HOST:PORT]
-Talks to a running sidekey's admin port (admin.listen, or --admin). rotate and reload send the admin token from
-admin.token_file, else from the file sidekey made beside the CA (ca.dir/admin-token): run it as sidekey's user.`
-
-export interface AdminIo {
-  readonly stdout: NodeJS.WritableStream
-  readonly stderr: NodeJS.WritableStream
-  readonly env?: NodeJS.ProcessEnv
-}
+/** What an admin-port verb writes to, and the environment its config reads (the process's when absent). */
+export type AdminIo = Pick<Io, 'stdout' | 'stderr'> & Partial<Pick<Io, 'env'>>
 
 /** `sidekey admin …`; exit codes: 0 done, 1 refused or unreachable, 2 usage or config. */
 export async function adminCommand (argv: readonly string[], io: AdminIo): Promise<number> {

@@ -5,11 +5,7 @@ import { SidekeyError } from '../errors.js'
 import { readAdminToken } from '../admin/token.js'
 import { dialable, type AdminIo } from '../admin/cli.js'
 import type { PendingView } from './desk.js'
-
-export const APPROVALS_USAGE = `usage: sidekey approvals list [--json] [--config FILE] [--admin HOST:PORT]
-       sidekey approvals approve ID [--reason TEXT] [--config FILE] [--admin HOST:PORT]
-       sidekey approvals deny ID [--reason TEXT] [--config FILE] [--admin HOST:PORT]
-Calls held for approval on a running sidekey (its admin port, with the admin token, as sidekey admin reads it).`
+import { APPROVALS_USAGE } from './usage.js'
 
 /** `sidekey approvals …`; exit codes: 0 done, 1 refused, unknown or unreachable, 2 usage or config. */
 export async function approvalsCommand (argv: readonly string[], io: AdminIo): Promise<number> {

@@ -4,18 +4,16 @@ import type { ApprovalRequested } from '../audit/events.js'
 import { parseDuration } from '../util/duration.js'
 import { ackDone } from './bucket.js'
 import { approvalKey } from './approvals.js'
-import { fleetOf, withBucket, type Io } from './cli.js'
+import { fleetOf, withBucket, type FleetIo } from './cli.js'
 import { loadOperatorPrivateKey } from './keys.js'
 import { issueCommand, values } from './operator.js'
-
-export const FLEET_APPROVAL_USAGE = `usage: sidekey fleet approvals --config FILE
-       sidekey fleet approve|deny ID --config FILE --key KEY [--reason TEXT] [--actor NAME] [--wait 10s]`
+import { FLEET_APPROVAL_USAGE } from './usage.js'
 
 /**
  * `sidekey fleet approvals|approve|deny`: the calls held across the fleet (published by each sidecar), and a signed
  * decision naming one of them by id, tool, instance and body hash. Exit codes: 0 applied, 1 not, 2 usage.
  */
-export async function fleetApprovalCommand (argv: readonly string[], io: Io): Promise<number> {
+export async function fleetApprovalCommand (argv: readonly string[], io: FleetIo): Promise<number> {
   const verb = argv[0]
   let parsed
   try {
@@ -83,7 +81,7 @@ export async function fleetApprovalCommand (argv: readonly string[], io: Io): Pr
   })
 }
 
-function usage (io: Io, message: string): number {
+function usage (io: FleetIo, message: string): number {
   io.stderr.write(`sidekey: ${message}\n${FLEET_APPROVAL_USAGE}\n`)
   return 2
 }

@@ -10,27 +10,19 @@ import { loadOperatorConfigFile } from '../config/load.js'
 import { hostPort, type FleetConfig } from '../config/schema.js'
 import { SidekeyError } from '../errors.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
+import type { Io } from '../util/io.js'
 import { parseDuration } from '../util/duration.js'
 import { ackDone, natsOptions, openBucket, type Ack, type Heartbeat } from './bucket.js'
 import { ACTIONS, type FleetAction } from './command.js'
 import { loadOperatorKeys, loadOperatorPrivateKey, parseOperatorKeys } from './keys.js'
 import { fleetJwks, issueCommand, liveInstances, pruneCommands, storedCommands, values } from './operator.js'
+import { FLEET_USAGE } from './usage.js'
 
-export const FLEET_USAGE = `usage: sidekey fleet keygen --out DIR [--key PEM]
-       sidekey fleet lock|unlock|revoke|rotate --config FILE --key KEY --tool NAME|'*' [--instance ID|'*']
-                     --reason TEXT [--actor NAME] [--wait 10s]
-       sidekey fleet status --config FILE
-       sidekey fleet jwks --config FILE [--serve HOST:PORT]
-       sidekey fleet approvals --config FILE
-       sidekey fleet approve|deny ID --config FILE --key KEY [--reason TEXT] [--wait 10s]`
-
-export interface Io {
-  readonly stdout: NodeJS.WritableStream
-  readonly stderr: NodeJS.WritableStream
-}
+/** What a fleet verb writes to. */
+export type FleetIo = Pick<Io, 'stdout' | 'stderr'>
 
 /** `sidekey fleet …`; exit codes: 0 done, 1 not applied everywhere (or broker failure), 2 usage or config. */
-export async function fleetCommand (argv: readonly string[], io: Io): Promise<number> {
+export async function fleetCommand (argv: readonly string[], io: FleetIo): Promise<number> {
   const verb = argv[0]
   if (verb === 'approvals' || verb === 'approve' || verb === 'deny') {
     return (await import('./approval-cli.js')).fleetApprovalCommand(argv, io)
@@ -119,7 +111,7 @@ function ackLine (a: Ack): string {
   return `${ackDone(a.result) ? 'ok  ' : 'FAIL'} ${a.instance.padEnd(24)} ${a.result.padEnd(16)} ${a.lag_ms === undefined ? '' : `${a.lag_ms} ms`}\n`.replace(/ +\n$/, '\n')
 }
 
-async function keygen (out: string, keyFile: string | undefined, io: Io): Promise<number> {
+async function keygen (out: string, keyFile: string | undefined, io: FleetIo): Promise<number> {
   await mkdir(out, { recursive: true, mode: 0o700 })
   let publicPem: string
   if (keyFile === undefined) {
@@ -141,7 +133,7 @@ async function keygen (out: string, keyFile: string | undefined, io: Io): Promis
   return 0
 }
 
-async function status (kv: KV, fleet: FleetConfig, io: Io): Promise<number> {
+async function status (kv: KV, fleet: FleetConfig, io: FleetIo): Promise<number> {
   const now = Date.now()
   const live = new Set((await liveInstances(kv, now)).map((h) => h.instance))
   const beats = (await values<Heartbeat>(kv, 'hb.>')).sort((a, b) => a.instance.localeCompare(b.instance))
@@ -167,7 +159,7 @@ async function status (kv: KV, fleet: FleetConfig, io: Io): Promise<number> {
   return 0
 }
 
-async function jwks (kv: KV, serve: string | undefined, io: Io): Promise<number> {
+async function jwks (kv: KV, serve: string | undefined, io: FleetIo): Promise<number> {
   if (serve === undefined) {
     io.stdout.write(JSON.stringify(await fleetJwks(kv), null, 2) + '\n')
     return 0
@@ -217,7 +209,7 @@ export async function withBucket (fleet: FleetConfig, what: string, fn: (kv: KV)
   }
 }
 
-function usage (io: Io, message: string): number {
+function usage (io: FleetIo, message: string): number {
   io.stderr.write(`sidekey: ${message}\n${FLEET_USAGE}\n`)
   return 2
 }

@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline'
 import { createGunzip } from 'node:zlib'
 import type { Readable } from 'node:stream'
 import { escapeAllControl } from '../audit/log.js'
+import type { Io } from '../util/io.js'
 
 /**
  * Reading audit trails, for every `sidekey audit …` verb: lines from files, `.gz` files or stdin, streamed one at
@@ -181,11 +182,8 @@ export async function * readLines (files: readonly string[], stdin: NodeJS.Reada
   }
 }
 
-export interface AuditIo {
-  stdin: NodeJS.ReadableStream
-  stdout: NodeJS.WritableStream
-  stderr: NodeJS.WritableStream
-}
+/** What an audit verb reads and writes: files or stdin in, the report and its problems out. */
+export type AuditIo = Pick<Io, 'stdin' | 'stdout' | 'stderr'>
 
 /** Text from the log shown to a human: every control character made visible (the log is untrusted input). */
 export function esc (s: string): string { return escapeAllControl(s) }

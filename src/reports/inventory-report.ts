@@ -1,4 +1,5 @@
 import { describeSkipped, describeUnsealed, esc, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
+import { INVENTORY_USAGE as USAGE } from './usage.js'
 
 /**
  * `sidekey audit inventory FILE…`: what inventory mode (`egress.unmatched: inventory`) saw, per destination and
@@ -197,7 +198,6 @@ function injectFor (placement: string): string | undefined {
   return undefined
 }
 
-const USAGE = 'usage: sidekey audit inventory [--yaml] [--json] [FILE...]   (FILE may be .gz; none or - reads stdin)\n'
 const VERB = 'sidekey audit inventory'
 
 /** Exit codes: 0 done, 1 a file could not be read, 2 bad usage. */

@@ -2,6 +2,7 @@ import type { Config } from '../config/schema.js'
 import { parseDuration } from '../util/duration.js'
 import { pathShape } from '../secrets/path-shape.js'
 import { describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
+import { SCOPES_USAGE as USAGE } from './usage.js'
 
 /**
  * `sidekey audit scopes --config FILE FILE…`: least privilege. For each tool, what the config grants (methods,
@@ -284,7 +285,6 @@ export function formatScopes (r: ScopesReport): string {
   return out.join('\n') + '\n'
 }
 
-const USAGE = 'usage: sidekey audit scopes --config FILE [--since 30d|all] [--json] [FILE...]   (FILE may be .gz; none or - reads stdin)\n'
 const VERB = 'sidekey audit scopes'
 
 /** Exit codes: 0 done, 1 a file could not be read, 2 bad usage or config. */

@@ -1,4 +1,5 @@
 import { AuditInput, checkInputs, describeSkipped, describeUnsealed, esc, parseTime, readFailed, readLines, type AuditIo, type InputCounts } from './input.js'
+import { AUDIT_USAGE as USAGE } from './usage.js'
 
 /**
  * `sidekey audit FILE...`: what an incident responder runs first. Reads audit JSON lines from any number of
@@ -267,8 +268,6 @@ export function table (rows: string[][]): string[] {
 }
 
 export type { AuditIo }
-
-const USAGE = 'usage: sidekey audit [--json] [FILE...]   (FILE may be .gz; none or - reads stdin)\n'
 
 /**
  * The `sidekey audit` verb. Exit codes: 0 done, 1 a file could not be read, 2 bad usage.

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util'
 import { AuditInput, checkInputs, describeUnsealed, esc, parseTime, readFailed, readLines, str, type AuditIo } from './input.js'
 import { counts, table } from './summary.js'
+import { TASKS_USAGE as USAGE } from './usage.js'
 
 /**
  * `sidekey audit tasks FILE...`: the calls of each task the agents named in X-Sidekey-Task (the `task` of
@@ -109,7 +110,6 @@ export function formatTasks (report: TasksReport): string {
 const iso = (ms: number): string | null => Number.isFinite(ms) ? new Date(ms).toISOString() : null
 
 const VERB = 'sidekey audit tasks'
-const USAGE = 'usage: sidekey audit tasks [--json] [FILE...]   (FILE may be .gz; none or - reads stdin)\n'
 
 /**
  * The `sidekey audit tasks` verb. Exit codes: 0 done, 1 a file could not be read, 2 bad usage.

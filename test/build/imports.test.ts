@@ -15,6 +15,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   approvals: ['(root)', 'admin', 'audit', 'config', 'mcp', 'net', 'secrets', 'util'],
   audit: ['(root)', 'anomaly', 'secrets', 'util'],
   budget: ['(root)', 'config', 'util'],
+  // The CLI's verbs: wiring from argv to each folder's own command function, loaded lazily per verb.
+  commands: ['(root)', 'admin', 'approvals', 'config', 'credentials', 'fleet', 'proxy', 'reports', 'tls', 'util'],
   config: ['(root)', 'anomaly', 'net', 'util'],
   credentials: ['(root)', 'audit', 'config', 'net', 'tracing', 'util'],
   // The fleet implements the request path's LockView, the budget's lease store and the approvals' signed release:

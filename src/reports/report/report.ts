@@ -13,6 +13,7 @@ import {
 import { AnomalyLog, anomalyTable } from './anomalies.js'
 import { barChart, color, dataTable, duration, histogram, html, timeSeries, type Series } from './charts.js'
 import { Refusals, renderRefusals } from './refusals.js'
+import { REPORT_USAGE as USAGE } from '../usage.js'
 
 /**
  * `sidekey audit report --out report.html FILE…`: one self-contained HTML page (no script, no network, charts as
@@ -426,11 +427,6 @@ function scopesTable (r: ScopesReport): string {
     (r.patch === '' ? '' : `<pre>${html(r.patch)}</pre>`)
 }
 
-const USAGE = 'usage: sidekey audit report --out report.html [--config FILE] [--keys JWKS]... [--live]' +
-  ' [--since 30d|all] [FILE...]\n' +
-  '  FILE may be .gz; none or - reads stdin\n' +
-  '  --keys JWKS  the audit keys (GET /audit-key of each instance) the integrity section checks the trail against\n' +
-  '  --live       the trail is still being written: the newest run of an instance may end after its last checkpoint\n'
 const VERB = 'sidekey audit report'
 
 /** Exit codes: 0 written, 1 a file could not be read or written, 2 bad usage or config. */

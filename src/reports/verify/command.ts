@@ -3,35 +3,15 @@ import { ConfigError, formatProblems } from '../../config/config-error.js'
 import { escapeAllControl } from '../../audit/log.js'
 import { readLineBytes, type ReadFailure } from './read.js'
 import { formatVerifyResult, TrailVerifier, type PublicJwk } from './verify.js'
-
-export interface VerifyIo {
-  stdin: NodeJS.ReadableStream
-  stdout: NodeJS.WritableStream
-  stderr: NodeJS.WritableStream
-}
-
-const USAGE = `usage: sidekey audit verify [--keys JWKS]... [--from URL]... [--fleet CONFIG] [--live] [--json] [FILE...]
-  FILE may be gzip; none or - reads stdin. Lines of several instances and runs may be interleaved.
-  --keys JWKS     the audit keys to trust: a file with the JWKS of each instance's GET /audit-key (or a JWK, or
-                  an array of them)
-  --from URL      the key of a running sidekey, fetched from its admin port (URL, or URL/audit-key without a path)
-  --fleet CONFIG  the checkpoint each instance published last in the fleet bucket of CONFIG's fleet: section: the
-                  run's key must have signed it, and the run's chain must reach it
-  --live          the trail is still being written: the newest run of an instance may end after its last checkpoint
-  --json          the result as JSON
-  Without --keys, --from or --fleet the keys come from the trail itself, which whoever rewrites it can swap.
-exit 0 intact: every event sealed, every chain and checkpoint holds, every run's key vouched for from outside
-     1 not intact: a run broken, an event without a seal, no event at all, or a file unreadable
-     2 usage, or the keys (--keys, --from, --fleet) could not be read
-     3 consistent, not authenticated: the chain holds, but no key from outside the trail vouches for every run
-`
+import { VERIFY_USAGE as USAGE } from '../usage.js'
+import type { AuditIo } from '../input.js'
 
 /**
  * `sidekey audit verify`: exits 0 with `N events in R runs, M checkpoints, intact` when the trail is consistent and
  * authenticated, 3 when it is only consistent, else 1 naming, per broken run, the first seq that cannot be vouched
  * for and what happened, and every event line without a seal.
  */
-export async function verifyCommand (args: readonly string[], io: VerifyIo): Promise<number> {
+export async function verifyCommand (args: readonly string[], io: AuditIo): Promise<number> {
   const files: string[] = []
   const keyFiles: string[] = []
   const urls: string[] = []
@@ -95,7 +75,7 @@ export async function verifyCommand (args: readonly string[], io: VerifyIo): Pro
   return result.intact ? 0 : result.consistent ? 3 : 1
 }
 
-function usage (io: VerifyIo, why: string): number {
+function usage (io: AuditIo, why: string): number {
   io.stderr.write(`sidekey audit verify: ${why}\n${USAGE}`)
   return 2
 }
