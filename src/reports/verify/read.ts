@@ -15,13 +15,17 @@ export const MAX_LINE = 1 << 20
 
 export interface ReadFailure { file: string, code: string, lines: number }
 
-export async function * readLineBytes (files: readonly string[], stdin: NodeJS.ReadableStream, opts: { maxLine?: number, onError?: (f: ReadFailure) => void, onFile?: (file: string) => void } = {}): AsyncIterable<Uint8Array> {
+export async function * readLineBytes (
+  files: readonly string[], stdin: NodeJS.ReadableStream,
+  opts: { maxLine?: number, onError?: (f: ReadFailure) => void, onFile?: (file: string) => void } = {}
+): AsyncIterable<Uint8Array> {
   const maxLine = opts.maxLine ?? MAX_LINE
   for (const file of files) {
     opts.onFile?.(file)
     let lines = 0
     try {
-      for await (const line of splitLines(decompressed(file === '-' ? stdin : createReadStream(file, { highWaterMark: 1 << 20 })), maxLine)) {
+      const source = file === '-' ? stdin : createReadStream(file, { highWaterMark: 1 << 20 })
+      for await (const line of splitLines(decompressed(source), maxLine)) {
         lines++
         yield line
       }

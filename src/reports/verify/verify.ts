@@ -190,7 +190,9 @@ interface Sealed { runId: string, seq: number, chain: string, unsealedEnd: numbe
 export class TrailVerifier {
   readonly #opts: VerifyOptions
   readonly #runs = new Map<string, Run>()
-  readonly #skipped: SkipCounts = { total: 0, truncated: 0, not_json: 0, foreign: 0, unchained: 0, too_long: 0, duplicates: 0 }
+  readonly #skipped: SkipCounts =
+    { total: 0, truncated: 0, not_json: 0, foreign: 0, unchained: 0, too_long: 0, duplicates: 0 }
+
   readonly #notes: string[] = []
   #order = 0
   #tooManyRuns = 0
@@ -217,7 +219,9 @@ export class TrailVerifier {
   /** One line, without its newline (a trailing CR is ignored). */
   line (input: Uint8Array | string): void {
     this.#lineNo++
-    let bytes = typeof input === 'string' ? Buffer.from(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
+    let bytes = typeof input === 'string'
+      ? Buffer.from(input)
+      : Buffer.from(input.buffer, input.byteOffset, input.byteLength)
     if (bytes.length > 0 && bytes[bytes.length - 1] === 13) bytes = bytes.subarray(0, -1)
     if (bytes.length === 0 || isBlank(bytes)) return
     if (bytes.length > MAX_LINE) { this.#skip('too_long'); return }
@@ -247,34 +251,60 @@ export class TrailVerifier {
       if (next !== undefined) this.#checkNamed(r, next)
       if (r.previous !== undefined && !this.#runs.has(r.previous.run_id) && r.problem === undefined) {
         if (earliest.get(r.instanceId ?? '') === r.order) {
-          this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}) continues run ${r.previous.run_id} (checkpointed to seq ${r.previous.seq}), which is not in the input`)
+          this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}) continues run ${r.previous.run_id} ` +
+            `(checkpointed to seq ${r.previous.seq}), which is not in the input`)
         } else {
-          problem(r, 1, 'removed', `the previous run ${r.previous.run_id} named by this run's audit.started (checkpointed to seq ${r.previous.seq}) is missing from the input, while earlier runs of the instance are there`)
+          problem(r, 1, 'removed', `the previous run ${r.previous.run_id} named by this run's audit.started ` +
+            `(checkpointed to seq ${r.previous.seq}) is missing from the input, while earlier runs of the instance ` +
+            'are there')
         }
       }
       const anchor = this.#anchorsByRun.get(r.runId)
       if (anchor !== undefined && !r.anchored && r.problem === undefined && r.lastSeq < anchor.seq) {
-        if (this.#opts.live === true && next === undefined) this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}) is checkpointed in the fleet bucket to seq ${anchor.seq}; the input ends at seq ${r.lastSeq} (--live: not yet arrived)`)
-        else problem(r, r.lastSeq + 1, 'tail', `the fleet bucket holds this run's checkpoint of seq ${anchor.seq}, but the input ends at seq ${r.lastSeq}: its tail was cut`)
+        if (this.#opts.live === true && next === undefined) {
+          this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}) is checkpointed in the fleet bucket to ` +
+            `seq ${anchor.seq}; the input ends at seq ${r.lastSeq} (--live: not yet arrived)`)
+        } else {
+          problem(r, r.lastSeq + 1, 'tail', `the fleet bucket holds this run's checkpoint of seq ${anchor.seq}, ` +
+            `but the input ends at seq ${r.lastSeq}: its tail was cut`)
+        }
       }
       if (r.problem === undefined && !r.closed) {
         const open = this.#opts.live === true && next === undefined
         const cp = r.lastCheckpoint
         const after = cp === undefined ? r.lastSeq : r.lastSeq - cp.line
         if (open) pendingOpen += after
-        else if (cp === undefined) problem(r, r.firstSeq, 'tail', `no checkpoint vouches for any of the run's ${r.lines} lines: it ended without its shutdown checkpoint (killed, crashed, cut short, or still running: see --live)`)
-        else if (after > 0) problem(r, cp.line + 1, 'tail', `${after} line${after === 1 ? '' : 's'} after the last checkpoint (seq ${cp.line}) cannot be vouched for: the run ended without its shutdown checkpoint (killed, crashed, its tail cut, or still running: see --live)`)
-        else problem(r, cp.line + 1, 'tail', `the run ends on a periodic checkpoint (seq ${cp.line}) without its shutdown checkpoint: lines after it may have been cut (or the run was killed, or is still running: see --live)`)
+        else if (cp === undefined) {
+          problem(r, r.firstSeq, 'tail', `no checkpoint vouches for any of the run's ${r.lines} lines: it ended ` +
+            'without its shutdown checkpoint (killed, crashed, cut short, or still running: see --live)')
+        } else if (after > 0) {
+          problem(r, cp.line + 1, 'tail', `${after} line${after === 1 ? '' : 's'} after the last checkpoint ` +
+            `(seq ${cp.line}) cannot be vouched for: the run ended without its shutdown checkpoint ` +
+            '(killed, crashed, its tail cut, or still running: see --live)')
+        } else {
+          problem(r, cp.line + 1, 'tail', `the run ends on a periodic checkpoint (seq ${cp.line}) without its ` +
+            'shutdown checkpoint: lines after it may have been cut (or the run was killed, or is still running: ' +
+            'see --live)')
+        }
       }
     }
-    if (pendingOpen > 0) this.#notes.push(`${pendingOpen} line${pendingOpen === 1 ? '' : 's'} of runs still open (--live) follow their last checkpoint: not yet vouched for`)
-    if (this.#tooManyRuns > 0) this.#notes.push(`${this.#tooManyRuns} lines of runs beyond the first ${MAX_RUNS} were skipped`)
+    if (pendingOpen > 0) {
+      this.#notes.push(`${pendingOpen} line${pendingOpen === 1 ? '' : 's'} of runs still open (--live) follow ` +
+        'their last checkpoint: not yet vouched for')
+    }
+    if (this.#tooManyRuns > 0) {
+      this.#notes.push(`${this.#tooManyRuns} lines of runs beyond the first ${MAX_RUNS} were skipped`)
+    }
     const problems = runs.flatMap((r) => r.problem === undefined ? [] : [{ ...r.problem, instance_id: r.instanceId }])
     const unvouched = runs.filter((r) => r.problem === undefined && r.trust !== 'keys' && r.trust !== 'fleet')
     if (this.#opts.keys === undefined && this.#opts.anchors === undefined && runs.length > 0) {
-      this.#notes.push('keys: only the trail\'s own (each run\'s audit.started): a trail rewritten and re-signed with another key looks the same; pass --keys (GET /audit-key of each instance), --fleet or --from')
+      this.#notes.push('keys: only the trail\'s own (each run\'s audit.started): a trail rewritten and re-signed ' +
+        'with another key looks the same; pass --keys (GET /audit-key of each instance), --fleet or --from')
     } else {
-      for (const r of unvouched.slice(0, 20)) this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}): not authenticated: its key is not among --keys and its instance published no checkpoint in the fleet bucket`)
+      for (const r of unvouched.slice(0, 20)) {
+        this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}): not authenticated: its key is not ` +
+          'among --keys and its instance published no checkpoint in the fleet bucket')
+      }
       if (unvouched.length > 20) this.#notes.push(`… and ${unvouched.length - 20} more runs not authenticated`)
     }
     const unsealed = { count: this.#unsealedEvents.count, first: [...this.#unsealedEvents.first] }
@@ -290,7 +320,9 @@ export class TrailVerifier {
       lines: sum(runs, (r) => r.lines),
       runs: runs.length,
       checkpoints: sum(runs, (r) => r.checkpoints),
-      trust: this.#opts.keys === undefined ? (this.#opts.anchors === undefined ? 'first-use' : 'fleet') : (this.#opts.anchors === undefined ? 'keys' : 'keys+fleet'),
+      trust: this.#opts.keys === undefined
+        ? (this.#opts.anchors === undefined ? 'first-use' : 'fleet')
+        : (this.#opts.anchors === undefined ? 'keys' : 'keys+fleet'),
       skipped: { ...this.#skipped },
       problems,
       notes: [...this.#notes],
@@ -319,15 +351,19 @@ export class TrailVerifier {
       // Its seal was edited: the line is the run's, so this is where the run breaks.
       run.lines++
       if (run.problem === undefined) {
-        if (rec.seq === run.expected) problem(run, rec.seq, 'altered', `line seq ${rec.seq} was altered: its run_id/seq/chain ending is not as sidekey writes it`)
-        else this.#seqOutOfPlace(run, rec.seq)
+        if (rec.seq === run.expected) {
+          problem(run, rec.seq, 'altered',
+            `line seq ${rec.seq} was altered: its run_id/seq/chain ending is not as sidekey writes it`)
+        } else this.#seqOutOfPlace(run, rec.seq)
       }
       return
     }
     if (typeof rec.event === 'string') {
       // An event no seal vouches for: appended by whoever can write the log, so it fails the trail.
       const u = this.#unsealedEvents
-      if (u.count++ < MAX_UNSEALED_SHOWN) u.first.push({ at: this.#opts.locate?.(this.#lineNo) ?? `line ${this.#lineNo}`, event: rec.event })
+      if (u.count++ < MAX_UNSEALED_SHOWN) {
+        u.first.push({ at: this.#opts.locate?.(this.#lineNo) ?? `line ${this.#lineNo}`, event: rec.event })
+      }
       return
     }
     this.#skip(typeof rec.level === 'number' && typeof rec.time === 'string' ? 'unchained' : 'foreign')
@@ -353,7 +389,8 @@ export class TrailVerifier {
       return
     }
     if (s.seq !== run.expected) {
-      if (s.seq < run.expected && run.recent.get(s.seq) === s.chain && sealedBy(s.seq === 1 ? '' : run.recent.get(s.seq - 1), bytes, s)) {
+      const before = s.seq === 1 ? '' : run.recent.get(s.seq - 1)
+      if (s.seq < run.expected && run.recent.get(s.seq) === s.chain && sealedBy(before, bytes, s)) {
         run.lines--
         if (isEvent) run.events--
         if (rec?.event === 'audit.checkpoint') run.checkpoints--
@@ -369,7 +406,8 @@ export class TrailVerifier {
       return
     }
     if (run.closed) {
-      problem(run, s.seq, 'inserted', `line seq ${s.seq} follows the run's shutdown checkpoint: nothing is written after it, so it was added`)
+      problem(run, s.seq, 'inserted',
+        `line seq ${s.seq} follows the run's shutdown checkpoint: nothing is written after it, so it was added`)
       return
     }
     if (run.firstSeq === 0) run.firstSeq = s.seq
@@ -381,7 +419,8 @@ export class TrailVerifier {
     const anchor = this.#anchorsByRun.get(run.runId)
     if (anchor?.seq === s.seq) {
       if (anchor.chain !== s.chain) {
-        problem(run, s.seq, 'rewritten', `the checkpoint its instance published off the node (fleet bucket) has another chain at seq ${s.seq}: the run was rewritten`)
+        problem(run, s.seq, 'rewritten', 'the checkpoint its instance published off the node (fleet bucket) has ' +
+          `another chain at seq ${s.seq}: the run was rewritten`)
         return
       }
       run.anchored = true
@@ -397,16 +436,19 @@ export class TrailVerifier {
       const to = seq - 1
       run.gap = { from, to }
       const what = from === to ? `line seq ${from} is missing` : `lines seq ${from}–${to} are missing`
-      if (run.firstSeq === 0) problem(run, from, 'removed', `${what}: the run's head is not in the input (the first line read is seq ${seq})`)
-      else problem(run, from, 'removed', `${what} (seq ${from - 1} is followed by seq ${seq}): removed`)
+      if (run.firstSeq === 0) {
+        problem(run, from, 'removed', `${what}: the run's head is not in the input (the first line read is seq ${seq})`)
+      } else problem(run, from, 'removed', `${what} (seq ${from - 1} is followed by seq ${seq}): removed`)
     } else {
-      problem(run, seq, 'inserted', `line seq ${seq} appears again after seq ${run.expected - 1}, with other bytes: a line was inserted, replayed or moved`)
+      problem(run, seq, 'inserted', `line seq ${seq} appears again after seq ${run.expected - 1}, with other bytes: ` +
+        'a line was inserted, replayed or moved')
     }
   }
 
   #started (run: Run, seq: number, rec: Record<string, unknown>): void {
     if (rec.format !== TRAIL_FORMAT) {
-      problem(run, seq, 'format', `audit.started says format ${JSON.stringify(rec.format)}, which this verifier does not know (it checks ${TRAIL_FORMAT}): the run is not verified`)
+      problem(run, seq, 'format', `audit.started says format ${JSON.stringify(rec.format)}, which this verifier ` +
+        `does not know (it checks ${TRAIL_FORMAT}): the run is not verified`)
       return
     }
     const key = rec.key as PublicJwk | undefined
@@ -428,13 +470,15 @@ export class TrailVerifier {
     } else if (published !== undefined) {
       // The bucket holds a checkpoint of this instance: only its real key signed it.
       if (!verifyCheckpoint(published, key).ok) {
-        problem(run, seq, 'key', `instance ${instance ?? '?'}: its audit key (kid ${String(key.kid)}) did not sign the checkpoint the instance published in the fleet bucket: a key you do not trust signed this run`)
+        problem(run, seq, 'key', `instance ${instance ?? '?'}: its audit key (kid ${String(key.kid)}) did not sign ` +
+          'the checkpoint the instance published in the fleet bucket: a key you do not trust signed this run')
         return
       }
       run.jwk = key
       run.trust = 'fleet'
     } else if (this.#opts.keys !== undefined && this.#opts.anchors === undefined) {
-      problem(run, seq, 'key', `instance ${run.instanceId ?? '?'}: its audit key (kid ${String(key.kid)}) is not among --keys: a key you do not trust signed this run, or the keys are another instance's`)
+      problem(run, seq, 'key', `instance ${run.instanceId ?? '?'}: its audit key (kid ${String(key.kid)}) is not ` +
+        'among --keys: a key you do not trust signed this run, or the keys are another instance\'s')
       return
     } else {
       run.jwk = key
@@ -442,9 +486,12 @@ export class TrailVerifier {
     }
     const previous = rec.previous as { jws?: unknown } | null | undefined
     if (previous !== null && previous !== undefined) {
-      const check = typeof previous.jws === 'string' ? verifyCheckpoint(previous.jws, run.jwk) : { ok: false as const, why: 'no JWS' }
+      const check = typeof previous.jws === 'string'
+        ? verifyCheckpoint(previous.jws, run.jwk)
+        : { ok: false as const, why: 'no JWS' }
       if (!check.ok) {
-        problem(run, seq, 'signature', `the previous run's checkpoint in audit.started does not verify with the run's key (${check.why})`)
+        problem(run, seq, 'signature',
+          `the previous run's checkpoint in audit.started does not verify with the run's key (${check.why})`)
         return
       }
       run.previous = check.claims
@@ -453,22 +500,29 @@ export class TrailVerifier {
 
   #checkpoint (run: Run, seq: number, chainBefore: string, rec: Record<string, unknown>): void {
     if (run.jwk === undefined) {
-      problem(run, seq, 'key', `checkpoint at seq ${seq} cannot be checked: the run's audit.started (its key) is not in the input`)
+      problem(run, seq, 'key',
+        `checkpoint at seq ${seq} cannot be checked: the run's audit.started (its key) is not in the input`)
       return
     }
-    const check = typeof rec.jws === 'string' ? verifyCheckpoint(rec.jws, run.jwk) : { ok: false as const, why: 'no JWS' }
+    const check = typeof rec.jws === 'string'
+      ? verifyCheckpoint(rec.jws, run.jwk)
+      : { ok: false as const, why: 'no JWS' }
     if (!check.ok) {
-      problem(run, seq, 'signature', `checkpoint at seq ${seq}: ${check.why} with the ${run.trust === 'keys' ? 'key from --keys' : 'run\'s key'} (kid ${String(run.jwk.kid)})`)
+      const whose = run.trust === 'keys' ? 'key from --keys' : 'run\'s key'
+      const kid = String(run.jwk.kid)
+      problem(run, seq, 'signature', `checkpoint at seq ${seq}: ${check.why} with the ${whose} (kid ${kid})`)
       return
     }
     const c = check.claims
     if (c.run_id !== run.runId || c.seq !== seq - 1) {
-      problem(run, seq, 'inserted', `checkpoint at seq ${seq} was signed for run ${c.run_id} seq ${c.seq}: it was copied here`)
+      problem(run, seq, 'inserted',
+        `checkpoint at seq ${seq} was signed for run ${c.run_id} seq ${c.seq}: it was copied here`)
       return
     }
     if (c.chain !== chainBefore) {
       const from = run.lastCheckpoint === undefined ? 1 : run.lastCheckpoint.line + 1
-      problem(run, from, 'rewritten', `checkpoint at seq ${seq} signed another chain than the lines before it hash to: lines seq ${from}–${seq - 1} were altered, removed or inserted and the chain recomputed`)
+      problem(run, from, 'rewritten', `checkpoint at seq ${seq} signed another chain than the lines before it ` +
+        `hash to: lines seq ${from}–${seq - 1} were altered, removed or inserted and the chain recomputed`)
       return
     }
     run.lastCheckpoint = { line: seq, seq: c.seq, chain: c.chain }
@@ -482,18 +536,22 @@ export class TrailVerifier {
     const claim = next.previous!
     if (run.problem !== undefined) return
     if (claim.seq > run.lastSeq) {
-      problem(run, run.lastSeq + 1, 'tail', `the next run (${next.runId}) says this run was checkpointed to seq ${claim.seq}, but the input ends at seq ${run.lastSeq}: its tail was cut`)
+      problem(run, run.lastSeq + 1, 'tail', `the next run (${next.runId}) says this run was checkpointed to ` +
+        `seq ${claim.seq}, but the input ends at seq ${run.lastSeq}: its tail was cut`)
       return
     }
     const cp = run.recentCheckpoints.find((c) => c.seq === claim.seq)
     if (cp !== undefined && cp.chain !== claim.chain) {
-      problem(run, claim.seq, 'rewritten', `the next run (${next.runId}) carries a checkpoint of seq ${claim.seq} with another chain than this run's lines: the run was rewritten`)
+      problem(run, claim.seq, 'rewritten', `the next run (${next.runId}) carries a checkpoint of seq ${claim.seq} ` +
+        'with another chain than this run\'s lines: the run was rewritten')
     }
   }
 }
 
 /** Verifies every line of `lines` (bytes or strings, without newlines). */
-export async function verifyTrail (lines: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>, opts: VerifyOptions = {}): Promise<VerifyResult> {
+export async function verifyTrail (
+  lines: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>, opts: VerifyOptions = {}
+): Promise<VerifyResult> {
   const v = new TrailVerifier(opts)
   for await (const line of lines) v.line(line)
   return v.finish()
@@ -507,16 +565,23 @@ export const NOT_AUTHENTICATED = 'consistent, not authenticated: pass --keys, --
  * authenticated…`, or `…: NOT INTACT …`), then problems, unsealed lines, skips and notes.
  */
 export function formatVerifyResult (r: VerifyResult, esc: (s: string) => string = (s) => s): string {
-  const head = `${r.events} events in ${r.runs} run${r.runs === 1 ? '' : 's'}, ${r.checkpoints} checkpoint${r.checkpoints === 1 ? '' : 's'}`
+  const head = `${r.events} events in ${r.runs} run${r.runs === 1 ? '' : 's'}, ` +
+    `${r.checkpoints} checkpoint${r.checkpoints === 1 ? '' : 's'}`
   const out: string[] = []
   const u = r.unsealed
   if (r.intact) out.push(`${head}, intact`)
   else if (r.consistent) out.push(`${head}: ${NOT_AUTHENTICATED}`)
   else if (r.events === 0 && u.count === 0) out.push('no audit events in the input: nothing was verified: NOT INTACT')
   else {
-    const failed = [r.problems.length > 0 || u.count === 0 ? plural(r.problems.length, 'run') + ' failed' : '', u.count > 0 ? plural(u.count, 'line') + ' without a seal' : '']
+    const failed = [
+      r.problems.length > 0 || u.count === 0 ? plural(r.problems.length, 'run') + ' failed' : '',
+      u.count > 0 ? plural(u.count, 'line') + ' without a seal' : '',
+    ]
     out.push(`${head}: NOT INTACT (${failed.filter((f) => f !== '').join(', ')})`)
-    for (const p of r.problems) out.push(`  run ${esc(p.run_id)} (instance ${esc(p.instance_id ?? '?')}) seq ${p.seq}: ${p.kind}: ${esc(p.message)}`)
+    for (const p of r.problems) {
+      const where = `run ${esc(p.run_id)} (instance ${esc(p.instance_id ?? '?')}) seq ${p.seq}`
+      out.push(`  ${where}: ${p.kind}: ${esc(p.message)}`)
+    }
     const why = r.runs === 0
       ? 'no line of the input is sealed: the trail cannot be verified (written without the chain, or not by sidekey)'
       : 'no run_id/seq/chain: not written by sidekey\'s chain, so added by whoever could write the log'
@@ -525,7 +590,14 @@ export function formatVerifyResult (r: VerifyResult, esc: (s: string) => string 
   }
   const s = r.skipped
   if (s.total > 0) {
-    const parts = ([['truncated', s.truncated], ['not JSON', s.not_json], ['foreign JSON', s.foreign], ['sidekey lines without a chain (older version), not verified', s.unchained], ['longer than 1 MiB', s.too_long], ['exact duplicates', s.duplicates]] as const)
+    const parts = ([
+      ['truncated', s.truncated],
+      ['not JSON', s.not_json],
+      ['foreign JSON', s.foreign],
+      ['sidekey lines without a chain (older version), not verified', s.unchained],
+      ['longer than 1 MiB', s.too_long],
+      ['exact duplicates', s.duplicates],
+    ] as const)
       .filter(([, n]) => n > 0).map(([what, n]) => `${n} ${what}`)
     out.push(`skipped ${s.total} line${s.total === 1 ? '' : 's'}: ${parts.join(', ')}`)
   }
@@ -587,9 +659,12 @@ const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' 
 /** A checkpoint JWS's claims, read without checking its signature (a key checks it before they count). */
 function unverifiedClaims (jws: string): CheckpointClaims | undefined {
   try {
-    const c = JSON.parse(Buffer.from(jws.split('.')[1] ?? '', 'base64url').toString('utf8')) as Partial<CheckpointClaims>
-    if (typeof c.iss !== 'string' || typeof c.run_id !== 'string' || typeof c.seq !== 'number' || typeof c.chain !== 'string') return undefined
-    return { iss: c.iss, run_id: c.run_id, seq: c.seq, chain: c.chain, final: c.final === true, iat: typeof c.iat === 'number' ? c.iat : 0 }
+    const payload = Buffer.from(jws.split('.')[1] ?? '', 'base64url').toString('utf8')
+    const c = JSON.parse(payload) as Partial<CheckpointClaims>
+    if (typeof c.iss !== 'string' || typeof c.run_id !== 'string' || typeof c.seq !== 'number' ||
+      typeof c.chain !== 'string') return undefined
+    const iat = typeof c.iat === 'number' ? c.iat : 0
+    return { iss: c.iss, run_id: c.run_id, seq: c.seq, chain: c.chain, final: c.final === true, iat }
   } catch {
     return undefined
   }
@@ -624,7 +699,8 @@ function parseSeal (b: Buffer): Sealed | undefined {
 /** The line's bytes hash, after `previous`, to its chain. */
 function sealedBy (previous: string | undefined, bytes: Buffer, s: Sealed): boolean {
   if (previous === undefined) return false
-  return createHash('sha256').update(previous).update(bytes.subarray(0, s.unsealedEnd)).update(CLOSE).digest('base64url') === s.chain
+  const chain = createHash('sha256').update(previous).update(bytes.subarray(0, s.unsealedEnd)).update(CLOSE)
+  return chain.digest('base64url') === s.chain
 }
 
 function parseObject (b: Buffer): Record<string, unknown> | undefined {
