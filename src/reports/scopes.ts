@@ -1,4 +1,6 @@
 import type { Config } from '../config/schema.js'
+import { formatMcpUse, judgeMcp, mcpGrant, mcpPatchLines, McpUsage } from './mcp-scopes.js'
+import type { McpGrant, McpUse, PerKind } from './mcp-scopes.js'
 import { parseDuration } from '../util/duration.js'
 import { pathShape } from '../secrets/path-shape.js'
 import { describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
@@ -24,6 +26,8 @@ export interface ToolGrant {
   path_prefix: string
   scopes: string[]
   issuer: string
+  /** The tool's `mcp:` section; null without one. */
+  mcp: McpGrant | null
 }
 
 export interface ToolUse {
@@ -44,6 +48,8 @@ export interface ToolUse {
   issued: number
   refresh_failures: number
   instances: number
+  /** The MCP tools, resources and prompts its calls named (null: none did). */
+  mcp: McpUse | null
 }
 
 export interface ToolScopes {
@@ -52,7 +58,9 @@ export interface ToolScopes {
   granted: ToolGrant | null
   used: ToolUse
   /** Narrower match settings; empty when the grant already fits what was used. */
-  recommend: { methods?: string[], path_prefix?: string }
+  recommend: { methods?: string[], path_prefix?: string, mcp?: Partial<PerKind<string[]>> }
+  /** Entries of `mcp:` that no call matched. */
+  mcp_unused: Partial<PerKind<string[]>>
   /** Held (issued in the window, or configured) but never called in the window. */
   unused: boolean
   notes: string[]
@@ -83,6 +91,7 @@ interface Acc {
   issued: number
   refreshFailures: number
   instances: Set<string>
+  mcp: McpUsage
 }
 
 export interface ScopeUsageOptions {
@@ -112,6 +121,7 @@ export class ScopeUsage {
     if (e === 'credential.refresh_failed') { acc.refreshFailures++; return }
     acc.instances.add(str(rec.instance_id) ?? '')
     const outcome = str(rec.outcome)
+    if (rec.mcp !== undefined) acc.mcp.add(rec.mcp, outcome)
     if (outcome !== undefined && outcome !== 'upstream_error') {
       inc(acc.refused, outcome)
       return
@@ -136,8 +146,8 @@ export class ScopeUsage {
       const cfg = config?.tools[name]
       const granted: ToolGrant | null = cfg === undefined
         ? null
-        : { host: cfg.match.host, port: cfg.match.port ?? null, methods: cfg.match.methods === undefined ? null : [...cfg.match.methods], path_prefix: cfg.match.path_prefix ?? '/', scopes: [...cfg.scopes], issuer: cfg.issuer }
-      tools.push(judge(name, granted, finish(this.#tools.get(name)), config !== undefined, this.#fromMs))
+        : { host: cfg.match.host, port: cfg.match.port ?? null, methods: cfg.match.methods === undefined ? null : [...cfg.match.methods], path_prefix: cfg.match.path_prefix ?? '/', scopes: [...cfg.scopes], issuer: cfg.issuer, mcp: mcpGrant(cfg) }
+      tools.push(judge(name, granted, finish(this.#tools.get(name), granted), config !== undefined, this.#fromMs))
     }
     return {
       from: this.#fromMs === undefined ? null : new Date(this.#fromMs).toISOString(),
@@ -151,7 +161,7 @@ export class ScopeUsage {
   #acc (tool: string): Acc {
     let acc = this.#tools.get(tool)
     if (acc === undefined) {
-      acc = { calls: 0, refused: new Map(), methods: new Map(), shapes: new Map(), prefix: undefined, status: new Map(), lastMs: -Infinity, issued: 0, refreshFailures: 0, instances: new Set() }
+      acc = { calls: 0, refused: new Map(), methods: new Map(), shapes: new Map(), prefix: undefined, status: new Map(), lastMs: -Infinity, issued: 0, refreshFailures: 0, instances: new Set(), mcp: new McpUsage() }
       this.#tools.set(tool, acc)
     }
     return acc
@@ -182,9 +192,9 @@ export function grantablePrefix (prefix: string): string {
   return keep >= raw.length ? cut : raw.slice(0, keep).join('/') + '/'
 }
 
-const EMPTY_USE: ToolUse = { calls: 0, refused: {}, methods: {}, path_shapes: [], path_shapes_distinct: 0, common_prefix: null, status: {}, last_use: null, issued: 0, refresh_failures: 0, instances: 0 }
+const EMPTY_USE: ToolUse = { calls: 0, refused: {}, methods: {}, path_shapes: [], path_shapes_distinct: 0, common_prefix: null, status: {}, last_use: null, issued: 0, refresh_failures: 0, instances: 0, mcp: null }
 
-function finish (acc: Acc | undefined): ToolUse {
+function finish (acc: Acc | undefined, granted: ToolGrant | null): ToolUse {
   if (acc === undefined) return { ...EMPTY_USE }
   return {
     calls: acc.calls,
@@ -198,11 +208,12 @@ function finish (acc: Acc | undefined): ToolUse {
     issued: acc.issued,
     refresh_failures: acc.refreshFailures,
     instances: acc.instances.size,
+    mcp: acc.mcp.finish(granted?.mcp ?? null),
   }
 }
 
 function judge (tool: string, granted: ToolGrant | null, used: ToolUse, haveConfig: boolean, fromMs: number | undefined): ToolScopes {
-  const out: ToolScopes = { tool, in_config: granted !== null, granted, used, recommend: {}, unused: false, notes: [] }
+  const out: ToolScopes = { tool, in_config: granted !== null, granted, used, recommend: {}, mcp_unused: {}, unused: false, notes: [] }
   const window = fromMs === undefined ? 'in this trail' : `since ${new Date(fromMs).toISOString()}`
   if (haveConfig && granted === null) out.notes.push('not in this config (removed or renamed?)')
   if (used.calls === 0) {
@@ -225,6 +236,10 @@ function judge (tool: string, granted: ToolGrant | null, used: ToolUse, haveConf
   if (granted !== null && granted.scopes.length > 0) {
     out.notes.push('scopes: the trail cannot tell which scopes a call needed; check them against the methods and paths used')
   }
+  const mcp = judgeMcp(granted?.mcp ?? null, used.mcp, used.path_shapes.map((s) => s.shape), window)
+  if (Object.keys(mcp.recommend).length > 0) out.recommend.mcp = mcp.recommend
+  out.mcp_unused = mcp.unused
+  out.notes.push(...mcp.notes)
   return out
 }
 
@@ -242,10 +257,12 @@ function yamlPatch (tools: readonly ToolScopes[]): string {
       out.push(`  # ${t.tool}: ${t.notes[t.notes.length - 1] ?? 'unused'}`)
       continue
     }
-    if (r.methods === undefined && r.path_prefix === undefined) continue
-    out.push(`  ${t.tool}:`, '    match:')
+    if (r.methods === undefined && r.path_prefix === undefined && r.mcp === undefined) continue
+    out.push(`  ${t.tool}:`)
+    if (r.methods !== undefined || r.path_prefix !== undefined) out.push('    match:')
     if (r.methods !== undefined) out.push(`      methods: [${r.methods.join(', ')}]`)
     if (r.path_prefix !== undefined) out.push(`      path_prefix: ${scalar(r.path_prefix)}`)
+    out.push(...mcpPatchLines(r.mcp ?? {}, scalar))
   }
   return out.length === 0 ? '' : ['tools:', ...out].join('\n') + '\n'
 }
@@ -275,6 +292,7 @@ export function formatScopes (r: ScopesReport): string {
       out.push(`  paths      common prefix ${esc(u.common_prefix ?? '-')}  (${u.path_shapes_distinct}${u.path_shapes_distinct >= MAX_SHAPES ? '+' : ''} shape${u.path_shapes_distinct === 1 ? '' : 's'})`)
       for (const s of u.path_shapes.slice(0, 8)) out.push(`             ${String(s.calls).padStart(7)}  ${esc(s.shape)}`)
     }
+    out.push(...formatMcpUse(u.mcp, t.recommend.mcp ?? {}))
     const rec = [t.recommend.methods === undefined ? '' : `methods: [${t.recommend.methods.join(', ')}]`,
       t.recommend.path_prefix === undefined ? '' : `path_prefix: ${esc(t.recommend.path_prefix)}`].filter((s) => s !== '')
     if (rec.length > 0) out.push(`  recommend  ${rec.join('  ')}`)

@@ -69,7 +69,7 @@ t.test('a trail where only GET /repos/acme/* was used recommends exactly that', 
   const r = JSON.parse(json.out) as ScopesReport
   t.same(r.tools.map((x) => x.tool), ['billing', 'ghost', 'github', 'legacy'])
   const gh = r.tools.find((x) => x.tool === 'github')!
-  t.same(gh.granted, { host: 'api.github.com', port: null, methods: null, path_prefix: '/', scopes: ['repo', 'read:org'], issuer: 'gh' })
+  t.same(gh.granted, { host: 'api.github.com', port: null, methods: null, path_prefix: '/', scopes: ['repo', 'read:org'], issuer: 'gh', mcp: null })
   t.equal(gh.used.calls, 3, 'the refused POST and the call before the window do not count')
   t.same(gh.used.methods, { GET: 3 })
   t.same(gh.used.refused, { method_denied: 1 })
@@ -140,4 +140,77 @@ t.test('grantable prefixes stop at a slash and before an id', async (t) => {
   t.equal(grantablePrefix(''), '/')
   t.same(sinceWindow('all'), {})
   t.same(sinceWindow('1d', 86_400_000), { fromMs: 0 })
+})
+
+const MCP_CONFIG = `instance_id: scopes-mcp
+issuers: { gh: { type: file, path: /run/secrets/gh } }
+tools:
+  gh-mcp:
+    match: { host: mcp.example.com, path_prefix: /mcp, methods: [POST] }
+    issuer: gh
+    mcp: { tools: [get_issue, "search_*", delete_repo, create_issue], prompts: [triage, old_prompt] }
+  raw-mcp:
+    match: { host: other.example.com, path_prefix: /v1/mcp, methods: [POST] }
+    issuer: gh
+`
+const mcpUse = (mcp: Record<string, unknown>, extra: Record<string, unknown> = {}): string =>
+  use(2, 'gh-mcp', 'POST', '/mcp', 200, { mcp, ...extra })
+const call = (name: string): Record<string, unknown> => ({ method: 'tools/call', name })
+const MCP_TRAIL = [
+  mcpUse(call('get_issue')),
+  mcpUse(call('get_issue'), { outcome: 'upstream_error', status: 502 }),
+  mcpUse(call('search_code')),
+  mcpUse({ method: 'tools/list' }),
+  mcpUse({ method: 'prompts/get', name: 'triage' }),
+  mcpUse({ method: 'resources/read', name: 'repo://acme/readme' }),
+  // Refused: the batch for its second member (its first was allowed, answered "not sent"), then a call on its own.
+  mcpUse({ method: 'batch', batch: [call('get_issue'), call('list_things')] }, { outcome: 'mcp_denied' }),
+  mcpUse(call('delete_everything'), { outcome: 'mcp_denied' }),
+  // Refused for another reason: neither called nor refused by mcp:.
+  mcpUse(call('create_issue'), { outcome: 'budget_exhausted', status: 429 }),
+  use(2, 'raw-mcp', 'POST', '/v1/mcp'),
+].join('\n') + '\n'
+
+t.test('MCP tools: the names called become mcp.tools; entries never called and refused names are flagged', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sidekey-scopes-mcp-'))
+  const config = join(dir, 'sidekey.yaml')
+  await writeFile(config, MCP_CONFIG)
+  const trail = join(dir, 'audit.log')
+  await writeFile(trail, MCP_TRAIL)
+
+  const json = await run(['--config', config, '--json', trail])
+  t.equal(json.code, 0, json.err)
+  const r = JSON.parse(json.out) as ScopesReport
+  const gh = r.tools.find((x) => x.tool === 'gh-mcp')!
+  t.same(gh.granted?.mcp, { tools: ['get_issue', 'search_*', 'delete_repo', 'create_issue'], resources: null, prompts: ['triage', 'old_prompt'] })
+  t.same(gh.used.mcp, {
+    called: { tools: { get_issue: 2, search_code: 1 }, resources: { 'repo://acme/readme': 1 }, prompts: { triage: 1 } },
+    denied: { tools: { delete_everything: 1, list_things: 1 }, resources: {}, prompts: {} },
+    truncated: false,
+  }, 'the allowed member of a refused batch is neither called nor refused')
+  t.same(gh.recommend, { mcp: { tools: ['get_issue', 'search_code'], resources: ['repo://acme/readme'], prompts: ['triage'] } })
+  t.same(gh.mcp_unused, { tools: ['delete_repo', 'create_issue'], prompts: ['old_prompt'] })
+  const notes = gh.notes.join('\n')
+  t.match(notes, /mcp\.tools entries never called .*: delete_repo, create_issue: unused, consider removing/)
+  t.match(notes, /mcp\.prompts entries never called .*: old_prompt: unused/)
+  t.match(notes, /mcp\.tools refused \(mcp_denied\): delete_everything×1 list_things×1/)
+  const raw = r.tools.find((x) => x.tool === 'raw-mcp')!
+  t.match(raw.notes.join('\n'), /look like an MCP endpoint: add `mcp:/, 'a tool without mcp: on an /mcp path is pointed at it')
+  t.equal(r.patch, 'tools:\n  gh-mcp:\n    mcp:\n      tools: [get_issue, search_code]\n' +
+    '      resources: ["repo://acme/readme"]\n      prompts: [triage]\n')
+
+  const text = await run(['--config', config, trail])
+  t.match(text.out, /mcp {8}tools get_issue×2 search_code×1\n/)
+  t.match(text.out, /mcp denied tools delete_everything×1 list_things×1\n/)
+  t.match(text.out, /recommend {2}mcp\.tools: \[get_issue, search_code\] {2}mcp\.resources: \[repo:\/\/acme\/readme\]/)
+
+  // The patch, merged by hand, is a config sidekey accepts, and nothing is left to narrow.
+  const merged = MCP_CONFIG.replace(/mcp: \{ tools: .*\}/, 'mcp: { tools: [get_issue, search_code], resources: ["repo://acme/readme"], prompts: [triage] }')
+  await writeFile(join(dir, 'narrow.yaml'), merged)
+  await t.resolves(loadConfigFile(join(dir, 'narrow.yaml')), 'sidekey check accepts the narrowed config')
+  const again = JSON.parse((await run(['--config', join(dir, 'narrow.yaml'), '--json', trail])).out) as ScopesReport
+  const narrowed = again.tools.find((x) => x.tool === 'gh-mcp')!
+  t.same(narrowed.recommend, {}, 'the narrowed grant fits what was called')
+  t.same(narrowed.mcp_unused, {})
+  t.same(narrowed.used.mcp?.denied.tools, { delete_everything: 1, list_things: 1 }, 'still refused, still shown')
 })

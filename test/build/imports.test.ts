@@ -27,8 +27,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   metrics: ['audit', 'credentials', 'util'],
   net: ['(root)'],
   proxy: ['(root)', 'approvals', 'audit', 'budget', 'config', 'credentials', 'inventory', 'mcp', 'net', 'secrets', 'tls', 'tracing', 'util'],
-  // verify --fleet reads the checkpoints the fleet publishes.
-  reports: ['(root)', 'audit', 'config', 'fleet', 'net', 'secrets', 'util'],
+  // verify --fleet reads the checkpoints the fleet publishes; scopes judges MCP names with the policy's own matcher.
+  reports: ['(root)', 'audit', 'config', 'fleet', 'mcp', 'net', 'secrets', 'util'],
   secrets: ['util'],
   tls: ['(root)', 'net', 'util'],
   tracing: ['(root)', 'audit', 'config', 'util'],
