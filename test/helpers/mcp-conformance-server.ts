@@ -35,11 +35,12 @@ export function conformanceServer (): { server: McpServer } {
     async (_args, extra) => {
       const progressToken = extra._meta?.progressToken ?? 0
       for (const progress of [0, 50, 100]) {
-        await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total: 100 } })
+        const params = { progressToken, progress, total: 100 }
+        await extra.sendNotification({ method: 'notifications/progress', params })
       }
       return { content: [{ type: 'text', text: String(progressToken) }] }
     })
-  server.registerTool('test_sampling', { description: 'asks the client to sample', inputSchema: { prompt: z.string() } },
+  server.registerTool('test_sampling', { description: 'asks for a sample', inputSchema: { prompt: z.string() } },
     async ({ prompt }) => {
       const answer = await server.server.createMessage({
         messages: [{ role: 'user', content: { type: 'text', text: prompt } }], maxTokens: 100,
@@ -53,11 +54,13 @@ export function conformanceServer (): { server: McpServer } {
         message,
         requestedSchema: { type: 'object', properties: { response: { type: 'string' } }, required: ['response'] },
       })
-      return { content: [{ type: 'text', text: `User response: action=${answer.action}, content=${JSON.stringify(answer.content ?? {})}` }] }
+      const text = `User response: action=${answer.action}, content=${JSON.stringify(answer.content ?? {})}`
+      return { content: [{ type: 'text', text }] }
     })
   registerResources(server)
   registerPrompts(server)
-  server.server.setRequestHandler(CompleteRequestSchema, async () => ({ completion: { values: [], total: 0, hasMore: false } }))
+  const noCompletions = { completion: { values: [], total: 0, hasMore: false } }
+  server.server.setRequestHandler(CompleteRequestSchema, async () => noCompletions)
   return { server }
 }
 
@@ -73,23 +76,37 @@ function registerResources (server: McpServer): void {
   }))
   const template = new ResourceTemplate('test://template/{id}/data', { list: undefined })
   server.registerResource('template', template, { mimeType: 'application/json' }, async (uri, { id }) => ({
-    contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify({ id, templateTest: true, data: `Data for ID: ${String(id)}` }) }],
+    contents: [{
+      uri: uri.href,
+      mimeType: 'application/json',
+      text: JSON.stringify({ id, templateTest: true, data: `Data for ID: ${String(id)}` }),
+    }],
   }))
-  server.server.setRequestHandler(z.object({ method: z.literal('resources/subscribe') }).passthrough(), async () => ({}))
-  server.server.setRequestHandler(z.object({ method: z.literal('resources/unsubscribe') }).passthrough(), async () => ({}))
+  for (const method of ['resources/subscribe', 'resources/unsubscribe']) {
+    server.server.setRequestHandler(z.object({ method: z.literal(method) }).passthrough(), async () => ({}))
+  }
 }
 
 function registerPrompts (server: McpServer): void {
-  const user = (content: Record<string, unknown>): { role: 'user', content: never } => ({ role: 'user', content: content as never })
+  const user = (content: Record<string, unknown>): { role: 'user', content: never } =>
+    ({ role: 'user', content: content as never })
   server.registerPrompt('test_simple_prompt', { description: 'no arguments' }, () => ({
     messages: [user({ type: 'text', text: 'This is a simple prompt for testing.' })],
   }))
-  server.registerPrompt('test_prompt_with_arguments', { description: 'two arguments', argsSchema: { arg1: z.string(), arg2: z.string() } },
-    ({ arg1, arg2 }) => ({ messages: [user({ type: 'text', text: `Prompt with arguments: arg1='${arg1}', arg2='${arg2}'` })] }))
-  server.registerPrompt('test_prompt_with_embedded_resource', { description: 'a resource', argsSchema: { resourceUri: z.string() } },
+  const twoArgs = { arg1: z.string(), arg2: z.string() }
+  server.registerPrompt('test_prompt_with_arguments', { description: 'two arguments', argsSchema: twoArgs },
+    ({ arg1, arg2 }) => {
+      const text = `Prompt with arguments: arg1='${arg1}', arg2='${arg2}'`
+      return { messages: [user({ type: 'text', text })] }
+    })
+  const uriArg = { resourceUri: z.string() }
+  server.registerPrompt('test_prompt_with_embedded_resource', { description: 'a resource', argsSchema: uriArg },
     ({ resourceUri }) => ({
       messages: [
-        user({ type: 'resource', resource: { uri: resourceUri, mimeType: 'text/plain', text: 'Embedded resource content for testing.' } }),
+        user({
+          type: 'resource',
+          resource: { uri: resourceUri, mimeType: 'text/plain', text: 'Embedded resource content for testing.' },
+        }),
         user({ type: 'text', text: 'Please process the embedded resource above.' }),
       ],
     }))

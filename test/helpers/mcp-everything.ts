@@ -21,9 +21,9 @@ const { createServer: createEverything } = await import(EVERYTHING) as { createS
 /**
  * An MCP server with sessions on 127.0.0.1, as server-everything's own Streamable HTTP entry runs it (a server
  * per session, made by `factory`: by default server-everything, the MCP reference server), answering only
- * requests that carry `Bearer ${token}`; over HTTPS with `tls`.
+ * requests whose Authorization header is `authorization`; over HTTPS with `tls`.
  */
-export async function startEverything (token: string, factory: () => { server: McpServer } = createEverything,
+export async function startEverything (authorization: string, factory: () => { server: McpServer } = createEverything,
   tls?: { certPem: string, keyPem: string }): Promise<SessionUpstream> {
   const sessions = new Map<string, StreamableHTTPServerTransport>()
   const calledTools: string[] = []
@@ -31,7 +31,7 @@ export async function startEverything (token: string, factory: () => { server: M
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     void (async () => {
       authorizations.push(req.headers.authorization)
-      if (req.headers.authorization !== `Bearer ${token}`) {
+      if (req.headers.authorization !== authorization) {
         res.writeHead(401).end()
         return
       }
@@ -57,7 +57,9 @@ export async function startEverything (token: string, factory: () => { server: M
       await transport.handleRequest(req, res, body)
     })()
   }
-  const http = tls === undefined ? createServer(onRequest) : createTlsServer({ cert: tls.certPem, key: tls.keyPem }, onRequest)
+  const http = tls === undefined
+    ? createServer(onRequest)
+    : createTlsServer({ cert: tls.certPem, key: tls.keyPem }, onRequest)
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
   return {
     port: (http.address() as AddressInfo).port,

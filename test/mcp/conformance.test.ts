@@ -52,13 +52,19 @@ async function conformance (url: string, env: Record<string, string>): Promise<R
   return { passed: passed.sort(), failed: failed.sort(), output: output + checksText }
 }
 
+function summary (how: string, run: Run): string {
+  return `${how}: ${run.passed.length} passed (${run.passed.join(', ')}); failed: ${run.failed.join(', ')}`
+}
+
 t.test('the conformance server scenarios that pass directly pass through sidekey, and no others', async (t) => {
-  const upstream = await startEverything(TOKEN, conformanceServer)
+  const upstream = await startEverything(`Bearer ${TOKEN}`, conformanceServer)
   t.teardown(() => upstream.close())
   const direct = await conformance(`http://127.0.0.1:${upstream.port}/mcp`, { AGENT_AUTHORIZATION: `Bearer ${TOKEN}` })
-  t.comment(`directly: ${direct.passed.length} passed (${direct.passed.join(', ')}); failed: ${direct.failed.join(', ')}`)
+  t.comment(summary('directly', direct))
   // The flows a proxy could break: notifications and server requests on the tool call's SSE stream.
-  for (const s of ['tools-call-with-progress', 'tools-call-with-logging', 'tools-call-sampling', 'tools-call-elicitation']) {
+  const streamed = ['tools-call-with-progress', 'tools-call-with-logging', 'tools-call-sampling',
+    'tools-call-elicitation']
+  for (const s of streamed) {
     t.ok(direct.passed.includes(s), `${s} passes directly (else the comparison proves nothing about it)`)
   }
 
@@ -69,12 +75,13 @@ t.test('the conformance server scenarios that pass directly pass through sidekey
   const through = await conformance(`http://conformance.tool.test:${upstream.port}/mcp`, {
     SIDEKEY_PROXY: sk.proxyUrl, AGENT_AUTHORIZATION: 'Bearer placeholder',
   })
-  t.comment(`through sidekey: ${through.passed.length} passed (${through.passed.join(', ')}); failed: ${through.failed.join(', ')}`)
+  t.comment(summary('through sidekey', through))
   t.same(through.passed, direct.passed, 'the same scenarios pass through sidekey as directly')
   t.same(through.failed, direct.failed)
 
   const seen = upstream.authorizations.slice(before)
-  t.ok(seen.length > 0 && seen.every((a) => a === `Bearer ${TOKEN}`), 'every request reached the server with the real credential')
+  t.ok(seen.length > 0 && seen.every((a) => a === `Bearer ${TOKEN}`),
+    'every request reached the server with the real credential')
   t.notOk(through.output.includes(TOKEN), 'the conformance client never read the credential back')
   t.notOk(sk.log.text.includes(TOKEN), 'nor did sidekey log it')
   const called = new Set(sk.log.events('credential.used').map((e) => (e.mcp as { name?: string } | undefined)?.name))

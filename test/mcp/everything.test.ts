@@ -13,7 +13,7 @@ import { startEverything } from '../helpers/mcp-everything.js'
 const TOKEN = 'everything-real-token-41c2'
 const dir = mkdtempSync(join(tmpdir(), 'sidekey-mcp-all-'))
 writeFileSync(join(dir, 'token'), TOKEN)
-const upstream = await startEverything(TOKEN)
+const upstream = await startEverything(`Bearer ${TOKEN}`)
 t.teardown(() => upstream.close())
 const port = upstream.port
 

@@ -18,10 +18,11 @@ const python = await systemBinary('python3', 'python3')
 
 interface Step { step: string, status: number, content_type: string, body: string, answer: Record<string, any> | null }
 
-t.test('a stdlib Python MCP client through HTTPS_PROXY: allowed calls answered, refused ones explained to it', { skip: python.skip }, async (t) => {
+const title = 'a stdlib Python MCP client through HTTPS_PROXY: allowed calls answered, refused ones explained to it'
+t.test(title, { skip: python.skip }, async (t) => {
   if (!needBinary(t, python)) return
   const pki = await upstreamPki()
-  const upstream = await startEverything(TOKEN, undefined, await pki.cert('mcp.python.test'))
+  const upstream = await startEverything(`Bearer ${TOKEN}`, undefined, await pki.cert('mcp.python.test'))
   t.teardown(() => upstream.close())
   const dir = mkdtempSync(join(tmpdir(), 'sidekey-mcp-python-'))
   writeFileSync(join(dir, 'token'), TOKEN)
@@ -58,12 +59,14 @@ tools:
   t.same((list.answer?.result.tools as Array<{ name: string }>).map((x) => x.name).sort(), ['echo', 'get-sum'],
     'the tools offered are the allowlist')
 
-  t.match(steps.get('tools/call echo')?.answer, { result: { content: [{ text: /hello from python/ }] } }, 'an allowed call runs')
+  t.match(steps.get('tools/call echo')?.answer, { result: { content: [{ text: /hello from python/ }] } },
+    'an allowed call runs')
 
   const refusedTool = steps.get('tools/call get-env')!
   t.equal(refusedTool.status, 200)
   t.match(refusedTool.content_type, /^application\/json/)
-  t.match(refusedTool.answer, { result: { isError: true, content: [{ type: 'text', text: /sidekey refused the MCP tool "get-env"/ }] } },
+  const refusal = { type: 'text', text: /sidekey refused the MCP tool "get-env"/ }
+  t.match(refusedTool.answer, { result: { isError: true, content: [refusal] } },
     'a refused tool is answered as a tool error naming it, which the client hands to the model')
   const refusedPrompt = steps.get('prompts/get args-prompt')!
   t.match(refusedPrompt.answer, { error: { code: -32602, message: /sidekey refused the MCP prompt "args-prompt"/ } },
@@ -71,7 +74,9 @@ tools:
 
   t.notOk(upstream.calledTools.includes('get-env'), 'the refused tool never reached the server')
   const reached = upstream.authorizations
-  t.ok(reached.length >= 4 && reached.every((a) => a === `Bearer ${TOKEN}`), 'the server saw the real credential on every request')
+  t.ok(reached.length >= 4 && reached.every((a) => a === `Bearer ${TOKEN}`),
+    'the server saw the real credential on every request')
   t.notOk(stdout.includes(TOKEN), 'the Python client never read the credential, in a header or a body')
-  t.match(sk.log.events('credential.used').find((e) => e.outcome === 'mcp_denied'), { mcp: { method: 'tools/call', name: 'get-env' } })
+  const denied = sk.log.events('credential.used').find((e) => e.outcome === 'mcp_denied')
+  t.match(denied, { mcp: { method: 'tools/call', name: 'get-env' } })
 })
