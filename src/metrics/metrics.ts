@@ -1,5 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import { TLS_CLIENT_ALERTS, type AnomalyKind, type AuditEvent, type CredentialUsed } from '../audit/events.js'
+import {
+  ADMIN_DENIED_REASONS, TLS_CLIENT_ALERTS, type AnomalyKind, type AuditEvent, type CredentialUsed,
+} from '../audit/events.js'
 import type { ApprovalDecided, ApprovalRequested } from '../audit/events.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import { systemClock, type Clock } from '../util/clock.js'
@@ -65,6 +67,7 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_tool_ready',
   'sidekey_tool_ca_covered',
   'sidekey_tls_client_error_total',
+  'sidekey_admin_denied_total',
   'sidekey_tools',
   'sidekey_egress_unmatched_mode',
   'sidekey_ca_expires_in_seconds',
@@ -76,8 +79,8 @@ export const METRIC_NAMES: readonly string[] = Object.freeze([
   'sidekey_fleet_apply_seconds',
   'sidekey_budget_remaining',
   'sidekey_budget_exhausted_total',
-])
   'sidekey_mcp_calls_total',
+])
 
 export const EGRESS_MODES = ['deny', 'tunnel', 'inventory'] as const
 export type EgressMode = typeof EGRESS_MODES[number]
@@ -134,13 +137,15 @@ export function codeLabel (status: number): number {
 
 export class SidekeyMetrics {
   readonly registry: Registry
-  readonly #tools = new Map<string, ToolSlots>()
   /** MCP tool calls by the `mcp.tools` entry allowing them: app.ts sets the entries on start and reload. */
   readonly mcp: McpCallMetrics
+  readonly #tools = new Map<string, ToolSlots>()
   readonly #anomalies = new Map<AnomalyKind, Slot>()
   readonly #egress = new Map<string, Slot>()
   readonly #egressTotal: Slot = { labels: {}, value: 0 }
   readonly #tlsClient = new Map<string, Slot>(TLS_CLIENT_ALERTS.map((alert) => [alert, { labels: { alert }, value: 0 }]))
+  readonly #adminDenied = new Map<string, Slot>(
+    ADMIN_DENIED_REASONS.map((reason) => [reason, { labels: { reason }, value: 0 }]))
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
   readonly #approvals: { readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'> }
@@ -234,6 +239,13 @@ export class SidekeyMetrics {
       registers,
       collect () { self.#emitSlots(this, self.#tlsClient.values()) },
     })
+    new Counter({
+      name: 'sidekey_admin_denied_total',
+      help: 'Refused writes on the admin port (one per admin.denied event, logged or not), by reason.',
+      labelNames: ['reason'],
+      registers,
+      collect () { self.#emitSlots(this, self.#adminDenied.values()) },
+    })
     new Gauge({
       name: 'sidekey_tool_ready',
       help: '1 when the tool holds a valid credential, else 0.',
@@ -288,6 +300,7 @@ export class SidekeyMetrics {
     this.#addTool(UNMATCHED_TOOL)
     this.setTools(opts.tools)
     this.#declareBudgets(registers)
+    this.mcp = new McpCallMetrics(registers)
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: registry })
       for (const name of REMOVED_DEFAULT_METRICS) registry.removeSingleMetric(name)
@@ -297,7 +310,6 @@ export class SidekeyMetrics {
   get contentType (): string { return this.registry.contentType }
 
   /** The Prometheus text exposition of every metric. */
-    this.mcp = new McpCallMetrics(registers)
   text (): Promise<string> { return this.registry.metrics() }
 
   /**
@@ -407,6 +419,9 @@ export class SidekeyMetrics {
       case 'tls.client_error':
         (this.#tlsClient.get(event.alert) ?? this.#tlsClient.get('other')!).value++
         break
+      case 'admin.denied':
+        this.#adminDenied.get(event.reason)!.value++
+        break
       case 'anomaly': {
         const slot = this.#anomalies.get(event.kind)
         if (slot !== undefined) slot.value++
@@ -463,6 +478,7 @@ export class SidekeyMetrics {
     slot.value++
     if (e.duration_ms >= 0) slots.duration.observe(e.duration_ms / 1000)
     if (e.overhead_ms !== undefined && e.overhead_ms >= 0) slots.overhead.observe(e.overhead_ms / 1000)
+    if (e.mcp !== undefined) this.mcp.observe(e)
   }
 
   #slots (tool: string): ToolSlots {
@@ -475,7 +491,6 @@ export class SidekeyMetrics {
       requests: METHODS.map(() => new Map<number, Slot>()),
       duration: this.#duration.labels({ tool }),
       overhead: this.#overhead.labels({ tool }),
-    if (e.mcp !== undefined) this.mcp.observe(e)
       refreshSuccess: { labels: { tool, result: 'success' }, value: 0 },
       refreshFailure: { labels: { tool, result: 'failure' }, value: 0 },
     })
