@@ -62,7 +62,18 @@ const SEAL_TAIL = 160
 export const isSealed = (line: string): boolean => SEAL.test(line.length > SEAL_TAIL ? line.slice(-SEAL_TAIL) : line)
 
 export class AuditInput {
-  readonly counts: InputCounts = { lines: 0, events: 0, other: 0, skipped: 0, truncated: 0, not_json: 0, foreign: 0, sealed: 0, unsealed: 0, unsealed_counted: 0 }
+  readonly counts: InputCounts = {
+    lines: 0,
+    events: 0,
+    other: 0,
+    skipped: 0,
+    truncated: 0,
+    not_json: 0,
+    foreign: 0,
+    sealed: 0,
+    unsealed: 0,
+    unsealed_counted: 0,
+  }
 
   /**
    * The audit records among `lines`; every other line is counted. In a trail that has sealed lines, an event
@@ -148,8 +159,14 @@ export function describeSkipped (c: InputCounts): string {
  */
 export function describeUnsealed (c: Pick<InputCounts, 'unsealed' | 'unsealed_counted'>): string {
   const out: string[] = []
-  if (c.unsealed > 0) out.push(`${c.unsealed} event${c.unsealed === 1 ? '' : 's'} without a seal left out (sidekey seals every line: someone else wrote them; sidekey audit verify names them)`)
-  if (c.unsealed_counted > 0) out.push(`${c.unsealed_counted} event${c.unsealed_counted === 1 ? '' : 's'} without a seal, read before the trail's first sealed line, were counted: verify the trail`)
+  if (c.unsealed > 0) {
+    out.push(`${c.unsealed} event${c.unsealed === 1 ? '' : 's'} without a seal left out ` +
+      '(sidekey seals every line: someone else wrote them; sidekey audit verify names them)')
+  }
+  if (c.unsealed_counted > 0) {
+    out.push(`${c.unsealed_counted} event${c.unsealed_counted === 1 ? '' : 's'} without a seal, ` +
+      'read before the trail\'s first sealed line, were counted: verify the trail')
+  }
   return out.join('; ')
 }
 
@@ -192,7 +209,9 @@ export function esc (s: string): string { return escapeAllControl(s) }
  * The files of an audit verb, checked before any is read: none means stdin; stdin at most once; each readable.
  * Returns an exit code when the verb must stop (1 unreadable, 2 usage), else undefined.
  */
-export async function checkInputs (verb: string, files: string[], usage: string, io: AuditIo): Promise<number | undefined> {
+export async function checkInputs (
+  verb: string, files: string[], usage: string, io: AuditIo
+): Promise<number | undefined> {
   if (files.length === 0) files.push('-')
   if (files.filter((f) => f === '-').length > 1) {
     io.stderr.write(`${verb}: stdin (-) given more than once\n${usage}`)
@@ -219,10 +238,13 @@ export function readFailed (verb: string, err: unknown, io: AuditIo): number {
 export type VerbArgs = { values: Record<string, string | boolean | undefined>, files: string[] }
 
 /** A report verb's options and files; a number is the exit code to stop with (0 after --help, 2 on bad usage). */
-export function parseVerbArgs (verb: string, usage: string, args: string[], options: NonNullable<ParseArgsConfig['options']>, io: AuditIo): VerbArgs | number {
+export function parseVerbArgs (
+  verb: string, usage: string, args: string[], options: NonNullable<ParseArgsConfig['options']>, io: AuditIo
+): VerbArgs | number {
   let parsed: { values: Record<string, string | boolean | undefined | Array<string | boolean>>, positionals: string[] }
   try {
-    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
+    const withHelp = { ...options, help: { type: 'boolean', short: 'h' } } as const
+    parsed = parseArgs({ args, options: withHelp, allowPositionals: true, strict: true })
   } catch (err) {
     io.stderr.write(`${verb}: ${(err as Error).message}\n${usage}`)
     return 2
@@ -235,7 +257,9 @@ export function parseVerbArgs (verb: string, usage: string, args: string[], opti
  * Feeds every audit record of `files` (stdin when none) to `sink`; returns what was read, or the exit code to stop
  * with (1: a file unreadable or a read failed midway, 2: bad usage).
  */
-export async function readRecords (verb: string, usage: string, files: string[], io: AuditIo, sink: (rec: AuditRecord) => void): Promise<InputCounts | number> {
+export async function readRecords (
+  verb: string, usage: string, files: string[], io: AuditIo, sink: (rec: AuditRecord) => void
+): Promise<InputCounts | number> {
   const stop = await checkInputs(verb, files, usage, io)
   if (stop !== undefined) return stop
   const input = new AuditInput()

@@ -1,4 +1,7 @@
-import { describeSkipped, describeUnsealed, esc, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
+import {
+  describeSkipped, describeUnsealed, esc, parseVerbArgs, readRecords, str,
+  type AuditIo, type AuditRecord, type InputCounts,
+} from './input.js'
 import { INVENTORY_USAGE as USAGE } from './usage.js'
 
 /**
@@ -44,8 +47,17 @@ export interface InventoryReport {
 const MAX_DISTINCT = 10_000
 const MAX_DESTINATIONS = 10_000
 
-interface PlacementAcc { placement: string, kind: string, fingerprints: Set<string>, instances: Set<string>, calls: number }
-interface DestAcc { scheme: string, host: string, port: number, calls: number, instances: Set<string>, placements: Map<string, PlacementAcc> }
+interface PlacementAcc {
+  placement: string, kind: string, fingerprints: Set<string>, instances: Set<string>, calls: number
+}
+interface DestAcc {
+  scheme: string
+  host: string
+  port: number
+  calls: number
+  instances: Set<string>
+  placements: Map<string, PlacementAcc>
+}
 
 export class InventoryUsage {
   readonly #dests = new Map<string, DestAcc>()
@@ -94,15 +106,24 @@ export class InventoryUsage {
   }
 
   result (input: InputCounts): InventoryReport {
-    const destinations = [...this.#dests.values()].sort((a, b) => b.calls - a.calls || a.host.localeCompare(b.host) || a.port - b.port).map((d): Destination => ({
-      destination: `${d.scheme}://${d.host.includes(':') ? `[${d.host}]` : d.host}${d.port === (d.scheme === 'http' ? 80 : 443) ? '' : `:${d.port}`}`,
+    const sorted = [...this.#dests.values()]
+      .sort((a, b) => b.calls - a.calls || a.host.localeCompare(b.host) || a.port - b.port)
+    const destinations = sorted.map((d): Destination => ({
+      destination: `${d.scheme}://${d.host.includes(':') ? `[${d.host}]` : d.host}` +
+        (d.port === (d.scheme === 'http' ? 80 : 443) ? '' : `:${d.port}`),
       scheme: d.scheme,
       host: d.host,
       port: d.port,
       calls: d.calls,
       instances: d.instances.size,
       placements: [...d.placements.values()].sort((a, b) => b.calls - a.calls || a.placement.localeCompare(b.placement))
-        .map((p) => ({ placement: p.placement, kind: p.kind, credentials: p.fingerprints.size, instances: p.instances.size, calls: p.calls })),
+        .map((p) => ({
+          placement: p.placement,
+          kind: p.kind,
+          credentials: p.fingerprints.size,
+          instances: p.instances.size,
+          calls: p.calls,
+        })),
     }))
     return { destinations, fingerprint_keys: this.#keys.size, input }
   }
@@ -131,15 +152,28 @@ function placementName (c: Record<string, unknown>): string {
 export function formatInventory (r: InventoryReport): string {
   const rows: string[][] = [['destination', 'placement', 'kind', 'credentials', 'instances', 'calls']]
   for (const d of r.destinations) {
-    d.placements.forEach((p, i) => rows.push([i === 0 ? esc(d.destination) : '', esc(p.placement), esc(p.kind), p.placement === '-' ? '-' : String(p.credentials), String(p.instances), String(p.calls)]))
+    d.placements.forEach((p, i) => rows.push([
+      i === 0 ? esc(d.destination) : '',
+      esc(p.placement),
+      esc(p.kind),
+      p.placement === '-' ? '-' : String(p.credentials),
+      String(p.instances),
+      String(p.calls),
+    ]))
   }
   const calls = r.destinations.reduce((n, d) => n + d.calls, 0)
-  const head = `sidekey audit inventory: ${r.destinations.length} destination${r.destinations.length === 1 ? '' : 's'}, ${calls} calls` +
-    (r.fingerprint_keys > 1 ? `; fingerprints from ${r.fingerprint_keys} different keys: the same credential seen by instances with different keys counts more than once` : '') +
+  const n = r.destinations.length
+  const head = `sidekey audit inventory: ${n} destination${n === 1 ? '' : 's'}, ${calls} calls` +
+    (r.fingerprint_keys > 1
+      ? `; fingerprints from ${r.fingerprint_keys} different keys: the same credential seen by instances with ` +
+        'different keys counts more than once'
+      : '') +
     (r.input.skipped > 0 ? `; ${describeSkipped(r.input)}` : '')
   if (rows.length === 1) return head + '\n(no egress.inventory events: is egress.unmatched: inventory on?)\n'
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
-  return [head, '', ...rows.map((row) => row.map((c, i) => i === row.length - 1 ? c : c.padEnd(widths[i]!)).join('  ').trimEnd())].join('\n') + '\n'
+  const lines = rows.map((row) =>
+    row.map((c, i) => i === row.length - 1 ? c : c.padEnd(widths[i]!)).join('  ').trimEnd())
+  return [head, '', ...lines].join('\n') + '\n'
 }
 
 /** Host names and addresses as a tool's match.host takes them; anything else from the trail is not copied into YAML. */
@@ -160,21 +194,35 @@ export function inventoryYaml (r: InventoryReport): string {
   for (const d of r.destinations) {
     const top = d.placements.find((p) => p.placement !== '-')
     const where = esc(d.destination)
-    if (top === undefined) { notes.push(`# ${where}: ${d.calls} calls, no credential seen (no tool needed, or it authenticates another way)`); continue }
+    if (top === undefined) {
+      notes.push(`# ${where}: ${d.calls} calls, no credential seen (no tool needed, or it authenticates another way)`)
+      continue
+    }
     if (!HOST.test(d.host)) { notes.push(`# ${where}: not a host name a tool can match; add it by hand`); continue }
-    if (d.scheme === 'http') { notes.push(`# ${where}: plain HTTP carries the credential in clear; move the agent to https before giving it a tool`); continue }
+    if (d.scheme === 'http') {
+      notes.push(`# ${where}: plain HTTP carries the credential in clear; ` +
+        'move the agent to https before giving it a tool')
+      continue
+    }
     const inject = injectFor(top.placement)
-    if (inject === undefined) { notes.push(`# ${where}: placement ${esc(top.placement)} cannot be written as a tool; add it by hand`); continue }
+    if (inject === undefined) {
+      notes.push(`# ${where}: placement ${esc(top.placement)} cannot be written as a tool; add it by hand`)
+      continue
+    }
     let name = d.port === 443 ? d.host : `${d.host}-${d.port}`
     for (let i = 2; used.has(name); i++) name = `${d.host}-${i}`
     used.add(name)
-    const others = d.placements.filter((p) => p !== top && p.placement !== '-').map((p) => `${esc(p.placement)} (${esc(p.kind)}, ${p.calls} calls)`)
-    issuers.push(`  ${name}:`, '    type: file', `    path: /run/secrets/sidekey/${name}   # FILL IN: a file holding the credential (${esc(top.kind)}, ${top.credentials} distinct seen)`)
-    tools.push(`  ${name}:`, `    # ${d.calls} calls from ${d.instances} instance${d.instances === 1 ? '' : 's'}; ${esc(top.placement)} seen in ${top.calls}` +
-      (others.length > 0 ? `; also: ${others.join(', ')}` : ''))
-    tools.push(`    match: { host: ${d.host}${d.port === 443 ? '' : `, port: ${d.port}`} }`, `    issuer: ${name}`, `    inject: ${inject}`)
+    const others = d.placements.filter((p) => p !== top && p.placement !== '-')
+      .map((p) => `${esc(p.placement)} (${esc(p.kind)}, ${p.calls} calls)`)
+    issuers.push(`  ${name}:`, '    type: file', `    path: /run/secrets/sidekey/${name}   ` +
+      `# FILL IN: a file holding the credential (${esc(top.kind)}, ${top.credentials} distinct seen)`)
+    tools.push(`  ${name}:`, `    # ${d.calls} calls from ${d.instances} instance${d.instances === 1 ? '' : 's'}; ` +
+      `${esc(top.placement)} seen in ${top.calls}` + (others.length > 0 ? `; also: ${others.join(', ')}` : ''))
+    const port = d.port === 443 ? '' : `, port: ${d.port}`
+    tools.push(`    match: { host: ${d.host}${port} }`, `    issuer: ${name}`, `    inject: ${inject}`)
   }
-  const out = ['# A starter config from `sidekey audit inventory --yaml`: one tool per destination that carried a credential,',
+  const out = [
+    '# A starter config from `sidekey audit inventory --yaml`: one tool per destination that carried a credential,',
     '# injected where the agent put it. Fill in each issuer path (the agent then sends a placeholder instead),',
     '# check it with `sidekey check --config FILE`, then merge it into your config.',
     'instance_id: CHANGE-ME']

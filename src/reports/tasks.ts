@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util'
-import { AuditInput, checkInputs, describeUnsealed, esc, parseTime, readFailed, readLines, str, type AuditIo } from './input.js'
+import {
+  AuditInput, checkInputs, describeUnsealed, esc, parseTime, readFailed, readLines, str, type AuditIo,
+} from './input.js'
 import { counts, table } from './summary.js'
 import { TASKS_USAGE as USAGE } from './usage.js'
 
@@ -38,9 +40,13 @@ export interface TasksReport {
   unsealed_counted: number
 }
 
-interface TaskAcc { calls: number, firstMs: number, lastMs: number, instances: Set<string>, tools: Map<string, TaskToolSummary> }
+interface TaskAcc {
+  calls: number, firstMs: number, lastMs: number, instances: Set<string>, tools: Map<string, TaskToolSummary>
+}
 
-export async function summariseTasks (lines: AsyncIterable<string> | Iterable<string>, input = new AuditInput()): Promise<TasksReport> {
+export async function summariseTasks (
+  lines: AsyncIterable<string> | Iterable<string>, input = new AuditInput()
+): Promise<TasksReport> {
   const tasks = new Map<string, TaskAcc>()
   let calls = 0
   let withoutTask = 0
@@ -75,7 +81,13 @@ export async function summariseTasks (lines: AsyncIterable<string> | Iterable<st
     const code = String(typeof rec.status === 'number' ? rec.status : 0)
     tool.status[code] = (tool.status[code] ?? 0) + 1
   }
-  const report: TasksReport = { calls, without_task: withoutTask, tasks: {}, unsealed: input.counts.unsealed, unsealed_counted: input.counts.unsealed_counted }
+  const report: TasksReport = {
+    calls,
+    without_task: withoutTask,
+    tasks: {},
+    unsealed: input.counts.unsealed,
+    unsealed_counted: input.counts.unsealed_counted,
+  }
   // Input order breaks ties (a sort is stable), so tasks without timestamps keep the order they were read in.
   for (const [id, acc] of [...tasks].sort(([, a], [, b]) => a.firstMs - b.firstMs || 0)) {
     report.tasks[id] = {
@@ -93,13 +105,15 @@ export async function summariseTasks (lines: AsyncIterable<string> | Iterable<st
 export function formatTasks (report: TasksReport): string {
   const ids = Object.keys(report.tasks)
   const withTask = report.calls - report.without_task
-  const out = [`sidekey audit tasks: ${ids.length} task${ids.length === 1 ? '' : 's'}, ${withTask} call${withTask === 1 ? '' : 's'} with a task, ${report.without_task} without`]
+  const out = [`sidekey audit tasks: ${ids.length} task${ids.length === 1 ? '' : 's'}, ` +
+    `${withTask} call${withTask === 1 ? '' : 's'} with a task, ${report.without_task} without`]
   const unsealed = describeUnsealed(report)
   if (unsealed !== '') out.push(`NOT COUNTED: ${unsealed}`)
   for (const id of ids) {
     const task = report.tasks[id]!
     const instances = task.instances.length === 0 ? '' : `  instance ${task.instances.map(esc).join(', ')}`
-    out.push('', `task ${esc(id)}  ${task.calls} call${task.calls === 1 ? '' : 's'}  ${task.first ?? '?'} .. ${task.last ?? '?'}${instances}`)
+    const calls = `${task.calls} call${task.calls === 1 ? '' : 's'}`
+    out.push('', `task ${esc(id)}  ${calls}  ${task.first ?? '?'} .. ${task.last ?? '?'}${instances}`)
     const rows = [['tool', 'calls', 'status']]
     for (const [tool, s] of Object.entries(task.tools)) rows.push([esc(tool), String(s.calls), counts(s.status, '×')])
     out.push(...table(rows).map((r) => '  ' + r))
@@ -121,7 +135,8 @@ export async function tasksCommand (args: string[], io: AuditIo): Promise<number
   let values: { json?: boolean, help?: boolean }
   let files: string[]
   try {
-    const parsed = parseArgs({ args, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
+    const options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } as const
+    const parsed = parseArgs({ args, options, allowPositionals: true, strict: true })
     values = parsed.values
     files = parsed.positionals
   } catch (err) {

@@ -442,7 +442,10 @@ export async function reportCommand (args: string[], io: AuditIo): Promise<numbe
   const { values, files } = parsed
   if (typeof values.out !== 'string') { io.stderr.write(`${VERB}: --out FILE is required\n${USAGE}`); return 2 }
   const window = sinceWindow(typeof values.since === 'string' ? values.since : 'all')
-  if (window === null) { io.stderr.write(`${VERB}: --since expects a duration like 30d or 12h, or all\n${USAGE}`); return 2 }
+  if (window === null) {
+    io.stderr.write(`${VERB}: --since expects a duration like 30d or 12h, or all\n${USAGE}`)
+    return 2
+  }
   const config = typeof values.config === 'string' ? await loadConfigOrReport(values.config, VERB, io) : undefined
   if (typeof values.config === 'string' && config === undefined) return 2
   let keys: PublicJwk[] | undefined
@@ -459,7 +462,8 @@ export async function reportCommand (args: string[], io: AuditIo): Promise<numbe
   const builder = new ReportBuilder(new ScopeUsage(window))
   const verifier = new TrailVerifier({ ...(keys === undefined ? {} : { keys }), live })
   try {
-    for await (const rec of input.records(tee(readLines(files, io.stdin), (line) => verifier.line(line)))) builder.add(rec)
+    const lines = tee(readLines(files, io.stdin), (line) => verifier.line(line))
+    for await (const rec of input.records(lines)) builder.add(rec)
   } catch (err) {
     return readFailed(VERB, err, io)
   }
@@ -471,7 +475,9 @@ export async function reportCommand (args: string[], io: AuditIo): Promise<numbe
     io.stderr.write(`${VERB}: cannot write ${html(values.out)}: ${(err as NodeJS.ErrnoException).code ?? 'error'}\n`)
     return 1
   }
-  io.stderr.write(`${VERB}: ${input.counts.events} events, ${Buffer.byteLength(page)} bytes written to ${values.out} in ${Math.round(performance.now() - started)} ms\n`)
+  const ms = Math.round(performance.now() - started)
+  const bytes = Buffer.byteLength(page)
+  io.stderr.write(`${VERB}: ${input.counts.events} events, ${bytes} bytes written to ${values.out} in ${ms} ms\n`)
   return 0
 }
 
