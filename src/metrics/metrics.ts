@@ -144,8 +144,7 @@ export class SidekeyMetrics {
   readonly #egress = new Map<string, Slot>()
   readonly #egressTotal: Slot = { labels: {}, value: 0 }
   readonly #tlsClient = new Map<string, Slot>(TLS_CLIENT_ALERTS.map((alert) => [alert, { labels: { alert }, value: 0 }]))
-  readonly #adminDenied = new Map<string, Slot>(
-    ADMIN_DENIED_REASONS.map((reason) => [reason, { labels: { reason }, value: 0 }]))
+  readonly #adminDenied = new Map<string, Slot>(ADMIN_DENIED_REASONS.map((r) => [r, { labels: { reason: r }, value: 0 }]))
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
   readonly #approvals: { readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'> }
