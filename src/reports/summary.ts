@@ -1,4 +1,7 @@
-import { AuditInput, checkInputs, describeSkipped, describeUnsealed, esc, parseTime, readFailed, readLines, type AuditIo, type InputCounts } from './input.js'
+import {
+  AuditInput, checkInputs, describeSkipped, describeUnsealed, esc, parseTime, readFailed, readLines,
+  type AuditIo, type InputCounts,
+} from './input.js'
 import { AUDIT_USAGE as USAGE } from './usage.js'
 
 /**
@@ -157,7 +160,12 @@ const iso = (ms: number): string | null => Number.isFinite(ms) ? new Date(ms).to
 function instanceAcc (map: Map<string, InstanceAcc>, name: string): InstanceAcc {
   let acc = map.get(name)
   if (acc === undefined) {
-    acc = { summary: { events: 0, first: null, last: null, egress_denied: 0, anomalies: {}, tools: {} }, tools: new Map(), firstMs: Infinity, lastMs: -Infinity }
+    acc = {
+      summary: { events: 0, first: null, last: null, egress_denied: 0, anomalies: {}, tools: {} },
+      tools: new Map(),
+      firstMs: Infinity,
+      lastMs: -Infinity,
+    }
     map.set(name, acc)
   }
   return acc
@@ -227,17 +235,21 @@ const round = (v: number): number => Math.round(v * 1000) / 1000
 export function formatSummary (summary: AuditSummary): string {
   const out: string[] = []
   const names = Object.keys(summary.instances)
-  out.push(`sidekey audit: ${names.length} instance${names.length === 1 ? '' : 's'}, ${summary.events} events, ${summary.lines} lines` +
+  out.push(`sidekey audit: ${names.length} instance${names.length === 1 ? '' : 's'}, ` +
+    `${summary.events} events, ${summary.lines} lines` +
     (summary.skipped > 0 ? `; ${describeSkipped(summary)}` : ''))
   const unsealed = describeUnsealed(summary)
   if (unsealed !== '') out.push(`NOT COUNTED: ${unsealed}`)
   for (const name of names) {
     const inst = summary.instances[name]!
     out.push('')
-    out.push(`instance ${esc(name)}  ${inst.first ?? '?'} .. ${inst.last ?? '?'}  events ${inst.events}  egress denied ${inst.egress_denied}`)
+    out.push(`instance ${esc(name)}  ${inst.first ?? '?'} .. ${inst.last ?? '?'}  ` +
+      `events ${inst.events}  egress denied ${inst.egress_denied}`)
     const kinds = counts(inst.anomalies)
     if (kinds !== '') out.push(`  anomalies: ${kinds}`)
-    const rows: string[][] = [['tool', 'uses', 'creds', 'age at use p50/p90/max', 'status', 'issued', 'refresh failed', 'anomalies']]
+    const rows: string[][] = [
+      ['tool', 'uses', 'creds', 'age at use p50/p90/max', 'status', 'issued', 'refresh failed', 'anomalies'],
+    ]
     for (const [tool, t] of Object.entries(inst.tools)) {
       const a = t.age_at_use_seconds
       const age = a.known === 0 ? '-' : `${dur(a.p50)} / ${dur(a.p90)} / ${dur(a.max)}`
@@ -280,7 +292,10 @@ export async function auditCommand (args: string[], io: AuditIo): Promise<number
   const files: string[] = []
   for (const a of args) {
     if (a === '--json') json = true
-    else if (a === '-h' || a === '--help') { io.stdout.write(USAGE); return 0 } else if (a.startsWith('-') && a !== '-') {
+    else if (a === '-h' || a === '--help') {
+      io.stdout.write(USAGE)
+      return 0
+    } else if (a.startsWith('-') && a !== '-') {
       io.stderr.write(`sidekey audit: unknown option ${esc(a)}\n${USAGE}`)
       return 2
     } else files.push(a)

@@ -39,7 +39,11 @@ export async function verifyCommand (args: readonly string[], io: AuditIo): Prom
   if (files.length === 0) files.push('-')
   if (files.filter((f) => f === '-').length > 1) return usage(io, 'stdin (-) given more than once')
   let keys: PublicJwk[] | undefined
-  for (const [from, load] of [...keyFiles.map((f) => [`--keys ${f}`, () => readKeys(f)] as const), ...urls.map((u) => [`--from ${u}`, () => fetchKeys(u)] as const)]) {
+  const sources = [
+    ...keyFiles.map((f) => [`--keys ${f}`, () => readKeys(f)] as const),
+    ...urls.map((u) => [`--from ${u}`, () => fetchKeys(u)] as const),
+  ]
+  for (const [from, load] of sources) {
     const loaded = await load()
     if (typeof loaded === 'string') {
       io.stderr.write(`sidekey audit verify: ${escapeAllControl(from)}: ${loaded}\n`)
@@ -62,14 +66,20 @@ export async function verifyCommand (args: readonly string[], io: AuditIo): Prom
     const f = starts.findLast((s) => s.line < n) ?? { file: '-', line: 0 }
     return `line ${n - f.line} of ${f.file === '-' ? 'stdin' : f.file}`
   }
-  const verifier = new TrailVerifier({ ...(keys === undefined ? {} : { keys }), ...(anchors === undefined ? {} : { anchors }), live, locate })
-  const lines = readLineBytes(files, io.stdin, { onError: (f) => failures.push(f), onFile: (file) => starts.push({ file, line: verifier.linesRead }) })
+  const verifier = new TrailVerifier({
+    ...(keys === undefined ? {} : { keys }), ...(anchors === undefined ? {} : { anchors }), live, locate,
+  })
+  const lines = readLineBytes(files, io.stdin, {
+    onError: (f) => failures.push(f),
+    onFile: (file) => starts.push({ file, line: verifier.linesRead }),
+  })
   for await (const line of lines) verifier.line(line)
   const result = verifier.finish()
   for (const f of failures) {
     result.intact = false
     result.consistent = false
-    result.notes.unshift(`${f.file === '-' ? 'stdin' : f.file}: read failed after ${f.lines} lines (${f.code}): the rest of it was not verified`)
+    result.notes.unshift(`${f.file === '-' ? 'stdin' : f.file}: read failed after ${f.lines} lines (${f.code}): ` +
+      'the rest of it was not verified')
   }
   io.stdout.write(json ? JSON.stringify(result, null, 2) + '\n' : formatVerifyResult(result, escapeAllControl))
   return result.intact ? 0 : result.consistent ? 3 : 1
@@ -86,7 +96,8 @@ export async function readKeys (file: string): Promise<PublicJwk[] | string> {
   try {
     v = JSON.parse(await readFile(file, 'utf8'))
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === undefined ? 'not JSON' : `cannot read (${(err as NodeJS.ErrnoException).code})`
+    const code = (err as NodeJS.ErrnoException).code
+    return code === undefined ? 'not JSON' : `cannot read (${code})`
   }
   return publicKeysIn(v)
 }
@@ -127,7 +138,9 @@ async function publishedCheckpoints (configFile: string): Promise<Array<{ jws: s
   } catch (err) {
     if (!(err instanceof ConfigError)) return (err as Error).message
     const noFleet = err.problems.some((p) => p.path === 'fleet' && p.message.endsWith('required key is missing'))
-    return noFleet ? `${configFile} has no fleet: section` : `the config is not valid: ${formatProblems(err.problems).join('; ')}`
+    return noFleet
+      ? `${configFile} has no fleet: section`
+      : `the config is not valid: ${formatProblems(err.problems).join('; ')}`
   }
   return found.flatMap((v) => typeof v?.jws === 'string' ? [{ jws: v.jws }] : [])
 }
