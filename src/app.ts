@@ -124,7 +124,9 @@ export class Sidekey {
     })
     // Loaded only when configured, before the first credential fetch so that its refresh has a span.
     const tracing = await createTracing(config.tracing, config.instance_id, VERSION)
-    const ca = await loadOrCreateCa({ dir: config.ca.dir, validityMs: config.ca.validity, clock, ...caConstraints(config) })
+    const ca = await loadOrCreateCa({
+      dir: config.ca.dir, validityMs: config.ca.validity, clock, ...caConstraints(config),
+    })
     const adminToken = await adminTokenOf(config, files)
     // Released in reverse: the logger flushed last, after the trail's final checkpoint, after the "stopped" line.
     const closers = new Closers()
@@ -133,13 +135,24 @@ export class Sidekey {
     // Opened before anything else is logged, so that audit.started is line 1 of the run.
     const trail = chain === undefined
       ? undefined
-      : await AuditTrail.open({ logger, chain, dir: config.ca.dir, instanceId: config.instance_id, every: config.audit.checkpoint_every, clock })
+      : await AuditTrail.open({
+        logger, chain, dir: config.ca.dir, instanceId: config.instance_id, every: config.audit.checkpoint_every, clock,
+      })
     closers.add(() => trail?.close())
     closers.add(() => { audit.close(); logger.info('stopped') })
     closers.add(() => tracing?.close())
     const leaves = new LeafCache({ ca, validityMs: config.ca.leaf_validity, max: config.ca.leaf_cache_size, clock })
     try {
-      const live = await buildRuntime(config, { clock, audit, leaves, dns: opts.dns, ownPorts: new Set(), tracing, upstreamCa: files.upstreamCa, budgets: new Budgets(clock) })
+      const live = await buildRuntime(config, {
+        clock,
+        audit,
+        leaves,
+        dns: opts.dns,
+        ownPorts: new Set(),
+        tracing,
+        upstreamCa: files.upstreamCa,
+        budgets: new Budgets(clock),
+      })
       const app = new Sidekey(opts, { logger, metrics, audit, ca, leaves, trail }, live, closers)
       // The live runtime at shutdown, whichever reload built it.
       closers.add(() => retire(app.#runtime, app.#manager))
@@ -150,7 +163,16 @@ export class Sidekey {
       await app.#startFleet(config, clock, trail)
       await app.#listen(config)
       app.#fleet?.start()
-      logger.info({ proxy: app.#proxyAddress, admin: app.#adminAddress, instance_id: config.instance_id, ca: ca.certPath, ca_origin: ca.origin, ca_fingerprint: ca.fingerprint256, admin_token: adminToken.path, tools: Object.keys(config.tools) }, 'listening')
+      logger.info({
+        proxy: app.#proxyAddress,
+        admin: app.#adminAddress,
+        instance_id: config.instance_id,
+        ca: ca.certPath,
+        ca_origin: ca.origin,
+        ca_fingerprint: ca.fingerprint256,
+        admin_token: adminToken.path,
+        tools: Object.keys(config.tools),
+      }, 'listening')
       app.#egressMode(config)
       app.#reportCoverage(config)
       // The tool hosts' leaves, minted in the background: the first CONNECT to a tool then costs what a later one does.
@@ -207,8 +229,11 @@ export class Sidekey {
       this.#runtime = { ...this.#runtime, ownPorts: new Set([p.port, a.port]) }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'error'
-      const hint = code === 'EADDRINUSE' ? ' (another process, or another sidekey, holds it: pick another port with --listen/--admin or the config)' : ''
-      throw new SidekeyError('SIDEKEY_INTERNAL', `cannot listen on ${binding} address ${address}: ${code}${hint}`, { cause: err })
+      const hint = code === 'EADDRINUSE'
+        ? ' (another process, or another sidekey, holds it: pick another port with --listen/--admin or the config)'
+        : ''
+      const why = `cannot listen on ${binding} address ${address}: ${code}${hint}`
+      throw new SidekeyError('SIDEKEY_INTERNAL', why, { cause: err })
     }
   }
 
@@ -217,7 +242,10 @@ export class Sidekey {
     const outside = uncoveredTools(config, this.ca)
     this.#uncovered = outside
     this.metrics.setUncovered(outside)
-    if (outside.length > 0) this.logger.warn({ tools: outside, ca: this.ca.certPath, ca_fingerprint: this.ca.fingerprint256 }, CA_COVERAGE_WARNING)
+    if (outside.length > 0) {
+      const where = { tools: outside, ca: this.ca.certPath, ca_fingerprint: this.ca.fingerprint256 }
+      this.logger.warn(where, CA_COVERAGE_WARNING)
+    }
   }
 
   get proxyAddress (): string { return this.#proxyAddress }
@@ -245,16 +273,32 @@ export class Sidekey {
     let next: Live
     let tokenDigest: Buffer
     try {
-      config = this.#opts.configFile === undefined ? old.config : withOverrides(await loadConfigFile(this.#opts.configFile, this.#opts.env), this.#opts)
+      config = this.#opts.configFile === undefined
+        ? old.config
+        : withOverrides(await loadConfigFile(this.#opts.configFile, this.#opts.env), this.#opts)
       // Everything that can refuse the new config comes before buildRuntime, which starts fetching credentials.
       const files = await preflight(config)
       tokenDigest = (await adminTokenOf(config, files)).digest
-      next = await buildRuntime({ ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }, {
-        clock: this.#opts.clock ?? systemClock, audit: this.audit, leaves: this.#leaves, dns: this.#opts.dns, ownPorts: old.ownPorts, locks: old.locks, approvals: old.approvals, tracing: old.tracing, budgets: old.budgets!, previous: this.#manager, upstreamCa: files.upstreamCa,
+      const kept = { ...config, listen: old.config.listen, admin: { ...config.admin, listen: old.config.admin.listen } }
+      next = await buildRuntime(kept, {
+        clock: this.#opts.clock ?? systemClock,
+        audit: this.audit,
+        leaves: this.#leaves,
+        dns: this.#opts.dns,
+        ownPorts: old.ownPorts,
+        locks: old.locks,
+        approvals: old.approvals,
+        tracing: old.tracing,
+        budgets: old.budgets!,
+        previous: this.#manager,
+        upstreamCa: files.upstreamCa,
       })
     } catch (err) {
       const e = err as SidekeyError & { problems?: unknown }
-      this.logger.error({ err: { code: e.code ?? 'SIDEKEY_INTERNAL', ...(e.problems === undefined ? { message: e instanceof SidekeyError ? e.message : 'reload failed' } : { problems: e.problems }) } },
+      const detail = e.problems === undefined
+        ? { message: e instanceof SidekeyError ? e.message : 'reload failed' }
+        : { problems: e.problems }
+      this.logger.error({ err: { code: e.code ?? 'SIDEKEY_INTERNAL', ...detail } },
         'reload refused: the running config stays in force')
       throw err
     }
@@ -280,8 +324,9 @@ export class Sidekey {
     this.metrics.setEgressMode(config.egress.unmatched)
     if (config.egress.unmatched !== 'inventory') return
     this.logger.warn({ egress_unmatched: 'inventory', fingerprint_key: this.#runtime.inventory?.keyId },
-      'inventory mode: TLS to every destination no tool covers is intercepted and passed through with the agent\'s own credentials, ' +
-      'each call audited as egress.inventory; meant for the migration\'s first phase, then switch egress.unmatched to deny')
+      'inventory mode: TLS to every destination no tool covers is intercepted and passed through with the ' +
+      'agent\'s own credentials, each call audited as egress.inventory; meant for the migration\'s first phase, ' +
+      'then switch egress.unmatched to deny')
   }
 
   /** Stops accepting, drains in-flight requests for up to `shutdown_grace`, then releases everything. */
@@ -323,14 +368,24 @@ interface Parts {
 }
 
 async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promise<Live> {
-  const resolver: ResolverOptions = { pins: config.resolve, blockPrivate: config.egress.block_private, ...(deps.dns === undefined ? {} : { dns: deps.dns }) }
+  const resolver: ResolverOptions = {
+    pins: config.resolve,
+    blockPrivate: config.egress.block_private,
+    ...(deps.dns === undefined ? {} : { dns: deps.dns }),
+  }
   const lookup = createLookup(resolver)
   const router = new Router(config.tools)
   const upstream = createUpstream(config, lookup, router, deps.upstreamCa)
   // Loaded (and its key read or made) only in inventory mode.
-  const inventory = config.egress.unmatched === 'inventory' ? await (await import('./inventory/index.js')).createInventory(config.ca.dir) : undefined
+  const inventory = config.egress.unmatched === 'inventory'
+    ? await (await import('./inventory/index.js')).createInventory(config.ca.dir)
+    : undefined
   const credentials = CredentialManager.create(config, {
-    clock: deps.clock, audit: deps.audit, dispatcher: upstream, tracing: deps.tracing, ...(deps.previous === undefined ? {} : { previous: deps.previous }),
+    clock: deps.clock,
+    audit: deps.audit,
+    dispatcher: upstream,
+    tracing: deps.tracing,
+    ...(deps.previous === undefined ? {} : { previous: deps.previous }),
   })
   await credentials.start()
   deps.budgets.configure(config.tools)
@@ -361,7 +416,8 @@ async function retire (rt: Runtime, credentials: CredentialManager): Promise<voi
 
 function withOverrides (config: Readonly<Config>, opts: StartOptions): Readonly<Config> {
   if (opts.listen === undefined && opts.admin === undefined) return config
-  return Object.freeze({ ...config, listen: opts.listen ?? config.listen, admin: Object.freeze({ ...config.admin, listen: opts.admin ?? config.admin.listen }) })
+  const admin = Object.freeze({ ...config.admin, listen: opts.admin ?? config.admin.listen })
+  return Object.freeze({ ...config, listen: opts.listen ?? config.listen, admin })
 }
 
 /**
@@ -369,7 +425,9 @@ function withOverrides (config: Readonly<Config>, opts: StartOptions): Readonly<
  * beside the CA, where `sidekey admin` finds it too. Only its path is ever logged.
  */
 async function adminTokenOf (config: Readonly<Config>, files: Preflight): Promise<{ path: string, digest: Buffer }> {
-  if (files.tokenDigest !== undefined && config.admin.token_file !== undefined) return { path: config.admin.token_file, digest: files.tokenDigest }
+  if (files.tokenDigest !== undefined && config.admin.token_file !== undefined) {
+    return { path: config.admin.token_file, digest: files.tokenDigest }
+  }
   return loadOrCreateAdminToken(config.ca.dir)
 }
 

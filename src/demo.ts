@@ -26,17 +26,25 @@ async function demo (): Promise<void> {
   const tool = base.tools.echo!
   const config = { ...base, tools: { echo: { ...tool, match: { ...tool.match, port: echoPort } } } }
   const audit: string[] = []
-  const logger = createLogger({ level: 'info', destination: new Writable({ write (chunk, _e, cb) { audit.push(...String(chunk).trim().split('\n')); cb() } }) })
+  const destination = new Writable({
+    write (chunk, _e, cb) { audit.push(...String(chunk).trim().split('\n')); cb() },
+  })
+  const logger = createLogger({ level: 'info', destination })
   const app = await Sidekey.start({ config, listen: '127.0.0.1:0', admin: '127.0.0.1:0', logger })
 
   const url = `http://echo.sidekey.test:${echoPort}/v1/hello`
-  out(`agent  → GET ${url}\n         Authorization: Bearer sidekey          (the placeholder; the agent holds no secret)\n         via HTTP_PROXY=http://${app.proxyAddress}`)
-  const res = await request(url, { dispatcher: new ProxyAgent({ uri: `http://${app.proxyAddress}`, proxyTunnel: false }), headers: { authorization: 'Bearer sidekey' } })
+  out(`agent  → GET ${url}\n` +
+    '         Authorization: Bearer sidekey          (the placeholder; the agent holds no secret)\n' +
+    `         via HTTP_PROXY=http://${app.proxyAddress}`)
+  const dispatcher = new ProxyAgent({ uri: `http://${app.proxyAddress}`, proxyTunnel: false })
+  const res = await request(url, { dispatcher, headers: { authorization: 'Bearer sidekey' } })
   const body = await res.body.text()
   const token = seenAuthorization.replace(/^Bearer /, '')
   const claims = decodeJwt(token)
   out(`\ntool   ← Authorization: Bearer ${token.slice(0, 16)}…  (a JWT minted by sidekey, ${token.length} chars)`)
-  out(`         claims: ${JSON.stringify({ iss: claims.iss, sub: claims.sub, aud: claims.aud, scope: claims.scope, tool: claims.tool, exp: claims.exp })}`)
+  const { iss, sub, aud, scope, tool: claimedTool, exp } = claims
+  const shown = { iss, sub, aud, scope, tool: claimedTool, exp }
+  out(`         claims: ${JSON.stringify(shown)}`)
   out(`agent  ← ${res.statusCode} ${body}`)
   await new Promise((resolve) => setTimeout(resolve, 20))
   const used = audit.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.event === 'credential.used')
@@ -46,11 +54,15 @@ async function demo (): Promise<void> {
   echo.close()
 }
 
-/** `npm run demo -- --echo`: only the echo tool, on 127.0.0.1:8088 (the default config's demo tool), for the README walkthrough. */
+/**
+ * `npm run demo -- --echo`: only the echo tool, on 127.0.0.1:8088 (the default config's demo tool), for the README
+ * walkthrough.
+ */
 async function echoOnly (): Promise<void> {
   const server = createServer((req, res) => {
     const auth = req.headers.authorization ?? '(none)'
-    process.stdout.write(`echo tool: ${req.method} ${req.url} authorization: ${auth.slice(0, 30)}${auth.length > 30 ? '…' : ''}\n`)
+    const shown = `${auth.slice(0, 30)}${auth.length > 30 ? '…' : ''}`
+    process.stdout.write(`echo tool: ${req.method} ${req.url} authorization: ${shown}\n`)
     res.writeHead(200, { 'content-type': 'application/json' })
     res.end(JSON.stringify({ method: req.method, path: req.url, authorization: auth }) + '\n')
   })

@@ -41,7 +41,9 @@ export const ERRORS = {
   SIDEKEY_APPROVAL_DENIED: { status: 403, name: 'approval_denied', proxyStatus: DENIED },
   SIDEKEY_APPROVAL_TIMEOUT: { status: 403, name: 'approval_timeout', proxyStatus: DENIED },
   SIDEKEY_APPROVAL_BODY_TOO_LARGE: { status: 413, name: 'approval_body_too_large', proxyStatus: REQUEST_ERROR },
-  SIDEKEY_CREDENTIAL_UNAVAILABLE: { status: 503, name: 'credential_unavailable', proxyStatus: 'proxy_internal_response' },
+  SIDEKEY_CREDENTIAL_UNAVAILABLE: {
+    status: 503, name: 'credential_unavailable', proxyStatus: 'proxy_internal_response',
+  },
   SIDEKEY_UPSTREAM_FAILED: { status: 502, name: 'upstream_failed', proxyStatus: 'destination_unavailable' },
   SIDEKEY_UPSTREAM_TIMEOUT: { status: 504, name: 'upstream_timeout', proxyStatus: 'connection_timeout' },
   SIDEKEY_UPSTREAM_TLS: { status: 502, name: 'upstream_tls_failed', proxyStatus: 'tls_protocol_error' },
@@ -116,7 +118,10 @@ export function egressDenied (detail: string, reason: string): SidekeyError {
 /** Issuer failures carry an optional retry hint (from Retry-After) for the refresher's backoff. */
 export class IssuerError extends SidekeyError {
   readonly retryAfterMs: number | undefined
-  constructor (code: 'SIDEKEY_ISSUER_FAILED' | 'SIDEKEY_ISSUER_RESPONSE' | 'SIDEKEY_ISSUER_TIMEOUT', message: string, opts: { retryAfterMs?: number, cause?: unknown } = {}) {
+  constructor (
+    code: 'SIDEKEY_ISSUER_FAILED' | 'SIDEKEY_ISSUER_RESPONSE' | 'SIDEKEY_ISSUER_TIMEOUT', message: string,
+    opts: { retryAfterMs?: number, cause?: unknown } = {}
+  ) {
     super(code, message, { expose: false, cause: opts.cause })
     this.name = 'IssuerError'
     this.retryAfterMs = opts.retryAfterMs
