@@ -11,7 +11,8 @@ const TASK_ID = /^[A-Za-z0-9._~:/@+=-]{1,128}$/
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones a proxy must never pass on. `host` is rebuilt from the
  * URL authority, `expect` is answered by sidekey itself, and framing (content-length / transfer-encoding) is
- * regenerated for the upstream: never the agent's (threat model: the agent, smuggling). X-Sidekey-Task is sidekey's own.
+ * regenerated for the upstream: never the agent's (threat model: the agent, smuggling). X-Sidekey-Task is
+ * sidekey's own.
  */
 const HOP_BY_HOP = new Set([
   'connection', 'proxy-connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
@@ -65,9 +66,9 @@ export interface UpstreamHeaders {
 /**
  * Builds the upstream header list: drops hop-by-hop headers, the names `Connection` lists, and the tool's strip
  * list — all *before* injection, so a client naming the injected header in `Connection` cannot remove the
- * credential (threat model: the agent, credential scope) — then sets Host to the authority. Method-override headers go unless the tool allows
- * them; a tool whose bodies are scrubbed asks for `accept-encoding: identity`, as a compressed body cannot be
- * scrubbed as text. Injection happens in inject.ts.
+ * credential (threat model: the agent, credential scope) — then sets Host to the authority. Method-override
+ * headers go unless the tool allows them; a tool whose bodies are scrubbed asks for `accept-encoding: identity`,
+ * as a compressed body cannot be scrubbed as text. Injection happens in inject.ts.
  */
 export function upstreamHeaders (raw: readonly string[], tool: Tool | undefined, authority: string): UpstreamHeaders {
   let connectionListed: Set<string> | undefined
@@ -134,7 +135,9 @@ function credentialPart (value: string): string[] {
   return [rest]
 }
 
-/** The value of one field in a flat header list with lowercase names (repeated fields joined with `,`), or undefined. */
+/**
+ * The value of one field in a flat header list with lowercase names (repeated fields joined with `,`), or undefined.
+ */
 export function fieldValue (flat: readonly string[], name: string): string | undefined {
   let value: string | undefined
   for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) value = value === undefined ? flat[i + 1]! : `${value},${flat[i + 1]!}`

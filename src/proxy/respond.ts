@@ -27,7 +27,9 @@ const REASON_TYPES: Record<string, string> = {
   ca_constraint: 'proxy_configuration_error',
 }
 
-/** `sidekey; error=destination_ip_prohibited; details="…"` (RFC 9209): the type, and the body's words if safe to show. */
+/**
+ * `sidekey; error=destination_ip_prohibited; details="…"` (RFC 9209): the type, and the body's words if safe to show.
+ */
 export function proxyStatus (err: SidekeyError): string {
   const reason = err.details.reason
   const type = err.proxyStatus ?? (typeof reason === 'string' ? REASON_TYPES[reason] : undefined) ?? ERRORS[err.code].proxyStatus

@@ -7,8 +7,8 @@ import { upstreamOverride, type UpstreamOverride } from './upstream/upstream-tar
 /**
  * Tool matching, kept apart from transport (as mockttp keeps matchers apart from its server).
  * The rule key is (host, port, path prefix, methods): a tool without `match.port` owns port 443 only, so a
- * redirect to the same host on another port or scheme gets no credential (threat model: the agent, credential scope). A plain `http://`
- * call on port 80 to a tool on 443 still matches: it is carried upstream over TLS.
+ * redirect to the same host on another port or scheme gets no credential (threat model: the agent, credential
+ * scope). A plain `http://` call on port 80 to a tool on 443 still matches: it is carried upstream over TLS.
  */
 
 export interface Tool {

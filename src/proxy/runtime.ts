@@ -41,7 +41,10 @@ export interface Runtime {
   readonly budgets?: Budgets
 }
 
-/** The ports CONNECT may reach (threat model: the agent, open proxy and SSRF): `egress.connect_ports` and the ports tools name. */
+/**
+ * The ports CONNECT may reach (threat model: the agent, open proxy and SSRF): `egress.connect_ports` and the ports
+ * tools name.
+ */
 export function connectPortAllowed (rt: Runtime, port: number): boolean {
   return rt.config.egress.connect_ports.includes(port) || rt.router.ports.has(port)
 }

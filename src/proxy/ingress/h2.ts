@@ -22,11 +22,11 @@ const PSEUDO = new Set([':method', ':scheme', ':authority', ':path'])
  * HTTP/2 from agents inside intercepted TLS tunnels (ALPN h2). One node:http2 server that never listens is fed
  * the decrypted sockets; each stream runs through the same pipeline as an HTTP/1.1 request in a tunnel, so
  * `:authority` is held to the CONNECT target exactly as Host is (421), and matching, stripping, injection and
- * audit are shared. Limits (threat model: the agent, exhaustion, Envoy's edge values): `http2.max_concurrent_streams` (100),
- * `initial_stream_window` (64 KiB), `connection_window` (1 MiB), header list size and count from `limits`, no
- * push, no extended CONNECT; nghttp2 bounds CONTINUATION frames per header block and Node ≥ 20.12 bounds rapid
- * resets, and each session is also closed once `http2.max_premature_resets` streams were reset by the agent
- * before their answer and they are at least half of its streams (Envoy's premature-reset rule).
+ * audit are shared. Limits (threat model: the agent, exhaustion, Envoy's edge values):
+ * `http2.max_concurrent_streams` (100), `initial_stream_window` (64 KiB), `connection_window` (1 MiB), header list
+ * size and count from `limits`, no push, no extended CONNECT; nghttp2 bounds CONTINUATION frames per header block
+ * and Node ≥ 20.12 bounds rapid resets, and each session is also closed once `http2.max_premature_resets` streams
+ * were reset by the agent before their answer and they are at least half of its streams (Envoy's premature-reset rule).
  */
 export class AgentH2 {
   readonly #server: Http2Server

@@ -26,9 +26,9 @@ export const MAX_REQUESTED = 300
 
 /**
  * Intercepts a CONNECT tunnel to a tool host: answers 200, peeks the first byte, and either terminates TLS with a
- * leaf for exactly the CONNECT target (a different SNI aborts the handshake, threat model: the agent, credential scope) or reads plain HTTP
- * as it is (undici's ProxyAgent tunnels http:// this way). The decrypted stream is handed to `inner`, an http.Server
- * that never listens, with the tunnel's context attached.
+ * leaf for exactly the CONNECT target (a different SNI aborts the handshake, threat model: the agent, credential
+ * scope) or reads plain HTTP as it is (undici's ProxyAgent tunnels http:// this way). The decrypted stream is
+ * handed to `inner`, an http.Server that never listens, with the tunnel's context attached.
  */
 export async function intercept (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string,
   inner: Server, contexts: WeakMap<object, TunnelContext>, h2?: AgentH2): Promise<void> {
@@ -36,7 +36,8 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   socket.setTimeout(limits.idle_timeout, () => socket.destroy())
   socket.write(ESTABLISHED)
   // Before its first byte a tunnel is held to the headers timeout, like a request line: a client that connects and
-  // says nothing (or half-closes) must not keep a connection slot for the idle timeout (threat model: the agent, exhaustion).
+  // says nothing (or half-closes) must not keep a connection slot for the idle timeout (threat model: the agent,
+  // exhaustion).
   const first = head.length > 0 ? head : await firstChunk(socket, limits.headers_timeout)
   if (first === undefined) { socket.destroy(); return }
   socket.unshift(first)

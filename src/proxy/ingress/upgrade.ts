@@ -43,7 +43,8 @@ export interface MessageSearch {
 export function upgradeResponse (req: IncomingMessage, socket: Socket, head: Buffer, idleMs: number): ServerResponse | undefined {
   // Node stops watching an upgraded socket: errors are ours now.
   socket.on('error', () => socket.destroy())
-  // The parser stops at the end of the headers, so a body would sit unparsed in `head`: refuse it (a desync, as with bytes after a refused CONNECT).
+  // The parser stops at the end of the headers, so a body would sit unparsed in `head`: refuse it (a desync, as
+  // with bytes after a refused CONNECT).
   const cl = req.headers['content-length']
   if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) {
     sendRawError(socket, new SidekeyError('SIDEKEY_BAD_REQUEST', 'a request body with an upgrade is refused'), '-')

@@ -154,7 +154,10 @@ function formDecode (raw: string): string {
   }
 }
 
-/** The access key id an agent's SigV4 Authorization names (`Credential=AKID/date/region/service/aws4_request`): its placeholder. */
+/**
+ * The access key id an agent's SigV4 Authorization names (`Credential=AKID/date/region/service/aws4_request`): its
+ * placeholder.
+ */
 export function awsAccessKeyId (authorization: string | undefined): string | undefined {
   const m = authorization === undefined ? null : /^AWS4-HMAC-SHA256 .*?Credential=([^/,\s]+)\//.exec(authorization)
   return m === null ? undefined : m[1]

@@ -124,7 +124,9 @@ export class RequestContext {
     this.#emit(event)
   }
 
-  /** Something that happened after the request's event, tied to it by request_id (a WebSocket message echoing the key). */
+  /**
+   * Something that happened after the request's event, tied to it by request_id (a WebSocket message echoing the key).
+   */
   later (event: AuditEvent): void {
     this.rt.audit.emit(event)
   }

@@ -132,7 +132,10 @@ function pythonQuote (s: string, safe: string): string {
   return out
 }
 
-/** Basic auth: the exact `base64(user:token)` sidekey sent (replaced by the placeholder's), then the token's own needles. */
+/**
+ * Basic auth: the exact `base64(user:token)` sidekey sent (replaced by the placeholder's), then the token's own
+ * needles.
+ */
 export function basicNeedles (username: string, token: string, placeholder: string): Needle[] {
   const basic = (secret: string): string => Buffer.from(`${username}:${secret}`).toString('base64')
   return [{ secret: basic(token), replacement: basic(placeholder), wire: true }, ...tokenNeedles(token, placeholder)]

@@ -6,7 +6,9 @@ import type { BodySink, BodySource } from './upstream.js'
 
 /** Body bytes held while nobody reads the answer yet (handler.ts deciding between relay and a 401 replay). */
 const HOLD_BYTES = 64 * 1024
-/** What `dump()` reads of an answer it discards before cutting the connection instead (undici's `body.dump()` limit). */
+/**
+ * What `dump()` reads of an answer it discards before cutting the connection instead (undici's `body.dump()` limit).
+ */
 const DUMP_BYTES = 128 * 1024
 
 /**
@@ -36,7 +38,10 @@ export class UpstreamExchange implements BodySource {
   #ended = false
   #error: Error | undefined
 
-  /** `body` is the request body given to dispatch: a stream body is destroyed when the exchange fails, as request() does. */
+  /**
+   * `body` is the request body given to dispatch: a stream body is destroyed when the exchange fails, as request()
+   * does.
+   */
   constructor (body?: unknown, onUpgrade?: (statusCode: number, headers: string[], socket: Duplex) => void) {
     this.#body = body
     this.#onUpgrade = onUpgrade

@@ -17,7 +17,8 @@ export function createUpstream (config: Readonly<Config>, lookup: LookupFunction
   // One secure context for every dial: given `ca`, each new TLS connection would parse the ~140 system roots again
   // (about 4 ms of CPU per upstream connection in the bench).
   const ca = upstreamCa === undefined ? {} : { secureContext: createSecureContext({ ca: [...rootCertificates, upstreamCa] }) }
-  // HTTP/2 per tool (`http2`, default true): a second Agent offering h2 in ALPN, chosen per origin (origin-dispatcher.ts).
+  // HTTP/2 per tool (`http2`, default true): a second Agent offering h2 in ALPN, chosen per origin
+  // (origin-dispatcher.ts).
   const agent = (allowH2: boolean): Agent => new Agent({
     allowH2,
     connections: limits.upstream_connections,
@@ -106,7 +107,9 @@ export interface BodySink {
   error (err: Error): void
 }
 
-/** A body that can be read once into a sink (exchange.ts's UpstreamExchange, or a Readable through `readableSource`). */
+/**
+ * A body that can be read once into a sink (exchange.ts's UpstreamExchange, or a Readable through `readableSource`).
+ */
 export interface BodySource {
   attach (sink: BodySink): void
   resume (): void
@@ -195,9 +198,9 @@ export interface BodyFilter {
 }
 
 /**
- * Exchanges in flight per upstream origin (threat model: the agent, exhaustion, Envoy's circuit breakers): undici holds at most
- * `upstream_connections` per origin and queues the rest; past `upstream_pending` queued, a request is refused at
- * once (503) instead of waiting behind an upstream that does not answer.
+ * Exchanges in flight per upstream origin (threat model: the agent, exhaustion, Envoy's circuit breakers): undici
+ * holds at most `upstream_connections` per origin and queues the rest; past `upstream_pending` queued, a request
+ * is refused at once (503) instead of waiting behind an upstream that does not answer.
  */
 export class OriginLimiter {
   readonly #inFlight = new Map<string, number>()
