@@ -16,4 +16,5 @@ t.test('the bench starts, runs a tiny bounded load and prints the Markdown table
   t.match(stdout, /\| load \| proxy \| req\/s \| p50 ms \| p99 ms \|/)
   t.match(stdout, /\*\*Ratios\*\* — HTTP: sidekey\/bare [\d.]+×/)
   t.match(stdout, /### Response scrubbing/)
+  t.match(stdout, /\| tools\/list, 200 tools \(20 kept\), SSE \| \d+ \| \d+ \| -?\d+ \| [\d.]+× \|/, 'the MCP section, list filtered')
 })

@@ -21,6 +21,8 @@ export interface ProxyStart {
   chain?: boolean
   /** Sign a token for every call (`per_call: true`) with this algorithm, instead of one pooled ES256 token. */
   perCall?: 'ES256' | 'EdDSA'
+  /** The `mcp` section's MCP server stand-in: two tools on it, one with `mcp:` (mcp.ts), one without. */
+  mcpPort?: number
 }
 
 export const HTTP_HOST = 'plain.bench.test'
@@ -28,6 +30,10 @@ export const HTTPS_HOST = 'api.bench.test'
 /** Names under the config's wildcard tool: no leaf until an agent first connects to one. */
 export const FRESH_HOST = 'new.fresh.bench.test'
 export const WARM_HOST = 'warm.fresh.bench.test'
+/** The `mcp` section (mcp.ts): a tool with `mcp:` allowing these, and one without, on the same MCP server. */
+export const MCP_HOST = 'mcp.bench.test'
+export const MCP_PLAIN_HOST = 'mcpplain.bench.test'
+export const MCP_BENCH_TOOLS = ['get_*', 'search_code', 'tool_1?']
 
 export function sidekeyYaml (s: ProxyStart): string {
   const perCall = s.perCall === undefined ? '' : '\n    per_call: true'
@@ -40,13 +46,15 @@ resolve:
   ${HTTP_HOST}: 127.0.0.1
   ${FRESH_HOST}: 127.0.0.1
   ${WARM_HOST}: 127.0.0.1
+  ${MCP_HOST}: 127.0.0.1
+  ${MCP_PLAIN_HOST}: 127.0.0.1
 limits:
   max_connections: 4096
   # The 256-connection cell would otherwise meet the per-upstream cap (64 connections + 128 pending) by design.
   upstream_pending: 1024
 issuers:
   local: { type: local_jwt, ttl: 10m, issuer: https://sidekey.bench${s.perCall === undefined ? '' : `, alg: ${s.perCall}`} }
-tools:
+tools:${s.mcpPort === undefined ? '' : mcpTools(s.mcpPort)}
   api:
     match: { host: ${HTTPS_HOST}, port: ${s.httpsPort} }
     issuer: local
@@ -65,6 +73,12 @@ tools:
     plaintext: true
     placeholder: sidekey${perCall}
 `
+}
+
+function mcpTools (port: number): string {
+  const tool = (name: string, host: string, mcp: string): string =>
+    `\n  ${name}: { match: { host: ${host}, port: ${port} }, issuer: local, plaintext: true, placeholder: sidekey${mcp} }`
+  return tool('mcp', MCP_HOST, `, mcp: { tools: ${JSON.stringify(MCP_BENCH_TOOLS)} }`) + tool('mcp-plain', MCP_PLAIN_HOST, '')
 }
 
 /** Every bench name is on loopback. */

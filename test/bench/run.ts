@@ -23,16 +23,17 @@ import { squidBinary, startSquid, type SquidStart } from './squid.js'
 import { processCpuUs, processTreeRss, stopChild } from './proc.js'
 import { scrubPerRequestTable, scrubTable } from './scrub.js'
 import { profileTable } from './profile.js'
+import { mcpTable } from './mcp.js'
 
 /**
  * `npm run bench`: sidekey against a bare undici forwarder (the in-run floor) and no proxy at all, on loopback,
  * in one run. Prints Markdown to stdout, progress to stderr. Options:
  *   --quick            1 × 2 s per cell instead of 3 × 5 s
  *   --smoke            a tiny bounded load (the smoke test): proves the bench starts, runs and stops; only the
- *                      sections start,main,idle,mint,scrub unless --sections says otherwise
+ *                      sections start,main,idle,mint,mcp,scrub unless --sections says otherwise
  *   --no-wrk           use the built-in undici generator for HTTP even when wrk is installed
  *   --only=http|https  the main table for one protocol only (profiling)
- *   --sections=start,main,chain,scale,rate,idle,heap,mint,percall,scrub   which parts to run (default all)
+ *   --sections=start,main,chain,scale,rate,idle,heap,mint,percall,mcp,scrub   which parts to run (default all)
  *   --reps=N --duration=SECONDS             override the repeats and the length of each cell
  *   --profile=DIR      run the sidekey child (or --profile-target=bare) with --cpu-prof, profiles written to DIR
  *   --no-pin           let every process use every core (default on 2+ cores: each proxy pinned to core 1, the
@@ -106,8 +107,8 @@ function options (argv: string[]): Options {
     only: only === 'http' || only === 'https' ? only : undefined,
     // The smoke run leaves out percall: two more sidekey children would not prove anything the main cells do not.
     // The smoke test (tap, 100 s budget beside other test files) runs the sections whose code differs most; chain,
-    // scale, rate, heap and percall reuse cell() and startProxy() and are left to real runs.
-    sections: new Set((value('sections') ?? (smoke ? 'start,main,idle,mint,scrub' : 'start,main,chain,scale,rate,idle,heap,mint,percall,scrub,profile')).split(',')),
+    // scale, rate, heap and percall reuse cell() and startProxy() and are left to real runs; mcp has its own load.
+    sections: new Set((value('sections') ?? (smoke ? 'start,main,idle,mint,mcp,scrub' : 'start,main,chain,scale,rate,idle,heap,mint,percall,mcp,scrub,profile')).split(',')),
     profile: value('profile'),
     profileTarget: value('profile-target') === 'bare' ? 'bare' : 'sidekey',
     pin: !flag('no-pin') && cpus().length >= 2 && hasTaskset(),
@@ -862,6 +863,10 @@ async function main (): Promise<void> {
     if (o.sections.has('mint')) await mintTable(env, out)
     if (o.sections.has('sni')) await sniTable({ dir: join(dir, 'sni'), cli: DIST_CLI, count: o.sniNames, timeLimitMs: 120_000, pinCpu: o.pin ? PROXY_CPU : undefined }, out)
     if (o.sections.has('percall')) await perCallTable(env, out)
+    if (o.sections.has('mcp')) {
+      const mcpStart = (mcpPort: number): Promise<ProxyChild> => startProxy('sidekey', { ...start, dir: join(dir, 'mcp'), mcpPort }, undefined, o.pin)
+      await mcpTable({ reps: o.reps, cellMs: o.durationMs / 4, warmupMs: o.warmupMs }, mcpStart, out)
+    }
     if (o.sections.has('profile')) await profile(env, out)
     if (o.sections.has('scrub')) {
       scrubTable(out, o.durationMs / 5000)
