@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { AuditEvent, AuditSink } from './events.js'
 import type { AnomalyFinding, Detector } from '../anomaly/detector.js'
 import { AnomalyRateLimiter, type RateLimitOptions } from '../anomaly/rate-limit.js'
-import { auditPath } from './log.js'
+import { auditPath, infoLineWriter } from './log.js'
 import { LineLimiter } from './line-limit.js'
 import { systemClock, type Clock, type Timer } from '../util/clock.js'
 
@@ -43,6 +43,8 @@ const DEFAULT_MAX_QUEUE = 10_000
  */
 export class AuditHub implements AuditSink {
   readonly #log: Logger
+  /** The request path's lines, written without pino's per-field serialiser (log.ts); pino's `info` without it. */
+  readonly #info: (fields: object) => boolean
   readonly #metrics: AuditMetrics
   readonly #clock: Clock
   readonly #maxQueue: number
@@ -57,6 +59,7 @@ export class AuditHub implements AuditSink {
 
   constructor (opts: AuditHubOptions) {
     this.#log = opts.logger.child({ instance_id: opts.instanceId })
+    this.#info = infoLineWriter(this.#log) ?? (() => false)
     this.#metrics = opts.metrics
     this.#clock = opts.clock ?? systemClock
     this.#maxQueue = opts.maxQueue ?? DEFAULT_MAX_QUEUE
@@ -196,7 +199,8 @@ export class AuditHub implements AuditSink {
         // The path never carries its query (README, "Audit events") nor a credential-shaped segment (threat model:
         // a log reader).
         const path = event.path === undefined ? undefined : auditPath(event.path)
-        this.#log.info(path === event.path ? event : { ...event, path })
+        const line = path === event.path ? event : { ...event, path }
+        if (!this.#info(line)) this.#log.info(line)
         return
       }
       case 'credential.refresh_failed':

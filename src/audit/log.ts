@@ -60,7 +60,7 @@ export function createLogger (opts: LoggerOptions): pino.Logger {
     level: opts.level,
     base: undefined,
     messageKey: 'msg',
-    timestamp: pino.stdTimeFunctions.isoTime,
+    timestamp: isoTime,
     redact: { paths: [...REDACT_PATHS], censor: REDACTED },
     formatters: { log: sanitizeFields },
     hooks: {
@@ -77,7 +77,67 @@ export function createLogger (opts: LoggerOptions): pino.Logger {
     },
   }, destination as pino.DestinationStream)
   if (chain !== undefined) Object.defineProperty(logger, CHAIN, { value: chain })
+  Object.defineProperty(logger, SINK, { value: { seal: chain?.seal } })
   return logger
+}
+
+const SINK = Symbol('sidekey.lineSink')
+/** Marks a logger made here (its formatter, hooks and time known); the seal its lines get, if any. */
+interface LineSink { readonly seal: ((line: string) => string) | undefined }
+
+/** pino's info level; `{"level":30` opens each of its lines. */
+const INFO = 30
+/** The first segment of every redacted path: a line with such a field is left to pino's redaction. */
+const REDACTED_KEYS: ReadonlySet<string> = new Set(REDACT_PATHS.map((path) => path.split('.')[0]!))
+
+/**
+ * Writes info lines of `logger` (made by createLogger, or a child of one) the way pino does, byte for byte, with one
+ * JSON.stringify instead of pino's per-field serialiser: the audit line of every request, whose fields are fixed
+ * and never redacted, costs about a third less. The same sanitising and the same seal apply. Returns false, having
+ * written nothing, for a line it leaves to pino (a redacted field, a value JSON.stringify refuses); undefined for a
+ * logger it cannot write for. One difference: a lone UTF-16 surrogate is written escaped, as pino does from Node 25.
+ */
+export function infoLineWriter (logger: pino.Logger): ((fields: object) => boolean) | undefined {
+  const sink = (logger as unknown as { [SINK]?: LineSink })[SINK]
+  const internals = logger as unknown as Record<symbol, unknown>
+  const bindings = internals[pino.symbols.chindingsSym]
+  const stream = internals[pino.symbols.streamSym] as { write (line: string): unknown } | undefined
+  if (sink === undefined || typeof bindings !== 'string' || stream === undefined) return undefined
+  if ((stream as unknown as Record<symbol, unknown>)[pino.symbols.needsMetadataGsym] === true) return undefined
+  const seal = sink.seal
+  return (fields) => {
+    // Below the logger's level pino writes nothing either.
+    if (logger.levelVal > INFO) return true
+    for (const key in fields) if (REDACTED_KEYS.has(key)) return false
+    let json: string
+    try {
+      json = JSON.stringify(fields)
+      // What sanitizeFields rewrites is left raw by JSON.stringify (a control or bidi character) or sits in a query
+      // (`?`): a line with neither, most lines, is sanitised as it is, without a walk over its fields.
+      if (UNSAFE.test(json) || json.includes('?')) {
+        const clean = sanitizeFields(fields as Record<string, unknown>)
+        if (clean !== fields) json = JSON.stringify(clean)
+      }
+    } catch {
+      return false
+    }
+    const line = `{"level":${INFO}${isoTime()}${bindings}${json.length === 2 ? '' : ',' + json.slice(1, -1)}}\n`
+    stream.write(seal === undefined ? line : seal(line))
+    return true
+  }
+}
+
+let timeMs = NaN
+let timeField = ''
+
+/** pino's `isoTime` (`,"time":"…"`), formatted once per millisecond: a busy proxy writes several lines in one. */
+function isoTime (): string {
+  const now = Date.now()
+  if (now !== timeMs) {
+    timeMs = now
+    timeField = `,"time":"${new Date(now).toISOString()}"`
+  }
+  return timeField
 }
 
 /**

@@ -83,7 +83,9 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
       let exchange: UpstreamExchange
       try {
         const sent = body.kept ?? body.stream ?? null
-        exchange = UpstreamExchange.start(rt.upstream, { ...dial, path, method, headers, body: sent })
+        // Every key written out, never spread: a spread here left V8 re-learning the object's shape on each call.
+        const opts = { origin: dial.origin, servername: dial.servername, path, method, headers, body: sent }
+        exchange = UpstreamExchange.start(rt.upstream, opts)
       } finally {
         rt.tracing?.dialing(undefined)
       }

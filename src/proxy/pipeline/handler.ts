@@ -14,7 +14,7 @@ import { credentialSource, credentialUnavailable } from './credential.js'
 import { forward } from './forward.js'
 import { passThrough } from './pass-through.js'
 import { placeholderState } from './placeholder.js'
-import { firstRefusal, POLICY } from './policy.js'
+import { firstRefusal, policyOf } from './policy.js'
 import { defaultPort } from './shared.js'
 
 /**
@@ -50,7 +50,8 @@ export class RequestHandler {
     const authority = formatAuthority(target.host, port, defaultPort(scheme))
     const { headers, placeholder } = upstreamHeaders(req.rawHeaders, route.tool, authority)
     ctx.placeholder = placeholderState(routed, placeholder)
-    const refusal = await firstRefusal(routed, POLICY)
+    const verdict = firstRefusal(routed, policyOf(route.tool))
+    const refusal = verdict instanceof Promise ? await verdict : verdict
     if (refusal !== undefined) return ctx.refuse(refusal)
     const source = credentialSource(routed, `${scheme}://${authority}`)
     const waited = ctx.span.child('credential')
