@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -57,16 +57,20 @@ async function run (args: string[], stdin = ''): Promise<{ code: number, out: st
   return { code, out, err }
 }
 
-t.test('a trail where only GET /repos/acme/* was used recommends exactly that', async (t) => {
+/** The config and the trail, written to a fresh directory; then `--json` over them, parsed. */
+async function scopesJson (t: Test, configText: string, trailText: string): Promise<{ dir: string, config: string, trail: string, r: ScopesReport }> {
   const dir = await mkdtemp(join(tmpdir(), 'sidekey-scopes-'))
   const config = join(dir, 'sidekey.yaml')
-  await writeFile(config, CONFIG)
+  await writeFile(config, configText)
   const trail = join(dir, 'audit.log')
-  await writeFile(trail, TRAIL)
-
+  await writeFile(trail, trailText)
   const json = await run(['--config', config, '--json', trail])
   t.equal(json.code, 0, json.err)
-  const r = JSON.parse(json.out) as ScopesReport
+  return { dir, config, trail, r: JSON.parse(json.out) as ScopesReport }
+}
+
+t.test('a trail where only GET /repos/acme/* was used recommends exactly that', async (t) => {
+  const { dir, config, trail, r } = await scopesJson(t, CONFIG, TRAIL)
   t.same(r.tools.map((x) => x.tool), ['billing', 'ghost', 'github', 'legacy'])
   const gh = r.tools.find((x) => x.tool === 'github')!
   t.same(gh.granted, { host: 'api.github.com', port: null, methods: null, path_prefix: '/', scopes: ['repo', 'read:org'], issuer: 'gh', mcp: null })
@@ -172,15 +176,7 @@ const MCP_TRAIL = [
 ].join('\n') + '\n'
 
 t.test('MCP tools: the names called become mcp.tools; entries never called and refused names are flagged', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sidekey-scopes-mcp-'))
-  const config = join(dir, 'sidekey.yaml')
-  await writeFile(config, MCP_CONFIG)
-  const trail = join(dir, 'audit.log')
-  await writeFile(trail, MCP_TRAIL)
-
-  const json = await run(['--config', config, '--json', trail])
-  t.equal(json.code, 0, json.err)
-  const r = JSON.parse(json.out) as ScopesReport
+  const { dir, config, trail, r } = await scopesJson(t, MCP_CONFIG, MCP_TRAIL)
   const gh = r.tools.find((x) => x.tool === 'gh-mcp')!
   t.same(gh.granted?.mcp, { tools: ['get_issue', 'search_*', 'delete_repo', 'create_issue'], resources: null, prompts: ['triage', 'old_prompt'] })
   t.same(gh.used.mcp, {
