@@ -23,7 +23,8 @@ const HOP_BY_HOP = new Set([
  * Method-override headers: servers that honour them would run another method than the one `match.methods` judged.
  * Stripped unless the tool sets `allow_method_override`, and then checked like the method (methods.ts).
  */
-export const METHOD_OVERRIDE: ReadonlySet<string> = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
+export const METHOD_OVERRIDE: ReadonlySet<string> =
+  new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
 
 /** Response headers that must not be relayed to the agent as they came. */
 const RESPONSE_HOP_BY_HOP = new Set([
@@ -48,7 +49,8 @@ export function checkRequestHeaders (raw: readonly string[]): string | undefined
     } else if (name.length === TASK_HEADER.length && name.toLowerCase() === TASK_HEADER) {
       const value = raw[i + 1]!
       if (task !== undefined || !TASK_ID.test(value)) {
-        throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'X-Sidekey-Task must be sent once, 1 to 128 characters of A-Z a-z 0-9 . _ ~ : / @ + = -',
+        throw new SidekeyError('SIDEKEY_BAD_REQUEST',
+          'X-Sidekey-Task must be sent once, 1 to 128 characters of A-Z a-z 0-9 . _ ~ : / @ + = -',
           { details: { reason: 'bad_task' } })
       }
       task = value
@@ -99,7 +101,8 @@ export function upstreamHeaders (raw: readonly string[], tool: Tool | undefined,
     headers.push(name, raw[i + 1]!)
   }
   if (tool?.config.scrub_body === true) headers.push('accept-encoding', 'identity')
-  return { headers, placeholder: tool === undefined ? 'absent' : classifyPlaceholder(stripped, tool.config.placeholder) }
+  const placeholder = tool === undefined ? 'absent' : classifyPlaceholder(stripped, tool.config.placeholder)
+  return { headers, placeholder }
 }
 
 /**
@@ -112,7 +115,8 @@ export function classifyPlaceholder (values: readonly string[] | undefined, plac
   if (values === undefined || values.length === 0) return 'absent'
   for (const value of values) {
     const credential = partsOf(value)
-    if (placeholder !== undefined ? !credential.includes(placeholder) : credential.some(looksLikeSecret)) return 'unexpected'
+    const unexpected = placeholder !== undefined ? !credential.includes(placeholder) : credential.some(looksLikeSecret)
+    if (unexpected) return 'unexpected'
   }
   return 'stripped'
 }
@@ -140,7 +144,9 @@ function credentialPart (value: string): string[] {
  */
 export function fieldValue (flat: readonly string[], name: string): string | undefined {
   let value: string | undefined
-  for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) value = value === undefined ? flat[i + 1]! : `${value},${flat[i + 1]!}`
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i] === name) value = value === undefined ? flat[i + 1]! : `${value},${flat[i + 1]!}`
+  }
   return value
 }
 

@@ -32,7 +32,8 @@ const REASON_TYPES: Record<string, string> = {
  */
 export function proxyStatus (err: SidekeyError): string {
   const reason = err.details.reason
-  const type = err.proxyStatus ?? (typeof reason === 'string' ? REASON_TYPES[reason] : undefined) ?? ERRORS[err.code].proxyStatus
+  const type = err.proxyStatus ?? (typeof reason === 'string' ? REASON_TYPES[reason] : undefined) ??
+    ERRORS[err.code].proxyStatus
   const detail = err.details.detail ?? (err.expose ? err.message : undefined)
   return detail === undefined ? `sidekey; error=${type}` : `sidekey; error=${type}; details=${sfString(String(detail))}`
 }
@@ -53,7 +54,9 @@ export function errorBody (err: SidekeyError, requestId: string): string {
 }
 
 /** Answers a request with the error; closes the connection for 400s (the stream may be out of sync). */
-export function sendError (res: ServerResponse, err: SidekeyError, requestId: string, extraHeaders: Record<string, string> = {}): void {
+export function sendError (
+  res: ServerResponse, err: SidekeyError, requestId: string, extraHeaders: Record<string, string> = {}
+): void {
   if (res.headersSent) {
     res.destroy()
     return
@@ -74,13 +77,16 @@ export function sendError (res: ServerResponse, err: SidekeyError, requestId: st
 }
 
 /** Answers on a raw socket (CONNECT refusals, parse errors) and closes it without reading what follows. */
-export function sendRawError (socket: Socket, err: SidekeyError, requestId: string, extraHeaders: Record<string, string> = {}): void {
+export function sendRawError (
+  socket: Socket, err: SidekeyError, requestId: string, extraHeaders: Record<string, string> = {}
+): void {
   const body = errorBody(err, requestId)
   if (socket.writable) {
     let extra = ''
     for (const [name, value] of Object.entries(extraHeaders)) extra += `${name}: ${value}\r\n`
     socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\nproxy-status: ${proxyStatus(err)}\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nx-sidekey-request-id: ${requestId}\r\n` +
+      `proxy-status: ${proxyStatus(err)}\r\n` +
       `connection: close\r\n${extra}\r\n${body}`)
   }
   socket.destroySoon()

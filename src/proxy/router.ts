@@ -101,7 +101,8 @@ export class Router {
     // An escaped `/` or `\` means one thing to sidekey and, to many upstreams, another: refused on every tool's
     // path unless the tool's API needs it (GitLab's `projects/group%2Fname`) and says so.
     if (route.kind === 'tool' && !route.tool.config.allow_encoded_slash && ENCODED_SLASH.test(pathWithoutQuery(path))) {
-      throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'an escaped / or \\ in the path (set allow_encoded_slash on the tool if its API needs one)')
+      throw new SidekeyError('SIDEKEY_BAD_REQUEST',
+        'an escaped / or \\ in the path (set allow_encoded_slash on the tool if its API needs one)')
     }
     if (!this.candidates(host).some((t) => t.pathPrefix !== '/')) return route
     const check = (how: string, reading: string | undefined): void => {
@@ -141,7 +142,8 @@ export class Router {
     }
     const hosts = this.candidates(host)
     if (hosts.length === 0) return `no tool for host ${host}`
-    return `no tool for ${scheme}://${host}:${port}${path} (tools on this host: ${hosts.map((t) => `${t.name} port ${t.port} prefix ${t.pathPrefix}`).join(', ')})`
+    const here = hosts.map((t) => `${t.name} port ${t.port} prefix ${t.pathPrefix}`).join(', ')
+    return `no tool for ${scheme}://${host}:${port}${path} (tools on this host: ${here})`
   }
 
   /** Every tool whose host (exact, or a `*.suffix` wildcard) covers `host`, on any port or path. */

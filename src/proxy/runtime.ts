@@ -56,7 +56,8 @@ export function connectPortAllowed (rt: Runtime, port: number): boolean {
  */
 export function checkPassThrough (rt: Runtime, host: string, port: number): void {
   const pinned = rt.resolver.pins[host]
-  if (pinned !== undefined && rt.resolver.blockPrivate && isBlockedIp(pinned) && !rt.router.candidates(host).some((t) => t.port === port)) {
+  if (pinned !== undefined && rt.resolver.blockPrivate && isBlockedIp(pinned) &&
+    !rt.router.candidates(host).some((t) => t.port === port)) {
     throw egressDenied(`${host} is pinned to a private address, on a port no tool of that name uses`, 'private_address')
   }
   checkAddress(host, rt.resolver)

@@ -1,4 +1,7 @@
-import { constants, createServer, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2'
+import {
+  constants, createServer, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { Config } from '../../config/schema.js'
@@ -105,7 +108,8 @@ export class AgentH2 {
       stream.once('aborted', () => {
         premature++
         if (premature >= this.#maxResets && premature * 2 >= streams && !session.destroyed) {
-          session.destroy(new SidekeyError('SIDEKEY_OVERLOADED', 'too many premature stream resets'), constants.NGHTTP2_ENHANCE_YOUR_CALM)
+          const why = new SidekeyError('SIDEKEY_OVERLOADED', 'too many premature stream resets')
+          session.destroy(why, constants.NGHTTP2_ENHANCE_YOUR_CALM)
         }
       })
     })
@@ -133,7 +137,9 @@ export class AgentH2 {
 export function asHttp1Request (req: Http2ServerRequest): IncomingMessage {
   const authority = req.headers[':authority']
   const scheme = req.headers[':scheme']
-  if (scheme !== 'https') throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'h2 requests in a TLS tunnel use the https scheme')
+  if (scheme !== 'https') {
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'h2 requests in a TLS tunnel use the https scheme')
+  }
   const raw: string[] = []
   const cookies: string[] = []
   let host: string | undefined

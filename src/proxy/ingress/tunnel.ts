@@ -30,8 +30,10 @@ export const MAX_REQUESTED = 300
  * scope) or reads plain HTTP as it is (undici's ProxyAgent tunnels http:// this way). The decrypted stream is
  * handed to `inner`, an http.Server that never listens, with the tunnel's context attached.
  */
-export async function intercept (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string,
-  inner: Server, contexts: WeakMap<object, TunnelContext>, h2?: AgentH2): Promise<void> {
+export async function intercept (
+  rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string,
+  inner: Server, contexts: WeakMap<object, TunnelContext>, h2?: AgentH2
+): Promise<void> {
   const limits = rt.config.limits
   socket.setTimeout(limits.idle_timeout, () => socket.destroy())
   socket.write(ESTABLISHED)
@@ -54,7 +56,10 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   } catch (err) {
     // A plaintext tool's host the CA does not cover, spoken to in TLS: the handshake cannot happen.
     const reason = err instanceof SidekeyError ? err.details.reason : undefined
-    if (typeof reason === 'string') ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT' })
+    if (typeof reason === 'string') {
+      const denied = { host: target.host, port: target.port, reason, client, method: 'CONNECT' } as const
+      ingressEvent(rt, { event: 'egress.denied', ...denied })
+    }
     throw err
   }
   if (socket.destroyed) return
@@ -68,7 +73,14 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
       if (sni === target.host) { cb(null, context); return }
       // Audited like a misdirected request inside the tunnel (listener.ts); the handshake is aborted.
       handshaking = false
-      ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason: 'misdirected', client, requested: servername.slice(0, MAX_REQUESTED) })
+      ingressEvent(rt, {
+        event: 'egress.denied',
+        host: target.host,
+        port: target.port,
+        reason: 'misdirected',
+        client,
+        requested: servername.slice(0, MAX_REQUESTED),
+      })
       cb(new SidekeyError('SIDEKEY_MISDIRECTED', 'TLS server name does not match the CONNECT target'), undefined)
     },
   })
@@ -86,7 +98,9 @@ export async function intercept (rt: Runtime, socket: Socket, head: Buffer, targ
   // An agent that ends the connection mid-handshake (it dropped it right after its Finished, or crashed) will send
   // nothing more: without this the socket sits in CLOSE-WAIT, holding its connection slot until the handshake timeout.
   tlsSocket.once('end', () => { if (handshaking) { tlsSocket.destroy(); socket.destroy() } })
-  tlsSocket.on('error', (err: NodeJS.ErrnoException) => { failed(clientAlert(err)); clearTimeout(handshake); tlsSocket.destroy(); socket.destroy() })
+  tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
+    failed(clientAlert(err)); clearTimeout(handshake); tlsSocket.destroy(); socket.destroy()
+  })
   tlsSocket.setTimeout(limits.idle_timeout, () => tlsSocket.destroy())
   contexts.set(tlsSocket, { ...target, tls: true, client })
   if (h2 === undefined) { inner.emit('connection', tlsSocket); return }
@@ -133,8 +147,10 @@ export interface BlindTunnelAudit {
  * `egress.unmatched: tunnel`: a blind pipe, no interception and no credential. The destination is checked
  * (IP literals here, names in the lookup) and the socket connects only to the checked address.
  */
-export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, requestId: string,
-  audit: BlindTunnelAudit): void {
+export function blindTunnel (
+  rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, requestId: string,
+  audit: BlindTunnelAudit
+): void {
   const onDenied = audit.denied
   try {
     checkPassThrough(rt, target.host, target.port)
@@ -143,7 +159,9 @@ export function blindTunnel (rt: Runtime, socket: Socket, head: Buffer, target: 
     sendRawError(socket, err as SidekeyError, requestId)
     return
   }
-  const upstream = netConnect({ host: target.host, port: target.port, lookup: rt.lookup, timeout: rt.config.limits.connect_timeout })
+  const upstream = netConnect({
+    host: target.host, port: target.port, lookup: rt.lookup, timeout: rt.config.limits.connect_timeout,
+  })
   const fail = (err: unknown): void => {
     const denied = (err as { code?: string }).code === 'SIDEKEY_EGRESS_DENIED'
     const e = denied ? err as SidekeyError : upstreamError(err)

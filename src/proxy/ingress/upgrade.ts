@@ -40,7 +40,9 @@ export interface MessageSearch {
  * `forward()`; any other upgrade (h2c, ...) gets a plain response: it is served as an HTTP/1.1 request without
  * the upgrade, and the connection closes after it. Returns undefined when the request was refused here.
  */
-export function upgradeResponse (req: IncomingMessage, socket: Socket, head: Buffer, idleMs: number): ServerResponse | undefined {
+export function upgradeResponse (
+  req: IncomingMessage, socket: Socket, head: Buffer, idleMs: number
+): ServerResponse | undefined {
   // Node stops watching an upgraded socket: errors are ours now.
   socket.on('error', () => socket.destroy())
   // The parser stops at the end of the headers, so a body would sit unparsed in `head`: refuse it (a desync, as
@@ -61,7 +63,8 @@ export function upgradeResponse (req: IncomingMessage, socket: Socket, head: Buf
 
 function isWebSocket (req: IncomingMessage): boolean {
   const upgrade = req.headers.upgrade
-  return req.method === 'GET' && upgrade !== undefined && upgrade.split(',').some((p) => p.trim().toLowerCase() === 'websocket')
+  return req.method === 'GET' && upgrade !== undefined &&
+    upgrade.split(',').some((p) => p.trim().toLowerCase() === 'websocket')
 }
 
 /**
@@ -109,7 +112,8 @@ export class UpgradeResponse extends ServerResponse {
       if (this.#client.destroyed) left()
       else this.#client.once('close', left)
       // Any other status: the refusal's body is relayed like any answer's (scrub-response.ts).
-      exchange.head.then((answer) => req.scrub.relay(this, req.method, answer)).then(() => resolve(exchange.statusCode), reject)
+      exchange.head.then((answer) => req.scrub.relay(this, req.method, answer))
+        .then(() => resolve(exchange.statusCode), reject)
       const headers = withoutExtensions(req.headers)
       const { origin, servername, path, method } = req
       const opts = { origin, servername, path, method, headers, upgrade: this.#protocol }

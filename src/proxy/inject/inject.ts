@@ -27,15 +27,20 @@ let sigv4: Promise<typeof import('./aws-sigv4.js')> | undefined
  * Attaches the credential to the upstream request: the one place a secret is revealed.
  * Returns the path to send (changed only for query injection); a promise for the injections that sign.
  */
-export function inject (tool: Tool, credential: Credential, headers: string[], pathAndQuery: string, request: InjectRequest): string | Promise<string> {
+export function inject (
+  tool: Tool, credential: Credential, headers: string[], pathAndQuery: string, request: InjectRequest
+): string | Promise<string> {
   const spec = tool.config.inject
   if (spec.aws_sigv4 !== undefined) return injectSigV4(tool, spec.aws_sigv4, credential, headers, pathAndQuery, request)
   if (credential.kind === 'aws_keys') throw notThisShape(tool, 'holds AWS keys, which only an aws_sigv4 tool can use')
   const token = credential.token.reveal()
   if (credential.dpop !== undefined) {
-    if (spec.header?.toLowerCase() !== 'authorization') throw notThisShape(tool, 'is a DPoP-bound token, which goes in the Authorization header only')
+    if (spec.header?.toLowerCase() !== 'authorization') {
+      throw notThisShape(tool, 'is a DPoP-bound token, which goes in the Authorization header only')
+    }
     // RFC 9449 §7.1: the DPoP scheme, and a fresh proof for this method and URL, bound to the token by `ath`.
-    headers.push('authorization', `DPoP ${token}`, 'dpop', credential.dpop.proof(request.method, request.origin + pathAndQuery, token))
+    const proof = credential.dpop.proof(request.method, request.origin + pathAndQuery, token)
+    headers.push('authorization', `DPoP ${token}`, 'dpop', proof)
     return pathAndQuery
   }
   if (spec.header !== undefined) {
@@ -50,25 +55,35 @@ export function inject (tool: Tool, credential: Credential, headers: string[], p
   return withQueryParam(pathAndQuery, spec.query!, token)
 }
 
-async function injectSigV4 (tool: Tool, spec: { service: string, region: string }, credential: Credential, headers: string[], pathAndQuery: string, request: InjectRequest): Promise<string> {
+async function injectSigV4 (
+  tool: Tool, spec: { service: string, region: string }, credential: Credential, headers: string[],
+  pathAndQuery: string, request: InjectRequest
+): Promise<string> {
   const keys = awsKeySet(credential.token)
-  if (keys === undefined) throw notThisShape(tool, 'is not an AWS key set (credential_process JSON: Version, AccessKeyId, SecretAccessKey)')
+  if (keys === undefined) {
+    throw notThisShape(tool, 'is not an AWS key set (credential_process JSON: Version, AccessKeyId, SecretAccessKey)')
+  }
   // Loaded on the first signed request: a config without aws_sigv4 tools never loads the AWS signer.
   sigv4 ??= import('./aws-sigv4.js')
   const { signSigV4 } = await sigv4
-  await signSigV4(headers, keys, { tool: tool.name, service: spec.service, region: spec.region, pathAndQuery, ...request })
+  await signSigV4(headers, keys, {
+    tool: tool.name, service: spec.service, region: spec.region, pathAndQuery, ...request,
+  })
   return pathAndQuery
 }
 
 function notThisShape (tool: Tool, what: string): SidekeyError {
-  return new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', `the credential of tool ${tool.name} ${what}`, { expose: true, details: { tool: tool.name } })
+  return new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', `the credential of tool ${tool.name} ${what}`,
+    { expose: true, details: { tool: tool.name } })
 }
 
 function needlesOf (tool: Tool, secrets: readonly string[]): Needle[] {
   const placeholder = tool.config.placeholder ?? DEFAULT_PLACEHOLDER
   const basic = tool.config.inject.basic
   // The shape's secret values (credentials/needles.ts: a token; an AWS key set's secret, key id and session token).
-  return secrets.flatMap((secret) => basic === undefined ? tokenNeedles(secret, placeholder) : basicNeedles(basic.username, secret, placeholder))
+  return secrets.flatMap((secret) => basic === undefined
+    ? tokenNeedles(secret, placeholder)
+    : basicNeedles(basic.username, secret, placeholder))
 }
 
 /** The last scrubber built per tool: rebuilt only when the tool's credential changes (every call for `per_call`). */

@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { AuditEvent, CredentialUsed, EgressDenied, EgressPassed, PlaceholderState, TlsClientError } from '../../audit/events.js'
+import type {
+  AuditEvent, CredentialUsed, EgressDenied, EgressPassed, PlaceholderState, TlsClientError,
+} from '../../audit/events.js'
 import type { SidekeyError } from '../../errors.js'
 import type { ByteFilter, McpCall } from '../../mcp/index.js'
 import type { BudgetCharge } from '../../budget/index.js'
@@ -49,7 +51,10 @@ export class RequestContext {
   /** The credential attached, once there is one (a 401 replay swaps it). */
   credentialId: string | null = null
   /** An MCP tool's POST (src/mcp/): the call for the audit, the body judged (sent as read), the answer's filter. */
-  mcp: { call?: McpCall, body?: Buffer, filter: (contentType: string | undefined) => ByteFilter | undefined } | undefined
+  mcp: {
+    call?: McpCall, body?: Buffer, filter: (contentType: string | undefined) => ByteFilter | undefined
+  } | undefined
+
   /** The body a call waiting for approval was held with: the exact bytes approved are the bytes sent. */
   heldBody: Buffer | undefined
   /** The tool's token budgets this call is charged to: its answer is read for usage as it passes. */
@@ -58,7 +63,9 @@ export class RequestContext {
   readonly span: Span
   #recorded = false
 
-  constructor (rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, client: string, requestId: string) {
+  constructor (
+    rt: Runtime, req: IncomingMessage, res: ServerResponse, target: RequestTarget, client: string, requestId: string
+  ) {
     this.rt = rt
     this.req = req
     this.res = res
@@ -78,7 +85,10 @@ export class RequestContext {
     if (refusal.answer !== undefined) refusal.answer(this.res, this.requestId)
     else sendError(this.res, refusal.error, this.requestId, refusal.headers)
     if (this.tool === undefined) this.denied(refusal.outcome)
-    else this.used(refusal.error.status, { outcome: refusal.outcome, ...(refusal.answer === undefined ? {} : { error: refusal.error.code }), ...refusal.audit })
+    else {
+      const error = refusal.answer === undefined ? { error: refusal.error.code } : {}
+      this.used(refusal.error.status, { outcome: refusal.outcome, ...error, ...refusal.audit })
+    }
   }
 
   /** The tool's `credential.used`: a call that went out (or was refused after routing, with an outcome). */

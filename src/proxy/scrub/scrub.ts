@@ -318,7 +318,8 @@ function compile (needles: readonly Needle[]): Compiled {
     if (n.wire === true) wire.add(n.secret)
   }
   const sorted = [...unique].sort((a, b) => b[0].length - a[0].length)
-  const bytes = new NeedleSet(sorted.map(([secret, replacement]) => ({ bytes: Buffer.from(secret), with: Buffer.from(replacement) })))
+  const bytes = new NeedleSet(sorted.map(([secret, replacement]) =>
+    ({ bytes: Buffer.from(secret), with: Buffer.from(replacement) })))
   return {
     text: alternation(sorted.map(([secret]) => secret)),
     replacement: unique,

@@ -174,7 +174,9 @@ export class UpstreamExchange implements BodySource {
     else this.#sink?.error(err)
   }
 
-  onRequestUpgrade (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex): void {
+  onRequestUpgrade (
+    controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, socket: Duplex
+  ): void {
     this.#ended = true
     this.#onUpgrade?.(statusCode, flatHeaders(controller.rawHeaders, headers), socket)
   }

@@ -12,11 +12,15 @@ import type { Router } from '../router.js'
  * is the host). It connects through the checked `lookup`, so pins and SSRF checks apply to every dial, and
  * verifies upstream TLS against the system roots plus `upstream_ca_file` (`upstreamCa`, read by config/preflight.ts).
  */
-export function createUpstream (config: Readonly<Config>, lookup: LookupFunction, router: Router, upstreamCa?: string): Dispatcher {
+export function createUpstream (
+  config: Readonly<Config>, lookup: LookupFunction, router: Router, upstreamCa?: string
+): Dispatcher {
   const limits = config.limits
   // One secure context for every dial: given `ca`, each new TLS connection would parse the ~140 system roots again
   // (about 4 ms of CPU per upstream connection in the bench).
-  const ca = upstreamCa === undefined ? {} : { secureContext: createSecureContext({ ca: [...rootCertificates, upstreamCa] }) }
+  const ca = upstreamCa === undefined
+    ? {}
+    : { secureContext: createSecureContext({ ca: [...rootCertificates, upstreamCa] }) }
   // HTTP/2 per tool (`http2`, default true): a second Agent offering h2 in ALPN, chosen per origin
   // (origin-dispatcher.ts).
   const agent = (allowH2: boolean): Agent => new Agent({
@@ -39,8 +43,9 @@ export function createUpstream (config: Readonly<Config>, lookup: LookupFunction
 
 const TLS_CODES = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_NOT_YET_VALID', 'ERR_SSL_WRONG_VERSION_NUMBER',
-  'CERT_SIGNATURE_FAILURE', 'UNABLE_TO_GET_ISSUER_CERT', 'ERR_TLS_HANDSHAKE_TIMEOUT', 'EPROTO',
+  'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_NOT_YET_VALID',
+  'ERR_SSL_WRONG_VERSION_NUMBER', 'CERT_SIGNATURE_FAILURE', 'UNABLE_TO_GET_ISSUER_CERT', 'ERR_TLS_HANDSHAKE_TIMEOUT',
+  'EPROTO',
 ])
 
 /**
@@ -49,24 +54,60 @@ const TLS_CODES = new Set([
  */
 const UPSTREAM_HINTS: ReadonlyArray<{ codes: readonly string[], detail: string, type: string }> = [
   {
-    codes: ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT'],
+    codes: [
+      'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT',
+      'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT',
+    ],
     detail: 'upstream certificate not trusted: set upstream_ca_file',
     type: 'tls_certificate_error'
   },
-  { codes: ['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID'], detail: 'upstream certificate expired or not yet valid', type: 'tls_certificate_error' },
-  { codes: ['ERR_TLS_CERT_ALTNAME_INVALID'], detail: 'upstream certificate does not name this host', type: 'tls_certificate_error' },
-  { codes: ['CERT_SIGNATURE_FAILURE'], detail: 'upstream certificate signature is invalid', type: 'tls_certificate_error' },
-  { codes: ['ERR_SSL_WRONG_VERSION_NUMBER'], detail: 'upstream does not speak TLS on this port (plaintext tool?)', type: 'tls_protocol_error' },
-  { codes: ['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NONAME'], detail: 'upstream host name not found (DNS)', type: 'dns_error' },
+  {
+    codes: ['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID'],
+    detail: 'upstream certificate expired or not yet valid',
+    type: 'tls_certificate_error',
+  },
+  {
+    codes: ['ERR_TLS_CERT_ALTNAME_INVALID'],
+    detail: 'upstream certificate does not name this host',
+    type: 'tls_certificate_error',
+  },
+  {
+    codes: ['CERT_SIGNATURE_FAILURE'],
+    detail: 'upstream certificate signature is invalid',
+    type: 'tls_certificate_error',
+  },
+  {
+    codes: ['ERR_SSL_WRONG_VERSION_NUMBER'],
+    detail: 'upstream does not speak TLS on this port (plaintext tool?)',
+    type: 'tls_protocol_error',
+  },
+  {
+    codes: ['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NONAME'],
+    detail: 'upstream host name not found (DNS)',
+    type: 'dns_error',
+  },
   { codes: ['ECONNREFUSED'], detail: 'upstream refused the connection', type: 'connection_refused' },
-  { codes: ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'], detail: 'upstream closed the connection', type: 'connection_terminated' },
+  {
+    codes: ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'],
+    detail: 'upstream closed the connection',
+    type: 'connection_terminated',
+  },
   { codes: ['EHOSTUNREACH', 'ENETUNREACH'], detail: 'upstream address unreachable', type: 'destination_ip_unroutable' },
-  { codes: ['UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'], detail: 'upstream did not accept the connection in time', type: 'connection_timeout' },
+  {
+    codes: ['UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'],
+    detail: 'upstream did not accept the connection in time',
+    type: 'connection_timeout',
+  },
   { codes: ['UND_ERR_HEADERS_TIMEOUT'], detail: 'upstream did not answer in time', type: 'http_response_timeout' },
   { codes: ['UND_ERR_BODY_TIMEOUT'], detail: 'upstream stopped sending its answer', type: 'connection_read_timeout' },
-  { codes: ['UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'HPE_INVALID_CONSTANT', 'UND_ERR_INFO'], detail: 'upstream sent a malformed answer', type: 'http_protocol_error' },
+  {
+    codes: ['UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'HPE_INVALID_CONSTANT', 'UND_ERR_INFO'],
+    detail: 'upstream sent a malformed answer',
+    type: 'http_protocol_error',
+  },
 ]
-const HINTS: ReadonlyMap<string, { detail: string, type: string }> = new Map(UPSTREAM_HINTS.flatMap((h) => h.codes.map((c) => [c, h] as const)))
+const HINTS: ReadonlyMap<string, { detail: string, type: string }> =
+  new Map(UPSTREAM_HINTS.flatMap((h) => h.codes.map((c) => [c, h] as const)))
 
 /** Maps a failure talking to the upstream to what the agent sees; the raw error stays in the log as a code. */
 export function upstreamError (err: unknown): SidekeyError {
@@ -74,7 +115,8 @@ export function upstreamError (err: unknown): SidekeyError {
   // Not every error's code is a string: a DOMException's is a number (an AbortError from a cancelled request is 20).
   const codes = codeChain(err).split('/')
   const hint = codes.map((c) => HINTS.get(c)).find((h) => h !== undefined)
-  const opts = { expose: false, cause: err, ...(hint === undefined ? {} : { details: { detail: hint.detail }, proxyStatus: hint.type }) }
+  const hinted = hint === undefined ? {} : { details: { detail: hint.detail }, proxyStatus: hint.type }
+  const opts = { expose: false, cause: err, ...hinted }
   if (codes.some((c) => c === 'UND_ERR_CONNECT_TIMEOUT' || c === 'UND_ERR_HEADERS_TIMEOUT' || c === 'ETIMEDOUT')) {
     return new SidekeyError('SIDEKEY_UPSTREAM_TIMEOUT', 'upstream timed out', { ...opts })
   }
