@@ -1,26 +1,10 @@
 #!/usr/bin/env node
 import { VERSION } from './app.js'
-import { listing, processIo, runCommand, type Command, type Io } from './commands/command.js'
+import { listing, processIo, runCommand, type Io } from './commands/command.js'
 import { reportFailure } from './commands/failure.js'
 import { nearest } from './commands/nearest.js'
 import { run } from './commands/run.js'
-
-/**
- * Each verb's command module, loaded only when that verb runs (or `sidekey help` lists them), so NATS, the
- * trail's readers and the Public Suffix List stay out of every other verb. `run` comes with the entry point: it is
- * what every pod starts.
- */
-const VERBS: Readonly<Record<string, () => Promise<Command>>> = {
-  run: async () => run,
-  check: async () => (await import('./commands/check.js')).check,
-  ca: async () => (await import('./commands/ca.js')).ca,
-  audit: async () => (await import('./commands/audit.js')).audit,
-  schema: async () => (await import('./commands/schema.js')).schema,
-  fleet: async () => (await import('./commands/fleet.js')).fleet,
-  admin: async () => (await import('./commands/admin.js')).admin,
-  approvals: async () => (await import('./commands/approvals.js')).approvals,
-}
-const NAMES = Object.keys(VERBS)
+import { NAMES, VERBS } from './commands/verbs.js'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. */
 async function main (argv: readonly string[], io: Io): Promise<number> {
@@ -30,7 +14,7 @@ async function main (argv: readonly string[], io: Io): Promise<number> {
     return 0
   }
   if (first === 'help' || first === '--help' || first === '-h') {
-    const verb = rest[0] === undefined ? undefined : VERBS[rest[0]]
+    const verb = rest[0] === undefined ? undefined : VERBS.get(rest[0])
     if (verb !== undefined) return runCommand(await verb(), ['--help'], io)
     if (rest[0] === undefined) {
       io.stdout.write(await help())
@@ -39,7 +23,7 @@ async function main (argv: readonly string[], io: Io): Promise<number> {
   }
   // `sidekey --config x.yaml` runs; `sidekey chekc` is a typo, not a run with a stray argument.
   if (first === undefined || first.startsWith('-')) return runCommand(run, argv, io)
-  const load = VERBS[first]
+  const load = VERBS.get(first)
   if (load !== undefined) return runCommand(await load(), rest, io)
   const word = first === 'help' ? rest[0]! : first
   const guess = nearest(word, NAMES)
@@ -50,7 +34,7 @@ async function main (argv: readonly string[], io: Io): Promise<number> {
 
 /** Every verb with its one-line summary, and how to get a verb's own usage. */
 async function help (): Promise<string> {
-  const commands = await Promise.all(Object.values(VERBS).map((load) => load()))
+  const commands = await Promise.all([...VERBS.values()].map((load) => load()))
   return 'usage: sidekey [VERB] [OPTIONS...]   (without a VERB: run)\n' +
     '       sidekey VERB --help           (that verb\'s own usage; also sidekey help VERB)\n' +
     '       sidekey --version\n\nverbs:\n' +
