@@ -53,7 +53,8 @@ export function checkMcpRequest (policy: McpPolicy, headers: IncomingHttpHeaders
     parsed = parseStrictJson(body)
   } catch (err) {
     const why = err instanceof JsonSyntaxError ? err.message : 'unreadable'
-    return { refusal: badRequest(PARSE_ERROR, `the MCP request body is not strict JSON (${why})`, 'mcp_malformed'), lists: [] }
+    const refusal = badRequest(PARSE_ERROR, `the MCP request body is not strict JSON (${why})`, 'mcp_malformed')
+    return { refusal, lists: [] }
   }
   const batch = Array.isArray(parsed)
   const members: unknown[] = Array.isArray(parsed) ? parsed : [parsed]
@@ -69,7 +70,9 @@ export function checkMcpRequest (policy: McpPolicy, headers: IncomingHttpHeaders
   }
   const call: McpCall | undefined = batch ? { method: 'batch', batch: calls } : calls[0]
   const mismatch = headerMismatch(headers, batch ? undefined : messages[0])
-  if (mismatch !== undefined) return { call, refusal: badRequest(HEADER_MISMATCH, mismatch, 'mcp_header_mismatch'), lists: [] }
+  if (mismatch !== undefined) {
+    return { call, refusal: badRequest(HEADER_MISMATCH, mismatch, 'mcp_header_mismatch'), lists: [] }
+  }
   const refused = messages.map((m) => isRefused(policy, m))
   if (refused.some((r) => r)) {
     const answers = messages.flatMap((m, i) => {

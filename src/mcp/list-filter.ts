@@ -27,7 +27,8 @@ function filterOne (policy: McpPolicy, lists: readonly ListRequest[], message: u
   const entries = list === undefined ? undefined : message.result[list.kind]
   if (list === undefined || !Array.isArray(entries)) return undefined
   const allowed = policy[list.kind]!
-  const kept = entries.filter((e) => isObject(e) && typeof e[list.field] === 'string' && allowed.allows(e[list.field] as string))
+  const kept = entries.filter((e) =>
+    isObject(e) && typeof e[list.field] === 'string' && allowed.allows(e[list.field] as string))
   return { ...message, result: { ...message.result, [list.kind]: kept } }
 }
 

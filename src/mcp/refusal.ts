@@ -35,10 +35,14 @@ export function badRequest (code: number, message: string, reason: string, tooLa
  * a JSON-RPC error (-32602, invalid params), which the SDK clients raise with its message.
  */
 export function deniedAnswer (id: Id, call: McpCall): object {
-  const what = call.method === 'tools/call' ? 'MCP tool' : call.method.startsWith('prompts/') ? 'MCP prompt' : 'MCP resource'
-  const text = `sidekey refused the ${what} ${JSON.stringify(call.name)}: it is not in the list this agent's credential ` +
-    'allows (mcp: in the sidekey config); do not retry it'
-  if (call.method === 'tools/call') return { jsonrpc: '2.0', id, result: { content: [{ type: 'text', text }], isError: true } }
+  const what = call.method === 'tools/call'
+    ? 'MCP tool'
+    : call.method.startsWith('prompts/') ? 'MCP prompt' : 'MCP resource'
+  const text = `sidekey refused the ${what} ${JSON.stringify(call.name)}: it is not in the list this agent's ` +
+    'credential allows (mcp: in the sidekey config); do not retry it'
+  if (call.method === 'tools/call') {
+    return { jsonrpc: '2.0', id, result: { content: [{ type: 'text', text }], isError: true } }
+  }
   return { jsonrpc: '2.0', id, error: { code: INVALID_PARAMS, message: text } }
 }
 
@@ -49,10 +53,13 @@ export function notSentAnswer (id: Id): object {
 }
 
 export function denied (answers: object | object[]): McpRefusal {
-  return { status: 200, body: JSON.stringify(answers), outcome: 'mcp_denied', code: 'SIDEKEY_MCP_DENIED', reason: 'mcp_denied' }
+  return {
+    status: 200, body: JSON.stringify(answers), outcome: 'mcp_denied', code: 'SIDEKEY_MCP_DENIED', reason: 'mcp_denied',
+  }
 }
 
 /** A POSTed body over `limits.replay_body_bytes`: sidekey cannot judge it, so it is not sent. */
 export function mcpBodyTooLarge (): McpRefusal {
-  return badRequest(INVALID_REQUEST, 'the MCP request body is larger than limits.replay_body_bytes', 'mcp_body_too_large', true)
+  return badRequest(INVALID_REQUEST, 'the MCP request body is larger than limits.replay_body_bytes',
+    'mcp_body_too_large', true)
 }

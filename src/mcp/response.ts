@@ -19,7 +19,9 @@ export const MAX_LIST_ANSWER_BYTES = 8 * 1024 * 1024
  * The filter for the answer to a checked MCP request, or undefined when it needs none: only answers to list
  * requests of a kind the policy restricts are rewritten, as one JSON body or in their SSE event.
  */
-export function mcpResponseFilter (policy: McpPolicy, check: McpCheck, contentType: string | undefined): ByteFilter | undefined {
+export function mcpResponseFilter (
+  policy: McpPolicy, check: McpCheck, contentType: string | undefined
+): ByteFilter | undefined {
   if (check.lists.length === 0) return undefined
   const rewrite = (text: string): string | undefined => {
     let message: unknown

@@ -33,16 +33,21 @@ export function methodRefusal (tool: Tool, method: string, rawHeaders: readonly 
   for (const m of methods) {
     if (NEVER_FORWARDED.has(m)) {
       return {
-        error: new SidekeyError('SIDEKEY_METHOD_NOT_ALLOWED', `method ${m} never carries a credential`, { details: { tool: tool.name } }),
+        error: new SidekeyError('SIDEKEY_METHOD_NOT_ALLOWED', `method ${m} never carries a credential`,
+          { details: { tool: tool.name } }),
         headers: { allow: allowed(tool) },
       }
     }
   }
   const denied = tool.methods === undefined ? undefined : methods.find((m) => !tool.methods!.has(m))
   if (denied === undefined) return undefined
-  return { error: new SidekeyError('SIDEKEY_METHOD_DENIED', `method ${denied} is not allowed for this tool`, { details: { tool: tool.name } }), headers: {} }
+  const error = new SidekeyError('SIDEKEY_METHOD_DENIED', `method ${denied} is not allowed for this tool`,
+    { details: { tool: tool.name } })
+  return { error, headers: {} }
 }
 
 function allowed (tool: Tool): string {
-  return tool.methods === undefined ? USUAL_METHODS : [...tool.methods].filter((m) => !NEVER_FORWARDED.has(m)).join(', ')
+  return tool.methods === undefined
+    ? USUAL_METHODS
+    : [...tool.methods].filter((m) => !NEVER_FORWARDED.has(m)).join(', ')
 }

@@ -44,7 +44,9 @@ export interface SigV4Target {
  * Removes the agent's signature headers from `headers` (the flat upstream list, Host included) and appends a
  * fresh signature made with `keys`. Throws a 4xx SidekeyError when the request cannot be signed honestly.
  */
-export async function signSigV4 (headers: string[], keys: AwsKeySet, target: SigV4Target, now = new Date()): Promise<void> {
+export async function signSigV4 (
+  headers: string[], keys: AwsKeySet, target: SigV4Target, now = new Date()
+): Promise<void> {
   const toSign: Record<string, string> = {}
   const signedByAgent = signedHeaderList(target.agentAuthorization)
   let agentPayloadHash: string | undefined
@@ -55,12 +57,15 @@ export async function signSigV4 (headers: string[], keys: AwsKeySet, target: Sig
       continue
     }
     if (lower === 'x-amz-content-sha256') agentPayloadHash = headers[i + 1]!
-    if (lower === 'host' || lower === 'x-amz-content-sha256' || signedByAgent === undefined || signedByAgent.has(lower)) {
+    if (lower === 'host' || lower === 'x-amz-content-sha256' || signedByAgent === undefined ||
+      signedByAgent.has(lower)) {
       // Repeated headers are one comma-joined value in the canonical request.
       toSign[lower] = toSign[lower] === undefined ? headers[i + 1]! : `${headers[i + 1]!},${toSign[lower]}`
     }
   }
-  if (target.contentLength !== undefined && (signedByAgent === undefined || signedByAgent.has('content-length'))) toSign['content-length'] = target.contentLength
+  if (target.contentLength !== undefined && (signedByAgent === undefined || signedByAgent.has('content-length'))) {
+    toSign['content-length'] = target.contentLength
+  }
 
   // undefined: the signer hashes the kept body and no x-amz-content-sha256 is sent (services other than S3).
   const payloadHash = payloadHashFor(agentPayloadHash, target)
@@ -71,14 +76,24 @@ export async function signSigV4 (headers: string[], keys: AwsKeySet, target: Sig
   const signer = new SignatureV4({
     service: target.service,
     region: target.region,
-    credentials: { accessKeyId: keys.accessKeyId, secretAccessKey: keys.secretAccessKey, ...(keys.sessionToken === undefined ? {} : { sessionToken: keys.sessionToken }) },
+    credentials: {
+      accessKeyId: keys.accessKeyId,
+      secretAccessKey: keys.secretAccessKey,
+      ...(keys.sessionToken === undefined ? {} : { sessionToken: keys.sessionToken }),
+    },
     sha256: Sha256,
     // S3 signs the path as sent; every other service signs it escaped once more (the SDK's own split).
     uriEscapePath: !UNSIGNED_PAYLOAD_SERVICES.has(target.service),
     applyChecksum: false,
   })
   const signed = await signer.sign({
-    method: target.method, protocol: 'https:', hostname: toSign.host ?? '', path, query, headers: toSign, body: payloadHash === undefined ? target.body : undefined,
+    method: target.method,
+    protocol: 'https:',
+    hostname: toSign.host ?? '',
+    path,
+    query,
+    headers: toSign,
+    body: payloadHash === undefined ? target.body : undefined,
   }, { signingDate: now })
   const out = signed.headers
   headers.push('authorization', out.authorization!, 'x-amz-date', out['x-amz-date']!)
@@ -92,18 +107,20 @@ function payloadHashFor (agent: string | undefined, target: SigV4Target): string
     if (HEX_SHA256.test(agent) || KEPT_PAYLOAD_HASHES.has(agent)) return agent
     if (agent.startsWith('STREAMING-')) {
       throw refused(target, `streaming uploads signed chunk by chunk (${agent.slice(0, 60)}) cannot be re-signed; ` +
-        'configure the SDK to send UNSIGNED-PAYLOAD or STREAMING-UNSIGNED-PAYLOAD-TRAILER (the AWS SDK for JavaScript v3 does over https)')
+        'configure the SDK to send UNSIGNED-PAYLOAD or STREAMING-UNSIGNED-PAYLOAD-TRAILER ' +
+        '(the AWS SDK for JavaScript v3 does over https)')
     }
     throw refused(target, 'x-amz-content-sha256 is neither a SHA-256 hex digest nor UNSIGNED-PAYLOAD')
   }
   if (UNSIGNED_PAYLOAD_SERVICES.has(target.service)) return 'UNSIGNED-PAYLOAD'
   if (!target.streamed) return undefined
-  throw refused(target, `the body is larger than limits.replay_body_bytes (${target.bodyLimit} bytes) or of unknown length, ` +
-    'and the request carries no x-amz-content-sha256 to sign it with')
+  throw refused(target, `the body is larger than limits.replay_body_bytes (${target.bodyLimit} bytes) ` +
+    'or of unknown length, and the request carries no x-amz-content-sha256 to sign it with')
 }
 
 function refused (target: SigV4Target, why: string): SidekeyError {
-  return new SidekeyError('SIDEKEY_BAD_REQUEST', `tool ${target.tool}: cannot re-sign this request: ${why}`, { details: { tool: target.tool } })
+  return new SidekeyError('SIDEKEY_BAD_REQUEST', `tool ${target.tool}: cannot re-sign this request: ${why}`,
+    { details: { tool: target.tool } })
 }
 
 /** `SignedHeaders=a;b;c` of the agent's SigV4 Authorization, lower-cased; undefined when there is none. */

@@ -26,7 +26,8 @@ export function credentialSource (ctx: RoutedContext, origin: string): Credentia
 export function credentialUnavailable (ctx: RoutedContext): Refusal {
   const tool = ctx.tool.name
   return {
-    error: new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', 'no valid credential for this tool', { details: { tool } }),
+    error: new SidekeyError('SIDEKEY_CREDENTIAL_UNAVAILABLE', 'no valid credential for this tool',
+      { details: { tool } }),
     outcome: 'credential_unavailable',
     headers: { 'retry-after': String(ctx.rt.credentials.retryAfterSeconds(tool)) },
   }

@@ -17,7 +17,9 @@ export const mcpAllowed: PolicyStep = (ctx) => {
 
 async function judged (ctx: RoutedContext, policy: McpPolicy): Promise<Refusal | undefined> {
   const body = await readWholeBody(ctx.req, ctx.rt.config.limits.replay_body_bytes)
-  const check = body === undefined ? { refusal: mcpBodyTooLarge(), lists: [] } : checkMcpRequest(policy, ctx.req.headers, body)
+  const check = body === undefined
+    ? { refusal: mcpBodyTooLarge(), lists: [] }
+    : checkMcpRequest(policy, ctx.req.headers, body)
   ctx.mcp = { call: check.call, body, filter: (type) => mcpResponseFilter(policy, check, type) }
   const refusal = check.refusal
   if (refusal === undefined) return undefined

@@ -24,18 +24,36 @@ export async function passThrough (ctx: RequestContext, inFlight: InFlight): Pro
   const carried = inventory?.carried(req.rawHeaders, path)
   const passed = (status: number, error?: string, detail?: string | number): void => {
     const failed = { ...(error === undefined ? {} : { error }), ...(typeof detail === 'string' ? { detail } : {}) }
-    const common = { host: target.host, port: target.port, method: ctx.method, status, client: ctx.client, request_id: ctx.requestId, duration_ms: ctx.elapsed() }
+    const common = {
+      host: target.host,
+      port: target.port,
+      method: ctx.method,
+      status,
+      client: ctx.client,
+      request_id: ctx.requestId,
+      duration_ms: ctx.elapsed(),
+    }
     if (inventory === undefined || carried === undefined) {
       ctx.passed({ event: 'egress.passed', ...common, path: pathWithoutQuery(path), ...failed })
       return
     }
-    ctx.passed({ event: 'egress.inventory', scheme: target.scheme, ...common, path: pathShape(path), credentials: carried, fingerprint_key: inventory.keyId, ...failed })
+    ctx.passed({
+      event: 'egress.inventory',
+      scheme: target.scheme,
+      ...common,
+      path: pathShape(path),
+      credentials: carried,
+      fingerprint_key: inventory.keyId,
+      ...failed,
+    })
   }
   let release: (() => void) | undefined
   let response: UpstreamExchange | undefined
   try {
     // The ports a pass-through may reach: the plain-HTTP default, and what CONNECT may reach.
-    if (target.port !== 80 && !connectPortAllowed(rt, target.port)) throw egressDenied(`port ${target.port} is not allowed (egress.connect_ports)`, 'port')
+    if (target.port !== 80 && !connectPortAllowed(rt, target.port)) {
+      throw egressDenied(`port ${target.port} is not allowed (egress.connect_ports)`, 'port')
+    }
     checkPassThrough(rt, target.host, target.port)
     const authority = formatAuthority(target.host, target.port, defaultPort(target.scheme))
     release = inFlight.acquire(`${target.scheme}://${authority}`, inFlightCap(rt))
@@ -44,7 +62,8 @@ export async function passThrough (ctx: RequestContext, inFlight: InFlight): Pro
     const body = await requestBody(req, 0)
     if (body.contentLength !== undefined) headers.push('content-length', body.contentLength)
     const origin = await passThroughOrigin(rt, target.scheme, target.host, target.port)
-    response = await UpstreamExchange.start(rt.upstream, { origin, path, method: ctx.method, headers, body: body.kept ?? body.stream ?? null }).head
+    const sent = { origin, path, method: ctx.method, headers, body: body.kept ?? body.stream ?? null }
+    response = await UpstreamExchange.start(rt.upstream, sent).head
     res.writeHead(response.statusCode, downstreamHeaders(response.headers))
     await relay(response, res)
     passed(response.statusCode)
@@ -65,7 +84,9 @@ export async function passThrough (ctx: RequestContext, inFlight: InFlight): Pro
  */
 async function passThroughOrigin (rt: Runtime, scheme: 'http' | 'https', host: string, port: number): Promise<string> {
   const authority = formatAuthority(host, port, defaultPort(scheme))
-  if (!rt.ownPorts.has(port) || ipFamily(host) !== 0 || rt.resolver.pins[host] !== undefined) return `${scheme}://${authority}`
+  if (!rt.ownPorts.has(port) || ipFamily(host) !== 0 || rt.resolver.pins[host] !== undefined) {
+    return `${scheme}://${authority}`
+  }
   const address = await resolveChecked(host, rt.lookup)
   if (isOwnAddress(address)) throw egressDenied(SELF, 'self')
   return `${scheme}://${formatAuthority(address, port, defaultPort(scheme))}`

@@ -26,7 +26,9 @@ export interface ReplayResult {
  * a 403 `insufficient_scope` (a stepped-up credential, where the issuer allows that scope) or a 401 (a fresh
  * credential: a rotated or revoked one is replaced; a per-call token is never reused).
  */
-export async function replayOnce (ctx: RoutedContext, source: CredentialSource, input: ReplayInput): Promise<ReplayResult> {
+export async function replayOnce (
+  ctx: RoutedContext, source: CredentialSource, input: ReplayInput
+): Promise<ReplayResult> {
   let { response } = input
   const { credential, send, streamed } = input
   const challenged = response.statusCode === 401 && isNonceChallenge(response.headerObject())

@@ -43,7 +43,9 @@ export function answerFailure (ctx: RequestContext, err: unknown): number {
   const tool = ctx.tool?.name
   const named = tool === undefined || e.details.tool !== undefined
     ? e
-    : new SidekeyError(e.code, e.message, { expose: e.expose, details: { tool, ...e.details }, proxyStatus: e.proxyStatus, cause: e.cause })
+    : new SidekeyError(e.code, e.message, {
+      expose: e.expose, details: { tool, ...e.details }, proxyStatus: e.proxyStatus, cause: e.cause,
+    })
   sendError(res, named, ctx.requestId)
   return e.status
 }

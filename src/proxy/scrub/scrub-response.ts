@@ -44,8 +44,10 @@ export class ResponseScrub {
    * `rewrite`: a filter the body passes through before it is scrubbed (an MCP tool's list answers, src/mcp/).
    * `observe`: sees the body bytes as the agent gets them, without holding them (a token budget's usage scanner).
    */
-  constructor (scrubber: Scrubber, bodies: boolean, rewrite?: (contentType: string | undefined) => BodyFilter | undefined,
-    observe?: (chunk: Buffer) => void) {
+  constructor (
+    scrubber: Scrubber, bodies: boolean, rewrite?: (contentType: string | undefined) => BodyFilter | undefined,
+    observe?: (chunk: Buffer) => void
+  ) {
     this.#scrubber = scrubber
     this.#bodies = bodies
     this.#rewrite = rewrite
@@ -54,7 +56,9 @@ export class ResponseScrub {
 
   /** Rewrites a flat header list in place (also a WebSocket 101's) and remembers the names that held the credential. */
   headers (flat: string[]): string[] {
-    for (const name of this.#scrubber.headers(flat) ?? []) if (this.#echoed?.includes(name) !== true) (this.#echoed ??= []).push(name)
+    for (const name of this.#scrubber.headers(flat) ?? []) {
+      if (this.#echoed?.includes(name) !== true) (this.#echoed ??= []).push(name)
+    }
     return flat
   }
 
@@ -89,7 +93,9 @@ export class ResponseScrub {
     }
     if (codings.length > 1) throw unreadable(answer, 'unscrubbable_encoding', 'stacked content codings')
     const decoder = codings.length === 0 ? undefined : DECODERS[codings[0]!]
-    if (codings.length === 1 && decoder === undefined) throw unreadable(answer, 'unscrubbable_encoding', 'a content coding')
+    if (codings.length === 1 && decoder === undefined) {
+      throw unreadable(answer, 'unscrubbable_encoding', 'a content coding')
+    }
     let source: BodySource = decoder === undefined
       ? answer
       : readableSource(pipeline(answer.stream(), decoder(), () => {}) as unknown as Readable)
@@ -144,7 +150,8 @@ function contentCodings (value: string | undefined): string[] {
 /** Cuts the answer and names what could not be read; the agent gets a 502 with no byte of the body. */
 function unreadable (answer: UpstreamExchange, reason: string, what: string): SidekeyError {
   answer.cancel(new Error('unscrubbable answer'))
-  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', `upstream answered in ${what} that cannot be scrubbed`, { details: { reason } })
+  return new SidekeyError('SIDEKEY_UPSTREAM_FAILED', `upstream answered in ${what} that cannot be scrubbed`,
+    { details: { reason } })
 }
 
 /** A body already in hand, as a source for relay(). */
@@ -168,7 +175,9 @@ function chained (first: BodyFilter, then: BodyFilter): BodyFilter {
 }
 
 /** `filter` (or the body as is) with its output shown to `observe`. */
-function observed (filter: BodyFilter | undefined, observe: ((chunk: Buffer) => void) | undefined): BodyFilter | undefined {
+function observed (
+  filter: BodyFilter | undefined, observe: ((chunk: Buffer) => void) | undefined
+): BodyFilter | undefined {
   if (observe === undefined) return filter
   const seen = (bytes: Buffer): Buffer => {
     observe(bytes)

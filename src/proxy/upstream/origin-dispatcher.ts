@@ -20,7 +20,8 @@ export class OriginDispatcher extends Dispatcher {
   }
 
   override dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const h2 = opts.upgrade == null && opts.method !== 'CONNECT' && opts.origin !== undefined && this.#wantsH2(String(opts.origin))
+    const h2 = opts.upgrade == null && opts.method !== 'CONNECT' && opts.origin !== undefined &&
+      this.#wantsH2(String(opts.origin))
     return (h2 ? this.#h2 : this.#h1).dispatch(opts, handler)
   }
 
