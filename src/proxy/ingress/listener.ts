@@ -42,8 +42,9 @@ function heapUsedRatio (): number {
 }
 
 /**
- * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with the limits that keep an exhausting agent out (docs/threat-model.md).
- * Requests inside intercepted tunnels are served by a second http.Server that never listens.
+ * The proxy listener: absolute-form HTTP requests and CONNECT on one port, with the limits that keep an exhausting
+ * agent out (docs/threat-model.md). Requests inside intercepted tunnels are served by a second http.Server that
+ * never listens.
  */
 export class ProxyListener {
   readonly #runtime: () => Runtime
@@ -307,7 +308,8 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
     // Node refuses a headers timeout longer than the request timeout; the shorter one is what applies anyway.
     headersTimeout: limits.request_timeout > 0 ? Math.min(limits.headers_timeout, limits.request_timeout) : limits.headers_timeout,
     requestTimeout: limits.request_timeout,
-    // Twice a second, so a stalled header or body is cut within its timeout + 1 s (threat model: the agent, exhaustion), not + 2 s.
+    // Twice a second, so a stalled header or body is cut within its timeout + 1 s (threat model: the agent,
+    // exhaustion), not + 2 s.
     connectionsCheckingInterval: 500,
     keepAliveTimeout: limits.keep_alive_timeout,
     requireHostHeader: true,
@@ -318,7 +320,8 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   server.maxHeadersCount = limits.max_headers + 1
   server.maxRequestsPerSocket = limits.max_requests_per_socket
   // Stream idle: a connection on which nothing moves either way (a client that stopped reading its response, an
-  // upstream that stopped sending) is closed, and the exchange behind it is cancelled (threat model: the agent, exhaustion).
+  // upstream that stopped sending) is closed, and the exchange behind it is cancelled (threat model: the agent,
+  // exhaustion).
   server.timeout = limits.idle_timeout
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
@@ -336,7 +339,10 @@ function tooManyHeaders (req: IncomingMessage, limits: LimitsConfig): void {
   }
 }
 
-/** threat model: the agent, credential scope: the URL authority wins over Host; a Host naming something else is worth an audit field. */
+/**
+ * threat model: the agent, credential scope: the URL authority wins over Host; a Host naming something else is
+ * worth an audit field.
+ */
 function hostMismatch (hostHeader: string | undefined, target: RequestTarget): boolean {
   if (hostHeader === undefined) return false
   try {

@@ -50,7 +50,8 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
     const body = mcpBody !== undefined ? { kept: mcpBody } : await requestBody(req, rt.config.limits.replay_body_bytes)
     if (body.contentLength !== undefined && body.kept === undefined) out.headers.push('content-length', body.contentLength)
     const gone = new Departure()
-    // After a complete answer this is a no-op; before it (h1 disconnect, h2 RST_STREAM) it cancels the upstream request.
+    // After a complete answer this is a no-op; before it (h1 disconnect, h2 RST_STREAM) it cancels the upstream
+    // request.
     res.once('close', () => gone.abort())
     if (res.destroyed) gone.abort()
     const injected: InjectRequest = {
@@ -154,7 +155,9 @@ interface UpgradeCall {
   readonly path: string
 }
 
-/** Audits a call that failed: as the clientError answer it got, as a refusal at dial time, or as an upstream failure. */
+/**
+ * Audits a call that failed: as the clientError answer it got, as a refusal at dial time, or as an upstream failure.
+ */
 function failed (ctx: RoutedContext, out: Outbound, err: unknown, replayed: boolean, scrub: ResponseScrub | undefined): void {
   const again = replayed ? { replayed } : {}
   // A body that failed mid-stream (broken framing, request timeout) was answered by listener.ts's clientError.
