@@ -9,7 +9,7 @@ import OpenAI from 'openai'
 import { request } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
 import { llm } from '../helpers/llm.js'
-import { until } from '../helpers/fleet.js'
+import { until } from '../helpers/until.js'
 import { cli } from '../helpers/cli.js'
 import { startApprovals } from '../helpers/approvals.js'
 

@@ -10,8 +10,10 @@ import { publicJwk, AUDIT_KEY_FILE, type AuditKey } from '../../src/audit/trail/
 import { startUpstream } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { needBinary } from '../helpers/system-binary.js'
-import { freePort, natsBinary, startNats } from '../helpers/nats.js'
-import { operatorKey, testBucket, until } from '../helpers/fleet.js'
+import { natsBinary, startNats } from '../helpers/nats.js'
+import { freePort } from '../helpers/free-port.js'
+import { operatorKey, testBucket } from '../helpers/fleet.js'
+import { until } from '../helpers/until.js'
 import { rechain } from './trail-generator.js'
 
 /**

@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listeningLine } from '../helpers/cli.js'
-import { connectTo, readHead, tlsTunnel } from '../protocols/helpers.js'
+import { connectTo, readHead } from '../protocols/helpers.js'
+import { tlsThroughTunnel } from '../helpers/connect.js'
 import { processCpuUs, processTreeRss, stopChild } from './proc.js'
 
 /**
@@ -70,12 +71,12 @@ tools: { wildcard: { match: { host: "*.${SUFFIX}" }, issuer: local } }
     }
     const rest = processTreeRss(pid)
     const minted = await phase(async (i) => {
-      const socket = await tlsTunnel(port, `h${i}.${SUFFIX}`, 443, caPem, ['http/1.1'])
+      const socket = await tlsThroughTunnel(port, `h${i}.${SUFFIX}:443`, { servername: `h${i}.${SUFFIX}`, ca: caPem })
       socket.on('error', () => {}).destroy()
     })
     // 100 names in turn: minted once more (evicted long since), then handshakes with a cached leaf.
     const cached = await phase(async (i) => {
-      const socket = await tlsTunnel(port, `h${i % 100}.${SUFFIX}`, 443, caPem, ['http/1.1'])
+      const socket = await tlsThroughTunnel(port, `h${i % 100}.${SUFFIX}:443`, { servername: `h${i % 100}.${SUFFIX}`, ca: caPem })
       socket.on('error', () => {}).destroy()
     })
     const refused = await phase(async (i) => {

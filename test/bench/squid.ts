@@ -1,9 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { CA_ISSUER_FILE, CA_KEY_FILE } from '../../src/tls/ca.js'
 import { stopChild } from './proc.js'
+import { freePort } from '../helpers/free-port.js'
 
 /**
  * squid (Debian `squid-openssl`) as the bench's reference proxy: `request_header_add` swaps the agent's
@@ -34,14 +34,6 @@ export interface SquidProcess {
   pid: number
   child: ChildProcess
   stop (): Promise<void>
-}
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
 }
 
 export async function startSquid (o: SquidStart): Promise<SquidProcess> {

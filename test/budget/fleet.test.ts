@@ -5,7 +5,8 @@ import { llm } from '../helpers/llm.js'
 import { startSidekey, type RunningSidekey } from '../helpers/sidekey.js'
 import { needBinary } from '../helpers/system-binary.js'
 import { natsBinary, startNats } from '../helpers/nats.js'
-import { operatorKey, until } from '../helpers/fleet.js'
+import { operatorKey } from '../helpers/fleet.js'
+import { until } from '../helpers/until.js'
 
 /**
  * A `by: fleet` budget of 100 requests across three sidecars on a real nats-server: under concurrent load exactly
@@ -89,7 +90,7 @@ fleet:
     if (i !== 30 || restarted !== undefined) return
     restarted = (async () => {
       await broker.stop()
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      await until(() => fleet.every((sk) => sk.app.fleet?.connected !== true), 'every sidecar to see the broker gone')
       await broker.start()
       await until(() => fleet.every((sk) => sk.app.fleet?.connected === true), 'reconnected')
     })()

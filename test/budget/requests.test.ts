@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { ProxyAgent, request } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
 import { startSidekey, tick } from '../helpers/sidekey.js'
-import { until } from '../helpers/fleet.js'
+import { until } from '../helpers/until.js'
 
 const SECRET = 'sk-real-budget-secret-0123456789'
 const up = await startUpstream()

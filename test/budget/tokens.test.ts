@@ -7,7 +7,7 @@ import { fetch as undiciFetch, ProxyAgent, request } from 'undici'
 import { startUpstream } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { COUNTED, llm } from '../helpers/llm.js'
-import { until } from '../helpers/fleet.js'
+import { until } from '../helpers/until.js'
 
 const SECRET = 'sk-real-llm-secret-abcdef0123456789'
 const up = await startUpstream({ handler: llm })

@@ -19,8 +19,13 @@ const run = promisify(execFile)
 function startClosure (): Set<string> {
   const entry = Object.keys(meta.outputs).find((k) => meta.outputs[k]!.entryPoint === 'build/cli.js')
   if (entry === undefined) throw new Error('no dist/cli.js in the bundle metafile')
+  return closureOf(entry)
+}
+
+/** Every input loading `output` evaluates: it and the chunks it imports statically, transitively. */
+function closureOf (output: string): Set<string> {
   const outputs = new Set<string>()
-  const todo = [entry]
+  const todo = [output]
   for (let next = todo.pop(); next !== undefined; next = todo.pop()) {
     if (outputs.has(next)) continue
     outputs.add(next)
@@ -48,6 +53,15 @@ t.test('a start loads none of what only some configs or commands need', async (t
     [/node_modules\/zod\/.*locales\/(?!en\.js)/, 'zod\'s other locales (zod is imported as a namespace, so the bundler can shake them)'],
   ]
   for (const [pattern, what] of lazy) t.same(inputs.filter((i) => pattern.test(i)), [], `not at start: ${what}`)
+})
+
+t.test('the verbs\' command modules (all loaded by sidekey help) pull in neither NATS nor the trail\'s readers', async (t) => {
+  const commands = Object.keys(meta.outputs).filter((o) => Object.keys(meta.outputs[o]!.inputs).some((i) => /^build\/commands\/(fleet|audit|admin|approvals)\.js$/.test(i)))
+  t.equal(commands.length, 4, 'fleet, audit, admin and approvals are each a chunk of their own')
+  for (const chunk of commands) {
+    const inputs = [...closureOf(chunk)]
+    t.same(inputs.filter((i) => /node_modules\/@nats-io\/|^build\/fleet\/(?!usage\.js)|^build\/reports\/(?!usage\.js)/.test(i)), [], `${chunk}: only usage texts`)
+  }
 })
 
 t.test('dist/ runs on its own: no node_modules beside it (the image ships only dist/)', async (t) => {

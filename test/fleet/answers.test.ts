@@ -7,7 +7,8 @@ import { cli } from '../helpers/cli.js'
 import { startSidekey, type RunningSidekey } from '../helpers/sidekey.js'
 import { needBinary } from '../helpers/system-binary.js'
 import { natsBinary, startNats } from '../helpers/nats.js'
-import { operatorKey, testBucket, until } from '../helpers/fleet.js'
+import { operatorKey, testBucket } from '../helpers/fleet.js'
+import { until } from '../helpers/until.js'
 import { KEYS, type Ack } from '../../src/fleet/bucket.js'
 
 /**

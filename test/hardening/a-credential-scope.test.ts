@@ -11,7 +11,8 @@ import { startSidekey } from '../helpers/sidekey.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { systemClock } from '../../src/util/clock.js'
 import { bodyOf, headerValues, raw, startRawUpstream, type WireRequest } from './helpers.js'
-import { completeResponse, exchange, tlsThroughTunnel } from './tunnel-client.js'
+import { completeResponse, exchange } from './tunnel-client.js'
+import { sidekeyCa, tlsThroughTunnel } from '../helpers/connect.js'
 
 const DAY = 86_400_000
 const pki = await upstreamPki()
@@ -76,7 +77,8 @@ tools:
   wrongname: { match: { host: wrongname.tool.test, port: ${upWrongName.port} }, issuer: local }
   expired: { match: { host: expired.tool.test, port: ${upExpired.port} }, issuer: local }
 `)
-const agent = new ProxyAgent({ uri: sk.proxyUrl, requestTls: { ca: readFileSync(join(sk.caDir, 'ca.pem'), 'utf8') } })
+const ca = sidekeyCa(sk.caDir)
+const agent = new ProxyAgent({ uri: sk.proxyUrl, requestTls: { ca } })
 const forward = new ProxyAgent({ uri: sk.proxyUrl, proxyTunnel: false })
 t.teardown(async () => { await agent.close(); await forward.close() })
 
@@ -173,10 +175,10 @@ t.test('two Host lines, or userinfo in the target, are 400 and the connection is
 
 t.test('CONNECT to A then a ClientHello for B: handshake aborted, no leaf for B, no upstream connection', async (t) => {
   const before = total()
-  await t.rejects(tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'b.tool.test', sk.caDir))
-  await t.rejects(tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'evil.test', sk.caDir))
+  await t.rejects(tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, { servername: 'b.tool.test', ca }))
+  await t.rejects(tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, { servername: 'evil.test', ca }))
   // The right name still works on the same proxy: what was refused was the name, not the tunnel.
-  const ok = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'api.tool.test', sk.caDir)
+  const ok = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, { servername: 'api.tool.test', ca })
   t.equal(ok.getPeerX509Certificate()?.subjectAltName, 'DNS:api.tool.test', 'the leaf names the CONNECT target only')
   ok.destroy()
   t.equal(total(), before)
@@ -187,12 +189,12 @@ t.test('CONNECT to A then a ClientHello for B: handshake aborted, no leaf for B,
 t.test('inside an intercepted tunnel, a Host that is not the CONNECT target is 421 and goes nowhere', async (t) => {
   const before = total()
   for (const host of [`b.tool.test:${upB.port}`, `api.tool.test:${upB.port}`, 'api.tool.test', 'evil.test']) {
-    const s = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'api.tool.test', sk.caDir)
+    const s = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, { servername: 'api.tool.test', ca })
     const r = await exchange(s, `GET / HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer sidekey\r\n\r\n`, completeResponse)
     t.match(r.text, /^HTTP\/1\.1 421 /, host)
     s.destroy()
   }
-  const s = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, 'api.tool.test', sk.caDir)
+  const s = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${upA.port}`, { servername: 'api.tool.test', ca })
   const abs = await exchange(s, `GET https://b.tool.test:${upB.port}/ HTTP/1.1\r\nHost: b.tool.test:${upB.port}\r\n\r\n`, completeResponse)
   t.match(abs.text, /^HTTP\/1\.1 421 /, 'absolute-form to another host inside the tunnel')
   s.destroy()

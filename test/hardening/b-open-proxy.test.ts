@@ -5,8 +5,10 @@ import t from 'tap'
 import { createServer, type AddressInfo } from 'node:net'
 import { request, Agent } from 'undici'
 import { startSidekey, type RunningSidekey } from '../helpers/sidekey.js'
-import { bodyOf, eventually, fakeDns, guardEgress, raw, startRawUpstream } from './helpers.js'
+import { bodyOf, fakeDns, guardEgress, raw, startRawUpstream } from './helpers.js'
+import { until } from '../helpers/until.js'
 import { completeResponse } from './tunnel-client.js'
+import { freePort } from '../helpers/free-port.js'
 
 const guard = guardEgress(t)
 const up = await startRawUpstream()
@@ -27,14 +29,6 @@ const dns = fakeDns((name, call) => {
     default: return undefined
   }
 })
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as AddressInfo).port
-  await new Promise((resolve) => s.close(resolve))
-  return port
-}
 
 const tunnelConfig = `
 instance_id: agent-b
@@ -181,7 +175,7 @@ t.test('open-proxy probes (GET, HEAD, CONNECT to a loopback service nobody allow
     }
   }
   t.equal(probed, 0, 'the probe service was never reached')
-  await eventually(() => sk.log.events('egress.denied').length > 0)
+  await until(() => sk.log.events('egress.denied').length > 0)
 })
 
 t.test('a name pinned to a private address is exempt from block_private only on the ports of its tools', async (t) => {

@@ -2,6 +2,8 @@
 import t from 'tap'
 import { startSidekey } from '../helpers/sidekey.js'
 import { headerValues, raw, startRawUpstream, type RawResponder, type WireRequest } from './helpers.js'
+import { until } from '../helpers/until.js'
+import { auditLine } from '../protocols/helpers.js'
 import { completeResponse } from './tunnel-client.js'
 
 const up = await startRawUpstream()
@@ -213,16 +215,13 @@ t.test('a chunked body whose framing breaks after the upstream was dialled is 40
   s.on('data', (d: Buffer) => { text += d.toString('latin1') })
   s.on('error', () => {})
   const closed = new Promise<void>((resolve) => s.once('close', () => resolve()))
+  const pendingBefore = up.pending()
   s.write(`POST http://raw.tool.test:${P}/c1late HTTP/1.1\r\nHost: raw.tool.test:${P}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`)
   // Once the first chunk has parsed the upstream exchange starts; only then does the framing break (bare LF).
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  await until(() => up.pending() > pendingBefore, 'the head and first chunk at the upstream')
   s.write('3\nabc\r\n0\r\n\r\n')
   await closed
   t.match(text, /^HTTP\/1\.1 400 /, 'the agent gets 400')
-  let used: Record<string, unknown> | undefined
-  for (let i = 0; i < 500 && used === undefined; i++) {
-    used = sk.log.events('credential.used').find((e) => e.path === '/c1late')
-    if (used === undefined) await new Promise((resolve) => setTimeout(resolve, 10))
-  }
+  const used = await auditLine(sk.log, (e) => e.event === 'credential.used' && e.path === '/c1late')
   t.match(used, { status: 400, outcome: 'bad_request', error: /^SIDEKEY_BAD_REQUEST:HPE_/ }, 'the audit line says what the agent got')
 })

@@ -10,7 +10,8 @@ import { join } from 'node:path'
 import { request, Agent } from 'undici'
 import { adminPost, startSidekey, tick } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
-import { eventually, headerValues, leaks, raw, startRawUpstream } from './helpers.js'
+import { headerValues, leaks, raw, startRawUpstream } from './helpers.js'
+import { until } from '../helpers/until.js'
 import { completeResponse } from './tunnel-client.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')
@@ -93,7 +94,7 @@ tools:
     if (tool === 'crash') throw new Error(`boom ${C.crash}`, { cause: new Error(C.crash) })
     return current(tool)
   }
-  await eventually(() => sk.log.events('credential.refresh_failed').some((e) => e.tool === 'bad'))
+  await until(() => sk.log.events('credential.refresh_failed').some((e) => e.tool === 'bad'))
 
   const agentSide: string[] = []
   const send = async (url: string, expected: number, headers = ''): Promise<void> => {

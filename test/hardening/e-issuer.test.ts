@@ -9,6 +9,7 @@ import { startSidekey } from '../helpers/sidekey.js'
 import { FakeClock } from '../credentials/fake-clock.js'
 import { headerValues, raw, startRawUpstream } from './helpers.js'
 import { completeResponse } from './tunnel-client.js'
+import { until } from '../helpers/until.js'
 
 type Mode = 'ok' | 'error500' | 'error429' | 'down'
 
@@ -89,10 +90,7 @@ tools: { api: { match: { host: api.tool.test, port: ${up.port} }, issuer: idp, p
   issuer.set('ok')
   const issuedBefore = sk.log.events('credential.issued').length
   await clock.advance(130_000)
-  const deadline = Date.now() + 30_000
-  while (sk.log.events('credential.issued').length === issuedBefore && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 25)) // the fetch is real I/O: let it land
-  }
+  await until(() => sk.log.events('credential.issued').length > issuedBefore, 'the fetch (real I/O) to land', 30_000)
   t.equal((await get()).status, 200)
 })
 

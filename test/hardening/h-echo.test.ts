@@ -20,9 +20,10 @@ import { pathShape } from '../../src/secrets/path-shape.js'
 import { SPELLINGS } from '../../src/proxy/scrub/scrub.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { upstreamPki } from '../helpers/upstream.js'
-import { acceptKey, auditLine, tlsTunnel } from '../protocols/helpers.js'
+import { acceptKey, auditLine } from '../protocols/helpers.js'
+import { connectTunnel, tlsThroughTunnel } from '../helpers/connect.js'
 import { encodings, leaks, raw } from './helpers.js'
-import { connectTunnel, exchange, tlsThroughTunnel } from './tunnel-client.js'
+import { exchange } from './tunnel-client.js'
 
 const CANARY = `canary-echo-${randomBytes(8).toString('hex')}/+x=`
 const HOST = 'echo.test'
@@ -232,7 +233,7 @@ async function agentView (transport: Transport, method: string, path: string, ex
   let text: string
   if (transport === 'absolute') text = (await raw(sk.proxyPort, request)).text
   else {
-    const socket = transport === 'plain-tunnel' ? await connectTunnel(sk.proxyPort, authority) : await tlsThroughTunnel(sk.proxyPort, authority, HOST, sk.caDir)
+    const socket = transport === 'plain-tunnel' ? await connectTunnel(sk.proxyPort, authority) : await tlsThroughTunnel(sk.proxyPort, authority, { servername: HOST, ca: caPem })
     text = (await exchange(socket, request, () => false)).text
     socket.destroy()
   }
@@ -266,7 +267,7 @@ function parseH1 (text: string, method: string): AgentView {
 let session: ClientHttp2Session | undefined
 async function h2View (method: string, path: string, extra: Record<string, string>): Promise<AgentView> {
   if (session === undefined || session.destroyed || session.closed) {
-    const socket = await tlsTunnel(sk.proxyPort, HOST, P, caPem, ['h2'])
+    const socket = await tlsThroughTunnel(sk.proxyPort, `${HOST}:${P}`, { servername: HOST, ca: caPem, alpn: ['h2'] })
     const s = h2connect(`https://${AUTHORITY}`, { createConnection: () => socket })
     s.on('error', () => {})
     session = s
@@ -443,7 +444,7 @@ t.test('CONNECT written inside an intercepted tunnel (plain, TLS, h2) is answere
     const view = transport === 'h2'
       ? await h2View('CONNECT', 'inner.test:443', {})
       : await (async () => {
-        const socket: Socket = transport === 'plain-tunnel' ? await connectTunnel(sk.proxyPort, AUTHORITY) : await tlsThroughTunnel(sk.proxyPort, AUTHORITY, HOST, sk.caDir)
+        const socket: Socket = transport === 'plain-tunnel' ? await connectTunnel(sk.proxyPort, AUTHORITY) : await tlsThroughTunnel(sk.proxyPort, AUTHORITY, { servername: HOST, ca: caPem })
         const r = await exchange(socket, 'CONNECT inner.test:443 HTTP/1.1\r\nHost: inner.test:443\r\n\r\n', () => false)
         t.ok(r.closed, `${transport}: the connection closes after the answer`)
         return parseH1(r.text, 'CONNECT')

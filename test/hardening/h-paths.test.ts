@@ -12,9 +12,11 @@ import { Router } from '../../src/proxy/router.js'
 import { normalizePath } from '../../src/net/path.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
-import { eventually, raw } from './helpers.js'
-import { completeResponse, exchange, tlsThroughTunnel } from './tunnel-client.js'
-import { handshake, tlsTunnel } from '../protocols/helpers.js'
+import { raw } from './helpers.js'
+import { until } from '../helpers/until.js'
+import { completeResponse, exchange } from './tunnel-client.js'
+import { handshake } from '../protocols/helpers.js'
+import { tlsThroughTunnel } from '../helpers/connect.js'
 
 const pki = await upstreamPki()
 const up = await startUpstream({ tls: await pki.cert('api.a.test') })
@@ -59,7 +61,7 @@ const absoluteForm = async (method: string, path: string): Promise<Outcome> => {
 
 const tunnelH1 = async (method: string, path: string): Promise<Outcome> => {
   const before = up.seen.length
-  const socket = await tlsThroughTunnel(sk.proxyPort, AUTHORITY, 'api.a.test', sk.caDir)
+  const socket = await tlsThroughTunnel(sk.proxyPort, AUTHORITY, { servername: 'api.a.test', ca })
   try {
     const r = await exchange(socket, `${method} ${path} HTTP/1.1\r\nHost: ${AUTHORITY}\r\ncontent-length: 0\r\n\r\n`, completeResponse)
     return outcome(Number(/^HTTP\/1\.1 (\d{3})/.exec(r.text)?.[1] ?? 0), before)
@@ -71,7 +73,7 @@ const tunnelH1 = async (method: string, path: string): Promise<Outcome> => {
 let session: ClientHttp2Session | undefined
 const tunnelH2 = async (method: string, path: string): Promise<Outcome> => {
   if (session === undefined || session.destroyed || session.closed) {
-    const socket = await tlsTunnel(sk.proxyPort, 'api.a.test', P, ca, ['h2'])
+    const socket = await tlsThroughTunnel(sk.proxyPort, AUTHORITY, { servername: 'api.a.test', ca, alpn: ['h2'] })
     session = h2connect(`https://${AUTHORITY}`, { createConnection: () => socket })
     session.on('error', () => {})
   }
@@ -130,7 +132,7 @@ for (const [name, send] of Object.entries(TRANSPORTS)) {
 }
 
 t.test('refusals are audited: 400 as egress.denied bad_request, 403 as A\'s method_denied', async (t) => {
-  await eventually(() => sk.log.events('egress.denied').filter((e) => e.reason === 'bad_request').length >= 3 * PROBES.filter((p) => p.status === 400).length)
+  await until(() => sk.log.events('egress.denied').filter((e) => e.reason === 'bad_request').length >= 3 * PROBES.filter((p) => p.status === 400).length)
   const denied = sk.log.events('egress.denied').filter((e) => e.reason === 'bad_request')
   t.ok(denied.every((e) => e.host === 'api.a.test' && typeof e.request_id === 'string'), 'each names the host and request')
   t.ok(denied.some((e) => e.path === '/v1//safe/x'), 'with the path as the agent wrote it')

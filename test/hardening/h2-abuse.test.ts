@@ -6,9 +6,9 @@ import t, { type Test } from 'tap'
 import { connect as h2connect, constants } from 'node:http2'
 import { once } from 'node:events'
 import { upstreamPki } from '../helpers/upstream.js'
-import { tlsTunnel } from '../protocols/helpers.js'
+import { tlsThroughTunnel } from '../helpers/connect.js'
 import { FLAG, FRAME, frame, getBlock, indexedField, indexedLiteralField, rawH2, startH2Upstream } from '../protocols/h2-helpers.js'
-import { eventually } from './helpers.js'
+import { until } from '../helpers/until.js'
 import { sidekeyProcess } from './sink.js'
 
 const MiB = 1024 * 1024
@@ -29,7 +29,7 @@ const hung = (): number => up.seen.filter((s) => s.url.startsWith('/hang')).leng
 
 /** A normal request on a new agent session is answered by the upstream. */
 async function stillServes (t: Test, path: string): Promise<void> {
-  const socket = await tlsTunnel(sk.port, 'h2.tool.test', up.port, sk.caPem, ['h2'])
+  const socket = await tlsThroughTunnel(sk.port, `h2.tool.test:${up.port}`, { servername: 'h2.tool.test', ca: sk.caPem, alpn: ['h2'] })
   const session = h2connect(`https://${authority}`, { createConnection: () => socket })
   session.on('error', () => {})
   t.teardown(() => { session.destroy() })
@@ -56,7 +56,7 @@ async function flood (socket: { writable: boolean, write (b: Buffer, cb: () => v
 async function upstreamCancelled (t: Test, hungBefore: number, cancelledBefore: number, sent: number): Promise<void> {
   const reached = (): number => hung() - hungBefore
   t.ok(reached() <= sent, `${reached()} of the ${sent} streams written reached the upstream`)
-  await eventually(() => up.cancelled - cancelledBefore >= reached(), 10_000)
+  await until(() => up.cancelled - cancelledBefore >= reached(), 'the upstream to see every reset stream cancelled')
   t.equal(up.cancelled - cancelledBefore, reached(), 'each of them cancelled there')
 }
 
@@ -65,7 +65,7 @@ const rssAtStart = sk.rss()
 
 /** The attack's session has ended: GOAWAY received or the socket closed (polled, bounded). */
 async function ended (log: { goawayCodes: number[] }, socket: { destroyed: boolean }): Promise<void> {
-  await eventually(() => log.goawayCodes.length > 0 || socket.destroyed, 10_000)
+  await until(() => log.goawayCodes.length > 0 || socket.destroyed, 'a GOAWAY or the connection closed')
 }
 
 /** RSS stays within a generous bound of where the sidecar started (it is ~300 MB run from source). */

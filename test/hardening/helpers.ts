@@ -257,15 +257,6 @@ export function fakeDns (answers: (name: string, call: number) => string[] | und
   return { lookup, calls }
 }
 
-/** Resolves when `fn` holds, checking on each macrotask turn; rejects after `ms` (a bound, not a timing assertion). */
-export async function eventually (fn: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time')
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
-
 /** Every way a canary could show up: raw, URL-encoded, and base64 (std and url alphabets) at each byte alignment. */
 export function encodings (canary: string): string[] {
   const out = new Set([canary, encodeURIComponent(canary), encodeURIComponent(encodeURIComponent(canary))])

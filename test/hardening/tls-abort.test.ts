@@ -5,7 +5,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startSidekey } from '../helpers/sidekey.js'
-import { tlsTunnel } from '../protocols/helpers.js'
+import { tlsThroughTunnel } from '../helpers/connect.js'
 import { startH2Upstream } from '../protocols/h2-helpers.js'
 import { upstreamPki } from '../helpers/upstream.js'
 
@@ -28,10 +28,10 @@ for (const alpn of ['http/1.1', 'h2']) {
   t.test(`${alpn}: ${4 * MAX} handshakes dropped by the agent in sequence, then a request is served`, async (t) => {
     // Destroyed at once on secureConnect: the agent's Finished is not sent, the proxy reads the end mid-handshake.
     for (let i = 0; i < 4 * MAX; i++) {
-      const socket = await tlsTunnel(sk.proxyPort, `n${i}.tool.test`, up.port, caPem, [alpn])
+      const socket = await tlsThroughTunnel(sk.proxyPort, `n${i}.tool.test:${up.port}`, { servername: `n${i}.tool.test`, ca: caPem, alpn: [alpn] })
       socket.on('error', () => {}).destroy()
     }
-    const socket = await tlsTunnel(sk.proxyPort, 'tls.tool.test', up.port, caPem, ['http/1.1'])
+    const socket = await tlsThroughTunnel(sk.proxyPort, `tls.tool.test:${up.port}`, { servername: 'tls.tool.test', ca: caPem })
     t.teardown(() => socket.destroy())
     socket.write(`GET /after-drops HTTP/1.1\r\nHost: tls.tool.test:${up.port}\r\nConnection: close\r\n\r\n`)
     let text = ''

@@ -20,7 +20,8 @@ import { upstreamPki } from '../helpers/upstream.js'
 import {
   acceptKey, auditLine, connectTo, encodeFrame, FrameReader, handshake, readHead, type Frame,
 } from '../protocols/helpers.js'
-import { eventually, leaks } from './helpers.js'
+import { leaks } from './helpers.js'
+import { until } from '../helpers/until.js'
 
 const CANARY = `canary-ws-${randomBytes(8).toString('hex')}/+x=`
 const HOST = 'ws-echo.test'
@@ -207,7 +208,7 @@ function clientFrame (opcode: number, payload: string | Buffer): Buffer {
 t.test('raw frames: ping, pong, close, a ping between fragments pass; the agent\'s key is audited', async (t) => {
   const { socket, status, frames } = await rawAgent(t, '/q/raw?api_key=sidekey')
   t.equal(status, 101)
-  await eventually(() => frames.filter((f) => f.opcode === 1 || f.opcode === 0).length >= 5)
+  await until(() => frames.filter((f) => f.opcode === 1 || f.opcode === 0).length >= 5)
   const text = frames.map((f) => f.payload.toString('latin1')).join('\n')
   t.same(leaks(text, [CANARY]), [], 'no frame carries the key')
   t.ok(frames.some((f) => f.opcode === 9 && f.payload.toString() === 'mid-ping'), 'the ping between fragments arrives')
@@ -215,12 +216,12 @@ t.test('raw frames: ping, pong, close, a ping between fragments pass; the agent\
   socket.write(clientFrame(9, 'agent-ping'))
   socket.write(clientFrame(1, ORDINARY))
   socket.write(clientFrame(1, `mine ${CANARY}`))
-  await eventually(() => frames.some((f) => f.opcode === 10 && f.payload.toString() === 'agent-ping'))
+  await until(() => frames.some((f) => f.opcode === 10 && f.payload.toString() === 'agent-ping'))
   t.pass('the agent\'s ping is answered by the upstream\'s pong')
-  await eventually(() => received.length >= mine + 2)
+  await until(() => received.length >= mine + 2)
   t.equal(received[mine]!.toString(), ORDINARY, 'the agent\'s ordinary message reaches the upstream byte-identical')
   t.equal(received[mine + 1]!.toString(), `mine ${CANARY}`, 'a key the agent sends goes on unchanged (to its own tool)')
-  await eventually(() => frames.some((f) => f.payload.toString() === 'echo:mine sidekey'))
+  await until(() => frames.some((f) => f.payload.toString() === 'echo:mine sidekey'))
   t.pass('and its echo comes back as the placeholder')
   await audited(t, 'query', 'agent', false)
   const close = Buffer.concat([Buffer.from([0x03, 0xe8]), Buffer.from('bye')])

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { Test } from 'tap'
 import { fetch as undiciFetch, ProxyAgent, request } from 'undici'
 import { startSidekey, type RunningSidekey } from './sidekey.js'
-import { until } from './fleet.js'
+import { until } from './until.js'
 import { readAdminToken } from '../../src/admin/token.js'
 
 /** A pending approval as GET /approvals lists it. */

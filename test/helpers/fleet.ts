@@ -38,15 +38,6 @@ export async function testBucket (t: Test, url: string, bucket = 'sidekey'): Pro
   return kv
 }
 
-/** Waits (bounded) until `check` holds; for state that changes on another connection's schedule. */
-export async function until (check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 /** Percentile of sorted numbers (nearest rank). */
 export function percentile (sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!

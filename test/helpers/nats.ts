@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { systemBinary } from './system-binary.js'
+import { freePort } from './free-port.js'
 
 export const natsBinary = systemBinary('nats-server', 'nats-server')
 
@@ -14,14 +15,6 @@ export interface NatsServer {
   readonly port: number
   stop (): Promise<void>
   start (): Promise<void>
-}
-
-export async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise((resolve) => s.close(resolve))
-  return port
 }
 
 /** `args` is read at every start: a test can restart the server with other options (another `--auth` token). */

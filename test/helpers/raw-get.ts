@@ -1,5 +1,6 @@
 import { raw, statusOf } from '../hardening/helpers.js'
-import { completeResponse, exchange, tlsThroughTunnel } from '../hardening/tunnel-client.js'
+import { completeResponse, exchange } from '../hardening/tunnel-client.js'
+import { sidekeyCa, tlsThroughTunnel } from './connect.js'
 import type { UpstreamHandler } from './upstream.js'
 
 /** An upstream answer rawGets can wait for: 200 `ok` with content-length, whatever was asked. */
@@ -22,7 +23,7 @@ Array<[string, RawGet]> {
   const absoluteForm: RawGet = async (path) => await raw(proxyPort,
     `GET http://${authority}${path} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`, { until: completeResponse })
   const tunnel: RawGet = async (path) => {
-    const socket = await tlsThroughTunnel(proxyPort, authority, servername, caDir)
+    const socket = await tlsThroughTunnel(proxyPort, authority, { servername, ca: sidekeyCa(caDir) })
     try {
       const { text } = await exchange(socket, `GET ${path} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`, completeResponse)
       return { status: statusOf(text), text }

@@ -5,6 +5,7 @@ import { request, ProxyAgent } from 'undici'
 import { decodeJwt } from 'jose'
 import { echo, startUpstream } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
+import { until } from '../helpers/until.js'
 
 /**
  * Issue 3 through the running proxy: rotations under steady load, an issuer outage ridden out until expiry then
@@ -66,7 +67,7 @@ tools:
       const res = await request(`http://api.tool.test:${up.port}/work`, { dispatcher: agent, headers: { authorization: 'Bearer sidekey' } })
       await res.body.dump()
       statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
-      await new Promise((resolve) => setTimeout(resolve, 5))
+      await new Promise((resolve) => setTimeout(resolve, 5)) // paced: a steady load, not a flood
     }
   }))
   t.same([...statuses.keys()], [200], `every request succeeded (${statuses.get(200)} requests)`)
@@ -106,12 +107,12 @@ tools:
   // Keep calling until the credential expires: every call before that is served with the cached token.
   let first503: Awaited<ReturnType<typeof call>> | undefined
   let servedDuringOutage = 0
-  for (let i = 0; i < 400 && first503 === undefined; i++) {
+  await until(async () => {
     const r = await call()
     if (r.status === 200) servedDuringOutage++
     else first503 = r
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
+    return first503 !== undefined
+  }, 'the cached credential to expire', 15_000).catch(() => {})
   t.ok(servedDuringOutage > 0, `${servedDuringOutage} calls served during the outage from the still-valid credential`)
   t.ok(first503, 'fails closed once the credential expired')
   t.equal(first503!.status, 503)
@@ -130,10 +131,10 @@ tools:
   idp.state.failing = false
   const recoverStart = Date.now()
   let recovered = false
-  for (let i = 0; i < 200 && !recovered; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 50))
+  await until(async () => {
     recovered = (await (await request(`${sk.adminUrl}/readyz`)).body.json() as { ready: boolean }).ready
-  }
+    return recovered
+  }, 'readyz to say ready', 10_000).catch(() => {})
   t.ok(recovered, `recovered by itself after ${Date.now() - recoverStart} ms`)
   t.equal((await call()).status, 200)
   t.notOk(sk.log.text.includes('s3cret-client'), 'the client secret is in no log line')
@@ -217,10 +218,7 @@ tools:
   t.equal(res.statusCode, 401)
   t.equal(await res.body.text(), 'revoked', 'the upstream answer is passed through')
   t.equal(seenAuth.length, 1, 'not replayed: the body was streamed')
-  const deadline = Date.now() + 10_000
-  while (!sk.log.events('credential.issued').some((e) => e.reason === 'rejected') && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await until(() => sk.log.events('credential.issued').some((e) => e.reason === 'rejected'), 'the forced refresh')
   t.equal(sk.log.events('credential.issued').filter((e) => e.reason === 'rejected').length, 1, 'the rejected credential was refreshed')
   const next = await request(`http://api.tool.test:${up.port}/v1/upload`, { method: 'POST', dispatcher: agent, body: big, headers: { authorization: 'Bearer sidekey' } })
   t.equal(next.statusCode, 200)

@@ -1,12 +1,11 @@
 import t from 'tap'
 import { connect as netConnect } from 'node:net'
-import { connect as tlsConnect } from 'node:tls'
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { once } from 'node:events'
 import { request, ProxyAgent } from 'undici'
 import { echo, startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
+import { sidekeyCa, tlsThroughTunnel } from '../helpers/connect.js'
+import { until } from '../helpers/until.js'
 
 /** SIGTERM's drain and the header timeout hold inside intercepted TLS tunnels, not only on the listener itself. */
 const pki = await upstreamPki()
@@ -32,11 +31,7 @@ tools:
 
 t.test('a slowloris inside an intercepted tunnel is cut by headers_timeout, not left to the idle timeout', async (t) => {
   const sk = await startSidekey(t, yaml)
-  const raw = netConnect(sk.proxyPort, '127.0.0.1')
-  raw.write(`CONNECT api.tool.test:${up.port} HTTP/1.1\r\nHost: api.tool.test:${up.port}\r\n\r\n`)
-  await once(raw, 'data')
-  const tls = tlsConnect({ socket: raw, servername: 'api.tool.test', ca: readFileSync(join(sk.caDir, 'ca.pem')) })
-  await once(tls, 'secureConnect')
+  const tls = await tlsThroughTunnel(sk.proxyPort, `api.tool.test:${up.port}`, { servername: 'api.tool.test', ca: sidekeyCa(sk.caDir) })
   tls.write('GET / HTTP/1.1\r\nHost: api.tool.test\r\nX-Slow: ')
   let answer = ''
   tls.on('data', (c: Buffer) => { answer += c.toString() })
@@ -50,18 +45,27 @@ t.test('a slowloris inside an intercepted tunnel is cut by headers_timeout, not 
 
 t.test('close() drains a request in flight inside an intercepted TLS tunnel, then stops', async (t) => {
   const sk = await startSidekey(t, yaml)
-  const agent = new ProxyAgent({ uri: sk.proxyUrl, requestTls: { ca: readFileSync(join(sk.caDir, 'ca.pem'), 'utf8') } })
+  const agent = new ProxyAgent({ uri: sk.proxyUrl, requestTls: { ca: sidekeyCa(sk.caDir) } })
   t.teardown(() => agent.close())
   const warm = await request(`https://api.tool.test:${up.port}/warm`, { dispatcher: agent })
   await warm.body.dump()
   const inFlight = request(`https://api.tool.test:${up.port}/slow`, { dispatcher: agent }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }))
-  while (release === undefined) await new Promise((resolve) => setTimeout(resolve, 10))
+  await until(() => release !== undefined, 'the upstream to hold /slow')
   const closing = sk.app.close()
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  release()
+  // Released only once close() is under way (the listener refuses new connections), so that it must drain.
+  await until(async () => !(await accepts(sk.proxyPort)), 'the proxy listener to close')
+  release!()
   const res = await inFlight
   t.equal(res.status, 200, 'the request in flight completed')
   t.match(JSON.parse(res.body), { url: '/slow' })
   await closing
   t.pass('close() resolved once the tunnel was done')
 })
+
+/** Whether a TCP connection to 127.0.0.1:port is accepted. */
+function accepts (port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = netConnect(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
+    s.once('error', () => resolve(false))
+  })
+}

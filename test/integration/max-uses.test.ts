@@ -5,7 +5,7 @@ import { request, ProxyAgent } from 'undici'
 import { decodeJwt } from 'jose'
 import { echo, startUpstream } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
-import { eventually } from '../hardening/helpers.js'
+import { until } from '../helpers/until.js'
 
 /** `refresh.max_uses`: after N calls on one credential a refresh starts in the background; nothing waits on it. */
 
@@ -75,7 +75,7 @@ tools:
     t.equal(idp.state.held.length, 1, `round ${round}: one refresh in flight after the fifth call on the credential`)
     t.equal(refreshes().length, round - 1, 'not yet in place')
     idp.release()
-    await eventually(() => refreshes().length === round)
+    await until(() => refreshes().length === round)
   }
   t.equal(idp.state.calls, 3, 'ten calls: the initial fetch and exactly two refreshes')
   t.match(refreshes(), [{ tool: 'a', shared_with: ['b'], credential_id: String }, { tool: 'a' }])
@@ -89,7 +89,7 @@ tools:
   await call(17)
   t.same(calls.slice(-2), [{ token: 'tok-3', refreshesInFlight: 1 }, { token: 'tok-3', refreshesInFlight: 1 }], 'served by the old credential while the refresh is in flight')
   idp.release()
-  await eventually(() => refreshes().length === 3)
+  await until(() => refreshes().length === 3)
   await call(18)
   t.equal(calls.at(-1)!.token, 'tok-4', 'then by the new one')
   t.equal(idp.state.calls, 4, 'one refresh per five uses, however many calls arrived while it ran')
@@ -112,7 +112,7 @@ tools:
     const res = await request(`http://jwt.tool.test:${up.port}/${n}`, { dispatcher: agent })
     await res.body.dump()
     // Wait for the refresh a third call started, so the next call's credential is known.
-    if (n % 3 === 0) await eventually(() => sk.log.events('credential.issued').filter((e) => e.reason === 'max_uses').length === n / 3)
+    if (n % 3 === 0) await until(() => sk.log.events('credential.issued').filter((e) => e.reason === 'max_uses').length === n / 3)
   }
   const jtis = up.seen.map((s) => String(decodeJwt(String(s.headers.authorization).slice(7)).jti))
   t.equal(new Set(jtis).size, 3)

@@ -5,7 +5,8 @@ import t from 'tap'
 import { join } from 'node:path'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
-import { eventually, raw } from '../hardening/helpers.js'
+import { raw } from '../hardening/helpers.js'
+import { until } from '../helpers/until.js'
 import { completeResponse } from '../hardening/tunnel-client.js'
 import { answerOk, rawGets } from '../helpers/raw-get.js'
 
@@ -43,7 +44,7 @@ for (const [how, send] of rawGets(sk.proxyPort, AUTHORITY, 'hooks.tool.test', sk
     for (const { path, audited } of cases) {
       const before = sk.log.events('credential.used').length
       await send(`${path}?x=1`)
-      await eventually(() => sk.log.events('credential.used').length > before)
+      await until(() => sk.log.events('credential.used').length > before)
       t.equal(up.seen.at(-1)!.url, `${path}?x=1`, 'the upstream got the path as sent')
       t.match(sk.log.events('credential.used')[before], { status: 200, path: audited }, path)
     }
@@ -55,7 +56,7 @@ t.test('egress.denied: a secret in the path of a call no tool owns is redacted t
   const before = sk.log.events('egress.denied').length
   await raw(sk.proxyPort, `GET http://nowhere.tool.test/t/${TOKEN}/send HTTP/1.1\r\nHost: nowhere.tool.test\r\n\r\n`,
     { until: completeResponse })
-  await eventually(() => sk.log.events('egress.denied').length > before)
+  await until(() => sk.log.events('egress.denied').length > before)
   t.match(sk.log.events('egress.denied')[before], { reason: 'no_tool', path: '/t/<redacted:high_entropy>/send' })
   t.notOk(sk.log.text.includes(TOKEN))
 })

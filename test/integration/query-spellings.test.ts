@@ -6,7 +6,8 @@ import t from 'tap'
 import { join } from 'node:path'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
-import { bodyOf, eventually } from '../hardening/helpers.js'
+import { bodyOf } from '../hardening/helpers.js'
+import { until } from '../helpers/until.js'
 import { answerOk, rawGets, type RawAnswer } from '../helpers/raw-get.js'
 
 const REAL_KEY = 'real-query-key-7f3a9c'
@@ -44,7 +45,7 @@ const transports = rawGets(sk.proxyPort, AUTHORITY, 'api.tool.test', sk.caDir)
 async function audited (send: () => Promise<RawAnswer>): Promise<RawAnswer & { event: Record<string, unknown> }> {
   const before = sk.log.events('credential.used').length
   const answer = await send()
-  await eventually(() => sk.log.events('credential.used').length > before)
+  await until(() => sk.log.events('credential.used').length > before)
   return { ...answer, event: sk.log.events('credential.used')[before]! }
 }
 

@@ -9,7 +9,8 @@ import { startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { startSidekey, tick } from '../helpers/sidekey.js'
 import { tasksCommand } from '../../src/reports/tasks.js'
 import { raw, statusOf } from '../hardening/helpers.js'
-import { auditLine, connectTo, handshake, readHead, startWsUpstream, tlsTunnel } from '../protocols/helpers.js'
+import { auditLine, connectTo, handshake, readHead, startWsUpstream } from '../protocols/helpers.js'
+import { tlsThroughTunnel } from '../helpers/connect.js'
 
 /** X-Sidekey-Task: the agent names the task of each call; sidekey audits it and never forwards it. */
 const pki = await upstreamPki()
@@ -73,7 +74,7 @@ t.test('inside an intercepted TLS tunnel, over HTTP/1.1 and HTTP/2', async (t) =
   t.ok(noTaskHeader(tlsUp.seen.at(-1)!.rawHeaders))
   t.match(await usedWith('/h1'), { tool: 'api', task: 'tls-h1' })
 
-  const socket = await tlsTunnel(sk.proxyPort, 'api.task.test', tlsUp.port, caPem, ['h2'])
+  const socket = await tlsThroughTunnel(sk.proxyPort, `api.task.test:${tlsUp.port}`, { servername: 'api.task.test', ca: caPem, alpn: ['h2'] })
   const session = h2connect(`https://api.task.test:${tlsUp.port}`, { createConnection: () => socket })
   t.teardown(() => session.destroy())
   const stream = session.request({ ':path': '/h2', authorization: 'Bearer sidekey', 'x-sidekey-task': 'tls-h2' })

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { EventEmitter, once } from 'node:events'
 import type { Test } from 'tap'
-import { tlsTunnel } from './helpers.js'
+import { tlsThroughTunnel } from '../helpers/connect.js'
 
 export interface H2Seen { httpVersion: string, url: string, headers: Http2ServerRequest['headers'], body: Buffer }
 
@@ -126,7 +126,7 @@ export class FrameLog {
 
 /** A raw h2 connection through the proxy's CONNECT tunnel to `host:port` (TLS with its CA, ALPN h2), preface sent. */
 export async function rawH2 (t: Test, proxyPort: number, host: string, port: number, caPem: string): Promise<{ socket: TLSSocket, log: FrameLog, closed: Promise<unknown> }> {
-  const socket = await tlsTunnel(proxyPort, host, port, caPem, ['h2'])
+  const socket = await tlsThroughTunnel(proxyPort, `${host}:${port}`, { servername: host, ca: caPem, alpn: ['h2'] })
   t.teardown(() => socket.destroy())
   const log = new FrameLog()
   socket.on('data', (c: Buffer) => log.push(c))

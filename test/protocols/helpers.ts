@@ -1,9 +1,9 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http'
 import { createSecureServer } from 'node:http2'
 import { connect as netConnect, type AddressInfo, type Socket } from 'node:net'
-import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { createHash } from 'node:crypto'
 import type { Duplex } from 'node:stream'
+import { until } from '../helpers/until.js'
 
 /** RFC 6455 §1.3: the server proves it read the key. */
 export function acceptKey (key: string): string {
@@ -160,26 +160,6 @@ export function connectTo (port: number): Promise<Socket> {
   })
 }
 
-/** CONNECT host:port through the proxy; resolves with the tunnel after `200`. */
-export async function tunnel (proxyPort: number, authority: string): Promise<Socket> {
-  const s = await connectTo(proxyPort)
-  s.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`)
-  const head = await readHead(s)
-  if (head.status !== 200) throw new Error(`CONNECT answered ${head.status}`)
-  if (head.rest.length > 0) s.unshift(head.rest)
-  return s
-}
-
-/** TLS inside a CONNECT tunnel, verifying the proxy's leaf with its CA, offering the given ALPN protocols. */
-export async function tlsTunnel (proxyPort: number, host: string, port: number, ca: string, alpn: string[]): Promise<TLSSocket> {
-  const raw = await tunnel(proxyPort, `${host}:${port}`)
-  raw.on('error', () => {})
-  return new Promise((resolve, reject) => {
-    const s = tlsConnect({ socket: raw, servername: host, ca, ALPNProtocols: alpn }, () => { s.off('error', reject); resolve(s) })
-    s.once('error', reject)
-  })
-}
-
 /** A WebSocket handshake request; `target` is the request-target (absolute-form to the proxy, or origin-form in a tunnel). */
 export function handshake (target: string, host: string, extra: Record<string, string> = {}): string {
   const lines = [`GET ${target} HTTP/1.1`, `Host: ${host}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13',
@@ -189,13 +169,9 @@ export function handshake (target: string, host: string, extra: Record<string, s
 
 /**
  * The first audit line matching `pred`, waiting for it: the audit line of an exchange is written when the proxy
- * has finished it, which can be just after the client has its answer. Bounded in event-loop turns, no timers.
+ * has finished it, which can be just after the client has its answer. Undefined if none came within the bound.
  */
 export async function auditLine (log: { lines: Array<Record<string, unknown>> }, pred: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown> | undefined> {
-  for (let turn = 0; turn < 10_000; turn++) {
-    const found = log.lines.find(pred)
-    if (found !== undefined) return found
-    await new Promise((resolve) => setImmediate(resolve))
-  }
-  return undefined
+  await until(() => log.lines.some(pred), 'an audit line').catch(() => {})
+  return log.lines.find(pred)
 }

@@ -9,7 +9,8 @@ import { ProxyAgent, request } from 'undici'
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 import { upstreamPki } from '../helpers/upstream.js'
 import { startSidekey, type RunningSidekey } from '../helpers/sidekey.js'
-import { auditLine, tlsTunnel } from './helpers.js'
+import { auditLine } from './helpers.js'
+import { sidekeyCa, tlsThroughTunnel } from '../helpers/connect.js'
 import { FLAG, FRAME, frame, getBlock, literalField, rawH2 as rawH2Tunnel, startH2Upstream } from './h2-helpers.js'
 
 const run = promisify(execFile)
@@ -53,7 +54,7 @@ async function sawJwt (t: Test, authorization: unknown, tool: string): Promise<v
 
 /** A node:http2 client session to `host:port` through a CONNECT tunnel to the proxy, ALPN h2. */
 async function h2Session (t: Test, proxy: RunningSidekey, host: string, port: number): Promise<ClientHttp2Session> {
-  const socket = await tlsTunnel(proxy.proxyPort, host, port, readFileSync(join(proxy.caDir, 'ca.pem'), 'utf8'), ['h2'])
+  const socket = await tlsThroughTunnel(proxy.proxyPort, `${host}:${port}`, { servername: host, ca: sidekeyCa(proxy.caDir), alpn: ['h2'] })
   t.equal(socket.alpnProtocol, 'h2', 'the proxy chose h2 in ALPN')
   const session = h2connect(`https://${host}:${port}`, { createConnection: () => socket })
   session.on('error', () => {})

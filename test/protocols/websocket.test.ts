@@ -6,7 +6,8 @@ import { ProxyAgent, WebSocket } from 'undici'
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 import { upstreamPki } from '../helpers/upstream.js'
 import { startSidekey, tick } from '../helpers/sidekey.js'
-import { auditLine, connectTo, encodeFrame, FrameReader, handshake, readAll, readHead, startWsUpstream, tunnel } from './helpers.js'
+import { auditLine, connectTo, encodeFrame, FrameReader, handshake, readAll, readHead, startWsUpstream } from './helpers.js'
+import { connectTunnel } from '../helpers/connect.js'
 
 const pki = await upstreamPki()
 const tlsWs = await startWsUpstream({ tls: await pki.cert('ws.tool.test') })
@@ -141,7 +142,7 @@ t.test('a refused upgrade returns the upstream answer, and the refusal is audite
 
 t.test('upgrades follow the credential rules: 403 unmatched and method, 503 without credential, 421 off-target in a tunnel', async (t) => {
   const ask = async (request: string, proxyTarget?: string): Promise<{ status: number, body: string }> => {
-    const s = proxyTarget === undefined ? await connectTo(sk.proxyPort) : await tunnel(sk.proxyPort, proxyTarget)
+    const s = proxyTarget === undefined ? await connectTo(sk.proxyPort) : await connectTunnel(sk.proxyPort, proxyTarget)
     t.teardown(() => s.destroy())
     s.write(request)
     const head = await readHead(s)

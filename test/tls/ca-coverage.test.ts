@@ -5,7 +5,8 @@ import t from 'tap'
 import { request } from 'undici'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { startSidekey } from '../helpers/sidekey.js'
-import { bodyOf, eventually, raw } from '../hardening/helpers.js'
+import { bodyOf, raw } from '../hardening/helpers.js'
+import { until } from '../helpers/until.js'
 import { needBinary, systemBinary } from '../helpers/system-binary.js'
 import { upstreamPki } from '../helpers/upstream.js'
 import { LineLimiter } from '../../src/audit/line-limit.js'
@@ -74,7 +75,7 @@ tools: { a: { match: { host: a.tool.test }, issuer: local } }
       (err) => { resolve(typeof err?.code === 'number' ? err.code : 0) })
   })
   t.equal(await run(), 60, 'curl: peer certificate cannot be authenticated with known CA certificates')
-  await eventually(() => sk.log.events('tls.client_error').length === 1)
+  await until(() => sk.log.events('tls.client_error').length === 1)
   t.match(sk.log.events('tls.client_error')[0], { host: 'a.tool.test', port: 443, alert: 'unknown_ca', client: /^127\.0\.0\.1:\d+$/ })
   t.match(await (await request(`${sk.adminUrl}/metrics`)).body.text(), 'sidekey_tls_client_error_total{alert="unknown_ca"} 1')
 })

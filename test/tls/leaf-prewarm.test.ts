@@ -5,7 +5,7 @@ import { ProxyAgent, request } from 'undici'
 import type { LeafCertificate } from '../../src/tls/ca.js'
 import { loadOrCreateCa } from '../../src/tls/ca.js'
 import { LeafCache } from '../../src/tls/leaf-cache.js'
-import { eventually } from '../hardening/helpers.js'
+import { until } from '../helpers/until.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { DAY, tempDir } from './helpers.js'
@@ -29,7 +29,7 @@ ${extra}`
 t.test('after start, the leaf for each exact tool host is cached before any request; the first call mints nothing', async (t) => {
   const dir = await tempDir(t)
   const sk = await startSidekey(t, yaml(join(dir, 'ca')))
-  await eventually(() => sk.app.leaves.has('api.tool.test'))
+  await until(() => sk.app.leaves.has('api.tool.test'))
   t.equal(sk.app.leaves.size, 1, 'only the exact host: no wildcard, no plaintext tool')
   t.notOk(sk.app.leaves.has('plain.tool.test'))
 
@@ -54,10 +54,10 @@ t.test('a reload that adds a tool host mints its leaf without a request', async 
   const file = join(dir, 'sidekey.yaml')
   await writeFile(file, yaml(caDir))
   const sk = await startSidekey(t, yaml(caDir), { configFile: file })
-  await eventually(() => sk.app.leaves.has('api.tool.test'))
+  await until(() => sk.app.leaves.has('api.tool.test'))
   await writeFile(file, yaml(caDir, '  added: { match: { host: added.tool.test }, issuer: local }\n'))
   await sk.app.reload()
-  await eventually(() => sk.app.leaves.has('added.tool.test'))
+  await until(() => sk.app.leaves.has('added.tool.test'))
   t.equal(sk.app.leaves.size, 2)
 })
 

@@ -5,7 +5,7 @@ import { ProxyAgent, request } from 'undici'
 import { startSidekey } from '../helpers/sidekey.js'
 import { startUpstream } from '../helpers/upstream.js'
 import { startOtlpReceiver, type ExportedSpan } from '../helpers/otlp.js'
-import { until } from '../helpers/fleet.js'
+import { until } from '../helpers/until.js'
 
 // sidekey exports its spans to a real OTLP/HTTP receiver (protobuf, decoded by trace.proto's field numbers).
 const up = await startUpstream()

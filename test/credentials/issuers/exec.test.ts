@@ -6,6 +6,7 @@ import { createExecIssuer } from '../../../src/credentials/issuers/exec.js'
 import { MAX_LIFETIME_MS } from '../../../src/credentials/issuers/token-value.js'
 import type { ExecIssuerConfig } from '../../../src/config/schema.js'
 import { credentialRequest, everythingSaidBy, issuerDeps, issuerFailure } from '../../fixtures/issuers/helpers.js'
+import { until } from '../../helpers/until.js'
 
 const HELPER = fileURLToPath(new URL('../../fixtures/issuers/token-helper.mjs', import.meta.url))
 const CANARY = 'exec-canary-5b2d90aa'
@@ -89,16 +90,11 @@ function untilWritten (dir: string, name: string, signal: AbortSignal): Promise<
 
 /** True once `pid` is gone or a zombie (Linux /proc); bounded wait, since reaping is up to init. */
 async function gone (pid: number): Promise<boolean> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-      if (/^\d+ \(.*\) Z/.test(stat)) return true
-    } catch {
-      return true
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20))
+  const exited = async (): Promise<boolean> => {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
+    return stat === undefined || /^\d+ \(.*\) Z/.test(stat)
   }
-  return false
+  return await until(exited, `pid ${pid} to exit`, 2_000).then(() => true, () => false)
 }
 
 t.test('timeout kills a command that does not finish', async (t) => {
