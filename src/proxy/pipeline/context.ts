@@ -86,7 +86,8 @@ export class RequestContext {
     else sendError(this.res, refusal.error, this.requestId, refusal.headers)
     if (this.tool === undefined) this.denied(refusal.outcome)
     else {
-      const error = refusal.answer === undefined ? { error: refusal.error.code } : {}
+      // An answer of its own (an MCP refusal in JSON-RPC) does not carry the error code: the audit line does.
+      const error = refusal.answer === undefined ? {} : { error: refusal.error.code }
       this.used(refusal.error.status, { outcome: refusal.outcome, ...error, ...refusal.audit })
     }
   }
