@@ -20,7 +20,7 @@ interface Probe { origin: string, peculiar: boolean, reflectMetadata: boolean }
 
 /** Runs start-probe.ts in a fresh node with the same TypeScript loader this test runs under. */
 async function probe (configFile: string): Promise<Probe> {
-  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
+  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript') || a.includes('test/loader/'))
   const env = { ...process.env }
   delete env.NODE_OPTIONS
   return await new Promise((resolve, reject) => {
