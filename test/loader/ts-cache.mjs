@@ -16,13 +16,14 @@ const dir = join(root, 'node_modules', '.cache', 'sidekey-ts')
 const enabled = process.env.TS_NODE_TRANSPILE_ONLY === '1' && process.env.TAP_TYPE_STRIP_ONLY !== '1'
 const TS = /\.[cm]?tsx?$/
 
-/** What else decides ts-node's output: the compiler's and ts-node's versions, the tsconfig, ts-node's settings. */
+/** What else may decide ts-node's output: Node's, the compiler's and ts-node's versions, the tsconfig, its settings. */
 function inputs () {
   const require = createRequire(join(root, 'package.json'))
   const read = (path) => { try { return readFileSync(path, 'utf8') } catch { return '' } }
   const env = Object.entries(process.env).filter(([k]) => k.startsWith('TS_NODE_')).sort()
   return [
     'sidekey-ts-cache 1',
+    process.version,
     read(require.resolve('typescript/package.json')),
     read(require.resolve('@isaacs/ts-node-temp-fork-for-pr-2009/package.json')),
     read(process.env.TS_NODE_PROJECT ?? join(root, 'tsconfig.json')),
