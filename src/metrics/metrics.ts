@@ -6,6 +6,7 @@ import type { ApprovalDecided, ApprovalRequested } from '../audit/events.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import { systemClock, type Clock } from '../util/clock.js'
 import { McpCallMetrics } from './mcp-calls.js'
+import { ToolHistogram, type HistogramCells } from './tool-histogram.js'
 
 /**
  * Every sidekey_* metric, declared here and nowhere else, on a registry owned by this instance (two sidekeys in
@@ -15,7 +16,8 @@ import { McpCallMetrics } from './mcp-calls.js'
  * fold to a fixed set, codes are status numbers, reasons and kinds are enums. Never a host, path or id.
  *
  * Counters are plain numbers in pre-created slots that the hot path increments after one or two map lookups; the
- * prom-client Counter reads them at scrape time (`collect`). Histograms use pre-created prom-client children.
+ * prom-client Counter reads them at scrape time (`collect`). The per-tool histograms of every request are bucket
+ * counts of their own (tool-histogram.ts); the others use prom-client Histograms.
  *
  * @example
  *   const metrics = createMetrics({ tools: Object.keys(config.tools) })
@@ -114,8 +116,8 @@ interface Slot { readonly labels: Record<string, string | number>, value: number
 interface ToolSlots {
   /** Indexed by METHODS position; each maps a status code to its slot (created on first sight, ≤ 501 codes). */
   readonly requests: Array<Map<number, Slot>>
-  readonly duration: Histogram.Internal<'tool'>
-  readonly overhead: Histogram.Internal<'tool'>
+  readonly duration: HistogramCells
+  readonly overhead: HistogramCells
   readonly refreshSuccess: Slot
   readonly refreshFailure: Slot
 }
@@ -148,8 +150,8 @@ export class SidekeyMetrics {
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
   readonly #approvals: { readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'> }
-  readonly #duration: Histogram<'tool'>
-  readonly #overhead: Histogram<'tool'>
+  readonly #duration: ToolHistogram
+  readonly #overhead: ToolHistogram
   #configured: readonly string[] = []
   #egressMode: EgressMode = 'deny'
   #uncovered: ReadonlySet<string> = new Set()
@@ -175,18 +177,16 @@ export class SidekeyMetrics {
       registers,
       collect () { self.#emitSlots(this, self.#requestSlots()) },
     })
-    this.#duration = new Histogram({
+    this.#duration = new ToolHistogram({
       name: 'sidekey_request_duration_seconds',
       help: 'The whole proxied exchange as the agent sees it, until the response head (or refusal) was sent.',
-      labelNames: ['tool'],
-      buckets: [...DURATION_BUCKETS],
+      buckets: DURATION_BUCKETS,
       registers,
     })
-    this.#overhead = new Histogram({
+    this.#overhead = new ToolHistogram({
       name: 'sidekey_proxy_overhead_seconds',
       help: "sidekey's own share of the exchange (matching, stripping, injecting), without upstream time.",
-      labelNames: ['tool'],
-      buckets: [...OVERHEAD_BUCKETS],
+      buckets: OVERHEAD_BUCKETS,
       registers,
     })
     new Gauge({
@@ -488,8 +488,8 @@ export class SidekeyMetrics {
     if (this.#tools.has(tool)) return
     this.#tools.set(tool, {
       requests: METHODS.map(() => new Map<number, Slot>()),
-      duration: this.#duration.labels({ tool }),
-      overhead: this.#overhead.labels({ tool }),
+      duration: this.#duration.cells(tool),
+      overhead: this.#overhead.cells(tool),
       refreshSuccess: { labels: { tool, result: 'success' }, value: 0 },
       refreshFailure: { labels: { tool, result: 'failure' }, value: 0 },
     })
