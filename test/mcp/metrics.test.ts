@@ -2,6 +2,7 @@ import t from 'tap'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProxyAgent, request } from 'undici'
@@ -31,8 +32,9 @@ function promtoolCheck (path: string, text: string): Promise<{ code: number, out
 t.test('1,000 invented MCP tool names add one series; listed names and globs get their own', async (t) => {
   const up = await startMcpUpstream(TOKEN, true)
   t.teardown(() => up.close())
-  const yaml = mcpToolYaml('mcp.tool.test', up.port, join(dir, 'token'), '{ tools: [get_issue, "search_*"] }')
-  const sk = await startSidekey(t, yaml)
+  const yaml = (tools: string): string => mcpToolYaml('mcp.tool.test', up.port, join(dir, 'token'), `{ tools: ${tools} }`)
+  const configFile = join(dir, 'sidekey.yaml')
+  const sk = await startSidekey(t, yaml('[get_issue, "search_*"]'), { configFile })
   const dispatcher = new ProxyAgent({ uri: sk.proxyUrl, proxyTunnel: false })
   t.teardown(() => dispatcher.close())
   const accept = 'application/json, text/event-stream'
@@ -65,6 +67,16 @@ t.test('1,000 invented MCP tool names add one series; listed names and globs get
   ], 'three series: two entries of mcp.tools, and everything else')
   t.notOk(invented.some((name) => text.includes(name)), 'no invented name is a label value')
   t.notOk(text.includes(TOKEN), 'the credential is not in the metrics')
+
+  // A reload that lists search_code by name: its calls are counted under the name from then on, and the
+  // glob's series keeps its count.
+  await writeFile(configFile, yaml('[get_issue, search_code]').replaceAll('{{CA_DIR}}', sk.caDir))
+  await sk.app.reload()
+  t.match(await callTool('search_code'), /search_code ran/)
+  await sk.app.audit.settled()
+  const reloaded = await (await request(`${sk.adminUrl}/metrics`)).body.text()
+  t.match(reloaded, /^sidekey_mcp_calls_total\{tool="mcp-tool",mcp_tool="search_code",outcome="forwarded"\} 1$/m)
+  t.match(reloaded, /^sidekey_mcp_calls_total\{tool="mcp-tool",mcp_tool="search_\*",outcome="forwarded"\} 1$/m)
 
   t.test('promtool check metrics accepts the exposition', { skip: promtool.skip }, async (t) => {
     if (!needBinary(t, promtool)) return
