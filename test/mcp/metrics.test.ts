@@ -32,7 +32,8 @@ function promtoolCheck (path: string, text: string): Promise<{ code: number, out
 t.test('1,000 invented MCP tool names add one series; listed names and globs get their own', async (t) => {
   const up = await startMcpUpstream(TOKEN, true)
   t.teardown(() => up.close())
-  const yaml = (tools: string): string => mcpToolYaml('mcp.tool.test', up.port, join(dir, 'token'), `{ tools: ${tools} }`)
+  const token = join(dir, 'token')
+  const yaml = (tools: string): string => mcpToolYaml('mcp.tool.test', up.port, token, `{ tools: ${tools} }`)
   const configFile = join(dir, 'sidekey.yaml')
   const sk = await startSidekey(t, yaml('[get_issue, "search_*"]'), { configFile })
   const dispatcher = new ProxyAgent({ uri: sk.proxyUrl, proxyTunnel: false })
