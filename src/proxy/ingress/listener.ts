@@ -66,10 +66,16 @@ export class ProxyListener {
     this.#heapUsedRatio = opts.heapUsedRatio ?? heapUsedRatio
     const limits = runtime().config.limits
     this.#handler = new RequestHandler(runtime, () => this.nextRequestId())
-    this.#outer = makeServer(limits, (req, res) => { this.#onRequest(req, res).catch((err) => this.#crashed(res, err)) })
+    this.#outer = makeServer(limits, (req, res) => {
+      this.#onRequest(req, res).catch((err) => this.#crashed(res, err))
+    })
     this.#outer.maxConnections = limits.max_connections
-    this.#outer.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => { void this.#onConnect(req, socket, head) })
-    this.#inner = makeServer(limits, (req, res) => { this.#onTunnelRequest(req, res).catch((err) => this.#crashed(res, err)) })
+    this.#outer.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      void this.#onConnect(req, socket, head)
+    })
+    this.#inner = makeServer(limits, (req, res) => {
+      this.#onTunnelRequest(req, res).catch((err) => this.#crashed(res, err))
+    })
     // Node starts tracking connections (headers/request timeouts, closeIdleConnections) on 'listening'; the inner
     // server never listens, so without this a slowloris inside an intercepted tunnel would only meet the idle timeout.
     this.#inner.emit('listening')
@@ -77,7 +83,8 @@ export class ProxyListener {
     this.#outer.on('connection', born)
     this.#inner.on('connection', born)
     // Upgrades (WebSocket) take the same path as any request, answered on the raw socket (upgrade.ts).
-    const upgrade = (onRequest: (req: IncomingMessage, res: ServerResponse) => Promise<void>) => (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+    type OnRequest = (req: IncomingMessage, res: ServerResponse) => Promise<void>
+    const upgrade = (onRequest: OnRequest) => (req: IncomingMessage, socket: Socket, head: Buffer): void => {
       this.#tunnels.add(socket)
       socket.once('close', () => this.#tunnels.delete(socket))
       const res = upgradeResponse(req, socket, head, this.#runtime().config.limits.idle_timeout)
@@ -85,8 +92,10 @@ export class ProxyListener {
     }
     this.#outer.on('upgrade', upgrade((req, res) => this.#onRequest(req, res)))
     this.#inner.on('upgrade', upgrade((req, res) => this.#onTunnelRequest(req, res)))
-    this.#h2 = new AgentH2(runtime().config, (req, res, ctx) => { this.#onTunnelRequest(req, res, ctx).catch((err) => this.#crashed(res, err)) },
-      (authority, res, ctx) => this.#connectInTunnel(ctx, authority, (err, id, headers) => sendError(res, err, id, headers)))
+    this.#h2 = new AgentH2(runtime().config,
+      (req, res, ctx) => { this.#onTunnelRequest(req, res, ctx).catch((err) => this.#crashed(res, err)) },
+      (authority, res, ctx) => this.#connectInTunnel(ctx, authority,
+        (err, id, headers) => sendError(res, err, id, headers)))
     // A CONNECT inside an intercepted HTTP/1.1 tunnel (plain or TLS): answered and audited, not dropped.
     this.#inner.on('connect', (req: IncomingMessage, socket: Socket) => {
       const ctx = this.#contexts.get(socket)
@@ -147,7 +156,8 @@ export class ProxyListener {
       return false
     }
     const born = this.#born.get(req.socket)
-    if (!h2 && (this.#draining || (born !== undefined && Date.now() - born >= limits.max_connection_lifetime))) res.shouldKeepAlive = false
+    const tooOld = born !== undefined && Date.now() - born >= limits.max_connection_lifetime
+    if (!h2 && (this.#draining || tooOld)) res.shouldKeepAlive = false
     return true
   }
 
@@ -162,10 +172,12 @@ export class ProxyListener {
     } catch (err) {
       const e = err as SidekeyError
       sendError(res, e, this.nextRequestId())
-      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: e.code === 'SIDEKEY_HEADERS_TOO_LARGE' ? 'headers_too_large' : 'bad_request_target', client, method: req.method ?? '' })
+      const reason = e.code === 'SIDEKEY_HEADERS_TOO_LARGE' ? 'headers_too_large' : 'bad_request_target'
+      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason, client, method: req.method ?? '' })
       return
     }
-    await this.#handler.handle(req, res, hostMismatch(req.headers.host, target) ? { ...target, hostMismatch: true } : target, client)
+    const routed = hostMismatch(req.headers.host, target) ? { ...target, hostMismatch: true } : target
+    await this.#handler.handle(req, res, routed, client)
   }
 
   async #onTunnelRequest (req: IncomingMessage, res: ServerResponse, context?: TunnelContext): Promise<void> {
@@ -209,12 +221,16 @@ export class ProxyListener {
       })
       return
     }
-    await this.#handler.handle(req, res, { scheme, host: ctx.host, port: ctx.port, pathAndQuery, tunnel: true }, ctx.client)
+    const target: RequestTarget = { scheme, host: ctx.host, port: ctx.port, pathAndQuery, tunnel: true }
+    await this.#handler.handle(req, res, target, ctx.client)
   }
 
-  async #intercept (rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string): Promise<void> {
+  async #intercept (
+    rt: Runtime, socket: Socket, head: Buffer, target: { host: string, port: number }, client: string
+  ): Promise<void> {
     try {
-      await intercept(rt, socket, head, target, client, this.#inner, this.#contexts, rt.config.http2.enabled ? this.#h2 : undefined)
+      const h2 = rt.config.http2.enabled ? this.#h2 : undefined
+      await intercept(rt, socket, head, target, client, this.#inner, this.#contexts, h2)
     } catch {
       socket.destroy()
     }
@@ -226,9 +242,13 @@ export class ProxyListener {
    * answers a method it does not allow with 405 and `Allow` (RFC 9110 §15.5.6). An HTTP/1.1 connection is closed
    * after it: a client may already be sending tunnel bytes that must not be read as requests.
    */
-  #connectInTunnel (ctx: TunnelContext, requested: string, answer: (err: SidekeyError, requestId: string, headers: Record<string, string>) => void): void {
+  #connectInTunnel (
+    ctx: TunnelContext, requested: string,
+    answer: (err: SidekeyError, requestId: string, headers: Record<string, string>) => void
+  ): void {
     const requestId = this.nextRequestId()
-    answer(new SidekeyError('SIDEKEY_METHOD_NOT_ALLOWED', 'CONNECT inside a tunnel is refused'), requestId, { allow: USUAL_METHODS })
+    const refused = new SidekeyError('SIDEKEY_METHOD_NOT_ALLOWED', 'CONNECT inside a tunnel is refused')
+    answer(refused, requestId, { allow: USUAL_METHODS })
     ingressEvent(this.#runtime(), {
       event: 'egress.denied',
       host: ctx.host,
@@ -255,11 +275,27 @@ export class ProxyListener {
       target = parseAuthority(req.url ?? '', undefined)
     } catch (err) {
       sendRawError(socket, err as SidekeyError, requestId)
-      ingressEvent(rt, { event: 'egress.denied', host: '', port: 0, reason: 'bad_connect_target', client, method: 'CONNECT', request_id: requestId })
+      ingressEvent(rt, {
+        event: 'egress.denied',
+        host: '',
+        port: 0,
+        reason: 'bad_connect_target',
+        client,
+        method: 'CONNECT',
+        request_id: requestId,
+      })
       return
     }
     const deny = (reason: string): void => {
-      ingressEvent(rt, { event: 'egress.denied', host: target.host, port: target.port, reason, client, method: 'CONNECT', request_id: requestId })
+      ingressEvent(rt, {
+        event: 'egress.denied',
+        host: target.host,
+        port: target.port,
+        reason,
+        client,
+        method: 'CONNECT',
+        request_id: requestId,
+      })
     }
     this.#tunnels.add(socket)
     socket.once('close', () => this.#tunnels.delete(socket))
@@ -289,16 +325,29 @@ export class ProxyListener {
     if (unmatched === 'tunnel' && portAllowed) {
       blindTunnel(rt, socket, head, target, requestId, {
         denied: deny,
-        passed: (status, error) => ingressEvent(rt, { event: 'egress.passed', host: target.host, port: target.port, method: 'CONNECT', status, client, request_id: requestId, ...(error === undefined ? {} : { error }) }),
+        passed: (status, error) => ingressEvent(rt, {
+          event: 'egress.passed',
+          host: target.host,
+          port: target.port,
+          method: 'CONNECT',
+          status,
+          client,
+          request_id: requestId,
+          ...(error === undefined ? {} : { error }),
+        }),
       })
       // A blind tunnel carries no requests to mark: it is cut when the connection's lifetime is up.
-      const cut = setTimeout(() => socket.destroy(), Math.max(0, rt.config.limits.max_connection_lifetime - (Date.now() - (this.#born.get(socket) ?? Date.now()))))
+      const age = Date.now() - (this.#born.get(socket) ?? Date.now())
+      const cut = setTimeout(() => socket.destroy(), Math.max(0, rt.config.limits.max_connection_lifetime - age))
       cut.unref()
       socket.once('close', () => clearTimeout(cut))
       return
     }
     deny(portAllowed ? 'no_tool' : 'port')
-    sendRawError(socket, portAllowed ? egressDenied(NO_TOOL, 'no_tool') : egressDenied(`CONNECT to port ${target.port} is not allowed (egress.connect_ports)`, 'port'), requestId)
+    const refusal = portAllowed
+      ? egressDenied(NO_TOOL, 'no_tool')
+      : egressDenied(`CONNECT to port ${target.port} is not allowed (egress.connect_ports)`, 'port')
+    sendRawError(socket, refusal, requestId)
   }
 }
 
@@ -306,7 +355,9 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   const server = createServer({
     maxHeaderSize: limits.max_header_bytes,
     // Node refuses a headers timeout longer than the request timeout; the shorter one is what applies anyway.
-    headersTimeout: limits.request_timeout > 0 ? Math.min(limits.headers_timeout, limits.request_timeout) : limits.headers_timeout,
+    headersTimeout: limits.request_timeout > 0
+      ? Math.min(limits.headers_timeout, limits.request_timeout)
+      : limits.headers_timeout,
     requestTimeout: limits.request_timeout,
     // Twice a second, so a stalled header or body is cut within its timeout + 1 s (threat model: the agent,
     // exhaustion), not + 2 s.
@@ -325,7 +376,9 @@ function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res
   server.timeout = limits.idle_timeout
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
-    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'SIDEKEY_HEADERS_TOO_LARGE' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'SIDEKEY_REQUEST_TIMEOUT' : 'SIDEKEY_BAD_REQUEST'
+    const code = err.code === 'HPE_HEADER_OVERFLOW'
+      ? 'SIDEKEY_HEADERS_TOO_LARGE'
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'SIDEKEY_REQUEST_TIMEOUT' : 'SIDEKEY_BAD_REQUEST'
     const refusal = new SidekeyError(code, 'malformed request')
     ;(socket as MarkedSocket)[CLIENT_ERROR] = { status: refusal.status, code: err.code ?? 'unknown' }
     sendRawError(socket, refusal, '-')
@@ -369,7 +422,8 @@ function misdirected (): SidekeyError {
 export function absoluteTarget (url: string): RequestTarget {
   const scheme = url.startsWith('http://') ? 'http' : url.startsWith('https://') ? 'https' : undefined
   if (scheme === undefined) {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target')
+    const why = url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target'
+    throw new SidekeyError('SIDEKEY_BAD_REQUEST', why)
   }
   const fast = canonicalTarget(url, scheme)
   if (fast !== undefined) return fast
@@ -397,7 +451,8 @@ export function absoluteTarget (url: string): RequestTarget {
  * without leading zeros, a path of RFC 3986 pchars without `%` or dot segments, a non-empty query without the
  * characters URL would percent-encode, no fragment. Anything else takes the URL parser (undefined).
  */
-const CANONICAL_TARGET = /^https?:\/\/([a-z0-9.-]+)(?::([1-9]\d{0,4}))?(\/[A-Za-z0-9\-._~!$&()*+,;=:@/]*)(\?[A-Za-z0-9\-._~!$&()*+,;=:@/?%]+)?$/
+const CANONICAL_TARGET =
+  /^https?:\/\/([a-z0-9.-]+)(?::([1-9]\d{0,4}))?(\/[\w\-.~!$&()*+,;=:@/]*)(\?[\w\-.~!$&()*+,;=:@/?%]+)?$/
 
 function canonicalTarget (url: string, scheme: 'http' | 'https'): RequestTarget | undefined {
   const m = CANONICAL_TARGET.exec(url)
