@@ -30,7 +30,9 @@ export interface Outbound {
  * credential can fix the answer, then the relay. Writes the request's `credential.used` (or `egress.denied` when the
  * dial itself is refused).
  */
-export async function forward (ctx: RoutedContext, out: Outbound, first: Credential, inFlight: InFlight): Promise<void> {
+export async function forward (
+  ctx: RoutedContext, out: Outbound, first: Credential, inFlight: InFlight
+): Promise<void> {
   const { rt, req, res, tool, method } = ctx
   const { origin } = out.source
   // The tool's `upstream:`: the connection goes there under its TLS name; Host and a token's URL stay the agent's.
@@ -44,11 +46,15 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
   let response: UpstreamExchange | undefined
   ctx.credentialId = credential.id
   try {
-    if (isSelf(rt, tool.upstream?.host ?? ctx.target.host, tool.upstream?.port ?? out.port)) throw egressDenied(SELF, 'self')
+    if (isSelf(rt, tool.upstream?.host ?? ctx.target.host, tool.upstream?.port ?? out.port)) {
+      throw egressDenied(SELF, 'self')
+    }
     release = inFlight.acquire(dial.origin, inFlightCap(rt))
     const mcpBody = ctx.mcp?.body ?? ctx.heldBody
     const body = mcpBody !== undefined ? { kept: mcpBody } : await requestBody(req, rt.config.limits.replay_body_bytes)
-    if (body.contentLength !== undefined && body.kept === undefined) out.headers.push('content-length', body.contentLength)
+    if (body.contentLength !== undefined && body.kept === undefined) {
+      out.headers.push('content-length', body.contentLength)
+    }
     const gone = new Departure()
     // After a complete answer this is a no-op; before it (h1 disconnect, h2 RST_STREAM) it cancels the upstream
     // request.
@@ -99,12 +105,16 @@ export async function forward (ctx: RoutedContext, out: Outbound, first: Credent
       }
     }
     const streamed = body.stream !== undefined
-    ;({ response, credential, replayed } = await replayOnce(ctx, out.source, { response: await send(credential), credential, send, streamed }))
-    scrub = new ResponseScrub(scrubberFor(tool, credential), tool.config.scrub_body === true, ctx.mcp?.filter, ctx.budget?.observe)
+    const firstTry = { response: await send(credential), credential, send, streamed }
+    ;({ response, credential, replayed } = await replayOnce(ctx, out.source, firstTry))
+    scrub = new ResponseScrub(scrubberFor(tool, credential), tool.config.scrub_body === true, ctx.mcp?.filter,
+      ctx.budget?.observe)
     const relay = ctx.span.child('scrubbed relay')
     const bytesOut = await scrub.relay(res, method, response)
     relay.end()
-    ctx.used(response.statusCode, { overhead_ms: overhead, bytes_out: bytesOut, ...(replayed ? { replayed } : {}), ...echoed(scrub) })
+    ctx.used(response.statusCode, {
+      overhead_ms: overhead, bytes_out: bytesOut, ...(replayed ? { replayed } : {}), ...echoed(scrub),
+    })
   } catch (err) {
     failed(ctx, out, err, replayed, scrub)
   } finally {
@@ -140,7 +150,9 @@ async function forwardUpgrade (ctx: RoutedContext, res: UpgradeResponse, up: Upg
     })
   }
   const { origin, servername, headers, path, scrub, scrubber } = up
-  const status = await res.forward(ctx.rt.upstream, { origin, servername, path, method, headers, scrub, messages: { scrubber, rewrite, found } })
+  const status = await res.forward(ctx.rt.upstream, {
+    origin, servername, path, method, headers, scrub, messages: { scrubber, rewrite, found },
+  })
   ctx.used(status, { overhead_ms: up.overhead, ...echoed(scrub) })
 }
 
@@ -158,13 +170,16 @@ interface UpgradeCall {
 /**
  * Audits a call that failed: as the clientError answer it got, as a refusal at dial time, or as an upstream failure.
  */
-function failed (ctx: RoutedContext, out: Outbound, err: unknown, replayed: boolean, scrub: ResponseScrub | undefined): void {
+function failed (
+  ctx: RoutedContext, out: Outbound, err: unknown, replayed: boolean, scrub: ResponseScrub | undefined
+): void {
   const again = replayed ? { replayed } : {}
   // A body that failed mid-stream (broken framing, request timeout) was answered by listener.ts's clientError.
   const answered = (ctx.req.socket as MarkedSocket | null)?.[CLIENT_ERROR]
   if (answered !== undefined) {
     ctx.res.destroy()
-    ctx.used(answered.status, { outcome: 'bad_request', error: `SIDEKEY_BAD_REQUEST:${answered.code}`, ...again, ...echoed(scrub) })
+    const error = `SIDEKEY_BAD_REQUEST:${answered.code}`
+    ctx.used(answered.status, { outcome: 'bad_request', error, ...again, ...echoed(scrub) })
     return
   }
   const status = answerFailure(ctx, err)
@@ -208,5 +223,6 @@ const OUTCOMES: Partial<Record<string, string>> = {
 
 function failure (e: SidekeyError, err: unknown): Pick<CredentialUsed, 'outcome' | 'error'> & { detail?: string } {
   const detail = e.details.detail
-  return { outcome: OUTCOMES[e.code] ?? 'upstream_error', error: failureCode(err), ...(typeof detail === 'string' ? { detail } : {}) }
+  const described = typeof detail === 'string' ? { detail } : {}
+  return { outcome: OUTCOMES[e.code] ?? 'upstream_error', error: failureCode(err), ...described }
 }

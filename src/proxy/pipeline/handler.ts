@@ -39,8 +39,9 @@ export class RequestHandler {
     if (route.kind === 'none') {
       const unmatched = ctx.rt.config.egress.unmatched
       // A tunnel reaches here only when it was intercepted: tool hosts, and every host in inventory mode.
-      if (unmatched === 'inventory' || (unmatched === 'tunnel' && !target.tunnel)) await passThrough(ctx, this.#inFlight)
-      else ctx.refuse({ error: egressDenied(NO_TOOL, 'no_tool'), outcome: 'no_tool' })
+      if (unmatched === 'inventory' || (unmatched === 'tunnel' && !target.tunnel)) {
+        await passThrough(ctx, this.#inFlight)
+      } else ctx.refuse({ error: egressDenied(NO_TOOL, 'no_tool'), outcome: 'no_tool' })
       return
     }
     ctx.tool = route.tool

@@ -17,24 +17,31 @@ export type PolicyStep = (ctx: RoutedContext) => Refusal | undefined | Promise<R
 /** `match.methods`, TRACE and CONNECT, and method-override headers: the one place the method rule lives. */
 export const methodAllowed: PolicyStep = (ctx) => {
   const refusal = methodRefusal(ctx.tool, ctx.method, ctx.req.rawHeaders)
-  return refusal === undefined ? undefined : { error: refusal.error, outcome: 'method_denied', headers: refusal.headers }
+  return refusal === undefined
+    ? undefined
+    : { error: refusal.error, outcome: 'method_denied', headers: refusal.headers }
 }
 
 /** A tool locked by fleet control is refused before its credential is touched. */
 export const notLocked: PolicyStep = (ctx) => {
   if (ctx.rt.locks.lockOf(ctx.tool.name) === undefined) return undefined
-  return { error: new SidekeyError('SIDEKEY_TOOL_LOCKED', 'this tool is locked by fleet control', { expose: false, details: { tool: ctx.tool.name } }), outcome: 'locked' }
+  const error = new SidekeyError('SIDEKEY_TOOL_LOCKED', 'this tool is locked by fleet control',
+    { expose: false, details: { tool: ctx.tool.name } })
+  return { error, outcome: 'locked' }
 }
 
 /** `require_placeholder`: only calls that carried the placeholder (and nothing else) where the credential goes. */
 export const placeholderPresent: PolicyStep = (ctx) => {
   if (!ctx.tool.config.require_placeholder || ctx.placeholder === 'stripped') return undefined
   const message = 'this tool only accepts calls carrying the placeholder where the credential goes'
-  return { error: new SidekeyError('SIDEKEY_PLACEHOLDER_REQUIRED', message, { details: { tool: ctx.tool.name } }), outcome: 'placeholder_required' }
+  const error = new SidekeyError('SIDEKEY_PLACEHOLDER_REQUIRED', message, { details: { tool: ctx.tool.name } })
+  return { error, outcome: 'placeholder_required' }
 }
 
 /** The policy every routed request passes, in order. New rules are new steps here, never branches in the handler. */
-export const POLICY: readonly PolicyStep[] = [methodAllowed, notLocked, placeholderPresent, mcpAllowed, approvalGiven, withinBudget]
+export const POLICY: readonly PolicyStep[] = [
+  methodAllowed, notLocked, placeholderPresent, mcpAllowed, approvalGiven, withinBudget,
+]
 
 /** Steps that only a tool configured for them can meet: left out of every other tool's policy. */
 const CONFIGURED: ReadonlyMap<PolicyStep, (config: Readonly<ToolConfig>) => boolean> = new Map([
