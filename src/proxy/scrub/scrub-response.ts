@@ -77,9 +77,10 @@ export class ResponseScrub {
       res.writeHead(status, flat)
       return await relay(answer, res)
     }
-    const options = bodyOptions(answer.field('content-type'))
+    const contentType = answer.field('content-type')
+    const options = bodyOptions(contentType)
     const codings = contentCodings(answer.field('content-encoding'))
-    const rewrite = this.#rewrite?.(answer.field('content-type'))
+    const rewrite = this.#rewrite?.(contentType)
     if (!this.#bodies && rewrite === undefined) {
       // Opted out: relayed as it comes, but an echo in its first bytes is still audited (when they can be read).
       const watch = codings.length === 0 ? new EchoWatch(this.#scrubber.body(options)) : undefined
@@ -114,7 +115,9 @@ export class ResponseScrub {
         throw unreadable(answer, 'unscrubbable_encoding', 'gzip bytes under an empty Content-Encoding')
       }
       if (head.complete) {
-        const out = Buffer.concat([filter.push(head.bytes), filter.end()])
+        const out = rewrite === undefined && this.#bodies && scan.whole !== undefined
+          ? scan.whole(head.bytes)
+          : Buffer.concat([filter.push(head.bytes), filter.end()])
         this.#observe?.(out)
         res.writeHead(status, [...withoutFields(flat, dropped), 'content-length', String(out.length)])
         return await relay(bufferSource(out), res)
@@ -133,8 +136,21 @@ export class ResponseScrub {
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b])
 
-/** A content type's scrubbing: text or not, and a UTF-16 charset it names. */
+/** Content types seen, and how each is scrubbed: an upstream sends few; the map stops growing at its bound. */
+const OPTIONS_BY_TYPE = new Map<string | undefined, BodyOptions>()
+const OPTIONS_KEPT = 256
+
 function bodyOptions (contentType: string | undefined): BodyOptions {
+  let options = OPTIONS_BY_TYPE.get(contentType)
+  if (options === undefined) {
+    options = optionsOf(contentType)
+    if (OPTIONS_BY_TYPE.size < OPTIONS_KEPT) OPTIONS_BY_TYPE.set(contentType, options)
+  }
+  return options
+}
+
+/** A content type's scrubbing: text or not, and a UTF-16 charset it names. */
+function optionsOf (contentType: string | undefined): BodyOptions {
   const type = contentType ?? 'text/plain'
   const charset = /;\s*charset\s*=\s*"?(utf-16(?:le|be)?)"?\s*(?:;|$)/i.exec(type)?.[1]?.toLowerCase()
   const text = TEXT_LIKE.test(type.split(';')[0]!.trim())

@@ -243,6 +243,8 @@ type BodyEncoding = 'utf-8' | 'utf-16le' | 'utf-16be'
 export interface BodyScan {
   push (chunk: Buffer): Buffer
   end (): Buffer
+  /** A whole body in one piece: what `push` then `end` would send, without looking for a tail to hold back. */
+  whole? (bytes: Buffer): Buffer
   readonly echoed: boolean
 }
 
@@ -275,6 +277,12 @@ class ByteOrderMarked implements BodyScan {
     }
     this.#first = EMPTY
     return (this.#scrubber = this.#pick(byteOrderMark(first))).push(first)
+  }
+
+  whole (bytes: Buffer): Buffer {
+    if (this.#scrubber !== undefined || this.#first.length > 0) return Buffer.concat([this.push(bytes), this.end()])
+    this.#scrubber = this.#pick(bytes.length < 2 ? undefined : byteOrderMark(bytes))
+    return this.#scrubber.whole(bytes)
   }
 
   end (): Buffer {
@@ -420,6 +428,11 @@ export class BodyScrubber implements BodyScan {
   /** What was held back, scrubbed: call once at the end of the body. */
   end (): Buffer {
     const buf = this.#held
+    return this.#scan(buf, buf.length)
+  }
+
+  whole (bytes: Buffer): Buffer {
+    const buf = this.#held.length === 0 ? bytes : Buffer.concat([this.#held, bytes])
     return this.#scan(buf, buf.length)
   }
 
