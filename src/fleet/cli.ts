@@ -60,21 +60,37 @@ export async function fleetCommand (argv: readonly string[], io: FleetIo): Promi
       const file = str('config')
       if (file === undefined) return usage(io, `${verb} needs --config FILE`)
       const serve = str('serve')
-      if (serve !== undefined && !hostPort.safeParse(serve).success) return usage(io, `--serve expects HOST:PORT, got ${JSON.stringify(serve)}`)
+      if (serve !== undefined && !hostPort.safeParse(serve).success) {
+        return usage(io, `--serve expects HOST:PORT, got ${JSON.stringify(serve)}`)
+      }
       const fleet = await fleetOf(file)
       return withBucket(fleet, verb, (kv) => verb === 'status' ? status(kv, fleet, io) : jwks(kv, serve, io))
     }
     default: {
-      if (verb === undefined || !(ACTIONS as readonly string[]).includes(verb)) return usage(io, verb === undefined ? 'no fleet verb' : `unknown fleet verb ${JSON.stringify(verb)}`)
+      if (verb === undefined || !(ACTIONS as readonly string[]).includes(verb)) {
+        return usage(io, verb === undefined ? 'no fleet verb' : `unknown fleet verb ${JSON.stringify(verb)}`)
+      }
       const missing = ['config', 'key', 'tool', 'reason'].filter((k) => str(k) === undefined)
       if (missing.length > 0) return usage(io, `${verb} needs ${missing.map((k) => `--${k}`).join(', ')}`)
       const waitMs = parseDuration(str('wait') ?? '10s')
-      if (waitMs === undefined) return usage(io, `--wait expects a duration like 10s, got ${JSON.stringify(str('wait'))}`)
+      if (waitMs === undefined) {
+        return usage(io, `--wait expects a duration like 10s, got ${JSON.stringify(str('wait'))}`)
+      }
       const fleet = await fleetOf(str('config')!)
       const key = await loadOperatorPrivateKey(str('key')!)
-      const input = { action: verb as FleetAction, tool: str('tool')!, instance: str('instance') ?? '*', reason: str('reason')!, actor: str('actor') ?? actorName() }
-      if (!/^(\*|[A-Za-z0-9_.-]{1,128})$/.test(input.tool)) return usage(io, `--tool expects a tool name or '*', got ${JSON.stringify(input.tool)}`)
-      if (!/^(\*|[A-Za-z0-9_.-]{1,128})$/.test(input.instance)) return usage(io, `--instance expects an instance id or '*', got ${JSON.stringify(input.instance)}`)
+      const input = {
+        action: verb as FleetAction,
+        tool: str('tool')!,
+        instance: str('instance') ?? '*',
+        reason: str('reason')!,
+        actor: str('actor') ?? actorName(),
+      }
+      if (!/^(\*|[A-Za-z0-9_.-]{1,128})$/.test(input.tool)) {
+        return usage(io, `--tool expects a tool name or '*', got ${JSON.stringify(input.tool)}`)
+      }
+      if (!/^(\*|[A-Za-z0-9_.-]{1,128})$/.test(input.instance)) {
+        return usage(io, `--instance expects an instance id or '*', got ${JSON.stringify(input.instance)}`)
+      }
       return withBucket(fleet, 'command', async (kv) => {
         const operators = await loadOperatorKeys(fleet.operator_keys)
         if (!operators.has(key.kid)) {
@@ -83,13 +99,15 @@ export async function fleetCommand (argv: readonly string[], io: FleetIo): Promi
         }
         await pruneCommands(kv, await storedCommands(kv, operators, Date.now()), Date.now())
         const r = await issueCommand({ kv, key, input, waitMs, onAck: (a) => io.stdout.write(ackLine(a)) })
-        io.stdout.write(`${input.action} ${input.tool} on ${input.instance === '*' ? 'every instance' : input.instance} (jti ${r.claims.jti})\n`)
+        const where = input.instance === '*' ? 'every instance' : input.instance
+        io.stdout.write(`${input.action} ${input.tool} on ${where} (jti ${r.claims.jti})\n`)
         const live = new Set(r.live)
         const answers = r.acks.filter((a) => live.has(a.instance)).map((a) => a.result)
         const applied = answers.filter((a) => a === 'applied').length
         io.stdout.write(`${applied}/${r.live.length} instances applied in ${r.elapsedMs} ms${otherOutcomes(answers)}\n`)
         if (r.live.length === 0) {
-          io.stderr.write(`sidekey: no live instance ${input.instance === '*' ? 'in the fleet' : `named ${input.instance}`}; the command is stored and applies when they connect\n`)
+          const which = input.instance === '*' ? 'in the fleet' : `named ${input.instance}`
+          io.stderr.write(`sidekey: no live instance ${which}; the command is stored and applies when they connect\n`)
           return 1
         }
         const wait = str('wait') ?? '10s'
@@ -108,7 +126,9 @@ function otherOutcomes (results: readonly string[]): string {
 }
 
 function ackLine (a: Ack): string {
-  return `${ackDone(a.result) ? 'ok  ' : 'FAIL'} ${a.instance.padEnd(24)} ${a.result.padEnd(16)} ${a.lag_ms === undefined ? '' : `${a.lag_ms} ms`}\n`.replace(/ +\n$/, '\n')
+  const lag = a.lag_ms === undefined ? '' : `${a.lag_ms} ms`
+  const line = `${ackDone(a.result) ? 'ok  ' : 'FAIL'} ${a.instance.padEnd(24)} ${a.result.padEnd(16)} ${lag}\n`
+  return line.replace(/ +\n$/, '\n')
 }
 
 async function keygen (out: string, keyFile: string | undefined, io: FleetIo): Promise<number> {
@@ -117,13 +137,17 @@ async function keygen (out: string, keyFile: string | undefined, io: FleetIo): P
   if (keyFile === undefined) {
     const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' })
     const privateFile = join(out, 'operator.pem')
-    await writeFile(privateFile, pair.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
-      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', err.code === 'EEXIST' ? `${privateFile} exists: not overwritten` : `${privateFile} cannot be written (${err.code ?? 'error'})`)
+    const pem = pair.privateKey.export({ type: 'pkcs8', format: 'pem' })
+    await writeFile(privateFile, pem, { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
+      throw new SidekeyError('SIDEKEY_CONFIG_INVALID', err.code === 'EEXIST'
+        ? `${privateFile} exists: not overwritten`
+        : `${privateFile} cannot be written (${err.code ?? 'error'})`)
     })
     io.stderr.write(`private key: ${privateFile} (mode 0600; keep it off the cluster)\n`)
     publicPem = pair.publicKey.export({ type: 'spki', format: 'pem' }).toString()
   } else {
-    publicPem = createPublicKey((await loadOperatorPrivateKey(keyFile)).key).export({ type: 'spki', format: 'pem' }).toString()
+    const privateKey = (await loadOperatorPrivateKey(keyFile)).key
+    publicPem = createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }).toString()
   }
   const pub = [...(await parseOperatorKeys(publicPem, 'key')).values()][0]!
   const jwks = JSON.stringify({ keys: [pub.jwk] }, null, 2) + '\n'
@@ -140,7 +164,8 @@ async function status (kv: KV, fleet: FleetConfig, io: FleetIo): Promise<number>
   io.stdout.write(`instances (${live.size} live of ${beats.length} seen):\n`)
   for (const hb of beats) {
     const age = Math.round((now - Date.parse(hb.last_seen)) / 1000)
-    io.stdout.write(`  ${hb.instance.padEnd(24)} ${live.has(hb.instance) ? 'live ' : 'stale'} last seen ${age}s ago  version ${hb.version}\n`)
+    const state = live.has(hb.instance) ? 'live ' : 'stale'
+    io.stdout.write(`  ${hb.instance.padEnd(24)} ${state} last seen ${age}s ago  version ${hb.version}\n`)
     for (const l of hb.locks) io.stdout.write(`      locked ${l.tool} by ${l.actor} at ${l.at}: ${l.reason}\n`)
   }
   const acks = await values<Ack>(kv, 'ack.>')
@@ -153,8 +178,9 @@ async function status (kv: KV, fleet: FleetConfig, io: FleetIo): Promise<number>
       continue
     }
     const mine = acks.filter((a) => a.jti === c.jti)
-    io.stdout.write(`  ${new Date(c.iat * 1000).toISOString()} ${c.action.padEnd(6)} ${c.tool} on ${c.instance} by ${c.actor}: ${c.reason}  ` +
-      `acks ${mine.filter((a) => ackDone(a.result)).length} applied, ${mine.filter((a) => !ackDone(a.result)).length} not\n`)
+    const applied = mine.filter((a) => ackDone(a.result)).length
+    io.stdout.write(`  ${new Date(c.iat * 1000).toISOString()} ${c.action.padEnd(6)} ${c.tool} on ${c.instance} ` +
+      `by ${c.actor}: ${c.reason}  acks ${applied} applied, ${mine.length - applied} not\n`)
   }
   return 0
 }
@@ -175,9 +201,11 @@ async function jwks (kv: KV, serve: string | undefined, io: FleetIo): Promise<nu
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=5' }).end(current)
   })
   const i = serve.lastIndexOf(':')
-  await new Promise<void>((resolve) => server.listen(Number(serve.slice(i + 1)), serve.slice(0, i).replace(/^\[|\]$/g, ''), resolve))
+  const host = serve.slice(0, i).replace(/^\[|\]$/g, '')
+  await new Promise<void>((resolve) => server.listen(Number(serve.slice(i + 1)), host, resolve))
   const a = server.address() as { address: string, port: number }
-  io.stdout.write(`serving the fleet JWKS on http://${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}/.well-known/jwks.json\n`)
+  const shown = a.address.includes(':') ? `[${a.address}]` : a.address
+  io.stdout.write(`serving the fleet JWKS on http://${shown}:${a.port}/.well-known/jwks.json\n`)
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve)
     process.once('SIGTERM', resolve)
@@ -197,10 +225,13 @@ export async function withBucket (fleet: FleetConfig, what: string, fn: (kv: KV)
   let nc: NatsConnection
   let kv: KV
   try {
-    ({ nc, kv } = await openBucket(fleet, { ...(await natsOptions(fleet, `sidekey-cli ${what}`)), maxReconnectAttempts: 1, timeout: 5000 }))
+    const options = await natsOptions(fleet, `sidekey-cli ${what}`)
+    ;({ nc, kv } = await openBucket(fleet, { ...options, maxReconnectAttempts: 1, timeout: 5000 }))
   } catch (err) {
     if (err instanceof SidekeyError) throw err
-    throw new SidekeyError('SIDEKEY_INTERNAL', `cannot reach the fleet broker ${fleet.nats.servers.join(', ')} (${(err as { code?: string }).code ?? (err as Error).message})`)
+    const why = (err as { code?: string }).code ?? (err as Error).message
+    const servers = fleet.nats.servers.join(', ')
+    throw new SidekeyError('SIDEKEY_INTERNAL', `cannot reach the fleet broker ${servers} (${why})`)
   }
   try {
     return await fn(kv)
