@@ -16,7 +16,9 @@ export async function adminCommand (argv: readonly string[], io: AdminIo): Promi
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { config: { type: 'string', short: 'c' }, admin: { type: 'string' }, 'revoke-previous': { type: 'boolean' } },
+      options: {
+        config: { type: 'string', short: 'c' }, admin: { type: 'string' }, 'revoke-previous': { type: 'boolean' },
+      },
       strict: true,
       allowPositionals: true,
     })
@@ -26,15 +28,23 @@ export async function adminCommand (argv: readonly string[], io: AdminIo): Promi
   }
   const [verb, tool, ...extra] = parsed.positionals
   const { values } = parsed
-  const route = verb === 'status' ? '/status' : verb === 'reload' ? '/reload' : verb === 'rotate' && tool !== undefined ? `/rotate/${encodeURIComponent(tool)}` : undefined
-  if (route === undefined || extra.length > 0 || (verb !== 'rotate' && tool !== undefined) || (values.admin !== undefined && !hostPort.safeParse(values.admin).success)) {
+  const route = verb === 'status'
+    ? '/status'
+    : verb === 'reload'
+      ? '/reload'
+      : verb === 'rotate' && tool !== undefined ? `/rotate/${encodeURIComponent(tool)}` : undefined
+  const badAdmin = values.admin !== undefined && !hostPort.safeParse(values.admin).success
+  if (route === undefined || extra.length > 0 || (verb !== 'rotate' && tool !== undefined) || badAdmin) {
     io.stderr.write(ADMIN_USAGE + '\n')
     return 2
   }
   const config = await loadConfigFile(values.config ?? env.SIDEKEY_CONFIG ?? 'config/sidekey.yaml', env)
-  const url = `http://${dialable(values.admin ?? config.admin.listen)}${route}${values['revoke-previous'] === true ? '?revoke=previous' : ''}`
+  const query = values['revoke-previous'] === true ? '?revoke=previous' : ''
+  const url = `http://${dialable(values.admin ?? config.admin.listen)}${route}${query}`
   // Reads need no token, so status works for a user who cannot read it.
-  const headers: Record<string, string> = verb === 'status' ? {} : { authorization: `Bearer ${await readAdminToken(config)}` }
+  const headers: Record<string, string> = verb === 'status'
+    ? {}
+    : { authorization: `Bearer ${await readAdminToken(config)}` }
   let res: Response
   try {
     res = await fetch(url, { method: verb === 'status' ? 'GET' : 'POST', headers, signal: AbortSignal.timeout(30_000) })
@@ -48,7 +58,8 @@ export async function adminCommand (argv: readonly string[], io: AdminIo): Promi
     return 0
   }
   const retry = res.headers.get('retry-after')
-  io.stderr.write(`sidekey: ${route} answered ${res.status}${retry === null ? '' : ` (retry after ${retry} s)`}: ${text}\n`)
+  const after = retry === null ? '' : ` (retry after ${retry} s)`
+  io.stderr.write(`sidekey: ${route} answered ${res.status}${after}: ${text}\n`)
   return 1
 }
 
