@@ -3,7 +3,10 @@ import { formatMcpUse, judgeMcp, mcpGrant, mcpPatchLines, McpUsage } from './mcp
 import type { McpGrant, McpUse, PerKind } from './mcp-scopes.js'
 import { parseDuration } from '../util/duration.js'
 import { pathShape } from '../secrets/path-shape.js'
-import { describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readRecords, str, type AuditIo, type AuditRecord, type InputCounts } from './input.js'
+import {
+  describeSkipped, describeUnsealed, esc, parseTime, parseVerbArgs, readRecords, str,
+  type AuditIo, type AuditRecord, type InputCounts,
+} from './input.js'
 import { SCOPES_USAGE as USAGE } from './usage.js'
 
 /**
@@ -146,7 +149,15 @@ export class ScopeUsage {
       const cfg = config?.tools[name]
       const granted: ToolGrant | null = cfg === undefined
         ? null
-        : { host: cfg.match.host, port: cfg.match.port ?? null, methods: cfg.match.methods === undefined ? null : [...cfg.match.methods], path_prefix: cfg.match.path_prefix ?? '/', scopes: [...cfg.scopes], issuer: cfg.issuer, mcp: mcpGrant(cfg) }
+        : {
+            host: cfg.match.host,
+            port: cfg.match.port ?? null,
+            methods: cfg.match.methods === undefined ? null : [...cfg.match.methods],
+            path_prefix: cfg.match.path_prefix ?? '/',
+            scopes: [...cfg.scopes],
+            issuer: cfg.issuer,
+            mcp: mcpGrant(cfg),
+          }
       tools.push(judge(name, granted, finish(this.#tools.get(name), granted), config !== undefined, this.#fromMs))
     }
     return {
@@ -161,7 +172,19 @@ export class ScopeUsage {
   #acc (tool: string): Acc {
     let acc = this.#tools.get(tool)
     if (acc === undefined) {
-      acc = { calls: 0, refused: new Map(), methods: new Map(), shapes: new Map(), prefix: undefined, status: new Map(), lastMs: -Infinity, issued: 0, refreshFailures: 0, instances: new Set(), mcp: new McpUsage() }
+      acc = {
+        calls: 0,
+        refused: new Map(),
+        methods: new Map(),
+        shapes: new Map(),
+        prefix: undefined,
+        status: new Map(),
+        lastMs: -Infinity,
+        issued: 0,
+        refreshFailures: 0,
+        instances: new Set(),
+        mcp: new McpUsage(),
+      }
       this.#tools.set(tool, acc)
     }
     return acc
@@ -169,7 +192,8 @@ export class ScopeUsage {
 }
 
 function inc (m: Map<string, number>, k: string, n = 1): void { m.set(k, (m.get(k) ?? 0) + n) }
-const record = (m: Map<string, number>): Record<string, number> => Object.fromEntries([...m].sort(([a], [b]) => a.localeCompare(b)))
+const record = (m: Map<string, number>): Record<string, number> =>
+  Object.fromEntries([...m].sort(([a], [b]) => a.localeCompare(b)))
 
 function commonPrefix (a: string, b: string): string {
   const n = Math.min(a.length, b.length)
@@ -192,7 +216,20 @@ export function grantablePrefix (prefix: string): string {
   return keep >= raw.length ? cut : raw.slice(0, keep).join('/') + '/'
 }
 
-const EMPTY_USE: ToolUse = { calls: 0, refused: {}, methods: {}, path_shapes: [], path_shapes_distinct: 0, common_prefix: null, status: {}, last_use: null, issued: 0, refresh_failures: 0, instances: 0, mcp: null }
+const EMPTY_USE: ToolUse = {
+  calls: 0,
+  refused: {},
+  methods: {},
+  path_shapes: [],
+  path_shapes_distinct: 0,
+  common_prefix: null,
+  status: {},
+  last_use: null,
+  issued: 0,
+  refresh_failures: 0,
+  instances: 0,
+  mcp: null,
+}
 
 function finish (acc: Acc | undefined, granted: ToolGrant | null): ToolUse {
   if (acc === undefined) return { ...EMPTY_USE }
@@ -200,7 +237,8 @@ function finish (acc: Acc | undefined, granted: ToolGrant | null): ToolUse {
     calls: acc.calls,
     refused: record(acc.refused),
     methods: record(acc.methods),
-    path_shapes: [...acc.shapes].sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).slice(0, TOP_SHAPES).map(([shape, calls]) => ({ shape, calls })),
+    path_shapes: [...acc.shapes].sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).slice(0, TOP_SHAPES)
+      .map(([shape, calls]) => ({ shape, calls })),
     path_shapes_distinct: acc.shapes.size,
     common_prefix: acc.prefix === undefined ? null : grantablePrefix(acc.prefix),
     status: record(acc.status),
@@ -212,29 +250,37 @@ function finish (acc: Acc | undefined, granted: ToolGrant | null): ToolUse {
   }
 }
 
-function judge (tool: string, granted: ToolGrant | null, used: ToolUse, haveConfig: boolean, fromMs: number | undefined): ToolScopes {
-  const out: ToolScopes = { tool, in_config: granted !== null, granted, used, recommend: {}, mcp_unused: {}, unused: false, notes: [] }
+function judge (
+  tool: string, granted: ToolGrant | null, used: ToolUse, haveConfig: boolean, fromMs: number | undefined
+): ToolScopes {
+  const out: ToolScopes = {
+    tool, in_config: granted !== null, granted, used, recommend: {}, mcp_unused: {}, unused: false, notes: [],
+  }
   const window = fromMs === undefined ? 'in this trail' : `since ${new Date(fromMs).toISOString()}`
   if (haveConfig && granted === null) out.notes.push('not in this config (removed or renamed?)')
   if (used.calls === 0) {
     if (granted === null && used.issued === 0) return out
     out.unused = true
     out.notes.push(used.issued > 0
-      ? `credential held and refreshed (${used.issued} issued) but never used ${window}: remove the tool, or find out why it is kept`
+      ? `credential held and refreshed (${used.issued} issued) but never used ${window}: ` +
+        'remove the tool, or find out why it is kept'
       : `never used ${window}`)
     return out
   }
   const methods = Object.keys(used.methods).filter((m) => METHOD.test(m)).sort()
-  if (methods.length > 0 && (granted === null || granted.methods === null || granted.methods.some((m) => !methods.includes(m)))) {
+  const wider = granted === null || granted.methods === null || granted.methods.some((m) => !methods.includes(m))
+  if (methods.length > 0 && wider) {
     out.recommend.methods = methods
   }
   const prefix = used.common_prefix
   const grantedPrefix = granted?.path_prefix ?? '/'
-  if (prefix !== null && prefix !== '/' && prefix.length > grantedPrefix.length && prefix.startsWith(grantedPrefix.endsWith('/') ? grantedPrefix : grantedPrefix + '/')) {
+  const under = grantedPrefix.endsWith('/') ? grantedPrefix : grantedPrefix + '/'
+  if (prefix !== null && prefix !== '/' && prefix.length > grantedPrefix.length && prefix.startsWith(under)) {
     out.recommend.path_prefix = prefix
   }
   if (granted !== null && granted.scopes.length > 0) {
-    out.notes.push('scopes: the trail cannot tell which scopes a call needed; check them against the methods and paths used')
+    out.notes.push('scopes: the trail cannot tell which scopes a call needed; ' +
+      'check them against the methods and paths used')
   }
   const mcp = judgeMcp(granted?.mcp ?? null, used.mcp, used.path_shapes.map((s) => s.shape), window)
   if (Object.keys(mcp.recommend).length > 0) out.recommend.mcp = mcp.recommend
@@ -273,7 +319,8 @@ const counts = (rec: Record<string, number>, sep = '×'): string =>
 /** The human report: a block per tool, then the YAML patch. Everything from the trail is escaped. */
 export function formatScopes (r: ScopesReport): string {
   const out: string[] = []
-  out.push(`sidekey audit scopes: ${r.tools.length} tool${r.tools.length === 1 ? '' : 's'}, window ${r.from ?? 'whole trail'} .. ${r.to ?? '?'}, ${r.input.events} events` +
+  out.push(`sidekey audit scopes: ${r.tools.length} tool${r.tools.length === 1 ? '' : 's'}, ` +
+    `window ${r.from ?? 'whole trail'} .. ${r.to ?? '?'}, ${r.input.events} events` +
     (r.input.skipped > 0 ? `; ${describeSkipped(r.input)}` : ''))
   const unsealed = describeUnsealed(r.input)
   if (unsealed !== '') out.push(`NOT COUNTED: ${unsealed}`)
@@ -281,25 +328,37 @@ export function formatScopes (r: ScopesReport): string {
     const g = t.granted
     const u = t.used
     out.push('')
-    out.push(`${esc(t.tool)}${g === null ? '' : `  (${g.host}${g.port === null ? '' : ':' + g.port}, issuer ${g.issuer})`}${t.unused ? '  UNUSED' : ''}`)
+    const where = g === null ? '' : `  (${g.host}${g.port === null ? '' : ':' + g.port}, issuer ${g.issuer})`
+    out.push(`${esc(t.tool)}${where}${t.unused ? '  UNUSED' : ''}`)
     if (g !== null) {
-      out.push(`  granted    methods ${g.methods === null ? 'any' : g.methods.join(',')}  path_prefix ${g.path_prefix}  scopes ${g.scopes.length === 0 ? '-' : g.scopes.join(' ')}`)
+      const methods = g.methods === null ? 'any' : g.methods.join(',')
+      out.push(`  granted    methods ${methods}  path_prefix ${g.path_prefix}  ` +
+        `scopes ${g.scopes.length === 0 ? '-' : g.scopes.join(' ')}`)
     }
-    out.push(`  used       ${u.calls} call${u.calls === 1 ? '' : 's'}  methods ${counts(u.methods)}  status ${counts(u.status)}  last ${u.last_use ?? '-'}` +
+    out.push(`  used       ${u.calls} call${u.calls === 1 ? '' : 's'}  methods ${counts(u.methods)}  ` +
+      `status ${counts(u.status)}  last ${u.last_use ?? '-'}` +
       `  issued ${u.issued}${u.refresh_failures > 0 ? `  refresh failed ${u.refresh_failures}` : ''}`)
     if (Object.keys(u.refused).length > 0) out.push(`  refused    ${counts(u.refused)}`)
     if (u.path_shapes.length > 0) {
-      out.push(`  paths      common prefix ${esc(u.common_prefix ?? '-')}  (${u.path_shapes_distinct}${u.path_shapes_distinct >= MAX_SHAPES ? '+' : ''} shape${u.path_shapes_distinct === 1 ? '' : 's'})`)
-      for (const s of u.path_shapes.slice(0, 8)) out.push(`             ${String(s.calls).padStart(7)}  ${esc(s.shape)}`)
+      const distinct = u.path_shapes_distinct
+      out.push(`  paths      common prefix ${esc(u.common_prefix ?? '-')}  ` +
+        `(${distinct}${distinct >= MAX_SHAPES ? '+' : ''} shape${distinct === 1 ? '' : 's'})`)
+      for (const s of u.path_shapes.slice(0, 8)) {
+        out.push(`             ${String(s.calls).padStart(7)}  ${esc(s.shape)}`)
+      }
     }
     out.push(...formatMcpUse(u.mcp, t.recommend.mcp ?? {}))
-    const rec = [t.recommend.methods === undefined ? '' : `methods: [${t.recommend.methods.join(', ')}]`,
-      t.recommend.path_prefix === undefined ? '' : `path_prefix: ${esc(t.recommend.path_prefix)}`].filter((s) => s !== '')
+    const rec = [
+      t.recommend.methods === undefined ? '' : `methods: [${t.recommend.methods.join(', ')}]`,
+      t.recommend.path_prefix === undefined ? '' : `path_prefix: ${esc(t.recommend.path_prefix)}`,
+    ].filter((s) => s !== '')
     if (rec.length > 0) out.push(`  recommend  ${rec.join('  ')}`)
     for (const n of t.notes) out.push(`  note       ${n}`)
   }
   out.push('')
-  out.push(r.patch === '' ? '# nothing to narrow' : '# a narrower config: merge into the config file\n' + r.patch.trimEnd())
+  out.push(r.patch === ''
+    ? '# nothing to narrow'
+    : '# a narrower config: merge into the config file\n' + r.patch.trimEnd())
   return out.join('\n') + '\n'
 }
 
@@ -307,12 +366,21 @@ const VERB = 'sidekey audit scopes'
 
 /** Exit codes: 0 done, 1 a file could not be read, 2 bad usage or config. */
 export async function scopesCommand (args: string[], io: AuditIo): Promise<number> {
-  const parsed = parseVerbArgs(VERB, USAGE, args, { config: { type: 'string', short: 'c' }, since: { type: 'string' }, json: { type: 'boolean' } }, io)
+  const options = {
+    config: { type: 'string', short: 'c' }, since: { type: 'string' }, json: { type: 'boolean' },
+  } as const
+  const parsed = parseVerbArgs(VERB, USAGE, args, options, io)
   if (typeof parsed === 'number') return parsed
   const { values, files } = parsed
-  if (typeof values.config !== 'string') { io.stderr.write(`${VERB}: --config FILE is required (the grants to compare with)\n${USAGE}`); return 2 }
+  if (typeof values.config !== 'string') {
+    io.stderr.write(`${VERB}: --config FILE is required (the grants to compare with)\n${USAGE}`)
+    return 2
+  }
   const window = sinceWindow(typeof values.since === 'string' ? values.since : '30d')
-  if (window === null) { io.stderr.write(`${VERB}: --since expects a duration like 30d or 12h, or all\n${USAGE}`); return 2 }
+  if (window === null) {
+    io.stderr.write(`${VERB}: --since expects a duration like 30d or 12h, or all\n${USAGE}`)
+    return 2
+  }
   const config = await loadConfigOrReport(values.config, VERB, io)
   if (config === undefined) return 2
   const usage = new ScopeUsage(window)
@@ -331,7 +399,9 @@ export function sinceWindow (since: string, now = Date.now()): ScopeUsageOptions
 }
 
 /** The config for a report, or undefined after writing its problems (`FILE:LINE:COL: …`). */
-export async function loadConfigOrReport (file: string, verb: string, io: AuditIo): Promise<Readonly<Config> | undefined> {
+export async function loadConfigOrReport (
+  file: string, verb: string, io: AuditIo
+): Promise<Readonly<Config> | undefined> {
   const { ConfigError, formatProblems, loadConfigFile } = await import('../config/load.js')
   try {
     return await loadConfigFile(file)
