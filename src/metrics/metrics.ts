@@ -31,15 +31,16 @@ export const UNMATCHED_TOOL = '_unmatched'
 export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'OTHER'] as const
 export type MethodLabel = typeof METHODS[number]
 export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
-  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures', 'credential_echoed', 'fleet_command_rejected', 'budget_exhausted',
+  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures',
+  'credential_echoed', 'fleet_command_rejected', 'budget_exhausted',
 ] as const)
 /**
  * The `reason` label of sidekey_egress_denied_by_reason_total. An `egress.denied` event whose reason is not one
  * of these is counted as `other`.
  */
 export const EGRESS_DENY_REASONS = [
-  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected', 'connect_in_tunnel', 'ca_constraint',
-  'bad_request', 'bad_task', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
+  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected', 'connect_in_tunnel',
+  'ca_constraint', 'bad_request', 'bad_task', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
 ] as const
 
 /**
@@ -51,9 +52,11 @@ export const REMOVED_DEFAULT_METRICS: readonly string[] = Object.freeze([
 ])
 
 /** Seconds; the whole exchange, from a fast loopback answer to a long LLM stream. */
-export const DURATION_BUCKETS: readonly number[] = Object.freeze([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
+export const DURATION_BUCKETS: readonly number[] =
+  Object.freeze([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
 /** Seconds; sidekey's own share, expected well under a millisecond. */
-export const OVERHEAD_BUCKETS: readonly number[] = Object.freeze([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
+export const OVERHEAD_BUCKETS: readonly number[] =
+  Object.freeze([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
 
 /** Every series name this module declares (the dashboard test checks its queries against it). */
 export const METRIC_NAMES: readonly string[] = Object.freeze([
@@ -88,7 +91,8 @@ export const EGRESS_MODES = ['deny', 'tunnel', 'inventory'] as const
 export type EgressMode = typeof EGRESS_MODES[number]
 
 /** Seconds from a fleet command's signing (`iat`, whole seconds) to applied here. */
-export const FLEET_APPLY_BUCKETS: readonly number[] = Object.freeze([0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 600])
+export const FLEET_APPLY_BUCKETS: readonly number[] =
+  Object.freeze([0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 600])
 
 /** What the fleet gauges read at scrape time (`watching` absent reads 0: no watcher reports itself running). */
 /** Rows of a budget metric: one per tool and budget line. */
@@ -145,11 +149,18 @@ export class SidekeyMetrics {
   readonly #anomalies = new Map<AnomalyKind, Slot>()
   readonly #egress = new Map<string, Slot>()
   readonly #egressTotal: Slot = { labels: {}, value: 0 }
-  readonly #tlsClient = new Map<string, Slot>(TLS_CLIENT_ALERTS.map((alert) => [alert, { labels: { alert }, value: 0 }]))
-  readonly #adminDenied = new Map<string, Slot>(ADMIN_DENIED_REASONS.map((r) => [r, { labels: { reason: r }, value: 0 }]))
+  readonly #tlsClient = new Map<string, Slot>(
+    TLS_CLIENT_ALERTS.map((alert) => [alert, { labels: { alert }, value: 0 }]))
+
+  readonly #adminDenied = new Map<string, Slot>(
+    ADMIN_DENIED_REASONS.map((r) => [r, { labels: { reason: r }, value: 0 }]))
+
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
-  readonly #approvals: { readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'> }
+  readonly #approvals: {
+    readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'>
+  }
+
   readonly #duration: ToolHistogram
   readonly #overhead: ToolHistogram
   #configured: readonly string[] = []
@@ -165,9 +176,25 @@ export class SidekeyMetrics {
     const registers = [registry]
     const self = this // prom-client calls collect() with the metric as `this`
     this.#approvals = {
-      total: new Counter({ name: 'sidekey_approvals_total', help: 'Held calls decided, by tool and result (granted, denied, expired)', labelNames: ['tool', 'result'], registers }),
-      pending: new Gauge({ name: 'sidekey_approvals_pending', help: 'Calls held now, waiting for an approval', labelNames: ['tool'], registers }),
-      wait: new Histogram({ name: 'sidekey_approval_wait_seconds', help: 'Seconds from a call being held to its decision or timeout', labelNames: ['tool'], buckets: [1, 5, 15, 30, 60, 120, 300, 900], registers }),
+      total: new Counter({
+        name: 'sidekey_approvals_total',
+        help: 'Held calls decided, by tool and result (granted, denied, expired)',
+        labelNames: ['tool', 'result'],
+        registers,
+      }),
+      pending: new Gauge({
+        name: 'sidekey_approvals_pending',
+        help: 'Calls held now, waiting for an approval',
+        labelNames: ['tool'],
+        registers,
+      }),
+      wait: new Histogram({
+        name: 'sidekey_approval_wait_seconds',
+        help: 'Seconds from a call being held to its decision or timeout',
+        labelNames: ['tool'],
+        buckets: [1, 5, 15, 30, 60, 120, 300, 900],
+        registers,
+      }),
     }
 
     new Counter({
@@ -233,7 +260,8 @@ export class SidekeyMetrics {
     })
     new Counter({
       name: 'sidekey_tls_client_error_total',
-      help: "Agents' failed TLS handshakes with sidekey inside intercepted tunnels, by the alert they sent (unknown_ca: the agent does not trust sidekey's CA).",
+      help: "Agents' failed TLS handshakes with sidekey inside intercepted tunnels, by the alert they sent " +
+        "(unknown_ca: the agent does not trust sidekey's CA).",
       labelNames: ['alert'],
       registers,
       collect () { self.#emitSlots(this, self.#tlsClient.values()) },
@@ -254,7 +282,8 @@ export class SidekeyMetrics {
     })
     new Gauge({
       name: 'sidekey_tool_ca_covered',
-      help: "1 when the interception CA's name constraints cover the tool's host; 0: CONNECTs to it are refused until sidekey ca --rotate.",
+      help: "1 when the interception CA's name constraints cover the tool's host; " +
+        '0: CONNECTs to it are refused until sidekey ca --rotate.',
       labelNames: ['tool'],
       registers,
       collect () {
@@ -270,20 +299,23 @@ export class SidekeyMetrics {
     })
     new Gauge({
       name: 'sidekey_egress_unmatched_mode',
-      help: 'egress.unmatched in force: 1 for the mode (deny, tunnel or inventory), 0 for the others. inventory intercepts and passes through every destination no tool covers.',
+      help: 'egress.unmatched in force: 1 for the mode (deny, tunnel or inventory), 0 for the others. ' +
+        'inventory intercepts and passes through every destination no tool covers.',
       labelNames: ['mode'],
       registers,
       collect () { for (const mode of EGRESS_MODES) this.set({ mode }, mode === self.#egressMode ? 1 : 0) },
     })
     new Gauge({
       name: 'sidekey_ca_expires_in_seconds',
-      help: 'Seconds until the interception CA expires (negative once expired); only a restart of sidekey and the agent renews it.',
+      help: 'Seconds until the interception CA expires (negative once expired); ' +
+        'only a restart of sidekey and the agent renews it.',
       registers,
       collect () { self.#caGauge(this) },
     })
     new Counter({
       name: 'sidekey_audit_dropped_total',
-      help: 'Audit events not fed to the anomaly detectors because their queue was full (the log line was still written).',
+      help: 'Audit events not fed to the anomaly detectors because their queue was full ' +
+        '(the log line was still written).',
       registers,
       collect () { self.#emitSlots(this, [self.#dropped]) },
     })
@@ -325,7 +357,10 @@ export class SidekeyMetrics {
     for (const tool of tools) this.#addTool(tool)
   }
 
-  /** Tools the CA cannot cover (config/ca-coverage.ts uncoveredTools), on start and reload: sidekey_tool_ca_covered reads it. */
+  /**
+   * Tools the CA cannot cover (config/ca-coverage.ts uncoveredTools), on start and reload: sidekey_tool_ca_covered
+   * reads it.
+   */
   setUncovered (tools: readonly string[]): void {
     this.#uncovered = new Set(tools)
   }
@@ -364,8 +399,18 @@ export class SidekeyMetrics {
       collect () { this.set(source.watching === true ? 1 : 0) },
     })
     this.#fleet = {
-      commands: new Counter({ name: 'sidekey_fleet_commands_total', help: 'Fleet commands seen, by action and result (applied, failed, rejected, not_addressed)', labelNames: ['action', 'result'], registers }),
-      apply: new Histogram({ name: 'sidekey_fleet_apply_seconds', help: 'Seconds from a fleet command being signed to applied here', buckets: [...FLEET_APPLY_BUCKETS], registers }),
+      commands: new Counter({
+        name: 'sidekey_fleet_commands_total',
+        help: 'Fleet commands seen, by action and result (applied, failed, rejected, not_addressed)',
+        labelNames: ['action', 'result'],
+        registers,
+      }),
+      apply: new Histogram({
+        name: 'sidekey_fleet_apply_seconds',
+        help: 'Seconds from a fleet command being signed to applied here',
+        buckets: [...FLEET_APPLY_BUCKETS],
+        registers,
+      }),
     }
   }
 
@@ -405,11 +450,11 @@ export class SidekeyMetrics {
       case 'credential.used': this.#used(event); break
       case 'credential.issued':
         this.#slots(event.tool).refreshSuccess.value++
-        if (event.shared_with !== undefined) for (const t of event.shared_with) if (t !== event.tool) this.#slots(t).refreshSuccess.value++
+        for (const t of event.shared_with ?? []) if (t !== event.tool) this.#slots(t).refreshSuccess.value++
         break
       case 'credential.refresh_failed':
         this.#slots(event.tool).refreshFailure.value++
-        if (event.shared_with !== undefined) for (const t of event.shared_with) if (t !== event.tool) this.#slots(t).refreshFailure.value++
+        for (const t of event.shared_with ?? []) if (t !== event.tool) this.#slots(t).refreshFailure.value++
         break
       case 'egress.denied':
         this.#egressTotal.value++
