@@ -11,6 +11,9 @@ export interface NewEndpointOptions {
 
 interface ToolState { readonly firstSeen: number, readonly shapes: Set<string>, full: boolean }
 
+/** Paths whose shape is remembered: an agent calls few paths over and over; past this the memo starts afresh. */
+const SHAPES_KEPT = 1024
+
 /**
  * A method + path shape not seen for a tool during its learning window: scope creep, or an agent probing.
  * Each new shape is reported once, then learned. Only requests that reached the upstream count (a refused one
@@ -20,6 +23,8 @@ export class NewEndpointDetector implements Detector {
   readonly kind = 'new_endpoint' as const
   readonly #opts: NewEndpointOptions
   readonly #tools = new Map<string, ToolState>()
+  /** Path → shape: pathShape runs a few regular expressions per segment, on every call otherwise. */
+  readonly #shapeOf = new Map<string, string>()
 
   constructor (opts: NewEndpointOptions) { this.#opts = opts }
 
@@ -31,7 +36,7 @@ export class NewEndpointDetector implements Detector {
       state = { firstSeen: now, shapes: new Set(), full: false }
       this.#tools.set(event.tool, state)
     }
-    const key = `${event.method} ${pathShape(event.path)}`
+    const key = `${event.method} ${this.#shape(event.path)}`
     if (state.shapes.has(key)) return undefined
     if (state.shapes.size >= this.#opts.maxShapes) {
       if (state.full) return undefined
@@ -43,5 +48,15 @@ export class NewEndpointDetector implements Detector {
     state.shapes.add(key)
     if (now - state.firstSeen <= this.#opts.learningWindowMs) return undefined
     return { kind: this.kind, tool: event.tool, detail: `${key} not seen during the learning window` }
+  }
+
+  #shape (path: string): string {
+    let shape = this.#shapeOf.get(path)
+    if (shape === undefined) {
+      shape = pathShape(path)
+      if (this.#shapeOf.size >= SHAPES_KEPT) this.#shapeOf.clear()
+      this.#shapeOf.set(path, shape)
+    }
+    return shape
   }
 }
