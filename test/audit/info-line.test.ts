@@ -105,12 +105,14 @@ t.test('a field pino redacts is left to pino, and a line below the level is drop
   const quiet = memoryLogger('warn', { chain: false })
   t.equal(infoLineWriter(quiet.logger)!({ event: 'x' }), true)
   t.same(quiet.lines(), [], 'warn level: no info line, as with pino')
-  t.equal(infoLineWriter(pino({}, new Writable({ write: (_c, _e, cb) => cb() }))), undefined, 'not a logger made by createLogger')
+  const foreign = pino({}, new Writable({ write: (_c, _e, cb) => cb() }))
+  t.equal(infoLineWriter(foreign), undefined, 'not a logger made by createLogger')
 })
 
 t.test('through the hub, written lines and pino\'s lines seal into one chain that verifies', async (t) => {
   const mem = memoryLogger()
-  const hub = new AuditHub({ logger: mem.logger, metrics: { observe: () => {}, dropped: () => {}, error: () => {} }, instanceId: 'i-1' })
+  const metrics = { observe: () => {}, dropped: () => {}, error: () => {} }
+  const hub = new AuditHub({ logger: mem.logger, metrics, instanceId: 'i-1' })
   for (const fields of EVENTS.slice(0, 4)) hub.emit(fields as never)
   hub.emit({ event: 'credential.refresh_failed', tool: 'github', error: 'E', consecutive_failures: 1 } as never)
   hub.close()

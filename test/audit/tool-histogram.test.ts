@@ -9,10 +9,13 @@ const HELP = 'The whole proxied exchange'
 t.test('a ToolHistogram scrapes as the prom-client Histogram it replaces, observation for observation', async (t) => {
   const theirs = new Registry()
   const ours = new Registry()
-  const reference = new Histogram({ name: NAME, help: HELP, labelNames: ['tool'], buckets: [...DURATION_BUCKETS], registers: [theirs] })
+  const buckets = [...DURATION_BUCKETS]
+  const reference = new Histogram({ name: NAME, help: HELP, labelNames: ['tool'], buckets, registers: [theirs] })
   const histogram = new ToolHistogram({ name: NAME, help: HELP, buckets: DURATION_BUCKETS, registers: [ours] })
   // On a bound, between bounds, above the last, zero; a tool with no observation has no series.
-  const seen: Array<[string, number]> = [['github', 0.025], ['slack', 0.0031], ['github', 61], ['github', 0], ['slack', 1e-9]]
+  const seen: Array<[string, number]> = [
+    ['github', 0.025], ['slack', 0.0031], ['github', 61], ['github', 0], ['slack', 1e-9],
+  ]
   histogram.cells('idle')
   for (const [tool, value] of seen) {
     reference.labels({ tool }).observe(value)

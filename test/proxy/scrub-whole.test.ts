@@ -4,7 +4,9 @@ import { Scrubber, tokenNeedles, type BodyOptions } from '../../src/proxy/scrub/
 
 const TOKEN = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg'
 const scrubber = new Scrubber(tokenNeedles(TOKEN, 'sidekey'))
-const KINDS: BodyOptions[] = [{ text: true }, { text: false }, { text: true, encoding: 'utf-16' }, { text: true, encoding: 'utf-16le' }]
+const KINDS: BodyOptions[] = [
+  { text: true }, { text: false }, { text: true, encoding: 'utf-16' }, { text: true, encoding: 'utf-16le' },
+]
 
 t.test('a whole body scrubbed in one piece sends what push then end send, and tells the same echo', async (t) => {
   // Bodies of token parts, whole tokens, its base64 and URL spellings, byte order marks and filler, in any order.
