@@ -13,7 +13,9 @@ import { fileURLToPath } from 'node:url'
 const root = fileURLToPath(new URL('../../', import.meta.url))
 const dir = join(root, 'node_modules', '.cache', 'sidekey-ts')
 // Only what ts-node does with types stripped and nothing checked: with TAP_TYPECHECK it must see every file.
-const enabled = process.env.TS_NODE_TRANSPILE_ONLY === '1' && process.env.TAP_TYPE_STRIP_ONLY !== '1'
+// SIDEKEY_TS_CACHE=0 turns it off (to compare, or to rule it out).
+const enabled = process.env.TS_NODE_TRANSPILE_ONLY === '1' && process.env.TAP_TYPE_STRIP_ONLY !== '1' &&
+  process.env.SIDEKEY_TS_CACHE !== '0'
 const TS = /\.[cm]?tsx?$/
 
 /** What else may decide ts-node's output: Node's, the compiler's and ts-node's versions, the tsconfig, its settings. */
