@@ -56,9 +56,12 @@ export async function tlsThroughTunnel (proxyPort: number, authority: string, op
       ...(opts.servername === undefined ? {} : { servername: opts.servername }),
       ALPNProtocols: opts.alpn ?? ['http/1.1'],
     })
-    s.once('secureConnect', () => { s.off('error', reject); resolve(s) })
-    s.once('error', (err) => { socket.destroy(); reject(err) })
-    socket.once('close', () => reject(new Error('tunnel closed during the TLS handshake')))
+    const onError = (err: Error): void => { socket.destroy(); reject(err) }
+    const onClose = (): void => reject(new Error('tunnel closed during the TLS handshake'))
+    s.once('error', onError)
+    socket.once('close', onClose)
+    // Past the handshake, errors and the close are the caller's to handle.
+    s.once('secureConnect', () => { s.off('error', onError); socket.off('close', onClose); resolve(s) })
   })
 }
 

@@ -1,11 +1,11 @@
 import t from 'tap'
-import { connect as netConnect } from 'node:net'
 import { once } from 'node:events'
 import { request, ProxyAgent } from 'undici'
 import { echo, startUpstream, upstreamPki } from '../helpers/upstream.js'
 import { startSidekey } from '../helpers/sidekey.js'
 import { sidekeyCa, tlsThroughTunnel } from '../helpers/connect.js'
 import { until } from '../helpers/until.js'
+import { connectTo } from '../protocols/helpers.js'
 
 /** SIGTERM's drain and the header timeout hold inside intercepted TLS tunnels, not only on the listener itself. */
 const pki = await upstreamPki()
@@ -53,7 +53,8 @@ t.test('close() drains a request in flight inside an intercepted TLS tunnel, the
   await until(() => release !== undefined, 'the upstream to hold /slow')
   const closing = sk.app.close()
   // Released only once close() is under way (the listener refuses new connections), so that it must drain.
-  await until(async () => !(await accepts(sk.proxyPort)), 'the proxy listener to close')
+  const refused = (): Promise<boolean> => connectTo(sk.proxyPort).then((s) => { s.destroy(); return false }, () => true)
+  await until(refused, 'the proxy listener to close')
   release!()
   const res = await inFlight
   t.equal(res.status, 200, 'the request in flight completed')
@@ -61,11 +62,3 @@ t.test('close() drains a request in flight inside an intercepted TLS tunnel, the
   await closing
   t.pass('close() resolved once the tunnel was done')
 })
-
-/** Whether a TCP connection to 127.0.0.1:port is accepted. */
-function accepts (port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = netConnect(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
-    s.once('error', () => resolve(false))
-  })
-}

@@ -1,7 +1,7 @@
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { EventEmitter, once } from 'node:events'
+import { EventEmitter } from 'node:events'
 import type { Test } from 'tap'
 import { tlsThroughTunnel } from '../helpers/connect.js'
 
@@ -131,7 +131,9 @@ export async function rawH2 (t: Test, proxyPort: number, host: string, port: num
   const log = new FrameLog()
   socket.on('data', (c: Buffer) => log.push(c))
   socket.on('error', () => {})
-  const closed = once(socket, 'close')
+  // Resolves on close whatever came first: the proxy may reset the connection while a flood is still being written
+  // (EPIPE), and events.once would reject on that error.
+  const closed = new Promise((resolve) => socket.once('close', resolve))
   socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]))
   return { socket, log, closed }
 }
