@@ -1,25 +1,25 @@
 import { FleetBudgetLedger } from './budget-ledger.js'
-import { readFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { NatsConnection } from '@nats-io/transport-node'
 import type { KV, KvEntry } from '@nats-io/kv'
-import type { AuditSink, FleetCommand } from '../audit/events.js'
+import type { AuditSink } from '../audit/events.js'
 import type { SignedCheckpoint } from '../audit/trail/key.js'
 import type { Config, FleetConfig } from '../config/schema.js'
 import type { CredentialProvider } from '../credentials/provider.js'
 import type { LockView, ToolLock } from '../proxy/lock-view.js'
-import { writeFileAtomic } from '../util/atomic-write.js'
 import { systemClock, type Clock, type Timer } from '../util/clock.js'
-import { ackDone, KEYS, natsOptions, openBucket, type Ack, type Heartbeat } from './bucket.js'
+import { KEYS, natsOptions, openBucket, type Heartbeat } from './bucket.js'
 import {
   CLOCK_SKEW_MS, MAX_COMMAND_LIFETIME_S, verifyCommand, type VerifiedCommand, type Verification,
 } from './command.js'
 import { loadOperatorKeys, type OperatorPublicKey } from './keys.js'
 import { LockTable } from './locks.js'
 import { ReplayCache } from './replay.js'
-import { revokeResult, type RevokeResult } from './revoke-result.js'
+import { runCredentialCommand } from './credential-command.js'
 import { CommandWatch } from './watch.js'
+import { CommandOutcome } from './command-outcome.js'
+import { LockStateFile } from './lock-state-file.js'
 import { errorCode } from '../errors.js'
 import type { ApprovalDesk } from '../approvals/index.js'
 import { decideApproval, publishApprovals } from './approvals.js'
@@ -48,8 +48,6 @@ export interface FleetStatus {
   readonly locks: ToolLock[]
 }
 
-interface StateFile { version: 1, commands: Array<{ jws: string, stored_at: number, revision: number }> }
-
 const RETRY_MIN_MS = 500
 const RETRY_MAX_MS = 30_000
 
@@ -74,13 +72,12 @@ export class FleetAgent implements LockView {
   readonly #instance: string
   readonly #clock: Clock
   readonly #keys: ReadonlyMap<string, OperatorPublicKey>
-  readonly #stateFile: string
+  readonly #stateFile: LockStateFile
+  readonly #outcome: CommandOutcome
   readonly #locks = new LockTable()
   readonly #seen = new ReplayCache()
   readonly #startedAt: number
   readonly #pending = new Set<Promise<unknown>>()
-  /** Bucket revisions of the lock commands in force (the state file keeps them for the replay check). */
-  #revisions = new Map<string, number>()
   #nc: NatsConnection | undefined
   #kv: KV | undefined
   #budgets: FleetBudgetLedger | undefined
@@ -92,8 +89,6 @@ export class FleetAgent implements LockView {
   #timer: Timer | undefined
   #hbTimer: Timer | undefined
   #retryMs = RETRY_MIN_MS
-  #saving: Promise<void> | undefined
-  #saveAgain = false
   #publishedJwks = ''
   /** The newest audit checkpoint not yet in the bucket, and the put in flight (one at a time, the newest wins). */
   #checkpoint: SignedCheckpoint | undefined
@@ -105,11 +100,14 @@ export class FleetAgent implements LockView {
   private constructor (deps: FleetAgentDeps, keys: ReadonlyMap<string, OperatorPublicKey>) {
     this.#d = deps
     this.#cfg = deps.config.fleet
-    this.#instance = deps.config.instance_id
+    const instance = this.#instance = deps.config.instance_id
     this.#clock = deps.clock ?? systemClock
     this.#keys = keys
-    this.#stateFile = resolve(this.#cfg.state_file ?? join(dirname(resolve(deps.config.ca.dir)), 'fleet-state.json'))
+    const stateFile = resolve(this.#cfg.state_file ?? join(dirname(resolve(deps.config.ca.dir)), 'fleet-state.json'))
+    this.#stateFile = new LockStateFile(stateFile, this.#locks, deps.logger)
     this.#startedAt = this.#clock.now()
+    const kv = (): KV | undefined => this.#closed ? undefined : this.#kv
+    this.#outcome = new CommandOutcome({ audit: deps.audit, logger: deps.logger, clock: this.#clock, instance, kv })
     this.#watch = new CommandWatch({
       logger: deps.logger,
       clock: this.#clock,
@@ -122,7 +120,7 @@ export class FleetAgent implements LockView {
   static async create (deps: FleetAgentDeps): Promise<FleetAgent> {
     const agent = new FleetAgent(deps, await loadOperatorKeys(deps.config.fleet.operator_keys))
     publishApprovals(deps.approvals?.(), () => agent.#kv)
-    await agent.#restore()
+    await agent.#stateFile.restore(agent.#keys, agent.#instance, agent.#seen, agent.#clock.now())
     return agent
   }
 
@@ -206,7 +204,7 @@ export class FleetAgent implements LockView {
     if (this.#hbTimer !== undefined) this.#clock.clearTimeout(this.#hbTimer)
     await Promise.allSettled([...this.#pending])
     await this.#queue
-    await this.#saving
+    await this.#stateFile.saving
     await this.#publishingCheckpoint
     await this.#budgets?.giveBack()
     const nc = this.#nc
@@ -288,15 +286,15 @@ export class FleetAgent implements LockView {
     const jti = entry.key.slice('cmd.'.length)
     const now = this.#clock.now()
     const v: Verification = await verifyCommand(entry.string(), this.#keys, entry.created.getTime(), now)
-    if (!v.ok) return this.#reject(v.reason, v.claims ?? {}, v.kid, jti)
+    if (!v.ok) return this.#outcome.reject(v.reason, v.claims ?? {}, v.kid, jti)
     const cmd = v.command
-    if (cmd.jti !== jti) return this.#reject('key_mismatch', cmd, cmd.kid, jti)
+    if (cmd.jti !== jti) return this.#outcome.reject('key_mismatch', cmd, cmd.kid, jti)
     const until = Math.max(cmd.exp * 1000 + CLOCK_SKEW_MS, now + MAX_COMMAND_LIFETIME_S * 1000)
     const seen = this.#seen.add(cmd.jti, entry.revision, until, now)
     if (seen === 'duplicate') return
-    if (seen === 'replayed') return this.#reject('replayed', cmd, cmd.kid, jti)
+    if (seen === 'replayed') return this.#outcome.reject('replayed', cmd, cmd.kid, jti)
     if (cmd.instance !== '*' && cmd.instance !== this.#instance) {
-      this.#event(cmd, 'not_addressed')
+      this.#outcome.event(cmd, 'not_addressed')
       return
     }
     await this.#apply(cmd, entry.revision)
@@ -307,15 +305,15 @@ export class FleetAgent implements LockView {
       case 'lock':
       case 'unlock': {
         const current = this.#locks.apply(cmd)
-        if (current) this.#save(revision, cmd)
-        this.#done(cmd, 'applied')
+        if (current) this.#stateFile.save(revision, cmd)
+        this.#outcome.done(cmd, 'applied')
         return
       }
       case 'approve':
       case 'deny': {
         const refused = decideApproval(this.#d.approvals?.(), cmd)
-        if (refused === undefined) this.#done(cmd, 'applied')
-        else this.#reject(refused, cmd, cmd.kid, cmd.jti)
+        if (refused === undefined) this.#outcome.done(cmd, 'applied')
+        else this.#outcome.reject(refused, cmd, cmd.kid, cmd.jti)
         return
       }
       case 'revoke':
@@ -324,96 +322,19 @@ export class FleetAgent implements LockView {
         if (cmd.storedAt < this.#startedAt) return
         const tool = cmd.tool
         if (tool !== '*' && !Object.hasOwn(this.#d.credentials().status(), tool)) {
-          this.#done(cmd, 'not_configured')
+          this.#outcome.done(cmd, 'not_configured')
           return
         }
         // The effect waits on an issuer: run it beside the queue, so a lock behind it applies at once.
-        const effect = this.#effect(cmd).then(
-          (r) => this.#done(cmd, r.result,
+        const credentials = this.#d.credentials()
+        const effect = runCredentialCommand(cmd, credentials, this.#d.logger, () => this.#publishJwks()).then(
+          (r) => this.#outcome.done(cmd, r.result,
             r.result === 'failed' ? r.error : r.result === 'applied' ? undefined : r.reason),
-          () => this.#done(cmd, 'failed', 'SIDEKEY_INTERNAL'))
+          () => this.#outcome.done(cmd, 'failed', 'SIDEKEY_INTERNAL'))
         this.#pending.add(effect)
         void effect.finally(() => this.#pending.delete(effect))
       }
     }
-  }
-
-  /** Runs a revoke or rotate; resolves to what it really did (a revoke may run and still revoke nothing). */
-  async #effect (cmd: VerifiedCommand): Promise<RevokeResult> {
-    const credentials = this.#d.credentials()
-    if (cmd.action === 'revoke') {
-      const outcomes = await credentials.revoke(cmd.tool)
-      const issuer = outcomes.find((o) => o.issuerError !== undefined)
-      if (issuer !== undefined) {
-        this.#d.logger.warn({ tool: cmd.tool, error: issuer.issuerError },
-          'fleet revoke: the issuer did not confirm the revocation')
-      }
-      await this.#publishJwks()
-      return revokeResult(outcomes)
-    }
-    const tools = cmd.tool === '*' ? Object.keys(credentials.status()) : [cmd.tool]
-    const results = await Promise.allSettled(tools.map((t) => credentials.rotate(t)))
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-    if (failed === undefined) return { result: 'applied' }
-    return { result: 'failed', error: (failed.reason as { code?: string }).code ?? 'SIDEKEY_INTERNAL' }
-  }
-
-  /** Audits and acknowledges an outcome; `detail` is the error code or the reason a revoke revoked nothing. */
-  #done (cmd: VerifiedCommand, result: RevokeResult['result'] | 'not_configured', detail?: string): void {
-    const appliedAt = this.#clock.now()
-    this.#event(cmd, result === 'not_configured' ? 'applied' : result, detail, appliedAt)
-    const answer = result === 'failed' || result === 'not_revocable' ? `${result}: ${detail ?? 'error'}` : result
-    this.#ack(cmd.jti, answer, appliedAt, appliedAt - cmd.storedAt)
-  }
-
-  #event (cmd: VerifiedCommand, result: FleetCommand['result'], error?: string, appliedAt?: number): void {
-    this.#d.audit.emit({
-      event: 'fleet.command',
-      result,
-      action: cmd.action,
-      tool: cmd.tool,
-      instance: cmd.instance,
-      jti: cmd.jti,
-      actor: cmd.actor,
-      kid: cmd.kid,
-      reason: cmd.reason,
-      ...(appliedAt === undefined ? {} : { lag_ms: Math.max(0, appliedAt - cmd.iat * 1000) }),
-      ...(error === undefined ? {} : { error }),
-    })
-  }
-
-  #reject (reason: string, claims: Partial<VerifiedCommand>, kid: string | undefined, keyJti: string): void {
-    this.#d.audit.emit({
-      event: 'fleet.command',
-      result: 'rejected',
-      error: reason,
-      ...pick(claims, ['action', 'tool', 'instance', 'actor']),
-      jti: keyJti,
-      ...(kid === undefined ? {} : { kid }),
-    })
-    const tool = typeof claims.tool === 'string' ? claims.tool : null
-    this.#d.audit.emit({ event: 'anomaly', kind: 'fleet_command_rejected', tool, detail: `${reason}: cmd.${keyJti}` })
-    // The answer is the outcome alone, under the key the command was stored at: nothing else of what the writer
-    // chose. A replay gets none: this jti was answered when it first came, and that answer stays true.
-    if (reason === 'replayed' || !/^[A-Za-z0-9_-]{1,64}$/.test(keyJti)) return
-    this.#ack(keyJti, `rejected: ${reason}`, this.#clock.now())
-  }
-
-  #ack (jti: string, result: string, appliedAt: number, lagMs?: number): void {
-    const kv = this.#kv
-    if (kv === undefined || this.#closed) return
-    const ack: Ack = {
-      instance: this.#instance,
-      jti,
-      applied_at: new Date(appliedAt).toISOString(),
-      result,
-      ...(lagMs === undefined ? {} : { lag_ms: Math.max(0, lagMs) }),
-    }
-    kv.put(KEYS.ack(jti, this.#instance), JSON.stringify(ack)).catch((err: unknown) => {
-      const code = (err as { code?: string }).code ?? 'error'
-      this.#d.logger.warn({ jti, err: { code } }, 'fleet: acknowledgement not written')
-    })
-    if (!ackDone(result)) this.#d.logger.warn({ jti, result }, 'fleet command not applied')
   }
 
   #heartbeat (): void {
@@ -448,66 +369,4 @@ export class FleetAgent implements LockView {
       this.#publishedJwks = text
     } catch { /* the next heartbeat tries again */ }
   }
-
-  /** Loads the cached lock commands; each is verified again, so the file cannot grant anything a key did not sign. */
-  async #restore (): Promise<void> {
-    let state: StateFile
-    try {
-      state = JSON.parse(await readFile(this.#stateFile, 'utf8')) as StateFile
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.#d.logger.warn({ file: this.#stateFile }, 'fleet state file unreadable; waiting for the bucket')
-      }
-      return
-    }
-    const now = this.#clock.now()
-    for (const c of Array.isArray(state.commands) ? state.commands : []) {
-      if (typeof c?.jws !== 'string' || typeof c.stored_at !== 'number') continue
-      const v = await verifyCommand(c.jws, this.#keys, c.stored_at, now)
-      if (!v.ok || (v.command.action !== 'lock' && v.command.action !== 'unlock')) continue
-      if (v.command.instance !== '*' && v.command.instance !== this.#instance) continue
-      const until = Math.max(v.command.exp * 1000 + CLOCK_SKEW_MS, now + MAX_COMMAND_LIFETIME_S * 1000)
-      this.#seen.add(v.command.jti, c.revision, until, now)
-      this.#locks.apply(v.command)
-      this.#revisions.set(v.command.jti, c.revision)
-    }
-    const locks = this.#locks.active()
-    if (locks.length > 0) {
-      this.#d.logger.info({ locks: locks.map((l) => l.tool), file: this.#stateFile },
-        'fleet locks restored from the state file')
-    }
-  }
-
-  /** Writes the lock commands in force to the state file; coalesced, atomic. */
-  #save (revision: number, cmd: VerifiedCommand): void {
-    this.#revisions.set(cmd.jti, revision)
-    if (this.#saving !== undefined) {
-      this.#saveAgain = true
-      return
-    }
-    this.#saving = (async () => {
-      do {
-        this.#saveAgain = false
-        const commands = this.#locks.commands()
-        this.#revisions = new Map(commands.map((c) => [c.jti, this.#revisions.get(c.jti) ?? 0]))
-        const state: StateFile = {
-          version: 1,
-          commands: commands.map((c) => ({ jws: c.jws, stored_at: c.storedAt, revision: this.#revisions.get(c.jti)! })),
-        }
-        try {
-          await writeFileAtomic(this.#stateFile, JSON.stringify(state) + '\n', 0o600)
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code ?? 'error'
-          this.#d.logger.warn({ file: this.#stateFile, err: { code } },
-            'fleet state file not written: a restart relies on the bucket')
-        }
-      } while (this.#saveAgain)
-    })().finally(() => { this.#saving = undefined })
-  }
-}
-
-function pick<T extends object, K extends keyof T> (o: T, keys: readonly K[]): Partial<Pick<T, K>> {
-  const out: Partial<Pick<T, K>> = {}
-  for (const k of keys) if (typeof o[k] === 'string') out[k] = o[k]
-  return out
 }
