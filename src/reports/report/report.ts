@@ -7,9 +7,9 @@ import {
 import { InventoryUsage, formatInventory, type InventoryReport } from '../inventory-report.js'
 import { ScopeUsage, loadConfigOrReport, sinceWindow, type ScopesReport } from '../scopes.js'
 import { readKeys } from '../verify/command.js'
-import {
-  formatVerifyResult, NOT_AUTHENTICATED, TrailVerifier, type PublicJwk, type VerifyResult,
-} from '../verify/verify.js'
+import { formatVerifyResult, NOT_AUTHENTICATED } from '../verify/format.js'
+import type { PublicJwk, VerifyResult } from '../verify/types.js'
+import { TrailVerifier } from '../verify/verify.js'
 import { AnomalyLog, anomalyTable } from './anomalies.js'
 import { barChart, color, dataTable, duration, histogram, html, timeSeries, type Series } from './charts.js'
 import { Refusals, renderRefusals } from './refusals.js'

@@ -1,8 +1,10 @@
-import { createHash } from 'node:crypto'
-import { CHAIN_LENGTH, SEAL_SUFFIX_LENGTH } from '../../audit/trail/chain.js'
 import { verifyCheckpoint, type CheckpointClaims } from '../../audit/trail/key.js'
 import { TRAIL_FORMAT } from '../../audit/trail/trail.js'
+import { checkNamed, checkpoint, unverifiedClaims } from './checkpoints.js'
 import { MAX_LINE } from './read.js'
+import { newRun, problem, summary, type Run } from './run.js'
+import { firstNonBlank, isBlank, parseObject, parseSeal, sealedBy, type Sealed } from './seal.js'
+import type { PublicJwk, SkipCounts, VerifyOptions, VerifyResult } from './types.js'
 
 /**
  * Verifies sidekey audit trails (trail/chain.ts, trail/key.ts) as a stream: lines in any order of instances and
@@ -23,169 +25,13 @@ import { MAX_LINE } from './read.js'
  *   const v = new TrailVerifier(); for (const l of lines) v.line(l); const result = v.finish()
  */
 
-export interface PublicJwk { kty?: unknown, crv?: unknown, x?: unknown, kid?: unknown }
-
-export interface VerifyOptions {
-  /**
-   * The audit keys the runs must be signed with (GET /audit-key of each instance). Without them each run's own
-   * `audit.started` key is trusted on first use, which catches edits but not a trail rewritten and re-signed
-   * end to end with a new key.
-   */
-  keys?: readonly PublicJwk[]
-  /**
-   * The latest checkpoint each instance published off the node (the fleet bucket's `checkpoint.<instance>`), as
-   * its compact JWS. A run whose key signed its instance's checkpoint is authenticated by it; the run it names
-   * must reach that seq with that chain. An instance with none here is not authenticated (unless by `keys`).
-   */
-  anchors?: ReadonlyArray<{ jws: string }>
-  /**
-   * The trail is still being written: a run that no later run names as its previous may end after its last
-   * checkpoint (its pending lines are reported, not failed).
-   */
-  live?: boolean
-  /** How to name input line `n` (1-based, blank lines counted) in a message; `line n` by default. */
-  locate?: (n: number) => string
-}
-
-export type ProblemKind =
-  /** A line's bytes do not hash to its chain. */
-  | 'altered'
-  /** Lines missing inside a run (a seq gap), at its head, or a whole run. */
-  | 'removed'
-  /** A line that does not belong where it is: a seq seen before, or a line after the final checkpoint. */
-  | 'inserted'
-  /** A missing seq that turns up later. */
-  | 'reordered'
-  /** A checkpoint whose signature does not verify with the run's key. */
-  | 'signature'
-  /** A checkpoint whose signed chain is not the chain of the lines before it: lines changed and re-chained. */
-  | 'rewritten'
-  /** Lines after the last checkpoint that no signature vouches for, or a run cut short. */
-  | 'tail'
-  /** No key, a key not in `keys`, a key changed mid-run. */
-  | 'key'
-  /** A format this verifier does not know. */
-  | 'format'
-
-export interface Problem {
-  run_id: string
-  instance_id: string | null
-  /** The first seq that cannot be vouched for. */
-  seq: number
-  kind: ProblemKind
-  message: string
-}
-
-export interface RunSummary {
-  run_id: string
-  instance_id: string | null
-  /**
-   * The key's kid, and who vouches for it: `--keys`, the checkpoint its instance published in the fleet bucket,
-   * or nobody outside the trail (trusted on first use from audit.started; `none`: no audit.started).
-   */
-  kid: string | null
-  trust: 'keys' | 'fleet' | 'first-use' | 'none'
-  first_seq: number
-  last_seq: number
-  lines: number
-  events: number
-  checkpoints: number
-  /** The run ended with its shutdown checkpoint. */
-  closed: boolean
-  /** The run named in audit.started as the previous one, and the seq it was checkpointed to. */
-  previous: { run_id: string, seq: number } | null
-  /** With `live`: lines after the last checkpoint of an open run. */
-  pending: number
-  problem: Problem | null
-}
-
-export interface SkipCounts {
-  /** Blank lines are ignored, not counted. */
-  total: number
-  /** A line beginning `{` that is not JSON: cut short or torn. */
-  truncated: number
-  not_json: number
-  /** JSON that is not a sidekey line (not an object, or no sidekey fields). */
-  foreign: number
-  /** sidekey lines without a chain: written by a version before the chain, or with the chain switched off. */
-  unchained: number
-  too_long: number
-  /** Exact copies of a line already read (a collector that re-sent them). */
-  duplicates: number
-}
-
-/** An audit event without a seal: not written by sidekey's chain (appended by someone else, or an older sidekey). */
-export interface UnsealedLine {
-  /** Where it is, as `locate` names it. */
-  at: string
-  event: string
-}
-
-export interface VerifyResult {
-  /** Consistent and authenticated: the only answer that is exit 0. */
-  intact: boolean
-  /** Every chain, seq and checkpoint holds, every event line is sealed, and there was at least one event. */
-  consistent: boolean
-  /** Every run's key (or chain head) was checked against `keys` or `anchors`, never only against the trail itself. */
-  authenticated: boolean
-  /** Chained lines with an `event`. */
-  events: number
-  /** Chained lines read. */
-  lines: number
-  runs: number
-  checkpoints: number
-  /** What the keys were checked against: nothing outside the trail (`first-use`), `--keys`, the fleet, or both. */
-  trust: 'keys' | 'fleet' | 'keys+fleet' | 'first-use'
-  /** Audit events without a seal: each one fails the trail. The first MAX_UNSEALED_SHOWN are named. */
-  unsealed: { count: number, first: UnsealedLine[] }
-  skipped: SkipCounts
-  problems: Problem[]
-  notes: string[]
-  /** Per run, in order of first appearance; at most MAX_RUN_DETAILS (the counts above cover all). */
-  run_details: RunSummary[]
-}
-
 const MAX_RUNS = 100_000
 const MAX_RUN_DETAILS = 1000
 const MAX_UNSEALED_SHOWN = 20
 const RECENT = 32
-const RECENT_CHECKPOINTS = 8
-const SEAL_KEY = Buffer.from(',"chain":"')
-const RUN_KEY = Buffer.from(',"run_id":"')
-const SEQ_KEY = Buffer.from('","seq":')
 const EVENT_KEY = Buffer.from('"event":"')
 const AUDIT_EVENT = Buffer.from('"event":"audit.')
 const INSTANCE_KEY = Buffer.from('"instance_id":"')
-const CLOSE = Buffer.from('}')
-
-interface Run {
-  runId: string
-  order: number
-  instanceId: string | null
-  jwk: PublicJwk | undefined
-  trust: RunSummary['trust']
-  started: boolean
-  expected: number
-  prev: string
-  firstSeq: number
-  lastSeq: number
-  lines: number
-  events: number
-  checkpoints: number
-  /** Seq of the last checkpoint line, and what it signed. */
-  lastCheckpoint: { line: number, seq: number, chain: string } | undefined
-  recentCheckpoints: Array<{ seq: number, chain: string }>
-  /** Chains of the last RECENT lines by seq, to tell an exact duplicate from an insertion. */
-  recent: Map<number, string>
-  closed: boolean
-  previous: CheckpointClaims | undefined
-  gap: { from: number, to: number } | undefined
-  problem: Problem | undefined
-  /** The checkpoint the fleet published for this run, once the run's line at its seq had its chain. */
-  anchored: boolean
-}
-
-interface Sealed { runId: string, seq: number, chain: string, unsealedEnd: number }
 
 export class TrailVerifier {
   readonly #opts: VerifyOptions
@@ -248,7 +94,7 @@ export class TrailVerifier {
     let pendingOpen = 0
     for (const r of runs) {
       const next = named.get(r.runId)
-      if (next !== undefined) this.#checkNamed(r, next)
+      if (next !== undefined) checkNamed(r, next)
       if (r.previous !== undefined && !this.#runs.has(r.previous.run_id) && r.problem === undefined) {
         if (earliest.get(r.instanceId ?? '') === r.order) {
           this.#notes.push(`run ${r.runId} (instance ${r.instanceId ?? '?'}) continues run ${r.previous.run_id} ` +
@@ -426,7 +272,7 @@ export class TrailVerifier {
       run.anchored = true
     }
     if (rec?.event === 'audit.started') this.#started(run, s.seq, rec)
-    else if (rec?.event === 'audit.checkpoint') this.#checkpoint(run, s.seq, previousChain, rec)
+    else if (rec?.event === 'audit.checkpoint') checkpoint(run, s.seq, previousChain, rec)
   }
 
   /** A seq other than the next one: a gap (removed, unless it turns up later: reordered) or one seen before. */
@@ -497,55 +343,6 @@ export class TrailVerifier {
       run.previous = check.claims
     }
   }
-
-  #checkpoint (run: Run, seq: number, chainBefore: string, rec: Record<string, unknown>): void {
-    if (run.jwk === undefined) {
-      problem(run, seq, 'key',
-        `checkpoint at seq ${seq} cannot be checked: the run's audit.started (its key) is not in the input`)
-      return
-    }
-    const check = typeof rec.jws === 'string'
-      ? verifyCheckpoint(rec.jws, run.jwk)
-      : { ok: false as const, why: 'no JWS' }
-    if (!check.ok) {
-      const whose = run.trust === 'keys' ? 'key from --keys' : 'run\'s key'
-      const kid = String(run.jwk.kid)
-      problem(run, seq, 'signature', `checkpoint at seq ${seq}: ${check.why} with the ${whose} (kid ${kid})`)
-      return
-    }
-    const c = check.claims
-    if (c.run_id !== run.runId || c.seq !== seq - 1) {
-      problem(run, seq, 'inserted',
-        `checkpoint at seq ${seq} was signed for run ${c.run_id} seq ${c.seq}: it was copied here`)
-      return
-    }
-    if (c.chain !== chainBefore) {
-      const from = run.lastCheckpoint === undefined ? 1 : run.lastCheckpoint.line + 1
-      problem(run, from, 'rewritten', `checkpoint at seq ${seq} signed another chain than the lines before it ` +
-        `hash to: lines seq ${from}–${seq - 1} were altered, removed or inserted and the chain recomputed`)
-      return
-    }
-    run.lastCheckpoint = { line: seq, seq: c.seq, chain: c.chain }
-    run.recentCheckpoints.push({ seq: c.seq, chain: c.chain })
-    if (run.recentCheckpoints.length > RECENT_CHECKPOINTS) run.recentCheckpoints.shift()
-    if (c.final) run.closed = true
-  }
-
-  /** `next` names `run` as its previous run: `run` must reach the checkpoint `next` names, with that chain. */
-  #checkNamed (run: Run, next: Run): void {
-    const claim = next.previous!
-    if (run.problem !== undefined) return
-    if (claim.seq > run.lastSeq) {
-      problem(run, run.lastSeq + 1, 'tail', `the next run (${next.runId}) says this run was checkpointed to ` +
-        `seq ${claim.seq}, but the input ends at seq ${run.lastSeq}: its tail was cut`)
-      return
-    }
-    const cp = run.recentCheckpoints.find((c) => c.seq === claim.seq)
-    if (cp !== undefined && cp.chain !== claim.chain) {
-      problem(run, claim.seq, 'rewritten', `the next run (${next.runId}) carries a checkpoint of seq ${claim.seq} ` +
-        'with another chain than this run\'s lines: the run was rewritten')
-    }
-  }
 }
 
 /** Verifies every line of `lines` (bytes or strings, without newlines). */
@@ -557,167 +354,4 @@ export async function verifyTrail (
   return v.finish()
 }
 
-/** What exit 3 prints: the chain holds, but nothing from outside the trail vouched for its keys. */
-export const NOT_AUTHENTICATED = 'consistent, not authenticated: pass --keys, --fleet or --from'
-
-/**
- * The human answer: one headline (`N events in R runs, M checkpoints, intact`, or `…: consistent, not
- * authenticated…`, or `…: NOT INTACT …`), then problems, unsealed lines, skips and notes.
- */
-export function formatVerifyResult (r: VerifyResult, esc: (s: string) => string = (s) => s): string {
-  const head = `${r.events} events in ${r.runs} run${r.runs === 1 ? '' : 's'}, ` +
-    `${r.checkpoints} checkpoint${r.checkpoints === 1 ? '' : 's'}`
-  const out: string[] = []
-  const u = r.unsealed
-  if (r.intact) out.push(`${head}, intact`)
-  else if (r.consistent) out.push(`${head}: ${NOT_AUTHENTICATED}`)
-  else if (r.events === 0 && u.count === 0) out.push('no audit events in the input: nothing was verified: NOT INTACT')
-  else {
-    const failed = [
-      r.problems.length > 0 || u.count === 0 ? plural(r.problems.length, 'run') + ' failed' : '',
-      u.count > 0 ? plural(u.count, 'line') + ' without a seal' : '',
-    ]
-    out.push(`${head}: NOT INTACT (${failed.filter((f) => f !== '').join(', ')})`)
-    for (const p of r.problems) {
-      const where = `run ${esc(p.run_id)} (instance ${esc(p.instance_id ?? '?')}) seq ${p.seq}`
-      out.push(`  ${where}: ${p.kind}: ${esc(p.message)}`)
-    }
-    const why = r.runs === 0
-      ? 'no line of the input is sealed: the trail cannot be verified (written without the chain, or not by sidekey)'
-      : 'no run_id/seq/chain: not written by sidekey\'s chain, so added by whoever could write the log'
-    for (const l of u.first) out.push(`  ${esc(l.at)}: ${esc(l.event)} without a seal: ${why}`)
-    if (u.count > u.first.length) out.push(`  … and ${u.count - u.first.length} more lines without a seal`)
-  }
-  const s = r.skipped
-  if (s.total > 0) {
-    const parts = ([
-      ['truncated', s.truncated],
-      ['not JSON', s.not_json],
-      ['foreign JSON', s.foreign],
-      ['sidekey lines without a chain (older version), not verified', s.unchained],
-      ['longer than 1 MiB', s.too_long],
-      ['exact duplicates', s.duplicates],
-    ] as const)
-      .filter(([, n]) => n > 0).map(([what, n]) => `${n} ${what}`)
-    out.push(`skipped ${s.total} line${s.total === 1 ? '' : 's'}: ${parts.join(', ')}`)
-  }
-  for (const n of r.notes) out.push(esc(n))
-  return out.join('\n') + '\n'
-}
-
-function newRun (runId: string, order: number): Run {
-  return {
-    runId,
-    order,
-    instanceId: null,
-    jwk: undefined,
-    trust: 'none',
-    started: false,
-    expected: 1,
-    prev: '',
-    firstSeq: 0,
-    lastSeq: 0,
-    lines: 0,
-    events: 0,
-    checkpoints: 0,
-    lastCheckpoint: undefined,
-    recentCheckpoints: [],
-    recent: new Map(),
-    closed: false,
-    previous: undefined,
-    gap: undefined,
-    problem: undefined,
-    anchored: false,
-  }
-}
-
-function problem (run: Run, seq: number, kind: ProblemKind, message: string): void {
-  run.problem ??= { run_id: run.runId, instance_id: run.instanceId, seq, kind, message }
-}
-
-function summary (r: Run): RunSummary {
-  return {
-    run_id: r.runId,
-    instance_id: r.instanceId,
-    kid: typeof r.jwk?.kid === 'string' ? r.jwk.kid : null,
-    trust: r.trust,
-    first_seq: r.firstSeq,
-    last_seq: r.lastSeq,
-    lines: r.lines,
-    events: r.events,
-    checkpoints: r.checkpoints,
-    closed: r.closed,
-    previous: r.previous === undefined ? null : { run_id: r.previous.run_id, seq: r.previous.seq },
-    pending: r.closed || r.problem !== undefined ? 0 : r.lastSeq - (r.lastCheckpoint?.line ?? 0),
-    problem: r.problem === undefined ? null : { ...r.problem, instance_id: r.instanceId },
-  }
-}
-
 const sum = (runs: Run[], f: (r: Run) => number): number => runs.reduce((a, r) => a + f(r), 0)
-const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`
-
-/** A checkpoint JWS's claims, read without checking its signature (a key checks it before they count). */
-function unverifiedClaims (jws: string): CheckpointClaims | undefined {
-  try {
-    const payload = Buffer.from(jws.split('.')[1] ?? '', 'base64url').toString('utf8')
-    const c = JSON.parse(payload) as Partial<CheckpointClaims>
-    if (typeof c.iss !== 'string' || typeof c.run_id !== 'string' || typeof c.seq !== 'number' ||
-      typeof c.chain !== 'string') return undefined
-    const iat = typeof c.iat === 'number' ? c.iat : 0
-    return { iss: c.iss, run_id: c.run_id, seq: c.seq, chain: c.chain, final: c.final === true, iat }
-  } catch {
-    return undefined
-  }
-}
-
-/**
- * `…,"run_id":"R","seq":N,"chain":"C"}` at the end of the line, found from the end without parsing the JSON.
- * `unsealedEnd` is where `,"chain"` begins: the hashed bytes are those before it, then `}`.
- */
-function parseSeal (b: Buffer): Sealed | undefined {
-  const n = b.length
-  if (n < SEAL_SUFFIX_LENGTH + 20 || b[n - 1] !== 0x7d || b[n - 2] !== 0x22) return undefined
-  const sealAt = n - SEAL_SUFFIX_LENGTH
-  if (b.compare(SEAL_KEY, 0, SEAL_KEY.length, sealAt, sealAt + SEAL_KEY.length) !== 0) return undefined
-  const chain = b.toString('latin1', sealAt + SEAL_KEY.length, n - 2)
-  if (chain.length !== CHAIN_LENGTH || !/^[A-Za-z0-9_-]+$/.test(chain)) return undefined
-  let i = sealAt
-  let seq = 0
-  let digits = 0
-  while (i > 0 && b[i - 1]! >= 0x30 && b[i - 1]! <= 0x39 && digits < 16) { i--; digits++ }
-  if (digits === 0 || b[i] === 0x30) return undefined
-  seq = Number(b.toString('latin1', i, sealAt))
-  const seqKeyAt = i - SEQ_KEY.length
-  if (seqKeyAt < 0 || b.compare(SEQ_KEY, 0, SEQ_KEY.length, seqKeyAt, i) !== 0) return undefined
-  const runStart = b.lastIndexOf(RUN_KEY, seqKeyAt)
-  if (runStart === -1 || seqKeyAt - (runStart + RUN_KEY.length) > 64) return undefined
-  const runId = b.toString('latin1', runStart + RUN_KEY.length, seqKeyAt)
-  if (!/^[A-Za-z0-9_-]+$/.test(runId)) return undefined
-  return { runId, seq, chain, unsealedEnd: sealAt }
-}
-
-/** The line's bytes hash, after `previous`, to its chain. */
-function sealedBy (previous: string | undefined, bytes: Buffer, s: Sealed): boolean {
-  if (previous === undefined) return false
-  const chain = createHash('sha256').update(previous).update(bytes.subarray(0, s.unsealedEnd)).update(CLOSE)
-  return chain.digest('base64url') === s.chain
-}
-
-function parseObject (b: Buffer): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(b.toString('utf8'))
-    return v !== null && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : undefined
-  } catch {
-    return undefined
-  }
-}
-
-function firstNonBlank (b: Buffer): number {
-  let i = 0
-  while (i < b.length && (b[i] === 0x20 || b[i] === 0x09)) i++
-  return i
-}
-
-function isBlank (b: Buffer): boolean {
-  return firstNonBlank(b) === b.length
-}
