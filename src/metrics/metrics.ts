@@ -1,12 +1,21 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import {
   ADMIN_DENIED_REASONS, TLS_CLIENT_ALERTS, type AnomalyKind, type AuditEvent, type CredentialUsed,
 } from '../audit/events.js'
-import type { ApprovalDecided, ApprovalRequested } from '../audit/events.js'
-import type { CredentialProvider } from '../credentials/provider.js'
 import { systemClock, type Clock } from '../util/clock.js'
+import { ApprovalMetrics } from './approvals.js'
+import { declareBudgetSeries } from './budget-series.js'
+import { FleetMetrics } from './fleet-series.js'
+import {
+  ANOMALY_KINDS, EGRESS_DENY_REASONS, EGRESS_MODES, METHODS, METHOD_INDEX, OTHER_METHOD, UNMATCHED_TOOL, codeLabel,
+  methodLabel, type EgressMode,
+} from './labels.js'
 import { McpCallMetrics } from './mcp-calls.js'
-import { ToolHistogram, type HistogramCells } from './tool-histogram.js'
+import { DURATION_BUCKETS, OVERHEAD_BUCKETS, REMOVED_DEFAULT_METRICS } from './series.js'
+import { emitSlots, type Slot, type ToolSlots } from './slots.js'
+import type { BudgetSource, CaExpirySource, CredentialStatusSource, FleetConnectionSource } from './sources.js'
+import { setCaGauge, setCredentialGauge, setReadyGauge } from './status-gauges.js'
+import { ToolHistogram } from './tool-histogram.js'
 
 /**
  * Every sidekey_* metric, declared here and nowhere else, on a registry owned by this instance (two sidekeys in
@@ -27,81 +36,6 @@ import { ToolHistogram, type HistogramCells } from './tool-histogram.js'
  *   res.setHeader('content-type', metrics.contentType); res.end(await metrics.text())
  */
 
-export const UNMATCHED_TOOL = '_unmatched'
-export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'OTHER'] as const
-export type MethodLabel = typeof METHODS[number]
-export const ANOMALY_KINDS: readonly AnomalyKind[] = Object.freeze([
-  'unmatched_destination', 'unexpected_credential', 'method_denied', 'new_endpoint', 'rate_spike', 'auth_failures',
-  'credential_echoed', 'fleet_command_rejected', 'budget_exhausted',
-] as const)
-/**
- * The `reason` label of sidekey_egress_denied_by_reason_total. An `egress.denied` event whose reason is not one
- * of these is counted as `other`.
- */
-export const EGRESS_DENY_REASONS = [
-  'no_tool', 'port', 'private_address', 'self', 'scheme', 'resolve_failed', 'misdirected', 'connect_in_tunnel',
-  'ca_constraint', 'bad_request', 'bad_task', 'bad_request_target', 'bad_connect_target', 'headers_too_large', 'other',
-] as const
-
-/**
- * prom-client defaults that `promtool check metrics` rejects (gauges named `_total`). Each is the sum of its
- * per-type sibling (`nodejs_active_handles{type}`, ...), which stays, so nothing is lost.
- */
-export const REMOVED_DEFAULT_METRICS: readonly string[] = Object.freeze([
-  'nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total',
-])
-
-/** Seconds; the whole exchange, from a fast loopback answer to a long LLM stream. */
-export const DURATION_BUCKETS: readonly number[] =
-  Object.freeze([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
-/** Seconds; sidekey's own share, expected well under a millisecond. */
-export const OVERHEAD_BUCKETS: readonly number[] =
-  Object.freeze([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
-
-/** Every series name this module declares (the dashboard test checks its queries against it). */
-export const METRIC_NAMES: readonly string[] = Object.freeze([
-  'sidekey_requests_total',
-  'sidekey_request_duration_seconds',
-  'sidekey_proxy_overhead_seconds',
-  'sidekey_credential_age_seconds',
-  'sidekey_credential_expires_in_seconds',
-  'sidekey_credential_refresh_total',
-  'sidekey_anomalies_total',
-  'sidekey_egress_denied_total',
-  'sidekey_egress_denied_by_reason_total',
-  'sidekey_tool_ready',
-  'sidekey_tool_ca_covered',
-  'sidekey_tls_client_error_total',
-  'sidekey_admin_denied_total',
-  'sidekey_tools',
-  'sidekey_egress_unmatched_mode',
-  'sidekey_ca_expires_in_seconds',
-  'sidekey_audit_dropped_total',
-  'sidekey_audit_errors_total',
-  'sidekey_fleet_connected',
-  'sidekey_fleet_watching',
-  'sidekey_fleet_commands_total',
-  'sidekey_fleet_apply_seconds',
-  'sidekey_budget_remaining',
-  'sidekey_budget_exhausted_total',
-  'sidekey_mcp_calls_total',
-])
-
-export const EGRESS_MODES = ['deny', 'tunnel', 'inventory'] as const
-export type EgressMode = typeof EGRESS_MODES[number]
-
-/** Seconds from a fleet command's signing (`iat`, whole seconds) to applied here. */
-export const FLEET_APPLY_BUCKETS: readonly number[] =
-  Object.freeze([0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 600])
-
-/** What the fleet gauges read at scrape time (`watching` absent reads 0: no watcher reports itself running). */
-/** Rows of a budget metric: one per tool and budget line. */
-export interface BudgetSource {
-  remaining (): ReadonlyArray<{ tool: string, budget: string, value: number }>
-  exhausted (): ReadonlyArray<{ tool: string, budget: string, value: number }>
-}
-export interface FleetConnectionSource { readonly connected: boolean, readonly watching?: boolean }
-
 export interface MetricsOptions {
   /** Tool names from config: the only values the `tool` label takes besides `_unmatched`. */
   tools: readonly string[]
@@ -109,37 +43,7 @@ export interface MetricsOptions {
   defaultMetrics?: boolean
 }
 
-/** What the credential gauges read at scrape time. */
-export type CredentialStatusSource = Pick<CredentialProvider, 'status' | 'unready'>
-
-/** What the CA gauge reads at scrape time: the interception CA's end of validity. */
-export interface CaExpirySource { readonly notAfter: Date }
-
-interface Slot { readonly labels: Record<string, string | number>, value: number }
-
-interface ToolSlots {
-  /** Indexed by METHODS position; each maps a status code to its slot (created on first sight, ≤ 501 codes). */
-  readonly requests: Array<Map<number, Slot>>
-  readonly duration: HistogramCells
-  readonly overhead: HistogramCells
-  readonly refreshSuccess: Slot
-  readonly refreshFailure: Slot
-}
-
-const METHOD_INDEX: ReadonlyMap<string, number> = new Map(METHODS.map((m, i) => [m, i]))
-const OTHER_METHOD = METHODS.length - 1
 const REASON_SET: ReadonlySet<string> = new Set(EGRESS_DENY_REASONS)
-const FLEET_ACTIONS: ReadonlySet<string> = new Set(['lock', 'unlock', 'revoke', 'rotate'])
-
-/** A method as the `method` label: one of METHODS. */
-export function methodLabel (method: string): MethodLabel {
-  return METHODS[METHOD_INDEX.get(method) ?? OTHER_METHOD]!
-}
-
-/** A status as the `code` label: the number when it is a valid HTTP status, else 0 (no response). */
-export function codeLabel (status: number): number {
-  return Number.isInteger(status) && status >= 100 && status <= 599 ? status : 0
-}
 
 export class SidekeyMetrics {
   readonly registry: Registry
@@ -157,9 +61,7 @@ export class SidekeyMetrics {
 
   readonly #dropped: Slot = { labels: {}, value: 0 }
   readonly #errors: Slot = { labels: {}, value: 0 }
-  readonly #approvals: {
-    readonly total: Counter<'tool' | 'result'>, readonly pending: Gauge<'tool'>, readonly wait: Histogram<'tool'>
-  }
+  readonly #approvals: ApprovalMetrics
 
   readonly #duration: ToolHistogram
   readonly #overhead: ToolHistogram
@@ -168,41 +70,21 @@ export class SidekeyMetrics {
   #uncovered: ReadonlySet<string> = new Set()
   #credentials: CredentialStatusSource | undefined
   #ca: { readonly source: CaExpirySource, readonly clock: Clock } | undefined
-  #fleet: { readonly commands: Counter<'action' | 'result'>, readonly apply: Histogram } | undefined
+  #fleet: FleetMetrics | undefined
   #budgets: BudgetSource | undefined
 
   constructor (opts: MetricsOptions) {
     const registry = this.registry = new Registry()
     const registers = [registry]
     const self = this // prom-client calls collect() with the metric as `this`
-    this.#approvals = {
-      total: new Counter({
-        name: 'sidekey_approvals_total',
-        help: 'Held calls decided, by tool and result (granted, denied, expired)',
-        labelNames: ['tool', 'result'],
-        registers,
-      }),
-      pending: new Gauge({
-        name: 'sidekey_approvals_pending',
-        help: 'Calls held now, waiting for an approval',
-        labelNames: ['tool'],
-        registers,
-      }),
-      wait: new Histogram({
-        name: 'sidekey_approval_wait_seconds',
-        help: 'Seconds from a call being held to its decision or timeout',
-        labelNames: ['tool'],
-        buckets: [1, 5, 15, 30, 60, 120, 300, 900],
-        registers,
-      }),
-    }
+    this.#approvals = new ApprovalMetrics(registers)
 
     new Counter({
       name: 'sidekey_requests_total',
       help: 'Requests proxied (or refused) for a tool, by method and response status (0: no response).',
       labelNames: ['tool', 'method', 'code'],
       registers,
-      collect () { self.#emitSlots(this, self.#requestSlots()) },
+      collect () { emitSlots(this, self.#requestSlots()) },
     })
     this.#duration = new ToolHistogram({
       name: 'sidekey_request_duration_seconds',
@@ -221,42 +103,44 @@ export class SidekeyMetrics {
       help: 'Age of the credential the tool currently injects.',
       labelNames: ['tool'],
       registers,
-      collect () { self.#credentialGauge(this, 'age_seconds') },
+      collect () { setCredentialGauge(this, self.#credentials, 'age_seconds', (t) => self.#toolLabel(t)) },
     })
     new Gauge({
       name: 'sidekey_credential_expires_in_seconds',
       help: 'Seconds until the current credential expires (absent for a credential without expiry).',
       labelNames: ['tool'],
       registers,
-      collect () { self.#credentialGauge(this, 'expires_in_seconds') },
+      collect () {
+        setCredentialGauge(this, self.#credentials, 'expires_in_seconds', (t) => self.#toolLabel(t))
+      },
     })
     new Counter({
       name: 'sidekey_credential_refresh_total',
       help: 'Credential fetches by result (success or failure); a shared credential counts for every tool sharing it.',
       labelNames: ['tool', 'result'],
       registers,
-      collect () { self.#emitSlots(this, self.#refreshSlots()) },
+      collect () { emitSlots(this, self.#refreshSlots()) },
     })
     new Counter({
       name: 'sidekey_anomalies_total',
       help: 'Anomalies detected, by kind (including those rate-limited out of the log).',
       labelNames: ['kind'],
       registers,
-      collect () { self.#emitSlots(this, self.#anomalies.values()) },
+      collect () { emitSlots(this, self.#anomalies.values()) },
     })
     // The documented series has no labels; the breakdown is a second counter, so neither needs a sum to read.
     new Counter({
       name: 'sidekey_egress_denied_total',
       help: 'Destinations refused because no tool matched or egress rules forbid them (one per egress.denied event).',
       registers,
-      collect () { self.#emitSlots(this, [self.#egressTotal]) },
+      collect () { emitSlots(this, [self.#egressTotal]) },
     })
     new Counter({
       name: 'sidekey_egress_denied_by_reason_total',
       help: 'sidekey_egress_denied_total broken down by reason (unknown reasons count as other).',
       labelNames: ['reason'],
       registers,
-      collect () { self.#emitSlots(this, self.#egress.values()) },
+      collect () { emitSlots(this, self.#egress.values()) },
     })
     new Counter({
       name: 'sidekey_tls_client_error_total',
@@ -264,21 +148,21 @@ export class SidekeyMetrics {
         "(unknown_ca: the agent does not trust sidekey's CA).",
       labelNames: ['alert'],
       registers,
-      collect () { self.#emitSlots(this, self.#tlsClient.values()) },
+      collect () { emitSlots(this, self.#tlsClient.values()) },
     })
     new Counter({
       name: 'sidekey_admin_denied_total',
       help: 'Refused writes on the admin port (one per admin.denied event, logged or not), by reason.',
       labelNames: ['reason'],
       registers,
-      collect () { self.#emitSlots(this, self.#adminDenied.values()) },
+      collect () { emitSlots(this, self.#adminDenied.values()) },
     })
     new Gauge({
       name: 'sidekey_tool_ready',
       help: '1 when the tool holds a valid credential, else 0.',
       labelNames: ['tool'],
       registers,
-      collect () { self.#readyGauge(this) },
+      collect () { setReadyGauge(this, self.#credentials, self.#configured) },
     })
     new Gauge({
       name: 'sidekey_tool_ca_covered',
@@ -310,27 +194,27 @@ export class SidekeyMetrics {
       help: 'Seconds until the interception CA expires (negative once expired); ' +
         'only a restart of sidekey and the agent renews it.',
       registers,
-      collect () { self.#caGauge(this) },
+      collect () { setCaGauge(this, self.#ca) },
     })
     new Counter({
       name: 'sidekey_audit_dropped_total',
       help: 'Audit events not fed to the anomaly detectors because their queue was full ' +
         '(the log line was still written).',
       registers,
-      collect () { self.#emitSlots(this, [self.#dropped]) },
+      collect () { emitSlots(this, [self.#dropped]) },
     })
     new Counter({
       name: 'sidekey_audit_errors_total',
       help: 'Audit events that could not be logged or counted.',
       registers,
-      collect () { self.#emitSlots(this, [self.#errors]) },
+      collect () { emitSlots(this, [self.#errors]) },
     })
 
     for (const kind of ANOMALY_KINDS) this.#anomalies.set(kind, { labels: { kind }, value: 0 })
     for (const reason of EGRESS_DENY_REASONS) this.#egress.set(reason, { labels: { reason }, value: 0 })
     this.#addTool(UNMATCHED_TOOL)
     this.setTools(opts.tools)
-    this.#declareBudgets(registers)
+    declareBudgetSeries(registers, () => this.#budgets)
     this.mcp = new McpCallMetrics(registers)
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: registry })
@@ -343,15 +227,15 @@ export class SidekeyMetrics {
   /** The Prometheus text exposition of every metric. */
   text (): Promise<string> { return this.registry.metrics() }
 
-  /**
-   * Sets the tools the `tool` label may name (on start and reload). Series of tools dropped from config stay,
-   * so their counters do not reset; their gauges disappear with their status.
-   */
   /** `egress.unmatched`, shown by sidekey_egress_unmatched_mode; set at start and on reload. */
   setEgressMode (mode: EgressMode): void {
     this.#egressMode = mode
   }
 
+  /**
+   * Sets the tools the `tool` label may name (on start and reload). Series of tools dropped from config stay,
+   * so their counters do not reset; their gauges disappear with their status.
+   */
   setTools (tools: readonly string[]): void {
     this.#configured = Object.freeze([...tools])
     for (const tool of tools) this.#addTool(tool)
@@ -385,63 +269,12 @@ export class SidekeyMetrics {
    */
   bindFleet (source: FleetConnectionSource): void {
     if (this.#fleet !== undefined) return
-    const registers = [this.registry]
-    new Gauge({
-      name: 'sidekey_fleet_connected',
-      help: '1 while this sidecar is connected to the fleet broker, else 0',
-      registers,
-      collect () { this.set(source.connected ? 1 : 0) },
-    })
-    new Gauge({
-      name: 'sidekey_fleet_watching',
-      help: '1 while fleet commands reach this sidecar (every stored one applied, new ones arriving), else 0',
-      registers,
-      collect () { this.set(source.watching === true ? 1 : 0) },
-    })
-    this.#fleet = {
-      commands: new Counter({
-        name: 'sidekey_fleet_commands_total',
-        help: 'Fleet commands seen, by action and result (applied, failed, rejected, not_addressed)',
-        labelNames: ['action', 'result'],
-        registers,
-      }),
-      apply: new Histogram({
-        name: 'sidekey_fleet_apply_seconds',
-        help: 'Seconds from a fleet command being signed to applied here',
-        buckets: [...FLEET_APPLY_BUCKETS],
-        registers,
-      }),
-    }
+    this.#fleet = new FleetMetrics(this.registry, source)
   }
 
   /** Tools' budgets (src/budget/): what each has left, and the calls each refused. */
   bindBudgets (source: BudgetSource): void {
     this.#budgets = source
-  }
-
-  /** Declared from the start (empty until budgets are bound), as every other series is. */
-  #declareBudgets (registers: Registry[]): void {
-    const self = this
-    new Gauge({
-      name: 'sidekey_budget_remaining',
-      help: 'Requests or tokens a tool budget has left in its window (by: task, the task closest to its limit)',
-      labelNames: ['tool', 'budget'],
-      registers,
-      collect () {
-        this.reset()
-        for (const row of self.#budgets?.remaining() ?? []) this.set({ tool: row.tool, budget: row.budget }, row.value)
-      },
-    })
-    new Counter({
-      name: 'sidekey_budget_exhausted_total',
-      help: 'Calls refused 429 budget_exhausted, by tool and budget',
-      labelNames: ['tool', 'budget'],
-      registers,
-      collect () {
-        this.reset()
-        for (const row of self.#budgets?.exhausted() ?? []) this.inc({ tool: row.tool, budget: row.budget }, row.value)
-      },
-    })
   }
 
   /** Updates the metrics an audit event feeds. Never throws for a well-typed event. */
@@ -475,32 +308,13 @@ export class SidekeyMetrics {
       case 'approval.granted':
       case 'approval.denied':
       case 'approval.expired':
-        this.#approval(event)
+        this.#approvals.observe(event)
         break
-      case 'fleet.command': {
-        const fleet = this.#fleet
-        if (fleet === undefined) break
-        // A rejected command's action is unverified text: only the four actions become label values.
-        const action = event.action !== undefined && FLEET_ACTIONS.has(event.action) ? event.action : 'unknown'
-        fleet.commands.inc({ action, result: event.result })
-        if (event.result === 'applied' && event.lag_ms !== undefined) fleet.apply.observe(event.lag_ms / 1000)
+      case 'fleet.command':
+        this.#fleet?.observe(event)
         break
-      }
       default: break
     }
-  }
-
-  /** A held call: pending until its first decision or its timeout (a later decision on it is counted, not waited). */
-  #approval (event: ApprovalRequested | ApprovalDecided): void {
-    const tool = event.tool
-    if (event.event === 'approval.requested') {
-      this.#approvals.pending.inc({ tool })
-      return
-    }
-    this.#approvals.total.inc({ tool, result: event.event.slice('approval.'.length) })
-    if (event.after_timeout === true) return
-    this.#approvals.pending.dec({ tool })
-    this.#approvals.wait.observe({ tool }, event.wait_ms / 1000)
   }
 
   /** Counts events the hub dropped from its detector queue. */
@@ -553,43 +367,6 @@ export class SidekeyMetrics {
         yield t.refreshFailure
       }
     }
-  }
-
-  #emitSlots (counter: Counter<string>, slots: Iterable<Slot>): void {
-    counter.reset()
-    for (const s of slots) counter.inc(s.labels, s.value)
-  }
-
-  #credentialGauge (gauge: Gauge<'tool'>, field: 'age_seconds' | 'expires_in_seconds'): void {
-    gauge.reset()
-    const status = this.#safeStatus()
-    if (status === undefined) return
-    for (const [tool, s] of Object.entries(status)) {
-      const v = s[field]
-      if (typeof v === 'number' && Number.isFinite(v)) gauge.set({ tool: this.#toolLabel(tool) }, v)
-    }
-  }
-
-  #caGauge (gauge: Gauge): void {
-    // An unlabelled gauge resets to 0; with no CA bound there must be no sample rather than "expired".
-    gauge.reset()
-    const ca = this.#ca
-    const left = ca === undefined ? NaN : (ca.source.notAfter.getTime() - ca.clock.now()) / 1000
-    if (Number.isFinite(left)) gauge.set(Math.floor(left))
-    else gauge.remove({})
-  }
-
-  #readyGauge (gauge: Gauge<'tool'>): void {
-    gauge.reset()
-    const provider = this.#credentials
-    if (provider === undefined) return
-    let unready: Set<string>
-    try { unready = new Set(provider.unready()) } catch { return }
-    for (const tool of this.#configured) gauge.set({ tool }, unready.has(tool) ? 0 : 1)
-  }
-
-  #safeStatus (): ReturnType<CredentialStatusSource['status']> | undefined {
-    try { return this.#credentials?.status() } catch { return undefined }
   }
 
   #toolLabel (tool: string): string {

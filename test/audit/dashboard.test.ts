@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap'
 import { readFile } from 'node:fs/promises'
 import { parse } from 'yaml'
-import { METRIC_NAMES, createMetrics } from '../../src/metrics/metrics.js'
+import { createMetrics } from '../../src/metrics/metrics.js'
+import { METRIC_NAMES } from '../../src/metrics/series.js'
 import { exprsOf, metricFamily, parsePromql } from './promql.js'
 
 const deploy = new URL('../../deploy/', import.meta.url)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { Histogram, Registry } from 'prom-client'
 import { ToolHistogram } from '../../src/metrics/tool-histogram.js'
-import { DURATION_BUCKETS } from '../../src/metrics/metrics.js'
+import { DURATION_BUCKETS } from '../../src/metrics/series.js'
 
 const NAME = 'sidekey_request_duration_seconds'
 const HELP = 'The whole proxied exchange'
