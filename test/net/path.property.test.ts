@@ -135,7 +135,7 @@ t.test('the probes of the adversarial report', async (t) => {
 })
 
 t.test('absolute-form keeps the path as the agent wrote it, for the one normaliser', async (t) => {
-  const { absoluteTarget } = await import('../../src/proxy/ingress/listener.js')
+  const { absoluteTarget } = await import('../../src/proxy/ingress/absolute-target.js')
   const cases: Array<[string, string]> = [
     ['http://api.a.test/v1/%2e%2e/x', '/v1/%2e%2e/x'], ['http://api.a.test?x=1', '/?x=1'], ['http://api.a.test', '/'],
     ['https://API.A.TEST:8443/a%2fb?q=%2F', '/a%2fb?q=%2F'], ['http://api.a.test\\..\\x', '/\\..\\x'], ['http://api.a.test#f', '/#f'],

@@ -1,15 +1,15 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { getHeapStatistics } from 'node:v8'
 import type { LimitsConfig } from '../../config/schema.js'
 import { egressDenied, NO_TOOL, SELF, SidekeyError } from '../../errors.js'
-import { formatAuthority, isCanonicalHost, parseAuthority, normalizeHost } from '../../net/host.js'
+import { formatAuthority, parseAuthority } from '../../net/host.js'
 import { targetsSelf } from '../../net/self.js'
 import { RequestHandler } from '../pipeline/handler.js'
 import type { RequestTarget } from './target.js'
 import { pathWithoutQuery } from '../../util/path.js'
-import { asSidekeyError, CLIENT_ERROR, sendError, sendRawError, type MarkedSocket } from '../respond.js'
+import { asSidekeyError, sendError, sendRawError } from '../respond.js'
 import { connectPortAllowed, type Runtime } from '../runtime.js'
 import { blindTunnel, intercept, MAX_REQUESTED, type TunnelContext } from './tunnel.js'
 import { upgradeResponse } from './upgrade.js'
@@ -18,6 +18,8 @@ import { AgentH2 } from './h2.js'
 import { USUAL_METHODS } from '../methods.js'
 import { listen } from '../../util/listen.js'
 import { ingressEvent } from '../pipeline/context.js'
+import { absoluteTarget, hostMismatch } from './absolute-target.js'
+import { makeServer, tooManyHeaders } from './http-server.js'
 
 export interface ListenerOptions {
   /** Used heap over the heap limit, 0..1; past OVERLOAD_HEAP_RATIO new requests are refused (tests inject it). */
@@ -351,116 +353,10 @@ export class ProxyListener {
   }
 }
 
-function makeServer (limits: LimitsConfig, onRequest: (req: IncomingMessage, res: ServerResponse) => void): Server {
-  const server = createServer({
-    maxHeaderSize: limits.max_header_bytes,
-    // Node refuses a headers timeout longer than the request timeout; the shorter one is what applies anyway.
-    headersTimeout: limits.request_timeout > 0
-      ? Math.min(limits.headers_timeout, limits.request_timeout)
-      : limits.headers_timeout,
-    requestTimeout: limits.request_timeout,
-    // Twice a second, so a stalled header or body is cut within its timeout + 1 s (threat model: the agent,
-    // exhaustion), not + 2 s.
-    connectionsCheckingInterval: 500,
-    keepAliveTimeout: limits.keep_alive_timeout,
-    requireHostHeader: true,
-    joinDuplicateHeaders: false,
-    insecureHTTPParser: false,
-  }, onRequest)
-  // One more than the limit, so that "too many" is seen and answered with 431 instead of silently truncated.
-  server.maxHeadersCount = limits.max_headers + 1
-  server.maxRequestsPerSocket = limits.max_requests_per_socket
-  // Stream idle: a connection on which nothing moves either way (a client that stopped reading its response, an
-  // upstream that stopped sending) is closed, and the exchange behind it is cancelled (threat model: the agent,
-  // exhaustion).
-  server.timeout = limits.idle_timeout
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
-    const code = err.code === 'HPE_HEADER_OVERFLOW'
-      ? 'SIDEKEY_HEADERS_TOO_LARGE'
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'SIDEKEY_REQUEST_TIMEOUT' : 'SIDEKEY_BAD_REQUEST'
-    const refusal = new SidekeyError(code, 'malformed request')
-    ;(socket as MarkedSocket)[CLIENT_ERROR] = { status: refusal.status, code: err.code ?? 'unknown' }
-    sendRawError(socket, refusal, '-')
-  })
-  return server
-}
-
-function tooManyHeaders (req: IncomingMessage, limits: LimitsConfig): void {
-  if (req.rawHeaders.length / 2 > limits.max_headers) {
-    throw new SidekeyError('SIDEKEY_HEADERS_TOO_LARGE', 'too many header fields')
-  }
-}
-
-/**
- * threat model: the agent, credential scope: the URL authority wins over Host; a Host naming something else is
- * worth an audit field.
- */
-function hostMismatch (hostHeader: string | undefined, target: RequestTarget): boolean {
-  if (hostHeader === undefined) return false
-  try {
-    const a = parseAuthority(hostHeader, target.scheme === 'https' ? 443 : 80)
-    return a.host !== target.host || a.port !== target.port
-  } catch {
-    return true
-  }
-}
-
 function overloaded (): SidekeyError {
   return new SidekeyError('SIDEKEY_OVERLOADED', 'sidekey is short of memory')
 }
 
 function misdirected (): SidekeyError {
   return new SidekeyError('SIDEKEY_MISDIRECTED', 'request authority does not match the CONNECT target')
-}
-
-/**
- * An absolute-form request target (RFC 9112 §3.2.2): only http and https, no userinfo (RFC 9110 §4.2.4), and
- * the authority — not the Host header — decides where the request goes. Origin-form is refused: sidekey never
- * routes by Host (threat model: the agent, open proxy and SSRF).
- */
-export function absoluteTarget (url: string): RequestTarget {
-  const scheme = url.startsWith('http://') ? 'http' : url.startsWith('https://') ? 'https' : undefined
-  if (scheme === undefined) {
-    const why = url.startsWith('/') ? 'origin-form request to a proxy' : 'unsupported request target'
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', why)
-  }
-  const fast = canonicalTarget(url, scheme)
-  if (fast !== undefined) return fast
-  // The authority ends where WHATWG URL ends it for a special scheme; the path after it is kept as the agent wrote
-  // it, for net/path.ts (URL would resolve `%2e` and read `\` as `/` on its own terms).
-  const start = scheme.length + 3
-  const end = url.slice(start).search(/[/?#\\]/)
-  const authority = end < 0 ? url.slice(start) : url.slice(start, start + end)
-  if (authority.includes('@')) throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'userinfo in request target')
-  let parsed: URL
-  try {
-    if (authority === '') throw new Error('empty authority')
-    parsed = new URL(`${scheme}://${authority}/`)
-  } catch {
-    throw new SidekeyError('SIDEKEY_BAD_REQUEST', 'invalid request target')
-  }
-  const host = normalizeHost(parsed.hostname)
-  const port = parsed.port === '' ? (scheme === 'https' ? 443 : 80) : Number(parsed.port)
-  const rest = end < 0 ? '' : url.slice(start + end)
-  return { scheme, host, port, pathAndQuery: rest.startsWith('/') ? rest : '/' + rest, tunnel: false }
-}
-
-/**
- * `scheme://host[:port]/path[?query]` already in the form `new URL()` would give back: canonical host, port 1-65535
- * without leading zeros, a path of RFC 3986 pchars without `%` or dot segments, a non-empty query without the
- * characters URL would percent-encode, no fragment. Anything else takes the URL parser (undefined).
- */
-const CANONICAL_TARGET =
-  /^https?:\/\/([a-z0-9.-]+)(?::([1-9]\d{0,4}))?(\/[\w\-.~!$&()*+,;=:@/]*)(\?[\w\-.~!$&()*+,;=:@/?%]+)?$/
-
-function canonicalTarget (url: string, scheme: 'http' | 'https'): RequestTarget | undefined {
-  const m = CANONICAL_TARGET.exec(url)
-  if (m === null) return undefined
-  const host = m[1]!
-  const path = m[3]!
-  if (!isCanonicalHost(host) || path.includes('/.')) return undefined
-  const port = m[2] === undefined ? (scheme === 'https' ? 443 : 80) : Number(m[2])
-  if (port > 65535) return undefined
-  return { scheme, host, port, pathAndQuery: m[4] === undefined ? path : path + m[4], tunnel: false }
 }
