@@ -34,7 +34,7 @@ export default [
   },
   {
     // Their job is control characters: escaping them in logs, refusing them in paths, finding keys between them.
-    files: ['src/credentials/refresher.ts', 'src/net/path.ts', 'src/proxy/scrub/scrub.ts', 'test/audit/*.test.ts'],
+    files: ['src/credentials/error-text.ts', 'src/net/path.ts', 'src/proxy/scrub/scrub.ts', 'test/audit/*.test.ts'],
     rules: { 'no-control-regex': 'off' },
   },
   {

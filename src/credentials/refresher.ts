@@ -1,77 +1,26 @@
-import type { AuditSink } from '../audit/events.js'
 import { IssuerError, SidekeyError } from '../errors.js'
-import type { Clock, Timer } from '../util/clock.js'
+import type { Timer } from '../util/clock.js'
 import { nextDelay } from './backoff.js'
-import type { IssuedCredential, Issuer } from './issuer.js'
+import { asSidekeyError, describeError } from './error-text.js'
+import type { IssuedCredential } from './issuer.js'
 import type { Credential, RevokeOutcome, ToolCredentialStatus } from './provider.js'
+import { refreshTime } from './refresh-time.js'
+import type {
+  LastRefresh, RefreshOutcome, RefreshReason, RefresherOptions, RefresherState,
+} from './refresher-options.js'
 import { CredentialStore, isUsable, usableUntil } from './store.js'
-import { NO_TRACING, type Span, type Tracing } from '../tracing/index.js'
+import { NO_TRACING, type Span } from '../tracing/index.js'
 
 /**
  * An issuer call is abandoned after this long unless the issuer's config says otherwise (threat model: faults,
  * issuer outages).
  */
 export const DEFAULT_ISSUER_TIMEOUT_MS = 10_000
-/**
- * A refresh starts at the latest this long before expiry, or half the lifetime for shorter ones (threat model:
- * faults, issuer outages).
- */
-export const MAX_REFRESH_LEAD_MS = 5 * 60_000
 /** How many rejected credential ids a slot remembers having force-refreshed for (bounded: ids only ever grow). */
 const FORCED_MEMORY = 16
 
 /** After a refresh forced by a 401, further 401s pass through for this long instead of forcing another. */
 export const REJECTED_COOLDOWN_MS = 10_000
-
-/** Why a credential was fetched; the `reason` of `credential.issued`. */
-export type RefreshReason = 'initial' | 'scheduled' | 'rotate' | 'rejected' | 'changed' | 'max_uses' | 'revoke'
-
-export type RefreshOutcome =
-  | { readonly ok: true, readonly credential: Credential }
-  | { readonly ok: false, readonly error: SidekeyError }
-
-export interface LastRefresh { readonly result: 'success' | 'failure', readonly at: number, readonly error?: string }
-
-/** What a slot hands to its successor on a config reload. */
-export interface RefresherState {
-  readonly current: Credential | undefined
-  readonly previous: Credential | undefined
-  readonly lastRefresh: LastRefresh | undefined
-}
-
-export interface RefresherOptions {
-  readonly issuerName: string
-  readonly issuer: Issuer
-  /** The tools sharing this credential; the first is named in CredentialRequest.tool and in scheduled events. */
-  readonly tools: readonly string[]
-  readonly scopes: readonly string[]
-  readonly audience: string | undefined
-  readonly instanceId: string
-  /** Refresh once this fraction of the lifetime has passed... */
-  readonly refreshAt: number
-  /** ...give or take this fraction of that. */
-  readonly refreshJitter: number
-  readonly timeoutMs: number
-  /** After this many uses of one credential (`use()`), a refresh starts in the background. */
-  readonly maxUses?: number | undefined
-  readonly clock: Clock
-  readonly audit: AuditSink
-  readonly random: () => number
-  readonly carried?: RefresherState
-  readonly tracing?: Tracing | undefined
-}
-
-/**
- * When to refresh `cred` (ms since the epoch): `at` of its lifetime ± `jitter` of that, but no later than
- * min(5 min, half the lifetime) before it expires. Undefined for a credential that does not expire.
- */
-export function refreshTime (cred: Credential, at: number, jitter: number, random: () => number): number | undefined {
-  if (cred.expiresAt === undefined) return undefined
-  const lifetime = Math.max(0, cred.expiresAt - cred.issuedAt)
-  const offset = lifetime * at * (1 + jitter * (2 * random() - 1))
-  const latest = cred.expiresAt - Math.min(MAX_REFRESH_LEAD_MS, lifetime / 2)
-  return Math.min(cred.issuedAt + offset, latest)
-}
 
 /**
  * Keeps one credential slot (issuer, scopes, audience) fresh: scheduled refreshes, retries with backoff, and the
@@ -430,57 +379,3 @@ function closedError (): IssuerError {
 }
 
 function iso (ms: number): string { return new Date(ms).toISOString() }
-
-const ERROR_TEXT_MAX = 300
-const REDACTED = '[REDACTED]'
-
-/**
- * Drops what looks like a credential from a foreign error message: known tokens, `Bearer x`, `token=x`-style pairs
- * and long base64/JWT-like runs; strips control characters and bounds the length.
- */
-/** `name: value` and `name=value` pairs whose name says the value is secret: the value is redacted. */
-const SECRET_FIELD =
-  /((?:token|secret|password|passwd|assertion|key|code|authorization|cookie)["']?\s*[:=]\s*["']?)[^\s"'&,;]+/gi
-
-export function sanitizeErrorText (text: string, secrets: readonly string[] = []): string {
-  const out = scrubKnown(text, secrets)
-    .replace(/\b(bearer|basic)\s+\S+/gi, `$1 ${REDACTED}`)
-    .replace(SECRET_FIELD, `$1${REDACTED}`)
-    .replace(/[A-Za-z0-9+/_=.~-]{20,}/g, REDACTED)
-  return bound(out)
-}
-
-/** Known tokens and control characters only: for our own error messages, which carry no secret by contract. */
-function scrubKnown (text: string, secrets: readonly string[]): string {
-  let out = text
-  for (const s of secrets) if (s.length >= 4) out = out.split(s).join(REDACTED)
-  return out.replace(/[\u0000-\u001f\u007f-\u009f]+/g, ' ')
-}
-
-function bound (text: string): string {
-  return text.length > ERROR_TEXT_MAX ? `${text.slice(0, ERROR_TEXT_MAX)}…` : text
-}
-
-/** `CODE: message` for a SidekeyError, a sanitised text under SIDEKEY_ISSUER_FAILED for any other error. */
-export function describeError (err: unknown, secrets: readonly string[] = []): string {
-  if (err instanceof SidekeyError) return bound(scrubKnown(`${err.code}: ${err.message}`, secrets))
-  return `SIDEKEY_ISSUER_FAILED: ${foreignText(err, secrets)}`
-}
-
-function foreignText (err: unknown, secrets: readonly string[]): string {
-  if (!(err instanceof Error)) return 'issuer call failed'
-  const code = errnoCode(err) ?? errnoCode(err.cause)
-  const message = sanitizeErrorText(err.message, secrets).trim()
-  const text = message === '' ? `issuer call failed (${err.name})` : message
-  return code === undefined ? text : `${text} (${code})`
-}
-
-function errnoCode (err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null | undefined)?.code
-  return typeof code === 'string' && /^[A-Z][A-Z0-9_]{1,40}$/.test(code) ? code : undefined
-}
-
-function asSidekeyError (err: unknown, secrets: readonly string[]): SidekeyError {
-  if (err instanceof SidekeyError) return err
-  return new IssuerError('SIDEKEY_ISSUER_FAILED', foreignText(err, secrets))
-}

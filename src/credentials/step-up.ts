@@ -1,6 +1,6 @@
 import type { AuditSink } from '../audit/events.js'
 import type { Clock } from '../util/clock.js'
-import { describeError } from './refresher.js'
+import { describeError } from './error-text.js'
 import type { Issuer } from './issuer.js'
 import type { Credential } from './provider.js'
 

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
-import { REJECTED_COOLDOWN_MS, sanitizeErrorText } from '../../src/credentials/refresher.js'
+import { REJECTED_COOLDOWN_MS } from '../../src/credentials/refresher.js'
+import { sanitizeErrorText } from '../../src/credentials/error-text.js'
 import { IssuerError } from '../../src/errors.js'
 import { settle } from './fake-clock.js'
 import { harness, makeConfig } from './fakes.js'

@@ -2,7 +2,7 @@ import { createSecureContext, rootCertificates } from 'node:tls'
 import { Agent } from 'undici'
 import type { Config } from '../../config/schema.js'
 import { createLookup } from '../../net/resolver.js'
-import { describeError } from '../refresher.js'
+import { describeError } from '../error-text.js'
 import { discover } from './discovery.js'
 
 /** `sidekey check --discover` waits at most this long for each metadata document. */
