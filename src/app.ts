@@ -14,22 +14,18 @@ import { CredentialManager } from './credentials/manager.js'
 import { loadOrCreateCa, type CertificateAuthority } from './tls/ca.js'
 import { LeafCache } from './tls/leaf-cache.js'
 import { toolLeafHosts } from './tls/tool-leaf-hosts.js'
-import { createLookup, type ResolverOptions } from './net/resolver.js'
-import { Router } from './proxy/router.js'
 import { upstreamStatuses } from './proxy/upstream/upstream-target.js'
-import { createUpstream } from './proxy/upstream/upstream.js'
 import { ProxyListener } from './proxy/ingress/listener.js'
 import type { Runtime } from './proxy/runtime.js'
-import { NO_LOCKS, type LockView } from './proxy/lock-view.js'
 import type { FleetAgent } from './fleet/agent.js'
 import { AdminServer } from './admin/server.js'
-import { ApprovalDesk } from './approvals/index.js'
 import { loadOrCreateAdminToken } from './admin/token.js'
 import { SidekeyError } from './errors.js'
 import { Budgets } from './budget/index.js'
 import { systemClock, type Clock } from './util/clock.js'
 import { Closers } from './util/closers.js'
-import { createTracing, type Tracing } from './tracing/index.js'
+import { createTracing } from './tracing/index.js'
+import { buildRuntime, retire, type Live } from './build-runtime.js'
 
 /** The version heartbeats report (package.json's, kept in step by a test). */
 export const VERSION = '0.1.0'
@@ -335,28 +331,6 @@ export class Sidekey {
   }
 }
 
-interface RuntimeDeps {
-  /** PEM of `upstream_ca_file`, read by preflight. */
-  upstreamCa: string | undefined
-  clock: Clock
-  audit: AuditHub
-  leaves: LeafCache
-  dns: typeof dnsLookup | undefined
-  ownPorts: ReadonlySet<number>
-  locks?: LockView
-  approvals?: ApprovalDesk
-  /** Kept across reloads: a budget whose line is unchanged keeps its count. */
-  budgets: Budgets
-  previous?: CredentialManager
-  tracing?: Tracing | undefined
-}
-
-/** A runtime and its credential manager as built: the request path sees only the runtime's narrow interfaces. */
-interface Live {
-  readonly runtime: Runtime
-  readonly credentials: CredentialManager
-}
-
 /** What a start builds before the runtime. */
 interface Parts {
   readonly logger: Logger
@@ -365,53 +339,6 @@ interface Parts {
   readonly ca: CertificateAuthority
   readonly leaves: LeafCache
   readonly trail: AuditTrail | undefined
-}
-
-async function buildRuntime (config: Readonly<Config>, deps: RuntimeDeps): Promise<Live> {
-  const resolver: ResolverOptions = {
-    pins: config.resolve,
-    blockPrivate: config.egress.block_private,
-    ...(deps.dns === undefined ? {} : { dns: deps.dns }),
-  }
-  const lookup = createLookup(resolver)
-  const router = new Router(config.tools)
-  const upstream = createUpstream(config, lookup, router, deps.upstreamCa)
-  // Loaded (and its key read or made) only in inventory mode.
-  const inventory = config.egress.unmatched === 'inventory'
-    ? await (await import('./inventory/index.js')).createInventory(config.ca.dir)
-    : undefined
-  const credentials = CredentialManager.create(config, {
-    clock: deps.clock,
-    audit: deps.audit,
-    dispatcher: upstream,
-    tracing: deps.tracing,
-    ...(deps.previous === undefined ? {} : { previous: deps.previous }),
-  })
-  await credentials.start()
-  deps.budgets.configure(config.tools)
-  const runtime: Runtime = {
-    config,
-    router,
-    credentials,
-    upstream,
-    lookup,
-    resolver,
-    audit: deps.audit,
-    leaves: deps.leaves,
-    ownPorts: deps.ownPorts,
-    locks: deps.locks ?? NO_LOCKS,
-    approvals: deps.approvals ?? new ApprovalDesk(deps.audit),
-    budgets: deps.budgets,
-    ...(deps.tracing === undefined ? {} : { tracing: deps.tracing }),
-    ...(inventory === undefined ? {} : { inventory }),
-  }
-  return { runtime, credentials }
-}
-
-/** Lets a replaced runtime's requests finish, then frees its pools and timers. */
-async function retire (rt: Runtime, credentials: CredentialManager): Promise<void> {
-  await credentials.close()
-  await rt.upstream.close().catch(() => {})
 }
 
 function withOverrides (config: Readonly<Config>, opts: StartOptions): Readonly<Config> {
