@@ -114,5 +114,7 @@ t.test('declared sizes cost nothing until the bytes arrive (no amplification fro
   const growth = Math.max(0, sk.rss() - base)
   for (const s of sockets) s.destroy()
   t.comment(`${N} connections announcing ${N} MiB with ${(sent / 1024).toFixed(0)} KiB sent: RSS +${(growth / MiB).toFixed(1)} MiB (${Math.round(growth / N / 1024)} KiB per connection, sockets and parsers included)`)
-  t.ok(growth < 100 * sent, 'under 100x what was sent (ENVOY-TM): nothing is reserved for the announced bodies')
+  // A connection costs its socket and parser (about 15-20 KiB, by Node version); reserving the announced 1 MiB body
+  // would cost 200 MiB here. 64 KiB per connection tells the two apart with room for the Node version and the GC.
+  t.ok(growth < N * 64 * 1024, 'far under the announced bodies: nothing is reserved for them')
 })
